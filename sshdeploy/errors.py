@@ -1,0 +1,241 @@
+"""The error classes of sshdeploy.
+
+Every error names *where* it happened (a host as ``user@host:port``, a role, a
+worker name, or a hostfile and line), *what* failed, and *what to do next*.
+They all derive from :class:`SSHDeployError`, so ``except SSHDeployError``
+catches every failure that sshdeploy diagnosed itself.
+
+This module is a leaf: it imports neither asyncssh nor distributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["scheduler", "worker", "agent", "preflight"]
+
+
+class SSHDeployError(Exception):
+    """Root of every error that sshdeploy raises on purpose.
+
+    Subclasses are dataclasses whose fields say where and why; ``str(err)``
+    is a one-paragraph message ending with what to do next.
+    """
+
+    remedy: str = ""
+
+    def __str__(self) -> str:  # pragma: no cover - overridden
+        return self.message()
+
+    def message(self) -> str:
+        """Return the full, user-facing message."""
+        return super().__str__()
+
+
+@dataclass(eq=False)
+class HostfileError(SSHDeployError, ValueError):
+    """A hostfile (or a host string) could not be parsed.
+
+    Parameters
+    ----------
+    path : str
+        The file, or ``"<hosts>"`` for a host given on the command line.
+    line : int
+        1-based line number (0 when not known).
+    reason : str
+        What is wrong with the line.
+    text : str
+        The offending text.
+    """
+
+    path: str
+    line: int
+    reason: str
+    text: str = ""
+    remedy: str = (
+        "Fix the line: one host per line, [user@]host[:port] followed by optional "
+        "key=value settings (slots=, nthreads=, memory-limit=, remote-python=); "
+        "'#' starts a comment."
+    )
+
+    def message(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        shown = f" ({self.text.strip()!r})" if self.text.strip() else ""
+        return f"{where}: {self.reason}{shown}. {self.remedy}"
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+@dataclass(eq=False)
+class HostError(SSHDeployError):
+    """A failure tied to one host (and possibly one role or worker).
+
+    Parameters
+    ----------
+    host : str
+        The host as ``user@host:port``.
+    what : str
+        What failed, in a few words.
+    cause : str
+        The underlying reason (the exception text, exit status, ...).
+    role : str
+        ``"scheduler"``, ``"worker"``, ``"agent"`` or ``"preflight"``.
+    name : str or None
+        The worker name, when one worker is concerned.
+    remedy : str
+        What the user should do.
+    stderr_tail : str
+        The last lines the remote process wrote, if any.
+    """
+
+    host: str
+    what: str
+    cause: str = ""
+    role: str = "agent"
+    name: str | None = None
+    remedy: str = ""
+    stderr_tail: str = ""
+
+    def message(self) -> str:
+        who = self.name or self.role
+        text = f"[{self.host}] {who}: {self.what}"
+        if self.cause:
+            text += f": {self.cause}"
+        text = text.rstrip(".") + "."
+        if self.remedy:
+            text += f" {self.remedy}"
+        if self.stderr_tail.strip():
+            tail = "\n".join("    " + ln for ln in self.stderr_tail.strip().splitlines())
+            text += f"\n  last remote output:\n{tail}"
+        return text
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+@dataclass(eq=False)
+class ConnectError(HostError):
+    """The host could not be reached over TCP/SSH (refused, timed out, DNS)."""
+
+    what: str = "cannot connect"
+    remedy: str = (
+        "Check that the host name resolves and sshd listens on that port "
+        "(try `ssh -p PORT user@host true`), or raise --connect-timeout."
+    )
+
+
+@dataclass(eq=False)
+class AuthenticationError(HostError):
+    """The SSH server refused every key or password offered."""
+
+    what: str = "authentication refused"
+    remedy: str = (
+        "Give the right key (connect_options={'client_keys': [...]} or "
+        "--ssh-private-key), load it into ssh-agent, or check the user name."
+    )
+
+
+@dataclass(eq=False)
+class HostKeyError(HostError):
+    """The server's host key is unknown or differs from known_hosts."""
+
+    what: str = "host key not trusted"
+    remedy: str = (
+        "Add the host's key to known_hosts (`ssh-keyscan -p PORT host >> "
+        "~/.ssh/known_hosts` after checking it), or pass known_hosts=PATH; "
+        "if the key changed on purpose, remove the old line first."
+    )
+
+
+@dataclass(eq=False)
+class RemotePythonError(HostError):
+    """The remote Python interpreter is missing or cannot run the agent."""
+
+    what: str = "remote Python not usable"
+    remedy: str = (
+        "Install Python 3.10+ on that host or point remote_python / "
+        "--remote-python at the interpreter of the environment with dask installed."
+    )
+
+
+@dataclass(eq=False)
+class RemoteImportError(HostError):
+    """dask or distributed is not importable with the remote Python."""
+
+    what: str = "distributed is not importable"
+    remedy: str = (
+        "Install the same dask/distributed versions on that host "
+        "(pip install 'distributed==X'), or set remote_python to an environment "
+        "that has them."
+    )
+
+
+@dataclass(eq=False)
+class VersionMismatchError(HostError):
+    """Python, dask or distributed differ between the controller and a host."""
+
+    what: str = "version mismatch"
+    remedy: str = (
+        "Install matching versions on both sides, or set "
+        "sshdeploy.version-check to 'warn' to go on anyway."
+    )
+
+
+@dataclass(eq=False)
+class StartError(HostError):
+    """A scheduler or worker did not start (exit during start-up, or deadline)."""
+
+    what: str = "failed to start"
+    remedy: str = "Read the remote output below; fix the option or the environment it names."
+
+
+@dataclass(eq=False)
+class MultiHostError(SSHDeployError):
+    """Several hosts failed at once; one entry per host.
+
+    Parameters
+    ----------
+    failures : Mapping[str, SSHDeployError]
+        Host (``user@host:port``) to the error raised for it.
+    action : str
+        What was being done on every host.
+    """
+
+    failures: Mapping[str, BaseException] = field(default_factory=dict)
+    action: str = "start"
+
+    def message(self) -> str:
+        lines = [f"{len(self.failures)} host(s) failed to {self.action}:"]
+        for _host, err in self.failures.items():
+            lines.append("  - " + str(err).replace("\n", "\n    "))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+@dataclass(eq=False)
+class ConfigError(SSHDeployError, ValueError):
+    """An argument or setting is invalid (e.g. a per-host list of the wrong length)."""
+
+    setting: str
+    reason: str
+    remedy: str = ""
+
+    def message(self) -> str:
+        return f"{self.setting}: {self.reason}. {self.remedy}".rstrip(" .") + "."
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+def failures_by_host(errors: Mapping[str, BaseException], action: str) -> SSHDeployError:
+    """Return the single error if one host failed, else a :class:`MultiHostError`."""
+    if len(errors) == 1:
+        (err,) = errors.values()
+        if isinstance(err, SSHDeployError):
+            return err
+    return MultiHostError(failures=dict(errors), action=action)
