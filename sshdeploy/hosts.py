@@ -1,0 +1,796 @@
+"""Host values and the hostfile grammar.
+
+A :class:`Host` is one line of a hostfile: where to connect (``user``,
+``hostname``, ``port``) and what to run there (``slots``, ``nthreads``,
+``memory_limit``, ``remote_python``).  This module turns text into hosts:
+single host strings (:func:`parse_host`), hostfiles (:func:`load_hostfile`),
+bracket ranges (:func:`expand_ranges`) and the node lists of batch systems
+(:func:`parse_slurm_nodelist`, :func:`load_pbs_nodefile`,
+:func:`hosts_from_environment`).
+
+Every problem is raised as :class:`~sshdeploy.errors.HostfileError` with the
+path, the 1-based line and a precise reason.  The accepted syntax is
+:data:`HOSTFILE_GRAMMAR`.
+
+This module is a leaf: no network, no asyncssh, no distributed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import product
+from typing import Any
+
+from .errors import HostfileError
+
+__all__ = [
+    "HOSTFILE_GRAMMAR",
+    "KNOWN_KEYS",
+    "MAX_RANGE_HOSTS",
+    "Host",
+    "expand_ranges",
+    "hosts_from_environment",
+    "load_hostfile",
+    "load_pbs_nodefile",
+    "parse_host",
+    "parse_host_line",
+    "parse_hostfile_text",
+    "parse_slurm_nodelist",
+]
+
+HOSTFILE_GRAMMAR: str = """\
+Hostfile format: one host per line.
+
+  [user@]host[:port]  [key=value ...]   # a comment
+
+  host        a name (letters, digits, '-', '.', '_'), an IPv4 address, or an
+              IPv6 address in brackets: [fe80::1]:2222
+  user, port  optional; unset ones come from your SSH settings / defaults
+  key=value   settings for this host, after the host:
+                slots=N            worker processes on this host (N >= 1)
+                nthreads=N         threads per worker (N >= 1)
+                memory-limit=X     per worker: 4GiB, 500MB, 0.5 (of RAM), auto
+                remote-python=PATH the Python to run on this host
+              (memory_limit= and remote_python= are accepted too)
+  ranges      node[01-16] and node[1-3,7] expand to several hosts that share
+              the line's settings; zero padding is kept
+  '#' starts a comment anywhere on a line; blank lines are ignored.
+  A host may appear on several lines: each line adds its own workers.
+  The first host listed runs the scheduler.
+
+Example:
+  alice@head.lab:2222                               # the scheduler
+  alice@gpu[01-04] slots=2 nthreads=8 memory-limit=16GiB
+  10.0.0.7 remote-python=/opt/conda/bin/python
+"""
+
+#: The setting keys a hostfile accepts, in their canonical spelling.
+KNOWN_KEYS: tuple[str, ...] = ("slots", "nthreads", "memory-limit", "remote-python")
+
+#: The most hosts one range pattern may expand to (guards against typos like [1-1000000]).
+MAX_RANGE_HOSTS = 65536
+
+_KEY_FIELDS: dict[str, str] = {
+    "slots": "slots",
+    "nthreads": "nthreads",
+    "memory-limit": "memory_limit",
+    "memory_limit": "memory_limit",
+    "remote-python": "remote_python",
+    "remote_python": "remote_python",
+}
+_USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
+_HOST_CHAR_RE = re.compile(r"[A-Za-z0-9._-]")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_RANGE_ITEM_RE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+# What dask.utils.parse_bytes / memory_limit accept: a size with an optional unit,
+# a fraction of RAM, 0 (no limit) or "auto".
+_MEMORY_RE = re.compile(
+    r"auto|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[0-9]+)?\s*(?:[kmgtp]i?b?|b)?",
+    re.IGNORECASE,
+)
+_TASKS_RE = re.compile(r"([0-9]+)(?:\(x([0-9]+)\))?")
+
+_Fail = Callable[[str], HostfileError]
+
+
+def _failer(path: str, line: int, text: str) -> _Fail:
+    """Return a function that builds the error for one place in one input."""
+
+    def fail(reason: str) -> HostfileError:
+        return HostfileError(path, line, reason, text)
+
+    return fail
+
+
+def _hostname_problem(name: str) -> str | None:
+    """Return why ``name`` is not a valid host name or IP address, or None."""
+    if not name:
+        return "empty host"
+    if ":" in name:
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return f"invalid IPv6 address {name!r}"
+        return None
+    if re.fullmatch(r"[0-9.]+", name):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return f"invalid IPv4 address {name!r}"
+        return None
+    bad = sorted({ch for ch in name if not _HOST_CHAR_RE.fullmatch(ch)})
+    if bad:
+        return (
+            f"invalid characters {''.join(bad)!r} in host name {name!r} "
+            "(allowed: letters, digits, '-', '.', '_')"
+        )
+    if len(name) > 253:
+        return f"host name {name[:20]!r}... is longer than 253 characters"
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    for label in labels:
+        if not label:
+            return f"empty label in host name {name!r} (a leading '.' or '..')"
+        if len(label) > 63:
+            return f"label {label[:20]!r}... of host name is longer than 63 characters"
+        if label.startswith("-") or label.endswith("-"):
+            return f"label {label!r} of host name {name!r} starts or ends with '-'"
+    return None
+
+
+def _positive_int_problem(name: str, value: object) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return f"bad value for {name!r}: expected a positive integer, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host to deploy to, with optional per-host settings.
+
+    Parameters
+    ----------
+    hostname : str
+        A host name, an IPv4 address or an IPv6 address (without brackets).
+    user : str, optional
+        The SSH user; None uses the default (SSH config, current user).
+    port : int, optional
+        The SSH port (1-65535); None uses the default (SSH config, 22).
+    slots : int, optional
+        Worker processes on this host (MPI-hostfile style).
+    nthreads : int, optional
+        Threads per worker on this host.
+    memory_limit : str, optional
+        Memory limit per worker, kept as text (``"4GiB"``, ``"auto"``, ``"0.5"``).
+    remote_python : str, optional
+        The Python interpreter to run on this host.
+    source : str, optional
+        ``"path:line"`` the host came from, for error messages.  Not part of
+        equality or hashing.
+
+    Raises
+    ------
+    HostfileError
+        If a field is invalid (bad host name, port out of range, slots < 1, ...).
+
+    Examples
+    --------
+    >>> h = Host("node1", user="alice", port=2222, slots=2)
+    >>> h.display()
+    'alice@node1:2222'
+    >>> h.key
+    ('alice', 'node1', 2222)
+    >>> Host("::1", port=22).display()
+    '[::1]:22'
+    >>> Host("node1").with_defaults(user="bob", port=22).display()
+    'bob@node1:22'
+    """
+
+    hostname: str
+    user: str | None = None
+    port: int | None = None
+    slots: int | None = None
+    nthreads: int | None = None
+    memory_limit: str | None = None
+    remote_python: str | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        problem = _host_problem(self)
+        if problem:
+            raise HostfileError(self.source or "<hosts>", 0, problem, str(self.hostname))
+
+    @property
+    def key(self) -> tuple[str | None, str, int | None]:
+        """``(user, hostname, port)``: the identity of one SSH connection."""
+        return (self.user, self.hostname, self.port)
+
+    def display(self) -> str:
+        """Return ``user@host:port`` with the parts that are set.
+
+        An IPv6 address is bracketed when a port follows: ``[::1]:22``.
+        """
+        host = self.hostname
+        if ":" in host and self.port is not None:
+            host = f"[{host}]"
+        text = f"{self.user}@{host}" if self.user else host
+        return text if self.port is None else f"{text}:{self.port}"
+
+    def with_defaults(self, user: str | None = None, port: int | None = None) -> Host:
+        """Return a copy whose unset ``user`` and ``port`` are filled in.
+
+        Values already set on the host win over the defaults given here.
+        """
+        return replace(
+            self,
+            user=self.user if self.user is not None else user,
+            port=self.port if self.port is not None else port,
+        )
+
+
+def _host_problem(host: Host) -> str | None:
+    """Return why the fields of ``host`` are invalid, or None."""
+    if not isinstance(host.hostname, str):
+        return f"host name must be a string, got {host.hostname!r}"
+    problem = _hostname_problem(host.hostname)
+    if problem:
+        return problem
+    if host.user is not None and not _USER_RE.fullmatch(host.user):
+        return "empty user" if not host.user else f"invalid characters in user name {host.user!r}"
+    port = host.port
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        return f"bad port {port!r}: expected an integer from 1 to 65535"
+    for name in ("slots", "nthreads"):
+        problem = _positive_int_problem(name, getattr(host, name))
+        if problem:
+            return problem
+    if host.memory_limit is not None and not (
+        isinstance(host.memory_limit, str) and _MEMORY_RE.fullmatch(host.memory_limit)
+    ):
+        return f"bad value for 'memory-limit': {host.memory_limit!r}"
+    if host.remote_python is not None and not (
+        isinstance(host.remote_python, str) and host.remote_python.strip()
+    ):
+        return f"bad value for 'remote-python': {host.remote_python!r}"
+    return None
+
+
+# --------------------------------------------------------------------- ranges
+
+
+def _range_items(inner: str, fail: _Fail) -> list[str]:
+    """Expand the inside of one ``[...]``: ``"01-03,7"`` -> ``["01", "02", "03", "7"]``."""
+    if not inner:
+        raise fail("empty range '[]'")
+    out: list[str] = []
+    for item in inner.split(","):
+        match = _RANGE_ITEM_RE.fullmatch(item)
+        if not match:
+            raise fail(f"bad range item {item!r} in '[{inner}]': expected N or N-M (digits only)")
+        lo_text, hi_text = match.groups()
+        if hi_text is None:
+            out.append(lo_text)
+            continue
+        lo, hi = int(lo_text), int(hi_text)
+        if lo > hi:
+            raise fail(f"reversed range '[{item}]': {lo} is greater than {hi}")
+        if hi - lo + 1 > MAX_RANGE_HOSTS:
+            raise fail(f"range '[{item}]' expands to more than {MAX_RANGE_HOSTS} hosts")
+        out.extend(str(n).zfill(len(lo_text)) for n in range(lo, hi + 1))
+    return out
+
+
+def _expand(pattern: str, fail: _Fail) -> list[str]:
+    """Expand every ``[...]`` of ``pattern`` (cartesian product, left to right)."""
+    parts: list[list[str]] = []
+    pos = 0
+    while True:
+        start = pattern.find("[", pos)
+        end = len(pattern) if start < 0 else start
+        if "]" in pattern[pos:end]:
+            raise fail(f"unmatched ']' in {pattern!r}")
+        parts.append([pattern[pos:end]])
+        if start < 0:
+            break
+        close = pattern.find("]", start + 1)
+        if close < 0:
+            raise fail(f"unterminated '[' in {pattern!r}: a range needs a closing ']'")
+        inner = pattern[start + 1 : close]
+        if "[" in inner:
+            raise fail(f"nested '[' in {pattern!r}")
+        parts.append(_range_items(inner, fail))
+        pos = close + 1
+    total = math.prod(len(p) for p in parts)
+    if total > MAX_RANGE_HOSTS:
+        raise fail(f"{pattern!r} expands to {total} hosts, more than {MAX_RANGE_HOSTS}")
+    return ["".join(combo) for combo in product(*parts)]
+
+
+def expand_ranges(pattern: str, *, path: str = "<hosts>", line: int = 0) -> list[str]:
+    """Expand the bracket ranges of a host name pattern.
+
+    ``[a-b]`` is an inclusive range, ``[a,b,c]`` a list, and both mix
+    (``[1-3,7]``).  The width of the start number is kept, so ``[01-16]``
+    gives ``01`` ... ``16``.  Several brackets give the cartesian product,
+    leftmost varying slowest.  The result is not validated as host names.
+
+    Parameters
+    ----------
+    pattern : str
+        A host name pattern such as ``"node[01-16]"``.
+    path, line : str, int
+        Where the pattern came from, for error messages.
+
+    Returns
+    -------
+    list of str
+        The expanded names; ``[pattern]`` if it has no brackets.
+
+    Raises
+    ------
+    HostfileError
+        On a reversed range, a non-numeric item, an empty, nested, unmatched or
+        unterminated bracket, or more than :data:`MAX_RANGE_HOSTS` names.
+
+    Examples
+    --------
+    >>> expand_ranges("node[01-03]")
+    ['node01', 'node02', 'node03']
+    >>> expand_ranges("node[1-3,7]")
+    ['node1', 'node2', 'node3', 'node7']
+    >>> expand_ranges("r[1-2]n[1,5]")
+    ['r1n1', 'r1n5', 'r2n1', 'r2n5']
+    """
+    return _expand(pattern, _failer(path, line, pattern))
+
+
+# --------------------------------------------------------------- host strings
+
+
+def _parse_port(text: str, fail: _Fail) -> int:
+    if not text:
+        raise fail("bad port: empty after ':'")
+    if not _DIGITS_RE.fullmatch(text):
+        raise fail(f"bad port {text!r}: not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise fail(f"bad port {port}: must be from 1 to 65535")
+    return port
+
+
+def _parse_address(token: str, fail: _Fail) -> tuple[str | None, list[str], int | None]:
+    """Split ``[user@]host[:port]`` into user, expanded host names and port."""
+    user: str | None = None
+    rest = token
+    if "@" in token:
+        user, _, rest = token.partition("@")
+        if not user:
+            raise fail("empty user before '@'")
+        if not _USER_RE.fullmatch(user):
+            raise fail(f"invalid characters in user name {user!r}")
+    if not rest:
+        raise fail("empty host after '@'" if user else "empty host")
+
+    if rest.startswith("[") and ":" in rest.split("]", 1)[0]:  # [ipv6] or [ipv6]:port
+        close = rest.find("]")
+        if close < 0:
+            raise fail(f"unterminated '[' in IPv6 address {rest!r}")
+        address, tail = rest[1:close], rest[close + 1 :]
+        try:
+            host = ipaddress.IPv6Address(address).compressed
+        except ValueError:
+            raise fail(f"invalid IPv6 address {address!r}") from None
+        if tail and not tail.startswith(":"):
+            raise fail(f"unexpected {tail!r} after IPv6 address; write [address]:port")
+        return user, [host], _parse_port(tail[1:], fail) if tail else None
+
+    depth, colons = 0, []
+    for i, ch in enumerate(rest):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == ":" and depth == 0:
+            colons.append(i)
+    port: int | None = None
+    if len(colons) > 1:  # a bare IPv6 address cannot carry a port
+        try:
+            return user, [ipaddress.IPv6Address(rest).compressed], None
+        except ValueError:
+            raise fail(
+                f"bad host {rest!r}: more than one ':' (write IPv6 as [address]:port)"
+            ) from None
+    if colons:
+        rest, port_text = rest[: colons[0]], rest[colons[0] + 1 :]
+        port = _parse_port(port_text, fail)
+        if not rest:
+            raise fail("empty host before ':'")
+    names = _expand(rest, fail)
+    for name in names:
+        problem = _hostname_problem(name)
+        if problem:
+            raise fail(problem)
+    return user, names, port
+
+
+def _parse_value(key: str, field_name: str, value: str, fail: _Fail) -> Any:
+    if field_name in ("slots", "nthreads"):
+        if _DIGITS_RE.fullmatch(value) and int(value) >= 1:
+            return int(value)
+        raise fail(f"bad value for {key!r}: expected a positive integer, got {value!r}")
+    if field_name == "memory_limit":
+        if _MEMORY_RE.fullmatch(value):
+            return value
+        raise fail(
+            f"bad value for {key!r}: expected a size (4GiB, 500MB), a fraction of "
+            f"memory (0.5), 0 or 'auto', got {value!r}"
+        )
+    if not value:  # remote_python
+        raise fail(f"bad value for {key!r}: empty path")
+    return value
+
+
+def _parse_settings(tokens: list[str], fail: _Fail) -> dict[str, Any]:
+    """Parse the ``key=value`` tokens that follow a host."""
+    values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for token in tokens:
+        key, eq, value = token.partition("=")
+        if not eq:
+            raise fail(
+                f"unexpected {token!r} after the host: one host per line, "
+                "then settings as key=value"
+            )
+        field_name = _KEY_FIELDS.get(key)
+        if field_name is None:
+            raise fail(f"unknown key {key!r} (known keys: {', '.join(KNOWN_KEYS)})")
+        if field_name in spelled:
+            first = spelled[field_name]
+            also = f" (already given as {first!r})" if first != key else ""
+            raise fail(f"duplicate key {key!r}{also}")
+        spelled[field_name] = key
+        values[field_name] = _parse_value(key, field_name, value, fail)
+    return values
+
+
+def parse_host_line(text: str, *, path: str = "<hosts>", line: int = 0) -> list[Host]:
+    """Parse one hostfile line into the hosts it names.
+
+    Parameters
+    ----------
+    text : str
+        The line: ``[user@]host[:port]`` then optional ``key=value`` tokens;
+        ``#`` starts a comment.
+    path, line : str, int
+        Where the line came from, for error messages and :attr:`Host.source`.
+
+    Returns
+    -------
+    list of Host
+        Empty for a blank or comment-only line; several for a range.
+
+    Raises
+    ------
+    HostfileError
+        With ``path``, ``line`` and the reason the line is invalid.
+
+    Examples
+    --------
+    >>> [h.display() for h in parse_host_line("bob@n[1-2]:2222 slots=2  # GPUs")]
+    ['bob@n1:2222', 'bob@n2:2222']
+    >>> parse_host_line("   # only a comment")
+    []
+    """
+    fail = _failer(path, line, text)
+    tokens = text.split("#", 1)[0].split()
+    if not tokens:
+        return []
+    first, settings = tokens[0], tokens[1:]
+    if "=" in first:
+        raise fail(f"setting {first!r} has no host before it; a line starts with the host")
+    user, names, port = _parse_address(first, fail)
+    values = _parse_settings(settings, fail)
+    source = f"{path}:{line}" if line else path
+    return [Host(name, user=user, port=port, source=source, **values) for name in names]
+
+
+def parse_host(text: str, *, path: str = "<hosts>", line: int = 0) -> Host:
+    """Parse one host: ``[user@]host[:port]`` plus optional ``key=value`` tokens.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"alice@node1:2222 slots=2"`` or ``"[fe80::1]:22"``.
+    path, line : str, int
+        Where the text came from, for error messages.
+
+    Returns
+    -------
+    Host
+
+    Raises
+    ------
+    HostfileError
+        If the text is invalid, empty, or a range naming several hosts.
+
+    Examples
+    --------
+    >>> parse_host("alice@node1:2222 nthreads=4")
+    Host(hostname='node1', user='alice', port=2222, slots=None, nthreads=4, \
+memory_limit=None, remote_python=None, source='<hosts>')
+    >>> parse_host("[::1]:2200").display()
+    '[::1]:2200'
+    """
+    hosts = parse_host_line(text, path=path, line=line)
+    if not hosts:
+        raise HostfileError(path, line, "empty host", text)
+    if len(hosts) > 1:
+        raise HostfileError(
+            path, line, f"expected one host, but the range gives {len(hosts)}", text
+        )
+    return hosts[0]
+
+
+# ------------------------------------------------------------------ hostfiles
+
+
+def parse_hostfile_text(text: str, path: str = "<hostfile>") -> list[Host]:
+    """Parse the text of a hostfile (see :data:`HOSTFILE_GRAMMAR`).
+
+    Parameters
+    ----------
+    text : str
+        The whole file.
+    path : str
+        Its name, for error messages and :attr:`Host.source`.
+
+    Returns
+    -------
+    list of Host
+        In file order; a host on several lines appears several times.  Empty
+        if the text has no host.
+
+    Raises
+    ------
+    HostfileError
+        For the first invalid line, with its 1-based number.
+
+    Examples
+    --------
+    >>> text = "# cluster\\nhead:2222\\nnode[1-2] slots=4\\n"
+    >>> [(h.display(), h.slots) for h in parse_hostfile_text(text)]
+    [('head:2222', None), ('node1', 4), ('node2', 4)]
+    """
+    text = text.removeprefix("\ufeff")
+    hosts: list[Host] = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        hosts.extend(parse_host_line(raw.rstrip("\r"), path=path, line=number))
+    return hosts
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except UnicodeDecodeError as exc:
+        reason = f"cannot read {what}: not UTF-8 text (byte {exc.start})"
+        raise HostfileError(path, 0, reason, remedy="Save the file as UTF-8 text.") from exc
+    except OSError as exc:
+        reason = f"cannot read {what}: {exc.strerror or exc}"
+        remedy = "Check the path and that you may read the file."
+        raise HostfileError(path, 0, reason, remedy=remedy) from exc
+
+
+def load_hostfile(path: str | os.PathLike[str]) -> list[Host]:
+    """Read and parse a hostfile.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The hostfile (UTF-8 text, see :data:`HOSTFILE_GRAMMAR`).
+
+    Returns
+    -------
+    list of Host
+        At least one host, in file order.
+
+    Raises
+    ------
+    HostfileError
+        If the file cannot be read (line 0, reason ``"cannot read hostfile: ..."``),
+        a line is invalid, or the file lists no host.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     hostfile = pathlib.Path(tmp, "hosts.txt")
+    ...     _ = hostfile.write_text("node1  # scheduler\\nnode2 slots=2\\n")
+    ...     [h.display() for h in load_hostfile(hostfile)]
+    ['node1', 'node2']
+    """
+    name = os.fspath(path)
+    hosts = parse_hostfile_text(_read_text(name, "hostfile"), name)
+    if not hosts:
+        raise HostfileError(
+            name,
+            0,
+            "no hosts in the file (only blank lines and comments)",
+            remedy="Add one line per host: [user@]host[:port] [key=value ...].",
+        )
+    return hosts
+
+
+# -------------------------------------------------------------- batch systems
+
+
+def _split_nodelist(text: str) -> list[str]:
+    """Split at commas and spaces that are outside brackets."""
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch in ", \t\n" and depth <= 0:
+            items.append("".join(current))
+            current = []
+            continue
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        current.append(ch)
+    items.append("".join(current))
+    return items
+
+
+def parse_slurm_nodelist(text: str, *, path: str = "SLURM_JOB_NODELIST") -> list[str]:
+    """Expand a Slurm node list such as ``$SLURM_JOB_NODELIST``.
+
+    Commas separate entries except inside brackets, where they separate range
+    items.  Each entry is expanded like :func:`expand_ranges` and validated as
+    a host name.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"node[01-03,07],gpu[1-2],login"``.
+    path : str
+        Shown in error messages.
+
+    Returns
+    -------
+    list of str
+        Host names in order; empty for an empty string.
+
+    Raises
+    ------
+    HostfileError
+        On a bad range, an empty entry or an invalid host name.
+
+    Examples
+    --------
+    >>> parse_slurm_nodelist("node[01-03,07],gpu[1-2],login")
+    ['node01', 'node02', 'node03', 'node07', 'gpu1', 'gpu2', 'login']
+    """
+    fail = _failer(path, 0, text)
+    if not text.strip():
+        return []
+    names: list[str] = []
+    for item in _split_nodelist(text.strip()):
+        if not item:
+            raise fail("empty entry in node list (two commas in a row, or a trailing comma)")
+        for name in _expand(item, fail):
+            problem = _hostname_problem(name)
+            if problem:
+                raise fail(problem)
+            names.append(name)
+    return names
+
+
+def load_pbs_nodefile(path: str | os.PathLike[str]) -> list[Host]:
+    """Read a PBS/Torque ``$PBS_NODEFILE``.
+
+    The file names one host per line, repeated once per slot.  Repeats collapse
+    into one :class:`Host` with ``slots`` set to the count, in first-seen order.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The node file.
+
+    Returns
+    -------
+    list of Host
+        One per distinct host, ``slots`` >= 1.
+
+    Raises
+    ------
+    HostfileError
+        If the file cannot be read, names no host, or a line is not a host name.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     nodefile = pathlib.Path(tmp, "nodes")
+    ...     _ = nodefile.write_text("n1\\nn1\\nn2\\nn1\\n")
+    ...     [(h.hostname, h.slots) for h in load_pbs_nodefile(nodefile)]
+    [('n1', 3), ('n2', 1)]
+    """
+    name = os.fspath(path)
+    counts: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    text = _read_text(name, "PBS node file")
+    for number, raw in enumerate(text.split("\n"), start=1):
+        host = raw.strip()
+        if not host or host.startswith("#"):
+            continue
+        problem = _hostname_problem(host)
+        if problem:
+            raise HostfileError(name, number, problem, raw)
+        counts[host] = counts.get(host, 0) + 1
+        first_line.setdefault(host, number)
+    if not counts:
+        raise HostfileError(name, 0, "no hosts in the PBS node file")
+    return [
+        Host(host, slots=count, source=f"{name}:{first_line[host]}")
+        for host, count in counts.items()
+    ]
+
+
+def _parse_tasks_per_node(text: str) -> list[int] | None:
+    """``"2(x3),1"`` -> ``[2, 2, 2, 1]``; None if empty or malformed."""
+    counts: list[int] = []
+    for item in text.strip().split(","):
+        match = _TASKS_RE.fullmatch(item.strip())
+        if not match:
+            return None
+        counts.extend([int(match.group(1))] * int(match.group(2) or 1))
+    return counts
+
+
+def hosts_from_environment(env: Mapping[str, str] | None = None) -> list[Host] | None:
+    """Return the hosts of the current batch job, or None outside one.
+
+    ``PBS_NODEFILE`` wins (see :func:`load_pbs_nodefile`); otherwise
+    ``SLURM_JOB_NODELIST`` (or the older ``SLURM_NODELIST``) is expanded, and
+    ``SLURM_TASKS_PER_NODE`` gives each host's ``slots`` when it matches the
+    node list.  Empty variables count as unset.
+
+    Parameters
+    ----------
+    env : Mapping[str, str], optional
+        The environment to read; default ``os.environ``.
+
+    Returns
+    -------
+    list of Host or None
+
+    Raises
+    ------
+    HostfileError
+        If the node file or node list is invalid.
+
+    Examples
+    --------
+    >>> env = {"SLURM_JOB_NODELIST": "n[1-3]", "SLURM_TASKS_PER_NODE": "2(x2),1"}
+    >>> [(h.hostname, h.slots) for h in hosts_from_environment(env)]
+    [('n1', 2), ('n2', 2), ('n3', 1)]
+    >>> hosts_from_environment({}) is None
+    True
+    """
+    env = os.environ if env is None else env
+    nodefile = env.get("PBS_NODEFILE", "").strip()
+    if nodefile:
+        return load_pbs_nodefile(nodefile)
+    variable = "SLURM_JOB_NODELIST" if env.get("SLURM_JOB_NODELIST") else "SLURM_NODELIST"
+    names = parse_slurm_nodelist(env.get(variable, ""), path=variable)
+    if not names:
+        return None
+    tasks = _parse_tasks_per_node(env.get("SLURM_TASKS_PER_NODE", ""))
+    slots: list[int | None] = list(tasks) if tasks and len(tasks) == len(names) else []
+    slots = slots or [None] * len(names)
+    return [
+        Host(name, slots=count if count else None, source=variable)
+        for name, count in zip(names, slots, strict=True)
+    ]
