@@ -1,0 +1,512 @@
+"""Terminal output of ``dask-ssh``: banner, remote log lines, tables, summary.
+
+Everything the command line prints goes through this module, so the colour
+rules live in one place:
+
+* Colour (and any other ANSI styling) only when the stream is a terminal,
+  never when ``NO_COLOR`` is set to a non-empty value (https://no-color.org);
+  ``FORCE_COLOR`` asks for colour on a non-terminal, ``NO_COLOR`` wins over it.
+* A remote line is printed as ``[label] line``: ``[scheduler node1]``,
+  ``[node2-0]`` (a worker), ``[node2]`` (the host agent). Only the prefix is
+  coloured: the scheduler in bold magenta, the agent dim, workers in one colour
+  per host (all workers of a host share it). The line itself is printed as it
+  came, never interpreted as markup, except that lines that carry a log level
+  ``ERROR``/``CRITICAL`` are red and ``WARNING`` yellow.
+* Lines are never wrapped or cut (``soft_wrap``), so they can be grepped and
+  copied.
+
+The module imports neither asyncssh nor distributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+import zlib
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = [
+    "REMOTE_LOGGER",
+    "ControllerLogHandler",
+    "RemoteLogHandler",
+    "format_remote_line",
+    "log_file_name",
+    "make_console",
+    "print_banner",
+    "print_check_table",
+    "print_plan",
+    "remote_prefix",
+    "use_colour",
+]
+
+#: The logger on which remote log lines arrive as records.
+REMOTE_LOGGER = "sshdeploy.remote"
+
+_WORKER_COLOURS = ("cyan", "green", "blue", "yellow", "bright_cyan", "bright_green", "bright_blue")
+_LEVEL_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|^Traceback \(most recent call last\)")
+_LEVEL_WARNING = re.compile(r"\bWARNING\b")
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._@-]+")
+
+
+def use_colour(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Say whether output to *stream* may carry colour and other ANSI styling.
+
+    Parameters
+    ----------
+    stream : file-like
+        Where the output goes.
+    environ : Mapping[str, str], optional
+        The environment to read ``NO_COLOR`` / ``FORCE_COLOR`` from
+        (default: ``os.environ``).
+
+    Returns
+    -------
+    bool
+        False when ``NO_COLOR`` is set and not empty; True when ``FORCE_COLOR``
+        is; otherwise whether *stream* is a terminal.
+
+    Examples
+    --------
+    >>> import io
+    >>> use_colour(io.StringIO(), {})
+    False
+    >>> use_colour(io.StringIO(), {"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    False
+    """
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR", ""):
+        return False
+    if env.get("FORCE_COLOR", ""):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # closed stream
+        return False
+
+
+def make_console(
+    stream: IO[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    width: int | None = None,
+) -> Console:
+    """Return a rich console for *stream* that follows the colour rules.
+
+    Parameters
+    ----------
+    stream : file-like, optional
+        Where to write (default: ``sys.stdout`` at call time).
+    environ : Mapping[str, str], optional
+        The environment for :func:`use_colour` (default: ``os.environ``).
+    width : int, optional
+        Fixed width; by default the terminal's, or 100 columns elsewhere.
+
+    Returns
+    -------
+    rich.console.Console
+        With no colour system at all (so no ANSI codes) when colour is off,
+        no markup/emoji/highlighting of printed strings, and soft wrapping.
+
+    Examples
+    --------
+    >>> import io
+    >>> buf = io.StringIO()
+    >>> make_console(buf, environ={}).print("[b]plain[/b]")
+    >>> buf.getvalue()
+    '[b]plain[/b]\\n'
+    """
+    out = sys.stdout if stream is None else stream
+    colour = use_colour(out, environ)
+    env = os.environ if environ is None else environ
+    if width is None and not colour and not env.get("COLUMNS"):
+        width = 100
+    return Console(
+        file=out,
+        color_system="auto" if colour else None,
+        force_terminal=colour,
+        no_color=not colour,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=True,
+        width=width,
+    )
+
+
+def remote_prefix(label: str, role: str = "worker", host: str = "") -> Text:
+    """Return the coloured ``[label]`` prefix of a remote line.
+
+    Parameters
+    ----------
+    label : str
+        ``"scheduler node1"``, ``"node2-0"`` or ``"node2"`` (the host agent).
+    role : {"scheduler", "worker", "agent"}
+        Chooses the colour.
+    host : str
+        The host; all workers of one host share a colour.
+
+    Returns
+    -------
+    rich.text.Text
+
+    Examples
+    --------
+    >>> remote_prefix("scheduler node1", "scheduler").plain
+    '[scheduler node1]'
+    """
+    if role == "scheduler":
+        style = "bold magenta"
+    elif role == "agent":
+        style = "dim"
+    else:
+        key = host or label.rsplit("-", 1)[0]
+        style = _WORKER_COLOURS[zlib.crc32(key.encode()) % len(_WORKER_COLOURS)]
+    return Text(f"[{label}]", style=style)
+
+
+def format_remote_line(label: str, line: str, role: str = "worker", host: str = "") -> Text:
+    """Return one remote line with its prefix, as printed by ``dask-ssh``.
+
+    Parameters
+    ----------
+    label, role, host : str
+        See :func:`remote_prefix`.
+    line : str
+        The raw remote line (a trailing newline is dropped).
+
+    Returns
+    -------
+    rich.text.Text
+        ``[label] line``; the line is red when it carries ``ERROR`` or
+        ``CRITICAL`` (or starts a traceback), yellow for ``WARNING``.
+
+    Examples
+    --------
+    >>> format_remote_line("node2-0", "Start worker at: tcp://10.0.0.2:4000\\n").plain
+    '[node2-0] Start worker at: tcp://10.0.0.2:4000'
+    """
+    line = line.rstrip("\r\n")
+    text = remote_prefix(label, role, host)
+    text.append(" ")
+    if _LEVEL_ERROR.search(line):
+        text.append(line, style="red")
+    elif _LEVEL_WARNING.search(line):
+        text.append(line, style="yellow")
+    else:
+        text.append(line)
+    return text
+
+
+def log_file_name(label: str) -> str:
+    """Return the file name used for *label* under ``--log-directory``.
+
+    Examples
+    --------
+    >>> log_file_name("scheduler node1")
+    'scheduler-node1.log'
+    >>> log_file_name("node2-0")
+    'node2-0.log'
+    """
+    safe = _UNSAFE_FILE_CHARS.sub("-", label).strip("-.") or "remote"
+    return safe + ".log"
+
+
+def _record_fields(record: logging.LogRecord) -> tuple[str, str, str]:
+    """Return (label, role, host) of a remote record, guessing from its name if needed."""
+    label = getattr(record, "sshdeploy_label", None)
+    role = getattr(record, "sshdeploy_role", None) or "worker"
+    host = getattr(record, "sshdeploy_host", None) or ""
+    if not label:
+        name = record.name
+        if name.startswith(REMOTE_LOGGER + "."):
+            name = name[len(REMOTE_LOGGER) + 1 :]
+        label = name.rsplit(".", 1)[-1] or "remote"
+    return str(label), str(role), str(host)
+
+
+class RemoteLogHandler(logging.Handler):
+    """Print remote log records as ``[label] line`` and optionally write them to files.
+
+    Install it on the :data:`REMOTE_LOGGER` logger. Records carry the
+    attributes ``sshdeploy_label``, ``sshdeploy_role``, ``sshdeploy_host`` and
+    ``sshdeploy_stream``; ``record.getMessage()`` is the raw remote line.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+        Where lines are printed (see :func:`make_console`).
+    log_directory : str or Path, optional
+        A directory on the controller; each label gets its own file
+        (:func:`log_file_name`), appended to, plain text without colour.
+    tail_lines : int
+        How many of the last lines are kept per role, for :meth:`tail`.
+
+    Examples
+    --------
+    >>> import io, logging
+    >>> buf = io.StringIO()
+    >>> handler = RemoteLogHandler(make_console(buf, environ={}))
+    >>> record = logging.makeLogRecord({"name": "sshdeploy.remote.scheduler", "msg": "ready",
+    ...     "sshdeploy_label": "scheduler node1", "sshdeploy_role": "scheduler"})
+    >>> handler.handle(record)
+    True
+    >>> buf.getvalue()
+    '[scheduler node1] ready\\n'
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        log_directory: str | os.PathLike[str] | None = None,
+        *,
+        tail_lines: int = 20,
+    ) -> None:
+        super().__init__(logging.DEBUG)
+        self.console = console
+        self.log_directory = Path(log_directory) if log_directory is not None else None
+        self._files: dict[str, IO[str]] = {}
+        self._tails: dict[str, deque[str]] = {}
+        self._tail_lines = tail_lines
+        self._files_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print one record and write it to its label's file."""
+        try:
+            label, role, host = _record_fields(record)
+            line = record.getMessage().rstrip("\r\n")
+            self.console.print(format_remote_line(label, line, role, host))
+            self._tails.setdefault(role, deque(maxlen=self._tail_lines)).append(
+                f"[{label}] {line}"
+            )
+            if self.log_directory is not None:
+                self._write(label, line)
+        except Exception:  # pragma: no cover - logging's own error path
+            self.handleError(record)
+
+    def _write(self, label: str, line: str) -> None:
+        assert self.log_directory is not None
+        with self._files_lock:
+            stream = self._files.get(label)
+            if stream is None:
+                self.log_directory.mkdir(parents=True, exist_ok=True)
+                path = self.log_directory / log_file_name(label)
+                stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                self._files[label] = stream
+            stream.write(line + "\n")
+
+    def tail(self, role: str) -> list[str]:
+        """Return the last lines printed for *role* (``"scheduler"``, ``"worker"``, ...)."""
+        return list(self._tails.get(role, ()))
+
+    def close(self) -> None:
+        """Close every per-label file."""
+        with self._files_lock:
+            for stream in self._files.values():
+                stream.close()
+            self._files.clear()
+        super().close()
+
+
+class ControllerLogHandler(logging.Handler):
+    """Print sshdeploy's own warnings (worker lost, restart, ...) as ``[dask-ssh] message``.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+        Usually a console on stderr.
+    level : int
+        The lowest level printed.
+    """
+
+    def __init__(self, console: Console, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print one record."""
+        try:
+            style = "red" if record.levelno >= logging.ERROR else "yellow"
+            text = Text("[dask-ssh] ", style="bold")
+            text.append(record.getMessage(), style=style)
+            self.console.print(text)
+        except Exception:  # pragma: no cover - logging's own error path
+            self.handleError(record)
+
+
+def print_banner(
+    console: Console,
+    *,
+    scheduler_address: str,
+    dashboard_link: str | None,
+    scheduler_host: str,
+    workers_by_host: Mapping[str, Sequence[str]],
+    versions: Mapping[str, str] | None = None,
+) -> None:
+    """Print the banner shown once the cluster runs.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    scheduler_address : str
+        E.g. ``tcp://10.0.0.1:8786``.
+    dashboard_link : str or None
+    scheduler_host : str
+        The scheduler's host as ``user@host:port``.
+    workers_by_host : Mapping[str, Sequence[str]]
+        Host (``user@host:port``) to the names of the workers it runs.
+    versions : Mapping[str, str], optional
+        Shown in the title line, e.g. ``{"sshdeploy": "0.1.0", "distributed": "2026.8.0"}``.
+
+    Examples
+    --------
+    >>> import io
+    >>> buf = io.StringIO()
+    >>> print_banner(make_console(buf, environ={}), scheduler_address="tcp://n1:8786",
+    ...     dashboard_link=None, scheduler_host="n1:22", workers_by_host={"n2:22": ["n2-0"]})
+    >>> print(buf.getvalue().strip())
+    dask-ssh
+      scheduler  tcp://n1:8786  on n1:22
+      workers    1 on 1 host
+        n2:22  n2-0
+    """
+    title = Text("dask-ssh", style="bold")
+    if versions:
+        title.append("  " + " · ".join(f"{k} {v}" for k, v in versions.items()), style="dim")
+    console.print(title)
+    line = Text("  scheduler  ")
+    line.append(scheduler_address, style="bold magenta")
+    line.append(f"  on {scheduler_host}")
+    console.print(line)
+    if dashboard_link:
+        line = Text("  dashboard  ")
+        line.append(dashboard_link, style="underline")
+        console.print(line)
+    n_workers = sum(len(names) for names in workers_by_host.values())
+    n_hosts = len(workers_by_host)
+    console.print(Text(f"  workers    {n_workers} on {n_hosts} host{'s' if n_hosts != 1 else ''}"))
+    width = max((len(h) for h in workers_by_host), default=0)
+    for host, names in workers_by_host.items():
+        line = Text(f"    {host.ljust(width)}  ")
+        line.append(", ".join(names), style=remote_prefix(names[0] if names else host).style)
+        console.print(line)
+
+
+def print_plan(console: Console, plans: Iterable[Any]) -> None:
+    """Print what ``--dry-run`` would start: per host, role, names, Python, command.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    plans : iterable of RemotePlan
+        Objects with ``host``, ``role``, ``names``, ``python``, ``command``
+        and ``options`` attributes (see ``SSHCluster.plan``).
+
+    Examples
+    --------
+    >>> import io, types
+    >>> buf = io.StringIO()
+    >>> plan = types.SimpleNamespace(host="u@n1:22", role="scheduler", names=["scheduler"],
+    ...     python="/usr/bin/python3", command="python3 -m x", options={"port": 8786})
+    >>> print_plan(make_console(buf, environ={}), [plan])
+    >>> print(buf.getvalue().strip())
+    # u@n1:22  scheduler  scheduler
+    #   python:  /usr/bin/python3
+    #   options: port=8786
+    python3 -m x
+    """
+    first = True
+    for plan in plans:
+        if not first:
+            console.print()
+        first = False
+        head = Text("# ")
+        head.append(str(plan.host), style="bold")
+        head.append(f"  {plan.role}  ", style="magenta" if plan.role == "scheduler" else "cyan")
+        head.append(", ".join(plan.names))
+        console.print(head)
+        console.print(Text(f"#   python:  {plan.python}", style="dim"))
+        options = getattr(plan, "options", None) or {}
+        if options:
+            shown = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                             for k, v in options.items())
+            console.print(Text(f"#   options: {shown}", style="dim"))
+        console.print(Text(str(plan.command)))
+
+
+_VERSION_KEYS = ("python", "dask", "distributed")
+
+
+def print_check_table(console: Console, checks: Sequence[Any]) -> None:
+    """Print the ``--check`` table: one row per host.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    checks : sequence of HostCheck
+        Objects with ``host``, ``reachable``, ``authenticated``, ``python``,
+        ``versions``, ``local_versions``, ``error`` and ``ok``.
+
+    Notes
+    -----
+    A version that differs from the controller's is shown as
+    ``remote (local here)`` in red.
+    """
+    table = Table(title="dask-ssh --check", title_justify="left", show_lines=False)
+    table.add_column("host", no_wrap=True)
+    table.add_column("reachable")
+    table.add_column("auth")
+    table.add_column("remote python", overflow="fold")
+    for key in _VERSION_KEYS:
+        table.add_column(key)
+    table.add_column("result", overflow="fold")
+    local: Mapping[str, str] = {}
+    for check in checks:
+        local = check.local_versions or local
+        cells: list[Text | str] = [
+            Text(str(check.host), style="bold"),
+            _yes_no(check.reachable),
+            _yes_no(check.authenticated) if check.reachable else Text("-", style="dim"),
+            check.python or Text("-", style="dim"),
+        ]
+        for key in _VERSION_KEYS:
+            remote = (check.versions or {}).get(key)
+            here = (check.local_versions or {}).get(key)
+            if remote is None:
+                cells.append(Text("-", style="dim"))
+            elif here is not None and here != remote:
+                cells.append(Text(f"{remote} (local {here})", style="red"))
+            else:
+                cells.append(Text(remote, style="green"))
+        if check.ok:
+            cells.append(Text("ok", style="green"))
+        else:
+            cells.append(Text(check.error or "failed", style="red"))
+        table.add_row(*cells)
+    console.print(table)
+    if local:
+        console.print(
+            Text(
+                "controller: " + ", ".join(f"{k} {local[k]}" for k in _VERSION_KEYS if k in local),
+                style="dim",
+            )
+        )
+    failed = sum(1 for c in checks if not c.ok)
+    if failed:
+        console.print(Text(f"{failed} of {len(checks)} host(s) failed the check", style="bold red"))
+    else:
+        console.print(Text(f"all {len(checks)} host(s) ok", style="bold green"))
+
+
+def _yes_no(value: bool) -> Text:
+    return Text("yes", style="green") if value else Text("no", style="red")

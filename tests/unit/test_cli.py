@@ -1,0 +1,840 @@
+"""The dask-ssh command through click's CliRunner: no network, no processes.
+
+``sshdeploy.cli.SSHCluster`` is replaced by :class:`FakeCluster`, which
+records its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function
+returning canned results. If ``sshdeploy.cluster`` or ``sshdeploy.preflight``
+cannot be imported yet, stand-ins are registered so the CLI imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+
+def _stand_in(name: str, **attrs: Any) -> None:
+    """Register a stand-in module *name* unless the real one imports."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
+
+
+class _MissingCluster:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("tests must monkeypatch sshdeploy.cli.SSHCluster")
+
+    @staticmethod
+    def plan(*args: Any, **kwargs: Any) -> list[Any]:
+        raise AssertionError("tests must monkeypatch SSHCluster.plan")
+
+
+def _missing_check_hosts(*args: Any, **kwargs: Any) -> list[Any]:
+    raise AssertionError("tests must monkeypatch sshdeploy.cli.check_hosts")
+
+
+_stand_in("sshdeploy.cluster", SSHCluster=_MissingCluster)
+_stand_in("sshdeploy.preflight", check_hosts=_missing_check_hosts)
+
+from sshdeploy import cli  # noqa: E402
+from sshdeploy.errors import ConnectError, HostfileError  # noqa: E402
+from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host  # noqa: E402
+
+# --------------------------------------------------------------------------- fakes
+
+
+@dataclass
+class FakeRemote:
+    host: Host
+    status: Any = None
+
+
+@dataclass
+class FakePlan:
+    host: str
+    role: str
+    names: list[str]
+    command: str
+    python: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeCluster:
+    """Records its arguments; "runs" until a signal or until told the scheduler died."""
+
+    instances: list[FakeCluster] = []
+    on_start: Any = None
+    plans_called: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.closed = 0
+        hosts: list[Host] = kwargs["hosts"]
+        n = kwargs["worker_options"].get("n_workers", 1)
+        self.scheduler_address = f"tcp://{hosts[0].hostname}:8786"
+        self.dashboard_link = f"http://{hosts[0].hostname}:8787/status"
+        self.scheduler = FakeRemote(hosts[0], status=types.SimpleNamespace(name="running"))
+        self.status = types.SimpleNamespace(name="running")
+        self.workers = {
+            f"{h.hostname}-{i}": FakeRemote(h) for h in hosts[1:] for i in range(h.slots or n)
+        }
+        FakeCluster.instances.append(self)
+        if FakeCluster.on_start is not None:
+            FakeCluster.on_start(self)
+
+    def close(self) -> None:
+        self.closed += 1
+
+    @staticmethod
+    def plan(**kwargs: Any) -> list[FakePlan]:
+        FakeCluster.plans_called.append(kwargs)
+        hosts: list[Host] = kwargs["hosts"]
+        n = kwargs["worker_options"]["n_workers"]
+        out = [
+            FakePlan(
+                hosts[0].display(),
+                "scheduler",
+                ["scheduler"],
+                "python3 -c 'scheduler'",
+                "/usr/bin/python3",
+                dict(kwargs["scheduler_options"]),
+            )
+        ]
+        for h in hosts[1:]:
+            out.append(
+                FakePlan(
+                    h.display(),
+                    "worker",
+                    [f"{h.hostname}-{i}" for i in range(h.slots or n)],
+                    f"python3 -c 'worker {h.hostname}'",
+                    "/usr/bin/python3",
+                )
+            )
+        return out
+
+
+@pytest.fixture(autouse=True)
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> type[FakeCluster]:
+    FakeCluster.instances = []
+    FakeCluster.plans_called = []
+    FakeCluster.on_start = None
+    monkeypatch.setattr(cli, "SSHCluster", FakeCluster)
+    monkeypatch.delenv("PBS_NODEFILE", raising=False)
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.delenv("SLURM_NODELIST", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return FakeCluster
+
+
+def _signal_self(signum: int) -> Any:
+    def start(cluster: FakeCluster) -> None:
+        os.kill(os.getpid(), signum)
+
+    return start
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli.main, list(args), input=input, catch_exceptions=False)
+
+
+def build(*args: str) -> cli.ClusterArgs:
+    """Run the command up to SSHCluster(...) and return what it received."""
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    (cluster,) = FakeCluster.instances
+    kw = cluster.kwargs
+    return cli.ClusterArgs(
+        hosts=kw["hosts"],
+        connect_options=kw["connect_options"],
+        worker_options=kw["worker_options"],
+        scheduler_options=kw["scheduler_options"],
+        worker_class=kw["worker_class"],
+        remote_python=kw["remote_python"],
+        setup=kw["setup"],
+        env=kw["env"] or {},
+    )
+
+
+def names(hosts: list[Host]) -> list[str]:
+    return [h.hostname for h in hosts]
+
+
+# --------------------------------------------------------------------------- pure function
+
+
+def test_defaults() -> None:
+    args = cli.build_cluster_args(["a", "b"], environ={})
+    assert names(args.hosts) == ["a", "b"]
+    assert args.connect_options == {}
+    assert args.worker_options == {"n_workers": 1}
+    assert args.scheduler_options == {"port": 8786, "dashboard_address": ":8787"}
+    assert args.worker_class == "distributed.Nanny"
+    assert args.remote_python is None and args.setup is None
+    assert args.env == {} and args.restart is True
+    assert args.kwargs()["env"] is None
+
+
+def test_kwargs_match_sshcluster_signature() -> None:
+    import inspect
+
+    cluster = importlib.import_module("sshdeploy.cluster")
+    if cluster.SSHCluster is _MissingCluster:
+        pytest.skip("sshdeploy.cluster not written yet")
+    kwargs = cli.build_cluster_args(["a", "b"], environ={}).kwargs()
+    inspect.signature(cluster.SSHCluster).bind(**kwargs)
+    inspect.signature(cluster.SSHCluster.plan).bind(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "scheduler", "expected"),
+    [
+        (["a", "b", "c"], None, ["a", "b", "c"]),
+        (["a"], None, ["a", "a"]),
+        (["a", "b"], "s", ["s", "a", "b"]),
+        (["a"], "s", ["s", "a"]),
+        ([], "s", ["s", "s"]),
+        (["a", "a"], None, ["a", "a"]),
+    ],
+)
+def test_placement(hosts: list[str], scheduler: str | None, expected: list[str]) -> None:
+    args = cli.build_cluster_args(hosts, scheduler=scheduler, environ={})
+    assert names(args.hosts) == expected
+
+
+def test_no_hosts_is_usage_error() -> None:
+    with pytest.raises(click.UsageError, match="no hosts"):
+        cli.build_cluster_args([], environ={})
+
+
+def test_ssh_username_and_port_are_defaults_only() -> None:
+    args = cli.build_cluster_args(
+        ["a", "al@b:23"], scheduler="s:2", ssh_username="bob", ssh_port=2222, environ={}
+    )
+    assert [(h.hostname, h.user, h.port) for h in args.hosts] == [
+        ("s", "bob", 2),
+        ("a", "bob", 2222),
+        ("b", "al", 23),
+    ]
+    assert "username" not in args.connect_options and "port" not in args.connect_options
+
+
+def test_command_line_hosts_take_ranges_and_settings() -> None:
+    args = cli.build_cluster_args(["head", "n[1-2] slots=3"], environ={})
+    assert names(args.hosts) == ["head", "n1", "n2"]
+    assert [h.slots for h in args.hosts[1:]] == [3, 3]
+
+
+def test_bad_command_line_host_is_usage_error() -> None:
+    with pytest.raises(click.BadParameter):
+        cli.build_cluster_args(["a", "bad host:99999"], environ={})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "connect"),
+    [
+        ({"ssh_private_key": "/k/id"}, {"client_keys": ["/k/id"]}),
+        ({"known_hosts": "/k/kh"}, {"known_hosts": "/k/kh"}),
+        ({"insecure_skip_host_key_check": True}, {"known_hosts": None}),
+        ({"connect_timeout": 2.5}, {"connect_timeout": 2.5}),
+        ({"jump_host": "al@bastion:2200"}, {"tunnel": "al@bastion:2200"}),
+        ({"jump_host": "bastion"}, {"tunnel": "bastion"}),
+    ],
+)
+def test_connect_options(kwargs: dict[str, Any], connect: dict[str, Any]) -> None:
+    assert cli.build_cluster_args(["a"], environ={}, **kwargs).connect_options == connect
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "workers"),
+    [
+        ({"nworkers": 3}, {"n_workers": 3}),
+        ({"nthreads": 0}, {"n_workers": 1}),
+        ({"nthreads": 4}, {"n_workers": 1, "nthreads": 4}),
+        ({"memory_limit": "auto"}, {"n_workers": 1}),
+        ({"memory_limit": "AUTO"}, {"n_workers": 1}),
+        ({"memory_limit": "4GB"}, {"n_workers": 1, "memory_limit": "4GB"}),
+        ({"memory_limit": "0"}, {"n_workers": 1, "memory_limit": 0}),
+        ({"memory_limit": "0.5"}, {"n_workers": 1, "memory_limit": 0.5}),
+        ({"memory_limit": "4000000000"}, {"n_workers": 1, "memory_limit": 4000000000}),
+        ({"local_directory": "/scratch/x"}, {"n_workers": 1, "local_directory": "/scratch/x"}),
+        ({"worker_port": "0"}, {"n_workers": 1}),
+        ({"worker_port": "4000"}, {"n_workers": 1, "worker_port": 4000}),
+        ({"worker_port": "4000:4010"}, {"n_workers": 1, "worker_port": "4000:4010"}),
+        ({"nanny_port": "5000"}, {"n_workers": 1, "nanny_port": 5000}),
+    ],
+)
+def test_worker_options(kwargs: dict[str, Any], workers: dict[str, Any]) -> None:
+    assert cli.build_cluster_args(["a"], environ={}, **kwargs).worker_options == workers
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"memory_limit": "lots"},
+        {"memory_limit": "1.5"},
+        {"worker_port": "http"},
+        {"worker_port": "70000"},
+        {"nanny_port": "10:5"},
+        {"jump_host": "bad host name"},
+        {"jump_host": "bastion slots=2"},
+        {"scheduler": "user@"},
+        {"known_hosts": "/kh", "insecure_skip_host_key_check": True},
+        {"remote_dask_worker": "mypkg.cli.worker"},
+        {"remote_dask_worker": "mypkg.MyWorker", "worker_class": "distributed.Worker"},
+        {"nanny_port": "5000", "worker_class": "distributed.Worker"},
+    ],
+)
+def test_usage_errors_in_pure_function(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(click.UsageError):
+        cli.build_cluster_args(["a"], environ={}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "cls"),
+    [
+        ({}, "distributed.Nanny"),
+        ({"remote_dask_worker": "distributed.cli.dask_worker"}, "distributed.Nanny"),
+        ({"remote_dask_worker": "distributed.cli.dask_spec"}, "distributed.Nanny"),
+        ({"remote_dask_worker": "distributed.Worker"}, "distributed.Worker"),
+        ({"worker_class": "distributed.Worker"}, "distributed.Worker"),
+        (
+            {
+                "worker_class": "distributed.Worker",
+                "remote_dask_worker": "distributed.cli.dask_worker",
+            },
+            "distributed.Worker",
+        ),
+    ],
+)
+def test_worker_class(kwargs: dict[str, Any], cls: str) -> None:
+    assert cli.build_cluster_args(["a"], environ={}, **kwargs).worker_class == cls
+
+
+def test_remaining_options() -> None:
+    args = cli.build_cluster_args(
+        ["a"],
+        scheduler_port=0,
+        dashboard_address=":0",
+        remote_python="/opt/py",
+        setup="module load dask",
+        env=["A=1"],
+        restart=False,
+        environ={},
+    )
+    assert args.scheduler_options == {"port": 0, "dashboard_address": ":0"}
+    assert args.remote_python == "/opt/py"
+    assert args.setup == "module load dask"
+    assert args.env == {"A": "1"}
+    assert args.restart is False
+
+
+def test_parse_env_items() -> None:
+    assert cli.parse_env_items(["A=1", "B=x=y", "C=", "A=2"]) == {"A": "2", "B": "x=y", "C": ""}
+
+
+@pytest.mark.parametrize("item", ["NOEQUALS", "=v", "1A=v", "A-B=v", "A B=v"])
+def test_parse_env_items_rejects(item: str) -> None:
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        cli.parse_env_items([item])
+
+
+def test_hosts_from_batch_environment(tmp_path: Path) -> None:
+    args = cli.build_cluster_args([], environ={"SLURM_JOB_NODELIST": "n[1-3]"})
+    assert names(args.hosts) == ["n1", "n2", "n3"]
+    # command-line hosts win over the batch environment
+    args = cli.build_cluster_args(["x"], environ={"SLURM_JOB_NODELIST": "n[1-3]"})
+    assert names(args.hosts) == ["x", "x"]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_every_option_reaches_sshcluster(tmp_path: Path) -> None:
+    key = tmp_path / "id_test"
+    key.write_text("not really a key")
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    args = build(
+        "--scheduler",
+        "head",
+        "--scheduler-port",
+        "9000",
+        "--nthreads",
+        "2",
+        "--nworkers",
+        "3",
+        "--ssh-username",
+        "bob",
+        "--ssh-port",
+        "2222",
+        "--ssh-private-key",
+        str(key),
+        "--nohost",
+        "--local-directory",
+        "/scratch",
+        "--remote-python",
+        "/opt/py/bin/python",
+        "--memory-limit",
+        "2GiB",
+        "--worker-port",
+        "4000:4100",
+        "--nanny-port",
+        "5000:5100",
+        "--remote-dask-worker",
+        "distributed.cli.dask_worker",
+        "--dashboard-address",
+        ":9999",
+        "--worker-class",
+        "distributed.Nanny",
+        "--connect-timeout",
+        "3",
+        "--known-hosts",
+        str(known),
+        "--jump-host",
+        "gw",
+        "--env",
+        "A=1",
+        "--env",
+        "B=2",
+        "--setup",
+        "conda activate dask",
+        "--no-restart",
+        "w1",
+        "al@w2:23",
+    )
+    assert [(h.hostname, h.user, h.port) for h in args.hosts] == [
+        ("head", "bob", 2222),
+        ("w1", "bob", 2222),
+        ("w2", "al", 23),
+    ]
+    assert args.scheduler_options == {"port": 9000, "dashboard_address": ":9999"}
+    assert args.worker_options == {
+        "n_workers": 3,
+        "nthreads": 2,
+        "memory_limit": "2GiB",
+        "local_directory": "/scratch",
+        "worker_port": "4000:4100",
+        "nanny_port": "5000:5100",
+    }
+    assert args.connect_options == {
+        "client_keys": [str(key)],
+        "known_hosts": str(known),
+        "connect_timeout": 3.0,
+        "tunnel": "gw",
+    }
+    assert args.worker_class == "distributed.Nanny"
+    assert args.remote_python == "/opt/py/bin/python"
+    assert args.setup == "conda activate dask"
+    assert args.env == {"A": "1", "B": "2"}
+
+
+def test_nprocs_is_deprecated_alias() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    result = run("--nprocs", "4", "a", "b")
+    assert result.exit_code == 0, result.output
+    assert "--nprocs is deprecated" in result.output
+    assert FakeCluster.instances[0].kwargs["worker_options"]["n_workers"] == 4
+
+
+def test_nprocs_and_nworkers_disagree() -> None:
+    result = run("--nprocs", "4", "--nworkers", "2", "a")
+    assert result.exit_code == 2
+    assert not FakeCluster.instances
+
+
+def test_insecure_prints_warning() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    result = run("--insecure-skip-host-key-check", "a")
+    assert result.exit_code == 0
+    assert "WARNING" in result.output and "not checked" in result.output
+    assert FakeCluster.instances[0].kwargs["connect_options"] == {"known_hosts": None}
+
+
+def test_ssh_port_default_is_left_to_ssh_config() -> None:
+    args = build("a", "b")
+    assert args.hosts[0].port in (None, 22)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--env", "NOPE", "a"],
+        ["--nworkers", "0", "a"],
+        ["--nthreads", "-1", "a"],
+        ["--scheduler-port", "70000", "a"],
+        ["--ssh-port", "0", "a"],
+        ["--memory-limit", "plenty", "a"],
+        ["--connect-timeout", "0", "a"],
+        ["--hostfile", "/nonexistent/hosts.txt"],
+        ["--ssh-private-key", "/nonexistent/id"],
+        ["--dry-run", "--check", "a"],
+        ["--known-hosts", __file__, "--insecure-skip-host-key-check", "a"],
+        ["--no-such-option", "a"],
+        ["bad host"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    result = CliRunner().invoke(cli.main, argv)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not FakeCluster.instances
+
+
+def test_no_hosts_message() -> None:
+    result = CliRunner().invoke(cli.main, [])
+    assert "no hosts" in result.output and "--hostfile" in result.output
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.startswith("dask-ssh 0.1.0 (distributed ")
+
+
+def test_help_has_grammar_and_placement() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    out = result.output
+    assert "the first host runs the scheduler" in out
+    assert "with --scheduler HOST, HOST runs the scheduler and every listed host" in out
+    assert "a single host runs both" in out
+    for line in HOSTFILE_GRAMMAR.strip().splitlines():
+        assert line.strip() in out
+    for option in [
+        "--scheduler",
+        "--scheduler-port",
+        "--nthreads",
+        "--nworkers",
+        "--nprocs",
+        "--hostfile",
+        "--ssh-username",
+        "--ssh-port",
+        "--ssh-private-key",
+        "--nohost",
+        "--log-directory",
+        "--local-directory",
+        "--remote-python",
+        "--memory-limit",
+        "--worker-port",
+        "--nanny-port",
+        "--remote-dask-worker",
+        "--version",
+        "--dashboard-address",
+        "--worker-class",
+        "--connect-timeout",
+        "--known-hosts",
+        "--insecure-skip-host-key-check",
+        "--jump-host",
+        "--env",
+        "--setup",
+        "--dry-run",
+        "--check",
+        "--no-restart",
+    ]:
+        assert option in out
+    assert "ON THIS MACHINE" in out  # --log-directory semantics
+
+
+# --------------------------------------------------------------------------- hostfiles
+
+
+def test_hostfile(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text(
+        "# cluster\n"
+        "alice@head:2222      # scheduler\n"
+        "\n"
+        "gpu[01-02] slots=2 nthreads=8\n"
+        "10.0.0.7 remote-python=/opt/py\n"
+    )
+    args = build("--hostfile", str(hostfile), "--ssh-username", "bob")
+    assert [(h.hostname, h.user, h.port) for h in args.hosts] == [
+        ("head", "alice", 2222),
+        ("gpu01", "bob", None),
+        ("gpu02", "bob", None),
+        ("10.0.0.7", "bob", None),
+    ]
+    assert [h.slots for h in args.hosts] == [None, 2, 2, None]
+    (cluster,) = FakeCluster.instances
+    assert sorted(cluster.workers) == ["10.0.0.7-0", "gpu01-0", "gpu01-1", "gpu02-0", "gpu02-1"]
+
+
+def test_command_line_hosts_come_before_hostfile(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("n1\nn2\n")
+    args = build("--hostfile", str(hostfile), "head")
+    assert names(args.hosts) == ["head", "n1", "n2"]
+
+
+def test_bad_hostfile_line_exits_1_with_path_and_line(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("node1\nnode2 slots=many\nnode3\n")
+    result = CliRunner().invoke(cli.main, ["--hostfile", str(hostfile)])
+    assert result.exit_code == 1
+    assert f"{hostfile}:2:" in result.output
+    assert "Traceback" not in result.output
+    assert not FakeCluster.instances
+
+
+def test_empty_hostfile_is_usage_error(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("# nothing\n")
+    result = CliRunner().invoke(cli.main, ["--hostfile", str(hostfile)])
+    assert result.exit_code in (1, 2)  # hosts.py may call an empty hostfile an error
+    assert "Traceback" not in result.output
+
+
+def test_batch_environment_used_without_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "c[1-3]")
+    args = build()
+    assert names(args.hosts) == ["c1", "c2", "c3"]
+
+
+# --------------------------------------------------------------------------- dry run, check
+
+
+def test_dry_run_lists_hosts_roles_commands_and_starts_nothing(tmp_path: Path) -> None:
+    result = run("--dry-run", "--nworkers", "2", "head", "w1", "w2")
+    assert result.exit_code == 0, result.output
+    assert not FakeCluster.instances
+    out = result.output
+    assert "# head  scheduler  scheduler" in out
+    assert "# w1  worker  w1-0, w1-1" in out
+    assert "# w2  worker  w2-0, w2-1" in out
+    assert "python3 -c 'worker w2'" in out
+    assert "python:  /usr/bin/python3" in out
+    (kwargs,) = FakeCluster.plans_called
+    assert kwargs["worker_options"] == {"n_workers": 2}
+
+
+def test_dry_run_with_real_plan() -> None:
+    cluster = importlib.import_module("sshdeploy.cluster")
+    if cluster.SSHCluster is _MissingCluster:
+        pytest.skip("sshdeploy.cluster not written yet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
+        result = run("--dry-run", "--setup", "true", "--remote-python", "/opt/py", "head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "scheduler" in result.output and "w1-0" in result.output
+    assert "/opt/py" in result.output
+
+
+@dataclass
+class FakeCheck:
+    host: str
+    reachable: bool = True
+    authenticated: bool = True
+    python: str | None = "/usr/bin/python3"
+    versions: dict[str, str] = field(
+        default_factory=lambda: {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"}
+    )
+    local_versions: dict[str, str] = field(
+        default_factory=lambda: {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"}
+    )
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.authenticated and self.error is None
+
+
+def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def check_hosts(
+        hosts: list[Host],
+        connect_options: Any = None,
+        remote_python: Any = None,
+        *,
+        setup: Any = None,
+    ) -> list[FakeCheck]:
+        calls.append(
+            {
+                "hosts": hosts,
+                "connect_options": connect_options,
+                "remote_python": remote_python,
+                "setup": setup,
+            }
+        )
+        return [
+            FakeCheck(
+                h.display(),
+                reachable=False,
+                authenticated=False,
+                python=None,
+                versions={},
+                error="cannot connect: refused",
+            )
+            if h.hostname in bad
+            else FakeCheck(h.display())
+            for h in hosts
+        ]
+
+    monkeypatch.setattr(cli, "check_hosts", check_hosts)
+    return calls
+
+
+def test_check_all_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_check(monkeypatch, bad=set())
+    result = run("--check", "--setup", "module load x", "--connect-timeout", "1", "a")
+    assert result.exit_code == 0, result.output
+    assert not FakeCluster.instances
+    (call,) = calls
+    assert names(call["hosts"]) == ["a"]  # a single host is checked once
+    assert call["setup"] == "module load x"
+    assert call["connect_options"] == {"connect_timeout": 1.0}
+    assert "all 1 host(s) ok" in result.output
+
+
+def test_check_failure_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_check(monkeypatch, bad={"b"})
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.main, ["--check", "a", "b", "c"])
+    assert result.exit_code == 1
+    assert "cannot connect: refused" in result.output
+    assert "1 of 3 host(s) failed" in result.output
+    for host in ("a", "b", "c"):
+        assert host in result.output
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_sigint_stops_cluster_and_prints_summary() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT)
+    result = run("--nworkers", "2", "head", "w1", "w2")
+    assert result.exit_code == 0, result.output
+    (cluster,) = FakeCluster.instances
+    assert cluster.closed >= 1
+    out = result.output
+    assert "tcp://head:8786" in out
+    assert "http://head:8787/status" in out
+    assert "w1  w1-0, w1-1" in out and "w2  w2-0, w2-1" in out
+    assert "SIGINT received" in out
+    assert "stopped 4 workers on 2 hosts and the scheduler in" in out
+    assert "Traceback" not in out
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+
+
+def test_sigterm_stops_cluster() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGTERM)
+    result = run("a")
+    assert result.exit_code == 0, result.output
+    assert "SIGTERM received" in result.output
+    assert "stopped 1 worker on 1 host and the scheduler" in result.output
+
+
+def test_second_signal_exits_at_once() -> None:
+    exits: list[int] = []
+    stop = cli._Stop(cli.display.make_console(open(os.devnull, "w")), exit_now=exits.append)
+    stop(signal.SIGINT)
+    assert stop.event.is_set() and exits == []
+    stop(signal.SIGINT)
+    assert exits == [130]
+
+
+def test_scheduler_death_exits_1_with_its_last_lines() -> None:
+    def start(cluster: FakeCluster) -> None:
+        log = logging.getLogger("sshdeploy.remote.scheduler.head")
+        for line in ("scheduler at tcp://head:8786", "x - CRITICAL - out of memory"):
+            log.info(
+                line,
+                extra={
+                    "sshdeploy_label": "scheduler head",
+                    "sshdeploy_host": "head",
+                    "sshdeploy_role": "scheduler",
+                    "sshdeploy_stream": "stderr",
+                },
+            )
+        cluster.scheduler.status = types.SimpleNamespace(name="closed")
+
+    FakeCluster.on_start = start
+    result = run("head", "w1")
+    assert result.exit_code == 1
+    assert "the scheduler on head stopped" in result.output
+    assert "last scheduler output:" in result.output
+    assert "  [scheduler head] x - CRITICAL - out of memory" in result.output
+    assert FakeCluster.instances[0].closed >= 1
+
+
+def test_remote_lines_are_printed_and_written(tmp_path: Path) -> None:
+    def start(cluster: FakeCluster) -> None:
+        log = logging.getLogger("sshdeploy.remote.worker.w1")
+        log.info(
+            "Start worker",
+            extra={
+                "sshdeploy_label": "w1-0",
+                "sshdeploy_host": "w1",
+                "sshdeploy_role": "worker",
+                "sshdeploy_stream": "stderr",
+            },
+        )
+        logging.getLogger("sshdeploy.cluster").warning("worker w1-0 lost, restarting")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    FakeCluster.on_start = start
+    logs = tmp_path / "logs"
+    remote = logging.getLogger("sshdeploy.remote")
+    saved = (remote.level, remote.propagate, list(remote.handlers))
+    result = run("--log-directory", str(logs), "head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "[w1-0] Start worker" in result.output
+    assert "[dask-ssh] worker w1-0 lost, restarting" in result.output
+    assert "\x1b[" not in result.output
+    assert (logs / "w1-0.log").read_text() == "Start worker\n"
+    assert (remote.level, remote.propagate, list(remote.handlers)) == saved
+
+
+def test_start_failure_exits_1_with_message() -> None:
+    def start(cluster: FakeCluster) -> None:
+        raise ConnectError(host="bob@w1:22", cause="connection refused")
+
+    FakeCluster.on_start = start
+    result = CliRunner().invoke(cli.main, ["head", "w1"])
+    assert result.exit_code == 1
+    assert "Error: [bob@w1:22] agent: cannot connect: connection refused." in result.output
+    assert "Traceback" not in result.output
+
+
+def test_hostfile_error_from_anywhere_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise HostfileError("PBS_NODEFILE", 3, "bad host")
+
+    monkeypatch.setattr(cli, "hosts_from_environment", broken)
+    result = CliRunner().invoke(cli.main, [])
+    assert result.exit_code == 1
+    assert "PBS_NODEFILE:3: bad host" in result.output
+
+
+def test_standalone_mode_false_returns_exit_code() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    devnull = open(os.devnull, "w")
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = devnull
+    try:
+        code = cli.main(["a"], standalone_mode=False)
+    finally:
+        sys.stdout, sys.stderr = saved
+        devnull.close()
+    assert code == 0
+
+
+def test_parse_host_contract() -> None:
+    """The part of sshdeploy.hosts the CLI relies on."""
+    host = parse_host("al@b:23").with_defaults(user="bob", port=22)
+    assert (host.user, host.port, host.display()) == ("al", 23, "al@b:23")

@@ -1,0 +1,288 @@
+"""Terminal output of dask-ssh: prefixes, colour rules, log files, tables."""
+
+from __future__ import annotations
+
+import io
+import logging
+import types
+from pathlib import Path
+
+import pytest
+
+from sshdeploy import display
+
+ANSI = "\x1b["
+
+
+class TTY(io.StringIO):
+    """A StringIO that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def record(line: str, label: str, role: str, host: str = "node2") -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {
+            "name": f"sshdeploy.remote.{role}.{host}",
+            "msg": "%s",
+            "args": (line,),
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "sshdeploy_label": label,
+            "sshdeploy_host": host,
+            "sshdeploy_role": role,
+            "sshdeploy_stream": "stderr",
+        }
+    )
+
+
+# ------------------------------------------------------------------ colour rules
+
+
+def test_use_colour_follows_terminal_and_no_color() -> None:
+    assert display.use_colour(TTY(), {}) is True
+    assert display.use_colour(io.StringIO(), {}) is False
+    assert display.use_colour(TTY(), {"NO_COLOR": "1"}) is False
+    assert display.use_colour(TTY(), {"NO_COLOR": ""}) is True  # empty counts as unset
+    assert display.use_colour(io.StringIO(), {"FORCE_COLOR": "1"}) is True
+    assert display.use_colour(TTY(), {"FORCE_COLOR": "1", "NO_COLOR": "1"}) is False
+
+
+def test_use_colour_survives_closed_stream() -> None:
+    stream = io.StringIO()
+    stream.close()
+    assert display.use_colour(stream, {}) is False
+
+
+def _print_lines(stream: io.StringIO, environ: dict[str, str]) -> str:
+    console = display.make_console(stream, environ=environ)
+    console.print(display.format_remote_line("scheduler node1", "ready", "scheduler", "node1"))
+    console.print(display.format_remote_line("node2-0", "x - ERROR - boom", "worker", "node2"))
+    console.print(display.format_remote_line("node2", "agent up", "agent", "node2"))
+    return stream.getvalue()
+
+
+def test_terminal_gets_colour() -> None:
+    out = _print_lines(TTY(), {})
+    assert ANSI in out
+    assert "[scheduler node1]" in out
+
+
+def test_no_color_means_no_ansi_even_on_terminal() -> None:
+    out = _print_lines(TTY(), {"NO_COLOR": "1"})
+    assert ANSI not in out
+    assert out.splitlines() == [
+        "[scheduler node1] ready",
+        "[node2-0] x - ERROR - boom",
+        "[node2] agent up",
+    ]
+
+
+def test_non_terminal_means_no_ansi() -> None:
+    out = _print_lines(io.StringIO(), {})
+    assert ANSI not in out
+    assert "[node2-0] x - ERROR - boom" in out
+
+
+def test_long_lines_are_not_wrapped() -> None:
+    stream = io.StringIO()
+    console = display.make_console(stream, environ={})
+    long_line = "x" * 500
+    console.print(display.format_remote_line("node2-0", long_line))
+    assert stream.getvalue() == f"[node2-0] {long_line}\n"
+
+
+def test_remote_text_is_not_markup() -> None:
+    stream = io.StringIO()
+    display.make_console(stream, environ={}).print(
+        display.format_remote_line("node2-0", "[bold]not markup[/bold] :smile:")
+    )
+    assert stream.getvalue() == "[node2-0] [bold]not markup[/bold] :smile:\n"
+
+
+# ------------------------------------------------------------------ prefixes
+
+
+@pytest.mark.parametrize(
+    ("label", "role", "expected"),
+    [
+        ("scheduler node1", "scheduler", "[scheduler node1]"),
+        ("node2-0", "worker", "[node2-0]"),
+        ("node2", "agent", "[node2]"),
+    ],
+)
+def test_prefix_text(label: str, role: str, expected: str) -> None:
+    assert display.remote_prefix(label, role).plain == expected
+
+
+def test_prefix_styles() -> None:
+    assert display.remote_prefix("scheduler n1", "scheduler").style == "bold magenta"
+    assert display.remote_prefix("n1", "agent").style == "dim"
+    # every worker of one host shares a colour
+    a = display.remote_prefix("node2-0", "worker", "node2").style
+    b = display.remote_prefix("node2-7", "worker", "node2").style
+    assert a == b
+
+
+def test_format_line_drops_newline_and_colours_levels() -> None:
+    text = display.format_remote_line("node2-0", "a - WARNING - careful\n")
+    assert text.plain == "[node2-0] a - WARNING - careful"
+    assert any(span.style == "yellow" for span in text.spans)
+    text = display.format_remote_line("node2-0", "plain")
+    assert all(span.style != "red" for span in text.spans)
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ("scheduler node1", "scheduler-node1.log"),
+        ("node2-0", "node2-0.log"),
+        ("a/../b", "a-..-b.log"),
+        ("", "remote.log"),
+    ],
+)
+def test_log_file_name(label: str, name: str) -> None:
+    assert display.log_file_name(label) == name
+    assert "/" not in display.log_file_name(label)
+
+
+# ------------------------------------------------------------------ handler
+
+
+def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    handler = display.RemoteLogHandler(
+        display.make_console(stream, environ={}), tmp_path / "logs", tail_lines=2
+    )
+    try:
+        handler.handle(record("starting", "scheduler node1", "scheduler", "node1"))
+        for i in range(3):
+            handler.handle(record(f"line {i}", "scheduler node1", "scheduler", "node1"))
+        handler.handle(record("worker up", "node2-0", "worker"))
+    finally:
+        handler.close()
+    assert stream.getvalue().splitlines() == [
+        "[scheduler node1] starting",
+        "[scheduler node1] line 0",
+        "[scheduler node1] line 1",
+        "[scheduler node1] line 2",
+        "[node2-0] worker up",
+    ]
+    assert handler.tail("scheduler") == ["[scheduler node1] line 1", "[scheduler node1] line 2"]
+    assert handler.tail("agent") == []
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["node2-0.log", "scheduler-node1.log"]
+    assert (tmp_path / "logs" / "node2-0.log").read_text() == "worker up\n"
+    assert ANSI not in (tmp_path / "logs" / "scheduler-node1.log").read_text()
+
+
+def test_handler_without_attributes_uses_logger_name() -> None:
+    stream = io.StringIO()
+    handler = display.RemoteLogHandler(display.make_console(stream, environ={}))
+    handler.handle(logging.makeLogRecord({"name": "sshdeploy.remote.worker.node3", "msg": "hi"}))
+    assert stream.getvalue() == "[node3] hi\n"
+
+
+def test_controller_handler() -> None:
+    stream = io.StringIO()
+    handler = display.ControllerLogHandler(display.make_console(stream, environ={}))
+    handler.handle(logging.makeLogRecord({"msg": "worker node2-0 died", "levelno": 30}))
+    assert stream.getvalue() == "[dask-ssh] worker node2-0 died\n"
+
+
+# ------------------------------------------------------------------ banner, plan, table
+
+
+def test_banner_lists_every_host_and_worker() -> None:
+    stream = io.StringIO()
+    display.print_banner(
+        display.make_console(stream, environ={}),
+        scheduler_address="tcp://10.0.0.1:8786",
+        dashboard_link="http://10.0.0.1:8787/status",
+        scheduler_host="root@node1:22",
+        workers_by_host={"root@node2:22": ["node2-0", "node2-1"], "root@node3:22": ["node3-0"]},
+        versions={"sshdeploy": "0.1.0"},
+    )
+    out = stream.getvalue()
+    assert "tcp://10.0.0.1:8786" in out
+    assert "http://10.0.0.1:8787/status" in out
+    assert "3 on 2 hosts" in out
+    assert "root@node2:22  node2-0, node2-1" in out
+    assert "root@node3:22  node3-0" in out
+    assert ANSI not in out
+
+
+def test_plan_shows_host_role_python_and_command() -> None:
+    stream = io.StringIO()
+    plans = [
+        types.SimpleNamespace(
+            host="root@n1:22",
+            role="scheduler",
+            names=["scheduler"],
+            python="/usr/bin/python3",
+            command="cd /tmp && python3 -c 'x'",
+            options={"port": 8786},
+        ),
+        types.SimpleNamespace(
+            host="root@n2:22",
+            role="worker",
+            names=["n2-0", "n2-1"],
+            python="/opt/py",
+            command="/opt/py -c 'y'",
+            options={},
+        ),
+    ]
+    display.print_plan(display.make_console(stream, environ={}), plans)
+    out = stream.getvalue()
+    assert "# root@n1:22  scheduler  scheduler" in out
+    assert "# root@n2:22  worker  n2-0, n2-1" in out
+    assert "\ncd /tmp && python3 -c 'x'\n" in out
+    assert "python:  /opt/py" in out
+    assert "options: port=8786" in out
+
+
+def _check(host: str, ok: bool, **kw: object) -> types.SimpleNamespace:
+    base: dict[str, object] = dict(
+        host=host,
+        reachable=True,
+        authenticated=True,
+        python="/usr/bin/python3",
+        versions={"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"},
+        local_versions={"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"},
+        error=None,
+        ok=ok,
+    )
+    base.update(kw)
+    return types.SimpleNamespace(**base)
+
+
+def test_check_table() -> None:
+    stream = io.StringIO()
+    display.print_check_table(
+        display.make_console(stream, environ={}, width=200),
+        [
+            _check("root@n1:22", True),
+            _check(
+                "root@n2:22",
+                False,
+                reachable=False,
+                authenticated=False,
+                python=None,
+                versions={},
+                error="cannot connect: refused",
+            ),
+            _check(
+                "root@n3:22",
+                False,
+                versions={"python": "3.10.1", "dask": "2026.8.0", "distributed": "2026.8.0"},
+                error="version mismatch",
+            ),
+        ],
+    )
+    out = stream.getvalue()
+    assert "root@n1:22" in out and "root@n2:22" in out
+    assert "cannot connect: refused" in out
+    assert "3.10.1 (local 3.11.7)" in out
+    assert "2 of 3 host(s) failed" in out
+    assert ANSI not in out
