@@ -1,0 +1,395 @@
+"""The remote agent: the program that runs on every host, sent over SSH.
+
+This file is read as *text* by the controller and executed by the remote
+Python (``python -c`` reads it from stdin): sshdeploy need not be installed
+on the hosts. It must therefore import nothing from sshdeploy and only the
+standard library until the spec has been read; distributed is imported once,
+after that.
+
+Protocol (one JSON object per line):
+
+controller -> agent, on stdin
+    first a spec ``{"role", "label", "config", "env", "heartbeat", ...}``, then
+    commands ``{"cmd": "start_scheduler" | "start_worker" | "stop" | "ping" |
+    "shutdown", ...}``; keyword arguments travel pickled (base64) in ``"kw"``.
+agent -> controller, on stdout
+    events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
+    "log" | "fatal" | "bye", ...}``.
+
+Everything the agent and its children write to their own stdout/stderr is
+captured through a pipe the agent drains for its whole life and is forwarded
+as ``log`` events, so no remote process can ever block on a full pipe.
+Workers started through a Nanny tag each line with their name (see
+``CHILD_TAGGER``) so lines reach the controller attributed to the right worker.
+
+The agent is the leader of its process group. When stdin reaches EOF (the
+controller closed, crashed or lost the connection) or no message arrives
+within the heartbeat timeout, it terminates every process of its group, then
+kills what is left, then itself: nothing outlives the controller.
+"""
+
+# NOTE: no `from __future__ import annotations` needed; keep Python 3.10 compatible.
+import asyncio
+import base64
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+
+TAG = "\x1esshdeploy\x1f"
+
+# Imported (as preload *text*) by every worker process a Nanny starts: it
+# re-points the process's stdout/stderr at a pipe whose lines are written,
+# tagged with the worker's name, to the agent's log pipe.
+CHILD_TAGGER = '''
+import os, sys, threading, atexit
+_name = os.environ.get("SSHDEPLOY_LABEL")
+if _name and not getattr(sys, "_sshdeploy_tagged", False):
+    sys._sshdeploy_tagged = True
+    _out = os.dup(2)
+    _threads = []
+    def _pump(fd, stream, name=_name, out=_out):
+        prefix = ("\\x1esshdeploy\\x1f" + name + "\\x1f" + stream + "\\x1f").encode()
+        buf = b""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                if buf:
+                    os.write(out, prefix + buf + b"\\n")
+                return
+            buf += data
+            *lines, buf = buf.split(b"\\n")
+            if lines:
+                os.write(out, b"".join(prefix + ln + b"\\n" for ln in lines))
+    for _fd, _stream in ((1, "stdout"), (2, "stderr")):
+        _r, _w = os.pipe()
+        os.dup2(_w, _fd)
+        os.close(_w)
+        _t = threading.Thread(target=_pump, args=(_r, _stream), daemon=True)
+        _t.start()
+        _threads.append(_t)
+    def _flush_tagged():
+        for s in (sys.stdout, sys.stderr):
+            try:
+                s.flush()
+            except Exception:
+                pass
+        _null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(_null, 1)
+        os.dup2(_null, 2)
+        for t in _threads:
+            t.join(1.0)
+    atexit.register(_flush_tagged)
+'''
+
+
+class Agent:
+    """One agent per (host, role): runs a scheduler or that host's workers."""
+
+    def __init__(self):
+        self.proto = os.dup(1)
+        self.lock = threading.Lock()
+        self.spec = {}
+        self.label = "agent"
+        self.servers = {}
+        self.stopping = set()
+        self.last_heard = time.monotonic()
+        self.shutting_down = False
+        self.loop = None
+        self.queue = None
+        self.qlock = threading.Lock()
+        self.early = []
+
+    # -- output -----------------------------------------------------------
+    def emit(self, **event):
+        data = (json.dumps(event) + "\n").encode()
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self.proto, view)
+                except BrokenPipeError:
+                    return
+                view = view[n:]
+
+    def capture_output(self):
+        """Route fd 1 and 2 (ours and our children's) through a drained pipe."""
+        r, w = os.pipe()
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        os.close(w)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        threading.Thread(target=self.pump_logs, args=(r,), daemon=True).start()
+
+    def pump_logs(self, fd):
+        buf = b""
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                src, stream = self.label, "stderr"
+                if line.startswith(TAG):
+                    parts = line[len(TAG):].split("\x1f", 2)
+                    if len(parts) == 3:
+                        src, stream, line = parts
+                self.emit(ev="log", src=src, stream=stream, line=line)
+
+    # -- lifetime ----------------------------------------------------------
+    def become_group_leader(self):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass  # already a session leader (sshd called setsid): we lead the group
+
+    def group_members(self):
+        pgid = os.getpgid(0)
+        me = os.getpid()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[-1].split()
+            # fields[0] is state, fields[2] is pgrp
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(entry))
+        return pids
+
+    def reap_group(self, grace):
+        """TERM every other process of our group, then KILL what remains."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.group_members():
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
+            while self.group_members() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not self.group_members():
+                return
+
+    def emergency_exit(self, why):
+        """The controller is gone: leave nothing behind, whatever state we are in."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        try:
+            self.emit(ev="log", src=self.label, stream="stderr",
+                      line="sshdeploy agent: %s; stopping every process it started" % why)
+        except Exception:
+            pass
+        self.reap_group(grace=2.0)
+        os._exit(3)
+
+    def read_stdin(self):
+        stdin = sys.stdin.buffer
+        while True:
+            try:
+                line = stdin.readline()
+            except (OSError, ValueError):
+                line = b""
+            if not line:
+                self.emergency_exit("connection to the controller closed")
+                return
+            self.last_heard = time.monotonic()
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("cmd") == "ping":
+                continue
+            with self.qlock:
+                if self.loop is None:
+                    self.early.append(msg)
+                    continue
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+
+    def watchdog(self, timeout):
+        while not self.shutting_down:
+            time.sleep(min(1.0, timeout / 4))
+            if time.monotonic() - self.last_heard > timeout:
+                self.emergency_exit("no message from the controller for %.0f s" % timeout)
+
+    # -- start-up -----------------------------------------------------------
+    def run(self):
+        self.become_group_leader()
+        line = sys.stdin.buffer.readline()
+        self.spec = spec = json.loads(line)
+        self.label = spec.get("label", "agent")
+        for key, value in (spec.get("env") or {}).items():
+            os.environ[key] = str(value)
+        if spec.get("config"):
+            os.environ["DASK_INTERNAL_INHERIT_CONFIG"] = spec["config"]
+        self.capture_output()
+        heartbeat = float(spec.get("heartbeat", 30))
+        threading.Thread(target=self.read_stdin, daemon=True).start()
+        threading.Thread(target=self.watchdog, args=(heartbeat,), daemon=True).start()
+        try:
+            import dask
+            import distributed
+            if spec.get("mp_method"):
+                dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
+        except BaseException as exc:  # report *why* import failed, then exit
+            self.emit(ev="fatal", kind="import", error="%s: %s" % (type(exc).__name__, exc),
+                      tb=traceback.format_exc(), python=sys.executable)
+            os._exit(4)
+        import platform
+        self.emit(ev="hello", pid=os.getpid(), python=sys.executable,
+                  hostname=platform.node(),
+                  versions={"python": platform.python_version(),
+                            "dask": dask.__version__,
+                            "distributed": distributed.__version__})
+        signal.signal(signal.SIGTERM, lambda *_: self.emergency_exit("SIGTERM"))
+        asyncio.run(self.serve())
+        # Don't wait for the thread pools of distributed at interpreter exit.
+        os._exit(0)
+
+    async def serve(self):
+        with self.qlock:
+            self.queue = asyncio.Queue()
+            for msg in self.early:
+                self.queue.put_nowait(msg)
+            self.loop = asyncio.get_running_loop()
+        tasks = set()
+        while True:
+            msg = await self.queue.get()
+            cmd = msg.get("cmd")
+            if cmd == "shutdown":
+                await self.shutdown(float(msg.get("timeout", 10)))
+                return
+            handler = getattr(self, "cmd_" + str(cmd), None)
+            if handler is None:
+                continue
+            task = asyncio.ensure_future(handler(msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    @staticmethod
+    def kwargs(msg):
+        return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
+
+    async def cmd_start_scheduler(self, msg):
+        from distributed import Scheduler
+
+        name = msg.get("name", "scheduler")
+        try:
+            kw = self.kwargs(msg)
+            cls = Scheduler
+            if msg.get("cls"):
+                from distributed.utils import import_term
+                cls = import_term(msg["cls"])
+            server = cls(**kw)
+            await asyncio.wait_for(server, float(msg.get("timeout", 60)))
+        except BaseException as exc:
+            self.emit(ev="failed", name=name, error="%s: %s" % (type(exc).__name__, exc),
+                      tb=traceback.format_exc())
+            return
+        self.servers[name] = server
+        dashboard = None
+        http = getattr(server, "http_server", None)
+        if http is not None:
+            dashboard = getattr(server, "http_server").port
+        self.emit(ev="ready", name=name, address=server.address, pid=os.getpid(),
+                  dashboard_port=dashboard)
+        asyncio.ensure_future(self.watch(name, server))
+
+    async def cmd_start_worker(self, msg):
+        from distributed import Nanny
+        from distributed.utils import import_term
+
+        name = msg["name"]
+        try:
+            kw = self.kwargs(msg)
+            cls = import_term(msg.get("cls") or "distributed.Nanny")
+            kw.setdefault("name", name)
+            if isinstance(cls, type) and issubclass(cls, Nanny):
+                import dask
+                env = dict(kw.get("env") or {})
+                env["SSHDEPLOY_LABEL"] = name
+                kw["env"] = env
+                preload = kw.get("preload")
+                if preload is None:
+                    preload = dask.config.get("distributed.worker.preload")
+                if isinstance(preload, str):
+                    preload = [preload]
+                kw["preload"] = [CHILD_TAGGER] + list(preload or [])
+            server = cls(msg["scheduler"], **kw)
+            await asyncio.wait_for(server, float(msg.get("timeout", 60)))
+        except BaseException as exc:
+            self.emit(ev="failed", name=name, error="%s: %s" % (type(exc).__name__, exc),
+                      tb=traceback.format_exc())
+            return
+        self.servers[name] = server
+        process = getattr(server, "process", None)
+        pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
+        address = getattr(server, "worker_address", None) or server.address
+        self.emit(ev="ready", name=name, address=address, pid=pid,
+                  contact=server.address)
+        asyncio.ensure_future(self.watch(name, server))
+
+    async def watch(self, name, server):
+        await server.finished()
+        if name in self.servers and name not in self.stopping:
+            del self.servers[name]
+            self.emit(ev="exited", name=name, reason="closed by itself (status %s)" % server.status)
+            if self.spec.get("role") == "scheduler":
+                await self.shutdown(5.0)
+                os._exit(0)
+
+    async def cmd_stop(self, msg):
+        name = msg["name"]
+        server = self.servers.get(name)
+        if server is not None:
+            self.stopping.add(name)
+            await self.close_server(server, float(msg.get("timeout", 10)))
+            self.servers.pop(name, None)
+        self.emit(ev="stopped", name=name)
+
+    async def close_server(self, server, timeout):
+        try:
+            await asyncio.wait_for(server.close(), timeout)
+        except BaseException:
+            pass
+        process = getattr(getattr(server, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    async def shutdown(self, timeout):
+        self.stopping.update(self.servers)
+        await asyncio.gather(*(self.close_server(s, timeout) for s in self.servers.values()),
+                             return_exceptions=True)
+        self.servers.clear()
+        self.shutting_down = True
+        await asyncio.get_running_loop().run_in_executor(None, self.reap_group, 2.0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.emit(ev="bye")
+
+
+def main():
+    Agent().run()
+
+
+if __name__ == "__main__" or __name__ == "sshdeploy-agent":
+    main()

@@ -1,0 +1,134 @@
+"""Pure builders of what runs remotely: the shell command, the spec, the stdin preamble.
+
+Nothing here does I/O on the network; it is what ``--dry-run`` and
+:meth:`sshdeploy.SSHCluster.plan` show users. The agent program itself
+(:mod:`sshdeploy.agent`) travels as text on stdin, so the command line holds
+no options, no config and no secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cloudpickle
+
+AgentRole = Literal["scheduler", "workers"]
+
+#: Read the agent's source from stdin (length-prefixed) and run it.
+LAUNCHER = (
+    "import sys;"
+    "exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
+    "'sshdeploy-agent','exec'))"
+)
+
+#: Exit status the remote shell gives when the interpreter is not found.
+EXIT_NOT_FOUND = 127
+#: Exit status of the remote shell when the ``setup`` command failed.
+EXIT_SETUP_FAILED = 126
+
+
+@functools.lru_cache(maxsize=1)
+def agent_source() -> bytes:
+    """Return the source of the remote agent, as sent to every host."""
+    return (Path(__file__).with_name("agent.py")).read_bytes()
+
+
+def build_command(python: str, setup: str | None = None) -> str:
+    """Return the remote shell command that starts the agent.
+
+    Parameters
+    ----------
+    python : str
+        The remote interpreter (a path or a name found on the remote PATH).
+    setup : str, optional
+        Shell commands run first in the same shell (``conda activate x``,
+        ``module load y``); the agent starts only if they succeed.
+
+    Returns
+    -------
+    str
+        One shell command line.
+
+    Examples
+    --------
+    >>> build_command("/opt/py/bin/python3").startswith("exec /opt/py/bin/python3 -u -c ")
+    True
+    """
+    launch = f"exec {shlex.quote(python)} -u -c {shlex.quote(LAUNCHER)}"
+    if setup and setup.strip():
+        return f"{{ {setup.strip()}\n}} || exit {EXIT_SETUP_FAILED}\n{launch}"
+    return launch
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What one agent is told on start (the first line of its stdin).
+
+    Parameters
+    ----------
+    role : {"scheduler", "workers"}
+        What this agent runs.
+    label : str
+        Prefix for its own output (``"scheduler node1"`` or ``"node2"``).
+    config : str
+        ``dask.config.serialize`` of the controller's config, or "" for none.
+    env : Mapping[str, str]
+        Environment variables for every remote process.
+    heartbeat : float
+        Seconds of silence from the controller after which the agent kills
+        everything it started.
+    mp_method : str
+        ``distributed.worker.multiprocessing-method`` for the workers.
+    """
+
+    role: AgentRole
+    label: str
+    config: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    heartbeat: float = 30.0
+    mp_method: str = "forkserver"
+
+    def to_json(self) -> str:
+        """Return the spec as one JSON line (without the newline)."""
+        return json.dumps(
+            {
+                "role": self.role,
+                "label": self.label,
+                "config": self.config,
+                "env": dict(self.env),
+                "heartbeat": self.heartbeat,
+                "mp_method": self.mp_method,
+            }
+        )
+
+
+def stdin_preamble(spec: AgentSpec) -> bytes:
+    """Return the bytes written first to the agent's stdin: its code, then its spec."""
+    source = agent_source()
+    return b"%d\n" % len(source) + source + spec.to_json().encode() + b"\n"
+
+
+def encode_kwargs(kwargs: Mapping[str, Any]) -> str:
+    """Pickle keyword arguments for the wire (they may hold Security objects etc.)."""
+    return base64.b64encode(cloudpickle.dumps(dict(kwargs))).decode()
+
+
+def encode_message(cmd: str, kwargs: Mapping[str, Any] | None = None, **fields: Any) -> bytes:
+    """Return one command line for the agent's stdin.
+
+    Examples
+    --------
+    >>> encode_message("ping")
+    b'{"cmd": "ping"}\\n'
+    """
+    msg: dict[str, Any] = {"cmd": cmd, **fields}
+    if kwargs:
+        msg["kw"] = encode_kwargs(kwargs)
+    return (json.dumps(msg) + "\n").encode()

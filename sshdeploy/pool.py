@@ -1,0 +1,249 @@
+"""One SSH connection per host: bounded parallel connect, retries, keepalive, close.
+
+Every process sshdeploy runs on a host (its scheduler agent, its workers
+agent, preflight probes) is a channel of the *same* connection, so a cluster
+opens exactly one TCP connection per distinct ``(user, host, port)`` and
+never trips sshd's ``MaxStartups``. Connection attempts run in parallel under
+a bound, retry transient drops with backoff, and fail with an error class that
+names the host and says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from . import config
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    HostError,
+    HostKeyError,
+    failures_by_host,
+)
+from .hosts import Host
+
+logger = logging.getLogger("sshdeploy.pool")
+
+#: asyncssh.connect keywords sshdeploy itself sets (the caller's win).
+_OWN_DEFAULTS = ("connect_timeout", "keepalive_interval", "keepalive_count_max")
+
+
+def connect_kwargs(host: Host, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the ``asyncssh.connect`` keywords for *host*.
+
+    The host's own ``user``/``port`` win over ``username``/``port`` in
+    *options*; connect timeout and keepalive are on unless the caller set them.
+
+    Examples
+    --------
+    >>> kw = connect_kwargs(Host("node1", user="alice", port=2222), {"username": "bob"})
+    >>> kw["host"], kw["username"], kw["port"], kw["connect_timeout"] > 0
+    ('node1', 'alice', 2222, True)
+    """
+    kw: dict[str, Any] = dict(options or {})
+    kw.setdefault("connect_timeout", config.get("connect-timeout"))
+    kw.setdefault("keepalive_interval", config.get("keepalive-interval"))
+    kw.setdefault("keepalive_count_max", config.get("keepalive-count-max"))
+    kw["host"] = host.hostname
+    if host.user:
+        kw["username"] = host.user
+    if host.port:
+        kw["port"] = host.port
+    return kw
+
+
+def _display(kw: Mapping[str, Any]) -> str:
+    user = kw.get("username")
+    port = kw.get("port")
+    text = str(kw["host"])
+    if ":" in text:
+        text = f"[{text}]"
+    if user:
+        text = f"{user}@{text}"
+    if port:
+        text = f"{text}:{port}"
+    return text
+
+
+def classify(where: str, exc: BaseException) -> HostError:
+    """Turn an exception of ``asyncssh.connect`` into an sshdeploy error for *where*."""
+    cause = str(exc) or type(exc).__name__
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return HostKeyError(host=where, cause=cause)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthenticationError(host=where, cause=cause)
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(
+            host=where,
+            cause=f"host name does not resolve ({cause})",
+            remedy="Check the spelling, /etc/hosts or DNS, or give an IP address.",
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return ConnectError(host=where, cause="timed out")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(
+            host=where,
+            cause="connection refused",
+            remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
+        )
+    return ConnectError(host=where, cause=f"{type(exc).__name__}: {cause}")
+
+
+def _transient(exc: BaseException) -> bool:
+    """True for drops worth retrying (sshd MaxStartups, resets), not for refusals."""
+    if isinstance(exc, (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable)):
+        return False
+    if isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError)):
+        return True
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.code in (
+            asyncssh.DISC_CONNECTION_LOST,
+            asyncssh.DISC_TOO_MANY_CONNECTIONS,
+        )
+    return False
+
+
+@dataclass
+class Connection:
+    """An open connection to one host and what the controller learnt about it.
+
+    Attributes
+    ----------
+    host : str
+        ``user@host:port`` as shown to users.
+    conn : asyncssh.SSHClientConnection
+        The connection; every remote process of this host is a channel of it.
+    address : str
+        The IP address the controller reached the host by (its advertised
+        address unless the user says otherwise).
+    """
+
+    host: str
+    conn: asyncssh.SSHClientConnection
+    address: str
+
+
+@dataclass
+class HostPool:
+    """Open and share one SSH connection per ``(user, host, port)``.
+
+    Parameters
+    ----------
+    connect_options : Mapping or list of Mapping
+        ``asyncssh.connect`` keywords, for all hosts or one per host (keyed
+        by :attr:`Host.key` via :meth:`set_options`).
+    parallelism : int
+        How many connection attempts run at once.
+    attempts : int
+        Attempts per host for transient failures.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> async def main():
+    ...     async with HostPool() as pool:
+    ...         c = await pool.get(Host("node1"))          # doctest: +SKIP
+    ...         r = await c.conn.run("hostname")            # doctest: +SKIP
+    """
+
+    connect_options: Mapping[str, Any] | None = None
+    parallelism: int = 0
+    attempts: int = 0
+    _per_host: dict[tuple[str | None, str, int | None], Mapping[str, Any]] = field(
+        default_factory=dict
+    )
+    _conns: dict[tuple[str | None, str, int | None], asyncio.Future[Connection]] = field(
+        default_factory=dict
+    )
+    _sem: asyncio.Semaphore | None = None
+
+    def __post_init__(self) -> None:
+        self.parallelism = self.parallelism or int(config.get("connect-parallelism"))
+        self.attempts = self.attempts or int(config.get("connect-attempts"))
+
+    def set_options(self, host: Host, options: Mapping[str, Any] | None) -> None:
+        """Use *options* (instead of the pool-wide ones) for *host*."""
+        if options is not None:
+            self._per_host[host.key] = options
+
+    def display(self, host: Host) -> str:
+        """Return ``user@host:port`` as this pool will connect to *host*."""
+        return _display(connect_kwargs(host, self._per_host.get(host.key, self.connect_options)))
+
+    async def get(self, host: Host) -> Connection:
+        """Return the connection to *host*, opening it on first use (single flight)."""
+        fut = self._conns.get(host.key)
+        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            fut = asyncio.ensure_future(self._open(host))
+            self._conns[host.key] = fut
+        return await asyncio.shield(fut)
+
+    async def connect_all(self, hosts: Iterable[Host]) -> dict[str, Connection]:
+        """Connect to every host in parallel; raise one error naming every failed host."""
+        unique = {h.key: h for h in hosts}
+        results = await asyncio.gather(
+            *(self.get(h) for h in unique.values()), return_exceptions=True
+        )
+        failed: dict[str, BaseException] = {}
+        ok: dict[str, Connection] = {}
+        for host, res in zip(unique.values(), results):
+            if isinstance(res, BaseException):
+                failed[self.display(host)] = res
+            else:
+                ok[res.host] = res
+        if failed:
+            raise failures_by_host(failed, "connect")
+        return ok
+
+    async def _open(self, host: Host) -> Connection:
+        kw = connect_kwargs(host, self._per_host.get(host.key, self.connect_options))
+        where = _display(kw)
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.parallelism)
+        delay = 0.2
+        for attempt in range(1, self.attempts + 1):
+            async with self._sem:
+                try:
+                    conn = await asyncssh.connect(**kw)
+                except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                    if attempt < self.attempts and _transient(exc):
+                        logger.debug("%s: transient connect failure (%s), retrying", where, exc)
+                    else:
+                        raise classify(where, exc) from exc
+                else:
+                    peer = conn.get_extra_info("peername")
+                    address = peer[0] if peer else str(kw["host"])
+                    logger.debug("%s: connected (%s)", where, address)
+                    return Connection(host=where, conn=conn, address=address)
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay *= 2
+        raise ConnectError(host=where, cause="gave up")  # pragma: no cover - loop returns
+
+    async def close(self) -> None:
+        """Close every connection (their remote processes see EOF and stop)."""
+        futs = list(self._conns.values())
+        self._conns.clear()
+        conns = []
+        for fut in futs:
+            if not fut.done():
+                fut.cancel()
+                continue
+            if not fut.cancelled() and fut.exception() is None:
+                conns.append(fut.result().conn)
+        for c in conns:
+            c.close()
+        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+
+    async def __aenter__(self) -> HostPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

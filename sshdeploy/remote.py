@@ -1,0 +1,615 @@
+"""Remote processes as distributed's ``ProcessInterface``: start, ready, stop.
+
+:class:`AgentChannel` is the controller's end of one remote agent (one SSH
+channel of the host's shared connection). :class:`RemoteScheduler` runs the
+scheduler in its own agent; :class:`RemoteWorker` asks the host's workers
+agent (shared by every worker on that host, see :class:`WorkerAgents`) to
+start or stop one worker. Readiness is an explicit handshake with the agent,
+never a scraped log line, so it works at any logging level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+import dask
+import distributed
+from distributed.core import Status
+from distributed.deploy.spec import ProcessInterface
+
+from . import config
+from .bootstrap import (
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    AgentSpec,
+    build_command,
+    encode_message,
+    stdin_preamble,
+)
+from .errors import (
+    HostError,
+    RemoteImportError,
+    RemotePythonError,
+    SSHDeployError,
+    StartError,
+    VersionMismatchError,
+)
+from .hosts import Host
+from .logs import LogBook
+from .pool import Connection, HostPool
+
+logger = logging.getLogger("sshdeploy.remote")
+
+
+def local_versions() -> dict[str, str]:
+    """Return the controller's python, dask and distributed versions."""
+    return {
+        "python": platform.python_version(),
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+    }
+
+
+def compare_versions(local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
+    """Return one text per package whose versions differ (Python by major.minor).
+
+    Examples
+    --------
+    >>> compare_versions({"python": "3.11.7", "dask": "1"}, {"python": "3.11.2", "dask": "2"})
+    ['dask 2 (controller: 1)']
+    """
+    out = []
+    for pkg, mine in local.items():
+        theirs = remote.get(pkg, "?")
+        a, b = mine, theirs
+        if pkg == "python":
+            a, b = ".".join(mine.split(".")[:2]), ".".join(theirs.split(".")[:2])
+        if a != b:
+            out.append(f"{pkg} {theirs} (controller: {mine})")
+    return out
+
+
+@dataclass
+class Launch:
+    """How to start agents on a host: interpreter, setup commands, environment."""
+
+    python: str
+    setup: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_config: bool = True
+
+
+class AgentChannel:
+    """The controller's end of one remote agent.
+
+    Parameters
+    ----------
+    pool : HostPool
+        Where the host's connection comes from.
+    host : Host
+        The host.
+    role : {"scheduler", "workers"}
+        What the agent runs.
+    launch : Launch
+        Interpreter, setup and environment.
+    logbook : LogBook
+        Where remote output goes.
+    on_exit : callable, optional
+        Called with ``(name, reason)`` when a process of this agent exits
+        by itself (or the agent is lost).
+    """
+
+    def __init__(
+        self,
+        pool: HostPool,
+        host: Host,
+        role: str,
+        launch: Launch,
+        logbook: LogBook,
+        on_exit: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.host = host
+        self.role = role
+        self.launch = launch
+        self.logbook = logbook
+        self.on_exit = on_exit
+        self.where = pool.display(host)
+        self.label = f"scheduler {host.hostname}" if role == "scheduler" else host.hostname
+        self.connection: Connection | None = None
+        self.process: asyncssh.SSHClientProcess[bytes] | None = None
+        self.hello: dict[str, Any] = {}
+        self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._stderr: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.exit_status: int | None = None
+
+    # -- start -------------------------------------------------------------
+    async def start(self, timeout: float) -> dict[str, Any]:
+        """Open the channel, send the agent and wait for its hello (versions)."""
+        self.connection = await self.pool.get(self.host)
+        command = build_command(self.launch.python, self.launch.setup)
+        spec = AgentSpec(
+            role="scheduler" if self.role == "scheduler" else "workers",
+            label=self.label,
+            config=dask.config.serialize(dask.config.global_config)
+            if self.launch.inherit_config
+            else "",
+            env=dict(self.launch.env),
+            heartbeat=float(config.get("heartbeat-timeout")),
+            mp_method=str(config.get("multiprocessing-method")),
+        )
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        try:
+            self.process = await self.connection.conn.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what="cannot open an SSH session",
+                cause=str(exc),
+                remedy="The server may limit sessions (MaxSessions) or be shutting down.",
+            ) from exc
+        self.process.stdin.write(stdin_preamble(spec))
+        self._tasks = [
+            asyncio.ensure_future(self._read_events()),
+            asyncio.ensure_future(self._read_stderr()),
+            asyncio.ensure_future(self._heartbeat()),
+        ]
+        try:
+            hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+        except asyncio.TimeoutError:
+            await self.abort()
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what=f"the remote agent did not answer within {timeout:.0f} s",
+                remedy="The host may be overloaded or the remote Python very slow to import "
+                "distributed; raise sshdeploy.start-timeout.",
+                stderr_tail=self._tail(),
+            ) from None
+        except HostError:
+            await self.abort()
+            raise
+        self.hello = hello
+        self._check_versions(hello.get("versions", {}))
+        return hello
+
+    def _check_versions(self, remote: Mapping[str, str]) -> None:
+        policy = config.get("version-check")
+        diffs = compare_versions(local_versions(), remote)
+        if not diffs or policy == "ignore":
+            return
+        err = VersionMismatchError(
+            host=self.where, role=self.role, cause="; ".join(diffs)
+        )
+        if policy == "warn":
+            logger.warning("%s", err)
+            return
+        raise err
+
+    def _tail(self) -> str:
+        return "\n".join((self._stderr + self.logbook.lines(self.label))[-20:])
+
+    # -- reading -----------------------------------------------------------
+    async def _read_events(self) -> None:
+        assert self.process is not None
+        try:
+            async for raw in self.process.stdout:
+                try:
+                    ev = json.loads(raw)
+                except ValueError:
+                    self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
+                                        "stdout", raw.decode("utf-8", "replace").rstrip("\n"))
+                    continue
+                self._dispatch(ev)
+        except (asyncssh.Error, OSError):
+            pass
+        await self._finished()
+
+    async def _read_stderr(self) -> None:
+        assert self.process is not None
+        try:
+            async for raw in self.process.stderr:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self._stderr.append(line)
+                del self._stderr[:-50]
+                self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
+                                    "stderr", line)
+        except (asyncssh.Error, OSError):
+            pass
+
+    def _log_role(self, label: str) -> str:
+        if self.role == "scheduler":
+            return "scheduler"
+        return "agent" if label == self.label else "worker"
+
+    def _dispatch(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("ev")
+        if kind == "log":
+            src = str(ev.get("src", self.label))
+            self.logbook.record(src, self.host.hostname, self._log_role(src),
+                                str(ev.get("stream", "stderr")), str(ev.get("line", "")))
+        elif kind == "hello":
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(ev)
+        elif kind == "fatal":
+            err = RemoteImportError(
+                host=self.where,
+                role=self.role,
+                cause=f"{ev.get('error')} (python: {ev.get('python')})",
+                stderr_tail=str(ev.get("tb", "")),
+            )
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_exception(err)
+        elif kind in ("ready", "failed", "stopped"):
+            name = str(ev.get("name"))
+            key = ("stopped" if kind == "stopped" else "started", name)
+            fut = self._waiters.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+        elif kind == "exited":
+            name = str(ev.get("name"))
+            self._fail_waiters(name, f"exited: {ev.get('reason')}")
+            if self.on_exit is not None:
+                self.on_exit(name, str(ev.get("reason")))
+
+    def _fail_waiters(self, name: str | None, reason: str) -> None:
+        for key, fut in list(self._waiters.items()):
+            if (name is None or key[1] == name) and not fut.done():
+                fut.set_result({"ev": "failed", "name": key[1], "error": reason})
+                self._waiters.pop(key, None)
+
+    async def _finished(self) -> None:
+        """The agent's stdout closed: it exited, or the connection was lost."""
+        assert self.process is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.process.wait_closed(), 5)
+        self.exit_status = self.process.exit_status
+        reason = self._exit_reason()
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(self._start_failure())
+        self._fail_waiters(None, reason)
+        if not self._closing and self.on_exit is not None:
+            self.on_exit("*", reason)
+
+    def _exit_reason(self) -> str:
+        if self.exit_status is None:
+            return "the SSH connection was lost"
+        return f"the remote agent exited with status {self.exit_status}"
+
+    def _start_failure(self) -> HostError:
+        status = self.exit_status
+        tail = "\n".join(self._stderr[-20:])
+        if status == EXIT_NOT_FOUND or "not found" in tail and "exec" in tail:
+            return RemotePythonError(
+                host=self.where,
+                role=self.role,
+                cause=f"{self.launch.python!r} not found on the remote PATH (exit {status})",
+                stderr_tail=tail,
+            )
+        if status == EXIT_SETUP_FAILED:
+            return StartError(
+                host=self.where,
+                role=self.role,
+                what="the setup command failed",
+                cause=repr(self.launch.setup),
+                remedy="Run the setup command by hand on that host over ssh and fix it.",
+                stderr_tail=tail,
+            )
+        return RemotePythonError(
+            host=self.where,
+            role=self.role,
+            cause=f"{self.launch.python!r} exited with status {status} before the agent started",
+            stderr_tail=tail,
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = float(config.get("heartbeat-timeout")) / 3
+        while True:
+            await asyncio.sleep(interval)
+            self.send(encode_message("ping"))
+
+    # -- commands ----------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Write one message to the agent (ignored once the channel is gone)."""
+        if self.process is not None and not self.process.stdin.is_closing():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self.process.stdin.write(data)
+
+    async def call(
+        self, cmd: str, name: str, kwargs: Mapping[str, Any] | None, timeout: float, **fields: Any
+    ) -> dict[str, Any]:
+        """Send *cmd* for process *name* and wait for its answer (bounded)."""
+        kind = "stopped" if cmd == "stop" else "started"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[(kind, name)] = fut
+        if self.process is None or self.exit_status is not None or self.process.stdout.at_eof():
+            self._waiters.pop((kind, name), None)
+            return {"ev": "failed", "name": name, "error": self._exit_reason()}
+        self.send(encode_message(cmd, kwargs, name=name, timeout=timeout, **fields))
+        try:
+            return await asyncio.wait_for(fut, timeout + 5)
+        except asyncio.TimeoutError:
+            self._waiters.pop((kind, name), None)
+            return {"ev": "failed", "name": name, "error": f"no answer within {timeout:.0f} s"}
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop everything the agent runs and wait until the agent has exited."""
+        self._closing = True
+        if self.process is None:
+            return
+        self.send(encode_message("shutdown", timeout=timeout))
+        try:
+            await asyncio.wait_for(self.process.wait_closed(), timeout + 8)
+        except (asyncio.TimeoutError, asyncssh.Error, OSError):
+            logger.warning("%s: agent did not stop in time; closing its channel", self.where)
+            await self.abort()
+        for t in self._tasks:
+            t.cancel()
+
+    async def abort(self) -> None:
+        """Close the channel: the agent sees EOF and kills all it started."""
+        self._closing = True
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                self.process.stdin.write_eof()
+            self.process.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.process.wait_closed(), 10)
+        for t in self._tasks:
+            t.cancel()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the agent is still running."""
+        return self.process is not None and self.exit_status is None and not self._closing
+
+
+def _start_error(
+    ch: AgentChannel, role: str, name: str, answer: Mapping[str, Any]
+) -> StartError:
+    tail = str(answer.get("tb") or "") or ch.logbook.tail(name if role == "worker" else ch.label)
+    return StartError(
+        host=ch.where,
+        role=role,
+        name=name,
+        cause=str(answer.get("error", "unknown")),
+        stderr_tail=tail,
+    )
+
+
+def advertised(kwargs: dict[str, Any], address: str) -> dict[str, Any]:
+    """Default ``host`` to the address the controller reached the host by."""
+    out = dict(kwargs)
+    if not out.get("host") and not out.get("interface"):
+        out["host"] = address
+    return out
+
+
+class RemoteScheduler(ProcessInterface):
+    """A Dask scheduler on a remote host, in its own agent.
+
+    Parameters
+    ----------
+    host : Host
+        Where it runs.
+    pool : HostPool
+        The cluster's connections.
+    launch : Launch
+        Remote interpreter, setup, environment.
+    logbook : LogBook
+        Where its output goes.
+    kwargs : dict
+        Keyword arguments of :class:`distributed.Scheduler`.
+    cls : str, optional
+        Another scheduler class, as an import path.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        pool: HostPool,
+        launch: Launch,
+        logbook: LogBook,
+        kwargs: Mapping[str, Any] | None = None,
+        cls: str | None = None,
+        on_exit: Callable[[str, str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.host = host
+        self.kwargs = dict(kwargs or {})
+        self.cls = cls
+        self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, on_exit)
+        self.dashboard_port: int | None = None
+        self.pid: int | None = None
+
+    async def start(self) -> None:
+        """Start the agent, then the scheduler; return once it listens."""
+        try:
+            await self._start()
+        except BaseException:
+            self.status = Status.failed
+            raise
+        await super().start()
+
+    async def _start(self) -> None:
+        timeout = float(config.get("start-timeout"))
+        ch = self.channel
+        await ch.start(timeout)
+        assert ch.connection is not None
+        kw = advertised(self.kwargs, ch.connection.address)
+        kw.setdefault("dashboard_address", ":8787")
+        answer = await ch.call("start_scheduler", "scheduler", kw, timeout, cls=self.cls)
+        if answer.get("ev") != "ready":
+            await ch.abort()
+            raise _start_error(ch, "scheduler", "scheduler", answer)
+        self.address = str(answer["address"])
+        self.external_address = self.address
+        self.dashboard_port = answer.get("dashboard_port")
+        self.pid = answer.get("pid")
+
+    async def close(self) -> None:
+        """Stop the scheduler and its agent; return when both are gone."""
+        await self.channel.shutdown(float(config.get("stop-timeout")))
+        await super().close()
+
+    def __repr__(self) -> str:
+        return f"<RemoteScheduler {self.channel.where} {self.address or ''} {self.status.name}>"
+
+
+class WorkerAgents:
+    """The workers agent of every host, started once and shared by its workers."""
+
+    def __init__(
+        self,
+        pool: HostPool,
+        launches: Mapping[tuple[str | None, str, int | None], Launch],
+        logbook: LogBook,
+    ) -> None:
+        self.pool = pool
+        self.launches = dict(launches)
+        self.logbook = logbook
+        self._agents: dict[tuple[str | None, str, int | None], asyncio.Future[AgentChannel]] = {}
+        self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def prestart(self, hosts: list[Host]) -> None:
+        """Begin connecting and starting agents now (overlaps the scheduler's start)."""
+        for h in hosts:
+            fut = self._future(h)
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _future(self, host: Host) -> asyncio.Future[AgentChannel]:
+        fut = self._agents.get(host.key)
+        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            fut = asyncio.ensure_future(self._start(host))
+            self._agents[host.key] = fut
+        elif fut.done() and not fut.result().alive:
+            fut = asyncio.ensure_future(self._start(host))
+            self._agents[host.key] = fut
+        return fut
+
+    async def _start(self, host: Host) -> AgentChannel:
+        launch = self.launches[host.key]
+        ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited)
+        await ch.start(float(config.get("start-timeout")))
+        return ch
+
+    async def get(self, host: Host) -> AgentChannel:
+        """Return the running workers agent of *host*, starting it if needed."""
+        return await asyncio.shield(self._future(host))
+
+    def _exited(self, name: str, reason: str) -> None:
+        targets = list(self.workers.values()) if name == "*" else [self.workers.get(name)]
+        for w in targets:
+            if w is not None and (name != "*" or w.channel is None or not w.channel.alive):
+                w.exited(reason)
+
+    async def close(self) -> None:
+        """Shut every agent down in parallel; return when all have exited."""
+        timeout = float(config.get("stop-timeout"))
+        chans = []
+        for fut in self._agents.values():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                chans.append(fut.result())
+            elif not fut.done():
+                fut.cancel()
+        self._agents.clear()
+        await asyncio.gather(*(c.shutdown(timeout) for c in chans), return_exceptions=True)
+
+
+class RemoteWorker(ProcessInterface):
+    """One Dask worker (a Nanny and its worker process by default) on a remote host.
+
+    Parameters
+    ----------
+    scheduler : str
+        The scheduler's address (given by SpecCluster).
+    name : str
+        The worker's name, ``<host>-<i>``; used on the scheduler and in logs.
+    host : Host
+        Where it runs.
+    agents : WorkerAgents
+        The cluster's per-host agents.
+    cls : str
+        The worker class, as an import path (``distributed.Nanny``).
+    kwargs : dict
+        Keyword arguments of the worker class.
+    """
+
+    def __init__(
+        self,
+        scheduler: str,
+        name: str,
+        host: Host,
+        agents: WorkerAgents,
+        cls: str = "distributed.Nanny",
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(scheduler=scheduler, name=name)
+        self.scheduler = scheduler
+        self.name = name
+        self.host = host
+        self.agents = agents
+        self.cls = cls
+        self.kwargs = dict(kwargs or {})
+        self.channel: AgentChannel | None = None
+        self.pid: int | None = None
+        self.exit_reason: str | None = None
+        self.start_error: SSHDeployError | None = None
+
+    async def start(self) -> None:
+        """Ask the host's agent to start this worker; return once it is registered."""
+        try:
+            await self._start()
+        except SSHDeployError as exc:
+            self.start_error = exc
+            self.status = Status.failed
+            raise
+        except BaseException:
+            self.status = Status.failed
+            raise
+        await super().start()
+
+    async def _start(self) -> None:
+        ch = self.channel = await self.agents.get(self.host)
+        self.agents.workers[str(self.name)] = self
+        assert ch.connection is not None
+        kw = advertised(self.kwargs, ch.connection.address)
+        timeout = float(config.get("start-timeout"))
+        answer = await ch.call(
+            "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler
+        )
+        if answer.get("ev") != "ready":
+            raise _start_error(ch, "worker", str(self.name), answer)
+        self.address = str(answer["address"])
+        self.pid = answer.get("pid")
+
+    async def close(self) -> None:
+        """Stop this worker (its agent stays for the host's other workers)."""
+        ch = self.channel
+        if ch is not None and ch.alive:
+            await ch.call("stop", str(self.name), None, float(config.get("stop-timeout")))
+        await super().close()
+
+    def exited(self, reason: str) -> None:
+        """Record that the worker went away without being asked to."""
+        self.exit_reason = reason
+        logger.warning("[%s] worker %s: %s", self.host.hostname, self.name, reason)
+
+    def __repr__(self) -> str:
+        return f"<RemoteWorker {self.name} on {self.host.hostname} {self.status.name}>"
