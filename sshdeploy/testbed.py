@@ -529,25 +529,8 @@ def _start_host(
     pid_file = hdir / "sshd.pid"
     pid_file.unlink(missing_ok=True)
     # sshd daemonizes (its parent becomes init), writes its pid file once listening.
-    _run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "unshare",
-            "--uts",
-            "sh",
-            "-c",
-            'hostname "$0" && exec "$@"',
-            hname,
-            SSHD,
-            "-f",
-            str(hdir / "sshd_config"),
-            "-E",
-            str(log),
-        ]
-    )
+    sshd = [SSHD, "-f", str(hdir / "sshd_config"), "-E", str(log)]
+    _run(host_command(BedHost(hname, addr, ns), sshd))
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if pid_file.exists():
@@ -968,19 +951,9 @@ def host_command(host: BedHost, argv: Sequence[str]) -> list[str]:
 
     For :class:`subprocess.Popen` when :func:`run_in` (which waits) does not fit.
     """
-    return [
-        "ip",
-        "netns",
-        "exec",
-        host.namespace,
-        "unshare",
-        "--uts",
-        "sh",
-        "-c",
-        'hostname "$0" && exec "$@"',
-        host.name,
-        *argv,
-    ]
+    # ip netns exec: network + /etc/netns/<ns>/hosts; unshare --uts: the host's hostname
+    wrap = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host.name]
+    return ["ip", "netns", "exec", host.namespace, *wrap, *argv]
 
 
 def run_in(
