@@ -9,9 +9,10 @@ until a signal or the scheduler's death; the printing lives in
 Waiting: the cluster is used synchronously (its event loop runs in a thread of
 its own); the main thread waits on a :class:`threading.Event` in steps of
 ``poll_interval`` seconds, checking after each step whether the scheduler (or
-the cluster) has gone to ``closed``/``failed``. SIGINT and SIGTERM set the
+the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
+cluster's connection to the scheduler is lost. SIGINT and SIGTERM set the
 event; a second one exits at once with status 130 (the remote agents clean up
-when their connection drops).
+when their connection drops). Closing is bounded (``close_timeout``).
 
 Exit status: 0 after a signal, 1 for a failure sshdeploy diagnosed
 (:class:`~sshdeploy.errors.SSHDeployError`, a failed ``--check``, the
@@ -588,8 +589,8 @@ def _remote_logging(
     """Print remote lines (logger ``sshdeploy.remote``) and sshdeploy's warnings while inside."""
     remote = logging.getLogger(display.REMOTE_LOGGER)
     own = logging.getLogger("sshdeploy")
-    handler = display.RemoteLogHandler(console, log_directory)
     warnings = display.ControllerLogHandler(err_console)
+    handler = display.RemoteLogHandler(console, log_directory, others=warnings)
     saved = (remote.level, remote.propagate, own.level, own.propagate)
     remote.addHandler(handler)
     remote.setLevel(logging.DEBUG)
@@ -613,11 +614,20 @@ def _status_name(obj: Any) -> str | None:
 
 
 def _scheduler_gone(cluster: Any) -> bool:
-    """Whether the scheduler (or the whole cluster) has closed or failed on its own."""
-    return (
+    """Whether the scheduler (or the whole cluster) has closed or failed on its own.
+
+    Looks at ``cluster.scheduler.status`` and ``cluster.status``, then at the
+    task in which distributed's ``Cluster`` listens to the scheduler for worker
+    updates: that task ends when the connection to the scheduler is lost.
+    """
+    if (
         _status_name(getattr(cluster, "scheduler", None)) in _STOPPED_STATES
         or _status_name(cluster) in _STOPPED_STATES
-    )
+    ):
+        return True
+    watch = getattr(cluster, "_watch_worker_status_task", None)
+    done = getattr(watch, "done", None)
+    return bool(done()) if callable(done) else False
 
 
 def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
@@ -626,7 +636,13 @@ def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
         host: Any = getattr(worker, "host", None)
         host_text = host.display() if isinstance(host, Host) else str(host or "?")
         grouped.setdefault(host_text, []).append(str(name))
-    return grouped
+    return {host: sorted(names, key=_name_order) for host, names in grouped.items()}
+
+
+def _name_order(name: str) -> tuple[str, int, str]:
+    """Sort ``node2-10`` after ``node2-9``."""
+    stem, _, index = name.rpartition("-")
+    return (stem, int(index), "") if index.isdigit() else (name, -1, name)
 
 
 def _versions() -> dict[str, str]:
@@ -648,6 +664,7 @@ def serve(
     cluster_class: Callable[..., Any] | None = None,
     stop: _Stop | None = None,
     poll_interval: float = 0.2,
+    close_timeout: float = 30.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
@@ -665,13 +682,17 @@ def serve(
         The signal handler; tests pass one and set its event.
     poll_interval : float
         Seconds between checks of the scheduler's status.
+    close_timeout : float
+        Seconds the cluster is given to close; after that ``dask-ssh`` gives
+        up and exits 1 (the remote agents stop when their connection drops).
     clock : callable
         For the summary's duration.
 
     Returns
     -------
     int
-        0 when stopped by a signal, 1 when the scheduler ended on its own.
+        0 when stopped by a signal, 1 when the scheduler ended on its own or
+        the cluster did not close in time.
 
     Raises
     ------
@@ -680,6 +701,7 @@ def serve(
     """
     factory = SSHCluster if cluster_class is None else cluster_class
     stop = stop or _Stop(err_console)
+    where = args.hosts[0].display()
     with _remote_logging(console, err_console, log_directory) as remote_log, \
             _signal_handlers(stop):
         cluster = factory(**args.kwargs())
@@ -689,7 +711,7 @@ def serve(
                 console,
                 scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
                 dashboard_link=getattr(cluster, "dashboard_link", None),
-                scheduler_host=args.hosts[0].display(),
+                scheduler_host=where,
                 workers_by_host=by_host,
                 versions=_versions(),
             )
@@ -698,29 +720,45 @@ def serve(
                 if _scheduler_gone(cluster):
                     scheduler_died = True
                     break
-            started = clock()
             by_host = _workers_by_host(cluster) or by_host
-        finally:
-            cluster.close()
+        except BaseException:
+            _close(cluster, close_timeout)
+            raise
+        if scheduler_died:
+            err_console.print(f"dask-ssh: the scheduler on {where} stopped; closing the workers.")
+            tail = remote_log.tail("scheduler")
+            if tail:
+                err_console.print("last scheduler output:")
+                for line in tail:
+                    err_console.print("  " + line)
+        started = clock()
+        error = _close(cluster, close_timeout)
         elapsed = clock() - started
-    n_workers = sum(len(v) for v in by_host.values())
-    if scheduler_died:
+    if error is not None:
         err_console.print(
-            f"dask-ssh: the scheduler on {args.hosts[0].display()} stopped; "
-            f"closed {n_workers} worker(s) in {elapsed:.1f} s."
+            f"dask-ssh: the cluster did not stop cleanly within {close_timeout:.0f} s "
+            f"({error}); its remote processes stop by themselves once their SSH "
+            "connection is gone."
         )
-        tail = remote_log.tail("scheduler")
-        if tail:
-            err_console.print("last scheduler output:")
-            for line in tail:
-                err_console.print("  " + line)
         return 1
+    if scheduler_died:
+        return 1
+    n_workers = sum(len(v) for v in by_host.values())
     console.print(
         f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
         f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
         f"in {elapsed:.1f} s"
     )
     return 0
+
+
+def _close(cluster: Any, timeout: float) -> str | None:
+    """Close *cluster* within *timeout* seconds; return what went wrong, or None."""
+    try:
+        cluster.close(timeout=timeout)
+    except Exception as err:  # a dead scheduler, a lost host, the deadline
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return None
 
 
 # --------------------------------------------------------------------------- command

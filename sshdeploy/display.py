@@ -251,6 +251,10 @@ class RemoteLogHandler(logging.Handler):
         (:func:`log_file_name`), appended to, plain text without colour.
     tail_lines : int
         How many of the last lines are kept per role, for :meth:`tail`.
+    others : logging.Handler, optional
+        Gets the records that carry no ``sshdeploy_label``: sshdeploy's own
+        messages logged on the same logger (e.g. "worker closed by itself").
+        Without it they are printed with a label taken from the logger name.
 
     Examples
     --------
@@ -271,8 +275,10 @@ class RemoteLogHandler(logging.Handler):
         log_directory: str | os.PathLike[str] | None = None,
         *,
         tail_lines: int = 20,
+        others: logging.Handler | None = None,
     ) -> None:
         super().__init__(logging.DEBUG)
+        self.others = others
         self.console = console
         self.log_directory = Path(log_directory) if log_directory is not None else None
         self._files: dict[str, IO[str]] = {}
@@ -282,6 +288,9 @@ class RemoteLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Print one record and write it to its label's file."""
+        if self.others is not None and not getattr(record, "sshdeploy_label", None):
+            self.others.handle(record)
+            return
         try:
             label, role, host = _record_fields(record)
             line = record.getMessage().rstrip("\r\n")

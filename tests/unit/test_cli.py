@@ -77,6 +77,7 @@ class FakeCluster:
 
     instances: list[FakeCluster] = []
     on_start: Any = None
+    close_error: Exception | None = None
     plans_called: list[dict[str, Any]] = []
 
     def __init__(self, **kwargs: Any) -> None:
@@ -95,8 +96,11 @@ class FakeCluster:
         if FakeCluster.on_start is not None:
             FakeCluster.on_start(self)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         self.closed += 1
+        self.close_timeout = timeout
+        if FakeCluster.close_error is not None:
+            raise FakeCluster.close_error
 
     @staticmethod
     def plan(**kwargs: Any) -> list[FakePlan]:
@@ -131,6 +135,7 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> type[FakeCluster]:
     FakeCluster.instances = []
     FakeCluster.plans_called = []
     FakeCluster.on_start = None
+    FakeCluster.close_error = None
     monkeypatch.setattr(cli, "SSHCluster", FakeCluster)
     monkeypatch.delenv("PBS_NODEFILE", raising=False)
     monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
@@ -838,3 +843,58 @@ def test_parse_host_contract() -> None:
     """The part of sshdeploy.hosts the CLI relies on."""
     host = parse_host("al@b:23").with_defaults(user="bob", port=22)
     assert (host.user, host.port, host.display()) == ("al", 23, "al@b:23")
+
+
+def test_lost_scheduler_connection_counts_as_scheduler_death() -> None:
+    def start(cluster: FakeCluster) -> None:
+        cluster._watch_worker_status_task = types.SimpleNamespace(done=lambda: True)
+
+    FakeCluster.on_start = start
+    result = run("head", "w1")
+    assert result.exit_code == 1
+    assert "the scheduler on head stopped" in result.output
+
+
+def test_close_failure_exits_1_without_traceback() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    FakeCluster.close_error = OSError("Timed out trying to connect")
+    result = run("head", "w1")
+    assert result.exit_code == 1
+    assert "did not stop cleanly within 30 s (OSError: Timed out trying to connect)" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    assert FakeCluster.instances[0].close_timeout == 30.0
+
+
+def test_close_is_called_when_the_wait_fails() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("bug while printing the banner")
+
+    def start(cluster: FakeCluster) -> None:
+        cluster.scheduler_address = Unprintable()  # type: ignore[assignment]
+
+    FakeCluster.on_start = start
+    result = CliRunner().invoke(cli.main, ["head", "w1"])
+    assert FakeCluster.instances[0].closed == 1
+    assert isinstance(result.exception, RuntimeError)  # a bug shows its traceback
+
+
+def test_sshdeploy_messages_on_remote_logger_go_to_stderr() -> None:
+    def start(cluster: FakeCluster) -> None:
+        logging.getLogger("sshdeploy.remote").warning(
+            "[w1] worker w1-0: closed by itself")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    FakeCluster.on_start = start
+    result = CliRunner().invoke(cli.main, ["head", "w1"])
+    assert result.exit_code == 0
+    assert "[dask-ssh] [w1] worker w1-0: closed by itself" in result.stderr
+    assert "closed by itself" not in result.stdout
+
+
+def test_banner_sorts_worker_names() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGINT)
+    result = run("--nworkers", "11", "head", "w1")
+    assert "w1-0, w1-1, w1-2, w1-3, w1-4, w1-5, w1-6, w1-7, w1-8, w1-9, w1-10" in result.output
