@@ -289,15 +289,17 @@ class RemoteLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Print one record and write it to its label's file."""
         if self.others is not None and not getattr(record, "sshdeploy_label", None):
-            self.others.handle(record)
+            if record.levelno >= self.others.level:
+                self.others.handle(record)
             return
         try:
             label, role, host = _record_fields(record)
             line = record.getMessage().rstrip("\r\n")
             self.console.print(format_remote_line(label, line, role, host))
-            self._tails.setdefault(role, deque(maxlen=self._tail_lines)).append(
-                f"[{label}] {line}"
-            )
+            if line.strip():
+                self._tails.setdefault(role, deque(maxlen=self._tail_lines)).append(
+                    f"[{label}] {line}"
+                )
             if self.log_directory is not None:
                 self._write(label, line)
         except Exception:  # pragma: no cover - logging's own error path
@@ -315,7 +317,7 @@ class RemoteLogHandler(logging.Handler):
             stream.write(line + "\n")
 
     def tail(self, role: str) -> list[str]:
-        """Return the last lines printed for *role* (``"scheduler"``, ``"worker"``, ...)."""
+        """Return the last non-blank lines printed for *role* (``"scheduler"``, ...)."""
         return list(self._tails.get(role, ()))
 
     def close(self) -> None:

@@ -160,6 +160,7 @@ def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
         for i in range(3):
             handler.handle(record(f"line {i}", "scheduler node1", "scheduler", "node1"))
         handler.handle(record("worker up", "node2-0", "worker"))
+        handler.handle(record("", "scheduler node1", "scheduler", "node1"))  # not in the tail
     finally:
         handler.close()
     assert stream.getvalue().splitlines() == [
@@ -168,6 +169,7 @@ def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
         "[scheduler node1] line 1",
         "[scheduler node1] line 2",
         "[node2-0] worker up",
+        "[scheduler node1] ",
     ]
     assert handler.tail("scheduler") == ["[scheduler node1] line 1", "[scheduler node1] line 2"]
     assert handler.tail("agent") == []
@@ -286,3 +288,16 @@ def test_check_table() -> None:
     assert "3.10.1 (local 3.11.7)" in out
     assert "2 of 3 host(s) failed" in out
     assert ANSI not in out
+
+
+def test_handler_routes_unlabelled_records_to_others() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    others = display.ControllerLogHandler(display.make_console(err, environ={}))
+    handler = display.RemoteLogHandler(display.make_console(out, environ={}), others=others)
+    handler.handle(logging.makeLogRecord(
+        {"name": "sshdeploy.remote", "msg": "worker closed", "levelno": logging.WARNING}))
+    handler.handle(logging.makeLogRecord(
+        {"name": "sshdeploy.remote", "msg": "chatter", "levelno": logging.INFO}))
+    handler.handle(record("a line", "node2-0", "worker"))
+    assert out.getvalue() == "[node2-0] a line\n"
+    assert err.getvalue() == "[dask-ssh] worker closed\n"
