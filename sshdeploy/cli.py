@@ -50,7 +50,6 @@ from sshdeploy.hosts import (
     parse_host,
     parse_host_line,
 )
-from sshdeploy.preflight import check_hosts
 
 __all__ = [
     "CLASSIC_REMOTE_DASK_WORKERS",
@@ -108,7 +107,8 @@ class ClusterArgs:
     env : dict
         Environment variables for every remote process.
     restart : bool
-        Whether lost workers should be restarted (``--no-restart`` turns it off).
+        Whether lost workers should be restarted (``--no-restart`` turns it
+        off). Not passed to ``SSHCluster`` yet: it has no restart option.
 
     Examples
     --------
@@ -541,6 +541,33 @@ def build_cluster_args(
 # --------------------------------------------------------------------------- running
 
 
+def check_hosts(
+    hosts: Sequence[Host],
+    connect_options: Mapping[str, Any] | None = None,
+    remote_python: str | None = None,
+    *,
+    setup: str | None = None,
+) -> list[Any]:
+    """Run the ``--check`` preflight: :func:`sshdeploy.preflight.check_hosts`.
+
+    Imported when called, so the rest of the command does not depend on it.
+
+    Parameters
+    ----------
+    hosts : sequence of Host
+    connect_options : Mapping, optional
+    remote_python : str, optional
+    setup : str, optional
+
+    Returns
+    -------
+    list of HostCheck
+    """
+    from sshdeploy.preflight import check_hosts as run_checks
+
+    return list(run_checks(hosts, connect_options, remote_python, setup=setup))
+
+
 class _Stop:
     """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once."""
 
@@ -889,7 +916,9 @@ def _version_message() -> str:
               help="Check every host (reachable, login, Python, dask/distributed versions "
                    "beside this machine's) and print a table; start nothing; exit 1 if any "
                    "host fails.")
-@click.option("--no-restart", is_flag=True, help="Do not restart workers that die.")
+@click.option("--no-restart", is_flag=True,
+              help="Do not restart workers that die. (For now lost workers are reported, "
+                   "not restarted: SSHCluster has no restart policy yet.)")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:

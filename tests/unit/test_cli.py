@@ -2,13 +2,11 @@
 
 ``sshdeploy.cli.SSHCluster`` is replaced by :class:`FakeCluster`, which
 records its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function
-returning canned results. If ``sshdeploy.cluster`` or ``sshdeploy.preflight``
-cannot be imported yet, stand-ins are registered so the CLI imports.
+returning canned results.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -22,36 +20,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-
-def _stand_in(name: str, **attrs: Any) -> None:
-    """Register a stand-in module *name* unless the real one imports."""
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
-
-
-class _MissingCluster:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("tests must monkeypatch sshdeploy.cli.SSHCluster")
-
-    @staticmethod
-    def plan(*args: Any, **kwargs: Any) -> list[Any]:
-        raise AssertionError("tests must monkeypatch SSHCluster.plan")
-
-
-def _missing_check_hosts(*args: Any, **kwargs: Any) -> list[Any]:
-    raise AssertionError("tests must monkeypatch sshdeploy.cli.check_hosts")
-
-
-_stand_in("sshdeploy.cluster", SSHCluster=_MissingCluster)
-_stand_in("sshdeploy.preflight", check_hosts=_missing_check_hosts)
-
-from sshdeploy import cli  # noqa: E402
-from sshdeploy.errors import ConnectError, HostfileError  # noqa: E402
-from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host  # noqa: E402
+from sshdeploy import cli
+from sshdeploy.errors import ConnectError, HostfileError
+from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
 
 # --------------------------------------------------------------------------- fakes
 
@@ -196,9 +167,8 @@ def test_defaults() -> None:
 def test_kwargs_match_sshcluster_signature() -> None:
     import inspect
 
-    cluster = importlib.import_module("sshdeploy.cluster")
-    if cluster.SSHCluster is _MissingCluster:
-        pytest.skip("sshdeploy.cluster not written yet")
+    from sshdeploy import cluster
+
     kwargs = cli.build_cluster_args(["a", "b"], environ={}).kwargs()
     inspect.signature(cluster.SSHCluster).bind(**kwargs)
     inspect.signature(cluster.SSHCluster.plan).bind(**kwargs)
@@ -628,9 +598,8 @@ def test_dry_run_lists_hosts_roles_commands_and_starts_nothing(tmp_path: Path) -
 
 
 def test_dry_run_with_real_plan() -> None:
-    cluster = importlib.import_module("sshdeploy.cluster")
-    if cluster.SSHCluster is _MissingCluster:
-        pytest.skip("sshdeploy.cluster not written yet")
+    from sshdeploy import cluster
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
         result = run("--dry-run", "--setup", "true", "--remote-python", "/opt/py", "head", "w1")
@@ -898,3 +867,19 @@ def test_banner_sorts_worker_names() -> None:
     FakeCluster.on_start = _signal_self(signal.SIGINT)
     result = run("--nworkers", "11", "head", "w1")
     assert "w1-0, w1-1, w1-2, w1-3, w1-4, w1-5, w1-6, w1-7, w1-8, w1-9, w1-10" in result.output
+
+
+def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def check_hosts(hosts: Any, connect_options: Any = None, remote_python: Any = None, *,
+                    setup: Any = None) -> list[FakeCheck]:
+        seen.append((hosts, connect_options, remote_python, setup))
+        return [FakeCheck("a")]
+
+    monkeypatch.setitem(sys.modules, "sshdeploy.preflight",
+                        types.SimpleNamespace(check_hosts=check_hosts))
+    host = parse_host("a")
+    result = cli.check_hosts([host], {"connect_timeout": 1}, "/py", setup="true")
+    assert [c.host for c in result] == ["a"]
+    assert seen == [([host], {"connect_timeout": 1}, "/py", "true")]
