@@ -52,6 +52,20 @@ if _name and not getattr(sys, "_sshdeploy_tagged", False):
     sys._sshdeploy_tagged = True
     _out = os.dup(2)
     _threads = []
+    def _send(out, prefix, lines):
+        # Writes of at most PIPE_BUF bytes to a pipe are atomic: lines of
+        # several processes and threads never interleave on the agent's pipe.
+        room = 4096 - len(prefix) - 1
+        batch = b""
+        for ln in lines:
+            for i in range(0, max(len(ln), 1), room):
+                item = prefix + ln[i:i + room] + b"\\n"
+                if len(batch) + len(item) > 4096:
+                    os.write(out, batch)
+                    batch = b""
+                batch += item
+        if batch:
+            os.write(out, batch)
     def _pump(fd, stream, name=_name, out=_out):
         prefix = ("\\x1esshdeploy\\x1f" + name + "\\x1f" + stream + "\\x1f").encode()
         buf = b""
@@ -62,12 +76,12 @@ if _name and not getattr(sys, "_sshdeploy_tagged", False):
                 data = b""
             if not data:
                 if buf:
-                    os.write(out, prefix + buf + b"\\n")
+                    _send(out, prefix, [buf])
                 return
             buf += data
             *lines, buf = buf.split(b"\\n")
             if lines:
-                os.write(out, b"".join(prefix + ln + b"\\n" for ln in lines))
+                _send(out, prefix, lines)
     for _fd, _stream in ((1, "stdout"), (2, "stderr")):
         _r, _w = os.pipe()
         os.dup2(_w, _fd)
@@ -106,6 +120,7 @@ class Agent:
         self.queue = None
         self.qlock = threading.Lock()
         self.early = []
+        self.tmpdir = None
 
     # -- output -----------------------------------------------------------
     def emit(self, **event):
@@ -196,6 +211,7 @@ class Agent:
         except Exception:
             pass
         self.reap_group(grace=2.0)
+        self.remove_tmpdir()
         os._exit(3)
 
     def read_stdin(self):
@@ -329,8 +345,10 @@ class Agent:
                     preload = dask.config.get("distributed.worker.preload")
                 if isinstance(preload, str):
                     preload = [preload]
-                kw["preload"] = [CHILD_TAGGER] + list(preload or [])
+                kw["preload"] = [self.tagger_path()] + list(preload or [])
             server = cls(msg["scheduler"], **kw)
+            if msg.get("restart") is False and hasattr(server, "auto_restart"):
+                server.auto_restart = False
             await asyncio.wait_for(server, float(msg.get("timeout", 60)))
         except BaseException as exc:
             self.emit(ev="failed", name=name, error="%s: %s" % (type(exc).__name__, exc),
@@ -343,6 +361,21 @@ class Agent:
         self.emit(ev="ready", name=name, address=address, pid=pid,
                   contact=server.address)
         asyncio.ensure_future(self.watch(name, server))
+
+    def tagger_path(self):
+        """Write the worker-side tagger once, as a file (a preload's text would be logged)."""
+        if self.tmpdir is None:
+            import tempfile
+            self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")
+            with open(os.path.join(self.tmpdir, "sshdeploy_tagger.py"), "w") as f:
+                f.write(CHILD_TAGGER)
+        return os.path.join(self.tmpdir, "sshdeploy_tagger.py")
+
+    def remove_tmpdir(self):
+        if self.tmpdir is not None:
+            import shutil
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
 
     async def watch(self, name, server):
         await server.finished()
@@ -382,6 +415,7 @@ class Agent:
         self.servers.clear()
         self.shutting_down = True
         await asyncio.get_running_loop().run_in_executor(None, self.reap_group, 2.0)
+        self.remove_tmpdir()
         sys.stdout.flush()
         sys.stderr.flush()
         self.emit(ev="bye")

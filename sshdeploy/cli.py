@@ -85,7 +85,7 @@ class ClusterArgs:
     """Everything ``dask-ssh`` passes to :class:`~sshdeploy.cluster.SSHCluster`.
 
     Built by :func:`build_cluster_args`; :meth:`kwargs` gives the keyword
-    arguments of both ``SSHCluster(...)`` and ``SSHCluster.plan(...)``.
+    arguments of both ``SSHCluster(...)`` and ``SSHCluster.remote_commands(...)``.
 
     Parameters
     ----------
@@ -107,8 +107,8 @@ class ClusterArgs:
     env : dict
         Environment variables for every remote process.
     restart : bool
-        Whether lost workers should be restarted (``--no-restart`` turns it
-        off). Not passed to ``SSHCluster`` yet: it has no restart option.
+        Whether each Nanny restarts its worker process when it dies
+        (``--no-restart`` turns it off); passed as ``restart_workers``.
 
     Examples
     --------
@@ -133,7 +133,7 @@ class ClusterArgs:
     restart: bool = True
 
     def kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.plan``."""
+        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``."""
         return {
             "hosts": list(self.hosts),
             "connect_options": dict(self.connect_options),
@@ -143,6 +143,7 @@ class ClusterArgs:
             "remote_python": self.remote_python,
             "setup": self.setup,
             "env": dict(self.env) or None,
+            "restart_workers": self.restart,
         }
 
 
@@ -427,8 +428,9 @@ def build_cluster_args(
     ssh_private_key : str, optional
         Becomes ``client_keys=[path]``.
     nohost : bool
-        Accepted for compatibility; has no effect (workers always pick their
-        own listening address).
+        Do not tell workers which address to listen on (classic meaning):
+        they pick their own instead of the address the controller reached
+        their host by.
     local_directory : str, optional
         Directory on each worker host for worker files (checked there, not here).
     remote_python : str, optional
@@ -506,6 +508,8 @@ def build_cluster_args(
         connect["tunnel"] = tunnel
 
     workers: dict[str, Any] = {"n_workers": nworkers}
+    if nohost:
+        workers["host"] = None  # the worker chooses its own listening address
     if nthreads:
         workers["nthreads"] = nthreads
     limit = _memory_limit(memory_limit)
@@ -868,7 +872,7 @@ def _version_message() -> str:
               help="Private key file to log in with (on this machine). "
                    "[default: ssh-agent and ~/.ssh/id_*]")
 @click.option("--nohost", is_flag=True,
-              help="Accepted for compatibility, no effect: workers always choose their own "
+              help="Do not pass the host address to the workers: each picks its own "
                    "listening address.")
 @click.option("--log-directory", default=None, type=click.Path(file_okay=False),
               help="Directory ON THIS MACHINE (created if missing) where each scheduler, "
@@ -917,8 +921,8 @@ def _version_message() -> str:
                    "beside this machine's) and print a table; start nothing; exit 1 if any "
                    "host fails.")
 @click.option("--no-restart", is_flag=True,
-              help="Do not restart workers that die. (For now lost workers are reported, "
-                   "not restarted: SSHCluster has no restart policy yet.)")
+              help="Do not restart worker processes that die (by default each Nanny "
+                   "restarts its worker).")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:
@@ -980,7 +984,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
         restart=not options["no_restart"],
     )
     if options["dry_run"]:
-        plans = SSHCluster.plan(**args.kwargs())
+        plans = SSHCluster.remote_commands(**args.kwargs())
         display.print_plan(console, plans)
         return 0
     if options["check"]:

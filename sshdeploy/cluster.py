@@ -31,7 +31,7 @@ logger = logging.getLogger("sshdeploy.cluster")
 
 @dataclass(frozen=True)
 class RemotePlan:
-    """What one host will run (``dask-ssh --dry-run``, :meth:`SSHCluster.plan`).
+    """What one host will run (``dask-ssh --dry-run``, :meth:`SSHCluster.remote_commands`).
 
     Attributes
     ----------
@@ -91,6 +91,10 @@ class SSHCluster(SpecCluster):
     inherit_config : bool, optional
         Send the local dask config to the remote processes
         (``sshdeploy.inherit-config``, on by default).
+    scheduler_class : str, optional
+        Import path of another scheduler class.
+    restart_workers : bool
+        Let each Nanny restart its worker process when it dies (default).
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
@@ -118,10 +122,12 @@ class SSHCluster(SpecCluster):
         env: Mapping[str, str] | None = None,
         inherit_config: bool | None = None,
         scheduler_class: str | None = None,
+        restart_workers: bool = True,
         **kwargs: Any,
     ) -> None:
         self._placement = placement = place(hosts, worker_options, remote_python, connect_options)
         self._worker_class = worker_class
+        self._restart_workers = restart_workers
         self._logbook = LogBook(max_lines=int(config.get("log-buffer-lines")))
         inherit = bool(config.get("inherit-config", inherit_config))
         self._pool = HostPool()
@@ -160,12 +166,13 @@ class SSHCluster(SpecCluster):
                 "agents": self._agents,
                 "cls": self._worker_class,
                 "kwargs": dict(kwargs),
+                "restart": self._restart_workers,
             },
         }
 
-    # -- plan ---------------------------------------------------------------
+    # -- dry run ---------------------------------------------------------------
     @staticmethod
-    def plan(
+    def remote_commands(
         hosts: Sequence[str | Host] | None,
         connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         worker_options: Mapping[str, Any] | None = None,
@@ -175,12 +182,13 @@ class SSHCluster(SpecCluster):
         *,
         setup: str | None = None,
         env: Mapping[str, str] | None = None,
+        restart_workers: bool = True,
     ) -> list[RemotePlan]:
         """Return what each host would run, without connecting anywhere.
 
         Examples
         --------
-        >>> [(p.host, p.role, p.names) for p in SSHCluster.plan(["a", "b"])]
+        >>> [(p.host, p.role, p.names) for p in SSHCluster.remote_commands(["a", "b"])]
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         p = place(hosts, worker_options, remote_python, connect_options)
@@ -238,6 +246,10 @@ class SSHCluster(SpecCluster):
             raise
 
     async def _close(self) -> None:
+        if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.channel.alive:
+            # The scheduler is gone: don't spend connect timeouts asking it to retire
+            # workers or terminate; stop the workers' agents directly.
+            self.shutdown_scheduler = False
         try:
             await super()._close()
         finally:

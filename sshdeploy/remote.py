@@ -47,7 +47,7 @@ from .hosts import Host
 from .logs import LogBook
 from .pool import Connection, HostPool
 
-logger = logging.getLogger("sshdeploy.remote")
+logger = logging.getLogger("sshdeploy.process")
 
 
 def local_versions() -> dict[str, str]:
@@ -394,7 +394,9 @@ def _start_error(
 def advertised(kwargs: dict[str, Any], address: str) -> dict[str, Any]:
     """Default ``host`` to the address the controller reached the host by."""
     out = dict(kwargs)
-    if not out.get("host") and not out.get("interface"):
+    if "host" in out and out["host"] is None:
+        del out["host"]  # explicitly none (dask-ssh --nohost): the worker picks its own
+    elif not out.get("host") and not out.get("interface"):
         out["host"] = address
     return out
 
@@ -432,9 +434,21 @@ class RemoteScheduler(ProcessInterface):
         self.host = host
         self.kwargs = dict(kwargs or {})
         self.cls = cls
-        self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, on_exit)
+        self._on_exit = on_exit
+        self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, self._exited)
         self.dashboard_port: int | None = None
         self.pid: int | None = None
+        self.exit_reason: str | None = None
+
+    def _exited(self, name: str, reason: str) -> None:
+        """The scheduler (or its agent, or the connection) went away on its own."""
+        self.exit_reason = reason
+        if self.status == Status.running:
+            self.status = Status.failed
+            self._event_finished.set()
+        logger.warning("[%s] scheduler: %s", self.channel.where, reason)
+        if self._on_exit is not None:
+            self._on_exit(name, reason)
 
     async def start(self) -> None:
         """Start the agent, then the scheduler; return once it listens."""
@@ -559,8 +573,10 @@ class RemoteWorker(ProcessInterface):
         agents: WorkerAgents,
         cls: str = "distributed.Nanny",
         kwargs: Mapping[str, Any] | None = None,
+        restart: bool = True,
     ) -> None:
         super().__init__(scheduler=scheduler, name=name)
+        self.restart = restart
         self.scheduler = scheduler
         self.name = name
         self.host = host
@@ -592,7 +608,8 @@ class RemoteWorker(ProcessInterface):
         kw = advertised(self.kwargs, ch.connection.address)
         timeout = float(config.get("start-timeout"))
         answer = await ch.call(
-            "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler
+            "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
+            restart=self.restart,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer)
@@ -609,6 +626,9 @@ class RemoteWorker(ProcessInterface):
     def exited(self, reason: str) -> None:
         """Record that the worker went away without being asked to."""
         self.exit_reason = reason
+        if self.status == Status.running:
+            self.status = Status.failed
+            self._event_finished.set()
         logger.warning("[%s] worker %s: %s", self.host.hostname, self.name, reason)
 
     def __repr__(self) -> str:

@@ -74,7 +74,7 @@ class FakeCluster:
             raise FakeCluster.close_error
 
     @staticmethod
-    def plan(**kwargs: Any) -> list[FakePlan]:
+    def remote_commands(**kwargs: Any) -> list[FakePlan]:
         FakeCluster.plans_called.append(kwargs)
         hosts: list[Host] = kwargs["hosts"]
         n = kwargs["worker_options"]["n_workers"]
@@ -171,7 +171,7 @@ def test_kwargs_match_sshcluster_signature() -> None:
 
     kwargs = cli.build_cluster_args(["a", "b"], environ={}).kwargs()
     inspect.signature(cluster.SSHCluster).bind(**kwargs)
-    inspect.signature(cluster.SSHCluster.plan).bind(**kwargs)
+    inspect.signature(cluster.SSHCluster.remote_commands).bind(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -398,6 +398,7 @@ def test_every_option_reaches_sshcluster(tmp_path: Path) -> None:
     ]
     assert args.scheduler_options == {"port": 9000, "dashboard_address": ":9999"}
     assert args.worker_options == {
+        "host": None,  # --nohost: workers pick their own address
         "n_workers": 3,
         "nthreads": 2,
         "memory_limit": "2GiB",

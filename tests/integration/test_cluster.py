@@ -1,0 +1,267 @@
+"""SSHCluster on the real test bed: real sshd per host, real scheduler and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from sshdeploy import testbed
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll *predicate* until true; fail naming *what* after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def dask_processes(bed: testbed.Bed) -> dict[str, list[str]]:
+    """Return every Python process left on each bed host."""
+    out: dict[str, list[str]] = {}
+    for h in bed.hosts:
+        procs = [cmd for _pid, cmd in testbed.processes(h) if "python" in cmd]
+        if procs:
+            out[h.name] = procs
+    return out
+
+
+def worker_hosts(client: Client) -> dict[str, str]:
+    """Return worker name -> hostname the worker process runs on."""
+    by_addr = client.run(socket.gethostname)
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return {info[a]["name"]: host for a, host in by_addr.items()}
+
+
+def test_basic_computation_on_the_right_hosts(bed: testbed.Bed) -> None:
+    with SSHCluster(["node1", "node2", "node3"], connect_options=bed.connect_options()) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://" + bed.host("node1").address)
+        with Client(cluster) as client:
+            assert client.submit(lambda x: x + 1, 41).result() == 42
+            assert worker_hosts(client) == {"node2-0": "node2", "node3-0": "node3"}
+            scheduler_host = client.run_on_scheduler(socket.gethostname)
+            assert scheduler_host == "node1"
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=10) as resp:
+            assert resp.status == 200
+        assert "SSHCluster" in repr(cluster)
+    assert dask_processes(bed) == {}, "close() returned before every remote process was gone"
+
+
+def test_n_workers_per_host_and_keywords(bed: testbed.Bed) -> None:
+    with SSHCluster(
+        ["node1", "node2", "node3"],
+        connect_options=bed.connect_options(),
+        worker_options={"n_workers": 3, "nthreads": 2, "memory_limit": "1GiB"},
+        scheduler_options={"port": 8799, "dashboard_address": ":8790"},
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(6, timeout=60)
+        info = client.scheduler_info(n_workers=-1)["workers"].values()
+        assert sorted(w["name"] for w in info) == [
+            "node2-0", "node2-1", "node2-2", "node3-0", "node3-1", "node3-2",
+        ]
+        assert {w["nthreads"] for w in info} == {2}
+        assert {w["memory_limit"] for w in info} == {2**30}
+        assert cluster.scheduler_address.endswith(":8799")
+        assert ":8790/" in cluster.dashboard_link
+        assert sorted(cluster.workers) == sorted(w["name"] for w in info)
+
+
+def test_per_host_lists(bed: testbed.Bed) -> None:
+    opts = bed.connect_options()
+    with SSHCluster(
+        ["node1", "node2"],
+        connect_options=[opts, opts],
+        remote_python=[sys.executable, sys.executable],
+    ) as cluster, Client(cluster) as client:
+        assert client.run(lambda: __import__("sys").executable) == {
+            w: sys.executable for w in client.scheduler_info()["workers"]
+        }
+    for bad in ({"connect_options": [opts]}, {"remote_python": [sys.executable] * 3}):
+        with pytest.raises(ConfigError, match="one entry per host"):
+            SSHCluster(["node1", "node2"], **({"connect_options": opts} | bad))
+
+
+def test_hosts_required() -> None:
+    for hosts in (None, []):
+        with pytest.raises(ValueError, match="at least one host"):
+            SSHCluster(hosts)
+
+
+def test_config_is_inherited_with_opt_out(bed: testbed.Bed) -> None:
+    def read() -> object:
+        import dask
+
+        return dask.config.get("sshdeploy-test.value", None)
+
+    with dask.config.set({"sshdeploy-test.value": 42}):
+        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+            with Client(cluster) as client:
+                assert list(client.run(read).values()) == [42]
+                assert client.run_on_scheduler(read) == 42
+        with SSHCluster(
+            ["node1", "node2"], connect_options=bed.connect_options(), inherit_config=False
+        ) as cluster:
+            with Client(cluster) as client:
+                assert list(client.run(read).values()) == [None]
+
+
+def test_starts_with_logging_at_warning(bed: testbed.Bed) -> None:
+    quiet = {"distributed.logging.distributed": "error", "logging.distributed": "error"}
+    with dask.config.set(quiet):
+        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+            with Client(cluster) as client:
+                assert client.submit(sum, [1, 2, 3]).result() == 6
+            # Readiness came from the handshake: no INFO line was needed or written.
+            assert not any(" - INFO - " in ln for ln in cluster.logbook.lines("node2-0"))
+
+
+def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
+    def flood() -> int:
+        import sys
+
+        line = "x" * 1023
+        for i in range(10 * 1024):
+            print(line, file=sys.stdout if i % 2 else sys.stderr)
+        print("END-OF-FLOOD stdout", file=sys.stdout, flush=True)
+        print("END-OF-FLOOD stderr", file=sys.stderr, flush=True)
+        return 1
+
+    class Count(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.n = 0
+            self.ends: set[str] = set()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "sshdeploy_label", None) != "node2-0":
+                return
+            msg = record.getMessage()
+            if msg == "x" * 1023:
+                self.n += 1
+            elif msg.startswith("END-OF-FLOOD"):
+                self.ends.add(getattr(record, "sshdeploy_stream", "?"))
+
+    count = Count()
+    remote = logging.getLogger("sshdeploy.remote")
+    remote.addHandler(count)
+    remote.setLevel(logging.INFO)
+    try:
+        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+            with Client(cluster) as client:
+                assert client.submit(flood, pure=False).result(timeout=60) == 1
+                assert client.submit(lambda: 7, pure=False).result(timeout=30) == 7
+                wait_until(lambda: count.ends == {"stdout", "stderr"}, 60,
+                           "the end of the flood on both streams")
+                assert count.n == 10 * 1024
+                logs = cluster.get_logs()
+                assert "node2-0" in logs and "Scheduler" in logs
+                assert "END-OF-FLOOD stderr" in logs["node2-0"]
+    finally:
+        remote.removeHandler(count)
+        remote.setLevel(logging.NOTSET)
+
+
+def test_scale_up_and_down_by_free_slots(bed: testbed.Bed) -> None:
+    hosts = ["node1", "node2", "node3"]
+    with SSHCluster(hosts, connect_options=bed.connect_options()) as cluster:
+        with Client(cluster) as client:
+            cluster.scale(4)
+            client.wait_for_workers(4, timeout=60)
+            assert sorted(worker_hosts(client).items()) == [
+                ("node2-0", "node2"), ("node2-1", "node2"),
+                ("node3-0", "node3"), ("node3-1", "node3"),
+            ]
+            cluster.scale(1)
+            wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
+            wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to drop workers")
+            assert client.submit(lambda: 1).result() == 1
+
+
+def test_adapt(bed: testbed.Bed) -> None:
+    with SSHCluster(
+        ["node1", "node2", "node3"],
+        connect_options=bed.connect_options(),
+        worker_options={"n_workers": 0},
+    ) as cluster, Client(cluster) as client:
+        assert cluster.workers == {}
+        cluster.adapt(minimum=0, maximum=2, interval="100ms", wait_count=3)
+        futs = client.map(lambda x: __import__("time").sleep(0.5) or x, range(20))
+        assert sum(client.gather(futs)) == sum(range(20))
+        assert len(cluster.worker_spec) >= 1
+        del futs
+        wait_until(lambda: not client.scheduler_info()["workers"], 60, "adapt to scale down")
+
+
+def test_name_and_identity(bed: testbed.Bed) -> None:
+    async def main() -> None:
+        opts = bed.connect_options()
+        async with SSHCluster(
+            ["node1", "node2"], connect_options=opts, asynchronous=True, name="mine"
+        ) as a, SSHCluster(
+            ["node3", "node4"], connect_options=opts, asynchronous=True, name="mine"
+        ) as b:
+            assert a.name == b.name == "mine"
+            assert a != b and a == a
+            async with Client(a, asynchronous=True) as client:
+                assert await client.submit(lambda: 5) == 5
+
+    asyncio.run(main())
+
+
+def test_sigkill_of_controller_leaves_nothing_within_5s(bed: testbed.Bed, tmp_path: Path) -> None:
+    script = tmp_path / "controller.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            from sshdeploy.cluster import SSHCluster
+            cluster = SSHCluster(["node1", "node2", "node3"],
+                                 connect_options={bed.connect_options()!r},
+                                 worker_options={{"n_workers": 2}})
+            print("READY", flush=True)
+            time.sleep(600)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        assert dask_processes(bed), "the cluster should be running remotely"
+    finally:
+        proc.kill()
+        proc.wait()
+    start = time.monotonic()
+    wait_until(lambda: dask_processes(bed) == {}, 5, "remote processes to stop after SIGKILL")
+    assert time.monotonic() - start < 5
+
+
+def test_forty_workers_on_one_host_one_connection(bed: testbed.Bed) -> None:
+    with SSHCluster(
+        ["node1", "node2"],
+        connect_options=bed.connect_options(),
+        worker_options={"n_workers": 40, "nthreads": 1, "memory_limit": "256MiB"},
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(40, timeout=120)
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 40
+        sessions = [c for _p, c in testbed.processes(bed.host("node2")) if c.startswith("sshd:")]
+        # One connection: sshd runs one privileged and one user process for it.
+        assert 1 <= len(sessions) <= 2, sessions
+        assert len(cluster._pool._conns) == 2
