@@ -132,3 +132,30 @@ def encode_message(cmd: str, kwargs: Mapping[str, Any] | None = None, **fields: 
     if kwargs:
         msg["kw"] = encode_kwargs(kwargs)
     return (json.dumps(msg) + "\n").encode()
+
+
+#: Printed by the preflight probe: interpreter and versions, as one JSON line.
+PROBE = (
+    "import json,platform,sys\n"
+    "out={'python':sys.executable,'versions':{'python':platform.python_version()},'error':None}\n"
+    "try:\n"
+    " import dask,distributed\n"
+    " out['versions'].update(dask=dask.__version__,distributed=distributed.__version__)\n"
+    "except BaseException as e:\n"
+    " out['error']='%s: %s'%(type(e).__name__,e)\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def build_probe_command(python: str, setup: str | None = None) -> str:
+    """Return the remote command of the preflight probe (starts nothing).
+
+    Examples
+    --------
+    >>> "import dask,distributed" in build_probe_command("python3")
+    True
+    """
+    probe = f"exec {shlex.quote(python)} -c {shlex.quote(PROBE)}"
+    if setup and setup.strip():
+        return f"{{ {setup.strip()}\n}} || exit {EXIT_SETUP_FAILED}\n{probe}"
+    return probe

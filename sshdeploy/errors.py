@@ -120,6 +120,7 @@ class HostError(SSHDeployError):
 class ConnectError(HostError):
     """The host could not be reached over TCP/SSH (refused, timed out, DNS)."""
 
+    role: str = "ssh"
     what: str = "cannot connect"
     remedy: str = (
         "Check that the host name resolves and sshd listens on that port "
@@ -131,6 +132,7 @@ class ConnectError(HostError):
 class AuthenticationError(HostError):
     """The SSH server refused every key or password offered."""
 
+    role: str = "ssh"
     what: str = "authentication refused"
     remedy: str = (
         "Give the right key (connect_options={'client_keys': [...]} or "
@@ -142,6 +144,7 @@ class AuthenticationError(HostError):
 class HostKeyError(HostError):
     """The server's host key is unknown or differs from known_hosts."""
 
+    role: str = "ssh"
     what: str = "host key not trusted"
     remedy: str = (
         "Add the host's key to known_hosts (`ssh-keyscan -p PORT host >> "

@@ -152,6 +152,8 @@ class AgentChannel:
         )
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
+        # Its outcome is read by start(); if start() was cancelled, nobody will.
+        self._hello.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             self.process = await self.connection.conn.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as exc:
@@ -170,6 +172,7 @@ class AgentChannel:
         ]
         try:
             hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+            self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:
             await self.abort()
             raise StartError(
@@ -180,11 +183,11 @@ class AgentChannel:
                 "distributed; raise sshdeploy.start-timeout.",
                 stderr_tail=self._tail(),
             ) from None
-        except HostError:
+        except BaseException:
+            # Failed or cancelled (the cluster is closing): leave nothing running.
             await self.abort()
             raise
         self.hello = hello
-        self._check_versions(hello.get("versions", {}))
         return hello
 
     def _check_versions(self, remote: Mapping[str, str]) -> None:
@@ -361,14 +364,20 @@ class AgentChannel:
             t.cancel()
 
     async def abort(self) -> None:
-        """Close the channel: the agent sees EOF and kills all it started."""
+        """End the agent: EOF on its stdin makes it kill all it started, then exit.
+
+        Waits (bounded) for the agent to exit, so that when this returns
+        nothing of it is left on the host; closes the channel after that.
+        """
         self._closing = True
         if self.process is not None:
             with contextlib.suppress(Exception):
                 self.process.stdin.write_eof()
-            self.process.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.process.wait_closed(), 10)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.process.wait_closed()), 10)
+            except BaseException:
+                self.process.close()
+                raise
         for t in self._tasks:
             t.cancel()
 
@@ -504,17 +513,19 @@ class WorkerAgents:
     def prestart(self, hosts: list[Host]) -> None:
         """Begin connecting and starting agents now (overlaps the scheduler's start)."""
         for h in hosts:
-            fut = self._future(h)
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._future(h)
 
     def _future(self, host: Host) -> asyncio.Future[AgentChannel]:
         fut = self._agents.get(host.key)
         if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
             fut = asyncio.ensure_future(self._start(host))
-            self._agents[host.key] = fut
         elif fut.done() and not fut.result().alive:
             fut = asyncio.ensure_future(self._start(host))
-            self._agents[host.key] = fut
+        else:
+            return fut
+        # Errors reach whoever awaits; a prestart nobody awaited must not warn.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._agents[host.key] = fut
         return fut
 
     async def _start(self, host: Host) -> AgentChannel:
@@ -536,13 +547,13 @@ class WorkerAgents:
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
         timeout = float(config.get("stop-timeout"))
-        chans = []
-        for fut in self._agents.values():
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                chans.append(fut.result())
-            elif not fut.done():
-                fut.cancel()
+        futs = list(self._agents.values())
         self._agents.clear()
+        for fut in futs:
+            if not fut.done():
+                fut.cancel()  # a starting agent aborts itself (see AgentChannel.start)
+        await asyncio.gather(*futs, return_exceptions=True)
+        chans = [f.result() for f in futs if not f.cancelled() and f.exception() is None]
         await asyncio.gather(*(c.shutdown(timeout) for c in chans), return_exceptions=True)
 
 

@@ -227,6 +227,17 @@ def _check_name(name: str) -> None:
         )
 
 
+def host_names(n: int, name: str = DEFAULT_NAME) -> list[str]:
+    """Return the host names bed *name* of *n* hosts has (``node1..`` for the default bed).
+
+    Examples
+    --------
+    >>> host_names(2), host_names(2, "ci")
+    (['node1', 'node2'], ['ci1', 'ci2'])
+    """
+    return [f"{_host_prefix(name)}{i}" for i in range(1, n + 1)]
+
+
 def _host_prefix(name: str) -> str:
     return "node" if name == DEFAULT_NAME else name
 

@@ -24,6 +24,11 @@ from sshdeploy import testbed
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 BED_SIZE = 4
+#: Which bed the session uses: the default one (node1..node4) unless
+#: SSHDEPLOY_TEST_BED names another (its hosts are NAME1..NAME4), so that
+#: several test sessions on one machine need not share hosts.
+BED_NAME = os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME)
+HOSTS = testbed.host_names(BED_SIZE, BED_NAME)
 
 _unavailable: list[str | None] = []
 
@@ -62,13 +67,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def bed() -> Iterator[testbed.Bed]:
-    """The session's default bed: ``node1..node4`` (``testbed.up(4)``)."""
+    """The session's bed: ``node1..node4`` (``testbed.up(4)``), or SSHDEPLOY_TEST_BED's."""
     reason = _bed_unavailable_reason()
     if reason is not None:
         skip_or_fail(reason)
     # hold=True: another pytest session on this machine may share the bed;
     # the last one to release it takes it down.
-    the_bed = testbed.up(BED_SIZE, hold=True)
+    the_bed = testbed.up(BED_SIZE, BED_NAME, hold=True)
     yield the_bed
     if os.environ.get("SSHDEPLOY_KEEP_BED") == "1":
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import asyncio
 import logging
 import socket
@@ -20,6 +21,8 @@ from distributed import Client
 from sshdeploy import testbed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import ConfigError
+
+n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,13 +54,13 @@ def worker_hosts(client: Client) -> dict[str, str]:
 
 
 def test_basic_computation_on_the_right_hosts(bed: testbed.Bed) -> None:
-    with SSHCluster(["node1", "node2", "node3"], connect_options=bed.connect_options()) as cluster:
-        assert cluster.scheduler_address.startswith("tcp://" + bed.host("node1").address)
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options()) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://" + bed.host(n1).address)
         with Client(cluster) as client:
             assert client.submit(lambda x: x + 1, 41).result() == 42
-            assert worker_hosts(client) == {"node2-0": "node2", "node3-0": "node3"}
+            assert worker_hosts(client) == {f"{n2}-0": n2, f"{n3}-0": n3}
             scheduler_host = client.run_on_scheduler(socket.gethostname)
-            assert scheduler_host == "node1"
+            assert scheduler_host == n1
         with urllib.request.urlopen(cluster.dashboard_link, timeout=10) as resp:
             assert resp.status == 200
         assert "SSHCluster" in repr(cluster)
@@ -66,7 +69,7 @@ def test_basic_computation_on_the_right_hosts(bed: testbed.Bed) -> None:
 
 def test_n_workers_per_host_and_keywords(bed: testbed.Bed) -> None:
     with SSHCluster(
-        ["node1", "node2", "node3"],
+        [n1, n2, n3],
         connect_options=bed.connect_options(),
         worker_options={"n_workers": 3, "nthreads": 2, "memory_limit": "1GiB"},
         scheduler_options={"port": 8799, "dashboard_address": ":8790"},
@@ -74,7 +77,7 @@ def test_n_workers_per_host_and_keywords(bed: testbed.Bed) -> None:
         client.wait_for_workers(6, timeout=60)
         info = client.scheduler_info(n_workers=-1)["workers"].values()
         assert sorted(w["name"] for w in info) == [
-            "node2-0", "node2-1", "node2-2", "node3-0", "node3-1", "node3-2",
+            f"{n2}-0", f"{n2}-1", f"{n2}-2", f"{n3}-0", f"{n3}-1", f"{n3}-2",
         ]
         assert {w["nthreads"] for w in info} == {2}
         assert {w["memory_limit"] for w in info} == {2**30}
@@ -86,7 +89,7 @@ def test_n_workers_per_host_and_keywords(bed: testbed.Bed) -> None:
 def test_per_host_lists(bed: testbed.Bed) -> None:
     opts = bed.connect_options()
     with SSHCluster(
-        ["node1", "node2"],
+        [n1, n2],
         connect_options=[opts, opts],
         remote_python=[sys.executable, sys.executable],
     ) as cluster, Client(cluster) as client:
@@ -95,7 +98,7 @@ def test_per_host_lists(bed: testbed.Bed) -> None:
         }
     for bad in ({"connect_options": [opts]}, {"remote_python": [sys.executable] * 3}):
         with pytest.raises(ConfigError, match="one entry per host"):
-            SSHCluster(["node1", "node2"], **({"connect_options": opts} | bad))
+            SSHCluster([n1, n2], **({"connect_options": opts} | bad))
 
 
 def test_hosts_required() -> None:
@@ -111,12 +114,12 @@ def test_config_is_inherited_with_opt_out(bed: testbed.Bed) -> None:
         return dask.config.get("sshdeploy-test.value", None)
 
     with dask.config.set({"sshdeploy-test.value": 42}):
-        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+        with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster:
             with Client(cluster) as client:
                 assert list(client.run(read).values()) == [42]
                 assert client.run_on_scheduler(read) == 42
         with SSHCluster(
-            ["node1", "node2"], connect_options=bed.connect_options(), inherit_config=False
+            [n1, n2], connect_options=bed.connect_options(), inherit_config=False
         ) as cluster:
             with Client(cluster) as client:
                 assert list(client.run(read).values()) == [None]
@@ -125,11 +128,11 @@ def test_config_is_inherited_with_opt_out(bed: testbed.Bed) -> None:
 def test_starts_with_logging_at_warning(bed: testbed.Bed) -> None:
     quiet = {"distributed.logging.distributed": "error", "logging.distributed": "error"}
     with dask.config.set(quiet):
-        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+        with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster:
             with Client(cluster) as client:
                 assert client.submit(sum, [1, 2, 3]).result() == 6
             # Readiness came from the handshake: no INFO line was needed or written.
-            assert not any(" - INFO - " in ln for ln in cluster.logbook.lines("node2-0"))
+            assert not any(" - INFO - " in ln for ln in cluster.logbook.lines(f"{n2}-0"))
 
 
 def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
@@ -150,7 +153,7 @@ def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
             self.ends: set[str] = set()
 
         def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, "sshdeploy_label", None) != "node2-0":
+            if getattr(record, "sshdeploy_label", None) != f"{n2}-0":
                 return
             msg = record.getMessage()
             if msg == "x" * 1023:
@@ -163,7 +166,7 @@ def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
     remote.addHandler(count)
     remote.setLevel(logging.INFO)
     try:
-        with SSHCluster(["node1", "node2"], connect_options=bed.connect_options()) as cluster:
+        with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster:
             with Client(cluster) as client:
                 assert client.submit(flood, pure=False).result(timeout=60) == 1
                 assert client.submit(lambda: 7, pure=False).result(timeout=30) == 7
@@ -171,22 +174,22 @@ def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
                            "the end of the flood on both streams")
                 assert count.n == 10 * 1024
                 logs = cluster.get_logs()
-                assert "node2-0" in logs and "Scheduler" in logs
-                assert "END-OF-FLOOD stderr" in logs["node2-0"]
+                assert f"{n2}-0" in logs and "Scheduler" in logs
+                assert "END-OF-FLOOD stderr" in logs[f"{n2}-0"]
     finally:
         remote.removeHandler(count)
         remote.setLevel(logging.NOTSET)
 
 
 def test_scale_up_and_down_by_free_slots(bed: testbed.Bed) -> None:
-    hosts = ["node1", "node2", "node3"]
+    hosts = [n1, n2, n3]
     with SSHCluster(hosts, connect_options=bed.connect_options()) as cluster:
         with Client(cluster) as client:
             cluster.scale(4)
             client.wait_for_workers(4, timeout=60)
             assert sorted(worker_hosts(client).items()) == [
-                ("node2-0", "node2"), ("node2-1", "node2"),
-                ("node3-0", "node3"), ("node3-1", "node3"),
+                (f"{n2}-0", n2), (f"{n2}-1", n2),
+                (f"{n3}-0", n3), (f"{n3}-1", n3),
             ]
             cluster.scale(1)
             wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
@@ -196,7 +199,7 @@ def test_scale_up_and_down_by_free_slots(bed: testbed.Bed) -> None:
 
 def test_adapt(bed: testbed.Bed) -> None:
     with SSHCluster(
-        ["node1", "node2", "node3"],
+        [n1, n2, n3],
         connect_options=bed.connect_options(),
         worker_options={"n_workers": 0},
     ) as cluster, Client(cluster) as client:
@@ -213,9 +216,9 @@ def test_name_and_identity(bed: testbed.Bed) -> None:
     async def main() -> None:
         opts = bed.connect_options()
         async with SSHCluster(
-            ["node1", "node2"], connect_options=opts, asynchronous=True, name="mine"
+            [n1, n2], connect_options=opts, asynchronous=True, name="mine"
         ) as a, SSHCluster(
-            ["node3", "node4"], connect_options=opts, asynchronous=True, name="mine"
+            [n3, n4], connect_options=opts, asynchronous=True, name="mine"
         ) as b:
             assert a.name == b.name == "mine"
             assert a != b and a == a
@@ -232,7 +235,7 @@ def test_sigkill_of_controller_leaves_nothing_within_5s(bed: testbed.Bed, tmp_pa
             f"""
             import sys, time
             from sshdeploy.cluster import SSHCluster
-            cluster = SSHCluster(["node1", "node2", "node3"],
+            cluster = SSHCluster({[n1, n2, n3]!r},
                                  connect_options={bed.connect_options()!r},
                                  worker_options={{"n_workers": 2}})
             print("READY", flush=True)
@@ -255,13 +258,13 @@ def test_sigkill_of_controller_leaves_nothing_within_5s(bed: testbed.Bed, tmp_pa
 
 def test_forty_workers_on_one_host_one_connection(bed: testbed.Bed) -> None:
     with SSHCluster(
-        ["node1", "node2"],
+        [n1, n2],
         connect_options=bed.connect_options(),
         worker_options={"n_workers": 40, "nthreads": 1, "memory_limit": "256MiB"},
     ) as cluster, Client(cluster) as client:
         client.wait_for_workers(40, timeout=120)
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 40
-        sessions = [c for _p, c in testbed.processes(bed.host("node2")) if c.startswith("sshd:")]
+        sessions = [c for _p, c in testbed.processes(bed.host(n2)) if c.startswith("sshd:")]
         # One connection: sshd runs one privileged and one user process for it.
         assert 1 <= len(sessions) <= 2, sessions
         assert len(cluster._pool._conns) == 2

@@ -1,0 +1,177 @@
+"""Preflight: can every host run a cluster? Reach, log in, find Python, dask, distributed.
+
+Starts nothing. ``dask-ssh --check`` shows the result as a table; the same
+checks are what a partial start will build on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from . import config
+from .bootstrap import EXIT_NOT_FOUND, EXIT_SETUP_FAILED, build_probe_command
+from .errors import AuthenticationError, ConnectError, HostKeyError, SSHDeployError
+from .hosts import Host
+from .placement import as_hosts, per_host
+from .pool import HostPool
+from .remote import compare_versions, local_versions
+
+
+@dataclass
+class HostCheck:
+    """What preflight found on one host.
+
+    Attributes
+    ----------
+    host : str
+        ``user@host:port``.
+    reachable, authenticated : bool
+        TCP + SSH handshake worked; login worked (host key trusted, key accepted).
+    python : str or None
+        The remote interpreter's path.
+    versions : dict
+        Remote ``python``, ``dask``, ``distributed`` versions.
+    local_versions : dict
+        The controller's.
+    error : str or None
+        Why the host is not usable, with what to do.
+    """
+
+    host: str
+    reachable: bool = False
+    authenticated: bool = False
+    python: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    local_versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def mismatches(self) -> list[str]:
+        """Packages whose version differs from the controller's."""
+        if not self.versions:
+            return []
+        return compare_versions(self.local_versions, self.versions)
+
+    @property
+    def ok(self) -> bool:
+        """True if a cluster can start here."""
+        policy = config.get("version-check")
+        return (
+            self.error is None
+            and self.authenticated
+            and "distributed" in self.versions
+            and (policy != "error" or not self.mismatches)
+        )
+
+
+async def _check_one(
+    pool: HostPool, host: Host, python: str, setup: str | None, timeout: float
+) -> HostCheck:
+    check = HostCheck(host=pool.display(host), local_versions=local_versions())
+    try:
+        conn = await pool.get(host)
+    except (AuthenticationError, HostKeyError) as exc:
+        check.reachable = True
+        check.error = str(exc)
+        return check
+    except SSHDeployError as exc:
+        check.error = str(exc)
+        return check
+    check.reachable = check.authenticated = True
+    try:
+        result = await asyncio.wait_for(
+            conn.conn.run(build_probe_command(python, setup), check=False), timeout
+        )
+    except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
+        check.error = f"[{check.host}] probe: {type(exc).__name__}: {exc}"
+        return check
+    out = str(result.stdout or "").strip().splitlines()
+    if result.exit_status == EXIT_NOT_FOUND:
+        check.error = (
+            f"[{check.host}] remote Python {python!r} not found. Install it or give "
+            "--remote-python / remote_python the interpreter of the environment with dask."
+        )
+        return check
+    if result.exit_status == EXIT_SETUP_FAILED:
+        check.error = f"[{check.host}] the setup command failed: {str(result.stderr).strip()}"
+        return check
+    try:
+        data: dict[str, Any] = json.loads(out[-1])
+    except (IndexError, ValueError):
+        check.error = (
+            f"[{check.host}] {python!r} did not run the probe (exit {result.exit_status}): "
+            f"{str(result.stderr).strip()[-500:]}"
+        )
+        return check
+    check.python = data.get("python")
+    check.versions = dict(data.get("versions") or {})
+    if data.get("error"):
+        check.error = (
+            f"[{check.host}] dask/distributed not importable with {check.python}: "
+            f"{data['error']}. Install them there or pick another remote_python."
+        )
+    elif check.mismatches and config.get("version-check") == "error":
+        check.error = f"[{check.host}] version mismatch: {'; '.join(check.mismatches)}"
+    return check
+
+
+async def check_hosts_async(
+    hosts: Sequence[str | Host],
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    remote_python: str | Sequence[str] | None = None,
+    *,
+    setup: str | None = None,
+) -> list[HostCheck]:
+    """Check every distinct host in parallel; one :class:`HostCheck` each, in order.
+
+    Parameters
+    ----------
+    hosts : list of str or Host
+    connect_options : dict or list of dict, optional
+        ``asyncssh.connect`` keywords, for all or per host.
+    remote_python : str or list of str, optional
+        Defaults to the controller's ``sys.executable``.
+    setup : str, optional
+        Shell commands run before the interpreter.
+    """
+    hs = as_hosts(hosts)
+    pythons = per_host(remote_python, len(hs), "remote_python")
+    copts = per_host(connect_options, len(hs), "connect_options")
+    timeout = float(config.get("start-timeout"))
+    async with HostPool() as pool:
+        seen: dict[Any, tuple[Host, str]] = {}
+        for h, py, opts in zip(hs, pythons, copts):
+            pool.set_options(h, opts)
+            seen.setdefault(h.key, (h, h.remote_python or py or sys.executable))
+        return list(
+            await asyncio.gather(
+                *(_check_one(pool, h, py, setup, timeout) for h, py in seen.values())
+            )
+        )
+
+
+def check_hosts(
+    hosts: Sequence[str | Host],
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    remote_python: str | Sequence[str] | None = None,
+    *,
+    setup: str | None = None,
+) -> list[HostCheck]:
+    """Synchronous :func:`check_hosts_async`.
+
+    Examples
+    --------
+    >>> checks = check_hosts(["node1", "node2"])          # doctest: +SKIP
+    >>> all(c.ok for c in checks)                        # doctest: +SKIP
+    True
+    """
+    return asyncio.run(
+        check_hosts_async(hosts, connect_options, remote_python, setup=setup)
+    )

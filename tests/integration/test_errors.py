@@ -1,0 +1,149 @@
+"""Bad input on the real test bed: a clear error naming the host, in bounded time, nothing left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sshdeploy.remote
+from sshdeploy import testbed
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.errors import (
+    AuthenticationError,
+    ConnectError,
+    HostKeyError,
+    MultiHostError,
+    RemoteImportError,
+    RemotePythonError,
+    StartError,
+    VersionMismatchError,
+)
+from sshdeploy.preflight import check_hosts
+
+n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def python_leftovers(bed: testbed.Bed) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for h in bed.hosts:
+        procs = [cmd for _pid, cmd in testbed.processes(h) if "python" in cmd]
+        if procs:
+            out[h.name] = procs
+    return out
+
+
+def assert_fails(bed: testbed.Bed, exc_type: type[BaseException], *args: object, **kw: object
+                 ) -> BaseException:
+    """Start a cluster that must fail with *exc_type*; nothing may be left afterwards."""
+    start = time.monotonic()
+    with pytest.raises(exc_type) as info:
+        SSHCluster(*args, **kw)  # type: ignore[arg-type]
+    assert time.monotonic() - start < 60
+    assert python_leftovers(bed) == {}, "a failed start left processes behind"
+    return info.value
+
+
+def test_connection_refused_names_host_and_port(bed: testbed.Bed) -> None:
+    err = assert_fails(bed, ConnectError, [n1, f"{n2}:2222"],
+                       connect_options=bed.connect_options())
+    assert f"{n2}:2222" in str(err) and "refused" in str(err)
+
+
+def test_unreachable_host_times_out_within_the_bound(bed: testbed.Bed) -> None:
+    lost = bed.host(n4)
+    testbed.set_link(lost, False)
+    try:
+        opts = {**bed.connect_options(), "connect_timeout": 2}
+        start = time.monotonic()
+        err = assert_fails(bed, ConnectError, [n1, n4], connect_options=opts)
+        assert time.monotonic() - start < 20
+        assert n4 in str(err) and "timed out" in str(err)
+    finally:
+        testbed.set_link(lost, True)
+
+
+def test_wrong_key_is_refused(bed: testbed.Bed, tmp_path: Path) -> None:
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    opts = {**bed.connect_options(), "client_keys": [str(key)]}
+    err = assert_fails(bed, AuthenticationError, [n1, n2], connect_options=opts)
+    assert f"root@{n1}" in str(err) or f"root@{n2}" in str(err)
+    assert "key" in err.remedy
+
+
+def test_unknown_host_key(bed: testbed.Bed, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    opts = {**bed.connect_options(), "known_hosts": str(empty)}
+    err = assert_fails(bed, (HostKeyError, MultiHostError), [n1, n2],
+                       connect_options=opts)
+    assert "host key" in str(err) and "known_hosts" in str(err)
+
+
+def test_changed_host_key(bed: testbed.Bed, tmp_path: Path) -> None:
+    # node2's name with node3's key: what a changed (or spoofed) key looks like.
+    lines = bed.known_hosts.read_text().splitlines()
+    key3 = next(ln for ln in lines if ln.startswith(n3 + ",")).split(None, 1)[1]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text("\n".join([ln for ln in lines if not ln.startswith(n2 + ",")]
+                               + [f"{n2},{bed.host(n2).address} {key3}"]) + "\n")
+    opts = {**bed.connect_options(), "known_hosts": str(wrong)}
+    err = assert_fails(bed, HostKeyError, [n1, n2], connect_options=opts)
+    assert n2 in str(err)
+
+
+def test_remote_python_not_found(bed: testbed.Bed) -> None:
+    err = assert_fails(bed, RemotePythonError, [n1, n2],
+                       connect_options=bed.connect_options(),
+                       remote_python="/opt/nowhere/bin/python3")
+    assert "/opt/nowhere/bin/python3" in str(err) and n1 in str(err)
+
+
+def test_distributed_not_importable(bed: testbed.Bed, tmp_path: Path) -> None:
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    err = assert_fails(bed, RemoteImportError, [n1, n2],
+                       connect_options=bed.connect_options(), remote_python=python)
+    assert "No module named" in str(err) and python in str(err)
+    checks = check_hosts([n1], bed.connect_options(), remote_python=python)
+    assert not checks[0].ok and "not importable" in str(checks[0].error)
+
+
+def test_version_mismatch(bed: testbed.Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sshdeploy.remote.local_versions()
+    monkeypatch.setattr(sshdeploy.remote, "local_versions",
+                        lambda: {**real, "distributed": "1999.1.0"})
+    err = assert_fails(bed, VersionMismatchError, [n1, n2],
+                       connect_options=bed.connect_options())
+    assert "distributed" in str(err) and "1999.1.0" in str(err)
+
+
+def test_worker_that_exits_during_startup(bed: testbed.Bed) -> None:
+    err = assert_fails(bed, (StartError, MultiHostError), [n1, n2, n3],
+                       connect_options=bed.connect_options(),
+                       worker_options={"memory_limit": "lots"})
+    text = str(err)
+    assert f"{n2}-0" in text and f"{n3}-0" in text and "lots" in text
+
+
+def test_scheduler_port_in_use(bed: testbed.Bed) -> None:
+    # sshd already listens on port 22 of node1's address.
+    err = assert_fails(bed, StartError, [n1, n2],
+                       connect_options=bed.connect_options(), scheduler_options={"port": 22})
+    assert "scheduler" in str(err) and n1 in str(err)
+    assert "in use" in str(err).lower() or "address" in str(err).lower()
+
+
+def test_preflight_reports_every_host(bed: testbed.Bed) -> None:
+    checks = check_hosts([n1, n2, f"{n3}:2222"], bed.connect_options())
+    assert [c.ok for c in checks] == [True, True, False]
+    assert checks[0].versions["distributed"] == checks[0].local_versions["distributed"]
+    assert "refused" in str(checks[2].error)
