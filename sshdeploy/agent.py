@@ -28,7 +28,9 @@ within the heartbeat timeout, it terminates every process of its group, then
 kills what is left, then itself: nothing outlives the controller.
 """
 
-# NOTE: no `from __future__ import annotations` needed; keep Python 3.10 compatible.
+# Keep this file Python 3.10 compatible and free of sshdeploy imports.
+from __future__ import annotations
+
 import asyncio
 import base64
 import json
@@ -39,6 +41,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Any
 
 TAG = "\x1esshdeploy\x1f"
 
@@ -107,23 +110,23 @@ if _name and not getattr(sys, "_sshdeploy_tagged", False):
 class Agent:
     """One agent per (host, role): runs a scheduler or that host's workers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.proto = os.dup(1)
         self.lock = threading.Lock()
-        self.spec = {}
+        self.spec: dict[str, Any] = {}
         self.label = "agent"
-        self.servers = {}
-        self.stopping = set()
+        self.servers: dict[str, Any] = {}
+        self.stopping: set[str] = set()
         self.last_heard = time.monotonic()
         self.shutting_down = False
-        self.loop = None
-        self.queue = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue[dict[str, Any]] | None = None
         self.qlock = threading.Lock()
-        self.early = []
-        self.tmpdir = None
+        self.early: list[dict[str, Any]] = []
+        self.tmpdir: str | None = None
 
     # -- output -----------------------------------------------------------
-    def emit(self, **event):
+    def emit(self, **event: Any) -> None:
         data = (json.dumps(event) + "\n").encode()
         with self.lock:
             view = memoryview(data)
@@ -134,7 +137,7 @@ class Agent:
                     return
                 view = view[n:]
 
-    def capture_output(self):
+    def capture_output(self) -> None:
         """Route fd 1 and 2 (ours and our children's) through a drained pipe."""
         r, w = os.pipe()
         os.dup2(w, 1)
@@ -144,7 +147,7 @@ class Agent:
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         threading.Thread(target=self.pump_logs, args=(r,), daemon=True).start()
 
-    def pump_logs(self, fd):
+    def pump_logs(self, fd: int) -> None:
         buf = b""
         while True:
             data = os.read(fd, 65536)
@@ -162,13 +165,13 @@ class Agent:
                 self.emit(ev="log", src=src, stream=stream, line=line)
 
     # -- lifetime ----------------------------------------------------------
-    def become_group_leader(self):
+    def become_group_leader(self) -> None:
         try:
             os.setpgid(0, 0)
         except OSError:
             pass  # already a session leader (sshd called setsid): we lead the group
 
-    def group_members(self):
+    def group_members(self) -> list[int]:
         pgid = os.getpgid(0)
         me = os.getpid()
         pids = []
@@ -176,7 +179,7 @@ class Agent:
             if not entry.isdigit() or int(entry) == me:
                 continue
             try:
-                with open("/proc/%s/stat" % entry) as f:
+                with open(f"/proc/{entry}/stat") as f:
                     stat = f.read()
             except OSError:
                 continue
@@ -186,7 +189,7 @@ class Agent:
                 pids.append(int(entry))
         return pids
 
-    def reap_group(self, grace):
+    def reap_group(self, grace: float) -> None:
         """TERM every other process of our group, then KILL what remains."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.group_members():
@@ -200,21 +203,21 @@ class Agent:
             if not self.group_members():
                 return
 
-    def emergency_exit(self, why):
+    def emergency_exit(self, why: str) -> None:
         """The controller is gone: leave nothing behind, whatever state we are in."""
         if self.shutting_down:
             return
         self.shutting_down = True
         try:
             self.emit(ev="log", src=self.label, stream="stderr",
-                      line="sshdeploy agent: %s; stopping every process it started" % why)
+                      line=f"sshdeploy agent: {why}; stopping every process it started")
         except Exception:
             pass
         self.reap_group(grace=2.0)
         self.remove_tmpdir()
         os._exit(3)
 
-    def read_stdin(self):
+    def read_stdin(self) -> None:
         stdin = sys.stdin.buffer
         while True:
             try:
@@ -232,19 +235,20 @@ class Agent:
             if msg.get("cmd") == "ping":
                 continue
             with self.qlock:
-                if self.loop is None:
+                loop, queue = self.loop, self.queue
+                if loop is None or queue is None:
                     self.early.append(msg)
                     continue
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+            loop.call_soon_threadsafe(queue.put_nowait, msg)
 
-    def watchdog(self, timeout):
+    def watchdog(self, timeout: float) -> None:
         while not self.shutting_down:
             time.sleep(min(1.0, timeout / 4))
             if time.monotonic() - self.last_heard > timeout:
-                self.emergency_exit("no message from the controller for %.0f s" % timeout)
+                self.emergency_exit(f"no message from the controller for {timeout:.0f} s")
 
     # -- start-up -----------------------------------------------------------
-    def run(self):
+    def run(self) -> None:
         self.become_group_leader()
         line = sys.stdin.buffer.readline()
         self.spec = spec = json.loads(line)
@@ -263,7 +267,7 @@ class Agent:
             if spec.get("mp_method"):
                 dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
         except BaseException as exc:  # report *why* import failed, then exit
-            self.emit(ev="fatal", kind="import", error="%s: %s" % (type(exc).__name__, exc),
+            self.emit(ev="fatal", kind="import", error=f"{type(exc).__name__}: {exc}",
                       tb=traceback.format_exc(), python=sys.executable)
             os._exit(4)
         import platform
@@ -277,14 +281,16 @@ class Agent:
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
 
-    async def serve(self):
+    async def serve(self) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         with self.qlock:
-            self.queue = asyncio.Queue()
             for msg in self.early:
-                self.queue.put_nowait(msg)
+                queue.put_nowait(msg)
+            self.queue = queue
             self.loop = asyncio.get_running_loop()
         tasks = set()
         while True:
+            assert self.queue is not None
             msg = await self.queue.get()
             cmd = msg.get("cmd")
             if cmd == "shutdown":
@@ -298,10 +304,10 @@ class Agent:
             task.add_done_callback(tasks.discard)
 
     @staticmethod
-    def kwargs(msg):
+    def kwargs(msg: dict[str, Any]) -> dict[str, Any]:
         return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
 
-    async def cmd_start_scheduler(self, msg):
+    async def cmd_start_scheduler(self, msg: dict[str, Any]) -> None:
         from distributed import Scheduler
 
         name = msg.get("name", "scheduler")
@@ -314,19 +320,19 @@ class Agent:
             server = cls(**kw)
             await asyncio.wait_for(server, float(msg.get("timeout", 60)))
         except BaseException as exc:
-            self.emit(ev="failed", name=name, error="%s: %s" % (type(exc).__name__, exc),
+            self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
                       tb=traceback.format_exc())
             return
         self.servers[name] = server
         dashboard = None
         http = getattr(server, "http_server", None)
         if http is not None:
-            dashboard = getattr(server, "http_server").port
+            dashboard = server.http_server.port
         self.emit(ev="ready", name=name, address=server.address, pid=os.getpid(),
                   dashboard_port=dashboard)
         asyncio.ensure_future(self.watch(name, server))
 
-    async def cmd_start_worker(self, msg):
+    async def cmd_start_worker(self, msg: dict[str, Any]) -> None:
         from distributed import Nanny
         from distributed.utils import import_term
 
@@ -351,7 +357,7 @@ class Agent:
                 server.auto_restart = False
             await asyncio.wait_for(server, float(msg.get("timeout", 60)))
         except BaseException as exc:
-            self.emit(ev="failed", name=name, error="%s: %s" % (type(exc).__name__, exc),
+            self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
                       tb=traceback.format_exc())
             return
         self.servers[name] = server
@@ -362,31 +368,33 @@ class Agent:
                   contact=server.address)
         asyncio.ensure_future(self.watch(name, server))
 
-    def tagger_path(self):
+    def tagger_path(self) -> str:
         """Write the worker-side tagger once, as a file (a preload's text would be logged)."""
         if self.tmpdir is None:
             import tempfile
             self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")
-            with open(os.path.join(self.tmpdir, "sshdeploy_tagger.py"), "w") as f:
+        path = os.path.join(self.tmpdir, "sshdeploy_tagger.py")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
                 f.write(CHILD_TAGGER)
-        return os.path.join(self.tmpdir, "sshdeploy_tagger.py")
+        return path
 
-    def remove_tmpdir(self):
+    def remove_tmpdir(self) -> None:
         if self.tmpdir is not None:
             import shutil
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
 
-    async def watch(self, name, server):
+    async def watch(self, name: str, server: Any) -> None:
         await server.finished()
         if name in self.servers and name not in self.stopping:
             del self.servers[name]
-            self.emit(ev="exited", name=name, reason="closed by itself (status %s)" % server.status)
+            self.emit(ev="exited", name=name, reason=f"closed by itself (status {server.status})")
             if self.spec.get("role") == "scheduler":
                 await self.shutdown(5.0)
                 os._exit(0)
 
-    async def cmd_stop(self, msg):
+    async def cmd_stop(self, msg: dict[str, Any]) -> None:
         name = msg["name"]
         server = self.servers.get(name)
         if server is not None:
@@ -395,7 +403,7 @@ class Agent:
             self.servers.pop(name, None)
         self.emit(ev="stopped", name=name)
 
-    async def close_server(self, server, timeout):
+    async def close_server(self, server: Any, timeout: float) -> None:
         try:
             await asyncio.wait_for(server.close(), timeout)
         except BaseException:
@@ -408,7 +416,7 @@ class Agent:
             except OSError:
                 pass
 
-    async def shutdown(self, timeout):
+    async def shutdown(self, timeout: float) -> None:
         self.stopping.update(self.servers)
         await asyncio.gather(*(self.close_server(s, timeout) for s in self.servers.values()),
                              return_exceptions=True)
@@ -421,7 +429,7 @@ class Agent:
         self.emit(ev="bye")
 
 
-def main():
+def main() -> None:
     Agent().run()
 
 

@@ -103,7 +103,7 @@ class SSHCluster(SpecCluster):
     --------
     >>> from dask.distributed import Client
     >>> with SSHCluster(["node1", "node2", "node3"],
-    ...                 worker_options={"n_workers": 2, "nthreads": 2}) as cluster:  # doctest: +SKIP
+    ...                 worker_options={"n_workers": 2}) as cluster:  # doctest: +SKIP
     ...     with Client(cluster) as client:
     ...         client.submit(sum, [1, 2]).result()
     3
@@ -246,10 +246,13 @@ class SSHCluster(SpecCluster):
             raise
 
     async def _close(self) -> None:
-        if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.channel.alive:
-            # The scheduler is gone: don't spend connect timeouts asking it to retire
-            # workers or terminate; stop the workers' agents directly.
-            self.shutdown_scheduler = False
+        if isinstance(self.scheduler, RemoteScheduler):
+            if not self.scheduler.channel.alive:
+                # The scheduler is gone: don't spend connect timeouts asking it to
+                # retire workers or terminate; stop the workers' agents directly.
+                self.shutdown_scheduler = False
+            elif self.shutdown_scheduler:
+                self.scheduler.expect_exit = True
         try:
             await super()._close()
         finally:

@@ -32,7 +32,7 @@ def line_level(line: str) -> int:
     20
     """
     m = _LEVEL.search(line)
-    return logging.getLevelName(m.group(1)) if m else logging.INFO
+    return int(logging.getLevelName(m.group(1))) if m else logging.INFO
 
 
 @dataclass

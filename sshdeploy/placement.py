@@ -41,7 +41,7 @@ def as_hosts(hosts: Sequence[str | Host] | None) -> list[Host]:
     return [h if isinstance(h, Host) else parse_host(str(h)) for h in hosts]
 
 
-def per_host(value: T | Sequence[T] | None, n: int, setting: str) -> list[T | None]:
+def per_host(value: Any, n: int, setting: str) -> list[Any]:
     """Broadcast a one-for-all value to *n* hosts, or check a per-host list's length.
 
     Examples
@@ -59,7 +59,7 @@ def per_host(value: T | Sequence[T] | None, n: int, setting: str) -> list[T | No
                 remedy=f"Give {n} entries (in the order of hosts) or a single value for all.",
             )
         return list(value)
-    return [value] * n  # type: ignore[list-item]
+    return [value] * n
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,9 @@ def next_worker(
 
     def score(key: tuple[str | None, str, int | None]) -> tuple[int, float]:
         free = placement.slots[key] - used[key]
-        return (0 if free > 0 else 1, -free if free > 0 else used[key] / max(1, placement.slots[key]))
+        if free > 0:
+            return (0, -free)
+        return (1, used[key] / max(1, placement.slots[key]))
 
     key = min(placement.slots, key=score)
     host = placement.hosts[key]

@@ -194,7 +194,7 @@ class HostPool:
         )
         failed: dict[str, BaseException] = {}
         ok: dict[str, Connection] = {}
-        for host, res in zip(unique.values(), results):
+        for host, res in zip(unique.values(), results, strict=False):
             if isinstance(res, BaseException):
                 failed[self.display(host)] = res
             else:

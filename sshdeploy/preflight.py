@@ -17,7 +17,7 @@ import asyncssh
 
 from . import config
 from .bootstrap import EXIT_NOT_FOUND, EXIT_SETUP_FAILED, build_probe_command
-from .errors import AuthenticationError, ConnectError, HostKeyError, SSHDeployError
+from .errors import AuthenticationError, HostKeyError, SSHDeployError
 from .hosts import Host
 from .placement import as_hosts, per_host
 from .pool import HostPool
@@ -147,7 +147,7 @@ async def check_hosts_async(
     timeout = float(config.get("start-timeout"))
     async with HostPool() as pool:
         seen: dict[Any, tuple[Host, str]] = {}
-        for h, py, opts in zip(hs, pythons, copts):
+        for h, py, opts in zip(hs, pythons, copts, strict=False):
             pool.set_options(h, opts)
             seen.setdefault(h.key, (h, h.remote_python or py or sys.executable))
         return list(

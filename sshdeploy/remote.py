@@ -448,10 +448,14 @@ class RemoteScheduler(ProcessInterface):
         self.dashboard_port: int | None = None
         self.pid: int | None = None
         self.exit_reason: str | None = None
+        #: Set by the cluster when it is about to terminate the scheduler itself.
+        self.expect_exit = False
 
     def _exited(self, name: str, reason: str) -> None:
         """The scheduler (or its agent, or the connection) went away on its own."""
         self.exit_reason = reason
+        if self.expect_exit:
+            return
         if self.status == Status.running:
             self.status = Status.failed
             self._event_finished.set()
