@@ -189,17 +189,35 @@ class Agent:
                 pids.append(int(entry))
         return pids
 
+    @staticmethod
+    def ignores_term(pid: int) -> bool:
+        """Whether *pid* ignores SIGTERM (multiprocessing's resource tracker does)."""
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigIgn:"):
+                        return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+        except (OSError, ValueError):
+            pass
+        return False
+
     def reap_group(self, grace: float) -> None:
-        """TERM every other process of our group, then KILL what remains."""
+        """TERM every other process of our group, then KILL what remains.
+
+        A process that ignores TERM is killed at once rather than waited for.
+        """
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.group_members():
                 try:
-                    os.kill(pid, sig)
+                    if sig == signal.SIGTERM and self.ignores_term(pid):
+                        os.kill(pid, signal.SIGKILL)
+                    else:
+                        os.kill(pid, sig)
                 except OSError:
                     pass
             deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
             while self.group_members() and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.02)
             if not self.group_members():
                 return
 
@@ -277,9 +295,26 @@ class Agent:
                             "dask": dask.__version__,
                             "distributed": distributed.__version__})
         signal.signal(signal.SIGTERM, lambda *_: self.emergency_exit("SIGTERM"))
+        if spec.get("role") == "workers":
+            # Start the preloaded forkserver now, while the scheduler starts
+            # elsewhere: the first worker then forks at once.
+            threading.Thread(target=self.prewarm, daemon=True).start()
         asyncio.run(self.serve())
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
+
+    def prewarm(self) -> None:
+        try:
+            from distributed.utils import get_mp_context
+
+            ctx = get_mp_context()
+            if ctx.get_start_method() == "forkserver":
+                from multiprocessing import forkserver
+
+                forkserver.ensure_running()
+        except Exception as exc:  # only an optimisation: workers start without it
+            self.emit(ev="log", src=self.label, stream="stderr",
+                      line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
 
     async def serve(self) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

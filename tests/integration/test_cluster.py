@@ -268,3 +268,28 @@ def test_forty_workers_on_one_host_one_connection(bed: testbed.Bed) -> None:
         # One connection: sshd runs one privileged and one user process for it.
         assert 1 <= len(sessions) <= 2, sessions
         assert len(cluster._pool._conns) == 2
+
+
+def test_lost_network_stops_the_remote_processes(bed: testbed.Bed) -> None:
+    """A host cut off from the controller kills what it runs (heartbeat), and close() is bounded."""
+    lost = bed.host(n3)
+    with dask.config.set({"sshdeploy.heartbeat-timeout": 3, "sshdeploy.keepalive-interval": 1,
+                          "sshdeploy.keepalive-count-max": 2}):
+        cluster = SSHCluster([n1, n2, n3], connect_options=bed.connect_options())
+        try:
+            assert [c for _p, c in testbed.processes(lost) if "python" in c]
+            testbed.set_link(lost, False)
+            wait_until(
+                lambda: not [c for _p, c in testbed.processes(lost) if "python" in c],
+                15,
+                f"the processes on {n3} to stop once it lost the controller",
+            )
+            with Client(cluster) as client:
+                wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+                           "the scheduler to drop the lost worker")
+                assert client.submit(lambda: 3).result(timeout=30) == 3
+        finally:
+            start = time.monotonic()
+            cluster.close()
+            testbed.set_link(lost, True)
+        assert time.monotonic() - start < 30
