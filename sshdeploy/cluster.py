@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
@@ -139,7 +140,8 @@ class SSHCluster(SpecCluster):
             key: Launch(python=py, setup=setup, env=env, inherit_config=inherit)
             for key, py in placement.python.items()
         }
-        self._agents = WorkerAgents(self._pool, launches, self._logbook)
+        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._worker_lost)
+        self._restarts: dict[str, int] = {}
         scheduler = {
             "cls": RemoteScheduler,
             "options": {
@@ -261,6 +263,38 @@ class SSHCluster(SpecCluster):
                 if self.scheduler.channel.alive:
                     await self.scheduler.channel.shutdown(float(config.get("stop-timeout")))
             await self._pool.close()
+
+    # -- lost workers ---------------------------------------------------------
+    def _worker_lost(self, name: str, reason: str) -> None:
+        """A worker's Nanny or host agent went away: start it again, a bounded number of times."""
+        if self.status != Status.running or name not in self.worker_spec:
+            return
+        tries = self._restarts.get(name, 0)
+        if not self._restart_workers or tries >= int(config.get("worker-restarts")):
+            why = "restarts are off" if not self._restart_workers else f"after {tries} restarts"
+            logger.warning("worker %s lost (%s); not restarted (%s)", name, reason, why)
+            self.worker_spec.pop(name, None)
+            self.workers.pop(name, None)
+            return
+        self._restarts[name] = tries + 1
+        delay = 2.0**tries
+        logger.warning("worker %s lost (%s); restarting it in %.0f s (%d/%s)", name, reason,
+                       delay, tries + 1, config.get("worker-restarts"))
+        asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._restart(name))
+        )
+
+    async def _restart(self, name: str) -> None:
+        if self.status != Status.running or name not in self.worker_spec:
+            return
+        old = self.workers.pop(name, None)
+        if old is not None:
+            self._created.discard(old)
+        try:
+            await self._correct_state()
+        except SSHDeployError as exc:
+            logger.warning("worker %s could not be restarted: %s", name, exc)
+            self._worker_lost(name, "restart failed")
 
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:

@@ -179,9 +179,15 @@ class HostPool:
         return _display(connect_kwargs(host, self._per_host.get(host.key, self.connect_options)))
 
     async def get(self, host: Host) -> Connection:
-        """Return the connection to *host*, opening it on first use (single flight)."""
+        """Return the connection to *host*, opening it on first use (single flight).
+
+        A connection that was lost (keepalive, network) is opened anew.
+        """
         fut = self._conns.get(host.key)
-        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+        if fut is None or (
+            fut.done()
+            and (fut.cancelled() or fut.exception() is not None or fut.result().conn.is_closed())
+        ):
             fut = asyncio.ensure_future(self._open(host))
             self._conns[host.key] = fut
         return await asyncio.shield(fut)

@@ -505,10 +505,12 @@ class WorkerAgents:
         pool: HostPool,
         launches: Mapping[tuple[str | None, str, int | None], Launch],
         logbook: LogBook,
+        on_worker_exit: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.launches = dict(launches)
         self.logbook = logbook
+        self.on_worker_exit = on_worker_exit
         self._agents: dict[tuple[str | None, str, int | None], asyncio.Future[AgentChannel]] = {}
         self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (
             weakref.WeakValueDictionary()
@@ -547,6 +549,8 @@ class WorkerAgents:
         for w in targets:
             if w is not None and (name != "*" or w.channel is None or not w.channel.alive):
                 w.exited(reason)
+                if self.on_worker_exit is not None:
+                    self.on_worker_exit(str(w.name), reason)
 
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
@@ -640,10 +644,11 @@ class RemoteWorker(ProcessInterface):
 
     def exited(self, reason: str) -> None:
         """Record that the worker went away without being asked to."""
+        if self.status != Status.running:
+            return
         self.exit_reason = reason
-        if self.status == Status.running:
-            self.status = Status.failed
-            self._event_finished.set()
+        self.status = Status.failed
+        self._event_finished.set()
         logger.warning("[%s] worker %s: %s", self.host.hostname, self.name, reason)
 
     def __repr__(self) -> str:

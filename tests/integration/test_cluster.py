@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -293,3 +294,31 @@ def test_lost_network_stops_the_remote_processes(bed: testbed.Bed) -> None:
             cluster.close()
             testbed.set_link(lost, True)
         assert time.monotonic() - start < 30
+
+
+def test_lost_worker_agent_is_restarted_with_the_same_names(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(),
+                    worker_options={"n_workers": 2}) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4, timeout=60)
+        agent = next(p for p, c in testbed.processes(bed.host(n2)) if "sshdeploy-agent" in c)
+        os.kill(agent, signal.SIGKILL)
+        wait_until(lambda: len(client.scheduler_info()["workers"]) < 4, 30,
+                   "the scheduler to notice the lost workers")
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 4, 60,
+                   "the lost workers to be restarted")
+        assert sorted(worker_hosts(client).items()) == [
+            (f"{n2}-0", n2), (f"{n2}-1", n2), (f"{n3}-0", n3), (f"{n3}-1", n3),
+        ]
+        assert client.submit(lambda: 2).result(timeout=30) == 2
+
+
+def test_no_restart_when_turned_off(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(),
+                    restart_workers=False) as cluster, Client(cluster) as client:
+        agent = next(p for p, c in testbed.processes(bed.host(n2)) if "sshdeploy-agent" in c)
+        os.kill(agent, signal.SIGKILL)
+        wait_until(lambda: f"{n2}-0" not in cluster.worker_spec, 30,
+                   "the lost worker to leave the cluster's spec")
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+                   "the scheduler to drop the lost worker")
+        assert client.submit(lambda: 2).result(timeout=30) == 2
