@@ -97,9 +97,8 @@ def _role(cmd: str) -> str:
 
 
 def _cpu_by_pid(bed: Any) -> dict[int, tuple[str, float]]:
-    import psutil
-
     import _bedprobe
+    import psutil
 
     out = {}
     for p in _bedprobe.snapshot(bed).procs:
@@ -236,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)  # a stalled cluster's threads must not keep us alive
 
     import _bedprobe
+
     from sshdeploy import testbed
 
     logdir = Path(tempfile.mkdtemp(prefix="sshdeploy-benchlogs-"))
@@ -264,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         t = r.get("task_done_s")
         last = r.get("last_line_s")
-        outcome = ("stalled (not done in %.0f s)" % args.deadline if r.get("stalled")
-                   else r.get("error", "ok")[:80] if r.get("error") else "ok")
+        if r.get("stalled"):
+            outcome = f"stalled (not done in {args.deadline:.0f} s)"
+        else:
+            outcome = str(r["error"])[:80] if r.get("error") else "ok"
         print(f"| {r['impl']} | {'-' if t is None else f'{t:.2f}'} | "
               f"{'-' if last is None else f'{last:.2f}'} | "
               f"{r.get('throughput_mib_s', 0) and round(r['throughput_mib_s'], 1) or '-'} | "

@@ -128,6 +128,7 @@ def _wait_workers(cluster: Any, n: int, deadline_s: float) -> bool:
 def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadline: float) -> dict:
     """Start, sample, close and watch one cluster; return the measurements."""
     # Import everything first: the controller memory delta is the cluster's, not the imports'.
+    import _bedprobe
     import asyncssh  # noqa: F401
     import dask
     import distributed
@@ -135,7 +136,6 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
     from distributed import Client, LocalCluster
     from distributed.deploy.ssh import SSHCluster as DistSSHCluster
 
-    import _bedprobe
     import sshdeploy
     from sshdeploy import testbed
 
@@ -422,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import _bedprobe
+
     from sshdeploy import testbed
 
     impls = tuple(args.only.split(",")) if args.only else IMPLS
@@ -446,9 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     res["confirm_clean"] = _bedprobe.confirm_clean(bed)
                 runs.append(res)
-                status = "ok" if res.get("ok") else f"FAILED: {str(res.get('error'))[:200]}"
+                error = str(res.get("error"))[:200]
+                status = "ok" if res.get("ok") else f"FAILED: {error}"
                 print(
-                    f"  repeat {r + 1} {impl:<17} start-up {res.get('startup_s', float('nan')):6.2f} s"
+                    f"  repeat {r + 1} {impl:<17}"
+                    f" start-up {res.get('startup_s', float('nan')):6.2f} s"
                     f"  close->gone {res.get('close_gone_s') or float('nan'):6.2f} s"
                     f"  left after close {len(res.get('left_after_close', []))}"
                     f"  ({res['wall_s']:.0f} s wall) {status}",
