@@ -526,6 +526,9 @@ def _start_host(
         ) from exc
     _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
     _run(["ip", "link", "set", veth, "master", BRIDGE, "up"])
+    # The controller may still cache the MAC of a host that had this address
+    # before (a bed just taken down): forget it, or connects stall until it expires.
+    _run(["ip", "neigh", "flush", "to", addr, "dev", BRIDGE], check=False)
     _run(["ip", "-n", ns, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", "eth0"])
     _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     _run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -839,6 +842,9 @@ def _down_locked(name: str) -> None:
     existing = set(_links())
     for veth in sorted(veths & existing):
         _run(["ip", "link", "del", veth], check=False)
+    if state is not None and BRIDGE in existing:
+        for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
+            _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
     if NETNS_ETC.is_dir():
         for d in NETNS_ETC.iterdir():
             if pattern.match(d.name) or d.name in namespaces:
