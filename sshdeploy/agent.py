@@ -14,7 +14,9 @@ controller -> agent, on stdin
     "shutdown", ...}``; keyword arguments travel pickled (base64) in ``"kw"``.
 agent -> controller, on stdout
     events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
-    "log" | "fatal" | "bye", ...}``.
+    "logs" | "log" | "fatal" | "bye", ...}``;
+    remote output comes as ``logs`` events, one per read, each a list of
+    ``(source, stream, line)``.
 
 Everything the agent and its children write to their own stdout/stderr is
 captured through a pipe the agent drains for its whole life and is forwarded
@@ -155,6 +157,7 @@ class Agent:
                 return
             buf += data
             *lines, buf = buf.split(b"\n")
+            batch = []
             for raw in lines:
                 line = raw.decode("utf-8", "replace")
                 src, stream = self.label, "stderr"
@@ -162,7 +165,9 @@ class Agent:
                     parts = line[len(TAG):].split("\x1f", 2)
                     if len(parts) == 3:
                         src, stream, line = parts
-                self.emit(ev="log", src=src, stream=stream, line=line)
+                batch.append((src, stream, line))
+            if batch:  # one event per read: cheap for floods, immediate for single lines
+                self.emit(ev="logs", lines=batch)
 
     # -- lifetime ----------------------------------------------------------
     def become_group_leader(self) -> None:

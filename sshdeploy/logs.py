@@ -47,6 +47,7 @@ class LogBook:
 
     max_lines: int = 10000
     _lines: dict[str, deque[str]] = field(default_factory=dict)
+    _loggers: dict[tuple[str, str], logging.Logger] = field(default_factory=dict)
 
     def record(self, label: str, host: str, role: str, stream: str, line: str) -> None:
         """Log one remote line and keep it under *label*."""
@@ -54,7 +55,10 @@ class LogBook:
         if buf is None:
             buf = self._lines[label] = deque(maxlen=self.max_lines)
         buf.append(line)
-        log = logging.getLogger(f"{ROOT_LOGGER}.{role}.{host.replace('.', '_')}")
+        log = self._loggers.get((role, host))
+        if log is None:
+            log = logging.getLogger(f"{ROOT_LOGGER}.{role}.{host.replace('.', '_')}")
+            self._loggers[(role, host)] = log
         level = line_level(line)
         if log.isEnabledFor(level):
             log.log(

@@ -241,7 +241,10 @@ class AgentChannel:
 
     def _dispatch(self, ev: dict[str, Any]) -> None:
         kind = ev.get("ev")
-        if kind == "log":
+        if kind == "logs":
+            for src, stream, line in ev.get("lines", ()):
+                self.logbook.record(src, self.host.hostname, self._log_role(src), stream, line)
+        elif kind == "log":
             src = str(ev.get("src", self.label))
             self.logbook.record(src, self.host.hostname, self._log_role(src),
                                 str(ev.get("stream", "stderr")), str(ev.get("line", "")))
