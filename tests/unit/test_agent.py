@@ -1,0 +1,461 @@
+"""The remote agent, run for real on this machine (``sh -c`` instead of SSH).
+
+Remote output arrives as ``log`` events (the agent's own notices) or ``logs``
+batches of ``(source, stream, line)``; the reader below turns each batch item
+into one ``log`` event so that tests assert on lines, not on batching.
+
+Each test starts ``sh -c build_command(sys.executable)`` in its own session,
+writes the preamble and talks the agent's JSON-lines protocol. Every read has
+a deadline (a reader thread feeds a queue), and teardown kills whatever of the
+session is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed import rpc
+from distributed.comm import CommClosedError
+
+from sshdeploy.bootstrap import AgentSpec, build_command, encode_message, stdin_preamble
+from sshdeploy.remote import local_versions
+
+pytestmark = pytest.mark.timeout(60)
+
+Event = dict[str, Any]
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of the processes of group *pgid* that are not zombies."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout} s")
+        time.sleep(0.05)
+
+
+class LocalAgent:
+    """One agent process and its event stream."""
+
+    def __init__(self, spec: AgentSpec, python: str = sys.executable) -> None:
+        self.proc = subprocess.Popen(
+            ["sh", "-c", build_command(python)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pgid = self.proc.pid  # start_new_session: the shell, then python, leads it
+        self.events: queue.Queue[Event | None] = queue.Queue()
+        self.seen: list[Event] = []
+        self.stderr = b""
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.send(stdin_preamble(spec))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                self.events.put({"ev": "<not json>", "line": line.decode("utf-8", "replace")})
+                continue
+            if ev.get("ev") != "logs":
+                self.events.put(ev)
+                continue
+            # a batch of remote output lines: one log event per (source, stream, line)
+            for item in ev.get("lines", ()):
+                if not (isinstance(item, list) and len(item) == 3
+                        and all(isinstance(x, str) for x in item)):
+                    self.events.put({"ev": "<bad logs item>", "item": item})
+                    continue
+                src, stream, text = item
+                self.events.put({"ev": "log", "src": src, "stream": stream, "line": text})
+        self.events.put(None)  # EOF
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def next(self, timeout: float) -> Event | None:
+        """The next event (None at EOF); fail after *timeout* seconds."""
+        try:
+            ev = self.events.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no event within {timeout} s; seen: {self.summary()}")
+        if ev is not None:
+            self.seen.append(ev)
+        return ev
+
+    def wait_for(self, pred: Callable[[Event], bool], timeout: float) -> Event:
+        """Read events until one matches *pred*; fail at EOF or after *timeout* s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self.next(max(0.01, deadline - time.monotonic()))
+            if ev is None:
+                pytest.fail(f"agent output ended (status {self.proc.poll()}); "
+                            f"seen: {self.summary()}")
+            if pred(ev):
+                return ev
+
+    def saw(self, pred: Callable[[Event], bool], timeout: float) -> Event:
+        """Like :meth:`wait_for`, but an event already read counts too."""
+        for ev in self.seen:
+            if pred(ev):
+                return ev
+        return self.wait_for(pred, timeout)
+
+    def ev(self, kind: str, timeout: float = 30, **match: Any) -> Event:
+        return self.wait_for(
+            lambda e: e.get("ev") == kind and all(e.get(k) == v for k, v in match.items()),
+            timeout,
+        )
+
+    def drain(self, timeout: float) -> list[Event]:
+        """Read every event up to EOF (bounded)."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while (ev := self.next(max(0.01, deadline - time.monotonic()))) is not None:
+            out.append(ev)
+        return out
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"agent still running after {timeout} s; seen: {self.summary()}")
+
+    def summary(self) -> str:
+        events = "\n".join(json.dumps(e)[:300] for e in self.seen[-30:])
+        return f"{events}\nstderr: {self.stderr!r}"
+
+    def kill(self) -> None:
+        for pid in live_members(self.pgid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def agents() -> Iterator[Callable[..., LocalAgent]]:
+    """Start agents; teardown kills every process of their sessions."""
+    started: list[LocalAgent] = []
+
+    def start(role: str = "scheduler", label: str = "scheduler test", heartbeat: float = 30,
+              python: str = sys.executable, **kw: Any) -> LocalAgent:
+        a = LocalAgent(AgentSpec(role=role, label=label, heartbeat=heartbeat, **kw),  # type: ignore[arg-type]
+                       python)
+        started.append(a)
+        return a
+
+    yield start
+    for a in started:
+        a.kill()
+    for a in started:
+        # SIGKILLed processes take a moment to die: poll, bounded
+        wait_until(lambda a=a: not live_members(a.pgid), 5,  # type: ignore[misc]
+                   f"processes of agent group {a.pgid} still alive after SIGKILL")
+
+
+#: Seconds within which EOF on stdin must leave nothing of an agent running.
+EOF_BOUND = 5.0
+
+SCHEDULER_KW = {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"}
+
+
+def start_scheduler(agent: LocalAgent) -> Event:
+    agent.ev("hello")
+    agent.send(encode_message("start_scheduler", SCHEDULER_KW, name="scheduler", timeout=30))
+    return agent.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 30)
+
+
+def worker_message(name: str, scheduler: str, **kw: Any) -> bytes:
+    kwargs = {"host": "127.0.0.1", "nthreads": 1, "dashboard_address": ":0", **kw}
+    return encode_message("start_worker", kwargs, name=name, scheduler=scheduler, timeout=30)
+
+
+# ------------------------------------------------------------------ start-up
+
+
+def test_hello_reports_pid_python_and_versions(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    hello = a.ev("hello", timeout=20)
+    assert hello["pid"] == a.proc.pid  # `exec`: the shell became the agent
+    assert hello["python"] == sys.executable
+    assert hello["versions"] == local_versions()
+    assert isinstance(hello["hostname"], str) and hello["hostname"]
+    assert a.seen[0] is hello  # nothing before hello
+    # the agent leads its own process group
+    assert os.getpgid(a.proc.pid) == a.pgid
+
+
+def test_start_scheduler_ready_on_loopback(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    ready = start_scheduler(a)
+    assert ready["ev"] == "ready", a.summary()
+    assert ready["name"] == "scheduler"
+    assert ready["pid"] == a.proc.pid
+    assert ready["address"].startswith("tcp://127.0.0.1:")
+    port = int(ready["address"].rsplit(":", 1)[1])
+    assert port > 0 and isinstance(ready["dashboard_port"], int)
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # it really listens
+    # the scheduler's own log lines come back as log events of this agent
+    line = a.saw(lambda e: e.get("ev") == "log" and "Scheduler at:" in e["line"], 10)
+    assert line["src"] == "scheduler test" and line["stream"] == "stderr"
+    assert ready["address"] in line["line"]
+
+
+def test_output_flood_is_drained_and_forwarded_in_order(
+    agents: Callable[..., LocalAgent],
+) -> None:
+    """400 kB written during start-up (far beyond a pipe's 64 kB) all arrive, in order."""
+    a = agents()
+    a.ev("hello")
+    flood = "import sys\nfor i in range(20000):\n    print('flood line %05d' % i)\n"
+    a.send(encode_message("start_scheduler", {**SCHEDULER_KW, "preload": [flood]},
+                          name="scheduler", timeout=30))
+    ready = a.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 40)
+    assert ready["ev"] == "ready", a.summary()
+    a.send(encode_message("shutdown", timeout=5))
+    a.ev("bye", timeout=20)
+    lines = [e["line"] for e in a.seen if e.get("ev") == "log" and e["line"].startswith("flood")]
+    expected = [f"flood line {i:05d}" for i in range(20000)]
+    # distributed may run a preload given as text more than once; each run is complete
+    assert lines and len(lines) % len(expected) == 0
+    assert lines == expected * (len(lines) // len(expected))
+    assert {e["src"] for e in a.seen if e.get("ev") == "log"} == {"scheduler test"}
+    assert a.wait_exit(10) == 0
+
+
+def test_start_scheduler_failure_is_reported(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    a.ev("hello")
+    a.send(encode_message("start_scheduler", {**SCHEDULER_KW, "no_such_option": 1},
+                          name="scheduler", timeout=30))
+    failed = a.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 30)
+    assert failed["ev"] == "failed" and failed["name"] == "scheduler"
+    assert failed["error"].startswith("TypeError: ")
+    assert "no_such_option" in failed["error"]
+    assert "Traceback" in failed["tb"]
+    # the agent keeps serving: shutdown still works
+    a.send(encode_message("shutdown", timeout=5))
+    a.ev("bye", timeout=20)
+    assert a.wait_exit(10) == 0
+
+
+def test_unknown_and_garbage_commands_are_ignored(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    a.ev("hello")
+    a.send(b"not json at all\n" + encode_message("no_such_command") + encode_message("ping"))
+    a.send(encode_message("shutdown", timeout=5))
+    a.ev("bye", timeout=20)
+    assert a.wait_exit(10) == 0
+
+
+# ------------------------------------------------------------------ lifetime
+
+
+def test_shutdown_says_bye_and_exits_0(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    assert start_scheduler(a)["ev"] == "ready", a.summary()
+    a.send(encode_message("shutdown", timeout=5))
+    bye = a.ev("bye", timeout=20)
+    assert bye == {"ev": "bye"}
+    rest = a.drain(10)
+    assert rest == [], rest  # bye is the last word
+    assert a.wait_exit(10) == 0
+    wait_until(lambda: not live_members(a.pgid), 5, "the agent's group did not disappear")
+
+
+def test_eof_stops_the_agent_and_its_whole_group(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    ready = start_scheduler(a)
+    assert ready["ev"] == "ready", a.summary()
+    b = agents(role="workers", label="127.0.0.1")
+    b.ev("hello")
+    b.send(worker_message("local-0", ready["address"]))
+    w = b.ev("ready", timeout=40)
+    assert w["pid"] != b.proc.pid  # the Nanny's worker process
+    assert w["pid"] in live_members(b.pgid)
+
+    t0 = time.monotonic()
+    b.close_stdin()
+    last = b.drain(EOF_BOUND)
+    assert any("connection to the controller closed" in e.get("line", "") for e in last), last
+    assert b.wait_exit(max(0.1, t0 + EOF_BOUND - time.monotonic())) == 3
+    wait_until(lambda: not live_members(b.pgid), max(0.1, t0 + EOF_BOUND - time.monotonic()),
+               "the worker agent's process group did not disappear after EOF")
+    assert time.monotonic() - t0 < EOF_BOUND
+    # killpg(pgid, 0) may still succeed here: killed orphans linger as zombies
+    # until init reaps them, so the check above counts only live processes.
+
+    a.close_stdin()
+    assert a.wait_exit(5) == 3
+    wait_until(lambda: not live_members(a.pgid), 5, "scheduler agent's group still alive")
+
+
+def test_scheduler_closing_by_itself_ends_its_agent(agents: Callable[..., LocalAgent]) -> None:
+    a = agents()
+    ready = start_scheduler(a)
+    assert ready["ev"] == "ready", a.summary()
+
+    async def terminate() -> None:
+        async with rpc(ready["address"]) as r:
+            with contextlib.suppress(CommClosedError):  # it closes before answering
+                await r.terminate()
+
+    asyncio.run(asyncio.wait_for(terminate(), 10))
+    exited = a.ev("exited", timeout=20, name="scheduler")
+    assert "closed by itself" in exited["reason"]
+    a.ev("bye", timeout=20)
+    assert a.wait_exit(10) == 0
+
+
+def test_silence_beyond_heartbeat_stops_the_agent(agents: Callable[..., LocalAgent]) -> None:
+    a = agents(heartbeat=2)
+    a.ev("hello")
+    t0 = time.monotonic()
+    # stdin stays open but silent
+    line = a.wait_for(lambda e: e.get("ev") == "log" and "no message" in e["line"], 10)
+    assert "no message from the controller for 2 s" in line["line"]
+    assert a.wait_exit(5) == 3
+    assert time.monotonic() - t0 < 8
+    wait_until(lambda: not live_members(a.pgid), 5, "agent group still alive")
+
+
+def test_pings_keep_the_agent_alive(agents: Callable[..., LocalAgent]) -> None:
+    a = agents(heartbeat=2)
+    a.ev("hello")
+    deadline = time.monotonic() + 3  # longer than the heartbeat
+    while time.monotonic() < deadline:
+        a.send(encode_message("ping"))
+        time.sleep(0.3)
+        assert a.proc.poll() is None, a.summary()
+    # pings are not answered
+    assert a.events.empty() or all(e and e.get("ev") == "log" for e in list(a.events.queue))
+    a.send(encode_message("shutdown", timeout=5))
+    a.ev("bye", timeout=20)
+    assert a.wait_exit(10) == 0
+
+
+# ------------------------------------------------------------------ workers
+
+
+def test_worker_agent_runs_a_nanny_with_tagged_output(agents: Callable[..., LocalAgent]) -> None:
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    w = agents(role="workers", label="127.0.0.1")
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 40)
+    assert up["ev"] == "ready", w.summary()
+    assert up["name"] == "local-0"
+    assert up["address"].startswith("tcp://127.0.0.1:")
+    assert up["contact"].startswith("tcp://127.0.0.1:")  # the Nanny
+    assert up["address"] != up["contact"]
+    # the worker process's own log lines are attributed to the worker's name
+    tagged = w.saw(lambda e: e.get("ev") == "log" and e.get("src") == "local-0"
+                        and "Start worker at:" in e["line"], 15)
+    assert up["address"] in tagged["line"]
+    assert tagged["stream"] == "stderr"
+    assert "\x1e" not in tagged["line"] and "\x1f" not in tagged["line"]
+    # the scheduler sees the worker under that name
+    s.saw(lambda e: e.get("ev") == "log" and "Register worker" in e["line"]
+               and "name: local-0" in e["line"], 15)
+
+    # stop one worker: 'stopped', its process is gone, the agent stays
+    wpid = up["pid"]
+    w.send(encode_message("stop", name="local-0", timeout=10))
+    w.ev("stopped", timeout=20, name="local-0")
+    wait_until(lambda: wpid not in live_members(w.pgid), 10, "worker process still alive")
+    assert w.proc.poll() is None
+    w.send(encode_message("shutdown", timeout=5))
+    w.ev("bye", timeout=20)
+    assert w.wait_exit(10) == 0
+
+
+def test_worker_start_failure_is_reported(agents: Callable[..., LocalAgent]) -> None:
+    w = agents(role="workers", label="127.0.0.1")
+    w.ev("hello")
+    w.send(encode_message("start_worker", {"nthreads": 1}, name="bad-0",
+                          scheduler="tcp://127.0.0.1:1", cls="no.such.Class", timeout=10))
+    failed = w.ev("failed", timeout=20, name="bad-0")
+    assert "no.such" in failed["error"] or "No module" in failed["error"], failed
+
+
+def test_stop_of_an_unknown_worker_still_answers(agents: Callable[..., LocalAgent]) -> None:
+    w = agents(role="workers", label="127.0.0.1")
+    w.ev("hello")
+    w.send(encode_message("stop", name="ghost-0", timeout=1))
+    assert w.ev("stopped", timeout=10)["name"] == "ghost-0"
+
+
+# ------------------------------------------------------------------ broken environments
+
+
+def test_python_without_distributed_is_a_fatal_import_error(
+    agents: Callable[..., LocalAgent], tmp_path: Path
+) -> None:
+    venv = tmp_path / "bare venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                   check=True, timeout=60, capture_output=True)
+    python = str(venv / "bin" / "python")
+    a = agents(python=python)
+    first = a.next(30)
+    assert first is not None and first["ev"] == "fatal", a.summary()
+    assert first["kind"] == "import"
+    assert first["error"].startswith("ModuleNotFoundError: ")
+    assert "dask" in first["error"]
+    assert first["python"] == python
+    assert "Traceback" in first["tb"]
+    assert a.wait_exit(10) == 4

@@ -1,0 +1,154 @@
+"""Unit tests for sshdeploy.errors: every message says what, where and what to do next."""
+
+from __future__ import annotations
+
+import pytest
+
+from sshdeploy.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    HostError,
+    HostfileError,
+    HostKeyError,
+    MultiHostError,
+    RemoteImportError,
+    RemotePythonError,
+    SSHDeployError,
+    StartError,
+    VersionMismatchError,
+    failures_by_host,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+HOST = "alice@node1:2222"
+
+# (class, a word of its default "what", a word of its remedy, default role)
+HOST_ERRORS = [
+    (ConnectError, "cannot connect", "--connect-timeout", "ssh"),
+    (AuthenticationError, "authentication refused", "ssh-agent", "ssh"),
+    (HostKeyError, "host key not trusted", "known_hosts", "ssh"),
+    (RemotePythonError, "remote Python not usable", "remote_python", "agent"),
+    (RemoteImportError, "distributed is not importable", "pip install", "agent"),
+    (VersionMismatchError, "version mismatch", "version-check", "agent"),
+    (StartError, "failed to start", "Read the remote output", "agent"),
+]
+
+
+@pytest.mark.parametrize(("cls", "what", "remedy", "role"), HOST_ERRORS)
+def test_host_error_message_names_host_what_and_remedy(
+    cls: type[HostError], what: str, remedy: str, role: str
+) -> None:
+    err = cls(host=HOST, cause="boom")
+    text = str(err)
+    assert isinstance(err, SSHDeployError)
+    assert err.role == role
+    assert text.startswith(f"[{HOST}] {role}: {what}: boom.")
+    assert remedy in text
+    assert text == err.message()
+
+
+@pytest.mark.parametrize("cls", [c for c, *_ in HOST_ERRORS])
+def test_host_error_names_the_worker_over_the_role(cls: type[HostError]) -> None:
+    text = str(cls(host=HOST, role="worker", name="node1-3", cause="x"))
+    assert text.startswith(f"[{HOST}] node1-3: ")
+    text = str(cls(host=HOST, role="scheduler", cause="x"))
+    assert text.startswith(f"[{HOST}] scheduler: ")
+
+
+def test_host_error_without_cause_or_remedy() -> None:
+    err = HostError(host="node1", what="lost.")
+    # one final period, no dangling ':' and no remedy text
+    assert str(err) == "[node1] agent: lost."
+
+
+def test_remedy_can_be_replaced() -> None:
+    err = ConnectError(host="node1", cause="refused", remedy="Start sshd.")
+    assert str(err) == "[node1] ssh: cannot connect: refused. Start sshd."
+
+
+def test_stderr_tail_is_indented_under_the_message() -> None:
+    err = StartError(
+        host=HOST, role="worker", name="node1-0", cause="exit 1",
+        stderr_tail="\nTraceback (most recent call last):\nValueError: bad\n\n",
+    )
+    first, *rest = str(err).splitlines()
+    assert first.startswith(f"[{HOST}] node1-0: failed to start: exit 1.")
+    assert rest == [
+        "  last remote output:",
+        "    Traceback (most recent call last):",
+        "    ValueError: bad",
+    ]
+
+
+def test_blank_stderr_tail_is_not_shown() -> None:
+    assert "last remote output" not in str(StartError(host=HOST, stderr_tail=" \n \n"))
+
+
+def test_errors_can_be_raised_and_chained() -> None:
+    with pytest.raises(SSHDeployError) as info:
+        try:
+            raise ConnectionRefusedError("nope")
+        except ConnectionRefusedError as exc:
+            raise ConnectError(host=HOST, cause="connection refused") from exc
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert HOST in str(info.value)
+
+
+def test_hostfile_error_path_line_reason_text() -> None:
+    err = HostfileError("hosts.txt", 7, "port out of range", "  node1:99999  ")
+    text = str(err)
+    assert text.startswith("hosts.txt:7: port out of range ('node1:99999'). ")
+    assert "one host per line" in text
+    assert isinstance(err, ValueError) and isinstance(err, SSHDeployError)
+
+
+def test_hostfile_error_without_line_or_text() -> None:
+    text = str(HostfileError("<hosts>", 0, "empty host"))
+    assert text.startswith("<hosts>: empty host. ")
+    assert ":0" not in text and "()" not in text
+
+
+def test_config_error_names_the_setting() -> None:
+    err = ConfigError("remote_python", "a per-host list must have one entry per host",
+                      remedy="Give 3 entries.")
+    assert str(err) == (
+        "remote_python: a per-host list must have one entry per host. Give 3 entries."
+    )
+    assert isinstance(err, ValueError)
+    assert str(ConfigError("hosts", "empty")) == "hosts: empty."
+
+
+def test_failures_by_host_single_is_the_error_itself() -> None:
+    err = AuthenticationError(host=HOST, cause="denied")
+    assert failures_by_host({HOST: err}, "connect") is err
+
+
+def test_failures_by_host_single_foreign_exception_is_wrapped() -> None:
+    exc = RuntimeError("odd")
+    out = failures_by_host({HOST: exc}, "connect")
+    assert isinstance(out, MultiHostError)
+    assert str(out) == "1 host(s) failed to connect:\n  - odd"
+
+
+def test_failures_by_host_many_lists_every_host() -> None:
+    errors = {
+        "node1": ConnectError(host="node1", cause="connection refused"),
+        "bob@node2:22": HostKeyError(host="bob@node2:22", cause="unknown key"),
+        "node3": StartError(host="node3", cause="exit 1", stderr_tail="line a\nline b"),
+    }
+    out = failures_by_host(errors, "start")
+    assert isinstance(out, MultiHostError)
+    assert out.action == "start" and dict(out.failures) == errors
+    lines = str(out).splitlines()
+    assert lines[0] == "3 host(s) failed to start:"
+    assert lines[1].startswith("  - [node1] ssh: cannot connect: connection refused.")
+    assert lines[2].startswith("  - [bob@node2:22] ssh: host key not trusted: unknown key.")
+    assert lines[3].startswith("  - [node3] agent: failed to start: exit 1.")
+    # a multi-line error stays indented under its own bullet
+    assert lines[4:] == ["      last remote output:", "        line a", "        line b"]
+
+
+def test_multihost_error_is_empty_safe() -> None:
+    assert str(MultiHostError()) == "0 host(s) failed to start:"

@@ -1,0 +1,110 @@
+"""Unit tests for sshdeploy.logs: the bounded per-source buffer and the logging records."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sshdeploy.logs import ROOT_LOGGER, LogBook, line_level
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        ("2026-01-01 10:00:00,000 - distributed.worker - DEBUG - x", logging.DEBUG),
+        ("2026-01-01 10:00:00,000 - distributed.worker - INFO - x", logging.INFO),
+        ("2026-01-01 10:00:00,000 - distributed.worker - WARNING - slow", logging.WARNING),
+        ("2026-01-01 10:00:00,000 - distributed.nanny - ERROR - died", logging.ERROR),
+        ("2026-01-01 10:00:00,000 - distributed.core - CRITICAL - x", logging.CRITICAL),
+        ("hello", logging.INFO),
+        ("", logging.INFO),
+        ("Traceback (most recent call last):", logging.INFO),
+        ("an ERROR without the separators", logging.INFO),
+        ("x - error - lower case is not a level", logging.INFO),
+        ("x - WARN - not a level name", logging.INFO),
+    ],
+)
+def test_line_level(line: str, level: int) -> None:
+    assert line_level(line) == level
+
+
+def test_record_keeps_lines_per_label_in_order() -> None:
+    book = LogBook()
+    book.record("node2-0", "node2", "worker", "stderr", "a")
+    book.record("scheduler node1", "node1", "scheduler", "stderr", "s")
+    book.record("node2-0", "node2", "worker", "stdout", "b")
+    assert book.lines("node2-0") == ["a", "b"]
+    assert book.lines("scheduler node1") == ["s"]
+    assert book.lines("unknown") == []
+    assert book.labels() == ["node2-0", "scheduler node1"]
+
+
+def test_lines_is_a_copy() -> None:
+    book = LogBook()
+    book.record("l", "h", "worker", "stderr", "a")
+    book.lines("l").append("mutated")
+    assert book.lines("l") == ["a"]
+
+
+def test_tail() -> None:
+    book = LogBook()
+    for i in range(30):
+        book.record("l", "h", "worker", "stderr", f"line {i}")
+    assert book.tail("l", 3) == "line 27\nline 28\nline 29"
+    assert book.tail("l").splitlines() == [f"line {i}" for i in range(10, 30)]
+    assert book.tail("nothing") == ""
+
+
+def test_buffer_is_bounded_per_label() -> None:
+    book = LogBook(max_lines=5)
+    for i in range(12):
+        book.record("a", "h", "worker", "stderr", str(i))
+    book.record("b", "h", "worker", "stderr", "only")
+    assert book.lines("a") == ["7", "8", "9", "10", "11"]
+    assert book.lines("b") == ["only"]
+
+
+def test_records_reach_logging_with_extra_attributes(caplog: pytest.LogCaptureFixture) -> None:
+    book = LogBook()
+    line = "2026-01-01 10:00:00,000 - distributed.worker - WARNING - slow"
+    with caplog.at_level(logging.DEBUG, logger=ROOT_LOGGER):
+        book.record("node2-0", "node2.example.org", "worker", "stdout", line)
+    (rec,) = caplog.records
+    assert rec.name == "sshdeploy.remote.worker.node2_example_org"
+    assert rec.levelno == logging.WARNING
+    assert rec.getMessage() == line
+    assert rec.sshdeploy_label == "node2-0"  # type: ignore[attr-defined]
+    assert rec.sshdeploy_host == "node2.example.org"  # type: ignore[attr-defined]
+    assert rec.sshdeploy_role == "worker"  # type: ignore[attr-defined]
+    assert rec.sshdeploy_stream == "stdout"  # type: ignore[attr-defined]
+
+
+def test_logger_names_per_role_and_host(caplog: pytest.LogCaptureFixture) -> None:
+    book = LogBook()
+    with caplog.at_level(logging.DEBUG, logger=ROOT_LOGGER):
+        book.record("scheduler node1", "node1", "scheduler", "stderr", "s")
+        book.record("node3", "10.0.0.3", "agent", "stderr", "a")
+    assert [r.name for r in caplog.records] == [
+        "sshdeploy.remote.scheduler.node1",
+        "sshdeploy.remote.agent.10_0_0_3",
+    ]
+
+
+def test_percent_signs_are_not_formatted(caplog: pytest.LogCaptureFixture) -> None:
+    book = LogBook()
+    with caplog.at_level(logging.INFO, logger=ROOT_LOGGER):
+        book.record("l", "h", "worker", "stderr", "100% done %s %(x)d")
+    assert caplog.records[0].getMessage() == "100% done %s %(x)d"
+
+
+def test_disabled_levels_are_buffered_but_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    book = LogBook()
+    debug = "2026-01-01 10:00:00,000 - distributed.worker - DEBUG - chatty"
+    with caplog.at_level(logging.INFO, logger=ROOT_LOGGER):
+        book.record("l", "h", "worker", "stderr", debug)
+        book.record("l", "h", "worker", "stderr", "info")
+    assert [r.getMessage() for r in caplog.records] == ["info"]
+    assert book.lines("l") == [debug, "info"]
