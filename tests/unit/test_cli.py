@@ -782,7 +782,7 @@ def test_start_failure_exits_1_with_message() -> None:
     FakeCluster.on_start = start
     result = CliRunner().invoke(cli.main, ["head", "w1"])
     assert result.exit_code == 1
-    assert "Error: [bob@w1:22] agent: cannot connect: connection refused." in result.output
+    assert "Error: [bob@w1:22] ssh: cannot connect: connection refused." in result.output
     assert "Traceback" not in result.output
 
 
