@@ -231,12 +231,16 @@ class Agent:
         if self.shutting_down:
             return
         self.shutting_down = True
+        # A Nanny would restart the worker we are about to kill: stop that first.
+        for server in list(self.servers.values()):
+            if hasattr(server, "auto_restart"):
+                server.auto_restart = False
         try:
             self.emit(ev="log", src=self.label, stream="stderr",
                       line=f"sshdeploy agent: {why}; stopping every process it started")
         except Exception:
             pass
-        self.reap_group(grace=2.0)
+        self.reap_group(grace=0.5)
         self.remove_tmpdir()
         os._exit(3)
 

@@ -30,8 +30,11 @@ LAUNCHER = (
 
 #: Exit status the remote shell gives when the interpreter is not found.
 EXIT_NOT_FOUND = 127
-#: Exit status of the remote shell when the ``setup`` command failed.
-EXIT_SETUP_FAILED = 126
+#: Exit status the remote shell gives when the interpreter exists but cannot run.
+EXIT_NOT_EXECUTABLE = 126
+#: Exit status of the remote shell when the ``setup`` command failed (a value
+#: the shell itself never uses).
+EXIT_SETUP_FAILED = 121
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,7 +52,9 @@ def build_command(python: str, setup: str | None = None) -> str:
         The remote interpreter (a path or a name found on the remote PATH).
     setup : str, optional
         Shell commands run first in the same shell (``conda activate x``,
-        ``module load y``); the agent starts only if they succeed.
+        ``module load y``), as one shell list: the agent starts only if it
+        succeeds, i.e. if its last command does (join lines with ``&&`` to
+        stop at the first failure).
 
     Returns
     -------

@@ -171,8 +171,8 @@ def place(
     )
     for i, h in enumerate(hs):
         key = h.key
-        if key not in plan.connect_options or copts[i] is not None:
-            plan.connect_options.setdefault(key, copts[i])
+        if copts[i] is not None or key not in plan.connect_options:
+            plan.connect_options[key] = copts[i]
         if i == 0:
             continue
         plan.hosts.setdefault(key, replace(h, slots=None))

@@ -16,7 +16,12 @@ from typing import Any
 import asyncssh
 
 from . import config
-from .bootstrap import EXIT_NOT_FOUND, EXIT_SETUP_FAILED, build_probe_command
+from .bootstrap import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    build_probe_command,
+)
 from .errors import AuthenticationError, HostKeyError, SSHDeployError
 from .hosts import Host
 from .placement import as_hosts, per_host
@@ -93,9 +98,10 @@ async def _check_one(
         check.error = f"[{check.host}] probe: {type(exc).__name__}: {exc}"
         return check
     out = str(result.stdout or "").strip().splitlines()
-    if result.exit_status == EXIT_NOT_FOUND:
+    if result.exit_status in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+        what = "not found" if result.exit_status == EXIT_NOT_FOUND else "not executable"
         check.error = (
-            f"[{check.host}] remote Python {python!r} not found. Install it or give "
+            f"[{check.host}] remote Python {python!r} {what}. Install it or give "
             "--remote-python / remote_python the interpreter of the environment with dask."
         )
         return check

@@ -28,6 +28,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from . import config
 from .bootstrap import (
+    EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     AgentSpec,
@@ -211,6 +212,8 @@ class AgentChannel:
         assert self.process is not None
         try:
             async for raw in self.process.stdout:
+                if not raw:
+                    continue  # the end of the stream, not a line
                 try:
                     ev = json.loads(raw)
                 except ValueError:
@@ -226,6 +229,8 @@ class AgentChannel:
         assert self.process is not None
         try:
             async for raw in self.process.stderr:
+                if not raw:
+                    continue
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 self._stderr.append(line)
                 del self._stderr[:-50]
@@ -304,6 +309,13 @@ class AgentChannel:
                 host=self.where,
                 role=self.role,
                 cause=f"{self.launch.python!r} not found on the remote PATH (exit {status})",
+                stderr_tail=tail,
+            )
+        if status == EXIT_NOT_EXECUTABLE:
+            return RemotePythonError(
+                host=self.where,
+                role=self.role,
+                cause=f"{self.launch.python!r} is not an executable file (exit {status})",
                 stderr_tail=tail,
             )
         if status == EXIT_SETUP_FAILED:

@@ -66,6 +66,8 @@ BRIDGE = "sdtb0"
 BRIDGE_ADDRESS = "10.213.7.1"
 PREFIX_LEN = 24
 DEFAULT_NAME = "sshdeploy"
+#: Locally administered, fixed MAC address of the bed's bridge.
+BRIDGE_MAC = "02:5d:de:b0:07:01"
 #: Hosts per bed; bed block ``k`` uses host numbers ``11 + 50*k`` .. ``58 + 50*k``.
 MAX_HOSTS = 48
 BLOCK_STRIDE = 50
@@ -507,7 +509,9 @@ def _allocate_block(name: str) -> int:
 def _ensure_bridge() -> None:
     if BRIDGE in _links():
         return
-    _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, which
+    # changes as beds come and go and cuts other beds' hosts off for a while.
+    _run(["ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge"])
     _run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX_LEN}", "dev", BRIDGE])
     _run(["ip", "link", "set", BRIDGE, "up"])
 

@@ -161,12 +161,6 @@ def test_place_connect_options_broadcast_and_per_host() -> None:
     assert plan.connect_options[(None, "a", None)] == {"port": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: placement.place uses setdefault, so a repeated host's later non-None "
-    "connect_options never replace an earlier None (the `or copts[i] is not None` "
-    "branch is dead)",
-)
 def test_place_later_connect_options_fill_an_earlier_none() -> None:
     plan = place(["s", "a", "a"], connect_options=[None, None, {"username": "alice"}])
     assert plan.connect_options[(None, "a", None)] == {"username": "alice"}
