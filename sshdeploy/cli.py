@@ -921,8 +921,9 @@ def _version_message() -> str:
                    "beside this machine's) and print a table; start nothing; exit 1 if any "
                    "host fails.")
 @click.option("--no-restart", is_flag=True,
-              help="Do not restart worker processes that die (by default each Nanny "
-                   "restarts its worker).")
+              help="Do not restart workers that die. By default each Nanny restarts its "
+                   "worker process, and a worker whose Nanny or host agent is lost is "
+                   "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:
