@@ -351,45 +351,50 @@ class Agent:
     def kwargs(msg: dict[str, Any]) -> dict[str, Any]:
         return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
 
-    async def cmd_start_scheduler(self, msg: dict[str, Any]) -> None:
-        from distributed import Scheduler
+    async def start_server(self, msg: dict[str, Any], make: Any) -> Any:
+        """Build a server with *make*, start it within the deadline, track it.
 
-        name = msg.get("name", "scheduler")
+        Returns the running server, or None after emitting a ``failed`` event
+        with the exception and its traceback.
+        """
+        name = str(msg.get("name", "scheduler"))
         try:
-            kw = self.kwargs(msg)
-            cls = Scheduler
-            if msg.get("cls"):
-                from distributed.utils import import_term
-                cls = import_term(msg["cls"])
-            server = cls(**kw)
+            server = make(self.kwargs(msg))
             await asyncio.wait_for(server, float(msg.get("timeout", 60)))
         except BaseException as exc:
             self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
                       tb=traceback.format_exc())
-            return
+            return None
         self.servers[name] = server
-        dashboard = None
-        http = getattr(server, "http_server", None)
-        if http is not None:
-            dashboard = server.http_server.port
-        self.emit(ev="ready", name=name, address=server.address, pid=os.getpid(),
-                  dashboard_port=dashboard)
         asyncio.ensure_future(self.watch(name, server))
+        return server
+
+    async def cmd_start_scheduler(self, msg: dict[str, Any]) -> None:
+        from distributed import Scheduler
+        from distributed.utils import import_term
+
+        cls = import_term(msg["cls"]) if msg.get("cls") else Scheduler
+        server = await self.start_server(msg, lambda kw: cls(**kw))
+        if server is None:
+            return
+        http = getattr(server, "http_server", None)
+        self.emit(ev="ready", name=msg.get("name", "scheduler"), address=server.address,
+                  pid=os.getpid(), dashboard_port=http.port if http is not None else None)
 
     async def cmd_start_worker(self, msg: dict[str, Any]) -> None:
         from distributed import Nanny
         from distributed.utils import import_term
 
         name = msg["name"]
-        try:
-            kw = self.kwargs(msg)
+
+        def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
             kw.setdefault("name", name)
             if isinstance(cls, type) and issubclass(cls, Nanny):
                 import dask
-                env = dict(kw.get("env") or {})
-                env["SSHDEPLOY_LABEL"] = name
-                kw["env"] = env
+
+                # The worker process tags its output with its name (CHILD_TAGGER).
+                kw["env"] = {**(kw.get("env") or {}), "SSHDEPLOY_LABEL": name}
                 preload = kw.get("preload")
                 if preload is None:
                     preload = dask.config.get("distributed.worker.preload")
@@ -399,18 +404,15 @@ class Agent:
             server = cls(msg["scheduler"], **kw)
             if msg.get("restart") is False and hasattr(server, "auto_restart"):
                 server.auto_restart = False
-            await asyncio.wait_for(server, float(msg.get("timeout", 60)))
-        except BaseException as exc:
-            self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
-                      tb=traceback.format_exc())
+            return server
+
+        server = await self.start_server(msg, make)
+        if server is None:
             return
-        self.servers[name] = server
         process = getattr(server, "process", None)
         pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
         address = getattr(server, "worker_address", None) or server.address
-        self.emit(ev="ready", name=name, address=address, pid=pid,
-                  contact=server.address)
-        asyncio.ensure_future(self.watch(name, server))
+        self.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
 
     def tagger_path(self) -> str:
         """Write the worker-side tagger once, as a file (a preload's text would be logged)."""

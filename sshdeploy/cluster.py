@@ -131,10 +131,7 @@ class SSHCluster(SpecCluster):
         self._restart_workers = restart_workers
         self._logbook = LogBook(max_lines=int(config.get("log-buffer-lines")))
         inherit = bool(config.get("inherit-config", inherit_config))
-        self._pool = HostPool()
-        for key, opts in placement.connect_options.items():
-            h = placement.hosts.get(key) or placement.scheduler
-            self._pool.set_options(h, opts)
+        self._pool = _pool_for(placement)
         env = dict(env or {})
         launches = {
             key: Launch(python=py, setup=setup, env=env, inherit_config=inherit)
@@ -194,9 +191,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         p = place(hosts, worker_options, remote_python, connect_options)
-        pool = HostPool()
-        for key, opts in p.connect_options.items():
-            pool.set_options(p.hosts.get(key) or p.scheduler, opts)
+        pool = _pool_for(p)
         out = [
             RemotePlan(
                 host=pool.display(p.scheduler),
@@ -373,6 +368,14 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
+
+
+def _pool_for(placement: Placement) -> HostPool:
+    """Return a (not yet connected) pool with each host's connect options."""
+    pool = HostPool()
+    for key, opts in placement.connect_options.items():
+        pool.set_options(placement.hosts.get(key) or placement.scheduler, opts)
+    return pool
 
 
 def _name_order(name: str) -> tuple[str, int]:

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -965,6 +965,34 @@ def processes(host: BedHost) -> list[tuple[int, str]]:
         if cmd is not None:
             result.append((pid, cmd))
     return result
+
+
+def python_processes(bed: Bed) -> dict[str, list[str]]:
+    """Return, per host name, the command lines of the Python processes running there.
+
+    Hosts running none are left out, so ``python_processes(bed) == {}`` says
+    that nothing of a cluster is left anywhere on the bed.
+    """
+    out: dict[str, list[str]] = {}
+    for h in bed.hosts:
+        procs = [cmd for _pid, cmd in processes(h) if "python" in cmd]
+        if procs:
+            out[h.name] = procs
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll *predicate* (every 50 ms) until it is true; raise AssertionError after *timeout* s.
+
+    Examples
+    --------
+    >>> wait_until(lambda: True, 1, "nothing")
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def host_command(host: BedHost, argv: Sequence[str]) -> list[str]:

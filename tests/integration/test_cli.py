@@ -35,15 +35,6 @@ BANNER = re.compile(r"^\s*scheduler\s+(tcp://\S+)")
 REMOTE_LINE = re.compile(r"^\[(?!dask-ssh\])[^\]]+\] ")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll *predicate* until true; fail naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def _environ(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/environ").read_bytes()
@@ -146,7 +137,7 @@ class DaskSSH:
     def wait_for_output(self, pattern: str, timeout: float) -> None:
         """Wait until a stdout line matches *pattern*."""
         regex = re.compile(pattern)
-        wait_until(lambda: any(regex.search(ln) for ln in list(self.stdout_lines)), timeout,
+        testbed.wait_until(lambda: any(regex.search(ln) for ln in list(self.stdout_lines)), timeout,
                    f"a line matching {pattern!r}")
 
     def finish(self, timeout: float) -> int:
@@ -172,7 +163,7 @@ class DaskSSH:
     def assert_nothing_left(self, timeout: float) -> None:
         """Poll until none of this ``dask-ssh``'s processes runs on any bed host."""
         try:
-            wait_until(lambda: not self.remote(), timeout,
+            testbed.wait_until(lambda: not self.remote(), timeout,
                        "no Python process of this dask-ssh on any bed host")
         except AssertionError as err:
             raise AssertionError(f"{err}; left: {self.remote()}\n{self.describe()}") from None
@@ -279,7 +270,7 @@ def test_sigkill_leaves_nothing_within_5s(
     bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], tmp_path: Path
 ) -> None:
     run, _address = serving(bed, dask_ssh, tmp_path, SCHEDULER_PORT + 2, "--nworkers", "2")
-    wait_until(lambda: len(run.remote()) == 3, 30, "processes on the three hosts")
+    testbed.wait_until(lambda: len(run.remote()) == 3, 30, "processes on the three hosts")
     run.proc.kill()
     run.proc.wait()
     start = time.monotonic()

@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import dask
@@ -26,25 +25,6 @@ from sshdeploy.errors import ConfigError
 n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll *predicate* until true; fail naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def dask_processes(bed: testbed.Bed) -> dict[str, list[str]]:
-    """Return every Python process left on each bed host."""
-    out: dict[str, list[str]] = {}
-    for h in bed.hosts:
-        procs = [cmd for _pid, cmd in testbed.processes(h) if "python" in cmd]
-        if procs:
-            out[h.name] = procs
-    return out
 
 
 def worker_hosts(client: Client) -> dict[str, str]:
@@ -65,7 +45,8 @@ def test_basic_computation_on_the_right_hosts(bed: testbed.Bed) -> None:
         with urllib.request.urlopen(cluster.dashboard_link, timeout=10) as resp:
             assert resp.status == 200
         assert "SSHCluster" in repr(cluster)
-    assert dask_processes(bed) == {}, "close() returned before every remote process was gone"
+    left = testbed.python_processes(bed)
+    assert left == {}, "close() returned before every remote process was gone"
 
 
 def test_n_workers_per_host_and_keywords(bed: testbed.Bed) -> None:
@@ -171,7 +152,7 @@ def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
             with Client(cluster) as client:
                 assert client.submit(flood, pure=False).result(timeout=60) == 1
                 assert client.submit(lambda: 7, pure=False).result(timeout=30) == 7
-                wait_until(lambda: count.ends == {"stdout", "stderr"}, 60,
+                testbed.wait_until(lambda: count.ends == {"stdout", "stderr"}, 60,
                            "the end of the flood on both streams")
                 assert count.n == 10 * 1024
                 logs = cluster.get_logs()
@@ -193,8 +174,8 @@ def test_scale_up_and_down_by_free_slots(bed: testbed.Bed) -> None:
                 (f"{n3}-0", n3), (f"{n3}-1", n3),
             ]
             cluster.scale(1)
-            wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
-            wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to drop workers")
+            testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
+            testbed.wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to drop workers")
             assert client.submit(lambda: 1).result() == 1
 
 
@@ -210,7 +191,8 @@ def test_adapt(bed: testbed.Bed) -> None:
         assert sum(client.gather(futs)) == sum(range(20))
         assert len(cluster.worker_spec) >= 1
         del futs
-        wait_until(lambda: not client.scheduler_info()["workers"], 60, "adapt to scale down")
+        testbed.wait_until(lambda: not client.scheduler_info()["workers"], 60,
+                           "adapt to scale down")
 
 
 def test_name_and_identity(bed: testbed.Bed) -> None:
@@ -248,12 +230,13 @@ def test_sigkill_of_controller_leaves_nothing_within_5s(bed: testbed.Bed, tmp_pa
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"
-        assert dask_processes(bed), "the cluster should be running remotely"
+        assert testbed.python_processes(bed), "the cluster should be running remotely"
     finally:
         proc.kill()
         proc.wait()
     start = time.monotonic()
-    wait_until(lambda: dask_processes(bed) == {}, 5, "remote processes to stop after SIGKILL")
+    testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 5,
+                       "remote processes to stop after SIGKILL")
     assert time.monotonic() - start < 5
 
 
@@ -280,13 +263,13 @@ def test_lost_network_stops_the_remote_processes(bed: testbed.Bed) -> None:
         try:
             assert [c for _p, c in testbed.processes(lost) if "python" in c]
             testbed.set_link(lost, False)
-            wait_until(
+            testbed.wait_until(
                 lambda: not [c for _p, c in testbed.processes(lost) if "python" in c],
                 15,
                 f"the processes on {n3} to stop once it lost the controller",
             )
             with Client(cluster) as client:
-                wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+                testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
                            "the scheduler to drop the lost worker")
                 assert client.submit(lambda: 3).result(timeout=30) == 3
         finally:
@@ -302,9 +285,9 @@ def test_lost_worker_agent_is_restarted_with_the_same_names(bed: testbed.Bed) ->
         client.wait_for_workers(4, timeout=60)
         agent = next(p for p, c in testbed.processes(bed.host(n2)) if "sshdeploy-agent" in c)
         os.kill(agent, signal.SIGKILL)
-        wait_until(lambda: len(client.scheduler_info()["workers"]) < 4, 30,
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) < 4, 30,
                    "the scheduler to notice the lost workers")
-        wait_until(lambda: len(client.scheduler_info()["workers"]) == 4, 60,
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 4, 60,
                    "the lost workers to be restarted")
         assert sorted(worker_hosts(client).items()) == [
             (f"{n2}-0", n2), (f"{n2}-1", n2), (f"{n3}-0", n3), (f"{n3}-1", n3),
@@ -317,8 +300,8 @@ def test_no_restart_when_turned_off(bed: testbed.Bed) -> None:
                     restart_workers=False) as cluster, Client(cluster) as client:
         agent = next(p for p, c in testbed.processes(bed.host(n2)) if "sshdeploy-agent" in c)
         os.kill(agent, signal.SIGKILL)
-        wait_until(lambda: f"{n2}-0" not in cluster.worker_spec, 30,
+        testbed.wait_until(lambda: f"{n2}-0" not in cluster.worker_spec, 30,
                    "the lost worker to leave the cluster's spec")
-        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
                    "the scheduler to drop the lost worker")
         assert client.submit(lambda: 2).result(timeout=30) == 2

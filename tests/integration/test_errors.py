@@ -30,15 +30,6 @@ n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", test
 pytestmark = pytest.mark.timeout(120)
 
 
-def python_leftovers(bed: testbed.Bed) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for h in bed.hosts:
-        procs = [cmd for _pid, cmd in testbed.processes(h) if "python" in cmd]
-        if procs:
-            out[h.name] = procs
-    return out
-
-
 def assert_fails(bed: testbed.Bed, exc_type: type[BaseException], *args: object, **kw: object
                  ) -> BaseException:
     """Start a cluster that must fail with *exc_type*; nothing may be left afterwards."""
@@ -46,7 +37,7 @@ def assert_fails(bed: testbed.Bed, exc_type: type[BaseException], *args: object,
     with pytest.raises(exc_type) as info:
         SSHCluster(*args, **kw)  # type: ignore[arg-type]
     assert time.monotonic() - start < 60
-    assert python_leftovers(bed) == {}, "a failed start left processes behind"
+    assert testbed.python_processes(bed) == {}, "a failed start left processes behind"
     return info.value
 
 
