@@ -45,6 +45,7 @@ def test_basic_computation_on_the_right_hosts(bed: testbed.Bed) -> None:
         with urllib.request.urlopen(cluster.dashboard_link, timeout=10) as resp:
             assert resp.status == 200
         assert "SSHCluster" in repr(cluster)
+        assert "SSHCluster" in cluster._repr_html_()  # the Jupyter widget renders
     left = testbed.python_processes(bed)
     assert left == {}, "close() returned before every remote process was gone"
 
