@@ -20,7 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sshdeploy import cli
+from sshdeploy import cli, cliargs
 from sshdeploy.errors import ConnectError, HostfileError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
 
@@ -790,7 +790,7 @@ def test_hostfile_error_from_anywhere_exits_1(monkeypatch: pytest.MonkeyPatch) -
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise HostfileError("PBS_NODEFILE", 3, "bad host")
 
-    monkeypatch.setattr(cli, "hosts_from_environment", broken)
+    monkeypatch.setattr(cliargs, "hosts_from_environment", broken)
     result = CliRunner().invoke(cli.main, [])
     assert result.exit_code == 1
     assert "PBS_NODEFILE:3: bad host" in result.output

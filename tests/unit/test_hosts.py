@@ -1,4 +1,4 @@
-"""Unit tests for sshdeploy.hosts: host values, the hostfile grammar, batch node lists."""
+"""Unit tests for sshdeploy.hosts (host values, the hostfile grammar) and sshdeploy.nodelists."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sshdeploy import hosts as hosts_module
+from sshdeploy import nodelists as nodelists_module
 from sshdeploy.errors import HostfileError, SSHDeployError
 from sshdeploy.hosts import (
     HOSTFILE_GRAMMAR,
@@ -18,14 +19,12 @@ from sshdeploy.hosts import (
     MAX_RANGE_HOSTS,
     Host,
     expand_ranges,
-    hosts_from_environment,
     load_hostfile,
-    load_pbs_nodefile,
     parse_host,
     parse_host_line,
     parse_hostfile_text,
-    parse_slurm_nodelist,
 )
+from sshdeploy.nodelists import hosts_from_environment, load_pbs_nodefile, parse_slurm_nodelist
 
 try:
     from hypothesis import given
@@ -492,6 +491,13 @@ def test_grammar_example_parses() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(hosts_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10
+    assert result.failed == 0
+
+
+def test_nodelist_docstring_examples_run() -> None:
+    """The examples that moved from sshdeploy.hosts to sshdeploy.nodelists still run."""
+    result = doctest.testmod(nodelists_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3
     assert result.failed == 0
 
 

@@ -1,0 +1,263 @@
+"""Run a cluster in the foreground: signals, the wait loop, the summary.
+
+:func:`serve` starts an :class:`~sshdeploy.cluster.SSHCluster`, prints the
+banner, waits, closes the cluster and returns the exit status of ``dask-ssh``.
+
+Waiting: the cluster is used synchronously (its event loop runs in a thread of
+its own); the main thread waits on a :class:`threading.Event` in steps of
+``poll_interval`` seconds, checking after each step whether the scheduler (or
+the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
+cluster's connection to the scheduler is lost. SIGINT and SIGTERM set the
+event; a second one exits at once with status 130 (the remote agents clean up
+when their connection drops). Closing is bounded (``close_timeout``).
+
+While it runs, remote lines and sshdeploy's own warnings are printed (and
+written to ``--log-directory``) through the handlers of :mod:`sshdeploy.display`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from sshdeploy import display
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.hosts import Host
+
+if TYPE_CHECKING:
+    from sshdeploy.cliargs import ClusterArgs
+
+__all__ = ["serve"]
+
+_STOPPED_STATES = frozenset({"closing", "closed", "failed"})
+
+
+class _Stop:
+    """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once."""
+
+    def __init__(self, console: Console, exit_now: Callable[[int], Any] = os._exit) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._console = console
+        self._exit_now = exit_now
+
+    def __call__(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.event.is_set():
+            self._console.print("dask-ssh: second interrupt, exiting now")
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # pragma: no cover - closed stream
+                    pass
+            self._exit_now(130)
+            return
+        self.signum = signum
+        self.event.set()
+        self._console.print(
+            f"dask-ssh: {signal.Signals(signum).name} received, stopping the cluster "
+            "(again to exit at once)"
+        )
+
+
+@contextmanager
+def _signal_handlers(stop: _Stop) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to *stop* while inside; restore the old handlers after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _remote_logging(
+    console: Console, err_console: Console, log_directory: str | None
+) -> Iterator[display.RemoteLogHandler]:
+    """Print remote lines (logger ``sshdeploy.remote``) and sshdeploy's warnings while inside."""
+    remote = logging.getLogger(display.REMOTE_LOGGER)
+    own = logging.getLogger("sshdeploy")
+    warnings = display.ControllerLogHandler(err_console)
+    handler = display.RemoteLogHandler(console, log_directory, others=warnings)
+    saved = (remote.level, remote.propagate, own.level, own.propagate)
+    remote.addHandler(handler)
+    remote.setLevel(logging.DEBUG)
+    remote.propagate = False
+    own.addHandler(warnings)
+    if own.getEffectiveLevel() > logging.WARNING:
+        own.setLevel(logging.WARNING)
+    own.propagate = False
+    try:
+        yield handler
+    finally:
+        remote.removeHandler(handler)
+        own.removeHandler(warnings)
+        remote.level, remote.propagate, own.level, own.propagate = saved
+        handler.close()
+
+
+def _status_name(obj: Any) -> str | None:
+    status = getattr(obj, "status", None)
+    return getattr(status, "name", None) or (status if isinstance(status, str) else None)
+
+
+def _scheduler_gone(cluster: Any) -> bool:
+    """Whether the scheduler (or the whole cluster) has closed or failed on its own.
+
+    Looks at ``cluster.scheduler.status`` and ``cluster.status``, then at the
+    task in which distributed's ``Cluster`` listens to the scheduler for worker
+    updates: that task ends when the connection to the scheduler is lost.
+    """
+    if (
+        _status_name(getattr(cluster, "scheduler", None)) in _STOPPED_STATES
+        or _status_name(cluster) in _STOPPED_STATES
+    ):
+        return True
+    watch = getattr(cluster, "_watch_worker_status_task", None)
+    done = getattr(watch, "done", None)
+    return bool(done()) if callable(done) else False
+
+
+def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, worker in dict(getattr(cluster, "workers", {}) or {}).items():
+        host: Any = getattr(worker, "host", None)
+        host_text = host.display() if isinstance(host, Host) else str(host or "?")
+        grouped.setdefault(host_text, []).append(str(name))
+    return {host: sorted(names, key=_name_order) for host, names in grouped.items()}
+
+
+def _name_order(name: str) -> tuple[str, int, str]:
+    """Sort ``node2-10`` after ``node2-9``."""
+    stem, _, index = name.rpartition("-")
+    return (stem, int(index), "") if index.isdigit() else (name, -1, name)
+
+
+def _versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for package in ("sshdeploy", "distributed"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover - not installed
+            pass
+    return found
+
+
+def serve(
+    args: ClusterArgs,
+    *,
+    console: Console,
+    err_console: Console,
+    log_directory: str | None = None,
+    cluster_class: Callable[..., Any] | None = None,
+    stop: _Stop | None = None,
+    poll_interval: float = 0.2,
+    close_timeout: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
+
+    Parameters
+    ----------
+    args : ClusterArgs
+    console, err_console : rich.console.Console
+        Where the banner and remote lines / messages and warnings go.
+    log_directory : str, optional
+        Controller directory for one log file per label.
+    cluster_class : callable, optional
+        Default :class:`~sshdeploy.cluster.SSHCluster`; tests pass a fake.
+    stop : _Stop, optional
+        The signal handler; tests pass one and set its event.
+    poll_interval : float
+        Seconds between checks of the scheduler's status.
+    close_timeout : float
+        Seconds the cluster is given to close; after that ``dask-ssh`` gives
+        up and exits 1 (the remote agents stop when their connection drops).
+    clock : callable
+        For the summary's duration.
+
+    Returns
+    -------
+    int
+        0 when stopped by a signal, 1 when the scheduler ended on its own or
+        the cluster did not close in time.
+
+    Raises
+    ------
+    SSHDeployError
+        If the cluster cannot start.
+    """
+    factory = SSHCluster if cluster_class is None else cluster_class
+    stop = stop or _Stop(err_console)
+    where = args.hosts[0].display()
+    with _remote_logging(console, err_console, log_directory) as remote_log, \
+            _signal_handlers(stop):
+        cluster = factory(**args.kwargs())
+        try:
+            by_host = _workers_by_host(cluster)
+            display.print_banner(
+                console,
+                scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
+                dashboard_link=getattr(cluster, "dashboard_link", None),
+                scheduler_host=where,
+                workers_by_host=by_host,
+                versions=_versions(),
+            )
+            scheduler_died = False
+            while not stop.event.wait(poll_interval):
+                if _scheduler_gone(cluster):
+                    scheduler_died = True
+                    break
+            by_host = _workers_by_host(cluster) or by_host
+        except BaseException:
+            _close(cluster, close_timeout)
+            raise
+        if scheduler_died:
+            err_console.print(f"dask-ssh: the scheduler on {where} stopped; closing the workers.")
+            tail = remote_log.tail("scheduler")
+            if tail:
+                err_console.print("last scheduler output:")
+                for line in tail:
+                    err_console.print("  " + line)
+        started = clock()
+        error = _close(cluster, close_timeout)
+        elapsed = clock() - started
+    if error is not None:
+        err_console.print(
+            f"dask-ssh: the cluster did not stop cleanly within {close_timeout:.0f} s "
+            f"({error}); its remote processes stop by themselves once their SSH "
+            "connection is gone."
+        )
+        return 1
+    if scheduler_died:
+        return 1
+    n_workers = sum(len(v) for v in by_host.values())
+    console.print(
+        f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
+        f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
+        f"in {elapsed:.1f} s"
+    )
+    return 0
+
+
+def _close(cluster: Any, timeout: float) -> str | None:
+    """Close *cluster* within *timeout* seconds; return what went wrong, or None."""
+    try:
+        cluster.close(timeout=timeout)
+    except Exception as err:  # a dead scheduler, a lost host, the deadline
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return None
