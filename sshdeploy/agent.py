@@ -46,6 +46,9 @@ import traceback
 from typing import Any
 
 TAG = "\x1esshdeploy\x1f"
+#: Starts every event line on stdout, so that whatever else reaches stdout (a
+#: login script that prints, a setup command) is never taken for an event.
+EVENT = b"\x1esshdeploy-event\x1f"
 
 # Imported (as preload *text*) by every worker process a Nanny starts: it
 # re-points the process's stdout/stderr at a pipe whose lines are written,
@@ -106,6 +109,11 @@ if _name and not getattr(sys, "_sshdeploy_tagged", False):
         for t in _threads:
             t.join(1.0)
     atexit.register(_flush_tagged)
+    try:  # multiprocessing children end with os._exit(): atexit would not run
+        from multiprocessing.util import Finalize
+        Finalize(None, _flush_tagged, exitpriority=0)
+    except Exception:
+        pass
 '''
 
 
@@ -129,15 +137,33 @@ class Agent:
 
     # -- output -----------------------------------------------------------
     def emit(self, **event: Any) -> None:
-        data = (json.dumps(event) + "\n").encode()
+        data = EVENT + (json.dumps(event) + "\n").encode()
         with self.lock:
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self.proto, view)
-                except BrokenPipeError:
-                    return
-                view = view[n:]
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.proto, view)
+            except BlockingIOError:
+                return  # emergency mode: the controller is not reading; give up
+            except BrokenPipeError:
+                return
+            view = view[n:]
+
+    def emit_last_words(self, line: str) -> None:
+        """Best effort, never blocking: the controller may be gone or not reading."""
+        if not self.lock.acquire(timeout=0.2):
+            return
+        try:
+            os.set_blocking(self.proto, False)
+            event = {"ev": "log", "src": self.label, "stream": "stderr", "line": line}
+            self._write(EVENT + (json.dumps(event) + "\n").encode())
+        except OSError:
+            pass
+        finally:
+            self.lock.release()
 
     def capture_output(self) -> None:
         """Route fd 1 and 2 (ours and our children's) through a drained pipe."""
@@ -175,11 +201,23 @@ class Agent:
             os.setpgid(0, 0)
         except OSError:
             pass  # already a session leader (sshd called setsid): we lead the group
+        # Become a child subreaper: descendants that leave our process group
+        # (setsid, double fork) are re-parented to us instead of to init, so
+        # we still find and stop them (Linux >= 3.4; elsewhere the group only).
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        except Exception:
+            pass
 
     def group_members(self) -> list[int]:
+        """Live processes of our process group and every descendant, but us."""
         pgid = os.getpgid(0)
         me = os.getpid()
-        pids = []
+        parent: dict[int, int] = {}
+        pids = set()
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
@@ -189,10 +227,21 @@ class Agent:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[-1].split()
-            # fields[0] is state, fields[2] is pgrp
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry))
-        return pids
+            # fields[0] is state, fields[1] ppid, fields[2] pgrp
+            if len(fields) < 3 or fields[0] == "Z":
+                continue
+            pid = int(entry)
+            parent[pid] = int(fields[1])
+            if int(fields[2]) == pgid:
+                pids.add(pid)
+        for pid in parent:
+            p, seen = pid, 0
+            while p in parent and seen < 64:
+                p, seen = parent[p], seen + 1
+                if p == me:
+                    pids.add(pid)
+                    break
+        return sorted(pids)
 
     @staticmethod
     def ignores_term(pid: int) -> bool:
@@ -233,16 +282,22 @@ class Agent:
         self.shutting_down = True
         # A Nanny would restart the worker we are about to kill: stop that first.
         for server in list(self.servers.values()):
-            if hasattr(server, "auto_restart"):
-                server.auto_restart = False
-        try:
-            self.emit(ev="log", src=self.label, stream="stderr",
-                      line=f"sshdeploy agent: {why}; stopping every process it started")
-        except Exception:
-            pass
+            self.no_restarts(server)
+        # Kill first: writing to a controller that is gone may block.
         self.reap_group(grace=0.5)
         self.remove_tmpdir()
+        self.emit_last_words(f"sshdeploy agent: {why}; stopped every process it started")
         os._exit(3)
+
+    @staticmethod
+    def no_restarts(server: Any) -> None:
+        """Keep a Nanny from restarting its worker process (distributed's own switch)."""
+        close_gracefully = getattr(server, "close_gracefully", None)
+        if close_gracefully is not None and str(getattr(server, "status", "")).endswith("running"):
+            try:
+                close_gracefully(reason="sshdeploy: no restarts")
+            except Exception:
+                pass
 
     def read_stdin(self) -> None:
         stdin = sys.stdin.buffer
@@ -303,7 +358,8 @@ class Agent:
                   versions={"python": platform.python_version(),
                             "dask": dask.__version__,
                             "distributed": distributed.__version__})
-        signal.signal(signal.SIGTERM, lambda *_: self.emergency_exit("SIGTERM"))
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
         if spec.get("role") == "workers":
             # Start the preloaded forkserver now, while the scheduler starts
             # elsewhere: the first worker then forks at once.
@@ -358,9 +414,21 @@ class Agent:
         with the exception and its traceback.
         """
         name = str(msg.get("name", "scheduler"))
+        if name in self.servers:
+            self.emit(ev="failed", name=name, error=f"{name} is already running here", tb="")
+            return None
+        self.stopping.discard(name)
+        timeout = float(msg.get("timeout", 60))
         try:
             server = make(self.kwargs(msg))
-            await asyncio.wait_for(server, float(msg.get("timeout", 60)))
+            await asyncio.wait_for(server, timeout)
+        except asyncio.TimeoutError:
+            where = f" (is {msg['scheduler']} reachable from this host?)" if msg.get(
+                "scheduler") else ""
+            self.emit(ev="failed", name=name,
+                      error=f"did not start within {timeout:.0f} s{where}",
+                      tb=traceback.format_exc())
+            return None
         except BaseException as exc:
             self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
                       tb=traceback.format_exc())
@@ -402,8 +470,16 @@ class Agent:
                     preload = [preload]
                 kw["preload"] = [self.tagger_path()] + list(preload or [])
             server = cls(msg["scheduler"], **kw)
-            if msg.get("restart") is False and hasattr(server, "auto_restart"):
-                server.auto_restart = False
+            if msg.get("restart") is False and isinstance(server, Nanny):
+                # When its worker process dies, the Nanny closes instead of
+                # restarting it (and the controller hears "exited").
+                on_exit = server._on_worker_exit
+
+                async def no_restart(exitcode: Any) -> None:
+                    self.no_restarts(server)
+                    await on_exit(exitcode)
+
+                server._on_worker_exit = no_restart  # type: ignore[method-assign]
             return server
 
         server = await self.start_server(msg, make)
@@ -447,6 +523,7 @@ class Agent:
             self.stopping.add(name)
             await self.close_server(server, float(msg.get("timeout", 10)))
             self.servers.pop(name, None)
+            self.stopping.discard(name)
         self.emit(ev="stopped", name=name)
 
     async def close_server(self, server: Any, timeout: float) -> None:

@@ -28,6 +28,9 @@ LAUNCHER = (
     "'sshdeploy-agent','exec'))"
 )
 
+#: Starts every event line the agent writes on stdout (see :mod:`sshdeploy.agent`).
+EVENT_MARK = b"\x1esshdeploy-event\x1f"
+
 #: Exit status the remote shell gives when the interpreter is not found.
 EXIT_NOT_FOUND = 127
 #: Exit status the remote shell gives when the interpreter exists but cannot run.
@@ -67,9 +70,18 @@ def build_command(python: str, setup: str | None = None) -> str:
     True
     """
     launch = f"exec {shlex.quote(python)} -u -c {shlex.quote(LAUNCHER)}"
+    return _after_setup(setup, launch)
+
+
+def _after_setup(setup: str | None, command: str) -> str:
+    """Prefix *command* with the setup commands, if any.
+
+    The setup may neither read the agent's stdin nor write to stdout (the
+    protocol): its output goes to stderr, where it is logged.
+    """
     if setup and setup.strip():
-        return f"{{ {setup.strip()}\n}} || exit {EXIT_SETUP_FAILED}\n{launch}"
-    return launch
+        return f"{{ {setup.strip()}\n}} </dev/null >&2 || exit {EXIT_SETUP_FAILED}\n{command}"
+    return command
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,4 @@ def build_probe_command(python: str, setup: str | None = None) -> str:
     >>> "import dask,distributed" in build_probe_command("python3")
     True
     """
-    probe = f"exec {shlex.quote(python)} -c {shlex.quote(PROBE)}"
-    if setup and setup.strip():
-        return f"{{ {setup.strip()}\n}} || exit {EXIT_SETUP_FAILED}\n{probe}"
-    return probe
+    return _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(PROBE)}")

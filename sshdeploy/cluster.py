@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dask.utils import parse_bytes
 from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
 from . import config
 from .bootstrap import build_command
-from .errors import SSHDeployError, failures_by_host
+from .errors import ConfigError, SSHDeployError, failures_by_host
 from .hosts import Host
 from .logs import LogBook
 from .placement import Placement, next_worker, place
@@ -204,6 +206,8 @@ class SSHCluster(SpecCluster):
         ]
         for key, host in p.hosts.items():
             names = [w.name for w in p.workers if w.host.key == key]
+            if not names:
+                continue  # a host kept only for `scale`
             out.append(
                 RemotePlan(
                     host=pool.display(host),
@@ -287,7 +291,7 @@ class SSHCluster(SpecCluster):
             self._created.discard(old)
         try:
             await self._correct_state()
-        except SSHDeployError as exc:
+        except Exception as exc:  # reported, and counted against the restart limit
             logger.warning("worker %s could not be restarted: %s", name, exc)
             self._worker_lost(name, "restart failed")
 
@@ -305,6 +309,26 @@ class SSHCluster(SpecCluster):
         host, name = chosen
         return {name: self._worker_spec(host, self._placement.templates[host.key])}
 
+    def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
+        for kw in self._placement.templates.values():
+            for key in keys:
+                if kw.get(key) not in (None, "auto"):
+                    return kw[key]
+        for w in self.scheduler_info.get("workers", {}).values():  # what running workers have
+            if w.get(keys[0]):
+                return w[keys[0]]
+        raise ConfigError(
+            f"worker_options['{keys[0]}']",
+            f"unknown, so the cluster cannot scale by {what}",
+            remedy=f"Give worker_options={{'{keys[0]}': ...}} or scale by a number of workers.",
+        )
+
+    def _threads_per_worker(self) -> int:
+        return int(self._template_value(("nthreads",), "cores"))
+
+    def _memory_per_worker(self) -> int:
+        return int(parse_bytes(self._template_value(("memory_limit",), "memory")))
+
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
         """Scale to *n* workers, added by free slots, removed from the fullest hosts.
 
@@ -315,6 +339,10 @@ class SSHCluster(SpecCluster):
         memory, cores : optional
             Alternatively, the memory or cores wanted (as in SpecCluster).
         """
+        if memory is not None:
+            n = max(n, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
+        if cores is not None:
+            n = max(n, math.ceil(cores / self._threads_per_worker()))
         if n < len(self.worker_spec):
             # SpecCluster removes the most recently added; we prefer the
             # host carrying the most workers relative to its slots.
@@ -329,7 +357,7 @@ class SSHCluster(SpecCluster):
                 )
                 keep.pop(sorted(counts[key], key=_name_order)[-1])
             self.worker_spec = keep
-        return super().scale(n, memory=memory, cores=cores)
+        return super().scale(n)
 
     # -- information --------------------------------------------------------
     @property

@@ -185,6 +185,13 @@ def place(
             name = worker_name(h, counter[h.hostname])
             counter[h.hostname] += 1
             plan.workers.append(WorkerEntry(name=name, host=plan.hosts[key], kwargs=kw))
+    if not plan.slots:
+        # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
+        key = scheduler.key
+        plan.hosts[key] = replace(scheduler, slots=None)
+        plan.python[key] = plan.scheduler_python
+        plan.templates[key] = worker_kwargs(scheduler, wopts)
+        plan.slots[key] = 0
     return plan
 
 

@@ -52,6 +52,11 @@ def connect_kwargs(host: Host, options: Mapping[str, Any] | None) -> dict[str, A
     kw.setdefault("connect_timeout", config.get("connect-timeout"))
     kw.setdefault("keepalive_interval", config.get("keepalive-interval"))
     kw.setdefault("keepalive_count_max", config.get("keepalive-count-max"))
+    if "known_hosts" in kw and kw["known_hosts"] is None:
+        logger.warning(
+            "%s: host-key checking is OFF (known_hosts=None): the connection is open to "
+            "man-in-the-middle attacks", host.display(),
+        )
     kw["host"] = host.hostname
     if host.user:
         kw["username"] = host.user

@@ -28,6 +28,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from . import config
 from .bootstrap import (
+    EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
@@ -77,6 +78,32 @@ def compare_versions(local: Mapping[str, str], remote: Mapping[str, str]) -> lis
         if a != b:
             out.append(f"{pkg} {theirs} (controller: {mine})")
     return out
+
+
+def split_event(raw: bytes) -> tuple[str, dict[str, Any] | None]:
+    """Split one stdout line of an agent into foreign text and the agent's event.
+
+    Only what follows the event mark is parsed; text before it (a login
+    script that printed without a newline) or a line without it is returned
+    as text to log, never taken for an event.
+
+    Examples
+    --------
+    >>> split_event(EVENT_MARK + b'{"ev": "hello"}\\n')
+    ('', {'ev': 'hello'})
+    >>> split_event(b'Welcome' + EVENT_MARK + b'{"ev": "bye"}\\n')
+    ('Welcome', {'ev': 'bye'})
+    >>> split_event(b'3\\n')
+    ('3', None)
+    """
+    start = raw.find(EVENT_MARK)
+    ev: Any = None
+    if start >= 0:
+        with contextlib.suppress(ValueError):
+            ev = json.loads(raw[start + len(EVENT_MARK):])
+        raw = raw[:start]
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    return (text if text.strip() else ""), (ev if isinstance(ev, dict) else None)
 
 
 @dataclass
@@ -138,7 +165,12 @@ class AgentChannel:
 
     # -- start -------------------------------------------------------------
     async def start(self, timeout: float) -> dict[str, Any]:
-        """Open the channel, send the agent and wait for its hello (versions)."""
+        """Open the channel, send the agent and wait for its hello (versions).
+
+        The whole of it (connection, session, hello) is bounded by *timeout*;
+        when it fails or is cancelled, the agent is ended before this returns.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
         self.connection = await self.pool.get(self.host)
         command = build_command(self.launch.python, self.launch.setup)
         spec = AgentSpec(
@@ -155,8 +187,27 @@ class AgentChannel:
         self._hello = loop.create_future()
         # Its outcome is read by start(); if start() was cancelled, nobody will.
         self._hello.add_done_callback(lambda f: f.cancelled() or f.exception())
+        create = asyncio.ensure_future(
+            self.connection.conn.create_process(command, encoding=None)
+        )
         try:
-            self.process = await self.connection.conn.create_process(command, encoding=None)
+            self.process = await asyncio.wait_for(
+                asyncio.shield(create), max(1.0, deadline - loop.time())
+            )
+        except asyncio.TimeoutError:
+            create.cancel()
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what=f"the SSH session did not open within {timeout:.0f} s",
+                remedy="Check the host's sshd and login scripts (ssh to it by hand).",
+            ) from None
+        except asyncio.CancelledError:
+            # Cancelled (the cluster is closing) while the session opened: end it.
+            with contextlib.suppress(Exception):
+                self.process = await asyncio.wait_for(create, 10)
+                await self.abort()
+            raise
         except (asyncssh.Error, OSError) as exc:
             raise StartError(
                 host=self.where,
@@ -165,6 +216,7 @@ class AgentChannel:
                 cause=str(exc),
                 remedy="The server may limit sessions (MaxSessions) or be shutting down.",
             ) from exc
+        assert self.process is not None
         self.process.stdin.write(stdin_preamble(spec))
         self._tasks = [
             asyncio.ensure_future(self._read_events()),
@@ -172,7 +224,9 @@ class AgentChannel:
             asyncio.ensure_future(self._heartbeat()),
         ]
         try:
-            hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+            hello = await asyncio.wait_for(
+                asyncio.shield(self._hello), max(1.0, deadline - loop.time())
+            )
             self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:
             await self.abort()
@@ -214,13 +268,13 @@ class AgentChannel:
             async for raw in self.process.stdout:
                 if not raw:
                     continue  # the end of the stream, not a line
-                try:
-                    ev = json.loads(raw)
-                except ValueError:
+                other, ev = split_event(raw)
+                if other:
+                    # Not the agent's: a login script or setup printing to stdout.
                     self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
-                                        "stdout", raw.decode("utf-8", "replace").rstrip("\n"))
-                    continue
-                self._dispatch(ev)
+                                        "stdout", other)
+                if ev is not None:
+                    self._dispatch(ev)
         except (asyncssh.Error, OSError):
             pass
         await self._finished()
@@ -390,6 +444,12 @@ class AgentChannel:
                 self.process.stdin.write_eof()
             try:
                 await asyncio.wait_for(asyncio.shield(self.process.wait_closed()), 10)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "[%s] %s agent still running 10 s after EOF; closing its channel "
+                    "(it stops itself once it notices)", self.where, self.role,
+                )
+                self.process.close()
             except BaseException:
                 self.process.close()
                 raise
@@ -563,8 +623,7 @@ class WorkerAgents:
         targets = list(self.workers.values()) if name == "*" else [self.workers.get(name)]
         for w in targets:
             if w is not None and (name != "*" or w.channel is None or not w.channel.alive):
-                w.exited(reason)
-                if self.on_worker_exit is not None:
+                if w.exited(reason) and self.on_worker_exit is not None:
                     self.on_worker_exit(str(w.name), reason)
 
     async def close(self) -> None:
@@ -657,14 +716,18 @@ class RemoteWorker(ProcessInterface):
             await ch.call("stop", str(self.name), None, float(config.get("stop-timeout")))
         await super().close()
 
-    def exited(self, reason: str) -> None:
-        """Record that the worker went away without being asked to."""
+    def exited(self, reason: str) -> bool:
+        """Record that the worker went away without being asked to.
+
+        Returns False if it was not running (already reported, or stopping).
+        """
         if self.status != Status.running:
-            return
+            return False
         self.exit_reason = reason
         self.status = Status.failed
         self._event_finished.set()
         logger.warning("[%s] worker %s: %s", self.host.hostname, self.name, reason)
+        return True
 
     def __repr__(self) -> str:
         return f"<RemoteWorker {self.name} on {self.host.hostname} {self.status.name}>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -306,3 +307,65 @@ def test_no_restart_when_turned_off(bed: testbed.Bed) -> None:
         testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
                    "the scheduler to drop the lost worker")
         assert client.submit(lambda: 2).result(timeout=30) == 2
+
+
+def test_no_restart_of_a_dead_worker_process_when_turned_off(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(),
+                    restart_workers=False) as cluster, Client(cluster) as client:
+        addr = next(a for a, w in client.scheduler_info()["workers"].items()
+                    if w["name"] == f"{n2}-0")
+        with contextlib.suppress(Exception):
+            client.run(os._exit, 1, workers=[addr])
+        testbed.wait_until(lambda: f"{n2}-0" not in cluster.worker_spec, 30,
+                           "the dead worker to leave the cluster")
+        assert [w["name"] for w in client.scheduler_info()["workers"].values()] == [f"{n3}-0"]
+
+
+def test_scale_on_a_single_host_cluster(bed: testbed.Bed) -> None:
+    with SSHCluster([n1], connect_options=bed.connect_options(),
+                    worker_options={"nthreads": 2}) as cluster, Client(cluster) as client:
+        assert cluster.workers == {}
+        cluster.scale(cores=4)  # two workers of 2 threads, beside the scheduler
+        client.wait_for_workers(2, timeout=60)
+        assert sorted(worker_hosts(client).items()) == [(f"{n1}-0", n1), (f"{n1}-1", n1)]
+
+
+def test_scale_down_then_up_reuses_names(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster, \
+            Client(cluster) as client:
+        cluster.scale(0)
+        testbed.wait_until(lambda: not client.scheduler_info()["workers"], 30, "scale(0)")
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=60)
+        assert worker_hosts(client) == {f"{n2}-0": n2}
+        # The reused name still reports its own exit (and is restarted).
+        addr = next(iter(client.scheduler_info()["workers"]))
+        client.retire_workers([addr], close_workers=True)
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1
+                           and next(iter(client.scheduler_info()["workers"])) != addr, 60,
+                           "the retired worker to be started again")
+
+
+def test_processes_that_leave_the_group_are_stopped_too(bed: testbed.Bed) -> None:
+    def escape() -> int:
+        import subprocess
+
+        return subprocess.Popen(["sleep", "1001"], start_new_session=True).pid
+
+    with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster, \
+            Client(cluster) as client:
+        assert cluster.workers
+        client.submit(escape, pure=False).result(timeout=30)
+        assert any("sleep 1001" in c for _p, c in testbed.processes(bed.host(n2)))
+    testbed.wait_until(
+        lambda: not any("sleep 1001" in c for _p, c in testbed.processes(bed.host(n2))), 10,
+        "the escaped process to be stopped with the cluster")
+
+
+def test_login_output_on_stdout_does_not_break_start_up(bed: testbed.Bed) -> None:
+    setup = "printf 'Welcome to the cluster'; echo 3; echo '{\"ev\": \"hello\"}'"
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(), setup=setup) as cluster, \
+            Client(cluster) as client:
+        assert client.submit(lambda: 4).result(timeout=30) == 4
+        assert any("Welcome to the cluster" in ln
+                   for ln in cluster.logbook.lines(f"scheduler {n1}"))

@@ -31,7 +31,13 @@ import pytest
 from distributed import rpc
 from distributed.comm import CommClosedError
 
-from sshdeploy.bootstrap import AgentSpec, build_command, encode_message, stdin_preamble
+from sshdeploy.bootstrap import (
+    EVENT_MARK,
+    AgentSpec,
+    build_command,
+    encode_message,
+    stdin_preamble,
+)
 from sshdeploy.remote import local_versions
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,7 +90,9 @@ class LocalAgent:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             try:
-                ev = json.loads(line)
+                if not line.startswith(EVENT_MARK):
+                    raise ValueError("no event mark")
+                ev = json.loads(line[len(EVENT_MARK):])
             except ValueError:
                 self.events.put({"ev": "<not json>", "line": line.decode("utf-8", "replace")})
                 continue

@@ -18,6 +18,7 @@ import pytest
 
 from sshdeploy import agent as agent_module
 from sshdeploy.bootstrap import (
+    EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
@@ -84,7 +85,7 @@ def start_agent(cmd: str, spec: AgentSpec, timeout: float = 20) -> tuple[int | N
                 break
             buf += data
             *lines, buf = buf.split(b"\n")
-            evs += [json.loads(ln) for ln in lines if ln.strip()]
+            evs += events(b"\n".join(lines))
         proc.stdin.close()  # EOF: the agent stops by itself
         rest = proc.stdout.read()  # bounded by the pytest timeout; the agent exits on EOF
         evs += events(buf + rest)
@@ -98,7 +99,13 @@ def start_agent(cmd: str, spec: AgentSpec, timeout: float = 20) -> tuple[int | N
 
 
 def events(stdout: bytes) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    """The agent's events: every stdout line starts with the event mark."""
+    out = []
+    for line in stdout.splitlines():
+        if line.strip():
+            assert line.startswith(EVENT_MARK), line
+            out.append(json.loads(line[len(EVENT_MARK):]))
+    return out
 
 
 @pytest.fixture
@@ -265,3 +272,13 @@ def test_probe_with_setup() -> None:
     assert run_sh(build_probe_command(sys.executable, "false")).returncode == EXIT_SETUP_FAILED
     result = run_sh(build_probe_command(sys.executable, "cd /"))
     assert json.loads(result.stdout)["error"] is None
+
+
+def test_foreign_stdout_is_never_taken_for_an_event() -> None:
+    from sshdeploy.remote import split_event
+
+    assert split_event(EVENT_MARK + b'{"ev": "hello"}\n') == ("", {"ev": "hello"})
+    assert split_event(b"Welcome" + EVENT_MARK + b'{"ev": "bye"}\n') == ("Welcome", {"ev": "bye"})
+    assert split_event(b'{"ev": "hello"}\n') == ('{"ev": "hello"}', None)  # unmarked: text
+    assert split_event(EVENT_MARK + b"3\n") == ("", None)  # marked but not an object
+    assert split_event(b"\n") == ("", None)

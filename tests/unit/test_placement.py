@@ -92,9 +92,11 @@ def test_place_nprocs_is_an_alias_and_not_passed_on() -> None:
 
 
 def test_place_only_a_scheduler_host() -> None:
-    plan = place(["solo"], {"n_workers": 5})
+    # No workers start, but `scale`/`adapt` can place them beside the scheduler.
+    plan = place(["solo"], {"n_workers": 5, "nthreads": 2})
     assert plan.scheduler.hostname == "solo"
-    assert plan.workers == [] and plan.slots == {}
+    assert plan.workers == [] and plan.slots == {(None, "solo", None): 0}
+    assert plan.templates[(None, "solo", None)] == {"nthreads": 2}
 
 
 def test_place_n_workers_zero() -> None:
@@ -215,8 +217,9 @@ def test_next_worker_names_are_unique_and_fill_gaps() -> None:
     assert len({n for _, n in running}) == 7
 
 
-def test_next_worker_without_worker_hosts() -> None:
-    assert next_worker(place(["solo"]), []) is None
+def test_next_worker_without_worker_hosts_uses_the_scheduler_host() -> None:
+    host, name = next_worker(place(["solo"]), []) or (None, None)
+    assert host is not None and host.hostname == "solo" and name == "solo-0"
 
 
 def test_next_worker_with_zero_slots_still_places() -> None:
