@@ -134,6 +134,7 @@ class Agent:
         self.qlock = threading.Lock()
         self.early: list[dict[str, Any]] = []
         self.tmpdir: str | None = None
+        self.prewarm_thread: threading.Thread | None = None
 
     # -- output -----------------------------------------------------------
     def emit(self, **event: Any) -> None:
@@ -280,14 +281,20 @@ class Agent:
         if self.shutting_down:
             return
         self.shutting_down = True
-        # A Nanny would restart the worker we are about to kill: stop that first.
-        for server in list(self.servers.values()):
-            self.no_restarts(server)
-        # Kill first: writing to a controller that is gone may block.
-        self.reap_group(grace=0.5)
-        self.remove_tmpdir()
-        self.emit_last_words(f"sshdeploy agent: {why}; stopped every process it started")
-        os._exit(3)
+        try:
+            # A Nanny would restart the worker we are about to kill: stop that first.
+            for server in list(self.servers.values()):
+                self.no_restarts(server)
+            # A forkserver being spawned right now would escape a reap that ran first.
+            prewarm = self.prewarm_thread
+            if prewarm is not None and prewarm.ident is not None:
+                prewarm.join(5)
+            # Kill first: writing to a controller that is gone may block.
+            self.reap_group(grace=0.5)
+            self.remove_tmpdir()
+            self.emit_last_words(f"sshdeploy agent: {why}; stopped every process it started")
+        finally:
+            os._exit(3)  # whatever failed above, the agent itself never outlives this
 
     @staticmethod
     def no_restarts(server: Any) -> None:
@@ -363,12 +370,15 @@ class Agent:
         if spec.get("role") == "workers":
             # Start the preloaded forkserver now, while the scheduler starts
             # elsewhere: the first worker then forks at once.
-            threading.Thread(target=self.prewarm, daemon=True).start()
+            self.prewarm_thread = threading.Thread(target=self.prewarm, daemon=True)
+            self.prewarm_thread.start()
         asyncio.run(self.serve())
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
 
     def prewarm(self) -> None:
+        if self.shutting_down:
+            return
         try:
             from distributed.utils import get_mp_context
 
@@ -545,6 +555,9 @@ class Agent:
                              return_exceptions=True)
         self.servers.clear()
         self.shutting_down = True
+        prewarm = self.prewarm_thread
+        if prewarm is not None and prewarm.ident is not None:
+            await asyncio.get_running_loop().run_in_executor(None, prewarm.join, 5)
         await asyncio.get_running_loop().run_in_executor(None, self.reap_group, 2.0)
         self.remove_tmpdir()
         sys.stdout.flush()

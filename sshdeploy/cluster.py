@@ -261,6 +261,7 @@ class SSHCluster(SpecCluster):
             if self.scheduler is not None and isinstance(self.scheduler, RemoteScheduler):
                 if self.scheduler.channel.alive:
                     await self.scheduler.channel.shutdown(float(config.get("stop-timeout")))
+                await self.scheduler.channel.ensure_gone()
             await self._pool.close()
 
     # -- lost workers ---------------------------------------------------------

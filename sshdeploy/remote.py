@@ -161,6 +161,7 @@ class AgentChannel:
         self._stderr: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._create: asyncio.Future[Any] | None = None
         self.exit_status: int | None = None
 
     # -- start -------------------------------------------------------------
@@ -187,7 +188,7 @@ class AgentChannel:
         self._hello = loop.create_future()
         # Its outcome is read by start(); if start() was cancelled, nobody will.
         self._hello.add_done_callback(lambda f: f.cancelled() or f.exception())
-        create = asyncio.ensure_future(
+        create = self._create = asyncio.ensure_future(
             self.connection.conn.create_process(command, encoding=None)
         )
         try:
@@ -456,6 +457,17 @@ class AgentChannel:
         for t in self._tasks:
             t.cancel()
 
+    async def ensure_gone(self) -> None:
+        """Return once this agent's remote process has exited (ending it if needed).
+
+        Safe to call in any state, also after a cancelled or failed start.
+        """
+        if self.process is None and self._create is not None:
+            with contextlib.suppress(BaseException):
+                self.process = await asyncio.wait_for(asyncio.shield(self._create), 10)
+        if self.process is not None and self.process.exit_status is None:
+            await self.abort()
+
     @property
     def alive(self) -> bool:
         """Whether the agent is still running."""
@@ -587,6 +599,8 @@ class WorkerAgents:
         self.logbook = logbook
         self.on_worker_exit = on_worker_exit
         self._agents: dict[tuple[str | None, str, int | None], asyncio.Future[AgentChannel]] = {}
+        #: Every agent ever started, so close() can wait for all of them.
+        self._channels: list[AgentChannel] = []
         self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (
             weakref.WeakValueDictionary()
         )
@@ -612,6 +626,7 @@ class WorkerAgents:
     async def _start(self, host: Host) -> AgentChannel:
         launch = self.launches[host.key]
         ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited)
+        self._channels.append(ch)
         await ch.start(float(config.get("start-timeout")))
         return ch
 
@@ -637,6 +652,8 @@ class WorkerAgents:
         await asyncio.gather(*futs, return_exceptions=True)
         chans = [f.result() for f in futs if not f.cancelled() and f.exception() is None]
         await asyncio.gather(*(c.shutdown(timeout) for c in chans), return_exceptions=True)
+        # Agents whose start failed or was cancelled mid-way: wait until they are gone too.
+        await asyncio.gather(*(c.ensure_gone() for c in self._channels), return_exceptions=True)
 
 
 class RemoteWorker(ProcessInterface):
