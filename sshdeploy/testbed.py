@@ -821,14 +821,67 @@ def _kill_namespace(namespace: str, deadline: float) -> None:
 
 
 def _down_locked(name: str) -> None:
+    """Remove everything of bed *name*, repeating until nothing is left.
+
+    A killed ``up`` may leave commands running (``ip``, ``provision.sh``, an
+    sshd being started) that create things after a first pass removed them:
+    each pass first kills every process that names the bed's state dir, and
+    passes repeat (10 s at most) until nothing of the bed remains.
+    """
     state = _read_state(name)
+    state_dir = _state_dir(name)
     pattern = _namespace_re(name)
+    veths = {h["veth"] for h in state["hosts"]} if state is not None else set()
+    deadline = time.monotonic() + 10
+    while True:
+        _kill_referencing(state_dir)
+        _down_pass(name, state, pattern, veths, deadline)
+        left = _remains(name, state_dir, pattern, veths)
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            raise TestbedError(
+                f"bed {name!r} could not be removed completely",
+                ", ".join(left),
+                "Run `python -m sshdeploy.testbed down --name NAME` again.",
+            )
+        time.sleep(0.05)
+    _remove_bridge_if_unused()
+
+
+def _kill_referencing(state_dir: Path) -> None:
+    """SIGKILL every process (any namespace) whose command line names *state_dir*."""
+    marker = str(state_dir)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and not _is_zombie(int(entry)):
+            if marker in (_cmdline(int(entry)) or ""):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry), signal.SIGKILL)
+
+
+def _remains(
+    name: str, state_dir: Path, pattern: re.Pattern[str], veths: set[str]
+) -> list[str]:
+    """What of bed *name* is still on the machine."""
+    left = [f"netns {ns}" for ns in _netns_list() if pattern.match(ns)]
+    left += [f"link {v}" for v in sorted(veths & set(_links()))]
+    if NETNS_ETC.is_dir():
+        left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
+    if state_dir.exists():
+        left.append(f"state dir {state_dir}")
+    return left
+
+
+def _down_pass(
+    name: str,
+    state: Mapping[str, Any] | None,
+    pattern: re.Pattern[str],
+    veths: set[str],
+    deadline: float,
+) -> None:
     namespaces = {ns for ns in _netns_list() if pattern.match(ns)}
-    veths: set[str] = set()
     if state is not None:
         namespaces |= {h["namespace"] for h in state["hosts"]} & set(_netns_list())
-        veths = {h["veth"] for h in state["hosts"]}
-    deadline = time.monotonic() + 10
     for ns in sorted(namespaces):
         _kill_namespace(ns, deadline)
     for ns in sorted(namespaces):
@@ -855,7 +908,6 @@ def _down_locked(name: str) -> None:
                 shutil.rmtree(d, ignore_errors=True)
     _remove_hosts_block(name)
     shutil.rmtree(_state_dir(name), ignore_errors=True)
-    _remove_bridge_if_unused()
 
 
 def _remove_bridge_if_unused() -> None:
