@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from time import time
 from typing import Any, Literal
 
 from dask.utils import parse_bytes
@@ -269,6 +270,11 @@ class SSHCluster(SpecCluster):
         """A worker's Nanny or host agent went away: start it again, a bounded number of times."""
         if self.status != Status.running or name not in self.worker_spec:
             return
+        worker = self.workers.get(name)
+        if worker is not None and worker.address:
+            # Tell the scheduler now rather than after its own timeouts (~30 s
+            # for a host cut off), so that the worker's tasks move on at once.
+            asyncio.ensure_future(self._unregister(str(worker.address), reason))
         tries = self._restarts.get(name, 0)
         if not self._restart_workers or tries >= int(config.get("worker-restarts")):
             why = "restarts are off" if not self._restart_workers else f"after {tries} restarts"
@@ -283,6 +289,19 @@ class SSHCluster(SpecCluster):
         asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self._restart(name))
         )
+
+    async def _unregister(self, address: str, reason: str) -> None:
+        if self.scheduler_comm is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self.scheduler_comm.unregister(
+                    address=address, stimulus_id=f"sshdeploy-lost-{time()}", close=False
+                ),
+                10,
+            )
+        except Exception as exc:  # the scheduler will notice by itself, later
+            logger.debug("could not unregister %s (%s): %s", address, reason, exc)
 
     async def _restart(self, name: str) -> None:
         if self.status != Status.running or name not in self.worker_spec:

@@ -163,6 +163,8 @@ class AgentChannel:
         self._closing = False
         self._create: asyncio.Future[Any] | None = None
         self.exit_status: int | None = None
+        #: The agent's output ended: it exited, or the connection was lost.
+        self.gone = False
 
     # -- start -------------------------------------------------------------
     async def start(self, timeout: float) -> dict[str, Any]:
@@ -344,6 +346,7 @@ class AgentChannel:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait_closed(), 5)
         self.exit_status = self.process.exit_status
+        self.gone = True
         reason = self._exit_reason()
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(self._start_failure())
@@ -409,7 +412,7 @@ class AgentChannel:
         kind = "stopped" if cmd == "stop" else "started"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[(kind, name)] = fut
-        if self.process is None or self.exit_status is not None or self.process.stdout.at_eof():
+        if self.process is None or self.gone or self.process.stdout.at_eof():
             self._waiters.pop((kind, name), None)
             return {"ev": "failed", "name": name, "error": self._exit_reason()}
         self.send(encode_message(cmd, kwargs, name=name, timeout=timeout, **fields))
@@ -471,7 +474,7 @@ class AgentChannel:
     @property
     def alive(self) -> bool:
         """Whether the agent is still running."""
-        return self.process is not None and self.exit_status is None and not self._closing
+        return self.process is not None and not self.gone and not self._closing
 
 
 def _start_error(
