@@ -3,7 +3,8 @@
 It turns hosts and options into specs (:mod:`sshdeploy.placement`) and lets
 :class:`distributed.deploy.spec.SpecCluster` do the rest, so ``Client(cluster)``,
 ``scale``, ``adapt``, ``get_logs``, ``dashboard_link``, sync and async use and
-context managers all work. What runs remotely is in :mod:`sshdeploy.remote`.
+context managers all work. What runs remotely is in :mod:`sshdeploy.remote`
+and :mod:`sshdeploy.channel`.
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from .bootstrap import (
     EXIT_SETUP_FAILED,
     build_probe_command,
 )
+from .channel import compare_versions, local_versions
 from .errors import AuthenticationError, HostKeyError, SSHDeployError
 from .hosts import Host
 from .placement import as_hosts, per_host
 from .pool import HostPool
-from .remote import compare_versions, local_versions
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import sshdeploy.remote
+import sshdeploy.channel
 from sshdeploy import testbed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import (
@@ -109,8 +109,8 @@ def test_distributed_not_importable(bed: testbed.Bed, tmp_path: Path) -> None:
 
 
 def test_version_mismatch(bed: testbed.Bed, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sshdeploy.remote.local_versions()
-    monkeypatch.setattr(sshdeploy.remote, "local_versions",
+    real = sshdeploy.channel.local_versions()
+    monkeypatch.setattr(sshdeploy.channel, "local_versions",
                         lambda: {**real, "distributed": "1999.1.0"})
     err = assert_fails(bed, VersionMismatchError, [n1, n2],
                        connect_options=bed.connect_options())

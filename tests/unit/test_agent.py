@@ -38,7 +38,7 @@ from sshdeploy.bootstrap import (
     encode_message,
     stdin_preamble,
 )
-from sshdeploy.remote import local_versions
+from sshdeploy.channel import local_versions
 
 pytestmark = pytest.mark.timeout(60)
 

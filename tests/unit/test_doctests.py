@@ -9,8 +9,8 @@ import pytest
 
 MODULES = [
     "sshdeploy.bootstrap", "sshdeploy.cluster", "sshdeploy.config", "sshdeploy.logs",
-    "sshdeploy.placement", "sshdeploy.pool", "sshdeploy.remote", "sshdeploy.testbed",
-    "sshdeploy.cliargs",
+    "sshdeploy.placement", "sshdeploy.pool", "sshdeploy.channel",
+    "sshdeploy.testbed", "sshdeploy.cliargs",
 ]
 
 

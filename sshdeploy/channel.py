@@ -1,0 +1,471 @@
+"""The controller's end of one remote agent: an SSH channel speaking the agent's protocol.
+
+:class:`AgentChannel` opens a channel on the host's shared connection, sends
+the agent (:mod:`sshdeploy.agent`) and its spec on stdin, reads its events and
+output for the agent's whole life, sends commands and pings, and ends it.
+Readiness is an explicit handshake, never a scraped log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+import dask
+import distributed
+
+from . import config
+from .bootstrap import (
+    EVENT_MARK,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    AgentSpec,
+    build_command,
+    encode_message,
+    stdin_preamble,
+)
+from .errors import (
+    HostError,
+    RemoteImportError,
+    RemotePythonError,
+    StartError,
+    VersionMismatchError,
+)
+from .hosts import Host
+from .logs import LogBook
+from .pool import Connection, HostPool
+
+logger = logging.getLogger("sshdeploy.process")
+
+
+def local_versions() -> dict[str, str]:
+    """Return the controller's python, dask and distributed versions."""
+    return {
+        "python": platform.python_version(),
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+    }
+
+
+def compare_versions(local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
+    """Return one text per package whose versions differ (Python by major.minor).
+
+    Examples
+    --------
+    >>> compare_versions({"python": "3.11.7", "dask": "1"}, {"python": "3.11.2", "dask": "2"})
+    ['dask 2 (controller: 1)']
+    """
+    out = []
+    for pkg, mine in local.items():
+        theirs = remote.get(pkg, "?")
+        a, b = mine, theirs
+        if pkg == "python":
+            a, b = ".".join(mine.split(".")[:2]), ".".join(theirs.split(".")[:2])
+        if a != b:
+            out.append(f"{pkg} {theirs} (controller: {mine})")
+    return out
+
+
+def split_event(raw: bytes) -> tuple[str, dict[str, Any] | None]:
+    """Split one stdout line of an agent into foreign text and the agent's event.
+
+    Only what follows the event mark is parsed; text before it (a login
+    script that printed without a newline) or a line without it is returned
+    as text to log, never taken for an event.
+
+    Examples
+    --------
+    >>> split_event(EVENT_MARK + b'{"ev": "hello"}\\n')
+    ('', {'ev': 'hello'})
+    >>> split_event(b'Welcome' + EVENT_MARK + b'{"ev": "bye"}\\n')
+    ('Welcome', {'ev': 'bye'})
+    >>> split_event(b'3\\n')
+    ('3', None)
+    """
+    start = raw.find(EVENT_MARK)
+    ev: Any = None
+    if start >= 0:
+        with contextlib.suppress(ValueError):
+            ev = json.loads(raw[start + len(EVENT_MARK):])
+        raw = raw[:start]
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    return (text if text.strip() else ""), (ev if isinstance(ev, dict) else None)
+
+
+@dataclass
+class Launch:
+    """How to start agents on a host: interpreter, setup commands, environment."""
+
+    python: str
+    setup: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_config: bool = True
+
+
+class AgentChannel:
+    """The controller's end of one remote agent.
+
+    Parameters
+    ----------
+    pool : HostPool
+        Where the host's connection comes from.
+    host : Host
+        The host.
+    role : {"scheduler", "workers"}
+        What the agent runs.
+    launch : Launch
+        Interpreter, setup and environment.
+    logbook : LogBook
+        Where remote output goes.
+    on_exit : callable, optional
+        Called with ``(name, reason)`` when a process of this agent exits
+        by itself (or the agent is lost).
+    """
+
+    def __init__(
+        self,
+        pool: HostPool,
+        host: Host,
+        role: str,
+        launch: Launch,
+        logbook: LogBook,
+        on_exit: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.host = host
+        self.role = role
+        self.launch = launch
+        self.logbook = logbook
+        self.on_exit = on_exit
+        self.where = pool.display(host)
+        self.label = f"scheduler {host.hostname}" if role == "scheduler" else host.hostname
+        self.connection: Connection | None = None
+        self.process: asyncssh.SSHClientProcess[bytes] | None = None
+        self.hello: dict[str, Any] = {}
+        self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._stderr: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._create: asyncio.Future[Any] | None = None
+        self.exit_status: int | None = None
+        #: The agent's output ended: it exited, or the connection was lost.
+        self.gone = False
+
+    # -- start -------------------------------------------------------------
+    async def start(self, timeout: float) -> dict[str, Any]:
+        """Open the channel, send the agent and wait for its hello (versions).
+
+        The whole of it (connection, session, hello) is bounded by *timeout*;
+        when it fails or is cancelled, the agent is ended before this returns.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        self.connection = await self.pool.get(self.host)
+        command = build_command(self.launch.python, self.launch.setup)
+        spec = AgentSpec(
+            role="scheduler" if self.role == "scheduler" else "workers",
+            label=self.label,
+            config=dask.config.serialize(dask.config.global_config)
+            if self.launch.inherit_config
+            else "",
+            env=dict(self.launch.env),
+            heartbeat=float(config.get("heartbeat-timeout")),
+            mp_method=str(config.get("multiprocessing-method")),
+        )
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        # Its outcome is read by start(); if start() was cancelled, nobody will.
+        self._hello.add_done_callback(lambda f: f.cancelled() or f.exception())
+        create = self._create = asyncio.ensure_future(
+            self.connection.conn.create_process(command, encoding=None)
+        )
+        try:
+            self.process = await asyncio.wait_for(
+                asyncio.shield(create), max(1.0, deadline - loop.time())
+            )
+        except asyncio.TimeoutError:
+            create.cancel()
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what=f"the SSH session did not open within {timeout:.0f} s",
+                remedy="Check the host's sshd and login scripts (ssh to it by hand).",
+            ) from None
+        except asyncio.CancelledError:
+            # Cancelled (the cluster is closing) while the session opened: end it.
+            with contextlib.suppress(Exception):
+                self.process = await asyncio.wait_for(create, 10)
+                await self.abort()
+            raise
+        except (asyncssh.Error, OSError) as exc:
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what="cannot open an SSH session",
+                cause=str(exc),
+                remedy="The server may limit sessions (MaxSessions) or be shutting down.",
+            ) from exc
+        assert self.process is not None
+        self.process.stdin.write(stdin_preamble(spec))
+        self._tasks = [
+            asyncio.ensure_future(self._read_events()),
+            asyncio.ensure_future(self._read_stderr()),
+            asyncio.ensure_future(self._heartbeat()),
+        ]
+        try:
+            hello = await asyncio.wait_for(
+                asyncio.shield(self._hello), max(1.0, deadline - loop.time())
+            )
+            self._check_versions(hello.get("versions", {}))
+        except asyncio.TimeoutError:
+            await self.abort()
+            raise StartError(
+                host=self.where,
+                role=self.role,
+                what=f"the remote agent did not answer within {timeout:.0f} s",
+                remedy="The host may be overloaded or the remote Python very slow to import "
+                "distributed; raise sshdeploy.start-timeout.",
+                stderr_tail=self._tail(),
+            ) from None
+        except BaseException:
+            # Failed or cancelled (the cluster is closing): leave nothing running.
+            await self.abort()
+            raise
+        self.hello = hello
+        return hello
+
+    def _check_versions(self, remote: Mapping[str, str]) -> None:
+        policy = config.get("version-check")
+        diffs = compare_versions(local_versions(), remote)
+        if not diffs or policy == "ignore":
+            return
+        err = VersionMismatchError(
+            host=self.where, role=self.role, cause="; ".join(diffs)
+        )
+        if policy == "warn":
+            logger.warning("%s", err)
+            return
+        raise err
+
+    def _tail(self) -> str:
+        return "\n".join((self._stderr + self.logbook.lines(self.label))[-20:])
+
+    # -- reading -----------------------------------------------------------
+    async def _read_events(self) -> None:
+        assert self.process is not None
+        try:
+            async for raw in self.process.stdout:
+                if not raw:
+                    continue  # the end of the stream, not a line
+                other, ev = split_event(raw)
+                if other:
+                    # Not the agent's: a login script or setup printing to stdout.
+                    self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
+                                        "stdout", other)
+                if ev is not None:
+                    self._dispatch(ev)
+        except (asyncssh.Error, OSError):
+            pass
+        await self._finished()
+
+    async def _read_stderr(self) -> None:
+        assert self.process is not None
+        try:
+            async for raw in self.process.stderr:
+                if not raw:
+                    continue
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self._stderr.append(line)
+                del self._stderr[:-50]
+                self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
+                                    "stderr", line)
+        except (asyncssh.Error, OSError):
+            pass
+
+    def _log_role(self, label: str) -> str:
+        if self.role == "scheduler":
+            return "scheduler"
+        return "agent" if label == self.label else "worker"
+
+    def _dispatch(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("ev")
+        if kind == "logs":
+            for src, stream, line in ev.get("lines", ()):
+                self.logbook.record(src, self.host.hostname, self._log_role(src), stream, line)
+        elif kind == "log":
+            src = str(ev.get("src", self.label))
+            self.logbook.record(src, self.host.hostname, self._log_role(src),
+                                str(ev.get("stream", "stderr")), str(ev.get("line", "")))
+        elif kind == "hello":
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(ev)
+        elif kind == "fatal":
+            err = RemoteImportError(
+                host=self.where,
+                role=self.role,
+                cause=f"{ev.get('error')} (python: {ev.get('python')})",
+                stderr_tail=str(ev.get("tb", "")),
+            )
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_exception(err)
+        elif kind in ("ready", "failed", "stopped"):
+            name = str(ev.get("name"))
+            key = ("stopped" if kind == "stopped" else "started", name)
+            fut = self._waiters.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+        elif kind == "exited":
+            name = str(ev.get("name"))
+            self._fail_waiters(name, f"exited: {ev.get('reason')}")
+            if self.on_exit is not None:
+                self.on_exit(name, str(ev.get("reason")))
+
+    def _fail_waiters(self, name: str | None, reason: str) -> None:
+        for key, fut in list(self._waiters.items()):
+            if (name is None or key[1] == name) and not fut.done():
+                fut.set_result({"ev": "failed", "name": key[1], "error": reason})
+                self._waiters.pop(key, None)
+
+    async def _finished(self) -> None:
+        """The agent's stdout closed: it exited, or the connection was lost."""
+        assert self.process is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.process.wait_closed(), 5)
+        self.exit_status = self.process.exit_status
+        self.gone = True
+        reason = self._exit_reason()
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(self._start_failure())
+        self._fail_waiters(None, reason)
+        if not self._closing and self.on_exit is not None:
+            self.on_exit("*", reason)
+
+    def _exit_reason(self) -> str:
+        if self.exit_status is None:
+            return "the SSH connection was lost"
+        return f"the remote agent exited with status {self.exit_status}"
+
+    def _start_failure(self) -> HostError:
+        status = self.exit_status
+        tail = "\n".join(self._stderr[-20:])
+        if status == EXIT_NOT_FOUND or "not found" in tail and "exec" in tail:
+            return RemotePythonError(
+                host=self.where,
+                role=self.role,
+                cause=f"{self.launch.python!r} not found on the remote PATH (exit {status})",
+                stderr_tail=tail,
+            )
+        if status == EXIT_NOT_EXECUTABLE:
+            return RemotePythonError(
+                host=self.where,
+                role=self.role,
+                cause=f"{self.launch.python!r} is not an executable file (exit {status})",
+                stderr_tail=tail,
+            )
+        if status == EXIT_SETUP_FAILED:
+            return StartError(
+                host=self.where,
+                role=self.role,
+                what="the setup command failed",
+                cause=repr(self.launch.setup),
+                remedy="Run the setup command by hand on that host over ssh and fix it.",
+                stderr_tail=tail,
+            )
+        return RemotePythonError(
+            host=self.where,
+            role=self.role,
+            cause=f"{self.launch.python!r} exited with status {status} before the agent started",
+            stderr_tail=tail,
+        )
+
+    async def _heartbeat(self) -> None:
+        interval = float(config.get("heartbeat-timeout")) / 3
+        while True:
+            await asyncio.sleep(interval)
+            self.send(encode_message("ping"))
+
+    # -- commands ----------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Write one message to the agent (ignored once the channel is gone)."""
+        if self.process is not None and not self.process.stdin.is_closing():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self.process.stdin.write(data)
+
+    async def call(
+        self, cmd: str, name: str, kwargs: Mapping[str, Any] | None, timeout: float, **fields: Any
+    ) -> dict[str, Any]:
+        """Send *cmd* for process *name* and wait for its answer (bounded)."""
+        kind = "stopped" if cmd == "stop" else "started"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[(kind, name)] = fut
+        if self.process is None or self.gone or self.process.stdout.at_eof():
+            self._waiters.pop((kind, name), None)
+            return {"ev": "failed", "name": name, "error": self._exit_reason()}
+        self.send(encode_message(cmd, kwargs, name=name, timeout=timeout, **fields))
+        try:
+            return await asyncio.wait_for(fut, timeout + 5)
+        except asyncio.TimeoutError:
+            self._waiters.pop((kind, name), None)
+            return {"ev": "failed", "name": name, "error": f"no answer within {timeout:.0f} s"}
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop everything the agent runs and wait until the agent has exited."""
+        self._closing = True
+        if self.process is None:
+            return
+        self.send(encode_message("shutdown", timeout=timeout))
+        try:
+            await asyncio.wait_for(self.process.wait_closed(), timeout + 8)
+        except (asyncio.TimeoutError, asyncssh.Error, OSError):
+            logger.warning("%s: agent did not stop in time; closing its channel", self.where)
+            await self.abort()
+        for t in self._tasks:
+            t.cancel()
+
+    async def abort(self) -> None:
+        """End the agent: EOF on its stdin makes it kill all it started, then exit.
+
+        Waits (bounded) for the agent to exit, so that when this returns
+        nothing of it is left on the host; closes the channel after that.
+        """
+        self._closing = True
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                self.process.stdin.write_eof()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.process.wait_closed()), 10)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "[%s] %s agent still running 10 s after EOF; closing its channel "
+                    "(it stops itself once it notices)", self.where, self.role,
+                )
+                self.process.close()
+            except BaseException:
+                self.process.close()
+                raise
+        for t in self._tasks:
+            t.cancel()
+
+    async def ensure_gone(self) -> None:
+        """Return once this agent's remote process has exited (ending it if needed).
+
+        Safe to call in any state, also after a cancelled or failed start.
+        """
+        if self.process is None and self._create is not None:
+            with contextlib.suppress(BaseException):
+                self.process = await asyncio.wait_for(asyncio.shield(self._create), 10)
+        if self.process is not None and self.process.exit_status is None:
+            await self.abort()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the agent is still running."""
+        return self.process is not None and not self.gone and not self._closing
