@@ -1,0 +1,103 @@
+"""The ``python -m sshdeploy.testbed`` command (click): up, down, status."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from sshdeploy.errors import SSHDeployError
+from sshdeploy.testbed.lifecycle import down, list_beds, status, up
+from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS
+from sshdeploy.testbed.system import _tcp_ok
+
+
+def _cli() -> Any:
+    import click
+
+    def fail(exc: SSHDeployError) -> None:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+    @click.group(help="The local multi-host SSH test bed (namespaces + sshd; needs root).")
+    def main() -> None:
+        pass
+
+    @main.command("up", help="Bring up N hosts (idempotent).")
+    @click.argument("n", type=click.IntRange(1, MAX_HOSTS))
+    @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Bed name.")
+    @click.option(
+        "--sshd-option",
+        "sshd_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra sshd_config line for every host, e.g. MaxStartups=10:30:100.",
+    )
+    def up_cmd(n: int, name: str, sshd_option: tuple[str, ...]) -> None:
+        opts = {}
+        for item in sshd_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--sshd-option")
+            opts[key] = value
+        t0 = time.monotonic()
+        try:
+            bed = up(n, name, sshd_options=opts)
+        except SSHDeployError as exc:
+            fail(exc)
+            return
+        click.echo(
+            f"bed {bed.name!r}: {len(bed.hosts)} host(s) up in {time.monotonic() - t0:.2f} s"
+        )
+        for h in bed.hosts:
+            click.echo(f"  {h.name:<10} {h.address:<15} netns {h.namespace}")
+        click.echo(f"hostfile:    {bed.hostfile}")
+        click.echo(f"known_hosts: {bed.known_hosts}")
+        click.echo(f"ssh_config:  {bed.ssh_config}")
+        click.echo(f"client key:  {bed.client_key}")
+        click.echo(f"try:         ssh -F {bed.ssh_config} {bed.hosts[0].name} hostname")
+        click.echo(f"take down:   python -m sshdeploy.testbed down --name {bed.name}")
+
+    @main.command("down", help="Take a bed down and remove everything it left.")
+    @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Bed name.")
+    @click.option("--all", "all_", is_flag=True, help="Every bed found on this machine.")
+    def down_cmd(name: str, all_: bool) -> None:
+        try:
+            names = list_beds() if all_ else [name]
+            for nm in names:
+                down(nm)
+                click.echo(f"bed {nm!r} is down")
+        except SSHDeployError as exc:
+            fail(exc)
+
+    @main.command("status", help="Show a bed and whether each sshd answers.")
+    @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Bed name.")
+    def status_cmd(name: str) -> None:
+        bed = status(name)
+        if bed is None:
+            left = name in list_beds()
+            click.echo(
+                f"bed {name!r} is not up"
+                + (
+                    f" (leftovers found: run `python -m sshdeploy.testbed down --name {name}`)"
+                    if left
+                    else ""
+                )
+            )
+            sys.exit(3)
+        click.echo(f"bed {bed.name!r}: {len(bed.hosts)} host(s), state in {bed.state_dir}")
+        bad = 0
+        for h in bed.hosts:
+            ok = _tcp_ok(h.address, 22, 1.0)
+            bad += not ok
+            click.echo(f"  {h.name:<10} {h.address:<15} sshd {'up' if ok else 'NOT ANSWERING'}")
+        click.echo(f"ssh_config:  {bed.ssh_config}")
+        sys.exit(1 if bad else 0)
+
+    return main
+
+
+def main() -> None:
+    """Run the ``python -m sshdeploy.testbed`` command."""
+    _cli()(prog_name="python -m sshdeploy.testbed")
+

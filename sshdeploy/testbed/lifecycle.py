@@ -1,0 +1,453 @@
+"""Bring beds up and down: requirements, the machine lock, holders, up / down / release / status."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sshdeploy.testbed.model import (
+    _NAME_RE,
+    BRIDGE,
+    DEFAULT_NAME,
+    MAX_HOSTS,
+    N_BLOCKS,
+    NS_PREFIX,
+    Bed,
+    BedHost,
+    TestbedError,
+    _address,
+    _bed_from_state,
+    _bed_of_namespace,
+    _check_name,
+    _host_prefix,
+    _namespace,
+    _namespace_re,
+    _read_state,
+    _root_dir,
+    _state_dir,
+    _veth,
+    _write_state,
+)
+from sshdeploy.testbed.net import (
+    HOSTS_FILE,
+    NETNS_ETC,
+    _beds_in_hosts_file,
+    _ensure_bridge,
+    _names_in_hosts_file,
+    _remove_bridge_if_unused,
+    _remove_hosts_block,
+    _set_hosts_block,
+)
+from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
+from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
+from sshdeploy.testbed.system import _cmdline, _is_zombie, _links, _netns_list, _run
+
+
+def check_requirements(*, probe: bool = False) -> None:
+    """Raise :class:`TestbedError` if a bed cannot run on this machine.
+
+    Parameters
+    ----------
+    probe : bool
+        Also try ``ip netns add`` / ``ip netns del`` once (catches sandboxes
+        that refuse namespaces even to root).
+
+    Raises
+    ------
+    TestbedError
+        Not root, sshd / ip / unshare / ssh-keygen missing, or namespaces refused.
+    """
+    if os.geteuid() != 0:
+        raise TestbedError(
+            "needs root (network namespaces, a bridge, /etc/hosts)",
+            f"running as uid {os.geteuid()}",
+            "Run as root, e.g. `sudo python -m sshdeploy.testbed up 4`.",
+        )
+    if not os.access(SSHD, os.X_OK):
+        raise TestbedError(
+            f"{SSHD} not found",
+            remedy="Install it: `apt-get install openssh-server`.",
+        )
+    for tool, package in (
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("ssh-keygen", "openssh-client"),
+    ):
+        if shutil.which(tool) is None:
+            raise TestbedError(
+                f"`{tool}` not found", remedy=f"Install it: `apt-get install {package}`."
+            )
+    if probe:
+        ns = f"{NS_PREFIX}probe-{os.getpid()}"
+        proc = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise TestbedError(
+                "`ip netns add` refused",
+                proc.stderr,
+                "Run as root on a kernel/sandbox that allows network namespaces "
+                "(e.g. a VM or a privileged container).",
+            )
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Serialize beds: an flock on /etc/hosts, the one file every bed edits."""
+    with open(HOSTS_FILE) as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _allocate_block(name: str) -> int:
+    if name == DEFAULT_NAME:
+        return 0
+    used = {0}
+    root = _root_dir()
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name != name and (d / "state.json").exists():
+                st = _read_state(d.name)
+                if st is not None:
+                    used.add(int(st["block"]))
+    for other in _beds_in_hosts_file() - {name}:
+        st = _read_state(other)
+        if st is not None:
+            used.add(int(st["block"]))
+    for block in range(1, N_BLOCKS):
+        if block not in used:
+            return block
+    raise TestbedError(
+        f"no free address block for bed {name!r}",
+        f"{N_BLOCKS - 1} other beds exist",
+        "Take one down: `python -m sshdeploy.testbed down --name NAME`.",
+    )
+
+
+def up(
+    n: int,
+    name: str = DEFAULT_NAME,
+    *,
+    sshd_options: Mapping[str, str] | None = None,
+    hold: bool = False,
+) -> Bed:
+    """Bring up a bed of ``n`` hosts (idempotent) and return it.
+
+    If a healthy bed with that name, size and ``sshd_options`` is already up,
+    it is returned as is; otherwise what exists of it is taken down first.
+
+    Parameters
+    ----------
+    n : int
+        Number of hosts, 1 to 48.
+    name : str
+        Bed name. The default bed has hosts ``node1..nodeN`` at 10.213.7.11...;
+        another bed ``NAME1..NAMEN`` in another block of the same /24.
+    sshd_options : Mapping[str, str], optional
+        Extra sshd_config lines for every host, e.g. ``{"MaxStartups": "10:30:100"}``;
+        they take precedence over the template.
+    hold : bool
+        Register this process as a user of the bed (see :func:`release`), so
+        that concurrent test sessions sharing a bed do not pull it from under
+        each other. A bed held by another live process is never rebuilt.
+
+    Returns
+    -------
+    Bed
+
+    Raises
+    ------
+    TestbedError
+        The machine cannot host a bed (not root, no sshd, namespaces refused)
+        or a host did not come up; what was created is removed again.
+
+    Examples
+    --------
+    >>> bed = up(4)                                        # doctest: +SKIP
+    >>> run_in(bed.host("node2"), ["hostname"]).stdout      # doctest: +SKIP
+    'node2\\n'
+    """
+    _check_name(name)
+    if not 1 <= n <= MAX_HOSTS:
+        raise TestbedError(f"cannot make a bed of {n} hosts", remedy=f"Use 1 to {MAX_HOSTS}.")
+    check_requirements()
+    options = {str(k): str(v) for k, v in (sshd_options or {}).items()}
+    with _machine_lock():
+        old = _read_state(name)
+        if (
+            old is not None
+            and len(old["hosts"]) == n
+            and old.get("sshd_options", {}) == options
+            and _healthy(old)
+        ):
+            bed = _bed_from_state(old)
+        else:
+            others = _holders(name)
+            if others:
+                raise TestbedError(
+                    f"bed {name!r} is in use by process(es) {', '.join(map(str, others))} "
+                    f"and differs from the one asked for ({n} host(s), sshd options {options})",
+                    remedy="Use another bed name, or wait until they release it.",
+                )
+            _down_locked(name)
+            try:
+                bed = _up_locked(n, name, options)
+            except BaseException:
+                _down_locked(name)
+                raise
+        if hold:
+            holders = bed.state_dir / "holders"
+            holders.mkdir(exist_ok=True)
+            (holders / str(os.getpid())).touch()
+        return bed
+
+
+def _holders(name: str) -> list[int]:
+    """Live processes other than this one that hold the bed (stale entries are removed)."""
+    d = _state_dir(name) / "holders"
+    live = []
+    if d.is_dir():
+        for f in d.iterdir():
+            if not f.name.isdigit() or int(f.name) == os.getpid():
+                continue
+            if _is_zombie(int(f.name)):  # gone
+                f.unlink(missing_ok=True)
+            else:
+                live.append(int(f.name))
+    return sorted(live)
+
+
+def release(name: str = DEFAULT_NAME) -> bool:
+    """Drop this process's hold on a bed; take the bed down if nobody else holds it.
+
+    Parameters
+    ----------
+    name : str
+        Bed name.
+
+    Returns
+    -------
+    bool
+        True if the bed was taken down, False if other live processes still hold it.
+    """
+    _check_name(name)
+    check_requirements()
+    with _machine_lock():
+        (_state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
+        if _holders(name):
+            return False
+        _down_locked(name)
+        return True
+
+
+def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
+    block = _allocate_block(name)
+    state_dir = _state_dir(name)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    prefix = _host_prefix(name)
+    hosts: list[dict[str, Any]] = [
+        {
+            "name": f"{prefix}{i}",
+            "address": _address(block, i),
+            "namespace": _namespace(name, f"{prefix}{i}"),
+            "veth": _veth(block, i),
+            "sshd_pid": None,
+        }
+        for i in range(1, n + 1)
+    ]
+    state: dict[str, Any] = {
+        "name": name,
+        "block": block,
+        "state_dir": str(state_dir),
+        "hosts": hosts,
+        "sshd_options": dict(options),
+        "complete": False,
+        "up_pid": os.getpid(),
+    }
+    taken = _names_in_hosts_file(exclude=name)
+    clash = sorted({h["name"] for h in hosts} & taken)
+    if clash:
+        raise TestbedError(
+            f"host name(s) {', '.join(clash)} of bed {name!r} already in /etc/hosts",
+            remedy="Choose another bed name (its hosts are NAME1..NAMEn).",
+        )
+    _write_state(name, state)  # before anything exists, so `down` knows what to sweep
+    bed_hosts = [BedHost(h["name"], h["address"], h["namespace"]) for h in hosts]
+    _set_hosts_block(name, bed_hosts)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    _ensure_bridge()
+    _provision("client-key", str(state_dir))
+    _provision("authorize", str(state_dir / "client_key.pub"), str(state_dir / "authorized_keys"))
+    lines = [f"{k} {v}" for k, v in options.items()]
+
+    def start(h: dict[str, Any]) -> int:
+        return _start_host(state_dir, h, bed_hosts, lines)
+
+    with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
+        futures = [pool.submit(start, h) for h in hosts]
+        errors = []
+        for h, fut in zip(hosts, futures, strict=True):
+            try:
+                h["sshd_pid"] = fut.result()
+            except Exception as exc:  # collect all, report one
+                errors.append(f"{h['name']}: {exc}")
+    _write_state(name, state)
+    if errors:
+        raise TestbedError(f"{len(errors)} host(s) of bed {name!r} failed", "\n".join(errors))
+    bed = _bed_from_state(state)
+    _write_client_files(bed)
+    state["complete"] = True
+    _write_state(name, state)
+    return bed
+
+
+def _down_locked(name: str) -> None:
+    """Remove everything of bed *name*, repeating until nothing is left.
+
+    A killed ``up`` may leave commands running (``ip``, ``provision.sh``, an
+    sshd being started) that create things after a first pass removed them:
+    each pass first kills every process that names the bed's state dir, and
+    passes repeat (10 s at most) until nothing of the bed remains.
+    """
+    state = _read_state(name)
+    state_dir = _state_dir(name)
+    pattern = _namespace_re(name)
+    veths = {h["veth"] for h in state["hosts"]} if state is not None else set()
+    deadline = time.monotonic() + 10
+    while True:
+        _kill_referencing(state_dir)
+        _down_pass(name, state, pattern, veths, deadline)
+        left = _remains(name, state_dir, pattern, veths)
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            raise TestbedError(
+                f"bed {name!r} could not be removed completely",
+                ", ".join(left),
+                "Run `python -m sshdeploy.testbed down --name NAME` again.",
+            )
+        time.sleep(0.05)
+    _remove_bridge_if_unused()
+
+
+def _remains(
+    name: str, state_dir: Path, pattern: re.Pattern[str], veths: set[str]
+) -> list[str]:
+    """What of bed *name* is still on the machine."""
+    left = [f"netns {ns}" for ns in _netns_list() if pattern.match(ns)]
+    left += [f"link {v}" for v in sorted(veths & set(_links()))]
+    if NETNS_ETC.is_dir():
+        left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
+    if state_dir.exists():
+        left.append(f"state dir {state_dir}")
+    return left
+
+
+def _down_pass(
+    name: str,
+    state: Mapping[str, Any] | None,
+    pattern: re.Pattern[str],
+    veths: set[str],
+    deadline: float,
+) -> None:
+    namespaces = {ns for ns in _netns_list() if pattern.match(ns)}
+    if state is not None:
+        namespaces |= {h["namespace"] for h in state["hosts"]} & set(_netns_list())
+    for ns in sorted(namespaces):
+        _kill_namespace(ns, deadline)
+    for ns in sorted(namespaces):
+        _run(["ip", "netns", "del", ns], check=False)
+    if state is not None:
+        for h in state["hosts"]:  # an sshd that escaped its namespace (should not happen)
+            pid = h.get("sshd_pid")
+            if (
+                pid
+                and not _is_zombie(int(pid))
+                and (_cmdline(int(pid)) or "").find(str(state["state_dir"])) >= 0
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    existing = set(_links())
+    for veth in sorted(veths & existing):
+        _run(["ip", "link", "del", veth], check=False)
+    if state is not None and BRIDGE in existing:
+        for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
+            _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
+    if NETNS_ETC.is_dir():
+        for d in NETNS_ETC.iterdir():
+            if pattern.match(d.name) or d.name in namespaces:
+                shutil.rmtree(d, ignore_errors=True)
+    _remove_hosts_block(name)
+    shutil.rmtree(_state_dir(name), ignore_errors=True)
+
+
+def down(name: str = DEFAULT_NAME) -> None:
+    """Take a bed down; leaves nothing behind. Idempotent.
+
+    Kills every process inside the bed's namespaces (not only sshd), deletes
+    the namespaces, veths, ``/etc/netns`` dirs, the ``/etc/hosts`` block and
+    the state dir, and the bridge if no other bed uses it. Works after a
+    crashed or killed ``up`` too.
+
+    Parameters
+    ----------
+    name : str
+        Bed name.
+
+    Raises
+    ------
+    TestbedError
+        Not root, or processes in a namespace refused to die.
+    """
+    _check_name(name)
+    check_requirements()
+    with _machine_lock():
+        _down_locked(name)
+
+
+def list_beds() -> list[str]:
+    """Return the names of beds with anything left on this machine (state, namespaces, hosts)."""
+    names = set(_beds_in_hosts_file())
+    root = _root_dir()
+    if root.is_dir():
+        names |= {d.name for d in root.iterdir() if d.is_dir() and _NAME_RE.match(d.name)}
+    for ns in _netns_list():
+        bed = _bed_of_namespace(ns)
+        if bed and _NAME_RE.match(bed) and bed != "probe":
+            names.add(bed)
+    return sorted(names)
+
+
+def status(name: str = DEFAULT_NAME) -> Bed | None:
+    """Return the bed if it was brought up completely, else None.
+
+    Parameters
+    ----------
+    name : str
+        Bed name.
+
+    Returns
+    -------
+    Bed or None
+        None when no complete ``up`` is recorded (use :func:`down` to clean
+        a partial one). Liveness is not checked here; see ``python -m
+        sshdeploy.testbed status``.
+    """
+    _check_name(name)
+    state = _read_state(name)
+    if state is None or not state.get("complete"):
+        return None
+    return _bed_from_state(state)
+

@@ -1,0 +1,239 @@
+"""What a bed is: TestbedError, Bed / BedHost, the naming scheme, the state file; runs nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sshdeploy.errors import SSHDeployError
+
+SUBNET = "10.213.7.0/24"
+BRIDGE = "sdtb0"
+BRIDGE_ADDRESS = "10.213.7.1"
+PREFIX_LEN = 24
+DEFAULT_NAME = "sshdeploy"
+#: Locally administered, fixed MAC address of the bed's bridge.
+BRIDGE_MAC = "02:5d:de:b0:07:01"
+#: Hosts per bed; bed block ``k`` uses host numbers ``11 + 50*k`` .. ``58 + 50*k``.
+MAX_HOSTS = 48
+BLOCK_STRIDE = 50
+FIRST_HOST = 11
+N_BLOCKS = 4
+NS_PREFIX = "sdtb-"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+
+
+@dataclass(eq=False)
+class TestbedError(SSHDeployError):
+    """The test bed cannot be brought up, inspected or taken down here.
+
+    Parameters
+    ----------
+    what : str
+        What failed, in a few words.
+    cause : str
+        The underlying reason (command output, exception text).
+    remedy : str
+        What to do about it.
+
+    Examples
+    --------
+    >>> str(TestbedError("cannot create a network namespace", "Operation not permitted",
+    ...                  "Run as root."))
+    'test bed: cannot create a network namespace: Operation not permitted. Run as root.'
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    what: str
+    cause: str = ""
+    remedy: str = ""
+
+    def message(self) -> str:
+        text = f"test bed: {self.what}"
+        if self.cause:
+            text += f": {self.cause.strip()}"
+        text = text.rstrip(".") + "."
+        if self.remedy:
+            text += f" {self.remedy}"
+        return text
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+@dataclass(frozen=True)
+class BedHost:
+    """One host of a bed.
+
+    Parameters
+    ----------
+    name : str
+        Host name (``node1``); resolves to ``address`` on the controller and
+        inside every host of the bed.
+    address : str
+        Its address in 10.213.7.0/24.
+    namespace : str
+        The network namespace (``ip netns``) that is the host.
+
+    Examples
+    --------
+    >>> BedHost("node1", "10.213.7.11", "sdtb-sshdeploy-node1").address
+    '10.213.7.11'
+    """
+
+    name: str
+    address: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class Bed:
+    """A running bed: its hosts and the files to reach them.
+
+    Parameters
+    ----------
+    name : str
+        The bed name (``sshdeploy`` by default).
+    hosts : tuple of BedHost
+        The hosts, in order.
+    state_dir : pathlib.Path
+        Where the bed keeps its keys, configs, logs and ``state.json``.
+    client_key : pathlib.Path
+        Private ed25519 key that every host accepts for root.
+    known_hosts : pathlib.Path
+        Real host keys, lines ``node1,10.213.7.11 ssh-ed25519 AAAA...``.
+    ssh_config : pathlib.Path
+        For ``ssh -F ssh_config node1`` (StrictHostKeyChecking yes).
+    hostfile : pathlib.Path
+        One host per line, with comments.
+
+    Examples
+    --------
+    >>> bed = up(2)                                    # doctest: +SKIP
+    >>> asyncssh.connect("node1", **bed.connect_options())  # doctest: +SKIP
+    """
+
+    name: str
+    hosts: tuple[BedHost, ...]
+    state_dir: Path
+    client_key: Path
+    known_hosts: Path
+    ssh_config: Path
+    hostfile: Path
+
+    def connect_options(self) -> dict[str, object]:
+        """Return ``asyncssh.connect`` keyword arguments for any host of this bed.
+
+        Returns
+        -------
+        dict
+            ``known_hosts`` (the bed's file), ``client_keys`` (the bed's key)
+            and ``username`` (``"root"``).
+        """
+        return {
+            "known_hosts": str(self.known_hosts),
+            "client_keys": [str(self.client_key)],
+            "username": "root",
+        }
+
+    def host(self, name: str) -> BedHost:
+        """Return the host called ``name`` (or with that address).
+
+        Raises
+        ------
+        KeyError
+            No such host in this bed.
+        """
+        for h in self.hosts:
+            if name in (h.name, h.address):
+                return h
+        raise KeyError(f"no host {name!r} in bed {self.name!r}: {[h.name for h in self.hosts]}")
+
+
+def _root_dir() -> Path:
+    return Path(os.environ.get("SSHDEPLOY_TESTBED_DIR") or "/tmp/sshdeploy-testbed")
+
+
+def _state_dir(name: str) -> Path:
+    return _root_dir() / name
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise TestbedError(
+            f"invalid bed name {name!r}",
+            remedy="Use 1-10 lower-case letters and digits, starting with a letter.",
+        )
+
+
+def host_names(n: int, name: str = DEFAULT_NAME) -> list[str]:
+    """Return the host names bed *name* of *n* hosts has (``node1..`` for the default bed).
+
+    Examples
+    --------
+    >>> host_names(2), host_names(2, "ci")
+    (['node1', 'node2'], ['ci1', 'ci2'])
+    """
+    return [f"{_host_prefix(name)}{i}" for i in range(1, n + 1)]
+
+
+def _host_prefix(name: str) -> str:
+    return "node" if name == DEFAULT_NAME else name
+
+
+def _namespace(name: str, host_name: str) -> str:
+    return f"{NS_PREFIX}{name}-{host_name}"
+
+
+def _namespace_re(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(NS_PREFIX + name)}-{re.escape(_host_prefix(name))}\d+$")
+
+
+def _veth(block: int, index: int) -> str:
+    return f"sdtb{block}h{index}"
+
+
+def _address(block: int, index: int) -> str:
+    return f"10.213.7.{FIRST_HOST + BLOCK_STRIDE * block + index - 1}"
+
+
+def _bed_of_namespace(namespace: str) -> str | None:
+    if not namespace.startswith(NS_PREFIX):
+        return None
+    rest = namespace[len(NS_PREFIX) :]
+    return rest.split("-", 1)[0] if "-" in rest else None
+
+
+def _read_state(name: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((_state_dir(name) / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _write_state(name: str, state: Mapping[str, Any]) -> None:
+    path = _state_dir(name) / "state.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def _bed_from_state(state: Mapping[str, Any]) -> Bed:
+    d = Path(state["state_dir"])
+    return Bed(
+        name=state["name"],
+        hosts=tuple(BedHost(h["name"], h["address"], h["namespace"]) for h in state["hosts"]),
+        state_dir=d,
+        client_key=d / "client_key",
+        known_hosts=d / "known_hosts",
+        ssh_config=d / "ssh_config",
+        hostfile=d / "hostfile",
+    )
+

@@ -1,0 +1,147 @@
+"""Processes in the hosts: run a command in one, list or kill what runs there, wait."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sshdeploy.testbed.model import (
+    _NAME_RE,
+    Bed,
+    BedHost,
+    TestbedError,
+    _bed_of_namespace,
+    _read_state,
+)
+from sshdeploy.testbed.system import _cmdline, _is_zombie, _netns_pids
+
+
+def host_command(host: BedHost, argv: Sequence[str]) -> list[str]:
+    """Return an argv that runs ``argv`` inside ``host``: its network, hostname and /etc/hosts.
+
+    For :class:`subprocess.Popen` when :func:`run_in` (which waits) does not fit.
+    """
+    # ip netns exec: network + /etc/netns/<ns>/hosts; unshare --uts: the host's hostname
+    wrap = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host.name]
+    return ["ip", "netns", "exec", host.namespace, *wrap, *argv]
+
+
+def run_in(
+    host: BedHost, argv: Sequence[str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside ``host`` and wait for it.
+
+    Parameters
+    ----------
+    host : BedHost
+    argv : sequence of str
+    timeout : float
+        Seconds; :class:`subprocess.TimeoutExpired` after that.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+        Text stdout/stderr captured; the exit status is not checked.
+    """
+    return subprocess.run(
+        host_command(host, argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _sshd_pid(host: BedHost) -> int | None:
+    bed = _bed_of_namespace(host.namespace)
+    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    if state is None:
+        return None
+    for h in state["hosts"]:
+        if h["namespace"] == host.namespace and h.get("sshd_pid"):
+            return int(h["sshd_pid"])
+    return None
+
+
+def processes(host: BedHost) -> list[tuple[int, str]]:
+    """Return ``(pid, cmdline)`` of every live process in the host but its sshd listener.
+
+    Parameters
+    ----------
+    host : BedHost
+
+    Returns
+    -------
+    list of (int, str)
+        Includes sshd's per-connection children and anything they started.
+    """
+    listener = _sshd_pid(host)
+    result = []
+    for pid in _netns_pids(host.namespace):
+        if pid == listener or _is_zombie(pid):
+            continue
+        cmd = _cmdline(pid)
+        if cmd is not None:
+            result.append((pid, cmd))
+    return result
+
+
+def python_processes(bed: Bed) -> dict[str, list[str]]:
+    """Return, per host name, the command lines of the Python processes running there.
+
+    Hosts running none are left out, so ``python_processes(bed) == {}`` says
+    that nothing of a cluster is left anywhere on the bed.
+    """
+    out: dict[str, list[str]] = {}
+    for h in bed.hosts:
+        procs = [cmd for _pid, cmd in processes(h) if "python" in cmd]
+        if procs:
+            out[h.name] = procs
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll *predicate* (every 50 ms) until it is true; raise AssertionError after *timeout* s.
+
+    Examples
+    --------
+    >>> wait_until(lambda: True, 1, "nothing")
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _kill_namespace(namespace: str, deadline: float) -> None:
+    while True:
+        pids = [p for p in _netns_pids(namespace) if not _is_zombie(p)]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise TestbedError(
+                f"processes in namespace {namespace} do not die",
+                ", ".join(map(str, pids)),
+                "Check them with `ip netns pids NAME`; then run down again.",
+            )
+        time.sleep(0.02)
+
+
+def _kill_referencing(state_dir: Path) -> None:
+    """SIGKILL every process (any namespace) whose command line names *state_dir*."""
+    marker = str(state_dir)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and not _is_zombie(int(entry)):
+            if marker in (_cmdline(int(entry)) or ""):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry), signal.SIGKILL)
+
