@@ -25,7 +25,7 @@ AgentRole = Literal["scheduler", "workers"]
 LAUNCHER = (
     "import sys;"
     "exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
-    "'sshdeploy-agent','exec'))"
+    '"sshdeploy-agent","exec"))'
 )
 
 #: Starts every event line the agent writes on stdout (see :mod:`sshdeploy.agent`).

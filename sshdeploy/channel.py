@@ -45,6 +45,10 @@ from .pool import Connection, HostPool
 
 logger = logging.getLogger("sshdeploy.process")
 
+#: Why an agent is gone when its SSH connection dropped (the agent itself may
+#: still run on the host until its heartbeat timeout).
+CONNECTION_LOST = "the SSH connection was lost"
+
 
 def local_versions() -> dict[str, str]:
     """Return the controller's python, dask and distributed versions."""
@@ -350,7 +354,7 @@ class AgentChannel:
 
     def _exit_reason(self) -> str:
         if self.exit_status is None:
-            return "the SSH connection was lost"
+            return CONNECTION_LOST
         return f"the remote agent exited with status {self.exit_status}"
 
     def _start_failure(self) -> HostError:

@@ -24,6 +24,7 @@ from distributed.utils import Log, Logs
 
 from . import config
 from .bootstrap import build_command
+from .channel import CONNECTION_LOST
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .hosts import Host
 from .logs import LogBook
@@ -285,6 +286,10 @@ class SSHCluster(SpecCluster):
             return
         self._restarts[name] = tries + 1
         delay = 2.0**tries
+        if reason == CONNECTION_LOST:
+            # The old agent may still run there until its heartbeat timeout: a
+            # new worker of the same name would be refused ("name taken") before.
+            delay = max(delay, float(config.get("heartbeat-timeout")))
         logger.warning("worker %s lost (%s); restarting it in %.0f s (%d/%s)", name, reason,
                        delay, tries + 1, config.get("worker-restarts"))
         asyncio.get_running_loop().call_later(
