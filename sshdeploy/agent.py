@@ -137,8 +137,12 @@ class Agent:
         self.prewarm_thread: threading.Thread | None = None
 
     # -- output -----------------------------------------------------------
+    @staticmethod
+    def encode(event: dict[str, Any]) -> bytes:
+        return EVENT + (json.dumps(event) + "\n").encode()
+
     def emit(self, **event: Any) -> None:
-        data = EVENT + (json.dumps(event) + "\n").encode()
+        data = self.encode(event)
         with self.lock:
             self._write(data)
 
@@ -159,8 +163,8 @@ class Agent:
             return
         try:
             os.set_blocking(self.proto, False)
-            event = {"ev": "log", "src": self.label, "stream": "stderr", "line": line}
-            self._write(EVENT + (json.dumps(event) + "\n").encode())
+            self._write(self.encode(
+                {"ev": "log", "src": self.label, "stream": "stderr", "line": line}))
         except OSError:
             pass
         finally:

@@ -177,12 +177,12 @@ class WorkerAgents:
 
     def _future(self, host: Host) -> asyncio.Future[AgentChannel]:
         fut = self._agents.get(host.key)
-        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
-            fut = asyncio.ensure_future(self._start(host))
-        elif fut.done() and not fut.result().alive:
-            fut = asyncio.ensure_future(self._start(host))
-        else:
-            return fut
+        if fut is not None and (
+            not fut.done()
+            or (not fut.cancelled() and fut.exception() is None and fut.result().alive)
+        ):
+            return fut  # starting, or running: share it
+        fut = asyncio.ensure_future(self._start(host))
         # Errors reach whoever awaits; a prestart nobody awaited must not warn.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._agents[host.key] = fut
@@ -267,11 +267,9 @@ class RemoteWorker(ProcessInterface):
         """Ask the host's agent to start this worker; return once it is registered."""
         try:
             await self._start()
-        except SSHDeployError as exc:
-            self.start_error = exc
-            self.status = Status.failed
-            raise
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SSHDeployError):
+                self.start_error = exc  # gathered per host by the cluster
             self.status = Status.failed
             raise
         await super().start()
