@@ -3,35 +3,61 @@
 Every error names *where* it happened (a host as ``user@host:port``, a role, a
 worker name, or a hostfile and line), *what* failed, and *what to do next*.
 They all derive from :class:`SSHDeployError`, so ``except SSHDeployError``
-catches every failure that sshdeploy diagnosed itself.
+catches every failure that sshdeploy diagnosed itself; it derives from
+:class:`RuntimeError`, as distributed's own SSHCluster errors do, so code
+written for distributed keeps catching them.
+
+Each class is a dataclass built with keywords. Its message is computed once
+and passed to :class:`Exception` (so ``str(err)`` and ``err.args`` hold it),
+and ``__reduce__`` rebuilds it from its fields, so errors pickle and copy
+(asyncio copies exceptions; distributed and users pickle them). Each class
+carries the exit status of ``dask-ssh`` for it, as click's exceptions do.
 
 This module is a leaf: it imports neither asyncssh nor distributed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
-
-Role = Literal["scheduler", "worker", "agent", "preflight"]
+from typing import Any, ClassVar
 
 
-class SSHDeployError(Exception):
+def _rebuild(cls: type[SSHDeployError], fields: dict[str, Any]) -> SSHDeployError:
+    """Unpickle an error from its fields."""
+    return cls(**fields)
+
+
+class SSHDeployError(RuntimeError):
     """Root of every error that sshdeploy raises on purpose.
 
     Subclasses are dataclasses whose fields say where and why; ``str(err)``
     is a one-paragraph message ending with what to do next.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> err = ConfigError("hosts", "none given", remedy="Pass hosts=[...].")
+    >>> str(pickle.loads(pickle.dumps(err))) == str(err), err.exit_code
+    (True, 2)
     """
 
-    remedy: str = ""
+    #: Exit status of ``dask-ssh`` when this error ends it.
+    exit_code: ClassVar[int] = 1
 
-    def __str__(self) -> str:  # pragma: no cover - overridden
-        return self.message()
+    def __post_init__(self) -> None:
+        super().__init__(self.message())
 
     def message(self) -> str:
-        """Return the full, user-facing message."""
-        return super().__str__()
+        """Return the full, user-facing message (built from the fields)."""
+        return ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not dataclasses.is_dataclass(self):
+            return super().__reduce__()
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return (_rebuild, (type(self), values), self.__dict__ or None)
 
 
 @dataclass(eq=False)
@@ -65,9 +91,6 @@ class HostfileError(SSHDeployError, ValueError):
         shown = f" ({self.text.strip()!r})" if self.text.strip() else ""
         return f"{where}: {self.reason}{shown}. {self.remedy}"
 
-    def __str__(self) -> str:
-        return self.message()
-
 
 @dataclass(eq=False)
 class HostError(SSHDeployError):
@@ -82,7 +105,7 @@ class HostError(SSHDeployError):
     cause : str
         The underlying reason (the exception text, exit status, ...).
     role : str
-        ``"scheduler"``, ``"worker"``, ``"agent"`` or ``"preflight"``.
+        ``"ssh"``, ``"scheduler"``, ``"worker"``, ``"agent"`` or ``"preflight"``.
     name : str or None
         The worker name, when one worker is concerned.
     remedy : str
@@ -111,9 +134,6 @@ class HostError(SSHDeployError):
             tail = "\n".join("    " + ln for ln in self.stderr_tail.strip().splitlines())
             text += f"\n  last remote output:\n{tail}"
         return text
-
-    def __str__(self) -> str:
-        return self.message()
 
 
 @dataclass(eq=False)
@@ -201,7 +221,7 @@ class MultiHostError(SSHDeployError):
 
     Parameters
     ----------
-    failures : Mapping[str, SSHDeployError]
+    failures : Mapping[str, BaseException]
         Host (``user@host:port``) to the error raised for it.
     action : str
         What was being done on every host.
@@ -216,13 +236,23 @@ class MultiHostError(SSHDeployError):
             lines.append("  - " + str(err).replace("\n", "\n    "))
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.message()
-
 
 @dataclass(eq=False)
 class ConfigError(SSHDeployError, ValueError):
-    """An argument or setting is invalid (e.g. a per-host list of the wrong length)."""
+    """An argument or setting is invalid (e.g. a per-host list of the wrong length).
+
+    Parameters
+    ----------
+    setting : str
+        The argument or setting at fault (``"connect_options"``,
+        ``"sshdeploy.start-timeout"``, ``"worker_options['nthreads']"``).
+    reason : str
+        What is wrong with it.
+    remedy : str
+        What to give instead.
+    """
+
+    exit_code: ClassVar[int] = 2
 
     setting: str
     reason: str
@@ -230,9 +260,6 @@ class ConfigError(SSHDeployError, ValueError):
 
     def message(self) -> str:
         return f"{self.setting}: {self.reason}. {self.remedy}".rstrip(" .") + "."
-
-    def __str__(self) -> str:
-        return self.message()
 
 
 def failures_by_host(errors: Mapping[str, BaseException], action: str) -> SSHDeployError:

@@ -1,7 +1,7 @@
 """Where each process goes: hosts and options in, scheduler and worker entries out.
 
-Pure functions, no network: the same plan drives :class:`sshdeploy.SSHCluster`,
-``dask-ssh --dry-run`` and :meth:`sshdeploy.SSHCluster.plan`.
+Pure functions, no network: the same placement drives :class:`sshdeploy.SSHCluster`,
+``scale``/``adapt`` and ``dask-ssh --dry-run`` (through :mod:`sshdeploy.plan`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import ConfigError
 from .hosts import Host, parse_host
-
-T = TypeVar("T")
 
 #: worker_options keys that sshdeploy consumes (not passed to the worker class).
 PLACEMENT_KEYS = ("n_workers", "nprocs")
@@ -62,6 +60,10 @@ def per_host(value: Any, n: int, setting: str) -> list[Any]:
     return [value] * n
 
 
+#: The identity of one SSH connection: ``(user, hostname, port)`` (see :attr:`Host.key`).
+HostKey = tuple[str | None, str, int | None]
+
+
 @dataclass(frozen=True)
 class WorkerEntry:
     """One worker to start: its name, host and keyword arguments."""
@@ -72,35 +74,60 @@ class WorkerEntry:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """The whole plan: the scheduler's host and every worker entry.
+class HostPlan:
+    """Everything planned for one host.
 
     Attributes
     ----------
-    scheduler : Host
-    workers : list of WorkerEntry
-    slots : dict
-        Worker processes configured per host key (used by ``scale``).
-    templates : dict
-        Worker keyword arguments per host key (for workers added by ``scale``).
-    python : dict
-        Remote interpreter per host key (workers) and for the scheduler.
-    connect_options : dict
-        ``asyncssh.connect`` options per host key.
+    host : Host
+        The host, without ``slots`` (they are counted here).
+    python : str
+        The remote interpreter.
+    connect_options : Mapping or None
+        ``asyncssh.connect`` keywords given for this host (None: the defaults).
+    slots : int
+        Worker processes configured on this host (``scale`` fills them first).
+    template : Mapping
+        Keyword arguments of this host's workers (also those added by ``scale``).
     """
 
-    scheduler: Host
-    scheduler_python: str
+    host: Host
+    python: str
+    connect_options: Mapping[str, Any] | None = None
+    slots: int = 0
+    template: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> HostKey:
+        """The connection identity of this host."""
+        return self.host.key
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The whole plan: the scheduler's host, every worker host and every worker.
+
+    Attributes
+    ----------
+    scheduler : HostPlan
+        Where the scheduler runs (its slots and template are unused).
+    hosts : dict of HostKey to HostPlan
+        Every host that runs (or may run, through ``scale``) workers, in order.
+    workers : list of WorkerEntry
+        The workers to start, in order.
+    """
+
+    scheduler: HostPlan
+    hosts: dict[HostKey, HostPlan] = field(default_factory=dict)
     workers: list[WorkerEntry] = field(default_factory=list)
-    slots: dict[tuple[str | None, str, int | None], int] = field(default_factory=dict)
-    templates: dict[tuple[str | None, str, int | None], Mapping[str, Any]] = field(
-        default_factory=dict
-    )
-    hosts: dict[tuple[str | None, str, int | None], Host] = field(default_factory=dict)
-    python: dict[tuple[str | None, str, int | None], str] = field(default_factory=dict)
-    connect_options: dict[tuple[str | None, str, int | None], Mapping[str, Any] | None] = field(
-        default_factory=dict
-    )
+
+    def all_hosts(self) -> dict[HostKey, HostPlan]:
+        """Every distinct host of the cluster, the scheduler's first."""
+        return {self.scheduler.key: self.scheduler, **self.hosts}
+
+    def connect_options(self, key: HostKey) -> Mapping[str, Any] | None:
+        """The ``asyncssh.connect`` keywords given for the host *key*."""
+        return self.all_hosts()[key].connect_options
 
 
 def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,7 +145,7 @@ def workers_per_entry(host: Host, worker_options: Mapping[str, Any]) -> int:
     if host.slots is not None:
         return host.slots
     n = worker_options.get("n_workers", worker_options.get("nprocs", 1))
-    if not isinstance(n, int) or n < 0:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ConfigError("worker_options['n_workers']", f"must be an integer >= 0, got {n!r}")
     return n
 
@@ -155,7 +182,7 @@ def place(
     Examples
     --------
     >>> p = place(["node1", "node2", "node3"], {"n_workers": 2})
-    >>> p.scheduler.hostname, [w.name for w in p.workers]
+    >>> p.scheduler.host.hostname, [w.name for w in p.workers]
     ('node1', ['node2-0', 'node2-1', 'node3-0', 'node3-1'])
     """
     hs = as_hosts(hosts)
@@ -163,36 +190,39 @@ def place(
     pythons = per_host(remote_python, len(hs), "remote_python")
     copts = per_host(connect_options, len(hs), "connect_options")
     default_python = sys.executable
-    counter: Counter[str] = Counter()
-    scheduler = hs[0]
-    plan = Placement(
-        scheduler=scheduler,
-        scheduler_python=scheduler.remote_python or pythons[0] or default_python,
+    # A host's connect options: the last entry of that host that gives some.
+    options: dict[HostKey, Mapping[str, Any] | None] = {}
+    for h, opts in zip(hs, copts, strict=True):
+        if opts is not None or h.key not in options:
+            options[h.key] = opts
+    first = hs[0]
+    scheduler = HostPlan(
+        host=replace(first, slots=None),
+        python=first.remote_python or pythons[0] or default_python,
+        connect_options=options[first.key],
     )
-    for i, h in enumerate(hs):
-        key = h.key
-        if copts[i] is not None or key not in plan.connect_options:
-            plan.connect_options[key] = copts[i]
-        if i == 0:
-            continue
-        plan.hosts.setdefault(key, replace(h, slots=None))
-        plan.python.setdefault(key, h.remote_python or pythons[i] or default_python)
-        kw = worker_kwargs(h, wopts)
-        plan.templates.setdefault(key, kw)
+    plans: dict[HostKey, HostPlan] = {}
+    workers: list[WorkerEntry] = []
+    counter: Counter[str] = Counter()
+    for i, h in enumerate(hs[1:], start=1):
+        plan = plans.get(h.key)
+        if plan is None:
+            plan = plans[h.key] = HostPlan(
+                host=replace(h, slots=None),
+                python=h.remote_python or pythons[i] or default_python,
+                connect_options=options[h.key],
+                template=worker_kwargs(h, wopts),
+            )
         n = workers_per_entry(h, wopts)
-        plan.slots[key] = plan.slots.get(key, 0) + n
+        plans[h.key] = replace(plan, slots=plan.slots + n)
+        kw = worker_kwargs(h, wopts)
         for _ in range(n):
-            name = worker_name(h, counter[h.hostname])
+            workers.append(WorkerEntry(worker_name(h, counter[h.hostname]), plan.host, kw))
             counter[h.hostname] += 1
-            plan.workers.append(WorkerEntry(name=name, host=plan.hosts[key], kwargs=kw))
-    if not plan.slots:
+    if not plans:
         # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
-        key = scheduler.key
-        plan.hosts[key] = replace(scheduler, slots=None)
-        plan.python[key] = plan.scheduler_python
-        plan.templates[key] = worker_kwargs(scheduler, wopts)
-        plan.slots[key] = 0
-    return plan
+        plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts))
+    return Placement(scheduler=scheduler, hosts=plans, workers=workers)
 
 
 def next_worker(
@@ -212,19 +242,20 @@ def next_worker(
     >>> next_worker(p, [(w.host, w.name) for w in p.workers])[1]
     'a-1'
     """
-    if not placement.slots:
+    if not placement.hosts:
         return None
-    used: Counter[tuple[str | None, str, int | None]] = Counter(h.key for h, _ in running)
+    used: Counter[HostKey] = Counter(h.key for h, _ in running)
     names = {n for _, n in running}
 
-    def score(key: tuple[str | None, str, int | None]) -> tuple[int, float]:
-        free = placement.slots[key] - used[key]
+    def score(key: HostKey) -> tuple[int, float]:
+        slots = placement.hosts[key].slots
+        free = slots - used[key]
         if free > 0:
             return (0, -free)
-        return (1, used[key] / max(1, placement.slots[key]))
+        return (1, used[key] / max(1, slots))
 
-    key = min(placement.slots, key=score)
-    host = placement.hosts[key]
+    key = min(placement.hosts, key=score)
+    host = placement.hosts[key].host
     i = 0
     while worker_name(host, i) in names:
         i += 1

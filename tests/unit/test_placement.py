@@ -17,6 +17,10 @@ def names(plan) -> list[str]:  # type: ignore[no-untyped-def]
     return [w.name for w in plan.workers]
 
 
+def slots(plan) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    return {key: h.slots for key, h in plan.hosts.items()}
+
+
 # ------------------------------------------------------------------ as_hosts
 
 
@@ -68,13 +72,13 @@ def test_per_host_broadcasts_and_checks_length() -> None:
 
 def test_place_default_one_worker_per_later_host() -> None:
     plan = place(["node1", "node2", "node3"])
-    assert plan.scheduler == Host("node1")
-    assert plan.scheduler_python == sys.executable
+    assert plan.scheduler.host == Host("node1")
+    assert plan.scheduler.python == sys.executable
     assert names(plan) == ["node2-0", "node3-0"]
     assert [w.host for w in plan.workers] == [Host("node2"), Host("node3")]
-    assert plan.slots == {(None, "node2", None): 1, (None, "node3", None): 1}
-    assert plan.python == {(None, "node2", None): sys.executable,
-                           (None, "node3", None): sys.executable}
+    assert slots(plan) == {(None, "node2", None): 1, (None, "node3", None): 1}
+    assert {k: h.python for k, h in plan.hosts.items()} == {
+        (None, "node2", None): sys.executable, (None, "node3", None): sys.executable}
 
 
 def test_place_n_workers_and_options_pass_through() -> None:
@@ -82,7 +86,7 @@ def test_place_n_workers_and_options_pass_through() -> None:
     assert names(plan) == ["a-0", "a-1", "b-0", "b-1"]
     for w in plan.workers:
         assert dict(w.kwargs) == {"nthreads": 4, "memory_limit": "1GiB"}  # no n_workers
-    assert plan.templates[(None, "a", None)] == {"nthreads": 4, "memory_limit": "1GiB"}
+    assert plan.hosts[(None, "a", None)].template == {"nthreads": 4, "memory_limit": "1GiB"}
 
 
 def test_place_nprocs_is_an_alias_and_not_passed_on() -> None:
@@ -94,15 +98,15 @@ def test_place_nprocs_is_an_alias_and_not_passed_on() -> None:
 def test_place_only_a_scheduler_host() -> None:
     # No workers start, but `scale`/`adapt` can place them beside the scheduler.
     plan = place(["solo"], {"n_workers": 5, "nthreads": 2})
-    assert plan.scheduler.hostname == "solo"
-    assert plan.workers == [] and plan.slots == {(None, "solo", None): 0}
-    assert plan.templates[(None, "solo", None)] == {"nthreads": 2}
+    assert plan.scheduler.host.hostname == "solo"
+    assert plan.workers == [] and slots(plan) == {(None, "solo", None): 0}
+    assert plan.hosts[(None, "solo", None)].template == {"nthreads": 2}
 
 
 def test_place_n_workers_zero() -> None:
     plan = place(["s", "a", "b"], {"n_workers": 0})
     assert plan.workers == []
-    assert plan.slots == {(None, "a", None): 0, (None, "b", None): 0}
+    assert slots(plan) == {(None, "a", None): 0, (None, "b", None): 0}
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2", None])
@@ -120,52 +124,52 @@ def test_place_host_overrides_win() -> None:
     assert names(plan) == ["a-0", "a-1", "a-2", "b-0"]
     assert dict(plan.workers[0].kwargs) == {"nthreads": 2, "memory_limit": "2GiB"}
     assert dict(plan.workers[3].kwargs) == {"nthreads": 8, "memory_limit": "8GiB"}
-    assert plan.python[a.key] == "/opt/py/bin/python"
-    assert plan.python[(None, "b", None)] == "/usr/bin/python3"
-    assert plan.scheduler_python == "/usr/bin/python3"
-    assert plan.slots[a.key] == 3
-    # the planned host carries no slots: scale() counts them in plan.slots
+    assert plan.hosts[a.key].python == "/opt/py/bin/python"
+    assert plan.hosts[(None, "b", None)].python == "/usr/bin/python3"
+    assert plan.scheduler.python == "/usr/bin/python3"
+    assert plan.hosts[a.key].slots == 3
+    # the planned host carries no slots: scale() counts them in plan.hosts[...].slots
     assert plan.workers[0].host.slots is None
     assert plan.workers[0].host.remote_python == "/opt/py/bin/python"
 
 
 def test_place_scheduler_python_from_the_scheduler_host() -> None:
     plan = place([Host("s", remote_python="/s/python"), "a"], remote_python=["/x", "/y"])
-    assert plan.scheduler_python == "/s/python"
-    assert plan.python[(None, "a", None)] == "/y"
+    assert plan.scheduler.python == "/s/python"
+    assert plan.hosts[(None, "a", None)].python == "/y"
 
 
 def test_place_repeated_host_adds_workers_with_unique_names() -> None:
     plan = place(["s", "a", Host("a", slots=2), "b", "a"], {"n_workers": 1})
     assert names(plan) == ["a-0", "a-1", "a-2", "b-0", "a-3"]
-    assert plan.slots == {(None, "a", None): 4, (None, "b", None): 1}
+    assert slots(plan) == {(None, "a", None): 4, (None, "b", None): 1}
     assert len(set(names(plan))) == len(plan.workers)
 
 
 def test_place_scheduler_host_may_also_run_workers() -> None:
     plan = place(["a", "a"], {"n_workers": 2})
-    assert plan.scheduler == Host("a")
+    assert plan.scheduler.host == Host("a")
     assert names(plan) == ["a-0", "a-1"]
 
 
 def test_place_same_hostname_different_users_are_different_hosts() -> None:
     plan = place(["s", "alice@a", "bob@a"])
-    assert set(plan.slots) == {("alice", "a", None), ("bob", "a", None)}
+    assert set(plan.hosts) == {("alice", "a", None), ("bob", "a", None)}
     # names are per host name, so they stay unique across users
     assert names(plan) == ["a-0", "a-1"]
 
 
 def test_place_connect_options_broadcast_and_per_host() -> None:
     plan = place(["s", "a"], connect_options={"known_hosts": None})
-    assert plan.connect_options == {(None, "s", None): {"known_hosts": None},
-                                    (None, "a", None): {"known_hosts": None}}
+    assert {k: h.connect_options for k, h in plan.all_hosts().items()} == {
+        (None, "s", None): {"known_hosts": None}, (None, "a", None): {"known_hosts": None}}
     plan = place(["s", "a"], connect_options=[{"port": 1}, {"port": 2}])
-    assert plan.connect_options[(None, "a", None)] == {"port": 2}
+    assert plan.connect_options((None, "a", None)) == {"port": 2}
 
 
 def test_place_later_connect_options_fill_an_earlier_none() -> None:
     plan = place(["s", "a", "a"], connect_options=[None, None, {"username": "alice"}])
-    assert plan.connect_options[(None, "a", None)] == {"username": "alice"}
+    assert plan.connect_options((None, "a", None)) == {"username": "alice"}
 
 
 @pytest.mark.parametrize("setting", ["remote_python", "connect_options"])

@@ -1,0 +1,129 @@
+"""Every private member of distributed that sshdeploy relies on, in one place.
+
+:class:`sshdeploy.SSHCluster` is a :class:`~distributed.deploy.spec.SpecCluster`
+and its processes are :class:`~distributed.deploy.spec.ProcessInterface`\\ s;
+a few of the hooks it needs are private there. They are named here, and
+reached only through the helpers below, so that a release of distributed
+that renames one fails ``tests/unit/test_compat.py`` (a fast unit test)
+instead of breaking restarts or close in production.
+
+The agent (:mod:`sshdeploy.agent`, which runs remotely and imports nothing of
+sshdeploy) uses the members in :data:`NANNY_MEMBERS`; they are listed here
+for the same test.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+
+#: Methods of SpecCluster (or Cluster) that SSHCluster overrides or calls.
+SPEC_CLUSTER_METHODS = (
+    "_start",                   # overridden: prestart agents; unwrap the start error
+    "_correct_state",           # called: start a restarted worker
+    "_correct_state_internal",  # overridden: gather start errors per host
+    "_close",                   # overridden: close agents, connections after SpecCluster's
+    "_get_logs",                # overridden: remote output kept by the log book
+    "_threads_per_worker",      # overridden: scale(cores=...)
+    "_memory_per_worker",       # overridden: scale(memory=...)
+    "_cluster_class_name",      # overridden: the repr's name
+    "_supports_scaling",        # read: True for SSHCluster
+)
+
+#: Attributes SpecCluster sets on its instances and SSHCluster reads or changes.
+SPEC_CLUSTER_ATTRIBUTES = (
+    "_created",                 # the processes started: a restarted one is forgotten
+    "_cluster_manager_logs",    # get_logs()["Cluster"]
+    "worker_spec",
+    "scheduler_comm",
+    "shutdown_scheduler",
+)
+
+#: Attribute of ProcessInterface instances: set when the process is finished.
+PROCESS_ATTRIBUTES = ("_event_finished",)
+
+#: What the remote agent uses of distributed.Nanny.
+NANNY_MEMBERS = ("_on_worker_exit", "close_gracefully", "worker_address", "process")
+
+#: The message SpecCluster starts its start-up failures with.
+START_FAILURE_PREFIX = "Cluster failed to start"
+
+#: SpecCluster's logger, and what it logs when a failed start is closed.
+SPEC_LOGGER = "distributed.deploy.spec"
+CLOSED_WITHOUT_STARTING = "Cluster closed without starting up"
+
+
+def start_error_cause(exc: BaseException) -> BaseException | None:
+    """Return what SpecCluster wrapped in its ``RuntimeError("Cluster failed to start")``."""
+    if isinstance(exc, RuntimeError) and str(exc).startswith(START_FAILURE_PREFIX):
+        return exc.__cause__
+    return None
+
+
+def mark_finished(process: ProcessInterface) -> None:
+    """Wake whoever awaits ``process.finished()`` (ProcessInterface's private event)."""
+    process._event_finished.set()
+
+
+def forget_created(cluster: SpecCluster, process: ProcessInterface) -> None:
+    """Drop a finished process from the set SpecCluster checks on close."""
+    cluster._created.discard(process)
+
+
+def created(cluster: SpecCluster) -> list[ProcessInterface]:
+    """Return every process SpecCluster has started and not forgotten."""
+    return list(cluster._created)
+
+
+def cluster_log_lines(cluster: SpecCluster) -> list[str]:
+    """Return the cluster manager's own log lines (``get_logs()["Cluster"]``)."""
+    return [line[1] for line in cluster._cluster_manager_logs]
+
+
+class _DropClosedWithoutStarting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != CLOSED_WITHOUT_STARTING
+
+
+@contextmanager
+def quiet_failed_start() -> Iterator[None]:
+    """Hide SpecCluster's "closed without starting up" warning while a failed start closes.
+
+    Our own error names the host and the cause; that line would only come
+    first and say less.
+    """
+    log = logging.getLogger(SPEC_LOGGER)
+    drop = _DropClosedWithoutStarting()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
+def missing_members() -> list[str]:
+    """Return every member named above that the installed distributed lacks.
+
+    Instance attributes are looked for on the ``__init__`` source, since no
+    instance can be built without an event loop.
+    """
+    import inspect
+
+    from distributed import Nanny
+    from distributed.deploy.cluster import Cluster
+
+    missing = [f"SpecCluster.{m}" for m in SPEC_CLUSTER_METHODS if not hasattr(SpecCluster, m)]
+    sources = inspect.getsource(SpecCluster.__init__) + inspect.getsource(Cluster.__init__)
+    missing += [
+        f"SpecCluster().{a}" for a in SPEC_CLUSTER_ATTRIBUTES if f"self.{a} =" not in sources
+    ]
+    pi_source = inspect.getsource(ProcessInterface.__init__)
+    missing += [f"ProcessInterface().{a}" for a in PROCESS_ATTRIBUTES
+                if f"self.{a} =" not in pi_source]
+    nanny_source = inspect.getsource(Nanny)
+    missing += [f"Nanny.{m}" for m in NANNY_MEMBERS
+                if not hasattr(Nanny, m) and f"self.{m} =" not in nanny_source]
+    return missing
