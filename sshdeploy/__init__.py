@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from . import config  # noqa: F401  (loads sshdeploy.yaml into dask.config)
-from .cluster import RemotePlan, SSHCluster
+from .cluster import SSHCluster
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -25,6 +25,8 @@ from .errors import (
     VersionMismatchError,
 )
 from .hosts import Host, load_hostfile, parse_host
+from .plan import RemotePlan
+from .settings import Settings
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "RemotePlan",
     "SSHCluster",
     "SSHDeployError",
+    "Settings",
     "StartError",
     "VersionMismatchError",
     "__version__",

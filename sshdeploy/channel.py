@@ -12,16 +12,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 import dask
-import distributed
 
-from . import config
 from .bootstrap import (
     EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
@@ -41,41 +37,15 @@ from .errors import (
 )
 from .hosts import Host
 from .logs import LogBook
+from .plan import Launch
 from .pool import Connection, HostPool
+from .versions import compare_versions, local_versions
 
-logger = logging.getLogger("sshdeploy.process")
+logger = logging.getLogger(__name__)
 
 #: Why an agent is gone when its SSH connection dropped (the agent itself may
 #: still run on the host until its heartbeat timeout).
 CONNECTION_LOST = "the SSH connection was lost"
-
-
-def local_versions() -> dict[str, str]:
-    """Return the controller's python, dask and distributed versions."""
-    return {
-        "python": platform.python_version(),
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
-    }
-
-
-def compare_versions(local: Mapping[str, str], remote: Mapping[str, str]) -> list[str]:
-    """Return one text per package whose versions differ (Python by major.minor).
-
-    Examples
-    --------
-    >>> compare_versions({"python": "3.11.7", "dask": "1"}, {"python": "3.11.2", "dask": "2"})
-    ['dask 2 (controller: 1)']
-    """
-    out = []
-    for pkg, mine in local.items():
-        theirs = remote.get(pkg, "?")
-        a, b = mine, theirs
-        if pkg == "python":
-            a, b = ".".join(mine.split(".")[:2]), ".".join(theirs.split(".")[:2])
-        if a != b:
-            out.append(f"{pkg} {theirs} (controller: {mine})")
-    return out
 
 
 def split_event(raw: bytes) -> tuple[str, dict[str, Any] | None]:
@@ -102,16 +72,6 @@ def split_event(raw: bytes) -> tuple[str, dict[str, Any] | None]:
         raw = raw[:start]
     text = raw.decode("utf-8", "replace").rstrip("\r\n")
     return (text if text.strip() else ""), (ev if isinstance(ev, dict) else None)
-
-
-@dataclass
-class Launch:
-    """How to start agents on a host: interpreter, setup commands, environment."""
-
-    python: str
-    setup: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    inherit_config: bool = True
 
 
 class AgentChannel:
@@ -181,8 +141,8 @@ class AgentChannel:
             if self.launch.inherit_config
             else "",
             env=dict(self.launch.env),
-            heartbeat=float(config.get("heartbeat-timeout")),
-            mp_method=str(config.get("multiprocessing-method")),
+            heartbeat=self.pool.settings.heartbeat_timeout,
+            mp_method=self.pool.settings.multiprocessing_method,
         )
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
@@ -247,7 +207,7 @@ class AgentChannel:
         return hello
 
     def _check_versions(self, remote: Mapping[str, str]) -> None:
-        policy = config.get("version-check")
+        policy = self.pool.settings.version_check
         diffs = compare_versions(local_versions(), remote)
         if not diffs or policy == "ignore":
             return
@@ -391,7 +351,7 @@ class AgentChannel:
         )
 
     async def _heartbeat(self) -> None:
-        interval = float(config.get("heartbeat-timeout")) / 3
+        interval = self.pool.settings.ping_interval
         while True:
             await asyncio.sleep(interval)
             self.send(encode_message("ping"))

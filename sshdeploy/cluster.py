@@ -1,65 +1,42 @@
 """SSHCluster: a drop-in for ``distributed.deploy.ssh.SSHCluster`` that is a real Cluster.
 
-It turns hosts and options into specs (:mod:`sshdeploy.placement`) and lets
-:class:`distributed.deploy.spec.SpecCluster` do the rest, so ``Client(cluster)``,
-``scale``, ``adapt``, ``get_logs``, ``dashboard_link``, sync and async use and
-context managers all work. What runs remotely is in :mod:`sshdeploy.remote`
-and :mod:`sshdeploy.channel`.
+It turns hosts and options into a plan (:mod:`sshdeploy.plan`), the plan into
+specs, and lets :class:`distributed.deploy.spec.SpecCluster` do the rest, so
+``Client(cluster)``, ``scale``, ``adapt``, ``get_logs``, ``dashboard_link``,
+sync and async use and context managers all work. Each process starts and
+stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
+:mod:`sshdeploy.restarts`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from time import time
-from typing import Any, Literal
+from typing import Any
 
 from dask.utils import parse_bytes
-from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
-from . import config
-from .bootstrap import build_command
-from .channel import CONNECTION_LOST
+from . import compat
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .hosts import Host
 from .logs import LogBook
-from .placement import Placement, next_worker, place
+from .placement import HostKey, Placement, next_worker
+from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
-from .remote import Launch, RemoteScheduler, RemoteWorker, WorkerAgents
+from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
+from .restarts import WorkerRestarts
 
-logger = logging.getLogger("sshdeploy.cluster")
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RemotePlan:
-    """What one host will run (``dask-ssh --dry-run``, :meth:`SSHCluster.remote_commands`).
-
-    Attributes
-    ----------
-    host : str
-        ``user@host:port``.
-    role : {"scheduler", "worker"}
-    names : list of str
-        ``["scheduler"]`` or the worker names.
-    command : str
-        The exact remote shell command (the agent itself comes on stdin).
-    python : str
-        The remote interpreter.
-    options : dict
-        The keywords the scheduler or each worker starts with.
-    """
-
-    host: str
-    role: Literal["scheduler", "worker"]
-    names: list[str]
-    command: str
-    python: str
-    options: dict[str, Any] = field(default_factory=dict)
+_SPEC_CLUSTER_KEYWORDS = frozenset(
+    name for name in inspect.signature(SpecCluster.__init__).parameters
+    if name not in ("self", "workers", "scheduler", "worker")
+)
 
 
 class SSHCluster(SpecCluster):
@@ -100,7 +77,10 @@ class SSHCluster(SpecCluster):
     scheduler_class : str, optional
         Import path of another scheduler class.
     restart_workers : bool
-        Let each Nanny restart its worker process when it dies (default).
+        Start lost workers again, a bounded number of times (default).
+    worker_module : str, optional
+        Deprecated (older releases of distributed): its classic values mean
+        the default worker class; use ``worker_class``.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
@@ -121,7 +101,7 @@ class SSHCluster(SpecCluster):
         connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         worker_options: Mapping[str, Any] | None = None,
         scheduler_options: Mapping[str, Any] | None = None,
-        worker_class: str = "distributed.Nanny",
+        worker_class: str = DEFAULT_WORKER_CLASS,
         remote_python: str | Sequence[str] | None = None,
         *,
         setup: str | None = None,
@@ -129,37 +109,51 @@ class SSHCluster(SpecCluster):
         inherit_config: bool | None = None,
         scheduler_class: str | None = None,
         restart_workers: bool = True,
+        worker_module: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self._placement = placement = place(hosts, worker_options, remote_python, connect_options)
-        self._worker_class = worker_class
-        self._restart_workers = restart_workers
-        self._logbook = LogBook(max_lines=int(config.get("log-buffer-lines")))
-        inherit = bool(config.get("inherit-config", inherit_config))
-        self._pool = _pool_for(placement)
-        env = dict(env or {})
-        launches = {
-            key: Launch(python=py, setup=setup, env=env, inherit_config=inherit)
-            for key, py in placement.python.items()
-        }
-        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._worker_lost)
-        self._restarts: dict[str, int] = {}
+        unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
+        if unknown:
+            raise ConfigError(
+                unknown[0], "is not an argument of SSHCluster",
+                remedy="Options of the workers go in worker_options={...}, of the scheduler "
+                "in scheduler_options={...}, of SSH in connect_options={...}.",
+            )
+        plan = self._cluster_plan = plan_cluster(
+            hosts, connect_options, worker_options, scheduler_options, worker_class,
+            remote_python, setup=setup, env=env, inherit_config=inherit_config,
+            scheduler_class=scheduler_class, restart_workers=restart_workers,
+            worker_module=worker_module,
+        )
+        placement = plan.placement
+        settings = plan.settings
+        self._logbook = LogBook(max_lines=settings.log_buffer_lines)
+        self._pool = _pool_for(plan)
+        for hp in placement.all_hosts().values():
+            self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
+        launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
+        self._restarts = WorkerRestarts(
+            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
+        )
+        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost)
         scheduler = {
             "cls": RemoteScheduler,
             "options": {
-                "host": placement.scheduler,
+                "host": placement.scheduler.host,
                 "pool": self._pool,
-                "launch": Launch(
-                    python=placement.scheduler_python, setup=setup, env=env,
-                    inherit_config=inherit,
-                ),
+                "launch": plan.launch(placement.scheduler),
                 "logbook": self._logbook,
-                "kwargs": dict(scheduler_options or {}),
-                "cls": scheduler_class,
+                "kwargs": plan.scheduler_options,
+                "cls": plan.scheduler_class,
             },
         }
-        workers = {w.name: self._worker_spec(w.host, w.kwargs) for w in placement.workers}
-        template = self._worker_spec(placement.scheduler, {}) if placement.slots else None
+        workers = {
+            w.name: self._worker_spec(w.host, plan.worker_options(placement.hosts[w.host.key],
+                                                                  w.kwargs))
+            for w in placement.workers
+        }
+        first = next(iter(placement.hosts.values()))
+        template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template, **kwargs)
 
     def _worker_spec(self, host: Host, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,72 +162,40 @@ class SSHCluster(SpecCluster):
             "options": {
                 "host": host,
                 "agents": self._agents,
-                "cls": self._worker_class,
+                "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
-                "restart": self._restart_workers,
+                "restart": self._cluster_plan.restart_workers,
             },
         }
 
     # -- dry run ---------------------------------------------------------------
     @staticmethod
-    def remote_commands(
-        hosts: Sequence[str | Host] | None,
-        connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-        worker_options: Mapping[str, Any] | None = None,
-        scheduler_options: Mapping[str, Any] | None = None,
-        worker_class: str = "distributed.Nanny",
-        remote_python: str | Sequence[str] | None = None,
-        *,
-        setup: str | None = None,
-        env: Mapping[str, str] | None = None,
-        restart_workers: bool = True,
-    ) -> list[RemotePlan]:
+    def remote_commands(*args: Any, **kwargs: Any) -> list[RemotePlan]:
         """Return what each host would run, without connecting anywhere.
+
+        Takes the arguments of :class:`SSHCluster` (not those of SpecCluster)
+        and renders the very plan the cluster would start from.
 
         Examples
         --------
         >>> [(p.host, p.role, p.names) for p in SSHCluster.remote_commands(["a", "b"])]
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
-        p = place(hosts, worker_options, remote_python, connect_options)
-        pool = _pool_for(p)
-        out = [
-            RemotePlan(
-                host=pool.display(p.scheduler),
-                role="scheduler",
-                names=["scheduler"],
-                command=build_command(p.scheduler_python, setup),
-                python=p.scheduler_python,
-                options=dict(scheduler_options or {}),
-            )
-        ]
-        for key, host in p.hosts.items():
-            names = [w.name for w in p.workers if w.host.key == key]
-            if not names:
-                continue  # a host kept only for `scale`
-            out.append(
-                RemotePlan(
-                    host=pool.display(host),
-                    role="worker",
-                    names=names,
-                    command=build_command(p.python[key], setup),
-                    python=p.python[key],
-                    options={"worker_class": worker_class, **p.templates[key],
-                             **({"env": dict(env)} if env else {})},
-                )
-            )
-        return out
+        plan = plan_cluster(*args, **kwargs)
+        return plan.remote_plans(display=_pool_for(plan).display)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        self._agents.prestart(list(self._placement.hosts.values()))
+        self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
         try:
-            await super()._start()
+            with compat.quiet_failed_start():
+                await super()._start()
         except RuntimeError as exc:
-            if isinstance(exc.__cause__, SSHDeployError):
-                raise exc.__cause__ from None
+            cause = compat.start_error_cause(exc)
+            if isinstance(cause, SSHDeployError):
+                raise cause from None
             raise
 
     async def _correct_state_internal(self) -> None:
@@ -241,85 +203,26 @@ class SSHCluster(SpecCluster):
             await super()._correct_state_internal()
         except SSHDeployError:
             failed: dict[str, BaseException] = {}
-            for w in list(self._created):
-                err = getattr(w, "start_error", None)
-                if isinstance(w, RemoteWorker) and err is not None:
-                    failed.setdefault(self._pool.display(w.host), err)
+            for w in compat.created(self):
+                if isinstance(w, RemoteWorker) and w.start_error is not None:
+                    failed.setdefault(self._pool.display(w.host), w.start_error)
             if failed:
                 raise failures_by_host(failed, "start workers") from None
             raise
 
     async def _close(self) -> None:
-        if isinstance(self.scheduler, RemoteScheduler):
-            if not self.scheduler.channel.alive:
-                # The scheduler is gone: don't spend connect timeouts asking it to
-                # retire workers or terminate; stop the workers' agents directly.
-                self.shutdown_scheduler = False
-            elif self.shutdown_scheduler:
-                self.scheduler.expect_exit = True
+        await self._restarts.close()
+        if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
+            # The scheduler is gone: don't spend connect timeouts asking it to
+            # retire workers or terminate; the workers' agents are stopped directly.
+            self.shutdown_scheduler = False
         try:
             await super()._close()
         finally:
             await asyncio.gather(self._agents.close(), return_exceptions=True)
-            if self.scheduler is not None and isinstance(self.scheduler, RemoteScheduler):
-                if self.scheduler.channel.alive:
-                    await self.scheduler.channel.shutdown(float(config.get("stop-timeout")))
-                await self.scheduler.channel.ensure_gone()
+            if isinstance(self.scheduler, RemoteScheduler):
+                await self.scheduler.close()
             await self._pool.close()
-
-    # -- lost workers ---------------------------------------------------------
-    def _worker_lost(self, name: str, reason: str) -> None:
-        """A worker's Nanny or host agent went away: start it again, a bounded number of times."""
-        if self.status != Status.running or name not in self.worker_spec:
-            return
-        worker = self.workers.get(name)
-        if worker is not None and worker.address:
-            # Tell the scheduler now rather than after its own timeouts (~30 s
-            # for a host cut off), so that the worker's tasks move on at once.
-            asyncio.ensure_future(self._unregister(str(worker.address), reason))
-        tries = self._restarts.get(name, 0)
-        if not self._restart_workers or tries >= int(config.get("worker-restarts")):
-            why = "restarts are off" if not self._restart_workers else f"after {tries} restarts"
-            logger.warning("worker %s lost (%s); not restarted (%s)", name, reason, why)
-            self.worker_spec.pop(name, None)
-            self.workers.pop(name, None)
-            return
-        self._restarts[name] = tries + 1
-        delay = 2.0**tries
-        if reason == CONNECTION_LOST:
-            # The old agent may still run there until its heartbeat timeout: a
-            # new worker of the same name would be refused ("name taken") before.
-            delay = max(delay, float(config.get("heartbeat-timeout")))
-        logger.warning("worker %s lost (%s); restarting it in %.0f s (%d/%s)", name, reason,
-                       delay, tries + 1, config.get("worker-restarts"))
-        asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._restart(name))
-        )
-
-    async def _unregister(self, address: str, reason: str) -> None:
-        if self.scheduler_comm is None:
-            return
-        try:
-            await asyncio.wait_for(
-                self.scheduler_comm.unregister(
-                    address=address, stimulus_id=f"sshdeploy-lost-{time()}", close=False
-                ),
-                10,
-            )
-        except Exception as exc:  # the scheduler will notice by itself, later
-            logger.debug("could not unregister %s (%s): %s", address, reason, exc)
-
-    async def _restart(self, name: str) -> None:
-        if self.status != Status.running or name not in self.worker_spec:
-            return
-        old = self.workers.pop(name, None)
-        if old is not None:
-            self._created.discard(old)
-        try:
-            await self._correct_state()
-        except Exception as exc:  # reported, and counted against the restart limit
-            logger.warning("worker %s could not be restarted: %s", name, exc)
-            self._worker_lost(name, "restart failed")
 
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:
@@ -329,17 +232,19 @@ class SSHCluster(SpecCluster):
             for name, spec in self.worker_spec.items()
             if "options" in spec
         ]
-        chosen = next_worker(self._placement, running)
+        placement = self._cluster_plan.placement
+        chosen = next_worker(placement, running)
         if chosen is None:
             return {}
         host, name = chosen
-        return {name: self._worker_spec(host, self._placement.templates[host.key])}
+        options = self._cluster_plan.worker_options(placement.hosts[host.key])
+        return {name: self._worker_spec(host, options)}
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for kw in self._placement.templates.values():
+        for hp in self._cluster_plan.placement.hosts.values():
             for key in keys:
-                if kw.get(key) not in (None, "auto"):
-                    return kw[key]
+                if hp.template.get(key) not in (None, "auto"):
+                    return hp.template[key]
         for w in self.scheduler_info.get("workers", {}).values():  # what running workers have
             if w.get(keys[0]):
                 return w[keys[0]]
@@ -361,29 +266,41 @@ class SSHCluster(SpecCluster):
         Parameters
         ----------
         n : int
-            Target number of workers.
+            Target number of workers (>= 0).
         memory, cores : optional
             Alternatively, the memory or cores wanted (as in SpecCluster).
+
+        Raises
+        ------
+        ConfigError
+            For a negative or non-integer count (nothing is changed).
         """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
+                              remedy="Give the number of workers wanted, e.g. scale(4).")
         if memory is not None:
             n = max(n, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
         if cores is not None:
             n = max(n, math.ceil(cores / self._threads_per_worker()))
         if n < len(self.worker_spec):
-            # SpecCluster removes the most recently added; we prefer the
-            # host carrying the most workers relative to its slots.
-            keep = dict(self.worker_spec)
-            while len(keep) > max(n, 0):
-                counts: dict[Any, list[str]] = {}
-                for name, spec in keep.items():
-                    counts.setdefault(spec["options"]["host"].key, []).append(name)
-                key = max(
-                    counts,
-                    key=lambda k: len(counts[k]) / max(1, self._placement.slots.get(k, 1)),
-                )
-                keep.pop(sorted(counts[key], key=_name_order)[-1])
-            self.worker_spec = keep
+            self.worker_spec = self._keep(n)
         return super().scale(n)
+
+    def _keep(self, n: int) -> dict[str, Any]:
+        """Return the worker specs kept when scaling down to *n*.
+
+        SpecCluster removes the most recently added; we remove from the host
+        carrying the most workers relative to its slots, its highest name first.
+        """
+        hosts = self._cluster_plan.placement.hosts
+        keep = dict(self.worker_spec)
+        while len(keep) > n:
+            by_host: dict[HostKey, list[str]] = {}
+            for name, spec in keep.items():
+                by_host.setdefault(spec["options"]["host"].key, []).append(name)
+            key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
+            keep.pop(max(by_host[key], key=_name_order))
+        return keep
 
     # -- information --------------------------------------------------------
     @property
@@ -397,9 +314,14 @@ class SSHCluster(SpecCluster):
         return id(self)
 
     @property
+    def cluster_plan(self) -> ClusterPlan:
+        """The plan this cluster was built from (hosts, options, settings)."""
+        return self._cluster_plan
+
+    @property
     def placement(self) -> Placement:
-        """The plan this cluster was built from."""
-        return self._placement
+        """Where every worker goes (``cluster_plan.placement``)."""
+        return self._cluster_plan.placement
 
     @property
     def logbook(self) -> LogBook:
@@ -412,9 +334,9 @@ class SSHCluster(SpecCluster):
         """Return the captured remote output of the scheduler and every worker."""
         logs = Logs()
         if cluster:
-            logs["Cluster"] = Log("\n".join(line[1] for line in self._cluster_manager_logs))
+            logs["Cluster"] = Log("\n".join(compat.cluster_log_lines(self)))
         if scheduler:
-            label = f"scheduler {self._placement.scheduler.hostname}"
+            label = f"scheduler {self._cluster_plan.placement.scheduler.host.hostname}"
             logs["Scheduler"] = Log("\n".join(self._logbook.lines(label)))
         if workers:
             wanted = None if workers is True else set(workers)
@@ -424,14 +346,15 @@ class SSHCluster(SpecCluster):
         return logs
 
 
-def _pool_for(placement: Placement) -> HostPool:
+def _pool_for(plan: ClusterPlan) -> HostPool:
     """Return a (not yet connected) pool with each host's connect options."""
-    pool = HostPool()
-    for key, opts in placement.connect_options.items():
-        pool.set_options(placement.hosts.get(key) or placement.scheduler, opts)
+    pool = HostPool(settings=plan.settings)
+    for hp in plan.placement.all_hosts().values():
+        pool.set_options(hp.host, hp.connect_options)
     return pool
 
 
 def _name_order(name: str) -> tuple[str, int]:
+    """Sort ``node2-10`` after ``node2-9``."""
     base, _, idx = str(name).rpartition("-")
     return (base, int(idx)) if idx.isdigit() else (str(name), -1)

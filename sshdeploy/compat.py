@@ -73,6 +73,11 @@ def forget_created(cluster: SpecCluster, process: ProcessInterface) -> None:
     cluster._created.discard(process)
 
 
+async def correct_state(cluster: SpecCluster) -> None:
+    """Start (or stop) processes until they match ``cluster.worker_spec``."""
+    await cluster._correct_state()
+
+
 def created(cluster: SpecCluster) -> list[ProcessInterface]:
     """Return every process SpecCluster has started and not forgotten."""
     return list(cluster._created)

@@ -53,7 +53,7 @@ class SSHDeployError(RuntimeError):
         """Return the full, user-facing message (built from the fields)."""
         return ""
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         if not dataclasses.is_dataclass(self):
             return super().__reduce__()
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}

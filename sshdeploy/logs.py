@@ -80,7 +80,3 @@ class LogBook:
     def tail(self, label: str, n: int = 20) -> str:
         """Return the last *n* lines of *label* as one string."""
         return "\n".join(self.lines(label)[-n:])
-
-    def labels(self) -> list[str]:
-        """Return every source seen so far."""
-        return list(self._lines)

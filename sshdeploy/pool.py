@@ -14,29 +14,32 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
-from . import config
 from .errors import (
     AuthenticationError,
+    ConfigError,
     ConnectError,
     HostError,
     HostKeyError,
-    failures_by_host,
 )
 from .hosts import Host
+from .placement import HostKey
+from .settings import Settings
 
-logger = logging.getLogger("sshdeploy.pool")
+logger = logging.getLogger(__name__)
 
 #: asyncssh.connect keywords sshdeploy itself sets (the caller's win).
 _OWN_DEFAULTS = ("connect_timeout", "keepalive_interval", "keepalive_count_max")
 
 
-def connect_kwargs(host: Host, options: Mapping[str, Any] | None) -> dict[str, Any]:
+def connect_kwargs(
+    host: Host, options: Mapping[str, Any] | None, settings: Settings | None = None
+) -> dict[str, Any]:
     """Return the ``asyncssh.connect`` keywords for *host*.
 
     The host's own ``user``/``port`` win over ``username``/``port`` in
@@ -48,15 +51,11 @@ def connect_kwargs(host: Host, options: Mapping[str, Any] | None) -> dict[str, A
     >>> kw["host"], kw["username"], kw["port"], kw["connect_timeout"] > 0
     ('node1', 'alice', 2222, True)
     """
+    s = settings or Settings.resolve()
     kw: dict[str, Any] = dict(options or {})
-    kw.setdefault("connect_timeout", config.get("connect-timeout"))
-    kw.setdefault("keepalive_interval", config.get("keepalive-interval"))
-    kw.setdefault("keepalive_count_max", config.get("keepalive-count-max"))
-    if "known_hosts" in kw and kw["known_hosts"] is None:
-        logger.warning(
-            "%s: host-key checking is OFF (known_hosts=None): the connection is open to "
-            "man-in-the-middle attacks", host.display(),
-        )
+    kw.setdefault("connect_timeout", s.connect_timeout)
+    kw.setdefault("keepalive_interval", s.keepalive_interval)
+    kw.setdefault("keepalive_count_max", s.keepalive_count_max)
     kw["host"] = host.hostname
     if host.user:
         kw["username"] = host.user
@@ -116,6 +115,35 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
+def build_options(where: str, kw: Mapping[str, Any]) -> asyncssh.SSHClientConnectionOptions:
+    """Build (and so check) the asyncssh options of one host, before any connection.
+
+    A misspelt keyword or a key file that is not a usable key fails here,
+    naming the host and the keyword or file, instead of halfway through a start.
+
+    Raises
+    ------
+    ConfigError
+    """
+    try:
+        return asyncssh.SSHClientConnectionOptions(**kw)
+    except TypeError as exc:
+        raise ConfigError(
+            f"connect_options for {where}", str(exc).replace("SSHClientConnectionOptions.", ""),
+            remedy="Use the keywords of asyncssh.connect (known_hosts, client_keys, "
+            "username, port, tunnel, config, passphrase, ...).",
+        ) from exc
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, OSError, ValueError) as exc:
+        keys = kw.get("client_keys")
+        shown = ", ".join(map(str, keys)) if isinstance(keys, (list, tuple)) else str(keys)
+        raise ConfigError(
+            f"connect_options for {where}",
+            f"cannot load the client key(s) {shown}: {exc}",
+            remedy="Give an OpenSSH private key file (--ssh-private-key / client_keys); "
+            "for a passphrase-protected key load it into ssh-agent or give passphrase=.",
+        ) from exc
+
+
 @dataclass
 class Connection:
     """An open connection to one host and what the controller learnt about it.
@@ -142,9 +170,10 @@ class HostPool:
 
     Parameters
     ----------
-    connect_options : Mapping or list of Mapping
-        ``asyncssh.connect`` keywords, for all hosts or one per host (keyed
-        by :attr:`Host.key` via :meth:`set_options`).
+    connect_options : Mapping, optional
+        ``asyncssh.connect`` keywords for every host (per host: :meth:`set_options`).
+    settings : Settings, optional
+        Timeouts, keepalive, parallelism and attempts (default: resolved now).
     parallelism : int
         How many connection attempts run at once.
     attempts : int
@@ -160,28 +189,52 @@ class HostPool:
     """
 
     connect_options: Mapping[str, Any] | None = None
+    settings: Settings = field(default_factory=Settings.resolve)
     parallelism: int = 0
     attempts: int = 0
-    _per_host: dict[tuple[str | None, str, int | None], Mapping[str, Any]] = field(
-        default_factory=dict
-    )
-    _conns: dict[tuple[str | None, str, int | None], asyncio.Future[Connection]] = field(
-        default_factory=dict
-    )
+    _per_host: dict[HostKey, Mapping[str, Any]] = field(default_factory=dict)
+    _built: dict[HostKey, asyncssh.SSHClientConnectionOptions] = field(default_factory=dict)
+    _conns: dict[HostKey, asyncio.Future[Connection]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
-        self.parallelism = self.parallelism or int(config.get("connect-parallelism"))
-        self.attempts = self.attempts or int(config.get("connect-attempts"))
+        self.parallelism = self.parallelism or self.settings.connect_parallelism
+        self.attempts = self.attempts or self.settings.connect_attempts
 
     def set_options(self, host: Host, options: Mapping[str, Any] | None) -> None:
         """Use *options* (instead of the pool-wide ones) for *host*."""
         if options is not None:
             self._per_host[host.key] = options
+            self._built.pop(host.key, None)
+
+    def kwargs(self, host: Host) -> dict[str, Any]:
+        """Return the ``asyncssh.connect`` keywords this pool uses for *host*."""
+        return connect_kwargs(
+            host, self._per_host.get(host.key, self.connect_options), self.settings
+        )
 
     def display(self, host: Host) -> str:
         """Return ``user@host:port`` as this pool will connect to *host*."""
-        return _display(connect_kwargs(host, self._per_host.get(host.key, self.connect_options)))
+        return _display(self.kwargs(host))
+
+    def prepare(self, host: Host) -> asyncssh.SSHClientConnectionOptions:
+        """Build and check the connection options of *host* once (no network).
+
+        Raises
+        ------
+        ConfigError
+            For a keyword asyncssh does not know or a key file it cannot load.
+        """
+        built = self._built.get(host.key)
+        if built is None:
+            kw = self.kwargs(host)
+            if "known_hosts" in kw and kw["known_hosts"] is None:
+                logger.warning(
+                    "%s: host-key checking is OFF (known_hosts=None): the connection is "
+                    "open to man-in-the-middle attacks", _display(kw),
+                )
+            built = self._built[host.key] = build_options(_display(kw), kw)
+        return built
 
     async def get(self, host: Host) -> Connection:
         """Return the connection to *host*, opening it on first use (single flight).
@@ -197,33 +250,17 @@ class HostPool:
             self._conns[host.key] = fut
         return await asyncio.shield(fut)
 
-    async def connect_all(self, hosts: Iterable[Host]) -> dict[str, Connection]:
-        """Connect to every host in parallel; raise one error naming every failed host."""
-        unique = {h.key: h for h in hosts}
-        results = await asyncio.gather(
-            *(self.get(h) for h in unique.values()), return_exceptions=True
-        )
-        failed: dict[str, BaseException] = {}
-        ok: dict[str, Connection] = {}
-        for host, res in zip(unique.values(), results, strict=False):
-            if isinstance(res, BaseException):
-                failed[self.display(host)] = res
-            else:
-                ok[res.host] = res
-        if failed:
-            raise failures_by_host(failed, "connect")
-        return ok
-
     async def _open(self, host: Host) -> Connection:
-        kw = connect_kwargs(host, self._per_host.get(host.key, self.connect_options))
+        kw = self.kwargs(host)
         where = _display(kw)
+        options = self.prepare(host)
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.parallelism)
         delay = 0.2
         for attempt in range(1, self.attempts + 1):
             async with self._sem:
                 try:
-                    conn = await asyncssh.connect(**kw)
+                    conn = await asyncssh.connect(kw["host"], options=options)
                 except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
                     if attempt < self.attempts and _transient(exc):
                         logger.debug("%s: transient connect failure (%s), retrying", where, exc)

@@ -15,18 +15,18 @@ from typing import Any
 
 import asyncssh
 
-from . import config
 from .bootstrap import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     build_probe_command,
 )
-from .channel import compare_versions, local_versions
 from .errors import AuthenticationError, HostKeyError, SSHDeployError
 from .hosts import Host
 from .placement import as_hosts, per_host
 from .pool import HostPool
+from .settings import Settings, VersionPolicy
+from .versions import compare_versions, local_versions
 
 
 @dataclass
@@ -47,6 +47,8 @@ class HostCheck:
         The controller's.
     error : str or None
         Why the host is not usable, with what to do.
+    version_check : {"error", "warn", "ignore"}
+        Whether a version mismatch makes the host unusable.
     """
 
     host: str
@@ -56,6 +58,7 @@ class HostCheck:
     versions: dict[str, str] = field(default_factory=dict)
     local_versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    version_check: VersionPolicy = "error"
 
     @property
     def mismatches(self) -> list[str]:
@@ -67,19 +70,19 @@ class HostCheck:
     @property
     def ok(self) -> bool:
         """True if a cluster can start here."""
-        policy = config.get("version-check")
         return (
             self.error is None
             and self.authenticated
             and "distributed" in self.versions
-            and (policy != "error" or not self.mismatches)
+            and (self.version_check != "error" or not self.mismatches)
         )
 
 
 async def _check_one(
     pool: HostPool, host: Host, python: str, setup: str | None, timeout: float
 ) -> HostCheck:
-    check = HostCheck(host=pool.display(host), local_versions=local_versions())
+    check = HostCheck(host=pool.display(host), local_versions=local_versions(),
+                      version_check=pool.settings.version_check)
     try:
         conn = await pool.get(host)
     except (AuthenticationError, HostKeyError) as exc:
@@ -123,7 +126,7 @@ async def _check_one(
             f"[{check.host}] dask/distributed not importable with {check.python}: "
             f"{data['error']}. Install them there or pick another remote_python."
         )
-    elif check.mismatches and config.get("version-check") == "error":
+    elif check.mismatches and check.version_check == "error":
         check.error = f"[{check.host}] version mismatch: {'; '.join(check.mismatches)}"
     return check
 
@@ -134,6 +137,7 @@ async def check_hosts_async(
     remote_python: str | Sequence[str] | None = None,
     *,
     setup: str | None = None,
+    settings: Settings | None = None,
 ) -> list[HostCheck]:
     """Check every distinct host in parallel; one :class:`HostCheck` each, in order.
 
@@ -146,12 +150,15 @@ async def check_hosts_async(
         Defaults to the controller's ``sys.executable``.
     setup : str, optional
         Shell commands run before the interpreter.
+    settings : Settings, optional
+        Timeouts and the version policy (default: resolved now).
     """
+    settings = settings or Settings.resolve()
     hs = as_hosts(hosts)
     pythons = per_host(remote_python, len(hs), "remote_python")
     copts = per_host(connect_options, len(hs), "connect_options")
-    timeout = float(config.get("start-timeout"))
-    async with HostPool() as pool:
+    timeout = settings.start_timeout
+    async with HostPool(settings=settings) as pool:
         seen: dict[Any, tuple[Host, str]] = {}
         for h, py, opts in zip(hs, pythons, copts, strict=False):
             pool.set_options(h, opts)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from sshdeploy.remote import local_versions
 
 from sshdeploy import agent as agent_module
 from sshdeploy.bootstrap import (
@@ -31,7 +32,6 @@ from sshdeploy.bootstrap import (
     encode_message,
     stdin_preamble,
 )
-from sshdeploy.remote import local_versions
 
 pytestmark = pytest.mark.timeout(30)
 

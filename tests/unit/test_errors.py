@@ -152,3 +152,48 @@ def test_failures_by_host_many_lists_every_host() -> None:
 
 def test_multihost_error_is_empty_safe() -> None:
     assert str(MultiHostError()) == "0 host(s) failed to start:"
+
+
+# ------------------------------------------------------------------ errors travel
+
+def _every_error() -> list[SSHDeployError]:
+    inner = StartError(host=HOST, role="worker", name="node1-0", cause="exit 1",
+                       stderr_tail="Traceback\nValueError: bad")
+    return [
+        HostfileError(path="hosts.txt", line=3, reason="bad port", text="a:x"),
+        ConfigError("connect_options", "wrong length", remedy="Give 3."),
+        MultiHostError(failures={HOST: inner}, action="start"),
+        inner,
+        *(cls(host=HOST, cause="boom") for cls, *_ in HOST_ERRORS),
+    ]
+
+
+@pytest.mark.parametrize("err", _every_error(), ids=lambda e: type(e).__name__)
+def test_every_error_pickles_and_copies_with_its_fields(err: SSHDeployError) -> None:
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert type(clone) is type(err)
+        assert str(clone) == str(err)
+        assert clone.args == err.args == (str(err),)
+        assert vars(clone) == vars(err) or type(err) is MultiHostError
+
+
+def test_every_error_class_is_covered_by_the_pickle_test() -> None:
+    def subclasses(cls: type) -> set[type]:
+        out = set(cls.__subclasses__())
+        for sub in list(out):
+            out |= subclasses(sub)
+        return out
+
+    ours = {c for c in subclasses(SSHDeployError) if c.__module__ == "sshdeploy.errors"}
+    assert ours - {HostError} <= {type(e) for e in _every_error()}
+
+
+def test_errors_are_runtime_errors_with_an_exit_code() -> None:
+    # distributed's SSHCluster raises RuntimeError; code written for it catches ours too.
+    assert issubclass(SSHDeployError, RuntimeError)
+    assert ConfigError.exit_code == 2 and HostfileError.exit_code == 1
+    assert StartError.exit_code == ConnectError.exit_code == MultiHostError.exit_code == 1
+    assert isinstance(ConfigError("x", "y"), ValueError)

@@ -39,7 +39,6 @@ def test_record_keeps_lines_per_label_in_order() -> None:
     assert book.lines("node2-0") == ["a", "b"]
     assert book.lines("scheduler node1") == ["s"]
     assert book.lines("unknown") == []
-    assert book.labels() == ["node2-0", "scheduler node1"]
 
 
 def test_lines_is_a_copy() -> None:

@@ -22,8 +22,8 @@ from sshdeploy.errors import (
     AuthenticationError,
     ConnectError,
     HostKeyError,
-    MultiHostError,
     SSHDeployError,
+    failures_by_host,
 )
 from sshdeploy.hosts import Host
 from sshdeploy.pool import Connection, HostPool, classify, connect_kwargs
@@ -292,14 +292,21 @@ def test_connect_and_share_one_connection_per_host(client_key: asyncssh.SSHKey) 
     with_server(client_key, flow)
 
 
-def test_connect_all_returns_one_connection_per_distinct_host(
+async def connect_each(pool: HostPool, hosts: list[Host]) -> dict[str, object]:
+    """Connect to every host at once: ``user@host:port`` -> Connection or the error."""
+    results = await asyncio.gather(*(pool.get(h) for h in hosts), return_exceptions=True)
+    return {pool.display(h): r for h, r in zip(hosts, results, strict=True)}
+
+
+def test_one_connection_per_distinct_host(
     client_key: asyncssh.SSHKey,
 ) -> None:
     async def flow(srv: SSHServer) -> None:
         a = Host("127.0.0.1", user="a", port=srv.port)
         b = Host("127.0.0.1", user="b", port=srv.port)
         async with HostPool(connect_options=client_options(srv, client_key)) as pool:
-            conns = await pool.connect_all([a, b, a, Host("127.0.0.1", user="a", port=srv.port)])
+            conns = await connect_each(pool, [a, b, a, Host("127.0.0.1", user="a", port=srv.port)])
+            assert all(isinstance(c, Connection) for c in conns.values())
             assert set(conns) == {f"a@127.0.0.1:{srv.port}", f"b@127.0.0.1:{srv.port}"}
             assert len(srv.connections) == 2
 
@@ -420,7 +427,7 @@ def test_silent_server_times_out() -> None:
     run(flow(), 10)
 
 
-def test_connect_all_names_every_failed_host(client_key: asyncssh.SSHKey) -> None:
+def test_every_failed_host_gets_its_own_error(client_key: asyncssh.SSHKey) -> None:
     p1, p2 = free_port(), free_port()
 
     async def flow(srv: SSHServer) -> None:
@@ -428,13 +435,11 @@ def test_connect_all_names_every_failed_host(client_key: asyncssh.SSHKey) -> Non
         bad1 = Host("127.0.0.1", user="x", port=p1)
         bad2 = Host("127.0.0.1", user="y", port=p2)
         async with HostPool(connect_options=client_options(srv, client_key)) as pool:
-            with pytest.raises(MultiHostError) as info:
-                await pool.connect_all([good, bad1, bad2])
-            err = info.value
-            assert err.action == "connect"
-            assert set(err.failures) == {f"x@127.0.0.1:{p1}", f"y@127.0.0.1:{p2}"}
-            assert all(isinstance(e, ConnectError) for e in err.failures.values())
-            text = str(err)
+            got = await connect_each(pool, [good, bad1, bad2])
+            failures = {k: v for k, v in got.items() if isinstance(v, BaseException)}
+            assert set(failures) == {f"x@127.0.0.1:{p1}", f"y@127.0.0.1:{p2}"}
+            assert all(isinstance(e, ConnectError) for e in failures.values())
+            text = str(failures_by_host(failures, "connect"))
             assert text.splitlines()[0] == "2 host(s) failed to connect:"
             assert f"[x@127.0.0.1:{p1}] ssh: cannot connect: connection refused" in text
             assert f"[y@127.0.0.1:{p2}] ssh: cannot connect: connection refused" in text
@@ -444,14 +449,17 @@ def test_connect_all_names_every_failed_host(client_key: asyncssh.SSHKey) -> Non
     with_server(client_key, flow)
 
 
-def test_connect_all_with_one_failure_raises_that_error(client_key: asyncssh.SSHKey) -> None:
+def test_a_refused_host_fails_with_connect_error_naming_it(
+    client_key: asyncssh.SSHKey,
+) -> None:
     p1 = free_port()
 
     async def flow(srv: SSHServer) -> None:
         good = Host("127.0.0.1", port=srv.port)
         async with HostPool(connect_options=client_options(srv, client_key)) as pool:
+            await pool.get(good)
             with pytest.raises(SSHDeployError) as info:
-                await pool.connect_all([good, Host("127.0.0.1", port=p1)])
+                await pool.get(Host("127.0.0.1", port=p1))
             assert type(info.value) is ConnectError
             assert info.value.host == f"127.0.0.1:{p1}"  # type: ignore[attr-defined]
 
@@ -480,15 +488,15 @@ def test_parallelism_bounds_concurrent_attempts() -> None:
             opts = {"connect_timeout": 0.3}
             async with HostPool(connect_options=opts, parallelism=2, attempts=1) as pool:
                 t0 = time.monotonic()
-                task = asyncio.ensure_future(pool.connect_all(hosts))
+                task = asyncio.ensure_future(connect_each(pool, hosts))
                 await asyncio.sleep(0.15)  # inside the first wave
                 assert accepted <= 2
-                with pytest.raises(MultiHostError) as info:
-                    await task
+                got = await task
                 assert time.monotonic() - t0 >= 0.55
             assert accepted == 4
-            assert len(info.value.failures) == 4
-            assert all(e.cause == "timed out" for e in info.value.failures.values())  # type: ignore[attr-defined]
+            assert len(got) == 4
+            assert all(isinstance(e, ConnectError) and e.cause == "timed out"
+                       for e in got.values())
         finally:
             for s in servers:
                 s.close()

@@ -17,26 +17,16 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
-from . import config
-from .channel import AgentChannel, Launch, compare_versions, local_versions, split_event
+from . import compat
+from .channel import AgentChannel
 from .errors import SSHDeployError, StartError
 from .hosts import Host
 from .logs import LogBook
+from .placement import HostKey
+from .plan import Launch, resolve_advertised
 from .pool import HostPool
 
-__all__ = [
-    "AgentChannel",
-    "Launch",
-    "RemoteScheduler",
-    "RemoteWorker",
-    "WorkerAgents",
-    "advertised",
-    "compare_versions",
-    "local_versions",
-    "split_event",
-]
-
-logger = logging.getLogger("sshdeploy.process")
+logger = logging.getLogger(__name__)
 
 
 def _start_error(
@@ -50,16 +40,6 @@ def _start_error(
         cause=str(answer.get("error", "unknown")),
         stderr_tail=tail,
     )
-
-
-def advertised(kwargs: dict[str, Any], address: str) -> dict[str, Any]:
-    """Default ``host`` to the address the controller reached the host by."""
-    out = dict(kwargs)
-    if "host" in out and out["host"] is None:
-        del out["host"]  # explicitly none (dask-ssh --nohost): the worker picks its own
-    elif not out.get("host") and not out.get("interface"):
-        out["host"] = address
-    return out
 
 
 class RemoteScheduler(ProcessInterface):
@@ -96,21 +76,32 @@ class RemoteScheduler(ProcessInterface):
         self.kwargs = dict(kwargs or {})
         self.cls = cls
         self._on_exit = on_exit
+        self.launch = launch
+        self.settings = pool.settings
         self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, self._exited)
         self.dashboard_port: int | None = None
         self.pid: int | None = None
         self.exit_reason: str | None = None
-        #: Set by the cluster when it is about to terminate the scheduler itself.
-        self.expect_exit = False
+        self._expect_exit = False
+
+    @property
+    def remote_python(self) -> str:
+        """The interpreter the scheduler runs with (as in distributed's SSHCluster)."""
+        return self.launch.python
+
+    def expect_close(self) -> bool:
+        """The cluster is closing: its exit is no failure. Returns whether it still runs."""
+        self._expect_exit = True
+        return self.channel.alive
 
     def _exited(self, name: str, reason: str) -> None:
         """The scheduler (or its agent, or the connection) went away on its own."""
         self.exit_reason = reason
-        if self.expect_exit:
+        if self._expect_exit:
             return
         if self.status == Status.running:
             self.status = Status.failed
-            self._event_finished.set()
+            compat.mark_finished(self)
         logger.warning("[%s] scheduler: %s", self.channel.where, reason)
         if self._on_exit is not None:
             self._on_exit(name, reason)
@@ -125,12 +116,11 @@ class RemoteScheduler(ProcessInterface):
         await super().start()
 
     async def _start(self) -> None:
-        timeout = float(config.get("start-timeout"))
+        timeout = self.settings.start_timeout
         ch = self.channel
         await ch.start(timeout)
         assert ch.connection is not None
-        kw = advertised(self.kwargs, ch.connection.address)
-        kw.setdefault("dashboard_address", ":8787")
+        kw = resolve_advertised(self.kwargs, ch.connection.address)
         answer = await ch.call("start_scheduler", "scheduler", kw, timeout, cls=self.cls)
         if answer.get("ev") != "ready":
             await ch.abort()
@@ -141,8 +131,11 @@ class RemoteScheduler(ProcessInterface):
         self.pid = answer.get("pid")
 
     async def close(self) -> None:
-        """Stop the scheduler and its agent; return when both are gone."""
-        await self.channel.shutdown(float(config.get("stop-timeout")))
+        """Stop the scheduler and its agent; return when both are gone (idempotent)."""
+        self._expect_exit = True
+        if self.channel.alive:
+            await self.channel.shutdown(self.settings.stop_timeout)
+        await self.channel.ensure_gone()
         await super().close()
 
     def __repr__(self) -> str:
@@ -155,7 +148,7 @@ class WorkerAgents:
     def __init__(
         self,
         pool: HostPool,
-        launches: Mapping[tuple[str | None, str, int | None], Launch],
+        launches: Mapping[HostKey, Launch],
         logbook: LogBook,
         on_worker_exit: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -163,7 +156,7 @@ class WorkerAgents:
         self.launches = dict(launches)
         self.logbook = logbook
         self.on_worker_exit = on_worker_exit
-        self._agents: dict[tuple[str | None, str, int | None], asyncio.Future[AgentChannel]] = {}
+        self._agents: dict[HostKey, asyncio.Future[AgentChannel]] = {}
         #: Every agent ever started, so close() can wait for all of them.
         self._channels: list[AgentChannel] = []
         self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (
@@ -192,7 +185,7 @@ class WorkerAgents:
         launch = self.launches[host.key]
         ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited)
         self._channels.append(ch)
-        await ch.start(float(config.get("start-timeout")))
+        await ch.start(self.pool.settings.start_timeout)
         return ch
 
     async def get(self, host: Host) -> AgentChannel:
@@ -208,7 +201,7 @@ class WorkerAgents:
 
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
-        timeout = float(config.get("stop-timeout"))
+        timeout = self.pool.settings.stop_timeout
         futs = list(self._agents.values())
         self._agents.clear()
         for fut in futs:
@@ -263,6 +256,11 @@ class RemoteWorker(ProcessInterface):
         self.exit_reason: str | None = None
         self.start_error: SSHDeployError | None = None
 
+    @property
+    def remote_python(self) -> str:
+        """The interpreter this worker runs with (as in distributed's SSHCluster)."""
+        return self.agents.launches[self.host.key].python
+
     async def start(self) -> None:
         """Ask the host's agent to start this worker; return once it is registered."""
         try:
@@ -278,8 +276,8 @@ class RemoteWorker(ProcessInterface):
         ch = self.channel = await self.agents.get(self.host)
         self.agents.workers[str(self.name)] = self
         assert ch.connection is not None
-        kw = advertised(self.kwargs, ch.connection.address)
-        timeout = float(config.get("start-timeout"))
+        kw = resolve_advertised(self.kwargs, ch.connection.address)
+        timeout = self.agents.pool.settings.start_timeout
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
             restart=self.restart,
@@ -293,7 +291,7 @@ class RemoteWorker(ProcessInterface):
         """Stop this worker (its agent stays for the host's other workers)."""
         ch = self.channel
         if ch is not None and ch.alive:
-            await ch.call("stop", str(self.name), None, float(config.get("stop-timeout")))
+            await ch.call("stop", str(self.name), None, self.agents.pool.settings.stop_timeout)
         await super().close()
 
     def exited(self, reason: str) -> bool:
@@ -305,7 +303,7 @@ class RemoteWorker(ProcessInterface):
             return False
         self.exit_reason = reason
         self.status = Status.failed
-        self._event_finished.set()
+        compat.mark_finished(self)
         logger.warning("[%s] worker %s: %s", self.host.hostname, self.name, reason)
         return True
 

@@ -1,0 +1,259 @@
+"""The whole plan of a cluster, built once from SSHCluster's arguments: pure, no network.
+
+:func:`plan_cluster` is the one place that turns the arguments of
+:class:`sshdeploy.SSHCluster` into what will run where. The cluster builds
+its specs from it, and the dry run (``SSHCluster.remote_commands``,
+``dask-ssh --dry-run``) renders the very same plan, as dask-jobqueue's
+``job_script()`` renders the job it submits.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .bootstrap import build_command
+from .errors import ConfigError
+from .hosts import Host
+from .placement import HostPlan, Placement, place
+from .settings import Settings
+
+DEFAULT_WORKER_CLASS = "distributed.Nanny"
+#: ``worker_module`` values of distributed's older SSHCluster that mean the default worker.
+CLASSIC_WORKER_MODULES = ("distributed.cli.dask_worker", "distributed.cli.dask_spec")
+DEFAULT_DASHBOARD = ":8787"
+
+
+class Advertised:
+    """Stands for "the address the controller reached this host at" until it is known.
+
+    The plan (and so the dry run) shows it; a process replaces it by its
+    connection's peer address when it starts (:func:`resolve_advertised`).
+    """
+
+    def __repr__(self) -> str:
+        return "<address reached over SSH>"
+
+    __str__ = __repr__
+
+
+#: The one instance of :class:`Advertised`.
+ADVERTISED = Advertised()
+
+
+def advertise(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Plan the listening address: by default the one the controller reaches the host at.
+
+    ``host=None`` (``dask-ssh --nohost``) lets the process choose its own;
+    an explicit ``host`` or ``interface`` is kept.
+
+    Examples
+    --------
+    >>> advertise({"nthreads": 2})
+    {'nthreads': 2, 'host': <address reached over SSH>}
+    >>> advertise({"host": None}), advertise({"interface": "eth1"})
+    ({}, {'interface': 'eth1'})
+    """
+    out = dict(kwargs)
+    if "host" in out and out["host"] is None:
+        del out["host"]
+    elif not out.get("host") and not out.get("interface"):
+        out["host"] = ADVERTISED
+    return out
+
+
+def resolve_advertised(kwargs: Mapping[str, Any], address: str) -> dict[str, Any]:
+    """Replace :data:`ADVERTISED` by the address the host was reached at.
+
+    Examples
+    --------
+    >>> resolve_advertised(advertise({}), "10.0.0.2")
+    {'host': '10.0.0.2'}
+    """
+    out = dict(kwargs)
+    if out.get("host") is ADVERTISED:
+        out["host"] = address
+    return out
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start agents on a host: interpreter, setup commands, environment."""
+
+    python: str
+    setup: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_config: bool = True
+
+
+@dataclass(frozen=True)
+class RemotePlan:
+    """What one host will run (``dask-ssh --dry-run``, :meth:`SSHCluster.remote_commands`).
+
+    Attributes
+    ----------
+    host : str
+        ``user@host:port``.
+    role : {"scheduler", "worker"}
+    names : list of str
+        ``["scheduler"]`` or the worker names.
+    command : str
+        The exact remote shell command (the agent itself comes on stdin).
+    python : str
+        The remote interpreter.
+    options : dict
+        The keywords the scheduler or each worker starts with.
+    settings : dict
+        The ``sshdeploy.*`` settings in force.
+    """
+
+    host: str
+    role: Literal["scheduler", "worker"]
+    names: list[str]
+    command: str
+    python: str
+    options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """Everything :class:`sshdeploy.SSHCluster` will start, resolved once.
+
+    Attributes
+    ----------
+    placement : Placement
+        Hosts, slots, worker names and their keywords.
+    scheduler_options : dict
+        The scheduler's keywords, with sshdeploy's defaults filled in.
+    worker_class, scheduler_class : str, str or None
+        Import paths.
+    setup : str or None
+        Shell commands run before the remote Python.
+    env : dict
+        Environment of every remote process.
+    restart_workers : bool
+        Whether lost workers are started again.
+    settings : Settings
+        The ``sshdeploy.*`` settings in force.
+    """
+
+    placement: Placement
+    scheduler_options: dict[str, Any]
+    worker_class: str
+    scheduler_class: str | None
+    setup: str | None
+    env: dict[str, str]
+    restart_workers: bool
+    settings: Settings
+
+    def launch(self, host: HostPlan) -> Launch:
+        """Return how agents start on *host*."""
+        return Launch(python=host.python, setup=self.setup, env=self.env,
+                      inherit_config=self.settings.inherit_config)
+
+    def worker_options(
+        self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Return the keywords a worker on *host* starts with (its template by default)."""
+        return advertise(host.template if kwargs is None else kwargs)
+
+    def remote_plans(self, display: Any = None) -> list[RemotePlan]:
+        """Return what each host will run (linear in hosts + workers).
+
+        Parameters
+        ----------
+        display : callable, optional
+            ``Host -> "user@host:port"`` as the connection will be made
+            (default: the host as written).
+        """
+        show = display or (lambda h: h.display())
+        p = self.placement
+        settings = self.settings.as_dict()
+        names: dict[Any, list[str]] = {}
+        for w in p.workers:
+            names.setdefault(w.host.key, []).append(w.name)
+        env = {"env": dict(self.env)} if self.env else {}
+        out = [RemotePlan(
+            host=show(p.scheduler.host), role="scheduler", names=["scheduler"],
+            command=build_command(p.scheduler.python, self.setup), python=p.scheduler.python,
+            options={**self.scheduler_options, **env}, settings=settings,
+        )]
+        for key, hp in p.hosts.items():
+            if key not in names:
+                continue  # a host kept only for `scale`
+            out.append(RemotePlan(
+                host=show(hp.host), role="worker", names=names[key],
+                command=build_command(hp.python, self.setup), python=hp.python,
+                options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
+                settings=settings,
+            ))
+        return out
+
+
+def plan_cluster(
+    hosts: Sequence[str | Host] | None = None,
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    worker_options: Mapping[str, Any] | None = None,
+    scheduler_options: Mapping[str, Any] | None = None,
+    worker_class: str = DEFAULT_WORKER_CLASS,
+    remote_python: str | Sequence[str] | None = None,
+    *,
+    setup: str | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit_config: bool | None = None,
+    scheduler_class: str | None = None,
+    restart_workers: bool = True,
+    worker_module: str | None = None,
+    settings: Settings | None = None,
+) -> ClusterPlan:
+    """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+
+    Raises
+    ------
+    ConfigError
+        For arguments that cannot work (no hosts, per-host lists of the
+        wrong length, an unknown ``worker_module``...).
+
+    Examples
+    --------
+    >>> p = plan_cluster(["a", "b"], worker_options={"n_workers": 2})
+    >>> [w.name for w in p.placement.workers], p.scheduler_options["dashboard_address"]
+    (['b-0', 'b-1'], ':8787')
+    """
+    if worker_module is not None:
+        worker_class = _from_worker_module(worker_module, worker_class)
+    resolved = settings or Settings.resolve(inherit_config=inherit_config)
+    placement = place(hosts, worker_options, remote_python, connect_options)
+    sched = advertise(scheduler_options or {})
+    sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
+    return ClusterPlan(
+        placement=placement,
+        scheduler_options=sched,
+        worker_class=worker_class,
+        scheduler_class=scheduler_class,
+        setup=setup or None,
+        env={str(k): str(v) for k, v in (env or {}).items()},
+        restart_workers=restart_workers,
+        settings=resolved,
+    )
+
+
+def _from_worker_module(worker_module: str, worker_class: str) -> str:
+    if worker_module not in CLASSIC_WORKER_MODULES:
+        raise ConfigError(
+            "worker_module",
+            f"{worker_module!r} is not supported (it only existed in older releases of "
+            "distributed's SSHCluster)",
+            remedy="Give worker_class='distributed.Nanny' (default) or another worker "
+            "class as an import path, e.g. worker_class='distributed.Worker'.",
+        )
+    warnings.warn(
+        f"worker_module={worker_module!r} is deprecated: it means the default worker; "
+        "use worker_class (default 'distributed.Nanny') instead",
+        FutureWarning,
+        stacklevel=4,
+    )
+    return worker_class

@@ -1,0 +1,84 @@
+"""Unit tests for sshdeploy.plan: one plan for the dry run and the real start."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import pytest
+
+from sshdeploy import SSHCluster
+from sshdeploy.errors import ConfigError
+from sshdeploy.plan import ADVERTISED, plan_cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_sshcluster_and_the_plan_take_the_same_arguments() -> None:
+    cluster = dict(inspect.signature(SSHCluster.__init__).parameters)
+    plan = dict(inspect.signature(plan_cluster).parameters)
+    cluster.pop("self")
+    cluster.pop("kwargs")
+    plan.pop("settings")
+    assert [(p.name, p.kind, p.default) for p in cluster.values()] == [
+        (p.name, p.kind, p.default) for p in plan.values()
+    ]
+
+
+def test_dry_run_shows_what_the_start_adds() -> None:
+    plans = SSHCluster.remote_commands(
+        ["s", "a"], worker_options={"nthreads": 2}, env={"A": "1"}, restart_workers=False,
+    )
+    sched, worker = plans
+    assert sched.options["dashboard_address"] == ":8787"
+    assert sched.options["host"] is ADVERTISED and worker.options["host"] is ADVERTISED
+    assert worker.options["nthreads"] == 2 and worker.options["env"] == {"A": "1"}
+    assert sched.settings["start-timeout"] > 0 and worker.settings == sched.settings
+
+
+def test_explicit_host_interface_or_nohost_are_kept() -> None:
+    p = plan_cluster(["s", "a"], worker_options={"interface": "eth1"},
+                     scheduler_options={"host": None})
+    assert "host" not in p.scheduler_options
+    hp = p.placement.hosts[(None, "a", None)]
+    assert p.worker_options(hp) == {"interface": "eth1"}
+
+
+def test_dry_run_is_linear_in_hosts() -> None:
+    hosts = [f"n{i}" for i in range(20001)]
+    plans = SSHCluster.remote_commands(hosts, worker_options={"n_workers": 2})
+    assert len(plans) == 20001 and plans[-1].names == ["n20000-0", "n20000-1"]
+
+
+def test_classic_worker_module_is_accepted_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="worker_class"):
+        p = plan_cluster(["s", "a"], worker_module="distributed.cli.dask_worker")
+    assert p.worker_class == "distributed.Nanny"
+
+
+def test_other_worker_module_is_refused() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError) as info:
+            plan_cluster(["s", "a"], worker_module="mypkg.worker")
+    assert info.value.setting == "worker_module" and "worker_class" in str(info.value)
+
+
+def test_unknown_keyword_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        SSHCluster(["s", "a"], nthreads=2)
+    assert info.value.setting == "nthreads" and "worker_options" in str(info.value)
+
+
+def test_bad_connect_keyword_fails_in_the_constructor() -> None:
+    with pytest.raises(ConfigError) as info:
+        SSHCluster(["s", "a"], connect_options={"knwon_hosts": None}, asynchronous=True)
+    assert "knwon_hosts" in str(info.value) and "[" not in info.value.setting[:1]
+
+
+def test_key_file_that_is_not_a_key_fails_in_the_constructor(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "id_bad"
+    bad.write_text("not a key\n")
+    with pytest.raises(ConfigError) as info:
+        SSHCluster(["s", "a"], connect_options={"client_keys": [str(bad)]}, asynchronous=True)
+    assert str(bad) in str(info.value) and "ssh-agent" in str(info.value)
