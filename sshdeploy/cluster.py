@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dask.utils import parse_bytes
+from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
-from distributed.utils import Log, Logs
+from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat
 from .errors import ConfigError, SSHDeployError, failures_by_host
+from .forwarding import LOCALHOST
 from .hosts import Host
 from .logs import LogBook
 from .placement import HostKey, Placement, next_worker
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 _SPEC_CLUSTER_KEYWORDS = frozenset(
     name for name in inspect.signature(SpecCluster.__init__).parameters
-    if name not in ("self", "workers", "scheduler", "worker")
+    if name not in ("self", "workers", "scheduler", "worker", "security")
 )
 
 
@@ -81,6 +83,18 @@ class SSHCluster(SpecCluster):
     worker_module : str, optional
         Deprecated (older releases of distributed): its classic values mean
         the default worker class; use ``worker_class``.
+    security : Security or bool, optional
+        ``True``: new TLS credentials for every process and the controller,
+        all traffic ``tls://``. A :class:`distributed.Security` is used as is.
+    forward_ports : bool, optional
+        Reach the scheduler and dashboard through the scheduler host's SSH
+        connection (``cluster.scheduler_address`` and ``dashboard_link`` are
+        then local). None (default): only when the controller cannot reach
+        the scheduler directly. False: never.
+    min_workers : int, optional
+        Come up with the workers that started when at least this many did;
+        each host that failed is reported (``failed_hosts``, a warning,
+        ``get_logs()``) and not retried. Default: any failure fails the start.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
@@ -110,6 +124,9 @@ class SSHCluster(SpecCluster):
         scheduler_class: str | None = None,
         restart_workers: bool = True,
         worker_module: str | None = None,
+        security: Any = None,
+        forward_ports: bool | None = None,
+        min_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
@@ -123,8 +140,11 @@ class SSHCluster(SpecCluster):
             hosts, connect_options, worker_options, scheduler_options, worker_class,
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
-            worker_module=worker_module,
+            worker_module=worker_module, security=security, forward_ports=forward_ports,
+            min_workers=min_workers,
         )
+        #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
+        self.failed_hosts: dict[str, SSHDeployError] = {}
         placement = plan.placement
         settings = plan.settings
         self._logbook = LogBook(max_lines=settings.log_buffer_lines)
@@ -145,6 +165,7 @@ class SSHCluster(SpecCluster):
                 "logbook": self._logbook,
                 "kwargs": plan.scheduler_options,
                 "cls": plan.scheduler_class,
+                "forward": plan.forward_ports,
             },
         }
         workers = {
@@ -154,7 +175,8 @@ class SSHCluster(SpecCluster):
         }
         first = next(iter(placement.hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
-        super().__init__(workers=workers, scheduler=scheduler, worker=template, **kwargs)
+        super().__init__(workers=workers, scheduler=scheduler, worker=template,
+                         security=plan.security, **kwargs)
 
     def _worker_spec(self, host: Host, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -202,13 +224,42 @@ class SSHCluster(SpecCluster):
         try:
             await super()._correct_state_internal()
         except SSHDeployError:
-            failed: dict[str, BaseException] = {}
-            for w in compat.created(self):
-                if isinstance(w, RemoteWorker) and w.start_error is not None:
-                    failed.setdefault(self._pool.display(w.host), w.start_error)
-            if failed:
-                raise failures_by_host(failed, "start workers") from None
-            raise
+            failed = [w for w in compat.created(self)
+                      if isinstance(w, RemoteWorker) and w.start_error is not None]
+            if not failed:
+                raise
+            by_host: dict[str, SSHDeployError] = {}
+            for w in failed:
+                assert w.start_error is not None
+                by_host.setdefault(self._pool.display(w.host), w.start_error)
+            if not self._enough_without(failed):
+                raise failures_by_host(by_host, "start workers") from None
+            self._give_up(failed, by_host)
+
+    def _enough_without(self, failed: list[RemoteWorker]) -> bool:
+        """Whether the workers that did start satisfy ``min_workers``."""
+        wanted = self._cluster_plan.min_workers
+        if wanted is None:
+            return False
+        started = sum(1 for name, w in self.workers.items()
+                      if w not in failed and w.status == Status.running)
+        return started >= wanted
+
+    def _give_up(self, failed: list[RemoteWorker], by_host: dict[str, SSHDeployError]) -> None:
+        """Drop workers that failed to start (never retried); report each host once."""
+        for w in failed:
+            self.worker_spec.pop(str(w.name), None)
+            if self.workers.get(str(w.name)) is w:
+                del self.workers[str(w.name)]
+            compat.forget_created(self, w)
+            w.start_error = None
+        for host, err in by_host.items():
+            if host not in self.failed_hosts:
+                self.failed_hosts[host] = err
+                first = str(err).splitlines()[0]
+                logger.warning("%s: no workers started there; going on without it (%s)",
+                               host, first)
+                self._log(f"host {host} failed and is left out: {first}")
 
     async def _close(self) -> None:
         await self._restarts.close()
@@ -312,6 +363,14 @@ class SSHCluster(SpecCluster):
 
     def __hash__(self) -> int:
         return id(self)
+
+    @property
+    def dashboard_link(self) -> str:
+        """The dashboard's URL, a local one when it is reached through SSH."""
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None and fwd.dashboard_port:
+            return format_dashboard_link(LOCALHOST, fwd.dashboard_port)
+        return str(super().dashboard_link)
 
     @property
     def cluster_plan(self) -> ClusterPlan:

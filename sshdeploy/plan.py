@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distributed.security import Security
+
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host
@@ -138,6 +140,13 @@ class ClusterPlan:
         Whether lost workers are started again.
     settings : Settings
         The ``sshdeploy.*`` settings in force.
+    security : Security or None
+        TLS credentials of every process (and of the controller's client).
+    forward_ports : bool or None
+        Reach the scheduler and dashboard through SSH: always, never, or
+        (None) when the controller cannot reach them directly.
+    min_workers : int or None
+        Come up with the workers that started if at least this many did.
     """
 
     placement: Placement
@@ -148,6 +157,9 @@ class ClusterPlan:
     env: dict[str, str]
     restart_workers: bool
     settings: Settings
+    security: Security | None = None
+    forward_ports: bool | None = None
+    min_workers: int | None = None
 
     def launch(self, host: HostPlan) -> Launch:
         """Return how agents start on *host*."""
@@ -158,7 +170,7 @@ class ClusterPlan:
         self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Return the keywords a worker on *host* starts with (its template by default)."""
-        return advertise(host.template if kwargs is None else kwargs)
+        return _secured(advertise(host.template if kwargs is None else kwargs), self.security)
 
     def remote_plans(self, display: Any = None) -> list[RemotePlan]:
         """Return what each host will run (linear in hosts + workers).
@@ -207,9 +219,16 @@ def plan_cluster(
     scheduler_class: str | None = None,
     restart_workers: bool = True,
     worker_module: str | None = None,
+    security: Security | bool | None = None,
+    forward_ports: bool | None = None,
+    min_workers: int | None = None,
     settings: Settings | None = None,
 ) -> ClusterPlan:
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+
+    ``security=True`` makes new TLS credentials (a temporary CA and
+    certificate, in memory): every process then listens on ``tls://`` and
+    receives them pickled on its agent's stdin, never on a command line.
 
     Raises
     ------
@@ -227,7 +246,20 @@ def plan_cluster(
         worker_class = _from_worker_module(worker_module, worker_class)
     resolved = settings or Settings.resolve(inherit_config=inherit_config)
     placement = place(hosts, worker_options, remote_python, connect_options)
-    sched = advertise(scheduler_options or {})
+    if min_workers is not None and (
+        isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
+    ):
+        raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
+    creds: Security | None
+    if security is True:
+        creds = Security.temporary()
+    elif security is None or security is False:
+        creds = None
+    elif isinstance(security, Security):
+        creds = security
+    else:
+        raise ConfigError("security", f"must be True or a distributed.Security, got {security!r}")
+    sched = _secured(advertise(scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     return ClusterPlan(
         placement=placement,
@@ -238,7 +270,20 @@ def plan_cluster(
         env={str(k): str(v) for k, v in (env or {}).items()},
         restart_workers=restart_workers,
         settings=resolved,
+        security=creds,
+        forward_ports=forward_ports,
+        min_workers=min_workers,
     )
+
+
+def _secured(kwargs: dict[str, Any], security: Security | None) -> dict[str, Any]:
+    """Give a process the cluster's credentials and, with encryption, ``tls://``."""
+    if security is None:
+        return kwargs
+    kwargs.setdefault("security", security)
+    if security.require_encryption:
+        kwargs.setdefault("protocol", "tls://")
+    return kwargs
 
 
 def _from_worker_module(worker_module: str, worker_class: str) -> str:

@@ -20,6 +20,7 @@ from distributed.deploy.spec import ProcessInterface
 from . import compat
 from .channel import AgentChannel
 from .errors import SSHDeployError, StartError
+from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
 from .hosts import Host
 from .logs import LogBook
 from .placement import HostKey
@@ -59,6 +60,9 @@ class RemoteScheduler(ProcessInterface):
         Keyword arguments of :class:`distributed.Scheduler`.
     cls : str, optional
         Another scheduler class, as an import path.
+    forward : bool or None
+        Reach it through the SSH connection: always (True), never (False),
+        or when the controller cannot reach its address directly (None).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RemoteScheduler(ProcessInterface):
         kwargs: Mapping[str, Any] | None = None,
         cls: str | None = None,
         on_exit: Callable[[str, str], None] | None = None,
+        forward: bool | None = None,
     ) -> None:
         super().__init__()
         self.host = host
@@ -82,6 +87,9 @@ class RemoteScheduler(ProcessInterface):
         self.dashboard_port: int | None = None
         self.pid: int | None = None
         self.exit_reason: str | None = None
+        self.forward = forward
+        #: The local ports leading to it, when it is reached through SSH.
+        self.forwarding: Forwarding | None = None
         self._expect_exit = False
 
     @property
@@ -129,10 +137,33 @@ class RemoteScheduler(ProcessInterface):
         self.external_address = self.address
         self.dashboard_port = answer.get("dashboard_port")
         self.pid = answer.get("pid")
+        await self._reach(ch)
+
+    async def _reach(self, ch: AgentChannel) -> None:
+        """Make the scheduler reachable from the controller: directly or through SSH."""
+        if self.forward is not True and await reachable(self.address, PROBE_TIMEOUT):
+            return
+        if self.forward is False:
+            raise StartError(
+                host=ch.where, role="scheduler", what="the controller cannot reach the scheduler",
+                cause=f"no TCP connection to {self.address} within {PROBE_TIMEOUT:.0f} s",
+                remedy="Forward it through SSH (SSHCluster(..., forward_ports=True) or "
+                "dask-ssh --forward-ports), or open that port to this machine.",
+            )
+        assert ch.connection is not None
+        self.forwarding = await forward(ch.connection.conn, self.address, self.dashboard_port)
+        self.external_address = self.forwarding.address
+        logger.info(
+            "[%s] scheduler %s is %s; reaching it through SSH at %s", ch.where, self.address,
+            "forwarded as asked" if self.forward else "not reachable from here",
+            self.external_address,
+        )
 
     async def close(self) -> None:
         """Stop the scheduler and its agent; return when both are gone (idempotent)."""
         self._expect_exit = True
+        if self.forwarding is not None:
+            self.forwarding.close()
         if self.channel.alive:
             await self.channel.shutdown(self.settings.stop_timeout)
         await self.channel.ensure_gone()

@@ -1,0 +1,131 @@
+"""Real networks on the test bed: port forwarding through SSH, TLS, partial starts.
+
+The private-network half (scheduler and workers on a subnet the controller
+cannot reach) is in test_private_net.py, next to the bed's second network.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+
+import pytest
+from distributed import Client
+from distributed.comm.addressing import get_address_host_port
+
+from sshdeploy import testbed
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.errors import SSHDeployError
+
+n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def port_open(address: str) -> bool:
+    host, port = get_address_host_port(address)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def compute_from_another_process(address: str, security: str = "") -> str:
+    """Run a Client in a fresh local process against *address*; return its output."""
+    code = textwrap.dedent(f"""
+        from distributed import Client
+        {security}
+        with Client({address!r}, timeout=20{', security=sec' if security else ''}) as c:
+            print(c.submit(sum, [20, 22]).result())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    return out.stdout.strip() + out.stderr[-2000:]
+
+
+def test_forwarded_scheduler_and_dashboard_are_local_and_work(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                    forward_ports=True) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler.address.startswith("tcp://" + bed.host(n1).address)
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        with Client(cluster) as client:
+            assert client.submit(lambda x: x + 1, 41).result() == 42
+            # workers register with the scheduler's real address, not the tunnel
+            assert all(a.startswith("tcp://" + bed.host(n2).address)
+                       for a in client.scheduler_info()["workers"])
+        assert compute_from_another_process(cluster.scheduler_address).startswith("42")
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=10) as resp:
+            assert resp.status == 200
+        local = cluster.scheduler_address
+        dashboard = cluster.dashboard_link.split("/status")[0].replace("http", "tcp", 1)
+        # one SSH connection per host: the tunnel rides on the scheduler host's
+        assert len(cluster._pool._conns) == 2
+    assert not port_open(local), "the forwarded scheduler port outlived the cluster"
+    assert not port_open(dashboard), "the forwarded dashboard port outlived the cluster"
+
+
+def test_auto_mode_connects_directly_when_the_scheduler_is_reachable(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster:
+        assert cluster.scheduler.forwarding is None
+        assert cluster.scheduler_address.startswith("tcp://" + bed.host(n1).address)
+
+
+def test_tls_everywhere_and_a_plain_client_is_refused(bed: testbed.Bed) -> None:
+    before = set(os.listdir("/tmp"))
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(),
+                    security=True) as cluster:
+        assert cluster.scheduler_address.startswith("tls://" + bed.host(n1).address)
+        with Client(cluster) as client:
+            assert client.submit(lambda x: x * 2, 21).result() == 42
+            workers = client.scheduler_info()["workers"]
+            assert len(workers) == 2 and all(a.startswith("tls://") for a in workers)
+        plain = cluster.scheduler_address.replace("tls://", "tcp://")
+        out = compute_from_another_process(plain)
+        assert not out.startswith("42"), out
+        secured = compute_from_another_process(
+            cluster.scheduler_address,
+            security="import pickle, base64; sec = pickle.loads(base64.b64decode("
+            + repr(__import__("base64").b64encode(__import__("pickle").dumps(
+                cluster.security)).decode()) + "))",
+        )
+        assert secured.startswith("42"), secured
+    left = {n for n in set(os.listdir("/tmp")) - before if not n.startswith("pytest")}
+    assert not [n for n in left if n.endswith((".pem", ".crt", ".key"))], left
+
+
+def test_tls_through_forwarded_ports(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(), security=True,
+                    forward_ports=True) as cluster:
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        with Client(cluster) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_min_workers_comes_up_without_the_host_that_failed(bed: testbed.Bed) -> None:
+    closed_port = f"root@{n4}:1"  # nothing listens there: refused at once
+    with SSHCluster([n1, n2, closed_port, n3], connect_options=bed.connect_options(),
+                    min_workers=2) as cluster:
+        assert sorted(cluster.workers) == [f"{n2}-0", f"{n3}-0"]
+        assert list(cluster.failed_hosts) == [f"root@{n4}:1"]
+        assert "connection refused" in str(cluster.failed_hosts[f"root@{n4}:1"])
+        assert f"root@{n4}:1" in cluster.get_logs()["Cluster"]
+        with Client(cluster) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            assert client.submit(sum, [1, 2]).result() == 3
+        # not retried in a loop: the spec no longer wants it
+        assert f"{n4}-0" not in cluster.worker_spec
+
+
+def test_too_few_workers_fails_naming_every_failed_host(bed: testbed.Bed) -> None:
+    with pytest.raises(SSHDeployError) as info:
+        SSHCluster([n1, n2, f"root@{n3}:1", f"root@{n4}:1"],
+                   connect_options=bed.connect_options(), min_workers=2)
+    text = str(info.value)
+    assert f"root@{n3}:1" in text and f"root@{n4}:1" in text
+    assert testbed.python_processes(bed) == {}
