@@ -13,20 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
-from .errors import (
-    AuthenticationError,
-    ConfigError,
-    ConnectError,
-    HostError,
-    HostKeyError,
-)
+from .diagnose import build_options, classify, diagnose_tunnel
+from .errors import ConnectError
 from .hosts import Host
 from .placement import HostKey
 from .settings import Settings
@@ -77,30 +71,6 @@ def _display(kw: Mapping[str, Any]) -> str:
     return text
 
 
-def classify(where: str, exc: BaseException) -> HostError:
-    """Turn an exception of ``asyncssh.connect`` into an sshdeploy error for *where*."""
-    cause = str(exc) or type(exc).__name__
-    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-        return HostKeyError(host=where, cause=cause)
-    if isinstance(exc, asyncssh.PermissionDenied):
-        return AuthenticationError(host=where, cause=cause)
-    if isinstance(exc, socket.gaierror):
-        return ConnectError(
-            host=where,
-            cause=f"host name does not resolve ({cause})",
-            remedy="Check the spelling, /etc/hosts or DNS, or give an IP address.",
-        )
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return ConnectError(host=where, cause="timed out")
-    if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(
-            host=where,
-            cause="connection refused",
-            remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
-        )
-    return ConnectError(host=where, cause=f"{type(exc).__name__}: {cause}")
-
-
 def _transient(exc: BaseException) -> bool:
     """True for drops worth retrying (sshd MaxStartups, resets), not for refusals."""
     if isinstance(exc, (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable)):
@@ -115,33 +85,13 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def build_options(where: str, kw: Mapping[str, Any]) -> asyncssh.SSHClientConnectionOptions:
-    """Build (and so check) the asyncssh options of one host, before any connection.
+#: Keywords of asyncssh.connect itself: given again with the built options,
+#: since connect() would otherwise reset them to their defaults.
+_CONNECT_ARGS = ("host", "port", "tunnel", "family", "flags", "local_addr", "sock", "config")
 
-    A misspelt keyword or a key file that is not a usable key fails here,
-    naming the host and the keyword or file, instead of halfway through a start.
 
-    Raises
-    ------
-    ConfigError
-    """
-    try:
-        return asyncssh.SSHClientConnectionOptions(**kw)
-    except TypeError as exc:
-        raise ConfigError(
-            f"connect_options for {where}", str(exc).replace("SSHClientConnectionOptions.", ""),
-            remedy="Use the keywords of asyncssh.connect (known_hosts, client_keys, "
-            "username, port, tunnel, config, passphrase, ...).",
-        ) from exc
-    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, OSError, ValueError) as exc:
-        keys = kw.get("client_keys")
-        shown = ", ".join(map(str, keys)) if isinstance(keys, (list, tuple)) else str(keys)
-        raise ConfigError(
-            f"connect_options for {where}",
-            f"cannot load the client key(s) {shown}: {exc}",
-            remedy="Give an OpenSSH private key file (--ssh-private-key / client_keys); "
-            "for a passphrase-protected key load it into ssh-agent or give passphrase=.",
-        ) from exc
+def _connect_args(kw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: kw[k] for k in _CONNECT_ARGS if k in kw}
 
 
 @dataclass
@@ -260,12 +210,15 @@ class HostPool:
         for attempt in range(1, self.attempts + 1):
             async with self._sem:
                 try:
-                    conn = await asyncssh.connect(kw["host"], options=options)
+                    conn = await asyncssh.connect(options=options, **_connect_args(kw))
                 except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
                     if attempt < self.attempts and _transient(exc):
                         logger.debug("%s: transient connect failure (%s), retrying", where, exc)
                     else:
-                        raise classify(where, exc) from exc
+                        err = classify(where, exc, kw)
+                        if kw.get("tunnel"):
+                            err = await diagnose_tunnel(where, kw, err)
+                        raise err from exc
                 else:
                     peer = conn.get_extra_info("peername")
                     address = peer[0] if peer else str(kw["host"])

@@ -15,6 +15,7 @@ from sshdeploy import testbed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import (
     AuthenticationError,
+    ConfigError,
     ConnectError,
     HostKeyError,
     MultiHostError,
@@ -76,6 +77,7 @@ def test_unknown_host_key(bed: testbed.Bed, tmp_path: Path) -> None:
     err = assert_fails(bed, (HostKeyError, MultiHostError), [n1, n2],
                        connect_options=opts)
     assert "host key" in str(err) and "known_hosts" in str(err)
+    assert "CHANGED" not in str(err)
 
 
 def test_changed_host_key(bed: testbed.Bed, tmp_path: Path) -> None:
@@ -88,6 +90,24 @@ def test_changed_host_key(bed: testbed.Bed, tmp_path: Path) -> None:
     opts = {**bed.connect_options(), "known_hosts": str(wrong)}
     err = assert_fails(bed, HostKeyError, [n1, n2], connect_options=opts)
     assert n2 in str(err)
+    assert "host key CHANGED" in str(err) and "attack" in str(err)
+
+
+def test_failing_jump_host_is_named(bed: testbed.Bed) -> None:
+    opts = {**bed.connect_options(), "tunnel": f"root@{n4}:1"}
+    err = assert_fails(bed, (ConnectError, MultiHostError), [n1, n2], connect_options=opts)
+    text = str(err)
+    assert f"through the jump host root@{n4}:1" in text and "refused" in text
+    assert f"ssh -p 1 root@{n4} true" in text
+
+
+def test_missing_known_hosts_file_is_a_config_error(bed: testbed.Bed, tmp_path: Path) -> None:
+    opts = {**bed.connect_options(), "known_hosts": str(tmp_path / "nope")}
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        SSHCluster([n1, n2], connect_options=opts)
+    assert time.monotonic() - start < 5
+    assert str(tmp_path / "nope") in str(info.value) and "does not exist" in str(info.value)
 
 
 def test_remote_python_not_found(bed: testbed.Bed) -> None:

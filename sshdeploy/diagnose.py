@@ -1,0 +1,199 @@
+"""Why a connection cannot be made, said so that a user can act on it: no network I/O
+except the one check of a jump host, made only after a connection through it failed.
+
+- :func:`build_options` checks what can be checked before connecting (keywords,
+  key files and their permissions, the known_hosts file).
+- :func:`classify` turns an exception of ``asyncssh.connect`` into an error
+  naming the host, the cause and the remedy; a host key that *changed* is
+  told apart from an unknown one.
+- :func:`diagnose_tunnel` says whether a failure through a jump host was the
+  jump host's or the target's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import asyncssh
+
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    HostError,
+    HostfileError,
+    HostKeyError,
+)
+from .hosts import parse_host
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+def _paths(value: Any) -> list[str]:
+    """The file names in a ``client_keys``/``known_hosts`` value (other forms are skipped)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.path.expanduser(os.fspath(value))]
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _paths(v)]
+    return []
+
+
+def check_files(where: str, kw: Mapping[str, Any]) -> None:
+    """Check the key files and the known_hosts file named in *kw* (as OpenSSH would).
+
+    Raises
+    ------
+    ConfigError
+        A file is missing, or a private key is readable by others.
+    """
+    for path in _paths(kw.get("known_hosts")):
+        if not os.path.exists(path):
+            raise ConfigError(
+                f"known_hosts for {where}", f"the file {path} does not exist",
+                remedy="Give an existing known_hosts file (known_hosts= / --known-hosts), "
+                "or create it with the hosts' keys (`ssh-keyscan host >> FILE`, after "
+                "checking them).",
+            )
+    for path in _paths(kw.get("client_keys")):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise ConfigError(
+                f"client key for {where}", f"cannot read {path}: {exc.strerror}",
+                remedy="Give the path of an existing private key (--ssh-private-key / "
+                "client_keys).",
+            ) from None
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            raise ConfigError(
+                f"client key for {where}",
+                f"permissions {stat.S_IMODE(st.st_mode):04o} for {path} are too open: "
+                "a private key must not be accessible by others (OpenSSH refuses it too)",
+                remedy=f"Run `chmod 600 {path}`.",
+            )
+
+
+def build_options(where: str, kw: Mapping[str, Any]) -> asyncssh.SSHClientConnectionOptions:
+    """Build (and so check) the asyncssh options of one host, before any connection.
+
+    A misspelt keyword, a missing file, or a key file that is not a usable
+    key fails here, naming the host and the keyword or file, instead of
+    halfway through a start.
+
+    Raises
+    ------
+    ConfigError
+    """
+    check_files(where, kw)
+    try:
+        return asyncssh.SSHClientConnectionOptions(**kw)
+    except TypeError as exc:
+        raise ConfigError(
+            f"connect_options for {where}", str(exc).replace("SSHClientConnectionOptions.", ""),
+            remedy="Use the keywords of asyncssh.connect (known_hosts, client_keys, "
+            "username, port, tunnel, config, passphrase, ...).",
+        ) from exc
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, OSError, ValueError) as exc:
+        keys = kw.get("client_keys")
+        shown = ", ".join(map(str, keys)) if isinstance(keys, (list, tuple)) else str(keys)
+        encrypted = "passphrase" in str(exc).lower()
+        raise ConfigError(
+            f"connect_options for {where}",
+            f"cannot load the client key(s) {shown}: {exc}",
+            remedy=(
+                "The key is passphrase-protected: load it into ssh-agent (`ssh-add KEY`), "
+                "or give passphrase= in connect_options (dask-ssh asks for it with "
+                "--ask-passphrase)." if encrypted else
+                "Give an OpenSSH private key file (--ssh-private-key / client_keys)."
+            ),
+        ) from exc
+
+
+def key_changed(kw: Mapping[str, Any], address: str | None = None) -> bool:
+    """Whether the known_hosts in use holds a key for this host (so the server's is a new one)."""
+    files = _paths(kw.get("known_hosts", DEFAULT_KNOWN_HOSTS))
+    host = str(kw.get("host", ""))
+    port = int(kw.get("port") or 22)
+    for path in files:
+        try:
+            known = asyncssh.read_known_hosts(path)
+        except (OSError, ValueError, asyncssh.Error):
+            continue
+        trusted = known.match(host, address or "", port)
+        if trusted[0] or trusted[1]:
+            return True
+    return False
+
+
+def classify(
+    where: str, exc: BaseException, kw: Mapping[str, Any] | None = None
+) -> HostError:
+    """Turn an exception of ``asyncssh.connect`` into an sshdeploy error for *where*."""
+    cause = str(exc) or type(exc).__name__
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        if kw is not None and key_changed(kw):
+            return HostKeyError(
+                host=where, what="host key CHANGED", cause=cause,
+                remedy="The server sent a different key than known_hosts holds for it: "
+                "this may be an attack (someone impersonating the host), or the host was "
+                "reinstalled. Check with the host's administrator; only then remove the old "
+                "line (`ssh-keygen -R host`) and add the new key.",
+            )
+        return HostKeyError(host=where, cause=cause)
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return AuthenticationError(host=where, cause=cause)
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(
+            host=where,
+            cause=f"host name does not resolve ({cause})",
+            remedy="Check the spelling, /etc/hosts or DNS, or give an IP address.",
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return ConnectError(host=where, cause="timed out")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(
+            host=where,
+            cause="connection refused",
+            remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
+        )
+    return ConnectError(host=where, cause=f"{type(exc).__name__}: {cause}")
+
+
+async def diagnose_tunnel(where: str, kw: Mapping[str, Any], err: HostError) -> HostError:
+    """A connection through a jump host failed: say whether the jump host was at fault.
+
+    Connects to the jump host alone (bounded by the connect timeout): if that
+    fails too, the error names the jump host and why.
+    """
+    tunnel = kw.get("tunnel")
+    if not isinstance(tunnel, str):
+        return err
+    try:
+        hop = parse_host(tunnel, path="tunnel")
+    except HostfileError:
+        return err  # e.g. a comma-separated chain: asyncssh's own words stand
+    direct = {k: v for k, v in kw.items() if k not in ("tunnel", "host", "port", "username")}
+    direct["host"] = hop.hostname
+    if hop.port:
+        direct["port"] = hop.port
+    if hop.user:
+        direct["username"] = hop.user
+    try:
+        conn = await asyncssh.connect(**direct)
+    except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+        jump = classify(tunnel, exc, direct)
+        ssh = f"ssh {'-p ' + str(hop.port) + ' ' if hop.port else ''}" + (
+            f"{hop.user}@{hop.hostname}" if hop.user else hop.hostname)
+        return type(jump)(
+            host=where, what=f"cannot connect through the jump host {tunnel}",
+            cause=f"the jump host itself failed: {jump.what}: {jump.cause}",
+            role=jump.role, remedy=f"Fix the jump host first (`{ssh} true`). " + jump.remedy,
+        )
+    conn.close()
+    return dataclasses.replace(err, cause=f"{err.cause} (seen from the jump host {tunnel}, "
+                                          "which works)")
