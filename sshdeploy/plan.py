@@ -261,6 +261,7 @@ def plan_cluster(
         raise ConfigError("security", f"must be True or a distributed.Security, got {security!r}")
     sched = _secured(advertise(scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
+    check_options(placement, sched)
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
@@ -274,6 +275,52 @@ def plan_cluster(
         forward_ports=forward_ports,
         min_workers=min_workers,
     )
+
+
+def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) -> None:
+    """Refuse up front the options that can only fail remotely.
+
+    Raises
+    ------
+    ConfigError
+        ``nthreads`` that is not a positive whole number, a fixed worker or
+        nanny port shared by several workers of one host, an unparsable
+        dashboard address.
+    """
+    for hp in placement.hosts.values():
+        kw = hp.template
+        n = kw.get("nthreads")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ConfigError(f"worker_options['nthreads'] for {hp.host.display()}",
+                              f"must be a whole number >= 1 (0: the host's cores), got {n!r}")
+        for key in ("worker_port", "nanny_port"):
+            port = kw.get(key)
+            if hp.slots > 1 and _fixed_port(port):
+                raise ConfigError(
+                    f"worker_options[{key!r}]",
+                    f"the single port {port} cannot serve the {hp.slots} workers of "
+                    f"{hp.host.display()}",
+                    remedy=f"Give a range with one port per worker, e.g. "
+                    f"'{port}:{int(str(port)) + hp.slots - 1}', or 0 for free ports.",
+                )
+    dashboard = scheduler_options.get("dashboard_address")
+    if dashboard is not None:
+        from distributed.utils import clean_dashboard_address
+
+        try:
+            clean_dashboard_address(dashboard)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("dashboard_address", f"{dashboard!r} cannot be parsed ({exc})",
+                              remedy="Give ':PORT' or 'HOST:PORT' (--dashboard-address).") from None
+
+
+def _fixed_port(port: Any) -> bool:
+    """Whether *port* names one port (not 0, None, a range or a list)."""
+    if isinstance(port, bool):
+        return False
+    if isinstance(port, int):
+        return port != 0
+    return isinstance(port, str) and port.isdigit() and int(port) != 0
 
 
 def _secured(kwargs: dict[str, Any], security: Security | None) -> dict[str, Any]:

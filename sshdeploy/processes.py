@@ -18,6 +18,7 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from . import compat
+from .causes import explain
 from .channel import AgentChannel
 from .errors import SSHDeployError, StartError
 from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
@@ -31,15 +32,21 @@ logger = logging.getLogger(__name__)
 
 
 def _start_error(
-    ch: AgentChannel, role: str, name: str, answer: Mapping[str, Any]
+    ch: AgentChannel, role: str, name: str, answer: Mapping[str, Any], kwargs: Mapping[str, Any]
 ) -> StartError:
-    tail = str(answer.get("tb") or "") or ch.logbook.tail(name if role == "worker" else ch.label)
+    """The error for a process the agent could not start: its cause first, the option behind it.
+
+    The remote traceback goes to the process's log (``get_logs()``); the
+    message keeps it only when the cause is not one sshdeploy recognises.
+    """
+    label = name if role == "worker" else ch.label
+    tb = str(answer.get("tb") or "")
+    for line in tb.splitlines():
+        ch.logbook.record(label, ch.host.hostname, role, "stderr", line)
+    why = explain(role, kwargs, str(answer.get("error", "unknown")), tb)
     return StartError(
-        host=ch.where,
-        role=role,
-        name=name,
-        cause=str(answer.get("error", "unknown")),
-        stderr_tail=tail,
+        host=ch.where, role=role, name=name, what=why.what, cause=why.cause,
+        remedy=why.remedy, stderr_tail="" if why.known else (tb or ch.logbook.tail(label)),
     )
 
 
@@ -132,7 +139,7 @@ class RemoteScheduler(ProcessInterface):
         answer = await ch.call("start_scheduler", "scheduler", kw, timeout, cls=self.cls)
         if answer.get("ev") != "ready":
             await ch.abort()
-            raise _start_error(ch, "scheduler", "scheduler", answer)
+            raise _start_error(ch, "scheduler", "scheduler", answer, kw)
         self.address = str(answer["address"])
         self.external_address = self.address
         self.dashboard_port = answer.get("dashboard_port")
@@ -314,7 +321,7 @@ class RemoteWorker(ProcessInterface):
             restart=self.restart,
         )
         if answer.get("ev") != "ready":
-            raise _start_error(ch, "worker", str(self.name), answer)
+            raise _start_error(ch, "worker", str(self.name), answer, kw)
         self.address = str(answer["address"])
         self.pid = answer.get("pid")
 

@@ -79,6 +79,32 @@ def test_bad_connect_keyword_fails_in_the_constructor() -> None:
 def test_key_file_that_is_not_a_key_fails_in_the_constructor(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "id_bad"
     bad.write_text("not a key\n")
+    bad.chmod(0o600)
     with pytest.raises(ConfigError) as info:
         SSHCluster(["s", "a"], connect_options={"client_keys": [str(bad)]}, asynchronous=True)
     assert str(bad) in str(info.value) and "ssh-agent" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting", "words"),
+    [
+        ({"worker_options": {"nthreads": "many"}}, "worker_options['nthreads']", "whole number"),
+        ({"worker_options": {"nthreads": -2}}, "worker_options['nthreads']", "whole number"),
+        ({"worker_options": {"n_workers": 2, "worker_port": 40000}},
+         "worker_options['worker_port']", "'40000:40001'"),
+        ({"worker_options": {"n_workers": 3, "nanny_port": "40000"}},
+         "worker_options['nanny_port']", "3 workers"),
+        ({"scheduler_options": {"dashboard_address": "host:abc"}}, "dashboard_address",
+         "cannot be parsed"),
+    ],
+)
+def test_options_that_can_only_fail_remotely_are_refused_up_front(
+    kwargs: dict, setting: str, words: str  # type: ignore[type-arg]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_cluster(["s", "a"], **kwargs)
+    assert info.value.setting.startswith(setting) and words in str(info.value)
+
+
+def test_a_fixed_port_with_one_worker_per_host_is_fine() -> None:
+    plan_cluster(["s", "a", "b"], worker_options={"worker_port": 40000, "nanny_port": "0"})
