@@ -82,7 +82,7 @@ def test_key_file_that_is_not_a_key_fails_in_the_constructor(tmp_path) -> None: 
     bad.chmod(0o600)
     with pytest.raises(ConfigError) as info:
         SSHCluster(["s", "a"], connect_options={"client_keys": [str(bad)]}, asynchronous=True)
-    assert str(bad) in str(info.value) and "ssh-agent" in str(info.value)
+    assert str(bad) in str(info.value) and "OpenSSH private key" in str(info.value)
 
 
 @pytest.mark.parametrize(
