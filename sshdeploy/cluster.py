@@ -26,6 +26,7 @@ from . import compat
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
+from .hostview import HostRow, rows_html, rows_text
 from .logs import LogBook
 from .placement import HostKey, Placement, next_worker
 from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
@@ -329,10 +330,21 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
+        slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
+        wanted = n
         if memory is not None:
-            n = max(n, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
+            wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
         if cores is not None:
-            n = max(n, math.ceil(cores / self._threads_per_worker()))
+            wanted = max(wanted, math.ceil(cores / self._threads_per_worker()))
+        if wanted > n and slots and wanted > max(slots, n):
+            logger.warning("scale(memory=%s, cores=%s) asks for %d workers, more than the %d "
+                           "slots of the hosts: starting %d", memory, cores, wanted, slots,
+                           max(slots, n))
+            wanted = max(slots, n)
+        elif wanted > slots > 0 and wanted > len(self.worker_spec):
+            logger.warning("scaling to %d workers, more than the %d slots of the hosts: the "
+                           "extra workers share the hosts' cores", wanted, slots)
+        n = wanted
         if n < len(self.worker_spec):
             self.worker_spec = self._keep(n)
         return super().scale(n)
@@ -371,6 +383,44 @@ class SSHCluster(SpecCluster):
         if fwd is not None and fwd.dashboard_port:
             return format_dashboard_link(LOCALHOST, fwd.dashboard_port)
         return str(super().dashboard_link)
+
+    def host_rows(self) -> list[HostRow]:
+        """One row per host: role, workers running / wanted, restarts, last error."""
+        plan = self._cluster_plan.placement
+        show = self._pool.display
+        rows: dict[HostKey, dict[str, Any]] = {}
+        for key, hp in plan.all_hosts().items():
+            rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
+                         "restarts": 0, "error": ""}
+        rows[plan.scheduler.key]["roles"].append("scheduler")
+        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
+        if sched is not None and sched.exit_reason:
+            rows[plan.scheduler.key]["error"] = sched.exit_reason
+        for name, spec in self.worker_spec.items():
+            row = rows[spec["options"]["host"].key]
+            row["wanted"] += 1
+            worker = self.workers.get(name)
+            if worker is not None and worker.status == Status.running:
+                row["running"] += 1
+            elif isinstance(worker, RemoteWorker) and worker.exit_reason:
+                row["error"] = f"{name}: {worker.exit_reason}"
+            row["restarts"] += self._restarts.counts.get(str(name), 0)
+        for key, hp in plan.hosts.items():
+            if hp.slots or rows[key]["wanted"]:
+                rows[key]["roles"].append("workers")
+            failed = self.failed_hosts.get(show(hp.host))
+            if failed is not None:
+                rows[key]["error"] = str(failed)
+        return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
+                        running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
+                        error=r["error"]) for r in rows.values()]
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
+
+    def _repr_html_(self, cluster_status: str | None = None) -> str:
+        return str(super()._repr_html_(cluster_status=(cluster_status or "")
+                                       + rows_html(self.host_rows())))
 
     @property
     def cluster_plan(self) -> ClusterPlan:

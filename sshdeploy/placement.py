@@ -6,6 +6,8 @@ Pure functions, no network: the same placement drives :class:`sshdeploy.SSHClust
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -155,6 +157,32 @@ def worker_name(host: Host, index: int) -> str:
     return f"{host.hostname}-{index}"
 
 
+def canonical(host: Host, options: Mapping[str, Any] | None = None) -> Host:
+    """Write a host the one way that makes its spellings one host (one connection, one agent).
+
+    A user equal to the default (``username`` in *options*, else this
+    machine's user) and port 22 are dropped, unless an SSH config file may
+    give the host another port.
+
+    Examples
+    --------
+    >>> import getpass
+    >>> canonical(Host("node2", user=getpass.getuser(), port=22), {"config": []}).key
+    (None, 'node2', None)
+    >>> canonical(Host("node2", user="someone-else")).key
+    ('someone-else', 'node2', None)
+    """
+    opts = options or {}
+    default_user = opts.get("username") or getpass.getuser()
+    user = None if host.user == default_user else host.user
+    config = opts.get("config", os.path.expanduser("~/.ssh/config"))
+    has_config = bool(config) and (not isinstance(config, str) or os.path.exists(config))
+    port = None if host.port == 22 and not has_config and "port" not in opts else host.port
+    if (user, port) == (host.user, host.port):
+        return host
+    return replace(host, user=user, port=port)
+
+
 def place(
     hosts: Sequence[str | Host] | None,
     worker_options: Mapping[str, Any] | None = None,
@@ -190,6 +218,7 @@ def place(
     pythons = per_host(remote_python, len(hs), "remote_python")
     copts = per_host(connect_options, len(hs), "connect_options")
     default_python = sys.executable
+    hs = [canonical(h, opts) for h, opts in zip(hs, copts, strict=True)]
     # A host's connect options: the last entry of that host that gives some.
     options: dict[HostKey, Mapping[str, Any] | None] = {}
     for h, opts in zip(hs, copts, strict=True):

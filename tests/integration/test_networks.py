@@ -120,6 +120,14 @@ def test_min_workers_comes_up_without_the_host_that_failed(bed: testbed.Bed) -> 
             assert client.submit(sum, [1, 2]).result() == 3
         # not retried in a loop: the spec no longer wants it
         assert f"{n4}-0" not in cluster.worker_spec
+        # one row per host in the text and HTML reprs, the failed host with its error
+        rows = {r.host: r for r in cluster.host_rows()}
+        assert (rows[f"root@{n2}"].running, rows[f"root@{n2}"].wanted) == (1, 1)
+        assert rows[f"root@{n1}"].role == "scheduler"
+        assert "connection refused" in rows[f"root@{n4}:1"].error
+        text = repr(cluster)
+        assert f"root@{n4}:1" in text and "1/1" in text and "last error" in text
+        assert "connection refused" in cluster._repr_html_()
 
 
 def test_too_few_workers_fails_naming_every_failed_host(bed: testbed.Bed) -> None:
@@ -129,3 +137,18 @@ def test_too_few_workers_fails_naming_every_failed_host(bed: testbed.Bed) -> Non
     text = str(info.value)
     assert f"root@{n3}:1" in text and f"root@{n4}:1" in text
     assert testbed.python_processes(bed) == {}
+
+
+def test_one_host_two_spellings_one_connection_and_scale_edges(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2, f"root@{n2}:22"], connect_options=bed.connect_options(),
+                    worker_options={"nthreads": 1}) as cluster:
+        assert sorted(cluster.workers) == [f"{n2}-0", f"{n2}-1"]
+        assert len(cluster._pool._conns) == 2  # node1 and node2, not three
+        before = dict(cluster.worker_spec)
+        with pytest.raises(ValueError):
+            cluster.scale(-3)
+        assert cluster.worker_spec == before
+        cluster.scale(cores=50)  # 2 slots: capped, with a warning
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+            assert len(cluster.worker_spec) == 2

@@ -229,3 +229,20 @@ def test_next_worker_without_worker_hosts_uses_the_scheduler_host() -> None:
 def test_next_worker_with_zero_slots_still_places() -> None:
     plan = place(["s", "a"], {"n_workers": 0})
     assert next_worker(plan, []) == (Host("a"), "a-0")
+
+
+def test_one_host_written_two_ways_is_one_host() -> None:
+    import getpass
+
+    me = getpass.getuser()
+    opts = {"config": []}  # no ssh config that could give port 22 another meaning
+    plan = place(["s", "node2", f"{me}@node2:22"], connect_options=opts)
+    assert list(plan.hosts) == [(None, "node2", None)]
+    assert names(plan) == ["node2-0", "node2-1"]
+    assert plan.hosts[(None, "node2", None)].slots == 2
+
+
+def test_another_user_or_port_stays_another_host() -> None:
+    plan = place(["s", "node2", "other@node2", "node2:2222"], connect_options={"config": []})
+    assert list(plan.hosts) == [(None, "node2", None), ("other", "node2", None),
+                                (None, "node2", 2222)]
