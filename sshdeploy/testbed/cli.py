@@ -6,16 +6,15 @@ import sys
 import time
 from typing import Any
 
-from sshdeploy.errors import SSHDeployError
 from sshdeploy.testbed.lifecycle import down, list_beds, status, up
-from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS
+from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS, TestbedError
 from sshdeploy.testbed.system import _tcp_ok
 
 
 def _cli() -> Any:
     import click
 
-    def fail(exc: SSHDeployError) -> None:
+    def fail(exc: TestbedError) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
 
@@ -43,7 +42,7 @@ def _cli() -> Any:
         t0 = time.monotonic()
         try:
             bed = up(n, name, sshd_options=opts)
-        except SSHDeployError as exc:
+        except TestbedError as exc:
             fail(exc)
             return
         click.echo(
@@ -67,7 +66,7 @@ def _cli() -> Any:
             for nm in names:
                 down(nm)
                 click.echo(f"bed {nm!r} is down")
-        except SSHDeployError as exc:
+        except TestbedError as exc:
             fail(exc)
 
     @main.command("status", help="Show a bed and whether each sshd answers.")
@@ -100,4 +99,3 @@ def _cli() -> Any:
 def main() -> None:
     """Run the ``python -m sshdeploy.testbed`` command."""
     _cli()(prog_name="python -m sshdeploy.testbed")
-

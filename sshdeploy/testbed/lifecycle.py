@@ -34,9 +34,9 @@ from sshdeploy.testbed.model import (
     _namespace_re,
     _read_state,
     _root_dir,
-    _state_dir,
     _veth,
     _write_state,
+    state_dir,
 )
 from sshdeploy.testbed.net import (
     HOSTS_FILE,
@@ -50,7 +50,7 @@ from sshdeploy.testbed.net import (
 )
 from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
 from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
-from sshdeploy.testbed.system import _cmdline, _is_zombie, _links, _netns_list, _run
+from sshdeploy.testbed.system import _run, cmdline, is_zombie, links, netns_list
 
 
 def check_requirements(*, probe: bool = False) -> None:
@@ -216,13 +216,13 @@ def up(
 
 def _holders(name: str) -> list[int]:
     """Live processes other than this one that hold the bed (stale entries are removed)."""
-    d = _state_dir(name) / "holders"
+    d = state_dir(name) / "holders"
     live = []
     if d.is_dir():
         for f in d.iterdir():
             if not f.name.isdigit() or int(f.name) == os.getpid():
                 continue
-            if _is_zombie(int(f.name)):  # gone
+            if is_zombie(int(f.name)):  # gone
                 f.unlink(missing_ok=True)
             else:
                 live.append(int(f.name))
@@ -245,7 +245,7 @@ def release(name: str = DEFAULT_NAME) -> bool:
     _check_name(name)
     check_requirements()
     with _machine_lock():
-        (_state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
+        (state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
         if _holders(name):
             return False
         _down_locked(name)
@@ -254,8 +254,8 @@ def release(name: str = DEFAULT_NAME) -> bool:
 
 def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     block = _allocate_block(name)
-    state_dir = _state_dir(name)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    sdir = state_dir(name)
+    sdir.mkdir(parents=True, exist_ok=True)
     prefix = _host_prefix(name)
     hosts: list[dict[str, Any]] = [
         {
@@ -270,7 +270,7 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     state: dict[str, Any] = {
         "name": name,
         "block": block,
-        "state_dir": str(state_dir),
+        "state_dir": str(sdir),
         "hosts": hosts,
         "sshd_options": dict(options),
         "complete": False,
@@ -288,12 +288,12 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     _set_hosts_block(name, bed_hosts)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     _ensure_bridge()
-    _provision("client-key", str(state_dir))
-    _provision("authorize", str(state_dir / "client_key.pub"), str(state_dir / "authorized_keys"))
+    _provision("client-key", str(sdir))
+    _provision("authorize", str(sdir / "client_key.pub"), str(sdir / "authorized_keys"))
     lines = [f"{k} {v}" for k, v in options.items()]
 
     def start(h: dict[str, Any]) -> int:
-        return _start_host(state_dir, h, bed_hosts, lines)
+        return _start_host(sdir, h, bed_hosts, lines)
 
     with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
         futures = [pool.submit(start, h) for h in hosts]
@@ -322,14 +322,14 @@ def _down_locked(name: str) -> None:
     passes repeat (10 s at most) until nothing of the bed remains.
     """
     state = _read_state(name)
-    state_dir = _state_dir(name)
+    sdir = state_dir(name)
     pattern = _namespace_re(name)
     veths = {h["veth"] for h in state["hosts"]} if state is not None else set()
     deadline = time.monotonic() + 10
     while True:
-        _kill_referencing(state_dir)
+        _kill_referencing(sdir)
         _down_pass(name, state, pattern, veths, deadline)
-        left = _remains(name, state_dir, pattern, veths)
+        left = _remains(name, sdir, pattern, veths)
         if not left:
             break
         if time.monotonic() > deadline:
@@ -342,16 +342,14 @@ def _down_locked(name: str) -> None:
     _remove_bridge_if_unused()
 
 
-def _remains(
-    name: str, state_dir: Path, pattern: re.Pattern[str], veths: set[str]
-) -> list[str]:
+def _remains(name: str, sdir: Path, pattern: re.Pattern[str], veths: set[str]) -> list[str]:
     """What of bed *name* is still on the machine."""
-    left = [f"netns {ns}" for ns in _netns_list() if pattern.match(ns)]
-    left += [f"link {v}" for v in sorted(veths & set(_links()))]
+    left = [f"netns {ns}" for ns in netns_list() if pattern.match(ns)]
+    left += [f"link {v}" for v in sorted(veths & set(links()))]
     if NETNS_ETC.is_dir():
         left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
-    if state_dir.exists():
-        left.append(f"state dir {state_dir}")
+    if sdir.exists():
+        left.append(f"state dir {sdir}")
     return left
 
 
@@ -362,9 +360,9 @@ def _down_pass(
     veths: set[str],
     deadline: float,
 ) -> None:
-    namespaces = {ns for ns in _netns_list() if pattern.match(ns)}
+    namespaces = {ns for ns in netns_list() if pattern.match(ns)}
     if state is not None:
-        namespaces |= {h["namespace"] for h in state["hosts"]} & set(_netns_list())
+        namespaces |= {h["namespace"] for h in state["hosts"]} & set(netns_list())
     for ns in sorted(namespaces):
         _kill_namespace(ns, deadline)
     for ns in sorted(namespaces):
@@ -374,12 +372,12 @@ def _down_pass(
             pid = h.get("sshd_pid")
             if (
                 pid
-                and not _is_zombie(int(pid))
-                and (_cmdline(int(pid)) or "").find(str(state["state_dir"])) >= 0
+                and not is_zombie(int(pid))
+                and (cmdline(int(pid)) or "").find(str(state["state_dir"])) >= 0
             ):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-    existing = set(_links())
+    existing = set(links())
     for veth in sorted(veths & existing):
         _run(["ip", "link", "del", veth], check=False)
     if state is not None and BRIDGE in existing:
@@ -390,7 +388,7 @@ def _down_pass(
             if pattern.match(d.name) or d.name in namespaces:
                 shutil.rmtree(d, ignore_errors=True)
     _remove_hosts_block(name)
-    shutil.rmtree(_state_dir(name), ignore_errors=True)
+    shutil.rmtree(state_dir(name), ignore_errors=True)
 
 
 def down(name: str = DEFAULT_NAME) -> None:
@@ -423,7 +421,7 @@ def list_beds() -> list[str]:
     root = _root_dir()
     if root.is_dir():
         names |= {d.name for d in root.iterdir() if d.is_dir() and _NAME_RE.match(d.name)}
-    for ns in _netns_list():
+    for ns in netns_list():
         bed = _bed_of_namespace(ns)
         if bed and _NAME_RE.match(bed) and bed != "probe":
             names.add(bed)
@@ -450,4 +448,3 @@ def status(name: str = DEFAULT_NAME) -> Bed | None:
     if state is None or not state.get("complete"):
         return None
     return _bed_from_state(state)
-

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.errors import SSHDeployError
-
 SUBNET = "10.213.7.0/24"
 BRIDGE = "sdtb0"
 BRIDGE_ADDRESS = "10.213.7.1"
@@ -28,9 +26,11 @@ NS_PREFIX = "sdtb-"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
 
-@dataclass(eq=False)
-class TestbedError(SSHDeployError):
+class TestbedError(RuntimeError):
     """The test bed cannot be brought up, inspected or taken down here.
+
+    Its own root: it does not derive from sshdeploy's errors, so ``except
+    SSHDeployError`` never catches a test-bed failure.
 
     Parameters
     ----------
@@ -43,28 +43,31 @@ class TestbedError(SSHDeployError):
 
     Examples
     --------
-    >>> str(TestbedError("cannot create a network namespace", "Operation not permitted",
-    ...                  "Run as root."))
+    >>> err = TestbedError("cannot create a network namespace", "Operation not permitted",
+    ...                    "Run as root.")
+    >>> str(err)
     'test bed: cannot create a network namespace: Operation not permitted. Run as root.'
+    >>> err.cause
+    'Operation not permitted'
     """
 
     __test__ = False  # not a pytest test class, despite the name
 
-    what: str
-    cause: str = ""
-    remedy: str = ""
-
-    def message(self) -> str:
-        text = f"test bed: {self.what}"
-        if self.cause:
-            text += f": {self.cause.strip()}"
+    def __init__(self, what: str, cause: str = "", remedy: str = "") -> None:
+        self.what = what
+        self.cause = cause
+        self.remedy = remedy
+        text = f"test bed: {what}"
+        if cause:
+            text += f": {cause.strip()}"
         text = text.rstrip(".") + "."
-        if self.remedy:
-            text += f" {self.remedy}"
-        return text
+        if remedy:
+            text += f" {remedy}"
+        super().__init__(text)
 
-    def __str__(self) -> str:
-        return self.message()
+    def __reduce__(self) -> tuple[type[TestbedError], tuple[str, str, str]]:
+        # Rebuild from the fields (args holds the formatted message): pickle and copy work.
+        return type(self), (self.what, self.cause, self.remedy)
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,14 @@ def _root_dir() -> Path:
     return Path(os.environ.get("SSHDEPLOY_TESTBED_DIR") or "/tmp/sshdeploy-testbed")
 
 
-def _state_dir(name: str) -> Path:
+def state_dir(name: str) -> Path:
+    """Return where bed *name* keeps its keys, configs, logs and ``state.json``.
+
+    Examples
+    --------
+    >>> state_dir("ci").name
+    'ci'
+    """
     return _root_dir() / name
 
 
@@ -212,14 +222,14 @@ def _bed_of_namespace(namespace: str) -> str | None:
 
 def _read_state(name: str) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads((_state_dir(name) / "state.json").read_text())
+        data: dict[str, Any] = json.loads((state_dir(name) / "state.json").read_text())
     except (OSError, ValueError):
         return None
     return data
 
 
 def _write_state(name: str, state: Mapping[str, Any]) -> None:
-    path = _state_dir(name) / "state.json"
+    path = state_dir(name) / "state.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
@@ -236,4 +246,3 @@ def _bed_from_state(state: Mapping[str, Any]) -> Bed:
         ssh_config=d / "ssh_config",
         hostfile=d / "hostfile",
     )
-

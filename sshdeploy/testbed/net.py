@@ -20,7 +20,7 @@ from sshdeploy.testbed.model import (
     _read_state,
     _root_dir,
 )
-from sshdeploy.testbed.system import _links, _netns_list, _run
+from sshdeploy.testbed.system import _run, links, netns_list
 
 HOSTS_FILE = Path("/etc/hosts")
 NETNS_ETC = Path("/etc/netns")
@@ -88,7 +88,7 @@ def _beds_in_hosts_file() -> set[str]:
 
 
 def _ensure_bridge() -> None:
-    if BRIDGE in _links():
+    if BRIDGE in links():
         return
     # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, which
     # changes as beds come and go and cuts other beds' hosts off for a while.
@@ -124,10 +124,10 @@ def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost]) -> None:
 
 
 def _remove_bridge_if_unused() -> None:
-    if BRIDGE not in _links():
+    if BRIDGE not in links():
         return
     ports = _run(["ip", "-o", "link", "show", "master", BRIDGE], check=False).strip()
-    others = [ns for ns in _netns_list() if ns.startswith(NS_PREFIX)]
+    others = [ns for ns in netns_list() if ns.startswith(NS_PREFIX)]
     if not ports and not others:
         _run(["ip", "link", "del", BRIDGE], check=False)
         with contextlib.suppress(OSError):
@@ -150,4 +150,3 @@ def set_link(host: BedHost, up: bool) -> None:
     if veth is None:
         raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
     _run(["ip", "link", "set", veth, "up" if up else "down"])
-

@@ -10,7 +10,7 @@ from typing import Any
 from sshdeploy.testbed.model import Bed, BedHost, TestbedError
 from sshdeploy.testbed.net import _plug_host
 from sshdeploy.testbed.procs import host_command
-from sshdeploy.testbed.system import _is_zombie, _netns_list, _run, _tcp_ok
+from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
 
 SSHD = "/usr/sbin/sshd"
 #: The provisioning script shared with the docker bed; it stays in the sshdeploy package.
@@ -90,12 +90,11 @@ def _write_client_files(bed: Bed) -> None:
 def _healthy(state: Mapping[str, Any]) -> bool:
     if not state.get("complete"):
         return False
-    namespaces = set(_netns_list())
+    namespaces = set(netns_list())
     for h in state["hosts"]:
         pid = h.get("sshd_pid")
-        if h["namespace"] not in namespaces or not pid or _is_zombie(int(pid)):
+        if h["namespace"] not in namespaces or not pid or is_zombie(int(pid)):
             return False
         if not _tcp_ok(h["address"], 22, 1.0):
             return False
     return True
-

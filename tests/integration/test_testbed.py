@@ -25,7 +25,7 @@ def _leftovers_of(name: str, state_dir: Path) -> list[str]:
     """Everything a bed called ``name`` could leave on the machine."""
     left = []
     prefix = f"{testbed.NS_PREFIX}{name}-"
-    left += [f"netns {ns}" for ns in testbed._netns_list() if ns.startswith(prefix)]
+    left += [f"netns {ns}" for ns in testbed.netns_list() if ns.startswith(prefix)]
     if testbed.NETNS_ETC.is_dir():
         left += [
             f"/etc/netns/{d.name}" for d in testbed.NETNS_ETC.iterdir() if d.name.startswith(prefix)
@@ -36,15 +36,15 @@ def _leftovers_of(name: str, state_dir: Path) -> list[str]:
     if state_dir.exists():
         left.append(f"state dir {state_dir}")
     for pid_dir in Path("/proc").iterdir():
-        if pid_dir.name.isdigit() and not testbed._is_zombie(int(pid_dir.name)):
-            cmd = testbed._cmdline(int(pid_dir.name)) or ""
+        if pid_dir.name.isdigit() and not testbed.is_zombie(int(pid_dir.name)):
+            cmd = testbed.cmdline(int(pid_dir.name)) or ""
             if str(state_dir) in cmd:
                 left.append(f"process {pid_dir.name}: {cmd}")
     return left
 
 
 def _block_links(block: int) -> list[str]:
-    return [ln for ln in testbed._links() if ln.startswith(f"sdtb{block}h")]
+    return [ln for ln in testbed.links() if ln.startswith(f"sdtb{block}h")]
 
 
 @pytest.mark.timeout(60)
@@ -73,7 +73,7 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
     assert _block_links(block) == []
     testbed.down(OTHER)  # idempotent
     # the shared bridge stays for the session bed, which still works
-    assert testbed.BRIDGE in testbed._links()
+    assert testbed.BRIDGE in testbed.links()
     assert testbed.run_in(bed.hosts[0], ["hostname"]).stdout.strip() == bed.hosts[0].name
 
 
@@ -215,7 +215,7 @@ def test_set_link_loses_and_restores_a_host(bed: testbed.Bed) -> None:
 
 @pytest.mark.timeout(90)
 def test_down_after_killed_up(bed: testbed.Bed) -> None:
-    state_dir = testbed._state_dir(KILLED)
+    state_dir = testbed.state_dir(KILLED)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sshdeploy.testbed", "up", "8", "--name", KILLED],
         stdout=subprocess.DEVNULL,
@@ -225,7 +225,7 @@ def test_down_after_killed_up(bed: testbed.Bed) -> None:
         # kill it as soon as some hosts exist (and, if it finished first, anyway)
         deadline = time.monotonic() + 30
         prefix = f"{testbed.NS_PREFIX}{KILLED}-"
-        while not any(ns.startswith(prefix) for ns in testbed._netns_list()):
+        while not any(ns.startswith(prefix) for ns in testbed.netns_list()):
             assert proc.poll() in (None, 0), "up failed on its own"
             assert time.monotonic() < deadline, "up created no namespace"
             time.sleep(0.005)  # poll interval
