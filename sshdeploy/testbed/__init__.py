@@ -1,12 +1,21 @@
-"""The local multi-host SSH test bed: network namespaces, one bridge, one sshd per host.
+"""The local multi-host SSH test bed: network namespaces, two bridges, one sshd per host.
 
 A *bed* is a set of hosts on this machine. Each host is a network namespace
-with a veth into one Linux bridge (``sdtb0``, address 10.213.7.1 on the
-controller), its own address in 10.213.7.0/24, ``lo`` up, no default route,
-its own hostname (``unshare --uts``), its own ``/etc/hosts`` (through
-``/etc/netns/<ns>/hosts``) and its own sshd that accepts one generated
-ed25519 client key for root. Nothing leaves the subnet: no default route, no
-forwarding, no NAT.
+with:
+
+* ``eth0``, a veth into the bed bridge: the default bed and three more share
+  ``sdtb0`` (10.213.7.0/24, the controller is 10.213.7.1), further beds have
+  a bridge and a /24 of their own (``sdtb<k>``, 10.213.(8+k).0/24). The
+  controller reaches every host there; sshd listens there.
+* ``eth1``, a veth into the bed's private bridge (``sdtbp<k>``,
+  10.213.(100+k).0/24): the hosts reach each other there, the controller has
+  no address on it and an ``unreachable`` route for it, so its connects fail
+  at once (EHOSTUNREACH).
+* ``lo`` up, no default route, its own hostname (``unshare --uts``), its own
+  ``/etc/hosts`` (through ``/etc/netns/<ns>/hosts``) and its own sshd that
+  accepts one generated ed25519 client key for root.
+
+Nothing leaves the bed's subnets: no default route, no forwarding, no NAT.
 
 One command for users and for tests::
 
@@ -45,6 +54,7 @@ from sshdeploy.testbed.model import (
     DEFAULT_NAME,
     MAX_HOSTS,
     NS_PREFIX,
+    PRIVATE_INTERFACE,
     Bed,
     BedHost,
     TestbedError,
@@ -68,6 +78,7 @@ __all__ = [
     "MAX_HOSTS",
     "NETNS_ETC",
     "NS_PREFIX",
+    "PRIVATE_INTERFACE",
     "PROVISION",
     "Bed",
     "BedHost",

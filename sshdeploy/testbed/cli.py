@@ -49,7 +49,14 @@ def _cli() -> Any:
             f"bed {bed.name!r}: {len(bed.hosts)} host(s) up in {time.monotonic() - t0:.2f} s"
         )
         for h in bed.hosts:
-            click.echo(f"  {h.name:<10} {h.address:<15} netns {h.namespace}")
+            click.echo(
+                f"  {h.name:<10} {h.address:<15} {bed.private_interface} {h.private_address:<15} "
+                f"netns {h.namespace}"
+            )
+        click.echo(
+            f"private:     {bed.private_subnet} on {bed.private_interface} of every host "
+            "(not reachable from here)"
+        )
         click.echo(f"hostfile:    {bed.hostfile}")
         click.echo(f"known_hosts: {bed.known_hosts}")
         click.echo(f"ssh_config:  {bed.ssh_config}")

@@ -28,12 +28,20 @@ from sshdeploy.testbed.model import (
     _address,
     _bed_from_state,
     _bed_of_namespace,
+    _bridge,
+    _bridge_address,
     _check_name,
     _host_prefix,
     _namespace,
     _namespace_re,
+    _private_address,
+    _private_bridge,
+    _private_subnet,
+    _private_veth,
     _read_state,
     _root_dir,
+    _shared,
+    _subnet,
     _veth,
     _write_state,
     state_dir,
@@ -43,10 +51,13 @@ from sshdeploy.testbed.net import (
     NETNS_ETC,
     _beds_in_hosts_file,
     _ensure_bridge,
+    _ensure_private_net,
     _names_in_hosts_file,
     _remove_bridge_if_unused,
     _remove_hosts_block,
+    _remove_private_net,
     _set_hosts_block,
+    _unreachable_route,
 )
 from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
 from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
@@ -190,6 +201,7 @@ def up(
             old is not None
             and len(old["hosts"]) == n
             and old.get("sshd_options", {}) == options
+            and "private_subnet" in old
             and _healthy(old)
         ):
             bed = _bed_from_state(old)
@@ -263,6 +275,8 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
             "address": _address(block, i),
             "namespace": _namespace(name, f"{prefix}{i}"),
             "veth": _veth(block, i),
+            "private_address": _private_address(block, i),
+            "private_veth": _private_veth(block, i),
             "sshd_pid": None,
         }
         for i in range(1, n + 1)
@@ -270,6 +284,9 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     state: dict[str, Any] = {
         "name": name,
         "block": block,
+        "subnet": _subnet(block),
+        "bridge_address": _bridge_address(block),
+        "private_subnet": _private_subnet(block),
         "state_dir": str(sdir),
         "hosts": hosts,
         "sshd_options": dict(options),
@@ -284,16 +301,19 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
             remedy="Choose another bed name (its hosts are NAME1..NAMEn).",
         )
     _write_state(name, state)  # before anything exists, so `down` knows what to sweep
-    bed_hosts = [BedHost(h["name"], h["address"], h["namespace"]) for h in hosts]
+    bed_hosts = [
+        BedHost(h["name"], h["address"], h["namespace"], h["private_address"]) for h in hosts
+    ]
     _set_hosts_block(name, bed_hosts)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    _ensure_bridge()
+    _ensure_bridge(block)
+    _ensure_private_net(block)
     _provision("client-key", str(sdir))
     _provision("authorize", str(sdir / "client_key.pub"), str(sdir / "authorized_keys"))
     lines = [f"{k} {v}" for k, v in options.items()]
 
     def start(h: dict[str, Any]) -> int:
-        return _start_host(sdir, h, bed_hosts, lines)
+        return _start_host(sdir, h, bed_hosts, lines, block)
 
     with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
         futures = [pool.submit(start, h) for h in hosts]
@@ -324,12 +344,14 @@ def _down_locked(name: str) -> None:
     state = _read_state(name)
     sdir = state_dir(name)
     pattern = _namespace_re(name)
-    veths = {h["veth"] for h in state["hosts"]} if state is not None else set()
+    veths: set[str] = set()
+    if state is not None:
+        veths = {h[k] for h in state["hosts"] for k in ("veth", "private_veth") if k in h}
     deadline = time.monotonic() + 10
     while True:
         _kill_referencing(sdir)
         _down_pass(name, state, pattern, veths, deadline)
-        left = _remains(name, sdir, pattern, veths)
+        left = _remains(name, sdir, pattern, veths, state)
         if not left:
             break
         if time.monotonic() > deadline:
@@ -342,10 +364,22 @@ def _down_locked(name: str) -> None:
     _remove_bridge_if_unused()
 
 
-def _remains(name: str, sdir: Path, pattern: re.Pattern[str], veths: set[str]) -> list[str]:
+def _remains(
+    name: str,
+    sdir: Path,
+    pattern: re.Pattern[str],
+    veths: set[str],
+    state: Mapping[str, Any] | None,
+) -> list[str]:
     """What of bed *name* is still on the machine."""
     left = [f"netns {ns}" for ns in netns_list() if pattern.match(ns)]
     left += [f"link {v}" for v in sorted(veths & set(links()))]
+    if state is not None:
+        block = int(state["block"])
+        own = {_private_bridge(block)} | (set() if _shared(block) else {_bridge(block)})
+        left += [f"bridge {b}" for b in sorted(own & set(links()))]
+        if _unreachable_route(block):
+            left.append(f"route unreachable {_private_subnet(block)}")
     if NETNS_ETC.is_dir():
         left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
     if sdir.exists():
@@ -380,9 +414,12 @@ def _down_pass(
     existing = set(links())
     for veth in sorted(veths & existing):
         _run(["ip", "link", "del", veth], check=False)
-    if state is not None and BRIDGE in existing:
-        for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
-            _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
+    if state is not None:
+        block = int(state["block"])
+        if _shared(block) and BRIDGE in existing:
+            for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
+                _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
+        _remove_private_net(block)
     if NETNS_ETC.is_dir():
         for d in NETNS_ETC.iterdir():
             if pattern.match(d.name) or d.name in namespaces:
@@ -395,9 +432,10 @@ def down(name: str = DEFAULT_NAME) -> None:
     """Take a bed down; leaves nothing behind. Idempotent.
 
     Kills every process inside the bed's namespaces (not only sshd), deletes
-    the namespaces, veths, ``/etc/netns`` dirs, the ``/etc/hosts`` block and
-    the state dir, and the bridge if no other bed uses it. Works after a
-    crashed or killed ``up`` too.
+    the namespaces, veths, ``/etc/netns`` dirs, the ``/etc/hosts`` block, the
+    state dir, the private network's bridge and ``unreachable`` route, the
+    bed's own bridge (beds in blocks 4 and up) and the shared bridge if no
+    other bed uses it. Works after a crashed or killed ``up`` too.
 
     Parameters
     ----------

@@ -23,10 +23,14 @@ def _provision(*args: str) -> None:
 
 
 def _start_host(
-    state_dir: Path, host: Mapping[str, Any], all_hosts: Sequence[BedHost], options: Sequence[str]
+    state_dir: Path,
+    host: Mapping[str, Any],
+    all_hosts: Sequence[BedHost],
+    options: Sequence[str],
+    block: int,
 ) -> int:
     ns, addr, hname = host["namespace"], host["address"], host["name"]
-    _plug_host(host, all_hosts)
+    _plug_host(host, all_hosts, block)
     hdir = state_dir / "hosts" / hname
     _provision("host", str(hdir), addr, str(state_dir / "authorized_keys"), *options)
     log = hdir / "sshd.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -44,7 +45,20 @@ def _leftovers_of(name: str, state_dir: Path) -> list[str]:
 
 
 def _block_links(block: int) -> list[str]:
-    return [ln for ln in testbed.links() if ln.startswith(f"sdtb{block}h")]
+    """Links of bed block ``block``: its veths (both networks) and its own bridges."""
+    own = {f"sdtbp{block}"} | ({f"sdtb{block}"} if block >= 4 else set())
+    return [
+        ln
+        for ln in testbed.links()
+        if ln.startswith((f"sdtb{block}h", f"sdtb{block}p")) or ln in own
+    ]
+
+
+def _unreachable_routes() -> list[str]:
+    out = subprocess.run(
+        ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split()[1] for line in out.splitlines() if line.strip()]
 
 
 @pytest.mark.timeout(60)
@@ -54,7 +68,9 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
         assert [h.name for h in other.hosts] == [f"{OTHER}1", f"{OTHER}2"]
         mine = {h.address for h in bed.hosts}
         assert not mine & {h.address for h in other.hosts}
-        assert all(h.address.startswith("10.213.7.") for h in other.hosts)
+        subnet = ipaddress.ip_network(other.subnet)
+        assert all(ipaddress.ip_address(h.address) in subnet for h in other.hosts)
+        assert other.private_subnet in _unreachable_routes()
         assert testbed.up(2, OTHER, sshd_options={"MaxSessions": "3"}) == other  # idempotent
         config = other.state_dir / "hosts" / f"{OTHER}1" / "sshd_config"
         effective = subprocess.run(
@@ -71,9 +87,10 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
         testbed.down(OTHER)
     assert _leftovers_of(OTHER, other.state_dir) == []
     assert _block_links(block) == []
+    assert other.private_subnet not in _unreachable_routes()
     testbed.down(OTHER)  # idempotent
-    # the shared bridge stays for the session bed, which still works
-    assert testbed.BRIDGE in testbed.links()
+    # the session bed still works
+    assert bed.private_subnet in _unreachable_routes()
     assert testbed.run_in(bed.hosts[0], ["hostname"]).stdout.strip() == bed.hosts[0].name
 
 
@@ -159,11 +176,14 @@ def test_host_to_host_tcp(bed: testbed.Bed) -> None:
 def test_no_route_beyond_the_subnet(bed: testbed.Bed) -> None:
     host = bed.hosts[0]
     routes = testbed.run_in(host, ["ip", "-4", "route", "show"]).stdout.splitlines()
-    assert len(routes) == 1 and routes[0].startswith("10.213.7.0/24 dev eth0"), routes
+    # only the two connected subnets: no default route, no route anywhere else
+    assert sorted(r.split()[:3] for r in routes) == sorted(
+        [[bed.subnet, "dev", "eth0"], [bed.private_subnet, "dev", "eth1"]]
+    ), routes
     assert testbed.run_in(host, ["ip", "-6", "route", "show", "default"]).stdout.strip() == ""
     code = (
         "import errno, socket\n"
-        "for target in ('1.1.1.1', '10.213.8.1', '192.168.1.1'):\n"
+        "for target in ('1.1.1.1', '10.213.250.1', '192.168.1.1'):\n"
         "    try:\n"
         "        socket.create_connection((target, 80), timeout=5)\n"
         "    except OSError as exc:\n"
@@ -232,12 +252,15 @@ def test_down_after_killed_up(bed: testbed.Bed) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert state_dir.exists()
+        state = json.loads((state_dir / "state.json").read_text())
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         testbed.down(KILLED)
     assert _leftovers_of(KILLED, state_dir) == []
+    assert _block_links(state["block"]) == []
+    assert state["private_subnet"] not in _unreachable_routes()
     assert testbed.status(KILLED) is None
     assert os.path.exists("/etc/hosts")
     assert testbed.run_in(bed.hosts[0], ["hostname"]).stdout.strip() == bed.hosts[0].name
