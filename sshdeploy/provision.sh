@@ -99,6 +99,7 @@ PermitEmptyPasswords no
 UsePAM no
 StrictModes no
 UseDNS no
+LogLevel INFO
 X11Forwarding no
 PrintMotd no
 PrintLastLog no

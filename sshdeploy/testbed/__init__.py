@@ -69,7 +69,7 @@ from sshdeploy.testbed.procs import (
     run_in,
     wait_until,
 )
-from sshdeploy.testbed.sshd import PROVISION
+from sshdeploy.testbed.sshd import PROVISION, sshd_log
 from sshdeploy.testbed.system import cmdline, is_zombie, links, netns_list
 
 __all__ = [
@@ -97,6 +97,7 @@ __all__ = [
     "release",
     "run_in",
     "set_link",
+    "sshd_log",
     "state_dir",
     "status",
     "up",

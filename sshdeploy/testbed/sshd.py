@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.testbed.model import Bed, BedHost, TestbedError
+from sshdeploy.testbed.model import (
+    _NAME_RE,
+    Bed,
+    BedHost,
+    TestbedError,
+    _bed_of_namespace,
+    _read_state,
+)
 from sshdeploy.testbed.net import _plug_host
 from sshdeploy.testbed.procs import host_command
 from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
@@ -102,3 +109,27 @@ def _healthy(state: Mapping[str, Any]) -> bool:
         if not _tcp_ok(h["address"], 22, 1.0):
             return False
     return True
+
+
+def sshd_log(host: BedHost) -> str:
+    """Return what the sshd of *host* logged so far (its ``-E`` file, LogLevel INFO).
+
+    One line per event, e.g. ``Accepted publickey for root from 10.213.7.1
+    port 51526 ssh2: ED25519 SHA256:...``: the address a connection came from
+    (the controller's, or a jump host's). Read it before and after an action
+    and compare, to see only what the action caused.
+
+    Raises
+    ------
+    TestbedError
+        *host* is not a host of a bed that is up.
+    """
+    bed = _bed_of_namespace(host.namespace)
+    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    if state is None or not any(h["namespace"] == host.namespace for h in state["hosts"]):
+        raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
+    log = Path(state["state_dir"]) / "hosts" / host.name / "sshd.log"
+    try:
+        return log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -96,6 +96,7 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
 
 @pytest.mark.timeout(60)
 def test_ssh_with_config_reaches_every_host(bed: testbed.Bed) -> None:
+    before = {h.name: len(testbed.sshd_log(h)) for h in bed.hosts}
     for host in bed.hosts:
         proc = subprocess.run(
             [
@@ -114,6 +115,9 @@ def test_ssh_with_config_reaches_every_host(bed: testbed.Bed) -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == host.name
+    for host in bed.hosts:  # sshd logs who came from where (LogLevel INFO)
+        new = testbed.sshd_log(host)[before[host.name] :]
+        assert f"Accepted publickey for root from {bed.controller_address} port" in new, new
     lines = bed.known_hosts.read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == [f"{h.name},{h.address}" for h in bed.hosts]
     assert all(ln.split()[1] == "ssh-ed25519" for ln in lines)

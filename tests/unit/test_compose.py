@@ -175,6 +175,7 @@ def test_provision_host_writes_the_template(tmp_path: Path) -> None:
         "PasswordAuthentication no",
         "UsePAM no",
         "StrictModes no",
+        "LogLevel INFO",  # testbed.sshd_log shows where each connection came from
     ]:
         assert line in config
     assert not any(ln.startswith(("MaxStartups", "#MaxStartups")) for ln in config)
