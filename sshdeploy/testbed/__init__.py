@@ -41,6 +41,7 @@ and ``cli`` (the command). Tests of internals import from those modules.
 
 from __future__ import annotations
 
+from sshdeploy.testbed.cli import usage as _usage
 from sshdeploy.testbed.lifecycle import (
     check_requirements,
     down,
@@ -112,5 +113,6 @@ __test__ = {
     "host_names": host_names,
     "state_dir": state_dir,
     "up": up,
+    "usage": _usage,
     "wait_until": wait_until,
 }
