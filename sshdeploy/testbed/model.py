@@ -139,6 +139,8 @@ class Bed:
         (EHOSTUNREACH).
     private_interface : str
         The hosts' interface on the private subnet (``eth1``).
+    bridge : str
+        The controller's bridge on ``subnet`` (``sdtb0``, shared by up to four beds).
 
     Examples
     --------
@@ -157,6 +159,7 @@ class Bed:
     controller_address: str = BRIDGE_ADDRESS
     private_subnet: str = ""
     private_interface: str = PRIVATE_INTERFACE
+    bridge: str = BRIDGE
 
     def connect_options(self) -> dict[str, object]:
         """Return ``asyncssh.connect`` keyword arguments for any host of this bed.
@@ -327,4 +330,5 @@ def _bed_from_state(state: Mapping[str, Any]) -> Bed:
         subnet=state.get("subnet", _subnet(block)),
         controller_address=state.get("bridge_address", _bridge_address(block)),
         private_subnet=state.get("private_subnet", ""),
+        bridge=_bridge(block),
     )

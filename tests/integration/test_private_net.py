@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import pytest
 
 from sshdeploy import testbed
 
-OTHER = "tbpriv"  # a bed of its own, to check down removes the private network
+# A bed of its own, to check down removes the private network (named after the session bed).
+OTHER = os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME)[:7] + "p"
 
 LISTENER = (
     "import socket\n"

@@ -18,8 +18,11 @@ import pytest
 
 from sshdeploy import testbed
 
-OTHER = "tbcheck"  # a bed of its own, so the session bed is not disturbed
-KILLED = "tbkilled"
+# Beds of their own, so the session bed is not disturbed; named after the session
+# bed (SSHDEPLOY_TEST_BED), so that test sessions of different beds do not collide.
+_BASE = os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME)[:7]
+OTHER = f"{_BASE}c"
+KILLED = f"{_BASE}k"
 
 
 def _leftovers_of(name: str, state_dir: Path) -> list[str]:
@@ -71,6 +74,7 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
         subnet = ipaddress.ip_network(other.subnet)
         assert all(ipaddress.ip_address(h.address) in subnet for h in other.hosts)
         assert other.private_subnet in _unreachable_routes()
+        assert other.bridge in testbed.links() and bed.bridge in testbed.links()
         assert testbed.up(2, OTHER, sshd_options={"MaxSessions": "3"}) == other  # idempotent
         config = other.state_dir / "hosts" / f"{OTHER}1" / "sshd_config"
         effective = subprocess.run(
@@ -88,6 +92,8 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
     assert _leftovers_of(OTHER, other.state_dir) == []
     assert _block_links(block) == []
     assert other.private_subnet not in _unreachable_routes()
+    if other.bridge != bed.bridge:  # a bridge of its own goes with the bed
+        assert other.bridge not in testbed.links()
     testbed.down(OTHER)  # idempotent
     # the session bed still works
     assert bed.private_subnet in _unreachable_routes()
