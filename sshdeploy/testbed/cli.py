@@ -139,6 +139,7 @@ def _cli() -> Any:
             ok = _tcp_ok(h.address, 22, 1.0)
             bad += not ok
             click.echo(f"  {h.name:<10} {h.address:<15} sshd {'up' if ok else 'NOT ANSWERING'}")
+        click.echo(f"private net: {bed.private_subnet} on {bed.private_interface} of every host")
         click.echo(f"ssh_config:  {bed.ssh_config}")
         sys.exit(1 if bad else 0)
 

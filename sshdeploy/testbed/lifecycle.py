@@ -203,6 +203,7 @@ def up(
             and old.get("sshd_options", {}) == options
             and "private_subnet" in old
             and _healthy(old)
+            and _private_net_up(int(old["block"]))
         ):
             bed = _bed_from_state(old)
         else:
@@ -224,6 +225,11 @@ def up(
             holders.mkdir(exist_ok=True)
             (holders / str(os.getpid())).touch()
         return bed
+
+
+def _private_net_up(block: int) -> bool:
+    """The private bridge and the controller's unreachable route are in place."""
+    return _private_bridge(block) in links() and _unreachable_route(block)
 
 
 def _holders(name: str) -> list[int]:

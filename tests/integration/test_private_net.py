@@ -133,6 +133,17 @@ def test_down_removes_the_private_network(bed: testbed.Bed) -> None:
         assert other.private_subnet not in (bed.private_subnet, "")
         assert f"sdtbp{block}" in testbed.links()
         assert testbed.up(2, OTHER) == other  # idempotent, private network included
+        # a bed whose private route went missing is rebuilt by up, not returned as is
+        subprocess.run(["ip", "route", "del", "unreachable", other.private_subnet], check=True)
+        other = testbed.up(2, OTHER)  # (its block may differ if a lower one came free)
+        block = json.loads((other.state_dir / "state.json").read_text())["block"]
+        routes = subprocess.run(
+            ["ip", "route", "show", "type", "unreachable"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"unreachable {other.private_subnet}" in routes
     finally:
         testbed.down(OTHER)
     assert f"sdtbp{block}" not in testbed.links()
