@@ -23,11 +23,15 @@
 #       host-key DIR + sshd-config DIR/sshd_config (pid file DIR/sshd.pid).
 #   known-host NAMES PUBKEY_FILE
 #       Print one known_hosts line: "NAMES keytype key" (NAMES e.g. node1,10.213.7.11).
+#   bed-address PREFIX
+#       Print this machine's first IPv4 address that starts with PREFIX
+#       (e.g. "10.213.7."), from `ip -o -4 addr show`; nothing if none.
 #   container
 #       Docker entrypoint of a bed host: wait for $SSHDEPLOY_KEYS/client_key.pub
 #       (written by the keygen service), authorize it, create a host key,
-#       publish "$(hostname),<address> <key>" in $SSHDEPLOY_KEYS/known_hosts.d/,
-#       and exec sshd in the foreground.
+#       publish "$(hostname),<address> <key>" in $SSHDEPLOY_KEYS/known_hosts.d/
+#       (<address>: the bed-address of $SSHDEPLOY_BED_NET, default "10.213.7.",
+#       not the private network's), and exec sshd in the foreground.
 set -eu
 
 die() {
@@ -95,6 +99,7 @@ PermitEmptyPasswords no
 UsePAM no
 StrictModes no
 UseDNS no
+LogLevel INFO
 X11Forwarding no
 PrintMotd no
 PrintLastLog no
@@ -124,6 +129,11 @@ known_host() {
     echo "$names $1 $2"
 }
 
+bed_address() {
+    ip -o -4 addr show | awk -v p="$1" '{ a = $4; sub("/.*", "", a) }
+        index(a, p) == 1 { print a; exit }'
+}
+
 container() {
     keys=${SSHDEPLOY_KEYS:-/keys}
     conf=/etc/ssh/sshdeploy
@@ -137,13 +147,13 @@ container() {
     authorize "$keys/client_key.pub" "$conf/authorized_keys"
     host "$conf" 0.0.0.0 "$conf/authorized_keys"
     name=$(hostname)
-    address=$(hostname -i 2>/dev/null | awk '{print $1}')
+    address=$(bed_address "${SSHDEPLOY_BED_NET:-10.213.7.}")
     known_host "$name${address:+,$address}" "$conf/ssh_host_ed25519_key.pub" \
         >"$keys/known_hosts.d/$name"
     exec /usr/sbin/sshd -D -e -f "$conf/sshd_config"
 }
 
-[ "$#" -ge 1 ] || die "usage: provision.sh {client-key|authorize|host-key|sshd-config|host|known-host|container} ARGS..."
+[ "$#" -ge 1 ] || die "usage: provision.sh {client-key|authorize|host-key|sshd-config|host|known-host|bed-address|container} ARGS..."
 cmd=$1
 shift
 case "$cmd" in
@@ -155,6 +165,7 @@ case "$cmd" in
         sshd_config "$@" ;;
     host) [ "$#" -ge 3 ] || die "usage: host DIR LISTEN AUTHORIZED_KEYS [LINE...]"; host "$@" ;;
     known-host) [ "$#" -eq 2 ] || die "usage: known-host NAMES PUBKEY_FILE"; known_host "$@" ;;
+    bed-address) [ "$#" -eq 1 ] || die "usage: bed-address PREFIX"; bed_address "$@" ;;
     container) container ;;
     *) die "unknown subcommand '$cmd'" ;;
 esac

@@ -1,12 +1,21 @@
-"""The local multi-host SSH test bed: network namespaces, one bridge, one sshd per host.
+"""The local multi-host SSH test bed: network namespaces, two bridges, one sshd per host.
 
 A *bed* is a set of hosts on this machine. Each host is a network namespace
-with a veth into one Linux bridge (``sdtb0``, address 10.213.7.1 on the
-controller), its own address in 10.213.7.0/24, ``lo`` up, no default route,
-its own hostname (``unshare --uts``), its own ``/etc/hosts`` (through
-``/etc/netns/<ns>/hosts``) and its own sshd that accepts one generated
-ed25519 client key for root. Nothing leaves the subnet: no default route, no
-forwarding, no NAT.
+with:
+
+* ``eth0``, a veth into the bed bridge: the default bed and three more share
+  ``sdtb0`` (10.213.7.0/24, the controller is 10.213.7.1), further beds have
+  a bridge and a /24 of their own (``sdtb<k>``, 10.213.(8+k).0/24). The
+  controller reaches every host there; sshd listens there.
+* ``eth1``, a veth into the bed's private bridge (``sdtbp<k>``,
+  10.213.(100+k).0/24): the hosts reach each other there, the controller has
+  no address on it and an ``unreachable`` route for it, so its connects fail
+  at once (EHOSTUNREACH).
+* ``lo`` up, no default route, its own hostname (``unshare --uts``), its own
+  ``/etc/hosts`` (through ``/etc/netns/<ns>/hosts``) and its own sshd that
+  accepts one generated ed25519 client key for root.
+
+Nothing leaves the bed's subnets: no default route, no forwarding, no NAT.
 
 One command for users and for tests::
 
@@ -23,29 +32,17 @@ cleans up after an ``up`` that crashed or was killed.
 The sshd configuration, host keys and authorized_keys come from
 ``provision.sh``, the same file the docker-compose bed uses.
 
-Modules: ``model`` (Bed, BedHost, naming, state file), ``system`` (commands,
-/proc, links), ``net`` (bridge, namespaces, veths, /etc/hosts), ``procs``
-(processes in a host), ``sshd`` (sshd and client files), ``lifecycle``
-(up, down, release, status, locking) and ``cli`` (the command).
+This module is the public API (``__all__``). Modules: ``model`` (Bed, BedHost,
+naming, state file), ``system`` (commands, /proc, links), ``net`` (bridge,
+namespaces, veths, /etc/hosts), ``procs`` (processes in a host), ``sshd``
+(sshd and client files), ``lifecycle`` (up, down, release, status, locking)
+and ``cli`` (the command). Tests of internals import from those modules.
 """
-
-# This module only re-exports: the public API, and the private names tests use.
-# ruff: noqa: F401
 
 from __future__ import annotations
 
-from sshdeploy.testbed.cli import (
-    _cli,
-    main,
-)
+from sshdeploy.testbed.cli import usage as _usage
 from sshdeploy.testbed.lifecycle import (
-    _allocate_block,
-    _down_locked,
-    _down_pass,
-    _holders,
-    _machine_lock,
-    _remains,
-    _up_locked,
     check_requirements,
     down,
     list_beds,
@@ -54,94 +51,58 @@ from sshdeploy.testbed.lifecycle import (
     up,
 )
 from sshdeploy.testbed.model import (
-    _NAME_RE,
-    BLOCK_STRIDE,
     BRIDGE,
-    BRIDGE_ADDRESS,
-    BRIDGE_MAC,
     DEFAULT_NAME,
-    FIRST_HOST,
     MAX_HOSTS,
-    N_BLOCKS,
     NS_PREFIX,
-    PREFIX_LEN,
-    SUBNET,
+    PRIVATE_INTERFACE,
     Bed,
     BedHost,
     TestbedError,
-    _address,
-    _bed_from_state,
-    _bed_of_namespace,
-    _check_name,
-    _host_prefix,
-    _namespace,
-    _namespace_re,
-    _read_state,
-    _root_dir,
-    _state_dir,
-    _veth,
-    _write_state,
     host_names,
+    state_dir,
 )
-from sshdeploy.testbed.net import (
-    HOSTS_FILE,
-    NETNS_ETC,
-    _beds_in_hosts_file,
-    _begin,
-    _end,
-    _ensure_bridge,
-    _names_in_hosts_file,
-    _plug_host,
-    _remove_bridge_if_unused,
-    _remove_hosts_block,
-    _set_hosts_block,
-    _without_block,
-    _write_hosts_file,
-    set_link,
-)
+from sshdeploy.testbed.net import NETNS_ETC, set_link
 from sshdeploy.testbed.procs import (
-    _kill_namespace,
-    _kill_referencing,
-    _sshd_pid,
     host_command,
     processes,
     python_processes,
     run_in,
     wait_until,
 )
-from sshdeploy.testbed.sshd import (
-    PROVISION,
-    READY_TIMEOUT,
-    SSHD,
-    _healthy,
-    _provision,
-    _start_host,
-    _write_client_files,
-)
-from sshdeploy.testbed.system import (
-    _cmdline,
-    _is_zombie,
-    _links,
-    _netns_list,
-    _netns_pids,
-    _run,
-    _tcp_ok,
-)
+from sshdeploy.testbed.sshd import PROVISION, sshd_log
+from sshdeploy.testbed.system import cmdline, is_zombie, links, netns_list
 
 __all__ = [
+    "BRIDGE",
+    "DEFAULT_NAME",
+    "MAX_HOSTS",
+    "NETNS_ETC",
+    "NS_PREFIX",
+    "PRIVATE_INTERFACE",
+    "PROVISION",
     "Bed",
     "BedHost",
     "TestbedError",
     "check_requirements",
+    "cmdline",
     "down",
     "host_command",
+    "host_names",
+    "is_zombie",
+    "links",
     "list_beds",
+    "netns_list",
     "processes",
+    "python_processes",
     "release",
     "run_in",
     "set_link",
+    "sshd_log",
+    "state_dir",
     "status",
     "up",
+    "wait_until",
 ]
 
 # The docstring examples live in the modules; `doctest.testmod(sshdeploy.testbed)` runs them.
@@ -150,6 +111,8 @@ __test__ = {
     "BedHost": BedHost,
     "TestbedError": TestbedError,
     "host_names": host_names,
+    "state_dir": state_dir,
     "up": up,
+    "usage": _usage,
     "wait_until": wait_until,
 }

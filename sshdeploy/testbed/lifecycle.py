@@ -28,29 +28,40 @@ from sshdeploy.testbed.model import (
     _address,
     _bed_from_state,
     _bed_of_namespace,
+    _bridge,
+    _bridge_address,
     _check_name,
     _host_prefix,
     _namespace,
     _namespace_re,
+    _private_address,
+    _private_bridge,
+    _private_subnet,
+    _private_veth,
     _read_state,
     _root_dir,
-    _state_dir,
+    _shared,
+    _subnet,
     _veth,
     _write_state,
+    state_dir,
 )
 from sshdeploy.testbed.net import (
     HOSTS_FILE,
     NETNS_ETC,
     _beds_in_hosts_file,
     _ensure_bridge,
+    _ensure_private_net,
     _names_in_hosts_file,
     _remove_bridge_if_unused,
     _remove_hosts_block,
+    _remove_private_net,
     _set_hosts_block,
+    _unreachable_route,
 )
 from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
 from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
-from sshdeploy.testbed.system import _cmdline, _is_zombie, _links, _netns_list, _run
+from sshdeploy.testbed.system import _run, cmdline, is_zombie, links, netns_list
 
 
 def check_requirements(*, probe: bool = False) -> None:
@@ -190,7 +201,9 @@ def up(
             old is not None
             and len(old["hosts"]) == n
             and old.get("sshd_options", {}) == options
+            and "private_subnet" in old
             and _healthy(old)
+            and _private_net_up(int(old["block"]))
         ):
             bed = _bed_from_state(old)
         else:
@@ -214,15 +227,20 @@ def up(
         return bed
 
 
+def _private_net_up(block: int) -> bool:
+    """The private bridge and the controller's unreachable route are in place."""
+    return _private_bridge(block) in links() and _unreachable_route(block)
+
+
 def _holders(name: str) -> list[int]:
     """Live processes other than this one that hold the bed (stale entries are removed)."""
-    d = _state_dir(name) / "holders"
+    d = state_dir(name) / "holders"
     live = []
     if d.is_dir():
         for f in d.iterdir():
             if not f.name.isdigit() or int(f.name) == os.getpid():
                 continue
-            if _is_zombie(int(f.name)):  # gone
+            if is_zombie(int(f.name)):  # gone
                 f.unlink(missing_ok=True)
             else:
                 live.append(int(f.name))
@@ -245,7 +263,7 @@ def release(name: str = DEFAULT_NAME) -> bool:
     _check_name(name)
     check_requirements()
     with _machine_lock():
-        (_state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
+        (state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
         if _holders(name):
             return False
         _down_locked(name)
@@ -254,8 +272,8 @@ def release(name: str = DEFAULT_NAME) -> bool:
 
 def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     block = _allocate_block(name)
-    state_dir = _state_dir(name)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    sdir = state_dir(name)
+    sdir.mkdir(parents=True, exist_ok=True)
     prefix = _host_prefix(name)
     hosts: list[dict[str, Any]] = [
         {
@@ -263,6 +281,8 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
             "address": _address(block, i),
             "namespace": _namespace(name, f"{prefix}{i}"),
             "veth": _veth(block, i),
+            "private_address": _private_address(block, i),
+            "private_veth": _private_veth(block, i),
             "sshd_pid": None,
         }
         for i in range(1, n + 1)
@@ -270,7 +290,10 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     state: dict[str, Any] = {
         "name": name,
         "block": block,
-        "state_dir": str(state_dir),
+        "subnet": _subnet(block),
+        "bridge_address": _bridge_address(block),
+        "private_subnet": _private_subnet(block),
+        "state_dir": str(sdir),
         "hosts": hosts,
         "sshd_options": dict(options),
         "complete": False,
@@ -284,16 +307,19 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
             remedy="Choose another bed name (its hosts are NAME1..NAMEn).",
         )
     _write_state(name, state)  # before anything exists, so `down` knows what to sweep
-    bed_hosts = [BedHost(h["name"], h["address"], h["namespace"]) for h in hosts]
+    bed_hosts = [
+        BedHost(h["name"], h["address"], h["namespace"], h["private_address"]) for h in hosts
+    ]
     _set_hosts_block(name, bed_hosts)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    _ensure_bridge()
-    _provision("client-key", str(state_dir))
-    _provision("authorize", str(state_dir / "client_key.pub"), str(state_dir / "authorized_keys"))
+    _ensure_bridge(block)
+    _ensure_private_net(block)
+    _provision("client-key", str(sdir))
+    _provision("authorize", str(sdir / "client_key.pub"), str(sdir / "authorized_keys"))
     lines = [f"{k} {v}" for k, v in options.items()]
 
     def start(h: dict[str, Any]) -> int:
-        return _start_host(state_dir, h, bed_hosts, lines)
+        return _start_host(sdir, h, bed_hosts, lines, block)
 
     with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
         futures = [pool.submit(start, h) for h in hosts]
@@ -322,14 +348,16 @@ def _down_locked(name: str) -> None:
     passes repeat (10 s at most) until nothing of the bed remains.
     """
     state = _read_state(name)
-    state_dir = _state_dir(name)
+    sdir = state_dir(name)
     pattern = _namespace_re(name)
-    veths = {h["veth"] for h in state["hosts"]} if state is not None else set()
+    veths: set[str] = set()
+    if state is not None:
+        veths = {h[k] for h in state["hosts"] for k in ("veth", "private_veth") if k in h}
     deadline = time.monotonic() + 10
     while True:
-        _kill_referencing(state_dir)
+        _kill_referencing(sdir)
         _down_pass(name, state, pattern, veths, deadline)
-        left = _remains(name, state_dir, pattern, veths)
+        left = _remains(name, sdir, pattern, veths, state)
         if not left:
             break
         if time.monotonic() > deadline:
@@ -343,15 +371,25 @@ def _down_locked(name: str) -> None:
 
 
 def _remains(
-    name: str, state_dir: Path, pattern: re.Pattern[str], veths: set[str]
+    name: str,
+    sdir: Path,
+    pattern: re.Pattern[str],
+    veths: set[str],
+    state: Mapping[str, Any] | None,
 ) -> list[str]:
     """What of bed *name* is still on the machine."""
-    left = [f"netns {ns}" for ns in _netns_list() if pattern.match(ns)]
-    left += [f"link {v}" for v in sorted(veths & set(_links()))]
+    left = [f"netns {ns}" for ns in netns_list() if pattern.match(ns)]
+    left += [f"link {v}" for v in sorted(veths & set(links()))]
+    if state is not None:
+        block = int(state["block"])
+        own = {_private_bridge(block)} | (set() if _shared(block) else {_bridge(block)})
+        left += [f"bridge {b}" for b in sorted(own & set(links()))]
+        if _unreachable_route(block):
+            left.append(f"route unreachable {_private_subnet(block)}")
     if NETNS_ETC.is_dir():
         left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
-    if state_dir.exists():
-        left.append(f"state dir {state_dir}")
+    if sdir.exists():
+        left.append(f"state dir {sdir}")
     return left
 
 
@@ -362,9 +400,9 @@ def _down_pass(
     veths: set[str],
     deadline: float,
 ) -> None:
-    namespaces = {ns for ns in _netns_list() if pattern.match(ns)}
+    namespaces = {ns for ns in netns_list() if pattern.match(ns)}
     if state is not None:
-        namespaces |= {h["namespace"] for h in state["hosts"]} & set(_netns_list())
+        namespaces |= {h["namespace"] for h in state["hosts"]} & set(netns_list())
     for ns in sorted(namespaces):
         _kill_namespace(ns, deadline)
     for ns in sorted(namespaces):
@@ -374,32 +412,36 @@ def _down_pass(
             pid = h.get("sshd_pid")
             if (
                 pid
-                and not _is_zombie(int(pid))
-                and (_cmdline(int(pid)) or "").find(str(state["state_dir"])) >= 0
+                and not is_zombie(int(pid))
+                and (cmdline(int(pid)) or "").find(str(state["state_dir"])) >= 0
             ):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-    existing = set(_links())
+    existing = set(links())
     for veth in sorted(veths & existing):
         _run(["ip", "link", "del", veth], check=False)
-    if state is not None and BRIDGE in existing:
-        for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
-            _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
+    if state is not None:
+        block = int(state["block"])
+        if _shared(block) and BRIDGE in existing:
+            for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
+                _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
+        _remove_private_net(block)
     if NETNS_ETC.is_dir():
         for d in NETNS_ETC.iterdir():
             if pattern.match(d.name) or d.name in namespaces:
                 shutil.rmtree(d, ignore_errors=True)
     _remove_hosts_block(name)
-    shutil.rmtree(_state_dir(name), ignore_errors=True)
+    shutil.rmtree(state_dir(name), ignore_errors=True)
 
 
 def down(name: str = DEFAULT_NAME) -> None:
     """Take a bed down; leaves nothing behind. Idempotent.
 
     Kills every process inside the bed's namespaces (not only sshd), deletes
-    the namespaces, veths, ``/etc/netns`` dirs, the ``/etc/hosts`` block and
-    the state dir, and the bridge if no other bed uses it. Works after a
-    crashed or killed ``up`` too.
+    the namespaces, veths, ``/etc/netns`` dirs, the ``/etc/hosts`` block, the
+    state dir, the private network's bridge and ``unreachable`` route, the
+    bed's own bridge (beds in blocks 4 and up) and the shared bridge if no
+    other bed uses it. Works after a crashed or killed ``up`` too.
 
     Parameters
     ----------
@@ -423,7 +465,7 @@ def list_beds() -> list[str]:
     root = _root_dir()
     if root.is_dir():
         names |= {d.name for d in root.iterdir() if d.is_dir() and _NAME_RE.match(d.name)}
-    for ns in _netns_list():
+    for ns in netns_list():
         bed = _bed_of_namespace(ns)
         if bed and _NAME_RE.match(bed) and bed != "probe":
             names.add(bed)
@@ -450,4 +492,3 @@ def status(name: str = DEFAULT_NAME) -> Bed | None:
     if state is None or not state.get("complete"):
         return None
     return _bed_from_state(state)
-

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.errors import SSHDeployError
-
+#: The shared subnet of blocks 0..3 (the default bed is block 0), on bridge ``sdtb0``.
 SUBNET = "10.213.7.0/24"
 BRIDGE = "sdtb0"
 BRIDGE_ADDRESS = "10.213.7.1"
@@ -19,18 +18,27 @@ PREFIX_LEN = 24
 DEFAULT_NAME = "sshdeploy"
 #: Locally administered, fixed MAC address of the bed's bridge.
 BRIDGE_MAC = "02:5d:de:b0:07:01"
-#: Hosts per bed; bed block ``k`` uses host numbers ``11 + 50*k`` .. ``58 + 50*k``.
+#: Hosts per bed; bed block ``k`` < 4 uses host numbers ``11 + 50*k`` .. ``58 + 50*k``
+#: of 10.213.7.0/24; block ``k`` >= 4 has a /24 and a bridge of its own:
+#: 10.213.(8+k).0/24 on bridge ``sdtb<k>``, hosts ``.11`` .. ``.58``.
 MAX_HOSTS = 48
 BLOCK_STRIDE = 50
 FIRST_HOST = 11
-N_BLOCKS = 4
+SHARED_BLOCKS = 4
+N_BLOCKS = 16
+#: The private network: on every host an ``eth1`` in 10.213.(100+k).0/24 (same
+#: last byte as its eth0 address), bridged between the bed's hosts on
+#: ``sdtbp<k>``; the controller has no address there and an ``unreachable`` route.
+PRIVATE_INTERFACE = "eth1"
 NS_PREFIX = "sdtb-"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
 
-@dataclass(eq=False)
-class TestbedError(SSHDeployError):
+class TestbedError(RuntimeError):
     """The test bed cannot be brought up, inspected or taken down here.
+
+    Its own root: it does not derive from sshdeploy's errors, so ``except
+    SSHDeployError`` never catches a test-bed failure.
 
     Parameters
     ----------
@@ -43,28 +51,31 @@ class TestbedError(SSHDeployError):
 
     Examples
     --------
-    >>> str(TestbedError("cannot create a network namespace", "Operation not permitted",
-    ...                  "Run as root."))
+    >>> err = TestbedError("cannot create a network namespace", "Operation not permitted",
+    ...                    "Run as root.")
+    >>> str(err)
     'test bed: cannot create a network namespace: Operation not permitted. Run as root.'
+    >>> err.cause
+    'Operation not permitted'
     """
 
     __test__ = False  # not a pytest test class, despite the name
 
-    what: str
-    cause: str = ""
-    remedy: str = ""
-
-    def message(self) -> str:
-        text = f"test bed: {self.what}"
-        if self.cause:
-            text += f": {self.cause.strip()}"
+    def __init__(self, what: str, cause: str = "", remedy: str = "") -> None:
+        self.what = what
+        self.cause = cause
+        self.remedy = remedy
+        text = f"test bed: {what}"
+        if cause:
+            text += f": {cause.strip()}"
         text = text.rstrip(".") + "."
-        if self.remedy:
-            text += f" {self.remedy}"
-        return text
+        if remedy:
+            text += f" {remedy}"
+        super().__init__(text)
 
-    def __str__(self) -> str:
-        return self.message()
+    def __reduce__(self) -> tuple[type[TestbedError], tuple[str, str, str]]:
+        # Rebuild from the fields (args holds the formatted message): pickle and copy work.
+        return type(self), (self.what, self.cause, self.remedy)
 
 
 @dataclass(frozen=True)
@@ -77,19 +88,24 @@ class BedHost:
         Host name (``node1``); resolves to ``address`` on the controller and
         inside every host of the bed.
     address : str
-        Its address in 10.213.7.0/24.
+        Its address on the bed network (``eth0``), which the controller reaches.
     namespace : str
         The network namespace (``ip netns``) that is the host.
+    private_address : str
+        Its address on the bed's private network (``eth1``), which only the
+        bed's hosts reach.
 
     Examples
     --------
-    >>> BedHost("node1", "10.213.7.11", "sdtb-sshdeploy-node1").address
-    '10.213.7.11'
+    >>> h = BedHost("node1", "10.213.7.11", "sdtb-sshdeploy-node1", "10.213.100.11")
+    >>> h.address, h.private_address
+    ('10.213.7.11', '10.213.100.11')
     """
 
     name: str
     address: str
     namespace: str
+    private_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,19 @@ class Bed:
         For ``ssh -F ssh_config node1`` (StrictHostKeyChecking yes).
     hostfile : pathlib.Path
         One host per line, with comments.
+    subnet : str
+        The subnet of the hosts' ``address`` (``eth0``).
+    controller_address : str
+        This machine's address on that subnet (what the hosts see connections
+        from the controller come from).
+    private_subnet : str
+        The subnet of the hosts' ``private_address``: no address of the
+        controller on it, and connects to it from the controller fail at once
+        (EHOSTUNREACH).
+    private_interface : str
+        The hosts' interface on the private subnet (``eth1``).
+    bridge : str
+        The controller's bridge on ``subnet`` (``sdtb0``, shared by up to four beds).
 
     Examples
     --------
@@ -126,6 +155,11 @@ class Bed:
     known_hosts: Path
     ssh_config: Path
     hostfile: Path
+    subnet: str = SUBNET
+    controller_address: str = BRIDGE_ADDRESS
+    private_subnet: str = ""
+    private_interface: str = PRIVATE_INTERFACE
+    bridge: str = BRIDGE
 
     def connect_options(self) -> dict[str, object]:
         """Return ``asyncssh.connect`` keyword arguments for any host of this bed.
@@ -143,7 +177,7 @@ class Bed:
         }
 
     def host(self, name: str) -> BedHost:
-        """Return the host called ``name`` (or with that address).
+        """Return the host called ``name`` (or with that address, on either network).
 
         Raises
         ------
@@ -151,7 +185,7 @@ class Bed:
             No such host in this bed.
         """
         for h in self.hosts:
-            if name in (h.name, h.address):
+            if name in (h.name, h.address) or (h.private_address and name == h.private_address):
                 return h
         raise KeyError(f"no host {name!r} in bed {self.name!r}: {[h.name for h in self.hosts]}")
 
@@ -160,7 +194,14 @@ def _root_dir() -> Path:
     return Path(os.environ.get("SSHDEPLOY_TESTBED_DIR") or "/tmp/sshdeploy-testbed")
 
 
-def _state_dir(name: str) -> Path:
+def state_dir(name: str) -> Path:
+    """Return where bed *name* keeps its keys, configs, logs and ``state.json``.
+
+    Examples
+    --------
+    >>> state_dir("ci").name
+    'ci'
+    """
     return _root_dir() / name
 
 
@@ -199,8 +240,55 @@ def _veth(block: int, index: int) -> str:
     return f"sdtb{block}h{index}"
 
 
+def _shared(block: int) -> bool:
+    return block < SHARED_BLOCKS
+
+
 def _address(block: int, index: int) -> str:
-    return f"10.213.7.{FIRST_HOST + BLOCK_STRIDE * block + index - 1}"
+    if _shared(block):
+        return f"10.213.7.{FIRST_HOST + BLOCK_STRIDE * block + index - 1}"
+    return f"10.213.{8 + block}.{FIRST_HOST + index - 1}"
+
+
+def _subnet(block: int) -> str:
+    return SUBNET if _shared(block) else f"10.213.{8 + block}.0/{PREFIX_LEN}"
+
+
+def _bridge(block: int) -> str:
+    return BRIDGE if _shared(block) else f"sdtb{block}"
+
+
+def _bridge_address(block: int) -> str:
+    return BRIDGE_ADDRESS if _shared(block) else f"10.213.{8 + block}.1"
+
+
+def _bridge_mac(block: int) -> str:
+    return BRIDGE_MAC if _shared(block) else f"02:5d:de:b0:{block:02x}:01"
+
+
+def _private_subnet(block: int) -> str:
+    """Return the private /24 of block *block*.
+
+    Examples
+    --------
+    >>> _private_subnet(0), _private_address(0, 1), _private_address(2, 3)
+    ('10.213.100.0/24', '10.213.100.11', '10.213.102.113')
+    >>> _address(5, 2), _private_address(5, 2), _subnet(5), _bridge(5)
+    ('10.213.13.12', '10.213.105.12', '10.213.13.0/24', 'sdtb5')
+    """
+    return f"10.213.{100 + block}.0/{PREFIX_LEN}"
+
+
+def _private_address(block: int, index: int) -> str:
+    return f"10.213.{100 + block}.{_address(block, index).rsplit('.', 1)[1]}"
+
+
+def _private_bridge(block: int) -> str:
+    return f"sdtbp{block}"
+
+
+def _private_veth(block: int, index: int) -> str:
+    return f"sdtb{block}p{index}"
 
 
 def _bed_of_namespace(namespace: str) -> str | None:
@@ -212,14 +300,14 @@ def _bed_of_namespace(namespace: str) -> str | None:
 
 def _read_state(name: str) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads((_state_dir(name) / "state.json").read_text())
+        data: dict[str, Any] = json.loads((state_dir(name) / "state.json").read_text())
     except (OSError, ValueError):
         return None
     return data
 
 
 def _write_state(name: str, state: Mapping[str, Any]) -> None:
-    path = _state_dir(name) / "state.json"
+    path = state_dir(name) / "state.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
@@ -227,13 +315,20 @@ def _write_state(name: str, state: Mapping[str, Any]) -> None:
 
 def _bed_from_state(state: Mapping[str, Any]) -> Bed:
     d = Path(state["state_dir"])
+    block = int(state["block"])
     return Bed(
         name=state["name"],
-        hosts=tuple(BedHost(h["name"], h["address"], h["namespace"]) for h in state["hosts"]),
+        hosts=tuple(
+            BedHost(h["name"], h["address"], h["namespace"], h.get("private_address", ""))
+            for h in state["hosts"]
+        ),
         state_dir=d,
         client_key=d / "client_key",
         known_hosts=d / "known_hosts",
         ssh_config=d / "ssh_config",
         hostfile=d / "hostfile",
+        subnet=state.get("subnet", _subnet(block)),
+        controller_address=state.get("bridge_address", _bridge_address(block)),
+        private_subnet=state.get("private_subnet", ""),
+        bridge=_bridge(block),
     )
-

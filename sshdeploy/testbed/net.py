@@ -10,17 +10,22 @@ from typing import Any
 from sshdeploy.testbed.model import (
     _NAME_RE,
     BRIDGE,
-    BRIDGE_ADDRESS,
-    BRIDGE_MAC,
     NS_PREFIX,
     PREFIX_LEN,
+    PRIVATE_INTERFACE,
     BedHost,
     TestbedError,
     _bed_of_namespace,
+    _bridge,
+    _bridge_address,
+    _bridge_mac,
+    _private_bridge,
+    _private_subnet,
     _read_state,
     _root_dir,
+    _shared,
 )
-from sshdeploy.testbed.system import _links, _netns_list, _run
+from sshdeploy.testbed.system import _run, links, netns_list
 
 HOSTS_FILE = Path("/etc/hosts")
 NETNS_ETC = Path("/etc/netns")
@@ -87,19 +92,50 @@ def _beds_in_hosts_file() -> set[str]:
     return names
 
 
-def _ensure_bridge() -> None:
-    if BRIDGE in _links():
+def _ensure_bridge(block: int) -> None:
+    bridge = _bridge(block)
+    if bridge in links():
         return
     # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, which
     # changes as beds come and go and cuts other beds' hosts off for a while.
-    _run(["ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge"])
-    _run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{PREFIX_LEN}", "dev", BRIDGE])
-    _run(["ip", "link", "set", BRIDGE, "up"])
+    _run(["ip", "link", "add", bridge, "address", _bridge_mac(block), "type", "bridge"])
+    _run(["ip", "addr", "add", f"{_bridge_address(block)}/{PREFIX_LEN}", "dev", bridge])
+    _run(["ip", "link", "set", bridge, "up"])
 
 
-def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost]) -> None:
-    """Create *host*: its namespace, its veth into the bridge, its addresses, its /etc/hosts."""
+def _ensure_private_net(block: int) -> None:
+    """The private bridge (no address of the controller, not even IPv6 link-local) and
+    an ``unreachable`` route for its subnet, so the controller's connects fail at once."""
+    bridge = _private_bridge(block)
+    if bridge not in links():
+        _run(["ip", "link", "add", bridge, "type", "bridge"])
+        _run(["ip", "link", "set", bridge, "addrgenmode", "none"])
+        _run(["ip", "link", "set", bridge, "up"])
+    # Without it this sandbox "answers" connects to the subnet through its default route.
+    _run(["ip", "route", "replace", "unreachable", _private_subnet(block)])
+
+
+def _remove_private_net(block: int) -> None:
+    if _private_bridge(block) in links():
+        _run(["ip", "link", "del", _private_bridge(block)], check=False)
+    if _unreachable_route(block):
+        _run(["ip", "route", "del", "unreachable", _private_subnet(block)], check=False)
+    if not _shared(block) and _bridge(block) in links():  # the bed's own bridge
+        _run(["ip", "link", "del", _bridge(block)], check=False)
+
+
+def _unreachable_route(block: int) -> bool:
+    out = _run(["ip", "route", "show", "type", "unreachable"], check=False)
+    return any(
+        line.split()[:2] == ["unreachable", _private_subnet(block)] for line in out.splitlines()
+    )
+
+
+def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost], block: int) -> None:
+    """Create *host*: its namespace, its veths into the bridges, its addresses, its /etc/hosts."""
     ns, addr, veth = host["namespace"], host["address"], host["veth"]
+    pveth, paddr = host["private_veth"], host["private_address"]
+    bridge = _bridge(block)
     try:
         _run(["ip", "netns", "add", ns])
     except TestbedError as exc:
@@ -109,12 +145,19 @@ def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost]) -> None:
             "Run as root on a machine that allows network namespaces.",
         ) from exc
     _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-    _run(["ip", "link", "set", veth, "master", BRIDGE, "up"])
+    _run(["ip", "link", "set", veth, "master", bridge, "up"])
     # The controller may still cache the MAC of a host that had this address
     # before (a bed just taken down): forget it, or connects stall until it expires.
-    _run(["ip", "neigh", "flush", "to", addr, "dev", BRIDGE], check=False)
+    _run(["ip", "neigh", "flush", "to", addr, "dev", bridge], check=False)
     _run(["ip", "-n", ns, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", "eth0"])
     _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    _run(
+        ["ip", "link", "add", pveth, "type", "veth", "peer", "name", PRIVATE_INTERFACE, "netns", ns]
+    )
+    _run(["ip", "link", "set", pveth, "addrgenmode", "none"])  # no controller address there
+    _run(["ip", "link", "set", pveth, "master", _private_bridge(block), "up"])
+    _run(["ip", "-n", ns, "addr", "add", f"{paddr}/{PREFIX_LEN}", "dev", PRIVATE_INTERFACE])
+    _run(["ip", "-n", ns, "link", "set", PRIVATE_INTERFACE, "up"])
     _run(["ip", "-n", ns, "link", "set", "lo", "up"])
     etc = NETNS_ETC / ns
     etc.mkdir(parents=True, exist_ok=True)
@@ -124,10 +167,10 @@ def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost]) -> None:
 
 
 def _remove_bridge_if_unused() -> None:
-    if BRIDGE not in _links():
+    if BRIDGE not in links():
         return
     ports = _run(["ip", "-o", "link", "show", "master", BRIDGE], check=False).strip()
-    others = [ns for ns in _netns_list() if ns.startswith(NS_PREFIX)]
+    others = [ns for ns in netns_list() if ns.startswith(NS_PREFIX)]
     if not ports and not others:
         _run(["ip", "link", "del", BRIDGE], check=False)
         with contextlib.suppress(OSError):
@@ -140,7 +183,8 @@ def set_link(host: BedHost, up: bool) -> None:
     """Unplug (``up=False``) or plug back a host's cable: its bridge port goes down/up.
 
     The host keeps its address and routes; packets to and from it are dropped,
-    as with a host that was lost.
+    as with a host that was lost. Only the bed network (``eth0``) is unplugged;
+    the private network stays as it is.
     """
     bed = _bed_of_namespace(host.namespace)
     state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
@@ -150,4 +194,3 @@ def set_link(host: BedHost, up: bool) -> None:
     if veth is None:
         raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
     _run(["ip", "link", "set", veth, "up" if up else "down"])
-

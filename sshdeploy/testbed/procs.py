@@ -18,7 +18,7 @@ from sshdeploy.testbed.model import (
     _bed_of_namespace,
     _read_state,
 )
-from sshdeploy.testbed.system import _cmdline, _is_zombie, _netns_pids
+from sshdeploy.testbed.system import _netns_pids, cmdline, is_zombie
 
 
 def host_command(host: BedHost, argv: Sequence[str]) -> list[str]:
@@ -83,9 +83,9 @@ def processes(host: BedHost) -> list[tuple[int, str]]:
     listener = _sshd_pid(host)
     result = []
     for pid in _netns_pids(host.namespace):
-        if pid == listener or _is_zombie(pid):
+        if pid == listener or is_zombie(pid):
             continue
-        cmd = _cmdline(pid)
+        cmd = cmdline(pid)
         if cmd is not None:
             result.append((pid, cmd))
     return result
@@ -121,7 +121,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 def _kill_namespace(namespace: str, deadline: float) -> None:
     while True:
-        pids = [p for p in _netns_pids(namespace) if not _is_zombie(p)]
+        pids = [p for p in _netns_pids(namespace) if not is_zombie(p)]
         if not pids:
             return
         for pid in pids:
@@ -140,8 +140,7 @@ def _kill_referencing(state_dir: Path) -> None:
     """SIGKILL every process (any namespace) whose command line names *state_dir*."""
     marker = str(state_dir)
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid() and not _is_zombie(int(entry)):
-            if marker in (_cmdline(int(entry)) or ""):
+        if entry.isdigit() and int(entry) != os.getpid() and not is_zombie(int(entry)):
+            if marker in (cmdline(int(entry)) or ""):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry), signal.SIGKILL)
-

@@ -7,10 +7,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.testbed.model import Bed, BedHost, TestbedError
+from sshdeploy.testbed.model import (
+    _NAME_RE,
+    Bed,
+    BedHost,
+    TestbedError,
+    _bed_of_namespace,
+    _read_state,
+)
 from sshdeploy.testbed.net import _plug_host
 from sshdeploy.testbed.procs import host_command
-from sshdeploy.testbed.system import _is_zombie, _netns_list, _run, _tcp_ok
+from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
 
 SSHD = "/usr/sbin/sshd"
 #: The provisioning script shared with the docker bed; it stays in the sshdeploy package.
@@ -23,10 +30,14 @@ def _provision(*args: str) -> None:
 
 
 def _start_host(
-    state_dir: Path, host: Mapping[str, Any], all_hosts: Sequence[BedHost], options: Sequence[str]
+    state_dir: Path,
+    host: Mapping[str, Any],
+    all_hosts: Sequence[BedHost],
+    options: Sequence[str],
+    block: int,
 ) -> int:
     ns, addr, hname = host["namespace"], host["address"], host["name"]
-    _plug_host(host, all_hosts)
+    _plug_host(host, all_hosts, block)
     hdir = state_dir / "hosts" / hname
     _provision("host", str(hdir), addr, str(state_dir / "authorized_keys"), *options)
     log = hdir / "sshd.log"
@@ -90,12 +101,35 @@ def _write_client_files(bed: Bed) -> None:
 def _healthy(state: Mapping[str, Any]) -> bool:
     if not state.get("complete"):
         return False
-    namespaces = set(_netns_list())
+    namespaces = set(netns_list())
     for h in state["hosts"]:
         pid = h.get("sshd_pid")
-        if h["namespace"] not in namespaces or not pid or _is_zombie(int(pid)):
+        if h["namespace"] not in namespaces or not pid or is_zombie(int(pid)):
             return False
         if not _tcp_ok(h["address"], 22, 1.0):
             return False
     return True
 
+
+def sshd_log(host: BedHost) -> str:
+    """Return what the sshd of *host* logged so far (its ``-E`` file, LogLevel INFO).
+
+    One line per event, e.g. ``Accepted publickey for root from 10.213.7.1
+    port 51526 ssh2: ED25519 SHA256:...``: the address a connection came from
+    (the controller's, or a jump host's). Read it before and after an action
+    and compare, to see only what the action caused.
+
+    Raises
+    ------
+    TestbedError
+        *host* is not a host of a bed that is up.
+    """
+    bed = _bed_of_namespace(host.namespace)
+    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    if state is None or not any(h["namespace"] == host.namespace for h in state["hosts"]):
+        raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
+    log = Path(state["state_dir"]) / "hosts" / host.name / "sshd.log"
+    try:
+        return log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -25,7 +25,8 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str
     return proc.stdout
 
 
-def _netns_list() -> list[str]:
+def netns_list() -> list[str]:
+    """Return the names of every network namespace on the machine (``ip netns list``)."""
     out = _run(["ip", "netns", "list"], check=False)
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -35,7 +36,8 @@ def _netns_pids(namespace: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
-def _is_zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
+    """Return True if process *pid* is gone or a zombie (dead, not yet reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -43,7 +45,8 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
-def _cmdline(pid: int) -> str | None:
+def cmdline(pid: int) -> str | None:
+    """Return the command line of process *pid*, arguments joined by spaces (None if gone)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -51,7 +54,8 @@ def _cmdline(pid: int) -> str | None:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
-def _links() -> list[str]:
+def links() -> list[str]:
+    """Return the names of the network links in the controller's namespace (``ip link``)."""
     out = _run(["ip", "-o", "link", "show"], check=False)
     names = []
     for line in out.splitlines():
@@ -68,4 +72,3 @@ def _tcp_ok(address: str, port: int, timeout: float) -> bool:
             return s.recv(4).startswith(b"SSH-")
     except OSError:
         return False
-

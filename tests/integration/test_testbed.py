@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -17,15 +18,18 @@ import pytest
 
 from sshdeploy import testbed
 
-OTHER = "tbcheck"  # a bed of its own, so the session bed is not disturbed
-KILLED = "tbkilled"
+# Beds of their own, so the session bed is not disturbed; named after the session
+# bed (SSHDEPLOY_TEST_BED), so that test sessions of different beds do not collide.
+_BASE = os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME)[:7]
+OTHER = f"{_BASE}c"
+KILLED = f"{_BASE}k"
 
 
 def _leftovers_of(name: str, state_dir: Path) -> list[str]:
     """Everything a bed called ``name`` could leave on the machine."""
     left = []
     prefix = f"{testbed.NS_PREFIX}{name}-"
-    left += [f"netns {ns}" for ns in testbed._netns_list() if ns.startswith(prefix)]
+    left += [f"netns {ns}" for ns in testbed.netns_list() if ns.startswith(prefix)]
     if testbed.NETNS_ETC.is_dir():
         left += [
             f"/etc/netns/{d.name}" for d in testbed.NETNS_ETC.iterdir() if d.name.startswith(prefix)
@@ -36,15 +40,28 @@ def _leftovers_of(name: str, state_dir: Path) -> list[str]:
     if state_dir.exists():
         left.append(f"state dir {state_dir}")
     for pid_dir in Path("/proc").iterdir():
-        if pid_dir.name.isdigit() and not testbed._is_zombie(int(pid_dir.name)):
-            cmd = testbed._cmdline(int(pid_dir.name)) or ""
+        if pid_dir.name.isdigit() and not testbed.is_zombie(int(pid_dir.name)):
+            cmd = testbed.cmdline(int(pid_dir.name)) or ""
             if str(state_dir) in cmd:
                 left.append(f"process {pid_dir.name}: {cmd}")
     return left
 
 
 def _block_links(block: int) -> list[str]:
-    return [ln for ln in testbed._links() if ln.startswith(f"sdtb{block}h")]
+    """Links of bed block ``block``: its veths (both networks) and its own bridges."""
+    own = {f"sdtbp{block}"} | ({f"sdtb{block}"} if block >= 4 else set())
+    return [
+        ln
+        for ln in testbed.links()
+        if ln.startswith((f"sdtb{block}h", f"sdtb{block}p")) or ln in own
+    ]
+
+
+def _unreachable_routes() -> list[str]:
+    out = subprocess.run(
+        ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split()[1] for line in out.splitlines() if line.strip()]
 
 
 @pytest.mark.timeout(60)
@@ -54,7 +71,10 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
         assert [h.name for h in other.hosts] == [f"{OTHER}1", f"{OTHER}2"]
         mine = {h.address for h in bed.hosts}
         assert not mine & {h.address for h in other.hosts}
-        assert all(h.address.startswith("10.213.7.") for h in other.hosts)
+        subnet = ipaddress.ip_network(other.subnet)
+        assert all(ipaddress.ip_address(h.address) in subnet for h in other.hosts)
+        assert other.private_subnet in _unreachable_routes()
+        assert other.bridge in testbed.links() and bed.bridge in testbed.links()
         assert testbed.up(2, OTHER, sshd_options={"MaxSessions": "3"}) == other  # idempotent
         config = other.state_dir / "hosts" / f"{OTHER}1" / "sshd_config"
         effective = subprocess.run(
@@ -71,14 +91,18 @@ def test_second_bed_up_down_leaves_nothing(bed: testbed.Bed) -> None:
         testbed.down(OTHER)
     assert _leftovers_of(OTHER, other.state_dir) == []
     assert _block_links(block) == []
+    assert other.private_subnet not in _unreachable_routes()
+    if other.bridge != bed.bridge:  # a bridge of its own goes with the bed
+        assert other.bridge not in testbed.links()
     testbed.down(OTHER)  # idempotent
-    # the shared bridge stays for the session bed, which still works
-    assert testbed.BRIDGE in testbed._links()
+    # the session bed still works
+    assert bed.private_subnet in _unreachable_routes()
     assert testbed.run_in(bed.hosts[0], ["hostname"]).stdout.strip() == bed.hosts[0].name
 
 
 @pytest.mark.timeout(60)
 def test_ssh_with_config_reaches_every_host(bed: testbed.Bed) -> None:
+    before = {h.name: len(testbed.sshd_log(h)) for h in bed.hosts}
     for host in bed.hosts:
         proc = subprocess.run(
             [
@@ -97,6 +121,9 @@ def test_ssh_with_config_reaches_every_host(bed: testbed.Bed) -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == host.name
+    for host in bed.hosts:  # sshd logs who came from where (LogLevel INFO)
+        new = testbed.sshd_log(host)[before[host.name] :]
+        assert f"Accepted publickey for root from {bed.controller_address} port" in new, new
     lines = bed.known_hosts.read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == [f"{h.name},{h.address}" for h in bed.hosts]
     assert all(ln.split()[1] == "ssh-ed25519" for ln in lines)
@@ -159,11 +186,14 @@ def test_host_to_host_tcp(bed: testbed.Bed) -> None:
 def test_no_route_beyond_the_subnet(bed: testbed.Bed) -> None:
     host = bed.hosts[0]
     routes = testbed.run_in(host, ["ip", "-4", "route", "show"]).stdout.splitlines()
-    assert len(routes) == 1 and routes[0].startswith("10.213.7.0/24 dev eth0"), routes
+    # only the two connected subnets: no default route, no route anywhere else
+    assert sorted(r.split()[:3] for r in routes) == sorted(
+        [[bed.subnet, "dev", "eth0"], [bed.private_subnet, "dev", "eth1"]]
+    ), routes
     assert testbed.run_in(host, ["ip", "-6", "route", "show", "default"]).stdout.strip() == ""
     code = (
         "import errno, socket\n"
-        "for target in ('1.1.1.1', '10.213.8.1', '192.168.1.1'):\n"
+        "for target in ('1.1.1.1', '10.213.250.1', '192.168.1.1'):\n"
         "    try:\n"
         "        socket.create_connection((target, 80), timeout=5)\n"
         "    except OSError as exc:\n"
@@ -215,7 +245,7 @@ def test_set_link_loses_and_restores_a_host(bed: testbed.Bed) -> None:
 
 @pytest.mark.timeout(90)
 def test_down_after_killed_up(bed: testbed.Bed) -> None:
-    state_dir = testbed._state_dir(KILLED)
+    state_dir = testbed.state_dir(KILLED)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sshdeploy.testbed", "up", "8", "--name", KILLED],
         stdout=subprocess.DEVNULL,
@@ -225,19 +255,22 @@ def test_down_after_killed_up(bed: testbed.Bed) -> None:
         # kill it as soon as some hosts exist (and, if it finished first, anyway)
         deadline = time.monotonic() + 30
         prefix = f"{testbed.NS_PREFIX}{KILLED}-"
-        while not any(ns.startswith(prefix) for ns in testbed._netns_list()):
+        while not any(ns.startswith(prefix) for ns in testbed.netns_list()):
             assert proc.poll() in (None, 0), "up failed on its own"
             assert time.monotonic() < deadline, "up created no namespace"
             time.sleep(0.005)  # poll interval
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert state_dir.exists()
+        state = json.loads((state_dir / "state.json").read_text())
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         testbed.down(KILLED)
     assert _leftovers_of(KILLED, state_dir) == []
+    assert _block_links(state["block"]) == []
+    assert state["private_subnet"] not in _unreachable_routes()
     assert testbed.status(KILLED) is None
     assert os.path.exists("/etc/hosts")
     assert testbed.run_in(bed.hosts[0], ["hostname"]).stdout.strip() == bed.hosts[0].name

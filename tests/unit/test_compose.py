@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from sshdeploy import testbed
+from sshdeploy.testbed import model
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -24,6 +25,7 @@ PROVISION = ROOT / "sshdeploy" / "provision.sh"
 PROVISION_IN_IMAGE = "/opt/sshdeploy/provision.sh"
 HOSTS = ["node1", "node2", "node3", "node4"]
 SUBNET = ipaddress.ip_network("10.213.7.0/24")
+PRIVATE = ipaddress.ip_network("10.213.100.0/24")
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +66,55 @@ def test_hosts_have_distinct_addresses_on_the_bed_subnet(compose: dict[str, Any]
 
 
 @pytest.mark.timeout(10)
-def test_network_is_internal_and_only_the_bed_subnet(compose: dict[str, Any]) -> None:
+def test_networks_are_internal_bed_and_private(compose: dict[str, Any]) -> None:
     networks = compose["networks"]
-    assert list(networks) == ["bed"]
-    assert networks["bed"]["internal"] is True  # no route out, like the namespace bed
-    assert [c["subnet"] for c in networks["bed"]["ipam"]["config"]] == [str(SUBNET)]
+    assert list(networks) == ["bed", "private"]
+    for net, subnet in (("bed", SUBNET), ("private", PRIVATE)):
+        assert networks[net]["internal"] is True  # no route out, like the namespace bed
+        assert [c["subnet"] for c in networks[net]["ipam"]["config"]] == [str(subnet)]
     for name, svc in compose["services"].items():
-        assert set(svc.get("networks", {})) <= {"bed"}, name
+        assert set(svc.get("networks", {})) <= {"bed", "private"}, name
         assert "ports" not in svc, name
     assert compose["services"]["keygen"]["network_mode"] == "none"
+
+
+@pytest.mark.timeout(10)
+def test_private_network_joins_the_hosts_but_not_the_controller(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services["controller"]["networks"]) == {"bed"}
+    private = [services[n]["networks"]["private"]["ipv4_address"] for n in HOSTS]
+    # the namespace bed's default bed has the same private addresses (block 0)
+    assert private == [model._private_address(0, i + 1) for i in range(len(HOSTS))]
+    assert str(PRIVATE) == model._private_subnet(0)
+    assert not PRIVATE.overlaps(SUBNET)
+
+
+@pytest.mark.timeout(10)
+def test_hosts_publish_their_bed_address_not_the_private_one(compose: dict[str, Any]) -> None:
+    for name in HOSTS:
+        env = compose["services"][name]["environment"]
+        assert env["SSHDEPLOY_BED_NET"] == "10.213.7."
+        assert compose["services"][name]["networks"]["bed"]["ipv4_address"].startswith(
+            env["SSHDEPLOY_BED_NET"]
+        )
+    text = PROVISION.read_text()
+    assert 'address=$(bed_address "${SSHDEPLOY_BED_NET:-10.213.7.}")' in text
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(shutil.which("ip") is None, reason="no ip (iproute2)")
+def test_provision_bed_address_picks_the_address_with_the_prefix() -> None:
+    def run(prefix: str) -> str:
+        return subprocess.run(
+            ["sh", str(PROVISION), "bed-address", prefix],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+
+    assert run("127.") == "127.0.0.1\n"
+    assert run("203.0.113.") == ""  # TEST-NET-3: no address of this machine
 
 
 @pytest.mark.timeout(10)
@@ -133,6 +175,7 @@ def test_provision_host_writes_the_template(tmp_path: Path) -> None:
         "PasswordAuthentication no",
         "UsePAM no",
         "StrictModes no",
+        "LogLevel INFO",  # testbed.sshd_log shows where each connection came from
     ]:
         assert line in config
     assert not any(ln.startswith(("MaxStartups", "#MaxStartups")) for ln in config)
