@@ -33,6 +33,21 @@ controller closed, crashed or lost the connection) or no message arrives
 within the heartbeat timeout, it terminates every process of its group, then
 kills what is left, then itself: nothing outlives the controller.
 
+Start-up order, and why
+    1. lead a process group, read the tagger and the spec, make the private
+       temporary directory (``TMPDIR`` of the agent and all its children: see
+       :meth:`Agent.make_tmpdir`), removed on every way out;
+    2. import distributed, single-threaded (stdout goes to the channel's
+       stderr meanwhile); a stalled import is ended by the controller killing
+       the remote process group (see the ``stage`` events);
+    3. workers only, with the ``forkserver`` method: fork the forkserver from
+       this interpreter (:func:`start_zygote`). One ``import distributed`` per
+       host instead of two (the standard forkserver is a second interpreter
+       importing it again); forked workers inherit it. The fork must happen
+       before any thread exists (a copied thread may hold a lock), hence this
+       place. ``spawn`` (needed for CUDA) and ``fork`` start no forkserver;
+    4. start the log pump, stdin reader and heartbeat watchdog; say hello.
+
 The agent is four parts wired together by :class:`Agent`: :class:`Wire`
 (events out), :class:`ProcessGroup` (what to kill), :class:`Servers` (the
 scheduler or the Nannies it runs) and the command table of :class:`Agent`.
@@ -455,6 +470,74 @@ class Servers:
             no_restarts(server)
 
 
+def start_zygote(close_fds: list[int]) -> int | None:
+    """Fork multiprocessing's forkserver from this interpreter; return its pid.
+
+    The standard forkserver is a new interpreter that imports distributed a
+    second time (~0.4 CPU-s per host). Forking it from the agent, which has
+    just imported distributed, gives the same server (``forkserver.main``,
+    the same socket protocol, the same preload list, all already imported)
+    at no import cost; workers forked from it inherit distributed too. It is
+    installed in the ``forkserver._forkserver`` singleton exactly as
+    ``ForkServer.ensure_running`` would (its address, alive fd and pid), so
+    multiprocessing uses it and restarts a normal one if it dies.
+
+    Call it single-threaded (no lock held by another thread is copied). The
+    child closes *close_fds* (the protocol fd, the log pipe's read end) and
+    stdin, so the SSH channel closes when the agent exits; it stays in our
+    process group, so :meth:`ProcessGroup.reap` stops it, and it exits by
+    itself when the agent does (its alive pipe closes).
+
+    Returns None, having done nothing, where the private names it relies on
+    differ (Python outside 3.10-3.13 or a changed ForkServer): the caller
+    then starts the normal forkserver.
+    """
+    import socket
+    from multiprocessing import connection, forkserver, util
+
+    server = getattr(forkserver, "_forkserver", None)
+    names = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid",
+             "_preload_modules")
+    if not ((3, 10) <= sys.version_info[:2] <= (3, 13)) or server is None or not all(
+            hasattr(server, n) for n in names) or hasattr(server, "_forkserver_authkey"):
+        return None
+    if server._forkserver_pid is not None:
+        return None  # already running
+    # Not under server._lock: the child would inherit it locked.
+    preload = list(server._preload_modules)
+    with socket.socket(socket.AF_UNIX) as listener:
+        # In our private TMPDIR, like multiprocessing's own (pymp-*/listener-*).
+        address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        try:
+            pid = os.fork()
+        except BaseException:
+            os.close(alive_r)
+            os.close(alive_w)
+            raise
+        if pid == 0:  # the forkserver
+            try:
+                os.close(alive_w)
+                for fd in close_fds:
+                    os.close(fd)
+                null = os.open(os.devnull, os.O_RDONLY)  # sys.stdin.close() keeps fd 0
+                os.dup2(null, 0)
+                os.close(null)
+                # Imported already: the preload loop only checks.
+                forkserver.main(listener.fileno(), alive_r, preload)
+            finally:
+                os._exit(0)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    util.debug("sshdeploy: forkserver forked from the agent, pid %d", pid)
+    return pid
+
+
 class Agent:
     """One agent per (host, role): runs a scheduler or that host's workers."""
 
@@ -471,7 +554,8 @@ class Agent:
         self.qlock = threading.Lock()
         self.early: list[Message] = []
         self.tmpdir: str | None = None
-        self.prewarm_thread: threading.Thread | None = None
+        #: Pid of the forkserver forked from this interpreter (see start_zygote), if any.
+        self.zygote: int | None = None
         #: Commands by name: each handler takes the message (``ping`` never gets here).
         self.handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
             "start_scheduler": self.servers.start_scheduler,
@@ -488,10 +572,6 @@ class Agent:
         try:
             # A Nanny would restart the worker we are about to kill: stop that first.
             self.servers.no_restarts()
-            # A forkserver being spawned right now would escape a reap that ran first.
-            prewarm = self.prewarm_thread
-            if prewarm is not None and prewarm.ident is not None:
-                prewarm.join(5)
             # Kill first: writing to a controller that is gone may block.
             self.group.reap(grace=0.5)
             self.remove_tmpdir()
@@ -503,11 +583,7 @@ class Agent:
         """Stop every server, then every process of the group; say ``bye``."""
         await self.servers.close_all(timeout)
         self.shutting_down = True
-        loop = asyncio.get_running_loop()
-        prewarm = self.prewarm_thread
-        if prewarm is not None and prewarm.ident is not None:
-            await loop.run_in_executor(None, prewarm.join, 5)
-        await loop.run_in_executor(None, self.group.reap, 2.0)
+        await asyncio.get_running_loop().run_in_executor(None, self.group.reap, 2.0)
         self.remove_tmpdir()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -583,20 +659,36 @@ class Agent:
             os.environ[key] = str(value)
         if spec.get("config"):
             os.environ["DASK_INTERNAL_INHERIT_CONFIG"] = spec["config"]
-        threading.Thread(target=self.wire.pump_logs, args=(self.wire.capture_output(),),
-                         daemon=True).start()
-        heartbeat = float(spec.get("heartbeat", 30))
-        threading.Thread(target=self.read_stdin, daemon=True).start()
-        threading.Thread(target=self.watchdog, args=(heartbeat,), daemon=True).start()
+        self.make_tmpdir()
+        try:
+            self.start(spec)
+        finally:  # every way out (os._exit aside, which cleans up first) removes it
+            self.remove_tmpdir()
+
+    def start(self, spec: Message) -> None:
+        # Single-threaded until the forkserver is forked (see start_zygote): a
+        # fork must not copy a thread holding a lock. Until then, our stdout
+        # goes to the channel's stderr, which the controller drains for life.
+        os.dup2(2, 1)
         try:
             import dask
             import distributed
             if spec.get("mp_method"):
                 dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
         except BaseException as exc:  # report *why* import failed, then exit
+            self.remove_tmpdir()
             self.wire.emit(ev="fatal", kind="import", error=f"{type(exc).__name__}: {exc}",
                            tb=traceback.format_exc(), python=sys.executable)
             os._exit(EXIT_IMPORT)
+        log_pipe = self.wire.capture_output()
+        if spec.get("role") == "workers":
+            self.servers.tagger_path = self.write_tagger()
+            self.zygote = self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
+        self.last_heard = time.monotonic()
+        threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
+        threading.Thread(target=self.read_stdin, daemon=True).start()
+        threading.Thread(target=self.watchdog, args=(float(spec.get("heartbeat", 30)),),
+                         daemon=True).start()
         import platform
         self.wire.emit(ev="hello", pid=os.getpid(), python=sys.executable,
                        hostname=platform.node(),
@@ -605,36 +697,56 @@ class Agent:
                                  "distributed": distributed.__version__})
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
             target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
-        if spec.get("role") == "workers":
-            self.servers.tagger_path = self.write_tagger()
-            # Start the preloaded forkserver now, while the scheduler starts
-            # elsewhere: the first worker then forks at once.
-            self.prewarm_thread = threading.Thread(target=self.prewarm, daemon=True)
-            self.prewarm_thread.start()
         asyncio.run(self.serve())
+        self.remove_tmpdir()
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
 
-    def prewarm(self) -> None:
-        if self.shutting_down:
-            return
+    def start_forkserver(self, close_fds: list[int]) -> int | None:
+        """Start the workers' forkserver now, so that the first worker forks at once.
+
+        Returns the pid of a forkserver forked from this interpreter, or None
+        when there is none (another start method, or multiprocessing's own
+        forkserver, which imports distributed again, as the fallback).
+        """
+        from distributed.utils import get_mp_context
+
+        # What distributed's forkserver would preload (distributed, numpy, ...)
+        # is imported here, once, and inherited by the fork.
+        if get_mp_context().get_start_method() != "forkserver":
+            return None
         try:
-            from distributed.utils import get_mp_context
-
-            ctx = get_mp_context()
-            if ctx.get_start_method() == "forkserver":
-                from multiprocessing import forkserver
-
-                forkserver.ensure_running()
-        except Exception as exc:  # only an optimisation: workers start without it
+            pid = start_zygote(close_fds)
+        except OSError as exc:
             self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
-                           line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
+                           line=f"sshdeploy agent: cannot fork the forkserver: {exc!r}")
+            pid = None
+        if pid is None:
+            from multiprocessing import forkserver
+
+            try:
+                forkserver.ensure_running()
+            except Exception as exc:  # workers start it themselves, if they can
+                self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
+                               line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
+        return pid
+
+    def make_tmpdir(self) -> None:
+        """Make our private temporary directory, for us and every child.
+
+        Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
+        socket, dask's scratch space, the tagger) goes there; it is removed
+        on every way out, so nothing of ours stays on the host's disk.
+        """
+        import tempfile
+
+        self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")  # mode 0700
+        os.environ["TMPDIR"] = self.tmpdir
+        tempfile.tempdir = self.tmpdir
 
     def write_tagger(self) -> str:
         """Write the worker-side tagger as a file (a preload's text would be logged)."""
-        if self.tmpdir is None:
-            import tempfile
-            self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")
+        assert self.tmpdir is not None
         path = os.path.join(self.tmpdir, TAGGER_MODULE + ".py")
         with open(path, "wb") as f:
             f.write(self.tagger_source)
@@ -643,6 +755,7 @@ class Agent:
     def remove_tmpdir(self) -> None:
         if self.tmpdir is not None:
             import shutil
+
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
 
