@@ -4,15 +4,18 @@ This file is read as *text* by the controller and executed by the remote
 Python (``python -c`` reads it from stdin): sshdeploy need not be installed
 on the hosts. It must therefore import nothing from sshdeploy and only the
 standard library until the spec has been read; distributed is imported once,
-after that.
+after that. Importing it as :mod:`sshdeploy.agent` is cheap (standard
+library only), so the controller takes the wire constants from here.
 
 Protocol (one JSON object per line):
 
 controller -> agent, on stdin
-    first a spec ``{"role", "label", "config", "env", "heartbeat", ...}``, then
-    commands ``{"cmd": "start_scheduler" | "start_worker" | "stop" | "ping" |
-    "shutdown", ...}``; keyword arguments travel pickled (base64) in ``"kw"``.
-agent -> controller, on stdout
+    after the agent's code, the worker-side tagger's code (:mod:`sshdeploy.tagger`,
+    length-prefixed the same way), then a spec ``{"role", "label", "config",
+    "env", "heartbeat", "mp_method"}``, then commands ``{"cmd": "start_scheduler"
+    | "start_worker" | "stop" | "ping" | "shutdown", ...}``; keyword arguments
+    travel pickled (base64) in ``"kw"``.
+agent -> controller, on stdout, each line starting with :data:`EVENT`
     events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
     "logs" | "log" | "fatal" | "bye", ...}``;
     remote output comes as ``logs`` events, one per read, each a list of
@@ -20,14 +23,34 @@ agent -> controller, on stdout
 
 Everything the agent and its children write to their own stdout/stderr is
 captured through a pipe the agent drains for its whole life and is forwarded
-as ``log`` events, so no remote process can ever block on a full pipe.
-Workers started through a Nanny tag each line with their name (see
-``CHILD_TAGGER``) so lines reach the controller attributed to the right worker.
+as ``logs`` events, so no remote process can ever block on a full pipe.
+Workers started through a Nanny tag each line with their name (the preload
+:mod:`sshdeploy.tagger`) so lines reach the controller attributed to the
+right worker.
 
 The agent is the leader of its process group. When stdin reaches EOF (the
 controller closed, crashed or lost the connection) or no message arrives
 within the heartbeat timeout, it terminates every process of its group, then
 kills what is left, then itself: nothing outlives the controller.
+
+Start-up order, and why
+    1. lead a process group, read the tagger and the spec, make the private
+       temporary directory (``TMPDIR`` of the agent and all its children: see
+       :meth:`Agent.make_tmpdir`), removed on every way out;
+    2. import distributed, single-threaded (stdout goes to the channel's
+       stderr meanwhile); a stalled import is ended by the controller killing
+       the remote process group (see the ``stage`` events);
+    3. workers only, with the ``forkserver`` method: fork the forkserver from
+       this interpreter (:func:`start_zygote`). One ``import distributed`` per
+       host instead of two (the standard forkserver is a second interpreter
+       importing it again); forked workers inherit it. The fork must happen
+       before any thread exists (a copied thread may hold a lock), hence this
+       place. ``spawn`` (needed for CUDA) and ``fork`` start no forkserver;
+    4. start the log pump, stdin reader and heartbeat watchdog; say hello.
+
+The agent is four parts wired together by :class:`Agent`: :class:`Wire`
+(events out), :class:`ProcessGroup` (what to kill), :class:`Servers` (the
+scheduler or the Nannies it runs) and the command table of :class:`Agent`.
 """
 
 # Keep this file Python 3.10 compatible and free of sshdeploy imports.
@@ -43,102 +66,90 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+#: Starts every line a worker's tagger writes (see :mod:`sshdeploy.tagger`).
 TAG = "\x1esshdeploy\x1f"
 #: Starts every event line on stdout, so that whatever else reaches stdout (a
 #: login script that prints, a setup command) is never taken for an event.
 EVENT = b"\x1esshdeploy-event\x1f"
 
-# Imported (as preload *text*) by every worker process a Nanny starts: it
-# re-points the process's stdout/stderr at a pipe whose lines are written,
-# tagged with the worker's name, to the agent's log pipe.
-CHILD_TAGGER = '''
-import os, sys, threading, atexit
-_name = os.environ.get("SSHDEPLOY_LABEL")
-if _name and not getattr(sys, "_sshdeploy_tagged", False):
-    sys._sshdeploy_tagged = True
-    _out = os.dup(2)
-    _threads = []
-    def _send(out, prefix, lines):
-        # Writes of at most PIPE_BUF bytes to a pipe are atomic: lines of
-        # several processes and threads never interleave on the agent's pipe.
-        room = 4096 - len(prefix) - 1
-        batch = b""
-        for ln in lines:
-            for i in range(0, max(len(ln), 1), room):
-                item = prefix + ln[i:i + room] + b"\\n"
-                if len(batch) + len(item) > 4096:
-                    os.write(out, batch)
-                    batch = b""
-                batch += item
-        if batch:
-            os.write(out, batch)
-    def _pump(fd, stream, name=_name, out=_out):
-        prefix = ("\\x1esshdeploy\\x1f" + name + "\\x1f" + stream + "\\x1f").encode()
-        buf = b""
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                if buf:
-                    _send(out, prefix, [buf])
-                return
-            buf += data
-            *lines, buf = buf.split(b"\\n")
-            if lines:
-                _send(out, prefix, lines)
-    for _fd, _stream in ((1, "stdout"), (2, "stderr")):
-        _r, _w = os.pipe()
-        os.dup2(_w, _fd)
-        os.close(_w)
-        _t = threading.Thread(target=_pump, args=(_r, _stream), daemon=True)
-        _t.start()
-        _threads.append(_t)
-    def _flush_tagged():
-        for s in (sys.stdout, sys.stderr):
-            try:
-                s.flush()
-            except Exception:
-                pass
-        _null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(_null, 1)
-        os.dup2(_null, 2)
-        for t in _threads:
-            t.join(1.0)
-    atexit.register(_flush_tagged)
-    try:  # multiprocessing children end with os._exit(): atexit would not run
-        from multiprocessing.util import Finalize
-        Finalize(None, _flush_tagged, exitpriority=0)
-    except Exception:
-        pass
-'''
+#: Exit status of the agent after an emergency exit (EOF, heartbeat, SIGTERM).
+EXIT_EMERGENCY = 3
+#: Exit status of the agent when dask or distributed cannot be imported.
+EXIT_IMPORT = 4
+#: Exit status of the remote shell when the ``setup`` command failed (a value
+#: the shell itself never uses).
+EXIT_SETUP_FAILED = 121
+#: Exit status the remote shell gives when the interpreter exists but cannot run.
+EXIT_NOT_EXECUTABLE = 126
+#: Exit status the remote shell gives when the interpreter is not found.
+EXIT_NOT_FOUND = 127
+
+#: The module name the worker-side tagger gets on the hosts.
+TAGGER_MODULE = "sshdeploy_tagger"
+#: A line of the agent's log pipe longer than this is forwarded in pieces.
+MAX_LINE = 65536
+
+Message = dict[str, Any]
 
 
-class Agent:
-    """One agent per (host, role): runs a scheduler or that host's workers."""
+def decode_kwargs(msg: Message) -> dict[str, Any]:
+    """Return the keyword arguments a command carries (pickled, base64) in ``"kw"``."""
+    return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
 
-    def __init__(self) -> None:
-        self.proto = os.dup(1)
+
+def read_block(stream: Any) -> bytes:
+    """Read one length-prefixed block (``b"<n>\\n"`` then n bytes) from *stream*."""
+    return bytes(stream.read(int(stream.readline())))
+
+
+class LineSplitter:
+    """Split a byte stream into lines in linear time, holding at most *limit* bytes.
+
+    Only each new chunk is split; the unfinished line is kept as a list of
+    pieces and handed out as a line of its own once it reaches *limit*.
+    (The same as :class:`sshdeploy.tagger.LineSplitter`: each file travels alone.)
+    """
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Return the lines that *data* completes (without their newline)."""
+        parts = data.split(b"\n")
+        if len(parts) == 1:
+            self.pending.append(data)
+            self.size += len(data)
+            if self.size >= self.limit:
+                return self.flush()
+            return []
+        first = b"".join([*self.pending, parts[0]])
+        last = parts[-1]
+        self.pending = [last] if last else []
+        self.size = len(last)
+        return [first, *parts[1:-1]]
+
+    def flush(self) -> list[bytes]:
+        """Return what is pending as one line, or nothing."""
+        line = b"".join(self.pending)
+        self.pending, self.size = [], 0
+        return [line] if line else []
+
+
+class Wire:
+    """Events out: the protocol fd (a dup of the original stdout) and its lock."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self.lock = threading.Lock()
-        self.spec: dict[str, Any] = {}
         self.label = "agent"
-        self.servers: dict[str, Any] = {}
-        self.stopping: set[str] = set()
-        self.last_heard = time.monotonic()
-        self.shutting_down = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.queue: asyncio.Queue[dict[str, Any]] | None = None
-        self.qlock = threading.Lock()
-        self.early: list[dict[str, Any]] = []
-        self.tmpdir: str | None = None
-        self.prewarm_thread: threading.Thread | None = None
 
-    # -- output -----------------------------------------------------------
     @staticmethod
-    def encode(event: dict[str, Any]) -> bytes:
+    def encode(event: Message) -> bytes:
         return EVENT + (json.dumps(event) + "\n").encode()
 
     def emit(self, **event: Any) -> None:
@@ -150,19 +161,17 @@ class Agent:
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self.proto, view)
-            except BlockingIOError:
-                return  # emergency mode: the controller is not reading; give up
-            except BrokenPipeError:
-                return
+                n = os.write(self.fd, view)
+            except (BlockingIOError, BrokenPipeError):
+                return  # emergency mode (not reading) or gone: give up
             view = view[n:]
 
-    def emit_last_words(self, line: str) -> None:
+    def last_words(self, line: str) -> None:
         """Best effort, never blocking: the controller may be gone or not reading."""
         if not self.lock.acquire(timeout=0.2):
             return
         try:
-            os.set_blocking(self.proto, False)
+            os.set_blocking(self.fd, False)
             self._write(self.encode(
                 {"ev": "log", "src": self.label, "stream": "stderr", "line": line}))
         except OSError:
@@ -170,38 +179,43 @@ class Agent:
         finally:
             self.lock.release()
 
-    def capture_output(self) -> None:
-        """Route fd 1 and 2 (ours and our children's) through a drained pipe."""
+    def capture_output(self) -> int:
+        """Route fd 1 and 2 (ours and our children's) into a pipe; return its read end."""
         r, w = os.pipe()
         os.dup2(w, 1)
         os.dup2(w, 2)
         os.close(w)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        threading.Thread(target=self.pump_logs, args=(r,), daemon=True).start()
+        return r
 
     def pump_logs(self, fd: int) -> None:
-        buf = b""
+        """Forward the log pipe as ``logs`` events until EOF: one event per read."""
+        splitter = LineSplitter()
         while True:
             data = os.read(fd, 65536)
+            lines = splitter.feed(data) if data else splitter.flush()
+            if lines:  # one event per read: cheap for floods, immediate for single lines
+                self.emit(ev="logs", lines=[self.parse(raw) for raw in lines])
             if not data:
                 return
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            batch = []
-            for raw in lines:
-                line = raw.decode("utf-8", "replace")
-                src, stream = self.label, "stderr"
-                if line.startswith(TAG):
-                    parts = line[len(TAG):].split("\x1f", 2)
-                    if len(parts) == 3:
-                        src, stream, line = parts
-                batch.append((src, stream, line))
-            if batch:  # one event per read: cheap for floods, immediate for single lines
-                self.emit(ev="logs", lines=batch)
 
-    # -- lifetime ----------------------------------------------------------
-    def become_group_leader(self) -> None:
+    def parse(self, raw: bytes) -> tuple[str, str, str]:
+        """Return ``(source, stream, line)`` of one line of the log pipe."""
+        line = raw.decode("utf-8", "replace")
+        if line.startswith(TAG):
+            parts = line[len(TAG):].split("\x1f", 2)
+            if len(parts) == 3:
+                return parts[0], parts[1], parts[2]
+        return self.label, "stderr", line
+
+
+class ProcessGroup:
+    """The agent's process group and descendants: what it must stop before it exits."""
+
+    @staticmethod
+    def lead() -> None:
+        """Lead our own process group and adopt orphaned descendants."""
         try:
             os.setpgid(0, 0)
         except OSError:
@@ -217,7 +231,8 @@ class Agent:
         except Exception:
             pass
 
-    def group_members(self) -> list[int]:
+    @staticmethod
+    def members() -> list[int]:
         """Live processes of our process group and every descendant, but us."""
         pgid = os.getpgid(0)
         me = os.getpid()
@@ -260,13 +275,13 @@ class Agent:
             pass
         return False
 
-    def reap_group(self, grace: float) -> None:
+    def reap(self, grace: float) -> None:
         """TERM every other process of our group, then KILL what remains.
 
         A process that ignores TERM is killed at once rather than waited for.
         """
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in self.group_members():
+            for pid in self.members():
                 try:
                     if sig == signal.SIGTERM and self.ignores_term(pid):
                         os.kill(pid, signal.SIGKILL)
@@ -275,11 +290,280 @@ class Agent:
                 except OSError:
                     pass
             deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
-            while self.group_members() and time.monotonic() < deadline:
+            while self.members() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if not self.group_members():
+            if not self.members():
                 return
 
+
+def no_restarts(server: Any) -> None:
+    """Keep a Nanny from restarting its worker process (distributed's own switch)."""
+    close_gracefully = getattr(server, "close_gracefully", None)
+    if close_gracefully is not None and str(getattr(server, "status", "")).endswith("running"):
+        try:
+            close_gracefully(reason="sshdeploy: no restarts")
+        except Exception:
+            pass
+
+
+class Servers:
+    """The scheduler or Nannies this agent runs: start, stop, watch.
+
+    Parameters
+    ----------
+    wire : Wire
+        Where ``ready``, ``failed``, ``stopped`` and ``exited`` go.
+    on_exit : callable
+        Awaited with the server's name when a server closes by itself.
+    """
+
+    def __init__(self, wire: Wire, on_exit: Callable[[str], Awaitable[None]]) -> None:
+        self.wire = wire
+        self.on_exit = on_exit
+        self.running: dict[str, Any] = {}
+        self.stopping: set[str] = set()
+        #: One task per running server, awaiting its end (kept: tasks are weakly held).
+        self.watchers: dict[str, asyncio.Task[None]] = {}
+        #: Path of the worker-side tagger, given to every Nanny as a preload.
+        self.tagger_path: str | None = None
+
+    async def start(self, msg: Message, make: Callable[[dict[str, Any]], Any]) -> Any:
+        """Build a server with *make*, start it within the deadline, watch it.
+
+        Returns the running server, or None after emitting a ``failed`` event
+        with the exception and its traceback.
+        """
+        name = str(msg.get("name", "scheduler"))
+        if name in self.running:
+            self.wire.emit(ev="failed", name=name, error=f"{name} is already running here", tb="")
+            return None
+        self.stopping.discard(name)
+        timeout = float(msg.get("timeout", 60))
+        try:
+            server = make(decode_kwargs(msg))
+            await asyncio.wait_for(server, timeout)
+        except asyncio.TimeoutError:
+            where = f" (is {msg['scheduler']} reachable from this host?)" if msg.get(
+                "scheduler") else ""
+            self.wire.emit(ev="failed", name=name,
+                           error=f"did not start within {timeout:.0f} s{where}",
+                           tb=traceback.format_exc())
+            return None
+        except BaseException as exc:
+            self.wire.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
+                           tb=traceback.format_exc())
+            return None
+        self.running[name] = server
+        watcher = asyncio.ensure_future(self.watch(name, server))
+        self.watchers[name] = watcher
+        watcher.add_done_callback(lambda task: self.forget_watcher(name, task))
+        return server
+
+    def forget_watcher(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.watchers.get(name) is task:
+            del self.watchers[name]
+
+    async def watch(self, name: str, server: Any) -> None:
+        """Report a server that closes by itself (not through stop or shutdown)."""
+        await server.finished()
+        if name in self.running and name not in self.stopping:
+            del self.running[name]
+            self.wire.emit(ev="exited", name=name,
+                           reason=f"closed by itself (status {server.status})")
+            await self.on_exit(name)
+
+    async def start_scheduler(self, msg: Message) -> None:
+        from distributed import Scheduler
+        from distributed.utils import import_term
+
+        cls = import_term(msg["cls"]) if msg.get("cls") else Scheduler
+        server = await self.start(msg, lambda kw: cls(**kw))
+        if server is None:
+            return
+        http = getattr(server, "http_server", None)
+        self.wire.emit(ev="ready", name=msg.get("name", "scheduler"), address=server.address,
+                       pid=os.getpid(), dashboard_port=http.port if http is not None else None)
+
+    async def start_worker(self, msg: Message) -> None:
+        from distributed import Nanny
+        from distributed.utils import import_term
+
+        name = msg["name"]
+
+        def make(kw: dict[str, Any]) -> Any:
+            cls = import_term(msg.get("cls") or "distributed.Nanny")
+            kw.setdefault("name", name)
+            if isinstance(cls, type) and issubclass(cls, Nanny):
+                self.add_tagger(name, kw)
+            server = cls(msg["scheduler"], **kw)
+            if msg.get("restart") is False and isinstance(server, Nanny):
+                # When its worker process dies, the Nanny closes instead of
+                # restarting it (and the controller hears "exited").
+                on_exit = server._on_worker_exit
+
+                async def no_restart(exitcode: Any) -> None:
+                    no_restarts(server)
+                    await on_exit(exitcode)
+
+                server._on_worker_exit = no_restart  # type: ignore[method-assign]
+            return server
+
+        server = await self.start(msg, make)
+        if server is None:
+            return
+        process = getattr(server, "process", None)
+        pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
+        address = getattr(server, "worker_address", None) or server.address
+        self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
+
+    def add_tagger(self, name: str, kw: dict[str, Any]) -> None:
+        """Make the Nanny's worker process tag its output with *name* (a preload)."""
+        import dask
+
+        kw["env"] = {**(kw.get("env") or {}), "SSHDEPLOY_LABEL": name}
+        preload = kw.get("preload")
+        if preload is None:
+            preload = dask.config.get("distributed.worker.preload")
+        if isinstance(preload, str):
+            preload = [preload]
+        if self.tagger_path is not None:
+            kw["preload"] = [self.tagger_path, *list(preload or [])]
+
+    async def stop(self, msg: Message) -> None:
+        name = msg["name"]
+        server = self.running.get(name)
+        if server is not None:
+            self.stopping.add(name)
+            await self.close(server, float(msg.get("timeout", 10)))
+            self.running.pop(name, None)
+            self.stopping.discard(name)
+        self.wire.emit(ev="stopped", name=name)
+
+    @staticmethod
+    async def close(server: Any, timeout: float) -> None:
+        """Close *server* within *timeout*, then kill its worker process if any is left."""
+        try:
+            await asyncio.wait_for(server.close(), timeout)
+        except BaseException:
+            pass
+        process = getattr(getattr(server, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    async def close_all(self, timeout: float) -> None:
+        self.stopping.update(self.running)
+        await asyncio.gather(*(self.close(s, timeout) for s in self.running.values()),
+                             return_exceptions=True)
+        self.running.clear()
+        me = asyncio.current_task()  # a watcher may be the one shutting down
+        for watcher in list(self.watchers.values()):
+            if watcher is not me:
+                watcher.cancel()
+
+    def no_restarts(self) -> None:
+        """Keep every Nanny from restarting the worker we are about to kill."""
+        for server in list(self.running.values()):
+            no_restarts(server)
+
+
+def start_zygote(close_fds: list[int]) -> int | None:
+    """Fork multiprocessing's forkserver from this interpreter; return its pid.
+
+    The standard forkserver is a new interpreter that imports distributed a
+    second time (~0.4 CPU-s per host). Forking it from the agent, which has
+    just imported distributed, gives the same server (``forkserver.main``,
+    the same socket protocol, the same preload list, all already imported)
+    at no import cost; workers forked from it inherit distributed too. It is
+    installed in the ``forkserver._forkserver`` singleton exactly as
+    ``ForkServer.ensure_running`` would (its address, alive fd and pid), so
+    multiprocessing uses it and restarts a normal one if it dies.
+
+    Call it single-threaded (no lock held by another thread is copied). The
+    child closes *close_fds* (the protocol fd, the log pipe's read end) and
+    stdin, so the SSH channel closes when the agent exits; it stays in our
+    process group, so :meth:`ProcessGroup.reap` stops it, and it exits by
+    itself when the agent does (its alive pipe closes).
+
+    Returns None, having done nothing, where the private names it relies on
+    differ (Python outside 3.10-3.13 or a changed ForkServer): the caller
+    then starts the normal forkserver.
+    """
+    import socket
+    from multiprocessing import connection, forkserver, util
+
+    server = getattr(forkserver, "_forkserver", None)
+    names = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid",
+             "_preload_modules")
+    if not ((3, 10) <= sys.version_info[:2] <= (3, 13)) or server is None or not all(
+            hasattr(server, n) for n in names) or hasattr(server, "_forkserver_authkey"):
+        return None
+    if server._forkserver_pid is not None:
+        return None  # already running
+    # Not under server._lock: the child would inherit it locked.
+    preload = list(server._preload_modules)
+    with socket.socket(socket.AF_UNIX) as listener:
+        # In our private TMPDIR, like multiprocessing's own (pymp-*/listener-*).
+        address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        try:
+            pid = os.fork()
+        except BaseException:
+            os.close(alive_r)
+            os.close(alive_w)
+            raise
+        if pid == 0:  # the forkserver
+            try:
+                os.close(alive_w)
+                for fd in close_fds:
+                    os.close(fd)
+                null = os.open(os.devnull, os.O_RDONLY)  # sys.stdin.close() keeps fd 0
+                os.dup2(null, 0)
+                os.close(null)
+                # Imported already: the preload loop only checks.
+                forkserver.main(listener.fileno(), alive_r, preload)
+            finally:
+                os._exit(0)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    util.debug("sshdeploy: forkserver forked from the agent, pid %d", pid)
+    return pid
+
+
+class Agent:
+    """One agent per (host, role): runs a scheduler or that host's workers."""
+
+    def __init__(self) -> None:
+        self.wire = Wire(os.dup(1))
+        self.group = ProcessGroup()
+        self.servers = Servers(self.wire, self.on_server_exit)
+        self.spec: Message = {}
+        self.tagger_source = b""
+        self.last_heard = time.monotonic()
+        self.shutting_down = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue[Message] | None = None
+        self.qlock = threading.Lock()
+        self.early: list[Message] = []
+        self.tmpdir: str | None = None
+        #: Pid of the forkserver forked from this interpreter (see start_zygote), if any.
+        self.zygote: int | None = None
+        #: Commands by name: each handler takes the message (``ping`` never gets here).
+        self.handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
+            "start_scheduler": self.servers.start_scheduler,
+            "start_worker": self.servers.start_worker,
+            "stop": self.servers.stop,
+        }
+
+    # -- the end -------------------------------------------------------------
     def emergency_exit(self, why: str) -> None:
         """The controller is gone: leave nothing behind, whatever state we are in."""
         if self.shutting_down:
@@ -287,29 +571,31 @@ class Agent:
         self.shutting_down = True
         try:
             # A Nanny would restart the worker we are about to kill: stop that first.
-            for server in list(self.servers.values()):
-                self.no_restarts(server)
-            # A forkserver being spawned right now would escape a reap that ran first.
-            prewarm = self.prewarm_thread
-            if prewarm is not None and prewarm.ident is not None:
-                prewarm.join(5)
+            self.servers.no_restarts()
             # Kill first: writing to a controller that is gone may block.
-            self.reap_group(grace=0.5)
+            self.group.reap(grace=0.5)
             self.remove_tmpdir()
-            self.emit_last_words(f"sshdeploy agent: {why}; stopped every process it started")
+            self.wire.last_words(f"sshdeploy agent: {why}; stopped every process it started")
         finally:
-            os._exit(3)  # whatever failed above, the agent itself never outlives this
+            os._exit(EXIT_EMERGENCY)  # whatever failed above, the agent never outlives this
 
-    @staticmethod
-    def no_restarts(server: Any) -> None:
-        """Keep a Nanny from restarting its worker process (distributed's own switch)."""
-        close_gracefully = getattr(server, "close_gracefully", None)
-        if close_gracefully is not None and str(getattr(server, "status", "")).endswith("running"):
-            try:
-                close_gracefully(reason="sshdeploy: no restarts")
-            except Exception:
-                pass
+    async def shutdown(self, timeout: float) -> None:
+        """Stop every server, then every process of the group; say ``bye``."""
+        await self.servers.close_all(timeout)
+        self.shutting_down = True
+        await asyncio.get_running_loop().run_in_executor(None, self.group.reap, 2.0)
+        self.remove_tmpdir()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.wire.emit(ev="bye")
 
+    async def on_server_exit(self, name: str) -> None:
+        """A scheduler that closed by itself ends its agent."""
+        if self.spec.get("role") == "scheduler":
+            await self.shutdown(5.0)
+            os._exit(0)
+
+    # -- input ---------------------------------------------------------------
     def read_stdin(self) -> None:
         stdin = sys.stdin.buffer
         while True:
@@ -325,7 +611,7 @@ class Agent:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if msg.get("cmd") == "ping":
+            if not isinstance(msg, dict) or msg.get("cmd") == "ping":
                 continue
             with self.qlock:
                 loop, queue = self.loop, self.queue
@@ -340,233 +626,138 @@ class Agent:
             if time.monotonic() - self.last_heard > timeout:
                 self.emergency_exit(f"no message from the controller for {timeout:.0f} s")
 
-    # -- start-up -----------------------------------------------------------
-    def run(self) -> None:
-        self.become_group_leader()
-        line = sys.stdin.buffer.readline()
-        self.spec = spec = json.loads(line)
-        self.label = spec.get("label", "agent")
-        for key, value in (spec.get("env") or {}).items():
-            os.environ[key] = str(value)
-        if spec.get("config"):
-            os.environ["DASK_INTERNAL_INHERIT_CONFIG"] = spec["config"]
-        self.capture_output()
-        heartbeat = float(spec.get("heartbeat", 30))
-        threading.Thread(target=self.read_stdin, daemon=True).start()
-        threading.Thread(target=self.watchdog, args=(heartbeat,), daemon=True).start()
-        try:
-            import dask
-            import distributed
-            if spec.get("mp_method"):
-                dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
-        except BaseException as exc:  # report *why* import failed, then exit
-            self.emit(ev="fatal", kind="import", error=f"{type(exc).__name__}: {exc}",
-                      tb=traceback.format_exc(), python=sys.executable)
-            os._exit(4)
-        import platform
-        self.emit(ev="hello", pid=os.getpid(), python=sys.executable,
-                  hostname=platform.node(),
-                  versions={"python": platform.python_version(),
-                            "dask": dask.__version__,
-                            "distributed": distributed.__version__})
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
-            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
-        if spec.get("role") == "workers":
-            # Start the preloaded forkserver now, while the scheduler starts
-            # elsewhere: the first worker then forks at once.
-            self.prewarm_thread = threading.Thread(target=self.prewarm, daemon=True)
-            self.prewarm_thread.start()
-        asyncio.run(self.serve())
-        # Don't wait for the thread pools of distributed at interpreter exit.
-        os._exit(0)
-
-    def prewarm(self) -> None:
-        if self.shutting_down:
-            return
-        try:
-            from distributed.utils import get_mp_context
-
-            ctx = get_mp_context()
-            if ctx.get_start_method() == "forkserver":
-                from multiprocessing import forkserver
-
-                forkserver.ensure_running()
-        except Exception as exc:  # only an optimisation: workers start without it
-            self.emit(ev="log", src=self.label, stream="stderr",
-                      line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
-
     async def serve(self) -> None:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Run commands from stdin until ``shutdown``: each as its own task."""
+        queue: asyncio.Queue[Message] = asyncio.Queue()
         with self.qlock:
             for msg in self.early:
                 queue.put_nowait(msg)
             self.queue = queue
             self.loop = asyncio.get_running_loop()
-        tasks = set()
+        tasks: set[asyncio.Task[None]] = set()
         while True:
-            assert self.queue is not None
-            msg = await self.queue.get()
+            msg = await queue.get()
             cmd = msg.get("cmd")
             if cmd == "shutdown":
                 await self.shutdown(float(msg.get("timeout", 10)))
                 return
-            handler = getattr(self, "cmd_" + str(cmd), None)
+            handler = self.handlers.get(str(cmd))
             if handler is None:
                 continue
             task = asyncio.ensure_future(handler(msg))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    @staticmethod
-    def kwargs(msg: dict[str, Any]) -> dict[str, Any]:
-        return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
-
-    async def start_server(self, msg: dict[str, Any], make: Any) -> Any:
-        """Build a server with *make*, start it within the deadline, track it.
-
-        Returns the running server, or None after emitting a ``failed`` event
-        with the exception and its traceback.
-        """
-        name = str(msg.get("name", "scheduler"))
-        if name in self.servers:
-            self.emit(ev="failed", name=name, error=f"{name} is already running here", tb="")
-            return None
-        self.stopping.discard(name)
-        timeout = float(msg.get("timeout", 60))
+    # -- start-up --------------------------------------------------------------
+    def run(self) -> None:
+        self.group.lead()
+        stdin = sys.stdin.buffer
+        self.tagger_source = read_block(stdin)
+        self.spec = spec = json.loads(stdin.readline())
+        self.wire.label = spec.get("label", "agent")
+        for key, value in (spec.get("env") or {}).items():
+            os.environ[key] = str(value)
+        if spec.get("config"):
+            os.environ["DASK_INTERNAL_INHERIT_CONFIG"] = spec["config"]
+        self.make_tmpdir()
         try:
-            server = make(self.kwargs(msg))
-            await asyncio.wait_for(server, timeout)
-        except asyncio.TimeoutError:
-            where = f" (is {msg['scheduler']} reachable from this host?)" if msg.get(
-                "scheduler") else ""
-            self.emit(ev="failed", name=name,
-                      error=f"did not start within {timeout:.0f} s{where}",
-                      tb=traceback.format_exc())
+            self.start(spec)
+        finally:  # every way out (os._exit aside, which cleans up first) removes it
+            self.remove_tmpdir()
+
+    def start(self, spec: Message) -> None:
+        # Single-threaded until the forkserver is forked (see start_zygote): a
+        # fork must not copy a thread holding a lock. Until then, our stdout
+        # goes to the channel's stderr, which the controller drains for life.
+        os.dup2(2, 1)
+        try:
+            import dask
+            import distributed
+            if spec.get("mp_method"):
+                dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
+        except BaseException as exc:  # report *why* import failed, then exit
+            self.remove_tmpdir()
+            self.wire.emit(ev="fatal", kind="import", error=f"{type(exc).__name__}: {exc}",
+                           tb=traceback.format_exc(), python=sys.executable)
+            os._exit(EXIT_IMPORT)
+        log_pipe = self.wire.capture_output()
+        if spec.get("role") == "workers":
+            self.servers.tagger_path = self.write_tagger()
+            self.zygote = self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
+        self.last_heard = time.monotonic()
+        threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
+        threading.Thread(target=self.read_stdin, daemon=True).start()
+        threading.Thread(target=self.watchdog, args=(float(spec.get("heartbeat", 30)),),
+                         daemon=True).start()
+        import platform
+        self.wire.emit(ev="hello", pid=os.getpid(), python=sys.executable,
+                       hostname=platform.node(),
+                       versions={"python": platform.python_version(),
+                                 "dask": dask.__version__,
+                                 "distributed": distributed.__version__})
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
+        asyncio.run(self.serve())
+        self.remove_tmpdir()
+        # Don't wait for the thread pools of distributed at interpreter exit.
+        os._exit(0)
+
+    def start_forkserver(self, close_fds: list[int]) -> int | None:
+        """Start the workers' forkserver now, so that the first worker forks at once.
+
+        Returns the pid of a forkserver forked from this interpreter, or None
+        when there is none (another start method, or multiprocessing's own
+        forkserver, which imports distributed again, as the fallback).
+        """
+        from distributed.utils import get_mp_context
+
+        # What distributed's forkserver would preload (distributed, numpy, ...)
+        # is imported here, once, and inherited by the fork.
+        if get_mp_context().get_start_method() != "forkserver":
             return None
-        except BaseException as exc:
-            self.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
-                      tb=traceback.format_exc())
-            return None
-        self.servers[name] = server
-        asyncio.ensure_future(self.watch(name, server))
-        return server
+        try:
+            pid = start_zygote(close_fds)
+        except OSError as exc:
+            self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
+                           line=f"sshdeploy agent: cannot fork the forkserver: {exc!r}")
+            pid = None
+        if pid is None:
+            from multiprocessing import forkserver
 
-    async def cmd_start_scheduler(self, msg: dict[str, Any]) -> None:
-        from distributed import Scheduler
-        from distributed.utils import import_term
+            try:
+                forkserver.ensure_running()
+            except Exception as exc:  # workers start it themselves, if they can
+                self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
+                               line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
+        return pid
 
-        cls = import_term(msg["cls"]) if msg.get("cls") else Scheduler
-        server = await self.start_server(msg, lambda kw: cls(**kw))
-        if server is None:
-            return
-        http = getattr(server, "http_server", None)
-        self.emit(ev="ready", name=msg.get("name", "scheduler"), address=server.address,
-                  pid=os.getpid(), dashboard_port=http.port if http is not None else None)
+    def make_tmpdir(self) -> None:
+        """Make our private temporary directory, for us and every child.
 
-    async def cmd_start_worker(self, msg: dict[str, Any]) -> None:
-        from distributed import Nanny
-        from distributed.utils import import_term
+        Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
+        socket, dask's scratch space, the tagger) goes there; it is removed
+        on every way out, so nothing of ours stays on the host's disk.
+        """
+        import tempfile
 
-        name = msg["name"]
+        self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")  # mode 0700
+        os.environ["TMPDIR"] = self.tmpdir
+        tempfile.tempdir = self.tmpdir
 
-        def make(kw: dict[str, Any]) -> Any:
-            cls = import_term(msg.get("cls") or "distributed.Nanny")
-            kw.setdefault("name", name)
-            if isinstance(cls, type) and issubclass(cls, Nanny):
-                import dask
-
-                # The worker process tags its output with its name (CHILD_TAGGER).
-                kw["env"] = {**(kw.get("env") or {}), "SSHDEPLOY_LABEL": name}
-                preload = kw.get("preload")
-                if preload is None:
-                    preload = dask.config.get("distributed.worker.preload")
-                if isinstance(preload, str):
-                    preload = [preload]
-                kw["preload"] = [self.tagger_path()] + list(preload or [])
-            server = cls(msg["scheduler"], **kw)
-            if msg.get("restart") is False and isinstance(server, Nanny):
-                # When its worker process dies, the Nanny closes instead of
-                # restarting it (and the controller hears "exited").
-                on_exit = server._on_worker_exit
-
-                async def no_restart(exitcode: Any) -> None:
-                    self.no_restarts(server)
-                    await on_exit(exitcode)
-
-                server._on_worker_exit = no_restart  # type: ignore[method-assign]
-            return server
-
-        server = await self.start_server(msg, make)
-        if server is None:
-            return
-        process = getattr(server, "process", None)
-        pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
-        address = getattr(server, "worker_address", None) or server.address
-        self.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
-
-    def tagger_path(self) -> str:
-        """Write the worker-side tagger once, as a file (a preload's text would be logged)."""
-        if self.tmpdir is None:
-            import tempfile
-            self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")
-        path = os.path.join(self.tmpdir, "sshdeploy_tagger.py")
-        if not os.path.exists(path):
-            with open(path, "w") as f:
-                f.write(CHILD_TAGGER)
+    def write_tagger(self) -> str:
+        """Write the worker-side tagger as a file (a preload's text would be logged)."""
+        assert self.tmpdir is not None
+        path = os.path.join(self.tmpdir, TAGGER_MODULE + ".py")
+        with open(path, "wb") as f:
+            f.write(self.tagger_source)
         return path
 
     def remove_tmpdir(self) -> None:
         if self.tmpdir is not None:
             import shutil
+
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
-
-    async def watch(self, name: str, server: Any) -> None:
-        await server.finished()
-        if name in self.servers and name not in self.stopping:
-            del self.servers[name]
-            self.emit(ev="exited", name=name, reason=f"closed by itself (status {server.status})")
-            if self.spec.get("role") == "scheduler":
-                await self.shutdown(5.0)
-                os._exit(0)
-
-    async def cmd_stop(self, msg: dict[str, Any]) -> None:
-        name = msg["name"]
-        server = self.servers.get(name)
-        if server is not None:
-            self.stopping.add(name)
-            await self.close_server(server, float(msg.get("timeout", 10)))
-            self.servers.pop(name, None)
-            self.stopping.discard(name)
-        self.emit(ev="stopped", name=name)
-
-    async def close_server(self, server: Any, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(server.close(), timeout)
-        except BaseException:
-            pass
-        process = getattr(getattr(server, "process", None), "process", None)
-        pid = getattr(process, "pid", None)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-    async def shutdown(self, timeout: float) -> None:
-        self.stopping.update(self.servers)
-        await asyncio.gather(*(self.close_server(s, timeout) for s in self.servers.values()),
-                             return_exceptions=True)
-        self.servers.clear()
-        self.shutting_down = True
-        prewarm = self.prewarm_thread
-        if prewarm is not None and prewarm.ident is not None:
-            await asyncio.get_running_loop().run_in_executor(None, prewarm.join, 5)
-        await asyncio.get_running_loop().run_in_executor(None, self.reap_group, 2.0)
-        self.remove_tmpdir()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.emit(ev="bye")
 
 
 def main() -> None:

@@ -19,6 +19,27 @@ from typing import Any, Literal
 
 import cloudpickle
 
+# The wire constants live in the agent (it cannot import them: it travels alone);
+# importing it is cheap, it imports only the standard library at top level.
+from .agent import EVENT as EVENT_MARK
+from .agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+
+__all__ = [
+    "EVENT_MARK",
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_NOT_FOUND",
+    "EXIT_SETUP_FAILED",
+    "LAUNCHER",
+    "AgentSpec",
+    "agent_source",
+    "build_command",
+    "build_probe_command",
+    "encode_kwargs",
+    "encode_message",
+    "stdin_preamble",
+    "tagger_source",
+]
+
 AgentRole = Literal["scheduler", "workers"]
 
 #: Read the agent's source from stdin (length-prefixed) and run it.
@@ -28,22 +49,17 @@ LAUNCHER = (
     '"sshdeploy-agent","exec"))'
 )
 
-#: Starts every event line the agent writes on stdout (see :mod:`sshdeploy.agent`).
-EVENT_MARK = b"\x1esshdeploy-event\x1f"
-
-#: Exit status the remote shell gives when the interpreter is not found.
-EXIT_NOT_FOUND = 127
-#: Exit status the remote shell gives when the interpreter exists but cannot run.
-EXIT_NOT_EXECUTABLE = 126
-#: Exit status of the remote shell when the ``setup`` command failed (a value
-#: the shell itself never uses).
-EXIT_SETUP_FAILED = 121
-
 
 @functools.lru_cache(maxsize=1)
 def agent_source() -> bytes:
     """Return the source of the remote agent, as sent to every host."""
     return (Path(__file__).with_name("agent.py")).read_bytes()
+
+
+@functools.lru_cache(maxsize=1)
+def tagger_source() -> bytes:
+    """Return the source of the worker-side output tagger (:mod:`sshdeploy.tagger`)."""
+    return (Path(__file__).with_name("tagger.py")).read_bytes()
 
 
 def build_command(python: str, setup: str | None = None) -> str:
@@ -127,9 +143,15 @@ class AgentSpec:
 
 
 def stdin_preamble(spec: AgentSpec) -> bytes:
-    """Return the bytes written first to the agent's stdin: its code, then its spec."""
-    source = agent_source()
-    return b"%d\n" % len(source) + source + spec.to_json().encode() + b"\n"
+    """Return the bytes written first to the agent's stdin: its code, the tagger's, its spec.
+
+    Each code block is length-prefixed (``b"<n>\\n"`` then n bytes): the
+    launcher reads the agent's, the agent reads the tagger's, then one JSON line.
+    """
+    out = b""
+    for source in (agent_source(), tagger_source()):
+        out += b"%d\n" % len(source) + source
+    return out + spec.to_json().encode() + b"\n"
 
 
 def encode_kwargs(kwargs: Mapping[str, Any]) -> str:

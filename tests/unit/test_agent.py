@@ -17,10 +17,12 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -467,3 +469,136 @@ def test_python_without_distributed_is_a_fatal_import_error(
     assert first["python"] == python
     assert "Traceback" in first["tb"]
     assert a.wait_exit(10) == 4
+
+
+# ------------------------------------------------------------------ private temp dir
+
+
+def agent_dirs(tmp: Path) -> list[str]:
+    return sorted(os.listdir(tmp))
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A TMPDIR short enough for multiprocessing's AF_UNIX socket paths (108 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="sdt-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_private_temp_dir_is_used_and_removed_on_shutdown(
+    agents: Callable[..., LocalAgent], tmp_path: Path
+) -> None:
+    a = agents(env={"TMPDIR": str(tmp_path)})
+    assert start_scheduler(a)["ev"] == "ready", a.summary()
+    (mine,) = agent_dirs(tmp_path)
+    assert mine.startswith("sshdeploy-agent-")
+    assert (tmp_path / mine).stat().st_mode & 0o777 == 0o700
+    # dask's scratch space went into it, not next to it
+    assert os.path.isdir(tmp_path / mine / "dask-scratch-space")
+    a.send(encode_message("shutdown", timeout=5))
+    a.ev("bye", timeout=20)
+    assert a.wait_exit(10) == 0
+    assert agent_dirs(tmp_path) == []
+
+
+def test_private_temp_dir_is_removed_on_eof_with_a_worker(
+    agents: Callable[..., LocalAgent], short_tmp: Path
+) -> None:
+    tmp_path = short_tmp
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    w = agents(role="workers", label="127.0.0.1", env={"TMPDIR": str(tmp_path)})
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    assert w.ev("ready", timeout=40)["name"] == "local-0"
+    (mine,) = agent_dirs(tmp_path)
+    # multiprocessing's pymp-* dirs are inside it
+    assert any(e.startswith("pymp-") for e in os.listdir(tmp_path / mine)), os.listdir(
+        tmp_path / mine)
+    w.close_stdin()
+    assert w.wait_exit(10) == 3
+    assert agent_dirs(tmp_path) == []
+
+
+def test_private_temp_dir_is_removed_on_sigterm(
+    agents: Callable[..., LocalAgent], tmp_path: Path
+) -> None:
+    a = agents(env={"TMPDIR": str(tmp_path)})
+    a.ev("hello")
+    assert len(agent_dirs(tmp_path)) == 1
+    os.kill(a.proc.pid, signal.SIGTERM)
+    assert a.wait_exit(10) == 3
+    assert agent_dirs(tmp_path) == []
+
+
+def test_private_temp_dir_is_removed_after_an_import_failure(
+    agents: Callable[..., LocalAgent], tmp_path: Path
+) -> None:
+    # -S: no site-packages, so neither dask nor distributed can be imported
+    wrapper = tmp_path / "bare-python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    wrapper.chmod(0o755)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    a = agents(python=str(wrapper), env={"TMPDIR": str(tmp)})
+    first = a.next(30)
+    assert first is not None and first["ev"] == "fatal", a.summary()
+    assert a.wait_exit(10) == 4
+    assert agent_dirs(tmp) == []
+
+
+# ------------------------------------------------------------------ one import per host
+
+
+def ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_workers_fork_from_a_forkserver_forked_from_the_agent(
+    agents: Callable[..., LocalAgent],
+) -> None:
+    """No second interpreter imports distributed: the forkserver is the agent's own fork."""
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    w = agents(role="workers", label="127.0.0.1")
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    up = w.ev("ready", timeout=40)
+    zygote = ppid(up["pid"])
+    assert zygote != w.proc.pid and ppid(zygote) == w.proc.pid
+    cmdline = Path(f"/proc/{zygote}/cmdline").read_bytes()
+    assert cmdline == Path(f"/proc/{w.proc.pid}/cmdline").read_bytes()
+    assert b"forkserver" not in cmdline
+    # it holds none of the channel's ends (stdin, the protocol fd): they close with the agent
+    assert os.readlink(f"/proc/{zygote}/fd/0") == "/dev/null"
+    channel = {os.readlink(f"/proc/{w.proc.pid}/fd/0"), os.readlink(f"/proc/{w.proc.pid}/fd/3")}
+    assert all(c.startswith("pipe:") for c in channel), channel
+    zygote_fds = {os.readlink(f"/proc/{zygote}/fd/{fd}") for fd in os.listdir(f"/proc/{zygote}/fd")}
+    assert not channel & zygote_fds, (channel, zygote_fds)
+    # the worker runs and is tagged as usual
+    w.saw(lambda e: e.get("ev") == "log" and e.get("src") == "local-0"
+          and "Start worker at:" in e["line"], 15)
+    w.send(encode_message("shutdown", timeout=5))
+    w.ev("bye", timeout=20)
+    assert w.wait_exit(10) == 0
+    wait_until(lambda: not live_members(w.pgid), 5, "the forkserver outlived its agent")
+
+
+def test_spawn_start_method_starts_no_forkserver(agents: Callable[..., LocalAgent]) -> None:
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    w = agents(role="workers", label="127.0.0.1", mp_method="spawn")
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 60)
+    assert up["ev"] == "ready", w.summary()
+    assert ppid(up["pid"]) == w.proc.pid  # spawned by the Nanny, in the agent
+    cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in live_members(w.pgid)]
+    assert not any(b"forkserver" in c for c in cmdlines)
+    w.send(encode_message("shutdown", timeout=5))
+    w.ev("bye", timeout=20)
+    assert w.wait_exit(10) == 0

@@ -18,6 +18,7 @@ import pytest
 from sshdeploy.remote import local_versions
 
 from sshdeploy import agent as agent_module
+from sshdeploy import tagger as tagger_module
 from sshdeploy.bootstrap import (
     EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
@@ -31,6 +32,7 @@ from sshdeploy.bootstrap import (
     encode_kwargs,
     encode_message,
     stdin_preamble,
+    tagger_source,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -207,13 +209,25 @@ def test_spec_to_json() -> None:
     assert "\n" not in AgentSpec(role="scheduler", label="a\nb").to_json()
 
 
-def test_stdin_preamble_is_length_prefixed_source_then_spec() -> None:
+def test_stdin_preamble_is_length_prefixed_agent_and_tagger_then_spec() -> None:
     spec = AgentSpec(role="scheduler", label="scheduler node1")
     data = stdin_preamble(spec)
     first, rest = data.split(b"\n", 1)
     n = int(first)
     assert rest[:n] == agent_source() == Path(agent_module.__file__).read_bytes()
-    assert rest[n:] == spec.to_json().encode() + b"\n"
+    second, rest = rest[n:].split(b"\n", 1)
+    m = int(second)
+    assert rest[:m] == tagger_source() == Path(tagger_module.__file__).read_bytes()
+    assert rest[m:] == spec.to_json().encode() + b"\n"
+
+
+def test_wire_constants_have_one_home() -> None:
+    assert EVENT_MARK is agent_module.EVENT
+    assert tagger_module.TAG == agent_module.TAG
+    assert tagger_module.MODULE == agent_module.TAGGER_MODULE
+    assert (EXIT_SETUP_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND) == (
+        agent_module.EXIT_SETUP_FAILED, agent_module.EXIT_NOT_EXECUTABLE,
+        agent_module.EXIT_NOT_FOUND)
 
 
 # ------------------------------------------------------------------ messages
@@ -239,7 +253,7 @@ def test_encode_message_round_trips_pickled_kwargs() -> None:
     msg = json.loads(raw)
     assert (msg["cmd"], msg["name"], msg["scheduler"]) == ("start_worker", "node2-0", "tcp://h:1")
     # what the agent does with "kw" (it has only the standard library's pickle)
-    back = agent_module.Agent.kwargs(msg)
+    back = agent_module.decode_kwargs(msg)
     assert back["nested"] == {"a": [1, 2]} and back["host"] == "127.0.0.1"
     assert back["obj"].v == 7 and back["fn"](1) == 2
     assert cloudpickle.loads(base64.b64decode(encode_kwargs({"x": 1}))) == {"x": 1}

@@ -1,0 +1,102 @@
+"""Nothing of ours stays on the hosts' disks: every agent cleans its private temp dir.
+
+The bed's hosts share this machine's file system, and other test runs write
+to /tmp at the same time, so each test points the remote ``TMPDIR`` (through
+the setup command) at a directory of its own, where the agents make their
+private temp dirs, and checks that the directory is empty afterwards. Without
+the private dir, multiprocessing's ``pymp-*`` dirs and dask's scratch space
+would stay there.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+import sshdeploy
+from sshdeploy import testbed
+from sshdeploy.cluster import SSHCluster
+
+n1, n2, n3 = testbed.host_names(3, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def tree(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+@pytest.fixture
+def remote_tmp() -> Iterator[tuple[Path, str]]:
+    """A fresh directory and the setup command that makes it the remote TMPDIR.
+
+    Short: multiprocessing's socket paths under it must fit AF_UNIX's 108 bytes.
+    """
+    d = Path(tempfile.mkdtemp(prefix="sdt "))
+    yield d, f"export TMPDIR={shlex.quote(str(d))}"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_start_stop_cycles_leave_the_temp_dir_as_it_was(
+    bed: testbed.Bed, remote_tmp: tuple[Path, str]
+) -> None:
+    d, setup = remote_tmp
+    for _cycle in range(3):
+        with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(), setup=setup,
+                        worker_options={"n_workers": 2}) as cluster, Client(cluster) as client:
+            client.wait_for_workers(4, timeout=60)
+            assert client.submit(lambda: 1 + 1).result(timeout=30) == 2
+            # while running, each agent keeps its things in one private dir
+            entries = os.listdir(d)
+            assert entries and all(e.startswith("sshdeploy-agent-") for e in entries), entries
+            assert all((d / e).stat().st_mode & 0o777 == 0o700 for e in entries)
+        testbed.wait_until(lambda: os.listdir(d) == [], 10, f"{d} to be empty after close")
+
+
+def test_sigkill_of_the_controller_leaves_the_temp_dir_as_it_was(
+    bed: testbed.Bed, tmp_path: Path, remote_tmp: tuple[Path, str]
+) -> None:
+    d, setup = remote_tmp
+    script = tmp_path / "controller.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            from distributed import Client
+            from sshdeploy.cluster import SSHCluster
+            cluster = SSHCluster({[n1, n2, n3]!r},
+                                 connect_options={bed.connect_options()!r},
+                                 setup={setup!r}, worker_options={{"n_workers": 2}})
+            Client(cluster).wait_for_workers(4, timeout=60)
+            print("READY", flush=True)
+            time.sleep(600)
+            """
+        )
+    )
+    # This tree's sshdeploy, not an installed one (the script's directory comes first).
+    env = {**os.environ, "PYTHONPATH": str(Path(sshdeploy.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        assert os.listdir(d), "the agents should have made their temp dirs"
+    finally:
+        proc.kill()
+        proc.wait()
+    start = time.monotonic()
+    testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 10,
+                       "remote processes to stop after SIGKILL")
+    testbed.wait_until(lambda: os.listdir(d) == [], max(1.0, start + 10 - time.monotonic()),
+                       f"{d} to be empty after the controller was killed: {tree(d)}")
