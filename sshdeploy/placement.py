@@ -157,30 +157,46 @@ def worker_name(host: Host, index: int) -> str:
     return f"{host.hostname}-{index}"
 
 
-def canonical(host: Host, options: Mapping[str, Any] | None = None) -> Host:
-    """Write a host the one way that makes its spellings one host (one connection, one agent).
+def identity(host: Host, options: Mapping[str, Any] | None = None) -> HostKey:
+    """Return who and where a host entry connects to, however it is written.
 
-    A user equal to the default (``username`` in *options*, else this
-    machine's user) and port 22 are dropped, unless an SSH config file may
+    A missing user is the default one (``username`` in *options*, else this
+    machine's user) and a missing port is 22, unless an SSH config file may
     give the host another port.
 
     Examples
     --------
     >>> import getpass
-    >>> canonical(Host("node2", user=getpass.getuser(), port=22), {"config": []}).key
-    (None, 'node2', None)
-    >>> canonical(Host("node2", user="someone-else")).key
-    ('someone-else', 'node2', None)
+    >>> me = getpass.getuser()
+    >>> identity(Host("node2"), {"config": []}) == identity(Host("node2", me, 22), {"config": []})
+    True
+    >>> identity(Host("node2", user="someone-else"))[0]
+    'someone-else'
     """
     opts = options or {}
-    default_user = opts.get("username") or getpass.getuser()
-    user = None if host.user == default_user else host.user
+    user = host.user or opts.get("username") or getpass.getuser()
     config = opts.get("config", os.path.expanduser("~/.ssh/config"))
     has_config = bool(config) and (not isinstance(config, str) or os.path.exists(config))
-    port = None if host.port == 22 and not has_config and "port" not in opts else host.port
-    if (user, port) == (host.user, host.port):
-        return host
-    return replace(host, user=user, port=port)
+    port = host.port or opts.get("port") or (None if has_config else 22)
+    return (user, host.hostname, port)
+
+
+def same_spelling(hosts: Sequence[Host], options: Sequence[Mapping[str, Any] | None]) -> list[Host]:
+    """Write every entry of one host as its first entry does (one connection, one agent).
+
+    Examples
+    --------
+    >>> import getpass
+    >>> hs = same_spelling([Host("a"), Host("a", getpass.getuser(), 22)], [{"config": []}] * 2)
+    >>> [h.key for h in hs]
+    [(None, 'a', None), (None, 'a', None)]
+    """
+    first: dict[HostKey, Host] = {}
+    out = []
+    for h, opts in zip(hosts, options, strict=True):
+        seen = first.setdefault(identity(h, opts), h)
+        out.append(h if seen is h else replace(h, user=seen.user, port=seen.port))
+    return out
 
 
 def place(
@@ -218,7 +234,7 @@ def place(
     pythons = per_host(remote_python, len(hs), "remote_python")
     copts = per_host(connect_options, len(hs), "connect_options")
     default_python = sys.executable
-    hs = [canonical(h, opts) for h, opts in zip(hs, copts, strict=True)]
+    hs = same_spelling(hs, copts)
     # A host's connect options: the last entry of that host that gives some.
     options: dict[HostKey, Mapping[str, Any] | None] = {}
     for h, opts in zip(hs, copts, strict=True):

@@ -40,7 +40,7 @@ from sshdeploy.bootstrap import (
     encode_message,
     stdin_preamble,
 )
-from sshdeploy.channel import local_versions
+from sshdeploy.versions import local_versions
 
 pytestmark = pytest.mark.timeout(60)
 

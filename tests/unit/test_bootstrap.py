@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from sshdeploy.remote import local_versions
+from sshdeploy.versions import local_versions
 
 from sshdeploy import agent as agent_module
 from sshdeploy import tagger as tagger_module
