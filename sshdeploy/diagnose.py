@@ -1,19 +1,15 @@
-"""Why a connection cannot be made, said so that a user can act on it: no network I/O
-except the one check of a jump host, made only after a connection through it failed.
+"""Why a connection cannot be made, said so that a user can act on it. No network I/O.
 
 - :func:`build_options` checks what can be checked before connecting (keywords,
   key files and their permissions, the known_hosts file).
 - :func:`classify` turns an exception of ``asyncssh.connect`` into an error
   naming the host, the cause and the remedy; a host key that *changed* is
   told apart from an unknown one.
-- :func:`diagnose_tunnel` says whether a failure through a jump host was the
-  jump host's or the target's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import socket
 import stat
@@ -27,10 +23,8 @@ from .errors import (
     ConfigError,
     ConnectError,
     HostError,
-    HostfileError,
     HostKeyError,
 )
-from .hosts import parse_host
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -162,38 +156,3 @@ def classify(
             remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
         )
     return ConnectError(host=where, cause=f"{type(exc).__name__}: {cause}")
-
-
-async def diagnose_tunnel(where: str, kw: Mapping[str, Any], err: HostError) -> HostError:
-    """A connection through a jump host failed: say whether the jump host was at fault.
-
-    Connects to the jump host alone (bounded by the connect timeout): if that
-    fails too, the error names the jump host and why.
-    """
-    tunnel = kw.get("tunnel")
-    if not isinstance(tunnel, str):
-        return err
-    try:
-        hop = parse_host(tunnel, path="tunnel")
-    except HostfileError:
-        return err  # e.g. a comma-separated chain: asyncssh's own words stand
-    direct = {k: v for k, v in kw.items() if k not in ("tunnel", "host", "port", "username")}
-    direct["host"] = hop.hostname
-    if hop.port:
-        direct["port"] = hop.port
-    if hop.user:
-        direct["username"] = hop.user
-    try:
-        conn = await asyncssh.connect(**direct)
-    except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-        jump = classify(tunnel, exc, direct)
-        ssh = f"ssh {'-p ' + str(hop.port) + ' ' if hop.port else ''}" + (
-            f"{hop.user}@{hop.hostname}" if hop.user else hop.hostname)
-        return type(jump)(
-            host=where, what=f"cannot connect through the jump host {tunnel}",
-            cause=f"the jump host itself failed: {jump.what}: {jump.cause}",
-            role=jump.role, remedy=f"Fix the jump host first (`{ssh} true`). " + jump.remedy,
-        )
-    conn.close()
-    return dataclasses.replace(err, cause=f"{err.cause} (seen from the jump host {tunnel}, "
-                                          "which works)")

@@ -66,8 +66,11 @@ def advertise(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_advertised(kwargs: Mapping[str, Any], address: str) -> dict[str, Any]:
+def resolve_advertised(kwargs: Mapping[str, Any], address: str | None) -> dict[str, Any]:
     """Replace :data:`ADVERTISED` by the address the host was reached at.
+
+    Without one (a ProxyCommand), the process chooses its own address:
+    the name the controller used may not resolve on the hosts.
 
     Examples
     --------
@@ -76,7 +79,10 @@ def resolve_advertised(kwargs: Mapping[str, Any], address: str) -> dict[str, Any
     """
     out = dict(kwargs)
     if out.get("host") is ADVERTISED:
-        out["host"] = address
+        if address:
+            out["host"] = address
+        else:
+            del out["host"]
     return out
 
 

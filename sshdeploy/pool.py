@@ -11,6 +11,8 @@ names the host and says what to do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import logging
 import random
 from collections.abc import Mapping
@@ -19,9 +21,9 @@ from typing import Any
 
 import asyncssh
 
-from .diagnose import build_options, classify, diagnose_tunnel
-from .errors import ConnectError
-from .hosts import Host
+from .diagnose import build_options, classify
+from .errors import ConnectError, HostError, HostfileError
+from .hosts import Host, parse_host
 from .placement import HostKey
 from .settings import Settings
 
@@ -85,6 +87,16 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
+def _ip_address(peer: Any) -> str | None:
+    """The IP address of a peer name, or None (a proxy command, a name through a tunnel)."""
+    if not peer:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(peer[0]).split("%")[0]))
+    except ValueError:
+        return None
+
+
 #: Keywords of asyncssh.connect itself: given again with the built options,
 #: since connect() would otherwise reset them to their defaults.
 _CONNECT_ARGS = ("host", "port", "tunnel", "family", "flags", "local_addr", "sock", "config")
@@ -104,14 +116,15 @@ class Connection:
         ``user@host:port`` as shown to users.
     conn : asyncssh.SSHClientConnection
         The connection; every remote process of this host is a channel of it.
-    address : str
-        The IP address the controller reached the host by (its advertised
-        address unless the user says otherwise).
+    address : str or None
+        The IP address the controller reached the host at (its advertised
+        address unless the user says otherwise); None when there is none to
+        see (a ProxyCommand): the remote processes then choose their own.
     """
 
     host: str
     conn: asyncssh.SSHClientConnection
-    address: str
+    address: str | None
 
 
 @dataclass
@@ -204,29 +217,60 @@ class HostPool:
         kw = self.kwargs(host)
         where = _display(kw)
         options = self.prepare(host)
+        extra: dict[str, Any] = {}
+        if isinstance(kw.get("tunnel"), str):
+            extra["tunnel"] = await self._jump(host, kw, where)
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.parallelism)
         delay = 0.2
         for attempt in range(1, self.attempts + 1):
             async with self._sem:
                 try:
-                    conn = await asyncssh.connect(options=options, **_connect_args(kw))
+                    conn = await asyncssh.connect(
+                        options=options, **{**_connect_args(kw), **extra}
+                    )
                 except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
                     if attempt < self.attempts and _transient(exc):
                         logger.debug("%s: transient connect failure (%s), retrying", where, exc)
                     else:
                         err = classify(where, exc, kw)
-                        if kw.get("tunnel"):
-                            err = await diagnose_tunnel(where, kw, err)
+                        if "tunnel" in extra:
+                            err = dataclasses.replace(
+                                err, cause=f"{err.cause} (seen from the jump host "
+                                f"{kw['tunnel']}, which works)")
                         raise err from exc
                 else:
-                    peer = conn.get_extra_info("peername")
-                    address = peer[0] if peer else str(kw["host"])
+                    address = _ip_address(conn.get_extra_info("peername"))
                     logger.debug("%s: connected (%s)", where, address)
                     return Connection(host=where, conn=conn, address=address)
             await asyncio.sleep(delay * (1 + random.random()))
             delay *= 2
         raise ConnectError(host=where, cause="gave up")  # pragma: no cover - loop returns
+
+    async def _jump(self, host: Host, kw: Mapping[str, Any], where: str) -> Any:
+        """Open (or share) the connection to *host*'s jump host, with the same credentials.
+
+        asyncssh would open a jump host given as a string with ~/.ssh defaults
+        only; as a pooled host it gets the keys and known_hosts given here,
+        one connection however many hosts it leads to, and errors that name it.
+        """
+        tunnel = str(kw["tunnel"])
+        try:
+            hop = parse_host(tunnel, path="tunnel")
+        except HostfileError:
+            return tunnel  # a chain of jumps: asyncssh opens it itself
+        if hop.key not in self._per_host:
+            given = self._per_host.get(host.key, self.connect_options) or {}
+            self.set_options(hop, {k: v for k, v in given.items()
+                                   if k not in ("tunnel", "port", "username")})
+        try:
+            return (await self.get(hop)).conn
+        except HostError as err:
+            raise type(err)(
+                host=where, what=f"cannot connect through the jump host {tunnel}",
+                cause=f"the jump host itself failed: {err.what}: {err.cause}",
+                role=err.role, remedy=f"Fix the jump host first: {err.remedy}",
+            ) from err
 
     async def close(self) -> None:
         """Close every connection (their remote processes see EOF and stop)."""

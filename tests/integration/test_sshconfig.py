@@ -145,12 +145,6 @@ def test_python_alias_and_proxyjump_from_the_config(bed: testbed.Bed, ssh_home: 
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="sshdeploy.pool: a connection without a peer address (ProxyCommand) falls back "
-    "to the alias (`address = peer[0] if peer else kw['host']`), which the scheduler then "
-    "gets as --host and cannot resolve (gaierror)",
-)
 def test_python_proxycommand_alias_is_not_advertised(
     bed: testbed.Bed, ssh_home: SSHHome
 ) -> None:
@@ -297,13 +291,6 @@ def test_cli_jump_host_with_keys_from_home(
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(
-    strict=True,
-    reason="--jump-host ignores --ssh-private-key and --known-hosts: cliargs passes the jump "
-    "host as a string `tunnel=`, and asyncssh opens that hop with ~/.ssh defaults only "
-    "(the jump host's key is 'not trusted', or its login denied, and the error names the "
-    "target host, not the jump host)",
-)
 def test_cli_jump_host_with_only_command_line_credentials(
     bed: testbed.Bed, tmp_path: Path
 ) -> None:
