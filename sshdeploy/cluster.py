@@ -220,6 +220,9 @@ class SSHCluster(SpecCluster):
             if isinstance(cause, SSHDeployError):
                 raise cause from None
             raise
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            self._log(fwd.reason)
 
     async def _correct_state_internal(self) -> None:
         try:

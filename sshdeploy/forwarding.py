@@ -55,11 +55,14 @@ class Forwarding:
         The scheduler's address as the controller uses it (``tls://127.0.0.1:PORT``).
     dashboard_port : int or None
         The local port of the dashboard, if it has one.
+    reason : str
+        Why the scheduler is reached this way (one line for the logs).
     """
 
     address: str
     dashboard_port: int | None
     _listeners: list[asyncssh.SSHListener]
+    reason: str = ""
 
     def close(self) -> None:
         """Close the local ports."""

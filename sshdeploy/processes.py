@@ -160,10 +160,10 @@ class RemoteScheduler(ProcessInterface):
         assert ch.connection is not None
         self.forwarding = await forward(ch.connection.conn, self.address, self.dashboard_port)
         self.external_address = self.forwarding.address
-        logger.info(
-            "[%s] scheduler %s is %s; reaching it through SSH at %s", ch.where, self.address,
-            "forwarded as asked" if self.forward else "not reachable from here",
-            self.external_address,
+        self.forwarding.reason = (
+            f"[{ch.where}] scheduler {self.address} is "
+            f"{'forwarded as asked' if self.forward else 'not reachable from here'}; "
+            f"reaching it through SSH at {self.external_address}"
         )
 
     async def close(self) -> None:

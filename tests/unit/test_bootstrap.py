@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from sshdeploy.versions import local_versions
 
 from sshdeploy import agent as agent_module
 from sshdeploy import tagger as tagger_module
@@ -34,6 +33,7 @@ from sshdeploy.bootstrap import (
     stdin_preamble,
     tagger_source,
 )
+from sshdeploy.versions import local_versions
 
 pytestmark = pytest.mark.timeout(30)
 
