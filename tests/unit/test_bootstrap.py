@@ -24,6 +24,7 @@ from sshdeploy.bootstrap import (
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     LAUNCHER,
+    PROBE,
     AgentSpec,
     agent_source,
     build_command,
@@ -280,6 +281,43 @@ def test_probe_reports_missing_distributed(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["error"].startswith("ModuleNotFoundError: ")
     assert set(data["versions"]) == {"python"}
+
+
+def test_probe_reads_versions_without_importing_the_packages(tmp_path: Path) -> None:
+    """The default probe finds the packages and reads their metadata; the deep one imports."""
+    shadow = tmp_path / "shadow"
+    (shadow / "distributed").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (shadow / "distributed" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n__version__ = 'shadow'\n")
+    setup = f"export PYTHONPATH={shlex.quote(str(shadow))}"
+    cheap = run_sh(build_probe_command(sys.executable, setup))
+    assert json.loads(cheap.stdout) == {"python": sys.executable, "versions": local_versions(),
+                                        "error": None}
+    assert not marker.exists()
+    deep = run_sh(build_probe_command(sys.executable, setup, deep=True))
+    assert json.loads(deep.stdout)["versions"]["distributed"] == "shadow"
+    assert marker.exists()
+
+
+def test_probe_without_metadata_imports_the_package_for_its_version(tmp_path: Path) -> None:
+    # a source checkout on the path: code but no dist-info
+    shadow = tmp_path / "shadow"
+    (shadow / "nometa").mkdir(parents=True)
+    (shadow / "nometa" / "__init__.py").write_text("__version__ = '9.9'\n")
+    probe = PROBE.replace("('dask','distributed')", "('dask','nometa')")
+    assert probe != PROBE
+    result = run_sh(f"PYTHONPATH={shlex.quote(str(shadow))} exec {shlex.quote(sys.executable)} "
+                    f"-c {shlex.quote(probe)}")
+    data = json.loads(result.stdout)
+    assert data["error"] is None and data["versions"]["nometa"] == "9.9"
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_both_probes_print_the_same_shape(deep: bool) -> None:
+    result = run_sh(build_probe_command(sys.executable, deep=deep))
+    assert json.loads(result.stdout) == {"python": sys.executable, "versions": local_versions(),
+                                         "error": None}
 
 
 def test_probe_with_setup() -> None:
