@@ -163,11 +163,8 @@ def serve(
     console: Console,
     err_console: Console,
     log_directory: str | None = None,
-    cluster_class: Callable[..., Any] | None = None,
-    stop: _Stop | None = None,
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
-    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
 
@@ -178,17 +175,11 @@ def serve(
         Where the banner and remote lines / messages and warnings go.
     log_directory : str, optional
         Controller directory for one log file per label.
-    cluster_class : callable, optional
-        Default :class:`~sshdeploy.cluster.SSHCluster`; tests pass a fake.
-    stop : _Stop, optional
-        The signal handler; tests pass one and set its event.
     poll_interval : float
         Seconds between checks of the scheduler's status.
     close_timeout : float
         Seconds the cluster is given to close; after that ``dask-ssh`` gives
         up and exits 1 (the remote agents stop when their connection drops).
-    clock : callable
-        For the summary's duration.
 
     Returns
     -------
@@ -201,12 +192,11 @@ def serve(
     SSHDeployError
         If the cluster cannot start.
     """
-    factory = SSHCluster if cluster_class is None else cluster_class
-    stop = stop or _Stop(err_console)
+    stop = _Stop(err_console)
     where = args.hosts[0].display()
     with _remote_logging(console, err_console, log_directory) as remote_log, \
             _signal_handlers(stop):
-        cluster = factory(**args.kwargs())
+        cluster = SSHCluster(**args.kwargs())
         try:
             by_host = _workers_by_host(cluster)
             display.print_banner(
@@ -233,9 +223,9 @@ def serve(
                 err_console.print("last scheduler output:")
                 for line in tail:
                     err_console.print("  " + line)
-        started = clock()
+        started = time.monotonic()
         error = _close(cluster, close_timeout)
-        elapsed = clock() - started
+        elapsed = time.monotonic() - started
     if error is not None:
         err_console.print(
             f"dask-ssh: the cluster did not stop cleanly within {close_timeout:.0f} s "

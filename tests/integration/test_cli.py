@@ -25,6 +25,7 @@ import pytest
 from distributed import Client
 
 from sshdeploy import testbed
+from sshdeploy.errors import HostfileError
 
 # Not 8786: SSHCluster's default scheduler port, used by tests that may run
 # at the same time on the shared bed.
@@ -329,7 +330,7 @@ def test_bad_hostfile_line(
     n1, n2, n3 = names(bed)
     path = hostfile(tmp_path, n1, f"{n2} slots=many", n3)
     run = dask_ssh("--hostfile", path)
-    assert run.finish(30) == 1, run.describe()
+    assert run.finish(30) == getattr(HostfileError, "exit_code", 1), run.describe()
     # Line 1 is the comment written by hostfile(); the bad line is line 3.
     assert f"{path}:3:" in run.stderr, run.describe()
     assert "Traceback" not in run.own_output, run.describe()
