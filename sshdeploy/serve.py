@@ -20,10 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
@@ -44,30 +43,32 @@ _STOPPED_STATES = frozenset({"closing", "closed", "failed"})
 
 
 class _Stop:
-    """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once."""
+    """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once.
 
-    def __init__(self, console: Console, exit_now: Callable[[int], Any] = os._exit) -> None:
+    A signal handler only records (distributed's ``_signals.py``: "Do not log
+    or print anything in here"); the wait loop of :func:`serve` says what
+    happened. The second signal cannot wait for that loop, so it writes one
+    fixed line straight to file descriptor 2 (``os.write``, safe in a handler)
+    and exits with status 130.
+    """
+
+    def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
-        self._console = console
-        self._exit_now = exit_now
 
     def __call__(self, signum: int, frame: FrameType | None = None) -> None:
         if self.event.is_set():
-            self._console.print("dask-ssh: second interrupt, exiting now")
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # pragma: no cover - closed stream
-                    pass
-            self._exit_now(130)
-            return
+            _write_stderr(b"dask-ssh: second interrupt, exiting now\n")
+            os._exit(130)
         self.signum = signum
         self.event.set()
-        self._console.print(
-            f"dask-ssh: {signal.Signals(signum).name} received, stopping the cluster "
-            "(again to exit at once)"
-        )
+
+
+def _write_stderr(data: bytes) -> None:
+    try:
+        os.write(2, data)
+    except OSError:  # stderr closed: nothing to tell
+        pass
 
 
 @contextmanager
@@ -192,7 +193,7 @@ def serve(
     SSHDeployError
         If the cluster cannot start.
     """
-    stop = _Stop(err_console)
+    stop = _Stop()
     where = args.hosts[0].display()
     with _remote_logging(console, err_console, log_directory) as remote_log, \
             _signal_handlers(stop):
@@ -212,6 +213,11 @@ def serve(
                 if _scheduler_gone(cluster):
                     scheduler_died = True
                     break
+            if stop.signum is not None:
+                err_console.print(
+                    f"dask-ssh: {signal.Signals(stop.signum).name} received, stopping the "
+                    "cluster (again to exit at once)"
+                )
             by_host = _workers_by_host(cluster) or by_host
         except BaseException:
             _close(cluster, close_timeout)

@@ -756,13 +756,25 @@ def test_sigterm_stops_cluster() -> None:
     assert "stopped 1 worker on 1 host and the scheduler" in result.output
 
 
-def test_second_signal_exits_at_once() -> None:
-    exits: list[int] = []
-    stop = serve._Stop(cli.display.make_console(open(os.devnull, "w")), exit_now=exits.append)
-    stop(signal.SIGINT)
-    assert stop.event.is_set() and exits == []
-    stop(signal.SIGINT)
-    assert exits == [130]
+def test_signal_handler_only_records_and_a_second_signal_exits_130() -> None:
+    import subprocess
+
+    code = (
+        "import os, signal, sys\n"
+        "from sshdeploy.serve import _Stop\n"
+        "stop = _Stop()\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "assert stop.event.is_set() and stop.signum == signal.SIGINT\n"
+        "sys.stdout.write('first recorded\\n'); sys.stdout.flush()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.stdout.write('not reached\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[2])
+    assert done.returncode == 130, done
+    assert done.stdout == "first recorded\n"
+    assert done.stderr == "dask-ssh: second interrupt, exiting now\n"
 
 
 def test_scheduler_death_exits_1_with_its_last_lines() -> None:
