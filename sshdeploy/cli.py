@@ -8,9 +8,13 @@ them into :class:`SSHCluster` arguments, so every option can be unit-tested;
 :func:`~sshdeploy.serve.serve` runs a cluster until a signal or the
 scheduler's death; the printing lives in :mod:`sshdeploy.display`.
 
-Exit status: 0 after a signal, 1 for a failure sshdeploy diagnosed
-(:class:`~sshdeploy.errors.SSHDeployError`, a failed ``--check``, the
-scheduler dying), 2 for a usage error, 130 for a second Ctrl-C.
+Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP), 1 for a failure
+sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`, a failed
+``--check``, the scheduler dying), 2 for a usage error, 130 for a second
+Ctrl-C, 141 (128 + SIGPIPE, what a tool killed by SIGPIPE returns, so that
+``set -o pipefail`` sees the cut) when stdout's reader went away
+(``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
+more is printed.
 """
 
 from __future__ import annotations
@@ -222,6 +226,8 @@ def main(ctx: click.Context, **options: Any) -> None:
     except KeyboardInterrupt:
         err_console.print("dask-ssh: interrupted")
         code = 130
+    if code == 0 and display.output_closed(console):
+        code = 141
     ctx.exit(code)
 
 
@@ -231,7 +237,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     args = build_cluster_args(opts)
     if opts.dry_run:
         plans = SSHCluster.remote_commands(**args.kwargs())
-        display.print_plan(console, plans)
+        display.print_plan(console, plans, env=args.env)
         return 0
     if opts.insecure_skip_host_key_check:  # only once the run goes ahead and connects
         err_console.print(

@@ -25,6 +25,8 @@ import errno
 import logging
 import os
 import re
+import select
+import shlex
 import sys
 import threading
 import zlib
@@ -45,6 +47,7 @@ __all__ = [
     "format_remote_line",
     "log_file_name",
     "make_console",
+    "mask_env",
     "output_closed",
     "print_banner",
     "print_check_table",
@@ -124,6 +127,24 @@ class GuardedStream:
         finally:
             os.close(devnull)
 
+    def reader_gone(self) -> bool:
+        """Whether the reader has gone, asking the OS without writing anything.
+
+        A pipe whose reading end is closed reports POLLERR and a hung-up
+        terminal POLLHUP, so an idle ``dask-ssh ... | head -3`` notices too.
+        """
+        if not self.closed_by_reader.is_set():
+            try:
+                fd = self.stream.fileno()
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                events = poller.poll(0)
+            except (OSError, ValueError, AttributeError):  # no file descriptor: a StringIO
+                return False
+            if any(flags & (select.POLLERR | select.POLLHUP) for _, flags in events):
+                self._gone(BrokenPipeError(errno.EPIPE, "reader gone"))
+        return self.closed_by_reader.is_set()
+
     def isatty(self) -> bool:
         """Whether the stream is a terminal (False once it has gone)."""
         if self.closed_by_reader.is_set():
@@ -149,7 +170,7 @@ _READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.ENXIO}
 def output_closed(console: Console) -> bool:
     """Whether the reader of *console*'s stream has gone (see :class:`GuardedStream`)."""
     stream = console.file
-    return isinstance(stream, GuardedStream) and stream.closed_by_reader.is_set()
+    return isinstance(stream, GuardedStream) and stream.reader_gone()
 
 
 def make_console(stream: IO[str] | None = None, *, width: int | None = None) -> Console:
@@ -462,7 +483,39 @@ def print_banner(
         console.print(line)
 
 
-def print_plan(console: Console, plans: Iterable[Any]) -> None:
+#: What ``--dry-run`` shows instead of an ``--env`` value.
+MASK = "***"
+
+
+def mask_env(text: str, env: Mapping[str, str]) -> str:
+    """Replace the value of every ``KEY=value`` of *env* in *text* by :data:`MASK`.
+
+    Plain and shell-quoted spellings are both masked; the names stay.
+
+    Examples
+    --------
+    >>> mask_env("export TOKEN='s3 cret' A=1; run", {"TOKEN": "s3 cret", "A": "1"})
+    'export TOKEN=*** A=***; run'
+    """
+    for key, value in env.items():
+        for spelled in {value, shlex.quote(value), repr(value)}:
+            text = text.replace(f"{key}={spelled}", f"{key}={MASK}")
+    return text
+
+
+def _shown_options(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    parts = []
+    for key, value in options.items():
+        if isinstance(value, Mapping) and (key == "env" or (env and set(value) <= set(env))):
+            value = {k: MASK for k in value}
+        text = f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+        parts.append(mask_env(text, env))
+    return " ".join(parts)
+
+
+def print_plan(
+    console: Console, plans: Iterable[Any], env: Mapping[str, str] | None = None
+) -> None:
     """Print what ``--dry-run`` would start: per host, role, names, Python, command.
 
     Parameters
@@ -470,21 +523,26 @@ def print_plan(console: Console, plans: Iterable[Any]) -> None:
     console : rich.console.Console
     plans : iterable of RemotePlan
         Objects with ``host``, ``role``, ``names``, ``python``, ``command``
-        and ``options`` attributes (see ``SSHCluster.plan``).
+        and ``options`` attributes (see ``SSHCluster.remote_commands``).
+    env : Mapping[str, str], optional
+        The ``--env`` variables: their names are shown, their values masked
+        (``TOKEN=***``) wherever they appear as ``KEY=value``.
 
     Examples
     --------
     >>> import io, types
     >>> buf = io.StringIO()
     >>> plan = types.SimpleNamespace(host="u@n1:22", role="scheduler", names=["scheduler"],
-    ...     python="/usr/bin/python3", command="python3 -m x", options={"port": 8786})
-    >>> print_plan(make_console(buf), [plan])
+    ...     python="/usr/bin/python3", command="TOKEN=abc python3 -m x",
+    ...     options={"port": 8786, "env": {"TOKEN": "abc"}})
+    >>> print_plan(make_console(buf), [plan], env={"TOKEN": "abc"})
     >>> print(buf.getvalue().strip())
     # u@n1:22  scheduler  scheduler
     #   python:  /usr/bin/python3
-    #   options: port=8786
-    python3 -m x
+    #   options: port=8786 env={'TOKEN': '***'}
+    TOKEN=*** python3 -m x
     """
+    env = dict(env or {})
     first = True
     for plan in plans:
         if not first:
@@ -498,17 +556,20 @@ def print_plan(console: Console, plans: Iterable[Any]) -> None:
         console.print(Text(f"#   python:  {plan.python}", style="dim"))
         options = getattr(plan, "options", None) or {}
         if options:
-            shown = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                             for k, v in options.items())
-            console.print(Text(f"#   options: {shown}", style="dim"))
-        console.print(Text(str(plan.command)))
+            console.print(Text(f"#   options: {_shown_options(options, env)}", style="dim"))
+        console.print(Text(mask_env(str(plan.command), env)))
 
 
 _VERSION_KEYS = ("python", "dask", "distributed")
 
 
 def print_check_table(console: Console, checks: Sequence[Any]) -> None:
-    """Print the ``--check`` table: one row per host.
+    """Print the ``--check`` table (one row per host), then the reason of each failure.
+
+    The table's cells stay short; the full reason of each failed host follows
+    it, one line per host (``FAILED host: reason``) that is never wrapped, so
+    ``dask-ssh --check ... | grep`` finds every message whole. Off a terminal
+    the table is not wrapped either: it takes the width it needs.
 
     Parameters
     ----------
@@ -522,11 +583,12 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
     A version that differs from the controller's is shown as
     ``remote (local here)`` in red.
     """
-    table = Table(title="dask-ssh --check", title_justify="left", show_lines=False)
+    console.print(Text("dask-ssh --check", style="italic"))
+    table = Table(show_lines=False)
     table.add_column("host", no_wrap=True)
     table.add_column("reachable")
     table.add_column("auth")
-    table.add_column("remote python", overflow="fold")
+    table.add_column("remote python", overflow="fold")  # the full path is also below
     for key in _VERSION_KEYS:
         table.add_column(key)
     table.add_column("result", overflow="fold")
@@ -551,9 +613,19 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
         if check.ok:
             cells.append(Text("ok", style="green"))
         else:
-            cells.append(Text(check.error or "failed", style="red"))
+            cells.append(Text("FAILED (below)", style="red"))
         table.add_row(*cells)
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:  # nobody resizes a pipe or a file: the table takes the width it needs
+        Console(file=console.file, width=_UNWRAPPED, color_system=None, markup=False,
+                emoji=False, highlight=False).print(table)
+    for check in checks:
+        if not check.ok:
+            line = Text("FAILED ", style="bold red")
+            line.append(f"{check.host}: ", style="bold")
+            line.append(_one_line(check.error or "failed"))
+            console.print(line, soft_wrap=True)
     if local:
         console.print(
             Text(
@@ -566,6 +638,14 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
         console.print(Text(f"{failed} of {len(checks)} host(s) failed the check", style="bold red"))
     else:
         console.print(Text(f"all {len(checks)} host(s) ok", style="bold green"))
+
+
+_UNWRAPPED = 100_000
+
+
+def _one_line(text: str) -> str:
+    """Join the lines of a multi-line reason with `` | ``."""
+    return " | ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
 def _yes_no(value: bool) -> Text:

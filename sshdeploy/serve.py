@@ -7,9 +7,12 @@ Waiting: the cluster is used synchronously (its event loop runs in a thread of
 its own); the main thread waits on a :class:`threading.Event` in steps of
 ``poll_interval`` seconds, checking after each step whether the scheduler (or
 the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
-cluster's connection to the scheduler is lost. SIGINT and SIGTERM set the
-event; a second one exits at once with status 130 (the remote agents clean up
-when their connection drops). Closing is bounded (``close_timeout``).
+cluster's connection to the scheduler is lost, or whether stdout's reader
+has gone (``dask-ssh ... | head``: see :class:`~sshdeploy.display.GuardedStream`).
+SIGINT, SIGTERM and SIGHUP (the terminal closed) set the event; a second one
+exits at once with status 130 (the remote agents clean up when their
+connection drops). Closing is bounded (``close_timeout``). When stdout's
+reader has gone, the cluster is stopped the same way, quietly.
 
 While it runs, remote lines and sshdeploy's own warnings are printed (and
 written to ``--log-directory``) through the handlers of :mod:`sshdeploy.display`.
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _STOPPED_STATES = frozenset({"closing", "closed", "failed"})
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Stop:
@@ -73,11 +77,11 @@ def _write_stderr(data: bytes) -> None:
 
 @contextmanager
 def _signal_handlers(stop: _Stop) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to *stop* while inside; restore the old handlers after."""
+    """Route SIGINT, SIGTERM and SIGHUP to *stop* while inside; restore the old handlers after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
     try:
         yield
     finally:
@@ -210,6 +214,8 @@ def serve(
             )
             scheduler_died = False
             while not stop.event.wait(poll_interval):
+                if display.output_closed(console):
+                    break
                 if _scheduler_gone(cluster):
                     scheduler_died = True
                     break
@@ -241,8 +247,12 @@ def serve(
         return 1
     if scheduler_died:
         return 1
+    if stop.signum is None and display.output_closed(console):
+        return 0  # stdout's reader has gone: stop quietly, like any Unix tool
     n_workers = sum(len(v) for v in by_host.values())
-    console.print(
+    # After SIGHUP stdout may be the closed terminal: then the summary goes to stderr.
+    summary_console = err_console if display.output_closed(console) else console
+    summary_console.print(
         f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
         f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
         f"in {elapsed:.1f} s"

@@ -728,6 +728,13 @@ def test_check_failure_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
         assert host in result.output
 
 
+def test_check_reasons_stay_whole_with_narrow_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_check(monkeypatch, bad={"b"})
+    result = CliRunner(env={"COLUMNS": "20"}).invoke(cli.main, ["--check", "a", "b"])
+    assert result.exit_code == 1
+    assert "FAILED b: cannot connect: refused" in result.output.splitlines()
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -938,3 +945,129 @@ def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
     result = cli.check_hosts([host], {"connect_timeout": 1}, "/py", setup="true")
     assert [c.host for c in result] == ["a"]
     assert seen == [([host], {"connect_timeout": 1}, "/py", "true")]
+
+
+# --------------------------------------------------------------------------- closed output
+
+
+class ClosingPipe:
+    """A stdout whose reader goes away after *lines* writes, as ``| head -N`` does."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.written: list[str] = []
+
+    def write(self, text: str) -> int:
+        if len(self.written) >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _main_with(stdout: Any, argv: list[str]) -> tuple[int, str]:
+    import io
+
+    err = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, err
+    try:
+        code = cli.main(argv, standalone_mode=False)
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, err.getvalue()
+
+
+def test_closed_stdout_stops_the_cluster_quietly_with_141() -> None:
+    def start(cluster: FakeCluster) -> None:
+        log = logging.getLogger("sshdeploy.remote.worker.w1")
+        for i in range(10):
+            log.info(f"line {i}", extra={"sshdeploy_label": "w1-0", "sshdeploy_host": "w1",
+                                          "sshdeploy_role": "worker", "sshdeploy_stream": "stdout"})
+
+    FakeCluster.on_start = start
+    pipe = ClosingPipe(lines=3)
+    code, err = _main_with(pipe, ["head", "w1"])
+    assert code == 141
+    assert FakeCluster.instances[0].closed == 1
+    assert err == ""  # quiet: no traceback, no message
+    assert len(pipe.written) == 3
+
+
+def test_closed_stdout_in_dry_run_exits_141_quietly() -> None:
+    code, err = _main_with(ClosingPipe(lines=1), ["--dry-run", "head", "w1", "w2"])
+    assert (code, err) == (141, "")
+
+
+def test_stdout_whose_reader_has_gone_is_noticed_without_a_write() -> None:
+    """An idle dask-ssh | head notices the closed pipe through poll(), not only on EPIPE."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w")
+    try:
+        guarded = cli.display.GuardedStream(stream)
+        assert not guarded.reader_gone()
+        os.close(read_fd)
+        assert guarded.reader_gone()
+        stream.write("dropped\n")
+        stream.flush()  # fd now points at /dev/null: no EPIPE at exit either
+    finally:
+        stream.close()
+
+
+def test_sighup_stops_the_cluster_and_prints_the_summary() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGHUP)
+    before = signal.getsignal(signal.SIGHUP)
+    result = run("head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "SIGHUP received" in result.output
+    assert "stopped 1 worker on 1 host and the scheduler" in result.output
+    assert FakeCluster.instances[0].closed == 1
+    assert signal.getsignal(signal.SIGHUP) is before
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_dry_run_masks_env_values_and_shows_names() -> None:
+    from sshdeploy import cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
+        result = run("--dry-run", "--env", "TOKEN=s3cret-value", "--env", "OTHER=a b c",
+                     "head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "s3cret-value" not in result.output and "a b c" not in result.output
+    assert "TOKEN" in result.output and "OTHER" in result.output
+    assert "***" in result.output
+
+
+def test_dry_run_masks_env_in_the_command_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def remote_commands(**kwargs: Any) -> list[FakePlan]:
+        return [FakePlan("head", "scheduler", ["scheduler"], "export TOKEN='x y'; exec py",
+                         "/py", {"env": dict(kwargs["env"])})]
+
+    monkeypatch.setattr(FakeCluster, "remote_commands", staticmethod(remote_commands))
+    result = run("--dry-run", "--env", "TOKEN=x y", "head")
+    assert "x y" not in result.output, result.output
+    assert "export TOKEN=***; exec py" in result.output
+    assert "env={'TOKEN': '***'}" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dry-run", "--insecure-skip-host-key-check", "a"],
+        ["--insecure-skip-host-key-check", "--memory-limit", "-1", "a"],
+        ["--insecure-skip-host-key-check", "bad host"],
+        ["--insecure-skip-host-key-check"],  # no hosts
+    ],
+)
+def test_insecure_warning_only_when_the_run_goes_ahead(argv: list[str]) -> None:
+    result = CliRunner().invoke(cli.main, argv)
+    assert "not checked" not in result.output, result.output
+    assert not FakeCluster.instances

@@ -321,3 +321,41 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(display, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _checks() -> list[types.SimpleNamespace]:
+    versions = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"}
+    return [
+        types.SimpleNamespace(
+            host="root@node1", reachable=True, authenticated=True, python="/usr/bin/python3",
+            versions=versions, local_versions=versions, error=None, ok=True),
+        types.SimpleNamespace(
+            host="root@node2", reachable=True, authenticated=True, python=None, versions={},
+            local_versions=versions, ok=False,
+            error="[root@node2] remote Python '/nonexistent/python3' not found on the host:\n"
+                  "install it there or pick another remote_python."),
+    ]
+
+
+REASON = ("FAILED root@node2: [root@node2] remote Python '/nonexistent/python3' not found on "
+          "the host: | install it there or pick another remote_python.")
+
+
+def test_check_reasons_are_whole_lines_off_a_terminal_even_with_narrow_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "30")
+    stream = io.StringIO()
+    display.print_check_table(display.make_console(stream), _checks())
+    lines = stream.getvalue().splitlines()
+    assert REASON in lines
+    # Off a terminal the table is not wrapped either: one row per host.
+    assert len([ln for ln in lines if "root@node" in ln and ln.startswith("│")]) == 2
+    assert "'/nonexistent/python3'" in stream.getvalue()
+
+
+def test_check_reasons_are_whole_lines_on_a_narrow_terminal() -> None:
+    stream = TTY()
+    display.print_check_table(display.make_console(stream, width=40), _checks())
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue())
+    assert REASON in plain.splitlines()
