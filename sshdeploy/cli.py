@@ -1,16 +1,20 @@
 """The ``dask-ssh`` command: parse, build the cluster, wait, report.
 
-The command is thin on purpose. Turning options into :class:`SSHCluster`
-arguments is the pure function :func:`~sshdeploy.cliargs.build_cluster_args`
-(no network, no processes), so every option can be unit-tested;
+The command is thin on purpose. Each option is declared once, below, with
+its type from :mod:`sshdeploy.cliargs`; click's parsed values become one
+:class:`~sshdeploy.cliargs.CliOptions`, and the pure function
+:func:`~sshdeploy.cliargs.build_cluster_args` (no network, no processes) turns
+them into :class:`SSHCluster` arguments, so every option can be unit-tested;
 :func:`~sshdeploy.serve.serve` runs a cluster until a signal or the
-scheduler's death; the printing lives in :mod:`sshdeploy.display`. The names
-of :mod:`sshdeploy.cliargs` and :func:`~sshdeploy.serve.serve` are re-exported
-here.
+scheduler's death; the printing lives in :mod:`sshdeploy.display`.
 
-Exit status: 0 after a signal, 1 for a failure sshdeploy diagnosed
-(:class:`~sshdeploy.errors.SSHDeployError`, a failed ``--check``, the
-scheduler dying), 2 for a usage error, 130 for a second Ctrl-C.
+Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP), 1 for a failure
+sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`, a failed
+``--check``, the scheduler dying), 2 for a usage error, 130 for a second
+Ctrl-C, 141 (128 + SIGPIPE, what a tool killed by SIGPIPE returns, so that
+``set -o pipefail`` sees the cut) when stdout's reader went away
+(``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
+more is printed.
 """
 
 from __future__ import annotations
@@ -26,31 +30,21 @@ from rich.console import Console
 
 from sshdeploy import display
 from sshdeploy.cliargs import (
-    CLASSIC_REMOTE_DASK_WORKERS,
     DEFAULT_WORKER_CLASS,
-    ClusterArgs,
+    ENV_ITEM,
+    HOST,
+    JUMP_HOST,
+    MEMORY_LIMIT,
+    PORT_SPEC,
+    CliOptions,
     build_cluster_args,
-    parse_env_items,
-    place_hosts,
-    resolve_hosts,
 )
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host
-from sshdeploy.serve import _Stop as _Stop  # re-exported for the tests
 from sshdeploy.serve import _versions, serve
 
-__all__ = [
-    "CLASSIC_REMOTE_DASK_WORKERS",
-    "DEFAULT_WORKER_CLASS",
-    "ClusterArgs",
-    "build_cluster_args",
-    "main",
-    "parse_env_items",
-    "place_hosts",
-    "resolve_hosts",
-    "serve",
-]
+__all__ = ["check_hosts", "main"]
 
 log = logging.getLogger("sshdeploy.cli")
 
@@ -140,7 +134,7 @@ def _version_message() -> str:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("hostnames", nargs=-1, type=str)
-@click.option("--scheduler", default=None, metavar="[USER@]HOST[:PORT]",
+@click.option("--scheduler", default=None, type=HOST, metavar="[USER@]HOST[:PORT]",
               help="Host that runs the scheduler; every listed host then runs workers. "
                    "[default: the first host]")
 @click.option("--scheduler-port", default=8786, show_default=True,
@@ -173,12 +167,12 @@ def _version_message() -> str:
 @click.option("--remote-python", default=None, metavar="PATH",
               help="Python on the remote hosts (a hostfile's remote-python= wins). "
                    "[default: the same path as this machine's Python]")
-@click.option("--memory-limit", default="auto", show_default=True,
+@click.option("--memory-limit", default="auto", show_default=True, type=MEMORY_LIMIT,
               help="Memory per worker process: bytes, a size (4GB, 500MiB), a fraction of "
                    "the host's memory (0.5), 'auto', or 0 for no limit.")
-@click.option("--worker-port", default=None, metavar="PORT|START:END",
+@click.option("--worker-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
               help="Worker port or range. [default: random]")
-@click.option("--nanny-port", default=None, metavar="PORT|START:END",
+@click.option("--nanny-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
               help="Nanny port or range. [default: random]")
 @click.option("--remote-dask-worker", default="distributed.cli.dask_worker", show_default=True,
               help="Classic option. Its classic values (distributed.cli.dask_worker, "
@@ -196,9 +190,9 @@ def _version_message() -> str:
               help="known_hosts file to check host keys against. [default: ~/.ssh/known_hosts]")
 @click.option("--insecure-skip-host-key-check", is_flag=True,
               help="Accept any host key (open to man-in-the-middle attacks; prints a warning).")
-@click.option("--jump-host", default=None, metavar="[USER@]HOST[:PORT]",
+@click.option("--jump-host", default=None, type=JUMP_HOST, metavar="[USER@]HOST[:PORT]",
               help="Reach every host through this SSH jump host (like ssh -J).")
-@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+@click.option("--env", "env", multiple=True, type=ENV_ITEM, metavar="KEY=VALUE",
               help="Environment variable for every remote process; repeatable.")
 @click.option("--setup", default=None, metavar="COMMAND",
               help="Shell command run on each host before the remote Python, e.g. "
@@ -228,57 +222,29 @@ def main(ctx: click.Context, **options: Any) -> None:
         code = _run(options, console, err_console)
     except SSHDeployError as err:
         err_console.print(f"Error: {err}")
-        code = 1
+        code = getattr(err, "exit_code", 1)
     except KeyboardInterrupt:
         err_console.print("dask-ssh: interrupted")
         code = 130
+    if code == 0 and display.output_closed(console):
+        code = 141
     ctx.exit(code)
 
 
 def _run(options: dict[str, Any], console: Console, err_console: Console) -> int:
     """Do what the options ask; return the exit status."""
-    if options["dry_run"] and options["check"]:
-        raise click.UsageError("--dry-run and --check are two separate actions; give one.")
-    nworkers, nprocs = options["nworkers"], options["nprocs"]
-    if nworkers is not None and nprocs is not None and nworkers != nprocs:
-        raise click.UsageError("--nworkers and its old name --nprocs disagree; give --nworkers.")
-    if options["insecure_skip_host_key_check"]:
+    opts = CliOptions(**options)
+    args = build_cluster_args(opts)
+    if opts.dry_run:
+        plans = SSHCluster.remote_commands(**args.kwargs())
+        display.print_plan(console, plans, env=args.env)
+        return 0
+    if opts.insecure_skip_host_key_check:  # only once the run goes ahead and connects
         err_console.print(
             "WARNING: --insecure-skip-host-key-check: host keys are not checked; a "
             "man-in-the-middle could impersonate the hosts and see everything sent."
         )
-    args = build_cluster_args(
-        options["hostnames"],
-        hostfile=options["hostfile"],
-        scheduler=options["scheduler"],
-        scheduler_port=options["scheduler_port"],
-        nthreads=options["nthreads"],
-        nworkers=nworkers or nprocs or 1,
-        ssh_username=options["ssh_username"],
-        ssh_port=options["ssh_port"],
-        ssh_private_key=options["ssh_private_key"],
-        nohost=options["nohost"],
-        local_directory=options["local_directory"],
-        remote_python=options["remote_python"],
-        memory_limit=options["memory_limit"],
-        worker_port=options["worker_port"],
-        nanny_port=options["nanny_port"],
-        remote_dask_worker=options["remote_dask_worker"],
-        dashboard_address=options["dashboard_address"],
-        worker_class=options["worker_class"],
-        connect_timeout=options["connect_timeout"],
-        known_hosts=options["known_hosts"],
-        insecure_skip_host_key_check=options["insecure_skip_host_key_check"],
-        jump_host=options["jump_host"],
-        env=options["env"],
-        setup=options["setup"],
-        restart=not options["no_restart"],
-    )
-    if options["dry_run"]:
-        plans = SSHCluster.remote_commands(**args.kwargs())
-        display.print_plan(console, plans)
-        return 0
-    if options["check"]:
+    if opts.check:
         unique = list({h.display(): h for h in args.hosts}.values())
         checks = check_hosts(
             unique,
@@ -288,16 +254,10 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
         )
         display.print_check_table(console, checks)
         return 0 if all(c.ok for c in checks) else 1
-    log_directory = options["log_directory"]
-    if log_directory is not None:
-        Path(log_directory).mkdir(parents=True, exist_ok=True)
-    return serve(
-        args,
-        console=console,
-        err_console=err_console,
-        log_directory=log_directory,
-        cluster_class=SSHCluster,  # looked up here, so that tests can replace cli.SSHCluster
-    )
+    if opts.log_directory is not None:
+        Path(opts.log_directory).mkdir(parents=True, exist_ok=True)
+    return serve(args, console=console, err_console=err_console,
+                 log_directory=opts.log_directory)
 
 
 if __name__ == "__main__":  # pragma: no cover

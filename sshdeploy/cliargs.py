@@ -1,12 +1,14 @@
-"""The pure part of ``dask-ssh``: command-line options to :class:`SSHCluster` arguments.
+"""The pure part of ``dask-ssh``: parsed options to :class:`SSHCluster` arguments.
 
-:func:`build_cluster_args` turns the options into :class:`ClusterArgs`, the
-keyword arguments of :class:`~sshdeploy.cluster.SSHCluster` and of
-``SSHCluster.remote_commands``.  Its pieces are here too: which hosts
-(:func:`resolve_hosts`), which host runs what (:func:`place_hosts`),
-``--env`` (:func:`parse_env_items`) and the validators of the other options.
-A bad option is a :class:`click.UsageError` or :class:`click.BadParameter`
-(exit status 2).
+The click command (:mod:`sshdeploy.cli`) declares each option once, with its
+:class:`click.ParamType` from here (:data:`MEMORY_LIMIT`, :data:`PORT_SPEC`,
+:data:`ENV_ITEM`, :data:`HOST`, :data:`JUMP_HOST`), so a bad value is a
+:class:`click.BadParameter` (exit status 2) naming the option. Click's dict
+of parsed values becomes one frozen :class:`CliOptions`, and
+:func:`build_cluster_args` turns that into :class:`ClusterArgs`, the keyword
+arguments of :class:`~sshdeploy.cluster.SSHCluster` and of
+``SSHCluster.remote_commands``. Which hosts (:func:`resolve_hosts`) and
+which host runs what (:func:`place_hosts`) are here too.
 
 No network, no processes: reading the hostfile (and, with no hosts at all,
 the batch job's node list) is the only I/O, so every option can be
@@ -18,21 +20,26 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import click
 
 from sshdeploy.errors import HostfileError
-from sshdeploy.hosts import Host, load_hostfile, parse_host, parse_host_line
+from sshdeploy.hosts import Host, check_memory_limit, load_hostfile, parse_host, parse_host_line
 from sshdeploy.nodelists import hosts_from_environment
 
 __all__ = [
     "CLASSIC_REMOTE_DASK_WORKERS",
     "DEFAULT_WORKER_CLASS",
+    "ENV_ITEM",
+    "HOST",
+    "JUMP_HOST",
+    "MEMORY_LIMIT",
+    "PORT_SPEC",
+    "CliOptions",
     "ClusterArgs",
     "build_cluster_args",
-    "parse_env_items",
     "place_hosts",
     "resolve_hosts",
 ]
@@ -46,6 +53,201 @@ CLASSIC_REMOTE_DASK_WORKERS = frozenset(
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT_SPEC = re.compile(r"[0-9]+(:[0-9]+)?")
+
+
+# --------------------------------------------------------------------------- option types
+
+
+class MemoryLimitType(click.ParamType):
+    """``--memory-limit``: :func:`sshdeploy.hosts.check_memory_limit`, the one rule.
+
+    Examples
+    --------
+    >>> [MEMORY_LIMIT.convert(v, None, None) for v in ("auto", "0", "0.5", "4GB")]
+    ['auto', 0, 0.5, '4GB']
+    """
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str | int | float | None:
+        try:
+            return check_memory_limit(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+class PortSpecType(click.ParamType):
+    """``--worker-port`` / ``--nanny-port``: ``N`` or ``START:END``; 0 means random.
+
+    Examples
+    --------
+    >>> [PORT_SPEC.convert(v, None, None) for v in ("0", "4000", "4000:4010")]
+    [0, 4000, '4000:4010']
+    """
+
+    name = "port"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        text = str(value).strip()
+        if not _PORT_SPEC.fullmatch(text):
+            self.fail(f"{value!r} is not a port (N) or a range (START:END)", param, ctx)
+        if ":" in text:
+            start, end = (int(p) for p in text.split(":"))
+            if not 0 < start <= end <= 65535:
+                self.fail(f"{value!r}: bad port range", param, ctx)
+            return text
+        port = int(text)
+        if port > 65535:
+            self.fail(f"{value!r}: ports go up to 65535", param, ctx)
+        return port
+
+
+class EnvItemType(click.ParamType):
+    """``--env KEY=VALUE``: a ``(key, value)`` pair; the value may be empty or hold ``=``.
+
+    Examples
+    --------
+    >>> ENV_ITEM.convert("OPTS=a=b", None, None)
+    ('OPTS', 'a=b')
+    """
+
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        key, sep, rest = str(value).partition("=")
+        if not sep or not _ENV_KEY.fullmatch(key):
+            self.fail(
+                f"{value!r} is not KEY=VALUE with KEY a variable name "
+                "(letters, digits, '_'; not starting with a digit)",
+                param,
+                ctx,
+            )
+        return key, rest
+
+
+class HostType(click.ParamType):
+    """``[user@]host[:port]``, as a :class:`~sshdeploy.hosts.Host`.
+
+    Parameters
+    ----------
+    settings : bool
+        Whether ``key=value`` settings may follow (``--scheduler`` takes them;
+        a jump host does not).
+
+    Examples
+    --------
+    >>> HOST.convert("al@head:2222 nthreads=2", None, None).display()
+    'al@head:2222'
+    """
+
+    name = "[user@]host[:port]"
+
+    def __init__(self, settings: bool = True) -> None:
+        self.settings = settings
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Host:
+        if isinstance(value, Host):
+            return value
+        where = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "host"
+        try:
+            host = parse_host(str(value), path=where)
+        except HostfileError as err:
+            self.fail(str(err), param, ctx)
+        if not self.settings and any(
+            v is not None for v in (host.slots, host.nthreads, host.memory_limit,
+                                    host.remote_python)
+        ):
+            self.fail(f"{value!r}: give [user@]host[:port] without settings", param, ctx)
+        return host
+
+
+MEMORY_LIMIT = MemoryLimitType()
+PORT_SPEC = PortSpecType()
+ENV_ITEM = EnvItemType()
+HOST = HostType()
+JUMP_HOST = HostType(settings=False)
+
+
+# --------------------------------------------------------------------------- parsed options
+
+
+@dataclass(frozen=True)
+class CliOptions:
+    """The parsed ``dask-ssh`` options: click's dict of values, typed and frozen.
+
+    The options themselves (names, defaults, types, help) are declared once,
+    on the click command; build one with ``CliOptions(**ctx.params)`` (a
+    missing or unknown name is a TypeError, so the two cannot drift apart).
+    Combinations of options that contradict each other are refused here.
+
+    Raises
+    ------
+    click.UsageError
+        For options that contradict each other.
+
+    Examples
+    --------
+    >>> from sshdeploy.cli import main
+    >>> opts = CliOptions(**main.make_context("dask-ssh", ["a", "b", "--nthreads", "4"]).params)
+    >>> opts.hostnames, opts.nthreads, opts.memory_limit
+    (('a', 'b'), 4, 'auto')
+    """
+
+    hostnames: tuple[str, ...]
+    scheduler: Host | None
+    scheduler_port: int
+    nthreads: int
+    nworkers: int | None
+    nprocs: int | None
+    hostfile: str | None
+    ssh_username: str | None
+    ssh_port: int | None
+    ssh_private_key: str | None
+    nohost: bool
+    log_directory: str | None
+    local_directory: str | None
+    remote_python: str | None
+    memory_limit: str | int | float | None
+    worker_port: int | str | None
+    nanny_port: int | str | None
+    remote_dask_worker: str | None
+    dashboard_address: str
+    worker_class: str | None
+    connect_timeout: float | None
+    known_hosts: str | None
+    insecure_skip_host_key_check: bool
+    jump_host: Host | None
+    env: tuple[tuple[str, str], ...]
+    setup: str | None
+    dry_run: bool
+    check: bool
+    no_restart: bool
+
+    def __post_init__(self) -> None:
+        if self.dry_run and self.check:
+            raise click.UsageError("--dry-run and --check are two separate actions; give one.")
+        if self.nworkers is not None and self.nprocs is not None \
+                and self.nworkers != self.nprocs:
+            raise click.UsageError(
+                "--nworkers and its old name --nprocs disagree; give --nworkers."
+            )
+        if self.known_hosts is not None and self.insecure_skip_host_key_check:
+            raise click.UsageError(
+                "--known-hosts and --insecure-skip-host-key-check contradict each other."
+            )
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Return the option names, as click names the parameters."""
+        return [f.name for f in fields(cls)]
 
 
 @dataclass(frozen=True)
@@ -80,11 +282,8 @@ class ClusterArgs:
 
     Examples
     --------
-    >>> args = build_cluster_args(["node1", "node2"], nworkers=2)
-    >>> [h.display() for h in args.hosts]
-    ['node1', 'node2']
-    >>> args.worker_options
-    {'n_workers': 2}
+    >>> from sshdeploy.hosts import parse_host
+    >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
     >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
     ['connect_options', 'env', 'hosts', 'remote_python', 'restart_workers',
      'scheduler_options', 'setup', 'worker_class', 'worker_options']
@@ -113,42 +312,6 @@ class ClusterArgs:
             "env": dict(self.env) or None,
             "restart_workers": self.restart,
         }
-
-
-def parse_env_items(items: Sequence[str]) -> dict[str, str]:
-    """Parse repeated ``--env KEY=VALUE`` options.
-
-    Parameters
-    ----------
-    items : sequence of str
-        Each ``KEY=VALUE``; the value may be empty and may contain ``=``.
-
-    Returns
-    -------
-    dict
-        In the given order; a later ``KEY`` wins.
-
-    Raises
-    ------
-    click.BadParameter
-        If an item has no ``=`` or its key is not a shell variable name.
-
-    Examples
-    --------
-    >>> parse_env_items(["OMP_NUM_THREADS=1", "OPTS=a=b", "EMPTY="])
-    {'OMP_NUM_THREADS': '1', 'OPTS': 'a=b', 'EMPTY': ''}
-    """
-    env: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not _ENV_KEY.fullmatch(key):
-            raise click.BadParameter(
-                f"{item!r} is not KEY=VALUE with KEY a variable name "
-                "(letters, digits, '_'; not starting with a digit)",
-                param_hint="'--env'",
-            )
-        env[key] = value
-    return env
 
 
 def resolve_hosts(
@@ -253,59 +416,6 @@ def place_hosts(hosts: Sequence[Host], scheduler: Host | None = None) -> list[Ho
     return list(hosts)
 
 
-def _memory_limit(value: str) -> str | int | float | None:
-    """Validate ``--memory-limit``; None for ``auto`` (the remote side decides)."""
-    text = value.strip()
-    if text.lower() == "auto":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        fraction = float(text)
-    except ValueError:
-        pass
-    else:
-        if not 0 <= fraction <= 1:
-            raise click.BadParameter(
-                f"{value!r}: a fraction of the host's memory is between 0 and 1",
-                param_hint="'--memory-limit'",
-            )
-        return fraction
-    from dask.utils import parse_bytes
-
-    try:
-        parse_bytes(text)
-    except (ValueError, TypeError) as err:
-        raise click.BadParameter(
-            f"{value!r} is not a size: use bytes (4000000000), a size (4GB, 500MiB), "
-            "a fraction of memory (0.5), 'auto' or 0 for no limit",
-            param_hint="'--memory-limit'",
-        ) from err
-    return text
-
-
-def _port_spec(value: str | None, name: str) -> int | str | None:
-    """Validate ``--worker-port`` / ``--nanny-port``: ``N`` or ``START:END``; 0 means random."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not _PORT_SPEC.fullmatch(text):
-        raise click.BadParameter(
-            f"{value!r} is not a port (N) or a range (START:END)", param_hint=f"'{name}'"
-        )
-    if ":" in text:
-        start, end = (int(p) for p in text.split(":"))
-        if not 0 < start <= end <= 65535:
-            raise click.BadParameter(f"{value!r}: bad port range", param_hint=f"'{name}'")
-        return text
-    port = int(text)
-    if port > 65535:
-        raise click.BadParameter(f"{value!r}: ports go up to 65535", param_hint=f"'{name}'")
-    return port or None
-
-
 def _worker_class(worker_class: str | None, remote_dask_worker: str | None) -> str:
     """Merge ``--worker-class`` with the classic ``--remote-dask-worker``."""
     if remote_dask_worker is None or remote_dask_worker in CLASSIC_REMOTE_DASK_WORKERS:
@@ -325,104 +435,53 @@ def _worker_class(worker_class: str | None, remote_dask_worker: str | None) -> s
     return remote_dask_worker
 
 
-def _jump_host(text: str | None) -> str | None:
-    """Validate ``--jump-host [user@]host[:port]``; return it for asyncssh's ``tunnel=``."""
-    if text is None:
-        return None
-    try:
-        host = parse_host(text, path="--jump-host")
-    except HostfileError as err:
-        raise click.BadParameter(str(err), param_hint="'--jump-host'") from err
-    if any(v is not None for v in (host.slots, host.nthreads, host.memory_limit,
-                                   host.remote_python)):
-        raise click.BadParameter(
-            f"{text!r}: a jump host is [user@]host[:port] without settings",
-            param_hint="'--jump-host'",
-        )
-    return host.display()
+def _connect_options(opts: CliOptions) -> dict[str, Any]:
+    connect: dict[str, Any] = {}
+    if opts.ssh_private_key is not None:
+        connect["client_keys"] = [str(opts.ssh_private_key)]
+    if opts.known_hosts is not None:
+        connect["known_hosts"] = str(opts.known_hosts)
+    elif opts.insecure_skip_host_key_check:
+        connect["known_hosts"] = None
+    if opts.connect_timeout is not None:
+        connect["connect_timeout"] = opts.connect_timeout
+    if opts.jump_host is not None:
+        connect["tunnel"] = opts.jump_host.display()
+    return connect
+
+
+def _worker_options(opts: CliOptions, worker_class: str) -> dict[str, Any]:
+    workers: dict[str, Any] = {"n_workers": opts.nworkers or opts.nprocs or 1}
+    if opts.nohost:
+        workers["host"] = None  # the worker chooses its own listening address
+    if opts.nthreads:
+        workers["nthreads"] = opts.nthreads
+    if opts.memory_limit not in (None, "auto"):  # auto: the remote side decides
+        workers["memory_limit"] = opts.memory_limit
+    if opts.local_directory:
+        workers["local_directory"] = opts.local_directory
+    if opts.worker_port:  # 0: random
+        workers["worker_port"] = opts.worker_port
+    if opts.nanny_port:
+        workers["nanny_port"] = opts.nanny_port
+    if "nanny_port" in workers and worker_class != DEFAULT_WORKER_CLASS \
+            and "Nanny" not in worker_class:
+        raise click.UsageError(f"--nanny-port needs a Nanny worker class, not {worker_class}.")
+    return workers
 
 
 def build_cluster_args(
-    hostnames: Sequence[str] = (),
-    *,
-    hostfile: str | os.PathLike[str] | None = None,
-    scheduler: str | None = None,
-    scheduler_port: int = 8786,
-    nthreads: int = 0,
-    nworkers: int = 1,
-    ssh_username: str | None = None,
-    ssh_port: int | None = None,
-    ssh_private_key: str | None = None,
-    nohost: bool = False,
-    local_directory: str | None = None,
-    remote_python: str | None = None,
-    memory_limit: str = "auto",
-    worker_port: str | None = None,
-    nanny_port: str | None = None,
-    remote_dask_worker: str | None = None,
-    dashboard_address: str = ":8787",
-    worker_class: str | None = None,
-    connect_timeout: float | None = None,
-    known_hosts: str | None = None,
-    insecure_skip_host_key_check: bool = False,
-    jump_host: str | None = None,
-    env: Sequence[str] | Mapping[str, str] = (),
-    setup: str | None = None,
-    restart: bool = True,
-    environ: Mapping[str, str] | None = None,
+    opts: CliOptions, *, environ: Mapping[str, str] | None = None
 ) -> ClusterArgs:
-    """Turn ``dask-ssh`` options into :class:`ClusterArgs`. Pure: no network, no processes.
+    """Turn parsed ``dask-ssh`` options into :class:`ClusterArgs`. Pure: no network.
 
-    Parameters mirror the command-line options (``--ssh-port`` is
-    ``ssh_port``); None means "not given". Reading the hostfile (and, with no
-    hosts at all, ``$PBS_NODEFILE``) is the only I/O.
+    Reading the hostfile (and, with no hosts at all, the batch job's node
+    list) is the only I/O.
 
     Parameters
     ----------
-    hostnames : sequence of str
-        The ``HOSTNAMES`` arguments.
-    hostfile : path, optional
-    scheduler : str, optional
-        ``--scheduler``: that host runs the scheduler and every listed host
-        runs workers (see :func:`place_hosts`).
-    scheduler_port : int
-        0 picks a random port.
-    nthreads : int
-        Threads per worker; 0 lets each host decide (cores / workers).
-    nworkers : int
-        Worker processes per host, unless a host's ``slots=`` says otherwise.
-    ssh_username, ssh_port : optional
-        Defaults for hosts that name no user / port (else ``~/.ssh/config``).
-    ssh_private_key : str, optional
-        Becomes ``client_keys=[path]``.
-    nohost : bool
-        Do not tell workers which address to listen on (classic meaning):
-        they pick their own instead of the address the controller reached
-        their host by.
-    local_directory : str, optional
-        Directory on each worker host for worker files (checked there, not here).
-    remote_python : str, optional
-    memory_limit : str
-        ``auto`` (left to the remote side), bytes, a size, a fraction, or 0.
-    worker_port, nanny_port : str, optional
-        ``N`` or ``START:END``; 0 means random.
-    remote_dask_worker : str, optional
-        Classic option; its classic values mean the default worker class,
-        otherwise a worker class path.
-    dashboard_address : str
-        The scheduler's dashboard address.
-    worker_class : str, optional
-        Dotted path; default ``distributed.Nanny``.
-    connect_timeout : float, optional
-    known_hosts : str, optional
-        A known_hosts file to check host keys against.
-    insecure_skip_host_key_check : bool
-        ``known_hosts=None``: accept any host key.
-    jump_host : str, optional
-        ``[user@]host[:port]`` to tunnel through (asyncssh ``tunnel=``).
-    env : sequence of ``KEY=VALUE`` or mapping
-    setup : str, optional
-    restart : bool
+    opts : CliOptions
+        The parsed options (see the ``dask-ssh --help`` of each).
     environ : Mapping[str, str], optional
         Environment for the batch node list (default ``os.environ``).
 
@@ -433,78 +492,35 @@ def build_cluster_args(
     Raises
     ------
     click.UsageError
-        For a bad option or no hosts (exit status 2).
+        For options that do not fit together or no hosts (exit status 2).
     HostfileError
-        For a bad hostfile line (exit status 1).
+        For a bad hostfile line.
 
     Examples
     --------
-    >>> args = build_cluster_args(["a", "b"], ssh_username="bob", nthreads=4)
+    >>> from sshdeploy.cli import main
+    >>> argv = ["a", "b", "--ssh-username", "bob", "--nthreads", "4"]
+    >>> args = build_cluster_args(CliOptions(**main.make_context("dask-ssh", argv).params))
     >>> [h.display() for h in args.hosts], args.worker_options
     (['bob@a', 'bob@b'], {'n_workers': 1, 'nthreads': 4})
     >>> args.scheduler_options
     {'port': 8786, 'dashboard_address': ':8787'}
     """
-    if known_hosts is not None and insecure_skip_host_key_check:
-        raise click.UsageError(
-            "--known-hosts and --insecure-skip-host-key-check contradict each other."
-        )
-
-    hosts = resolve_hosts(hostnames, hostfile, environ=environ)
-    scheduler_host: Host | None = None
-    if scheduler is not None:
-        try:
-            scheduler_host = parse_host(scheduler, path="--scheduler")
-        except HostfileError as err:
-            raise click.BadParameter(str(err), param_hint="'--scheduler'") from err
+    hosts = resolve_hosts(opts.hostnames, opts.hostfile, environ=environ)
     placed = [
-        h.with_defaults(user=ssh_username, port=ssh_port)
-        for h in place_hosts(hosts, scheduler_host)
+        h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
+        for h in place_hosts(hosts, opts.scheduler)
     ]
-
-    connect: dict[str, Any] = {}
-    if ssh_private_key is not None:
-        connect["client_keys"] = [str(ssh_private_key)]
-    if known_hosts is not None:
-        connect["known_hosts"] = str(known_hosts)
-    elif insecure_skip_host_key_check:
-        connect["known_hosts"] = None
-    if connect_timeout is not None:
-        connect["connect_timeout"] = connect_timeout
-    tunnel = _jump_host(jump_host)
-    if tunnel is not None:
-        connect["tunnel"] = tunnel
-
-    workers: dict[str, Any] = {"n_workers": nworkers}
-    if nohost:
-        workers["host"] = None  # the worker chooses its own listening address
-    if nthreads:
-        workers["nthreads"] = nthreads
-    limit = _memory_limit(memory_limit)
-    if limit is not None:
-        workers["memory_limit"] = limit
-    if local_directory:
-        workers["local_directory"] = local_directory
-    for key, value, name in (
-        ("worker_port", worker_port, "--worker-port"),
-        ("nanny_port", nanny_port, "--nanny-port"),
-    ):
-        port = _port_spec(value, name)
-        if port is not None:
-            workers[key] = port
-
-    cls = _worker_class(worker_class, remote_dask_worker)
-    if "nanny_port" in workers and cls != DEFAULT_WORKER_CLASS and "Nanny" not in cls:
-        raise click.UsageError(f"--nanny-port needs a Nanny worker class, not {cls}.")
-
+    cls = _worker_class(opts.worker_class, opts.remote_dask_worker)
     return ClusterArgs(
         hosts=placed,
-        connect_options=connect,
-        worker_options=workers,
-        scheduler_options={"port": scheduler_port, "dashboard_address": dashboard_address},
+        connect_options=_connect_options(opts),
+        worker_options=_worker_options(opts, cls),
+        scheduler_options={"port": opts.scheduler_port,
+                           "dashboard_address": opts.dashboard_address},
         worker_class=cls,
-        remote_python=remote_python,
-        setup=setup or None,
-        env=dict(env) if isinstance(env, Mapping) else parse_env_items(env),
-        restart=restart,
+        remote_python=opts.remote_python,
+        setup=opts.setup or None,
+        env=dict(opts.env),
+        restart=not opts.no_restart,
     )

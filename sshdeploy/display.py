@@ -3,15 +3,16 @@
 Everything the command line prints goes through this module, so the colour
 rules live in one place:
 
-* Colour (and any other ANSI styling) only when the stream is a terminal,
-  never when ``NO_COLOR`` is set to a non-empty value (https://no-color.org);
-  ``FORCE_COLOR`` asks for colour on a non-terminal, ``NO_COLOR`` wins over it.
+* Colour and other ANSI styling follow rich's own rules: only on a terminal,
+  none with ``NO_COLOR`` (https://no-color.org), on a non-terminal too with
+  ``FORCE_COLOR``; ``COLUMNS`` sets the width.
 * A remote line is printed as ``[label] line``: ``[scheduler node1]``,
   ``[node2-0]`` (a worker), ``[node2]`` (the host agent). Only the prefix is
   coloured: the scheduler in bold magenta, the agent dim, workers in one colour
   per host (all workers of a host share it). The line itself is printed as it
-  came, never interpreted as markup, except that lines that carry a log level
-  ``ERROR``/``CRITICAL`` are red and ``WARNING`` yellow.
+  came, never interpreted as markup; by the level its record carries
+  (``record.levelno``, parsed once in :mod:`sshdeploy.logs`), ERROR and
+  CRITICAL lines are red, WARNING lines yellow.
 * Lines are never wrapped or cut (``soft_wrap``), so they can be grepped and
   copied.
 
@@ -20,9 +21,12 @@ The module imports neither asyncssh nor distributed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import select
+import shlex
 import sys
 import threading
 import zlib
@@ -38,104 +42,166 @@ from rich.text import Text
 __all__ = [
     "REMOTE_LOGGER",
     "ControllerLogHandler",
+    "GuardedStream",
     "RemoteLogHandler",
     "format_remote_line",
     "log_file_name",
     "make_console",
+    "mask_env",
+    "output_closed",
     "print_banner",
     "print_check_table",
     "print_plan",
     "remote_prefix",
-    "use_colour",
 ]
 
 #: The logger on which remote log lines arrive as records.
 REMOTE_LOGGER = "sshdeploy.remote"
 
 _WORKER_COLOURS = ("cyan", "green", "blue", "yellow", "bright_cyan", "bright_green", "bright_blue")
-_LEVEL_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|^Traceback \(most recent call last\)")
-_LEVEL_WARNING = re.compile(r"\bWARNING\b")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._@-]+")
 
 
-def use_colour(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
-    """Say whether output to *stream* may carry colour and other ANSI styling.
+class GuardedStream:
+    """A text stream whose reader may go away: a closed pipe or terminal is not a crash.
+
+    ``dask-ssh ... | head -3`` closes stdout under the running cluster; a
+    closed terminal (SIGHUP) makes writes fail with EIO. The first write or
+    flush that fails with such an error sets :attr:`closed_by_reader` and
+    points the file descriptor at ``/dev/null`` (so that nothing, not even
+    Python's last flush at exit, fails again); every later write is dropped.
+    The caller decides what a closed output means (``dask-ssh`` stops the
+    cluster when stdout goes).
 
     Parameters
     ----------
     stream : file-like
-        Where the output goes.
-    environ : Mapping[str, str], optional
-        The environment to read ``NO_COLOR`` / ``FORCE_COLOR`` from
-        (default: ``os.environ``).
-
-    Returns
-    -------
-    bool
-        False when ``NO_COLOR`` is set and not empty; True when ``FORCE_COLOR``
-        is; otherwise whether *stream* is a terminal.
+        The stream to guard, e.g. ``sys.stdout``.
 
     Examples
     --------
-    >>> import io
-    >>> use_colour(io.StringIO(), {})
-    False
-    >>> use_colour(io.StringIO(), {"FORCE_COLOR": "1", "NO_COLOR": "1"})
-    False
+    >>> class Pipe:
+    ...     def write(self, text): raise BrokenPipeError(32, "Broken pipe")
+    ...     def flush(self): pass
+    >>> out = GuardedStream(Pipe())
+    >>> out.write("lost")
+    0
+    >>> out.closed_by_reader.is_set()
+    True
     """
-    env = os.environ if environ is None else environ
-    if env.get("NO_COLOR", ""):
-        return False
-    if env.get("FORCE_COLOR", ""):
-        return True
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty()) if isatty is not None else False
-    except ValueError:  # closed stream
-        return False
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.closed_by_reader = threading.Event()
+
+    def write(self, text: str) -> int:
+        """Write *text*, or drop it once the reader has gone."""
+        if self.closed_by_reader.is_set():
+            return 0
+        try:
+            return self.stream.write(text)
+        except OSError as err:
+            self._gone(err)
+            return 0
+
+    def flush(self) -> None:
+        """Flush, unless the reader has gone."""
+        if self.closed_by_reader.is_set():
+            return
+        try:
+            self.stream.flush()
+        except OSError as err:
+            self._gone(err)
+
+    def _gone(self, err: OSError) -> None:
+        if err.errno not in _READER_GONE and not isinstance(err, BrokenPipeError):
+            raise err
+        self.closed_by_reader.set()
+        try:
+            fd = self.stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)  # Python's own flush at exit must not fail again
+        finally:
+            os.close(devnull)
+
+    def reader_gone(self) -> bool:
+        """Whether the reader has gone, asking the OS without writing anything.
+
+        A pipe whose reading end is closed reports POLLERR and a hung-up
+        terminal POLLHUP, so an idle ``dask-ssh ... | head -3`` notices too.
+        """
+        if not self.closed_by_reader.is_set():
+            try:
+                fd = self.stream.fileno()
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                events = poller.poll(0)
+            except (OSError, ValueError, AttributeError):  # no file descriptor: a StringIO
+                return False
+            if any(flags & (select.POLLERR | select.POLLHUP) for _, flags in events):
+                self._gone(BrokenPipeError(errno.EPIPE, "reader gone"))
+        return self.closed_by_reader.is_set()
+
+    def isatty(self) -> bool:
+        """Whether the stream is a terminal (False once it has gone)."""
+        if self.closed_by_reader.is_set():
+            return False
+        try:
+            return bool(self.stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        """The file descriptor of the stream."""
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        """The encoding of the stream (utf-8 when it says none)."""
+        return getattr(self.stream, "encoding", None) or "utf-8"
 
 
-def make_console(
-    stream: IO[str] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    width: int | None = None,
-) -> Console:
-    """Return a rich console for *stream* that follows the colour rules.
+_READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.ENXIO})
+
+
+def output_closed(console: Console) -> bool:
+    """Whether the reader of *console*'s stream has gone (see :class:`GuardedStream`)."""
+    stream = console.file
+    return isinstance(stream, GuardedStream) and stream.reader_gone()
+
+
+def make_console(stream: IO[str] | None = None, *, width: int | None = None) -> Console:
+    """Return a rich console for *stream*: no markup, no highlighting, no wrapping.
 
     Parameters
     ----------
     stream : file-like, optional
         Where to write (default: ``sys.stdout`` at call time).
-    environ : Mapping[str, str], optional
-        The environment for :func:`use_colour` (default: ``os.environ``).
     width : int, optional
-        Fixed width; by default the terminal's, or 100 columns elsewhere.
+        Fixed width; by default the terminal's (or ``COLUMNS``, as rich decides).
 
     Returns
     -------
     rich.console.Console
-        With no colour system at all (so no ANSI codes) when colour is off,
-        no markup/emoji/highlighting of printed strings, and soft wrapping.
+        Printed strings are never read as markup, emoji codes or highlighted;
+        long lines are not wrapped (``soft_wrap``). Colour follows rich's rules
+        (a terminal, ``NO_COLOR``, ``FORCE_COLOR``). The stream is wrapped in a
+        :class:`GuardedStream`, so a reader that goes away is noted, not raised.
 
     Examples
     --------
     >>> import io
     >>> buf = io.StringIO()
-    >>> make_console(buf, environ={}).print("[b]plain[/b]")
+    >>> make_console(buf).print("[b]plain[/b]")
     >>> buf.getvalue()
     '[b]plain[/b]\\n'
     """
     out = sys.stdout if stream is None else stream
-    colour = use_colour(out, environ)
-    env = os.environ if environ is None else environ
-    if width is None and not colour and not env.get("COLUMNS"):
-        width = 100
     return Console(
-        file=out,
-        color_system="auto" if colour else None,
-        force_terminal=colour,
-        no_color=not colour,
+        file=out if isinstance(out, GuardedStream) else GuardedStream(out),  # type: ignore[arg-type]
         markup=False,
         emoji=False,
         highlight=False,
@@ -175,7 +241,9 @@ def remote_prefix(label: str, role: str = "worker", host: str = "") -> Text:
     return Text(f"[{label}]", style=style)
 
 
-def format_remote_line(label: str, line: str, role: str = "worker", host: str = "") -> Text:
+def format_remote_line(
+    label: str, line: str, role: str = "worker", host: str = "", levelno: int = logging.INFO
+) -> Text:
     """Return one remote line with its prefix, as printed by ``dask-ssh``.
 
     Parameters
@@ -184,12 +252,13 @@ def format_remote_line(label: str, line: str, role: str = "worker", host: str = 
         See :func:`remote_prefix`.
     line : str
         The raw remote line (a trailing newline is dropped).
+    levelno : int
+        The line's level, as parsed into its record.
 
     Returns
     -------
     rich.text.Text
-        ``[label] line``; the line is red when it carries ``ERROR`` or
-        ``CRITICAL`` (or starts a traceback), yellow for ``WARNING``.
+        ``[label] line``; the line is red at ERROR and above, yellow at WARNING.
 
     Examples
     --------
@@ -199,9 +268,9 @@ def format_remote_line(label: str, line: str, role: str = "worker", host: str = 
     line = line.rstrip("\r\n")
     text = remote_prefix(label, role, host)
     text.append(" ")
-    if _LEVEL_ERROR.search(line):
+    if levelno >= logging.ERROR:
         text.append(line, style="red")
-    elif _LEVEL_WARNING.search(line):
+    elif levelno >= logging.WARNING:
         text.append(line, style="yellow")
     else:
         text.append(line)
@@ -260,8 +329,9 @@ class RemoteLogHandler(logging.Handler):
     --------
     >>> import io, logging
     >>> buf = io.StringIO()
-    >>> handler = RemoteLogHandler(make_console(buf, environ={}))
+    >>> handler = RemoteLogHandler(make_console(buf))
     >>> record = logging.makeLogRecord({"name": "sshdeploy.remote.scheduler", "msg": "ready",
+    ...     "levelno": logging.INFO,
     ...     "sshdeploy_label": "scheduler node1", "sshdeploy_role": "scheduler"})
     >>> handler.handle(record)
     True
@@ -295,7 +365,7 @@ class RemoteLogHandler(logging.Handler):
         try:
             label, role, host = _record_fields(record)
             line = record.getMessage().rstrip("\r\n")
-            self.console.print(format_remote_line(label, line, role, host))
+            self.console.print(format_remote_line(label, line, role, host, record.levelno))
             if line.strip():
                 self._tails.setdefault(role, deque(maxlen=self._tail_lines)).append(
                     f"[{label}] {line}"
@@ -383,7 +453,7 @@ def print_banner(
     --------
     >>> import io
     >>> buf = io.StringIO()
-    >>> print_banner(make_console(buf, environ={}), scheduler_address="tcp://n1:8786",
+    >>> print_banner(make_console(buf), scheduler_address="tcp://n1:8786",
     ...     dashboard_link=None, scheduler_host="n1:22", workers_by_host={"n2:22": ["n2-0"]})
     >>> print(buf.getvalue().strip())
     dask-ssh
@@ -413,7 +483,39 @@ def print_banner(
         console.print(line)
 
 
-def print_plan(console: Console, plans: Iterable[Any]) -> None:
+#: What ``--dry-run`` shows instead of an ``--env`` value.
+MASK = "***"
+
+
+def mask_env(text: str, env: Mapping[str, str]) -> str:
+    """Replace the value of every ``KEY=value`` of *env* in *text* by :data:`MASK`.
+
+    Plain and shell-quoted spellings are both masked; the names stay.
+
+    Examples
+    --------
+    >>> mask_env("export TOKEN='s3 cret' A=1; run", {"TOKEN": "s3 cret", "A": "1"})
+    'export TOKEN=*** A=***; run'
+    """
+    for key, value in env.items():
+        for spelled in {value, shlex.quote(value), repr(value)}:
+            text = text.replace(f"{key}={spelled}", f"{key}={MASK}")
+    return text
+
+
+def _shown_options(options: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    parts = []
+    for key, value in options.items():
+        if isinstance(value, Mapping) and (key == "env" or (env and set(value) <= set(env))):
+            value = {k: MASK for k in value}
+        text = f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+        parts.append(mask_env(text, env))
+    return " ".join(parts)
+
+
+def print_plan(
+    console: Console, plans: Iterable[Any], env: Mapping[str, str] | None = None
+) -> None:
     """Print what ``--dry-run`` would start: per host, role, names, Python, command.
 
     Parameters
@@ -421,21 +523,26 @@ def print_plan(console: Console, plans: Iterable[Any]) -> None:
     console : rich.console.Console
     plans : iterable of RemotePlan
         Objects with ``host``, ``role``, ``names``, ``python``, ``command``
-        and ``options`` attributes (see ``SSHCluster.plan``).
+        and ``options`` attributes (see ``SSHCluster.remote_commands``).
+    env : Mapping[str, str], optional
+        The ``--env`` variables: their names are shown, their values masked
+        (``TOKEN=***``) wherever they appear as ``KEY=value``.
 
     Examples
     --------
     >>> import io, types
     >>> buf = io.StringIO()
     >>> plan = types.SimpleNamespace(host="u@n1:22", role="scheduler", names=["scheduler"],
-    ...     python="/usr/bin/python3", command="python3 -m x", options={"port": 8786})
-    >>> print_plan(make_console(buf, environ={}), [plan])
+    ...     python="/usr/bin/python3", command="TOKEN=abc python3 -m x",
+    ...     options={"port": 8786, "env": {"TOKEN": "abc"}})
+    >>> print_plan(make_console(buf), [plan], env={"TOKEN": "abc"})
     >>> print(buf.getvalue().strip())
     # u@n1:22  scheduler  scheduler
     #   python:  /usr/bin/python3
-    #   options: port=8786
-    python3 -m x
+    #   options: port=8786 env={'TOKEN': '***'}
+    TOKEN=*** python3 -m x
     """
+    env = dict(env or {})
     first = True
     for plan in plans:
         if not first:
@@ -449,17 +556,20 @@ def print_plan(console: Console, plans: Iterable[Any]) -> None:
         console.print(Text(f"#   python:  {plan.python}", style="dim"))
         options = getattr(plan, "options", None) or {}
         if options:
-            shown = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                             for k, v in options.items())
-            console.print(Text(f"#   options: {shown}", style="dim"))
-        console.print(Text(str(plan.command)))
+            console.print(Text(f"#   options: {_shown_options(options, env)}", style="dim"))
+        console.print(Text(mask_env(str(plan.command), env)))
 
 
 _VERSION_KEYS = ("python", "dask", "distributed")
 
 
 def print_check_table(console: Console, checks: Sequence[Any]) -> None:
-    """Print the ``--check`` table: one row per host.
+    """Print the ``--check`` table (one row per host), then the reason of each failure.
+
+    The table's cells stay short; the full reason of each failed host follows
+    it, one line per host (``FAILED host: reason``) that is never wrapped, so
+    ``dask-ssh --check ... | grep`` finds every message whole. Off a terminal
+    the table is not wrapped either: it takes the width it needs.
 
     Parameters
     ----------
@@ -473,11 +583,12 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
     A version that differs from the controller's is shown as
     ``remote (local here)`` in red.
     """
-    table = Table(title="dask-ssh --check", title_justify="left", show_lines=False)
+    console.print(Text("dask-ssh --check", style="italic"))
+    table = Table(show_lines=False)
     table.add_column("host", no_wrap=True)
     table.add_column("reachable")
     table.add_column("auth")
-    table.add_column("remote python", overflow="fold")
+    table.add_column("remote python", overflow="fold")  # the full path is also below
     for key in _VERSION_KEYS:
         table.add_column(key)
     table.add_column("result", overflow="fold")
@@ -502,9 +613,19 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
         if check.ok:
             cells.append(Text("ok", style="green"))
         else:
-            cells.append(Text(check.error or "failed", style="red"))
+            cells.append(Text("FAILED (below)", style="red"))
         table.add_row(*cells)
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:  # nobody resizes a pipe or a file: the table takes the width it needs
+        Console(file=console.file, width=_UNWRAPPED, color_system=None, markup=False,
+                emoji=False, highlight=False).print(table)
+    for check in checks:
+        if not check.ok:
+            line = Text("FAILED ", style="bold red")
+            line.append(f"{check.host}: ", style="bold")
+            line.append(_one_line(check.error or "failed"))
+            console.print(line, soft_wrap=True)
     if local:
         console.print(
             Text(
@@ -517,6 +638,14 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
         console.print(Text(f"{failed} of {len(checks)} host(s) failed the check", style="bold red"))
     else:
         console.print(Text(f"all {len(checks)} host(s) ok", style="bold green"))
+
+
+_UNWRAPPED = 100_000
+
+
+def _one_line(text: str) -> str:
+    """Join the lines of a multi-line reason with `` | ``."""
+    return " | ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
 def _yes_no(value: bool) -> Text:

@@ -11,7 +11,13 @@ Every problem is raised as :class:`~sshdeploy.errors.HostfileError` with the
 path, the 1-based line and a precise reason.  The accepted syntax is
 :data:`HOSTFILE_GRAMMAR`.
 
-This module is a leaf: no network, no asyncssh, no distributed.
+The rules for values that the command line and the Python API share live
+here too, one function per value: :func:`check_memory_limit` and
+:func:`check_positive_int`.  They raise :class:`ValueError` with the reason;
+each caller adds where the value came from (file and line, option name).
+
+This module is a leaf: no network, no asyncssh, no distributed (only
+:func:`dask.utils.parse_bytes`, imported when a size is checked).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ __all__ = [
     "KNOWN_KEYS",
     "MAX_RANGE_HOSTS",
     "Host",
+    "check_memory_limit",
+    "check_positive_int",
     "expand_ranges",
     "load_hostfile",
     "parse_host",
@@ -50,7 +58,8 @@ Hostfile format: one host per line.
   key=value   settings for this host, after the host:
                 slots=N            worker processes on this host (N >= 1)
                 nthreads=N         threads per worker (N >= 1)
-                memory-limit=X     per worker: 4GiB, 500MB, 0.5 (of RAM), auto
+                memory-limit=X     per worker: 4GiB, 500MB, 0.5 (of RAM), auto,
+                                   0 (no limit)
                 remote-python=PATH the Python to run on this host
               (memory_limit= and remote_python= are accepted too)
   ranges      node[01-16] and node[1-3,7] expand to several hosts that share
@@ -83,13 +92,6 @@ _USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
 _HOST_CHAR_RE = re.compile(r"[A-Za-z0-9._-]")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _RANGE_ITEM_RE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
-# What dask.utils.parse_bytes / memory_limit accept: a size with an optional unit,
-# a fraction of RAM, 0 (no limit) or "auto".
-_MEMORY_RE = re.compile(
-    r"auto|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[0-9]+)?\s*(?:[kmgtp]i?b?|b)?",
-    re.IGNORECASE,
-)
-
 _Fail = Callable[[str], HostfileError]
 
 
@@ -137,10 +139,146 @@ def _hostname_problem(name: str) -> str | None:
     return None
 
 
-def _positive_int_problem(name: str, value: object) -> str | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+_MEMORY_HELP = (
+    "use bytes (4000000000), a size (4GiB, 500MB), a fraction of the host's memory "
+    "(0.5), 'auto', or 0 for no limit"
+)
+
+
+def check_memory_limit(value: str | int | float | None) -> str | int | float | None:
+    """Check a memory limit per worker; return it in the form distributed takes.
+
+    The one rule for ``--memory-limit``, the hostfile's ``memory-limit=`` and
+    ``worker_options["memory_limit"]``, with the meaning distributed's
+    ``parse_memory_limit`` gives each value:
+
+    * ``"auto"`` (any case): left to the worker (its share of the host's memory);
+    * ``None`` or ``0``: no limit;
+    * a whole number: bytes (``1`` is all of the memory, as in distributed);
+    * a fraction in (0, 1]: that part of the host's memory;
+    * a size string such as ``"4GiB"`` or ``"500MB"`` (``dask.utils.parse_bytes``).
+
+    Parameters
+    ----------
+    value : str, int, float or None
+        The limit as given; strings may hold any of the forms above.
+
+    Returns
+    -------
+    str, int, float or None
+        ``"auto"``, ``None``, an int (bytes, or 0), a float fraction, or the
+        size string as given (stripped).
+
+    Raises
+    ------
+    ValueError
+        For a negative value, a number above 1 that is not whole (``1.5``
+        would silently mean 1 byte), a non-finite number, a bool, or text
+        that is not a size.
+
+    Examples
+    --------
+    >>> [check_memory_limit(v) for v in ("AUTO", "0", "0.5", "4000000000", "1e9", "4GiB")]
+    ['auto', 0, 0.5, 4000000000, 1000000000, '4GiB']
+    >>> check_memory_limit(1.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 1.5 is neither a fraction of the host's memory (0 to 1) nor a whole number ...
+    >>> check_memory_limit("-1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: -1 is negative: use bytes (4000000000), a size (4GiB, 500MB), ...
+    """
+    if value is None:
         return None
-    return f"bad value for {name!r}: expected a positive integer, got {value!r}"
+    number: int | float
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "auto":
+            return "auto"
+        if _DIGITS_RE.fullmatch(text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            return _check_size(text, value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ValueError(f"{value!r} is not a memory limit: {_MEMORY_HELP}")
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number: {_MEMORY_HELP}")
+    if number < 0:
+        raise ValueError(f"{value} is negative: {_MEMORY_HELP}")
+    if isinstance(number, int) or number == 0:
+        return int(number)
+    if number <= 1:
+        return number
+    if number.is_integer():
+        return int(number)
+    raise ValueError(
+        f"{value} is neither a fraction of the host's memory (0 to 1) nor a whole number of bytes"
+    )
+
+
+def _check_size(text: str, value: str) -> str:
+    """Check a size string (``4GiB``) with dask's own parser."""
+    from dask.utils import parse_bytes
+
+    if not any(ch.isdigit() for ch in text):  # parse_bytes reads "MB" as 1 MB, "" as 1 byte
+        raise ValueError(f"{value!r} is not a size: {_MEMORY_HELP}")
+    try:
+        size = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise ValueError(f"{value!r} is not a size: {_MEMORY_HELP}") from None
+    if size < 0:
+        raise ValueError(f"{value!r} is negative: {_MEMORY_HELP}")
+    return text
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Check a count that must be a whole number of at least 1 (``slots``, ``nthreads``).
+
+    Parameters
+    ----------
+    name : str
+        The setting, for the message (``"slots"``, ``"nthreads"``).
+    value : object
+        An int, or a string of digits.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        For anything else, including 0, negatives, bools and floats.
+
+    Examples
+    --------
+    >>> check_positive_int("slots", "4")
+    4
+    >>> check_positive_int("nthreads", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: bad value for 'nthreads': expected a positive integer, got 0
+    """
+    if isinstance(value, str) and _DIGITS_RE.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"bad value for {name!r}: expected a positive integer, got {value!r}")
+
+
+def _positive_int_problem(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        check_positive_int(name, None if isinstance(value, str) else value)  # a Host holds ints
+    except ValueError:
+        return f"bad value for {name!r}: expected a positive integer, got {value!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -245,10 +383,13 @@ def _host_problem(host: Host) -> str | None:
         problem = _positive_int_problem(name, getattr(host, name))
         if problem:
             return problem
-    if host.memory_limit is not None and not (
-        isinstance(host.memory_limit, str) and _MEMORY_RE.fullmatch(host.memory_limit)
-    ):
-        return f"bad value for 'memory-limit': {host.memory_limit!r}"
+    if host.memory_limit is not None:
+        if not isinstance(host.memory_limit, str):
+            return f"bad value for 'memory-limit': {host.memory_limit!r} (expected text)"
+        try:
+            check_memory_limit(host.memory_limit)
+        except ValueError as err:
+            return f"bad value for 'memory-limit': {err}"
     if host.remote_python is not None and not (
         isinstance(host.remote_python, str) and host.remote_python.strip()
     ):
@@ -413,16 +554,20 @@ def _parse_address(token: str, fail: _Fail) -> tuple[str | None, list[str], int 
 
 def _parse_value(key: str, field_name: str, value: str, fail: _Fail) -> Any:
     if field_name in ("slots", "nthreads"):
-        if _DIGITS_RE.fullmatch(value) and int(value) >= 1:
-            return int(value)
-        raise fail(f"bad value for {key!r}: expected a positive integer, got {value!r}")
+        if not _DIGITS_RE.fullmatch(value):  # no signs, spaces or "+4"
+            raise fail(f"bad value for {key!r}: expected a positive integer, got {value!r}")
+        try:
+            return check_positive_int(key, value)
+        except ValueError as err:
+            raise fail(str(err)) from None
     if field_name == "memory_limit":
-        if _MEMORY_RE.fullmatch(value):
-            return value
-        raise fail(
-            f"bad value for {key!r}: expected a size (4GiB, 500MB), a fraction of "
-            f"memory (0.5), 0 or 'auto', got {value!r}"
-        )
+        if not value:
+            raise fail(f"bad value for {key!r}: empty; {_MEMORY_HELP}")
+        try:
+            check_memory_limit(value)
+        except ValueError as err:
+            raise fail(f"bad value for {key!r}: {err}") from None
+        return value
     if not value:  # remote_python
         raise fail(f"bad value for {key!r}: empty path")
     return value

@@ -7,9 +7,12 @@ Waiting: the cluster is used synchronously (its event loop runs in a thread of
 its own); the main thread waits on a :class:`threading.Event` in steps of
 ``poll_interval`` seconds, checking after each step whether the scheduler (or
 the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
-cluster's connection to the scheduler is lost. SIGINT and SIGTERM set the
-event; a second one exits at once with status 130 (the remote agents clean up
-when their connection drops). Closing is bounded (``close_timeout``).
+cluster's connection to the scheduler is lost, or whether stdout's reader
+has gone (``dask-ssh ... | head``: see :class:`~sshdeploy.display.GuardedStream`).
+SIGINT, SIGTERM and SIGHUP (the terminal closed) set the event; a second one
+exits at once with status 130 (the remote agents clean up when their
+connection drops). Closing is bounded (``close_timeout``). When stdout's
+reader has gone, the cluster is stopped the same way, quietly.
 
 While it runs, remote lines and sshdeploy's own warnings are printed (and
 written to ``--log-directory``) through the handlers of :mod:`sshdeploy.display`.
@@ -20,10 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
@@ -41,42 +43,45 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _STOPPED_STATES = frozenset({"closing", "closed", "failed"})
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Stop:
-    """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once."""
+    """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once.
 
-    def __init__(self, console: Console, exit_now: Callable[[int], Any] = os._exit) -> None:
+    A signal handler only records (distributed's ``_signals.py``: "Do not log
+    or print anything in here"); the wait loop of :func:`serve` says what
+    happened. The second signal cannot wait for that loop, so it writes one
+    fixed line straight to file descriptor 2 (``os.write``, safe in a handler)
+    and exits with status 130.
+    """
+
+    def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
-        self._console = console
-        self._exit_now = exit_now
 
     def __call__(self, signum: int, frame: FrameType | None = None) -> None:
         if self.event.is_set():
-            self._console.print("dask-ssh: second interrupt, exiting now")
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # pragma: no cover - closed stream
-                    pass
-            self._exit_now(130)
-            return
+            _write_stderr(b"dask-ssh: second interrupt, exiting now\n")
+            os._exit(130)
         self.signum = signum
         self.event.set()
-        self._console.print(
-            f"dask-ssh: {signal.Signals(signum).name} received, stopping the cluster "
-            "(again to exit at once)"
-        )
+
+
+def _write_stderr(data: bytes) -> None:
+    try:
+        os.write(2, data)
+    except OSError:  # stderr closed: nothing to tell
+        pass
 
 
 @contextmanager
 def _signal_handlers(stop: _Stop) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to *stop* while inside; restore the old handlers after."""
+    """Route SIGINT, SIGTERM and SIGHUP to *stop* while inside; restore the old handlers after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
     try:
         yield
     finally:
@@ -163,11 +168,8 @@ def serve(
     console: Console,
     err_console: Console,
     log_directory: str | None = None,
-    cluster_class: Callable[..., Any] | None = None,
-    stop: _Stop | None = None,
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
-    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
 
@@ -178,17 +180,11 @@ def serve(
         Where the banner and remote lines / messages and warnings go.
     log_directory : str, optional
         Controller directory for one log file per label.
-    cluster_class : callable, optional
-        Default :class:`~sshdeploy.cluster.SSHCluster`; tests pass a fake.
-    stop : _Stop, optional
-        The signal handler; tests pass one and set its event.
     poll_interval : float
         Seconds between checks of the scheduler's status.
     close_timeout : float
         Seconds the cluster is given to close; after that ``dask-ssh`` gives
         up and exits 1 (the remote agents stop when their connection drops).
-    clock : callable
-        For the summary's duration.
 
     Returns
     -------
@@ -201,12 +197,11 @@ def serve(
     SSHDeployError
         If the cluster cannot start.
     """
-    factory = SSHCluster if cluster_class is None else cluster_class
-    stop = stop or _Stop(err_console)
+    stop = _Stop()
     where = args.hosts[0].display()
     with _remote_logging(console, err_console, log_directory) as remote_log, \
             _signal_handlers(stop):
-        cluster = factory(**args.kwargs())
+        cluster = SSHCluster(**args.kwargs())
         try:
             by_host = _workers_by_host(cluster)
             display.print_banner(
@@ -219,9 +214,16 @@ def serve(
             )
             scheduler_died = False
             while not stop.event.wait(poll_interval):
+                if display.output_closed(console):
+                    break
                 if _scheduler_gone(cluster):
                     scheduler_died = True
                     break
+            if stop.signum is not None:
+                err_console.print(
+                    f"dask-ssh: {signal.Signals(stop.signum).name} received, stopping the "
+                    "cluster (again to exit at once)"
+                )
             by_host = _workers_by_host(cluster) or by_host
         except BaseException:
             _close(cluster, close_timeout)
@@ -233,9 +235,9 @@ def serve(
                 err_console.print("last scheduler output:")
                 for line in tail:
                     err_console.print("  " + line)
-        started = clock()
+        started = time.monotonic()
         error = _close(cluster, close_timeout)
-        elapsed = clock() - started
+        elapsed = time.monotonic() - started
     if error is not None:
         err_console.print(
             f"dask-ssh: the cluster did not stop cleanly within {close_timeout:.0f} s "
@@ -245,8 +247,12 @@ def serve(
         return 1
     if scheduler_died:
         return 1
+    if stop.signum is None and display.output_closed(console):
+        return 0  # stdout's reader has gone: stop quietly, like any Unix tool
     n_workers = sum(len(v) for v in by_host.values())
-    console.print(
+    # After SIGHUP stdout may be the closed terminal: then the summary goes to stderr.
+    summary_console = err_console if display.output_closed(console) else console
+    summary_console.print(
         f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
         f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
         f"in {elapsed:.1f} s"

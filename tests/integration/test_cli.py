@@ -25,6 +25,7 @@ import pytest
 from distributed import Client
 
 from sshdeploy import testbed
+from sshdeploy.errors import HostfileError
 
 # Not 8786: SSHCluster's default scheduler port, used by tests that may run
 # at the same time on the shared bed.
@@ -62,7 +63,7 @@ def python_processes(bed: testbed.Bed, tag: str) -> dict[str, list[tuple[int, st
 class DaskSSH:
     """A ``dask-ssh`` subprocess whose stdout and stderr are read line by line in threads."""
 
-    def __init__(self, bed: testbed.Bed, args: Sequence[str]) -> None:
+    def __init__(self, bed: testbed.Bed, args: Sequence[str], read_stdout: bool = True) -> None:
         self.bed = bed
         self.tag = uuid.uuid4().hex
         argv = [
@@ -83,11 +84,12 @@ class DaskSSH:
         self.stderr_lines: list[str] = []
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines),
-                             daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr_lines),
                              daemon=True),
         ]
+        if read_stdout:  # else the test reads (and closes) proc.stdout itself
+            self._readers.append(threading.Thread(
+                target=self._read, args=(self.proc.stdout, self.stdout_lines), daemon=True))
         for t in self._readers:
             t.start()
 
@@ -181,8 +183,8 @@ def dask_ssh(bed: testbed.Bed) -> Iterator[Callable[..., DaskSSH]]:
     """Start ``dask-ssh`` with the bed's credentials; killed at teardown if still running."""
     started: list[DaskSSH] = []
 
-    def start(*args: str) -> DaskSSH:
-        run = DaskSSH(bed, args)
+    def start(*args: str, read_stdout: bool = True) -> DaskSSH:
+        run = DaskSSH(bed, args, read_stdout=read_stdout)
         started.append(run)
         return run
 
@@ -329,7 +331,7 @@ def test_bad_hostfile_line(
     n1, n2, n3 = names(bed)
     path = hostfile(tmp_path, n1, f"{n2} slots=many", n3)
     run = dask_ssh("--hostfile", path)
-    assert run.finish(30) == 1, run.describe()
+    assert run.finish(30) == getattr(HostfileError, "exit_code", 1), run.describe()
     # Line 1 is the comment written by hostfile(); the bad line is line 3.
     assert f"{path}:3:" in run.stderr, run.describe()
     assert "Traceback" not in run.own_output, run.describe()
@@ -376,3 +378,60 @@ def test_scheduler_death_exits_1_with_its_last_lines(
     assert "Traceback" not in run.own_output, run.describe()
     assert took < 15, f"exit took {took:.1f} s:\n{run.describe()}"
     run.assert_nothing_left(timeout=5)
+
+
+@pytest.mark.timeout(120)
+def test_closed_stdout_stops_the_cluster_quietly(
+    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], tmp_path: Path
+) -> None:
+    """``dask-ssh ... | head -3``: read three lines, close the pipe; no traceback, nothing left."""
+    run = dask_ssh(
+        "--hostfile", hostfile(tmp_path, *names(bed)), "--scheduler-port",
+        str(SCHEDULER_PORT + 6), "--dashboard-address", ":0", read_stdout=False,
+    )
+    assert run.proc.stdout is not None
+    first = [run.proc.stdout.readline() for _ in range(3)]
+    assert all(first), first
+    testbed.wait_until(lambda: bool(run.remote()), 60, "dask-ssh's processes on the hosts")
+    run.proc.stdout.close()
+    start = time.monotonic()
+    code = run.finish(40)
+    print(f"closed stdout to exit: {time.monotonic() - start:.2f} s, status {code}")
+    assert code == 141, run.describe()
+    assert "Traceback" not in run.stderr and "Error" not in run.stderr, run.describe()
+    run.assert_nothing_left(timeout=5)
+
+
+@pytest.mark.timeout(180)
+def test_sighup_stops_the_cluster(
+    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], tmp_path: Path
+) -> None:
+    run, _address = serving(bed, dask_ssh, tmp_path, SCHEDULER_PORT + 7)
+    assert run.remote().keys() == set(names(bed))
+    run.proc.send_signal(signal.SIGHUP)
+    code = run.finish(30)
+    assert code == 0, run.describe()
+    run.assert_nothing_left(timeout=5)
+    assert "SIGHUP received" in run.stderr, run.describe()
+    assert re.search(r"stopped 2 workers on 2 hosts and the scheduler", run.stdout), run.describe()
+    assert "Traceback" not in run.own_output, run.describe()
+
+
+@pytest.mark.timeout(90)
+def test_check_through_a_pipe_keeps_each_reason_on_one_line(
+    bed: testbed.Bed, tmp_path: Path
+) -> None:
+    """``dask-ssh --check ... | grep`` finds the full path of a missing remote Python."""
+    n1, n2, _n3 = names(bed)
+    path = hostfile(tmp_path, n1, f"{n2} remote-python=/nonexistent/python3")
+    argv = [sys.executable, "-m", "sshdeploy.cli", "--check", "--hostfile", path,
+            "--known-hosts", str(bed.known_hosts), "--ssh-private-key", str(bed.client_key),
+            "--ssh-username", "root"]
+    env = {**os.environ, "COLUMNS": "40"}  # a narrow window must not cut a message either
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(f"FAILED root@{n2}")]
+    assert len(lines) == 1, done.stdout
+    assert "'/nonexistent/python3' not found" in lines[0], done.stdout
+    assert "Traceback" not in done.stderr, done.stderr

@@ -1,8 +1,10 @@
 """The dask-ssh command through click's CliRunner: no network, no processes.
 
-``sshdeploy.cli.SSHCluster`` is replaced by :class:`FakeCluster`, which
-records its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function
-returning canned results.
+``SSHCluster`` (looked up in ``sshdeploy.cli`` for the dry run and in
+``sshdeploy.serve`` to run) is replaced by :class:`FakeCluster`, which records
+its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function returning
+canned results. The pure part is tested on options parsed by the real click
+command (:func:`opts`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sshdeploy import cli, cliargs
+from sshdeploy import cli, cliargs, serve
+from sshdeploy.cliargs import CliOptions, ClusterArgs
 from sshdeploy.errors import ConnectError, HostfileError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
 
@@ -108,6 +111,7 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> type[FakeCluster]:
     FakeCluster.on_start = None
     FakeCluster.close_error = None
     monkeypatch.setattr(cli, "SSHCluster", FakeCluster)
+    monkeypatch.setattr(serve, "SSHCluster", FakeCluster)
     monkeypatch.delenv("PBS_NODEFILE", raising=False)
     monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
     monkeypatch.delenv("SLURM_NODELIST", raising=False)
@@ -126,14 +130,24 @@ def run(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli.main, list(args), input=input, catch_exceptions=False)
 
 
-def build(*args: str) -> cli.ClusterArgs:
+def opts(*argv: str) -> CliOptions:
+    """Parse *argv* with the real command, as ``dask-ssh`` does."""
+    return CliOptions(**cli.main.make_context("dask-ssh", list(argv)).params)
+
+
+def args_of(*argv: str, environ: dict[str, str] | None = None) -> ClusterArgs:
+    """Return what ``dask-ssh ARGV`` passes to SSHCluster (pure; no batch environment)."""
+    return cliargs.build_cluster_args(opts(*argv), environ={} if environ is None else environ)
+
+
+def build(*args: str) -> ClusterArgs:
     """Run the command up to SSHCluster(...) and return what it received."""
     FakeCluster.on_start = _signal_self(signal.SIGINT)
     result = run(*args)
     assert result.exit_code == 0, result.output
     (cluster,) = FakeCluster.instances
     kw = cluster.kwargs
-    return cli.ClusterArgs(
+    return ClusterArgs(
         hosts=kw["hosts"],
         connect_options=kw["connect_options"],
         worker_options=kw["worker_options"],
@@ -153,7 +167,7 @@ def names(hosts: list[Host]) -> list[str]:
 
 
 def test_defaults() -> None:
-    args = cli.build_cluster_args(["a", "b"], environ={})
+    args = args_of("a", "b")
     assert names(args.hosts) == ["a", "b"]
     assert args.connect_options == {}
     assert args.worker_options == {"n_workers": 1}
@@ -164,41 +178,44 @@ def test_defaults() -> None:
     assert args.kwargs()["env"] is None
 
 
+def test_every_click_option_is_a_field_of_cli_options() -> None:
+    declared = {p.name for p in cli.main.params if not getattr(p, "is_eager", False)}
+    assert declared == set(CliOptions.names())
+
+
 def test_kwargs_match_sshcluster_signature() -> None:
     import inspect
 
     from sshdeploy import cluster
 
-    kwargs = cli.build_cluster_args(["a", "b"], environ={}).kwargs()
+    kwargs = args_of("a", "b").kwargs()
     inspect.signature(cluster.SSHCluster).bind(**kwargs)
     inspect.signature(cluster.SSHCluster.remote_commands).bind(**kwargs)
 
 
 @pytest.mark.parametrize(
-    ("hosts", "scheduler", "expected"),
+    ("argv", "expected"),
     [
-        (["a", "b", "c"], None, ["a", "b", "c"]),
-        (["a"], None, ["a", "a"]),
-        (["a", "b"], "s", ["s", "a", "b"]),
-        (["a"], "s", ["s", "a"]),
-        ([], "s", ["s", "s"]),
-        (["a", "a"], None, ["a", "a"]),
+        (["a", "b", "c"], ["a", "b", "c"]),
+        (["a"], ["a", "a"]),
+        (["--scheduler", "s", "a", "b"], ["s", "a", "b"]),
+        (["--scheduler", "s", "a"], ["s", "a"]),
+        (["--scheduler", "s"], ["s", "s"]),
+        (["a", "a"], ["a", "a"]),
     ],
 )
-def test_placement(hosts: list[str], scheduler: str | None, expected: list[str]) -> None:
-    args = cli.build_cluster_args(hosts, scheduler=scheduler, environ={})
-    assert names(args.hosts) == expected
+def test_placement(argv: list[str], expected: list[str]) -> None:
+    assert names(args_of(*argv).hosts) == expected
 
 
 def test_no_hosts_is_usage_error() -> None:
     with pytest.raises(click.UsageError, match="no hosts"):
-        cli.build_cluster_args([], environ={})
+        args_of()
 
 
 def test_ssh_username_and_port_are_defaults_only() -> None:
-    args = cli.build_cluster_args(
-        ["a", "al@b:23"], scheduler="s:2", ssh_username="bob", ssh_port=2222, environ={}
-    )
+    args = args_of("a", "al@b:23", "--scheduler", "s:2", "--ssh-username", "bob",
+                   "--ssh-port", "2222")
     assert [(h.hostname, h.user, h.port) for h in args.hosts] == [
         ("s", "bob", 2),
         ("a", "bob", 2222),
@@ -208,107 +225,111 @@ def test_ssh_username_and_port_are_defaults_only() -> None:
 
 
 def test_command_line_hosts_take_ranges_and_settings() -> None:
-    args = cli.build_cluster_args(["head", "n[1-2] slots=3"], environ={})
+    args = args_of("head", "n[1-2] slots=3")
     assert names(args.hosts) == ["head", "n1", "n2"]
     assert [h.slots for h in args.hosts[1:]] == [3, 3]
 
 
 def test_bad_command_line_host_is_usage_error() -> None:
     with pytest.raises(click.BadParameter):
-        cli.build_cluster_args(["a", "bad host:99999"], environ={})
+        args_of("a", "bad host:99999")
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "connect"),
+    ("argv", "connect"),
     [
-        ({"ssh_private_key": "/k/id"}, {"client_keys": ["/k/id"]}),
-        ({"known_hosts": "/k/kh"}, {"known_hosts": "/k/kh"}),
-        ({"insecure_skip_host_key_check": True}, {"known_hosts": None}),
-        ({"connect_timeout": 2.5}, {"connect_timeout": 2.5}),
-        ({"jump_host": "al@bastion:2200"}, {"tunnel": "al@bastion:2200"}),
-        ({"jump_host": "bastion"}, {"tunnel": "bastion"}),
+        (["--ssh-private-key", __file__], {"client_keys": [__file__]}),
+        (["--known-hosts", __file__], {"known_hosts": __file__}),
+        (["--insecure-skip-host-key-check"], {"known_hosts": None}),
+        (["--connect-timeout", "2.5"], {"connect_timeout": 2.5}),
+        (["--jump-host", "al@bastion:2200"], {"tunnel": "al@bastion:2200"}),
+        (["--jump-host", "bastion"], {"tunnel": "bastion"}),
     ],
 )
-def test_connect_options(kwargs: dict[str, Any], connect: dict[str, Any]) -> None:
-    assert cli.build_cluster_args(["a"], environ={}, **kwargs).connect_options == connect
+def test_connect_options(argv: list[str], connect: dict[str, Any]) -> None:
+    assert args_of("a", *argv).connect_options == connect
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "workers"),
+    ("argv", "workers"),
     [
-        ({"nworkers": 3}, {"n_workers": 3}),
-        ({"nthreads": 0}, {"n_workers": 1}),
-        ({"nthreads": 4}, {"n_workers": 1, "nthreads": 4}),
-        ({"memory_limit": "auto"}, {"n_workers": 1}),
-        ({"memory_limit": "AUTO"}, {"n_workers": 1}),
-        ({"memory_limit": "4GB"}, {"n_workers": 1, "memory_limit": "4GB"}),
-        ({"memory_limit": "0"}, {"n_workers": 1, "memory_limit": 0}),
-        ({"memory_limit": "0.5"}, {"n_workers": 1, "memory_limit": 0.5}),
-        ({"memory_limit": "4000000000"}, {"n_workers": 1, "memory_limit": 4000000000}),
-        ({"local_directory": "/scratch/x"}, {"n_workers": 1, "local_directory": "/scratch/x"}),
-        ({"worker_port": "0"}, {"n_workers": 1}),
-        ({"worker_port": "4000"}, {"n_workers": 1, "worker_port": 4000}),
-        ({"worker_port": "4000:4010"}, {"n_workers": 1, "worker_port": "4000:4010"}),
-        ({"nanny_port": "5000"}, {"n_workers": 1, "nanny_port": 5000}),
+        (["--nworkers", "3"], {"n_workers": 3}),
+        (["--nthreads", "0"], {"n_workers": 1}),
+        (["--nthreads", "4"], {"n_workers": 1, "nthreads": 4}),
+        (["--memory-limit", "auto"], {"n_workers": 1}),
+        (["--memory-limit", "AUTO"], {"n_workers": 1}),
+        (["--memory-limit", "4GB"], {"n_workers": 1, "memory_limit": "4GB"}),
+        (["--memory-limit", "0"], {"n_workers": 1, "memory_limit": 0}),
+        (["--memory-limit", "0.5"], {"n_workers": 1, "memory_limit": 0.5}),
+        (["--memory-limit", "1e9"], {"n_workers": 1, "memory_limit": 1000000000}),
+        (["--memory-limit", "4000000000"], {"n_workers": 1, "memory_limit": 4000000000}),
+        (["--local-directory", "/scratch/x"], {"n_workers": 1, "local_directory": "/scratch/x"}),
+        (["--worker-port", "0"], {"n_workers": 1}),
+        (["--worker-port", "4000"], {"n_workers": 1, "worker_port": 4000}),
+        (["--worker-port", "4000:4010"], {"n_workers": 1, "worker_port": "4000:4010"}),
+        (["--nanny-port", "5000"], {"n_workers": 1, "nanny_port": 5000}),
     ],
 )
-def test_worker_options(kwargs: dict[str, Any], workers: dict[str, Any]) -> None:
-    assert cli.build_cluster_args(["a"], environ={}, **kwargs).worker_options == workers
+def test_worker_options(argv: list[str], workers: dict[str, Any]) -> None:
+    assert args_of("a", *argv).worker_options == workers
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("argv", "message"),
     [
-        {"memory_limit": "lots"},
-        {"memory_limit": "1.5"},
-        {"worker_port": "http"},
-        {"worker_port": "70000"},
-        {"nanny_port": "10:5"},
-        {"jump_host": "bad host name"},
-        {"jump_host": "bastion slots=2"},
-        {"scheduler": "user@"},
-        {"known_hosts": "/kh", "insecure_skip_host_key_check": True},
-        {"remote_dask_worker": "mypkg.cli.worker"},
-        {"remote_dask_worker": "mypkg.MyWorker", "worker_class": "distributed.Worker"},
-        {"nanny_port": "5000", "worker_class": "distributed.Worker"},
+        (["--memory-limit", "lots"], "'lots' is not a size"),
+        (["--memory-limit", "1.5"], "neither a fraction"),
+        (["--memory-limit", "-1"], "-1 is negative"),
+        (["--memory-limit", "-0.5"], "is negative"),
+        (["--memory-limit", "-4GB"], "is negative"),
+        (["--memory-limit", "nan"], "not a finite number"),
+        (["--worker-port", "http"], "not a port"),
+        (["--worker-port", "70000"], "ports go up to 65535"),
+        (["--nanny-port", "10:5"], "bad port range"),
+        (["--jump-host", "bad host name"], "--jump-host"),
+        (["--jump-host", "bastion slots=2"], "without settings"),
+        (["--scheduler", "user@"], "--scheduler"),
+        (["--env", "NOPE"], "KEY=VALUE"),
+        (["--nthreads", "-1"], "--nthreads"),
+        (["--nworkers", "0"], "--nworkers"),
+        (["--known-hosts", __file__, "--insecure-skip-host-key-check"], "contradict"),
+        (["--remote-dask-worker", "mypkg.cli.worker"], "not a module"),
+        (["--remote-dask-worker", "mypkg.MyWorker", "--worker-class", "distributed.Worker"],
+         "disagree"),
+        (["--nanny-port", "5000", "--worker-class", "distributed.Worker"], "needs a Nanny"),
+        (["--nprocs", "4", "--nworkers", "2"], "disagree"),
+        (["--dry-run", "--check"], "two separate actions"),
     ],
 )
-def test_usage_errors_in_pure_function(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(click.UsageError):
-        cli.build_cluster_args(["a"], environ={}, **kwargs)
+def test_bad_options_are_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(click.UsageError) as info:
+        args_of("a", *argv)
+    assert message in info.value.format_message()
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "cls"),
+    ("argv", "cls"),
     [
-        ({}, "distributed.Nanny"),
-        ({"remote_dask_worker": "distributed.cli.dask_worker"}, "distributed.Nanny"),
-        ({"remote_dask_worker": "distributed.cli.dask_spec"}, "distributed.Nanny"),
-        ({"remote_dask_worker": "distributed.Worker"}, "distributed.Worker"),
-        ({"worker_class": "distributed.Worker"}, "distributed.Worker"),
+        ([], "distributed.Nanny"),
+        (["--remote-dask-worker", "distributed.cli.dask_worker"], "distributed.Nanny"),
+        (["--remote-dask-worker", "distributed.cli.dask_spec"], "distributed.Nanny"),
+        (["--remote-dask-worker", "distributed.Worker"], "distributed.Worker"),
+        (["--worker-class", "distributed.Worker"], "distributed.Worker"),
         (
-            {
-                "worker_class": "distributed.Worker",
-                "remote_dask_worker": "distributed.cli.dask_worker",
-            },
+            ["--worker-class", "distributed.Worker",
+             "--remote-dask-worker", "distributed.cli.dask_worker"],
             "distributed.Worker",
         ),
     ],
 )
-def test_worker_class(kwargs: dict[str, Any], cls: str) -> None:
-    assert cli.build_cluster_args(["a"], environ={}, **kwargs).worker_class == cls
+def test_worker_class(argv: list[str], cls: str) -> None:
+    assert args_of("a", *argv).worker_class == cls
 
 
 def test_remaining_options() -> None:
-    args = cli.build_cluster_args(
-        ["a"],
-        scheduler_port=0,
-        dashboard_address=":0",
-        remote_python="/opt/py",
-        setup="module load dask",
-        env=["A=1"],
-        restart=False,
-        environ={},
+    args = args_of(
+        "a", "--scheduler-port", "0", "--dashboard-address", ":0", "--remote-python", "/opt/py",
+        "--setup", "module load dask", "--env", "A=1", "--no-restart",
     )
     assert args.scheduler_options == {"port": 0, "dashboard_address": ":0"}
     assert args.remote_python == "/opt/py"
@@ -317,21 +338,22 @@ def test_remaining_options() -> None:
     assert args.restart is False
 
 
-def test_parse_env_items() -> None:
-    assert cli.parse_env_items(["A=1", "B=x=y", "C=", "A=2"]) == {"A": "2", "B": "x=y", "C": ""}
+def test_env_items() -> None:
+    args = args_of("a", "--env", "A=1", "--env", "B=x=y", "--env", "C=", "--env", "A=2")
+    assert args.env == {"A": "2", "B": "x=y", "C": ""}
 
 
 @pytest.mark.parametrize("item", ["NOEQUALS", "=v", "1A=v", "A-B=v", "A B=v"])
-def test_parse_env_items_rejects(item: str) -> None:
+def test_env_item_type_rejects(item: str) -> None:
     with pytest.raises(click.BadParameter, match="KEY=VALUE"):
-        cli.parse_env_items([item])
+        cliargs.ENV_ITEM.convert(item, None, None)
 
 
 def test_hosts_from_batch_environment(tmp_path: Path) -> None:
-    args = cli.build_cluster_args([], environ={"SLURM_JOB_NODELIST": "n[1-3]"})
+    args = args_of(environ={"SLURM_JOB_NODELIST": "n[1-3]"})
     assert names(args.hosts) == ["n1", "n2", "n3"]
     # command-line hosts win over the batch environment
-    args = cli.build_cluster_args(["x"], environ={"SLURM_JOB_NODELIST": "n[1-3]"})
+    args = args_of("x", environ={"SLURM_JOB_NODELIST": "n[1-3]"})
     assert names(args.hosts) == ["x", "x"]
 
 
@@ -455,6 +477,8 @@ def test_ssh_port_default_is_left_to_ssh_config() -> None:
         ["--scheduler-port", "70000", "a"],
         ["--ssh-port", "0", "a"],
         ["--memory-limit", "plenty", "a"],
+        ["--memory-limit", "1.5", "a"],
+        ["--memory-limit", "-1", "a"],
         ["--connect-timeout", "0", "a"],
         ["--hostfile", "/nonexistent/hosts.txt"],
         ["--ssh-private-key", "/nonexistent/id"],
@@ -561,9 +585,27 @@ def test_bad_hostfile_line_exits_1_with_path_and_line(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("node1\nnode2 slots=many\nnode3\n")
     result = CliRunner().invoke(cli.main, ["--hostfile", str(hostfile)])
-    assert result.exit_code == 1
+    assert result.exit_code == getattr(HostfileError, "exit_code", 1)
     assert f"{hostfile}:2:" in result.output
     assert "Traceback" not in result.output
+    assert not FakeCluster.instances
+
+
+@pytest.mark.parametrize(
+    ("setting", "phrase"),
+    [
+        ("memory-limit=1.5", "neither a fraction of the host's memory"),
+        ("memory-limit=-1", "-1 is negative"),
+        ("nthreads=0", "expected a positive integer"),
+        ("slots=-2", "expected a positive integer"),
+    ],
+)
+def test_hostfile_values_follow_the_cli_rules(tmp_path: Path, setting: str, phrase: str) -> None:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text(f"node1\nnode2 {setting}\n")
+    result = CliRunner().invoke(cli.main, ["--hostfile", str(hostfile)])
+    assert result.exit_code == getattr(HostfileError, "exit_code", 1), result.output
+    assert f"{hostfile}:2:" in result.output and phrase in result.output
     assert not FakeCluster.instances
 
 
@@ -686,6 +728,13 @@ def test_check_failure_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
         assert host in result.output
 
 
+def test_check_reasons_stay_whole_with_narrow_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_check(monkeypatch, bad={"b"})
+    result = CliRunner(env={"COLUMNS": "20"}).invoke(cli.main, ["--check", "a", "b"])
+    assert result.exit_code == 1
+    assert "FAILED b: cannot connect: refused" in result.output.splitlines()
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -714,13 +763,25 @@ def test_sigterm_stops_cluster() -> None:
     assert "stopped 1 worker on 1 host and the scheduler" in result.output
 
 
-def test_second_signal_exits_at_once() -> None:
-    exits: list[int] = []
-    stop = cli._Stop(cli.display.make_console(open(os.devnull, "w")), exit_now=exits.append)
-    stop(signal.SIGINT)
-    assert stop.event.is_set() and exits == []
-    stop(signal.SIGINT)
-    assert exits == [130]
+def test_signal_handler_only_records_and_a_second_signal_exits_130() -> None:
+    import subprocess
+
+    code = (
+        "import os, signal, sys\n"
+        "from sshdeploy.serve import _Stop\n"
+        "stop = _Stop()\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "assert stop.event.is_set() and stop.signum == signal.SIGINT\n"
+        "sys.stdout.write('first recorded\\n'); sys.stdout.flush()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.stdout.write('not reached\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[2])
+    assert done.returncode == 130, done
+    assert done.stdout == "first recorded\n"
+    assert done.stderr == "dask-ssh: second interrupt, exiting now\n"
 
 
 def test_scheduler_death_exits_1_with_its_last_lines() -> None:
@@ -884,3 +945,129 @@ def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
     result = cli.check_hosts([host], {"connect_timeout": 1}, "/py", setup="true")
     assert [c.host for c in result] == ["a"]
     assert seen == [([host], {"connect_timeout": 1}, "/py", "true")]
+
+
+# --------------------------------------------------------------------------- closed output
+
+
+class ClosingPipe:
+    """A stdout whose reader goes away after *lines* writes, as ``| head -N`` does."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.written: list[str] = []
+
+    def write(self, text: str) -> int:
+        if len(self.written) >= self.lines:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _main_with(stdout: Any, argv: list[str]) -> tuple[int, str]:
+    import io
+
+    err = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, err
+    try:
+        code = cli.main(argv, standalone_mode=False)
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, err.getvalue()
+
+
+def test_closed_stdout_stops_the_cluster_quietly_with_141() -> None:
+    def start(cluster: FakeCluster) -> None:
+        log = logging.getLogger("sshdeploy.remote.worker.w1")
+        for i in range(10):
+            log.info(f"line {i}", extra={"sshdeploy_label": "w1-0", "sshdeploy_host": "w1",
+                                          "sshdeploy_role": "worker", "sshdeploy_stream": "stdout"})
+
+    FakeCluster.on_start = start
+    pipe = ClosingPipe(lines=3)
+    code, err = _main_with(pipe, ["head", "w1"])
+    assert code == 141
+    assert FakeCluster.instances[0].closed == 1
+    assert err == ""  # quiet: no traceback, no message
+    assert len(pipe.written) == 3
+
+
+def test_closed_stdout_in_dry_run_exits_141_quietly() -> None:
+    code, err = _main_with(ClosingPipe(lines=1), ["--dry-run", "head", "w1", "w2"])
+    assert (code, err) == (141, "")
+
+
+def test_stdout_whose_reader_has_gone_is_noticed_without_a_write() -> None:
+    """An idle dask-ssh | head notices the closed pipe through poll(), not only on EPIPE."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w")
+    try:
+        guarded = cli.display.GuardedStream(stream)
+        assert not guarded.reader_gone()
+        os.close(read_fd)
+        assert guarded.reader_gone()
+        stream.write("dropped\n")
+        stream.flush()  # fd now points at /dev/null: no EPIPE at exit either
+    finally:
+        stream.close()
+
+
+def test_sighup_stops_the_cluster_and_prints_the_summary() -> None:
+    FakeCluster.on_start = _signal_self(signal.SIGHUP)
+    before = signal.getsignal(signal.SIGHUP)
+    result = run("head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "SIGHUP received" in result.output
+    assert "stopped 1 worker on 1 host and the scheduler" in result.output
+    assert FakeCluster.instances[0].closed == 1
+    assert signal.getsignal(signal.SIGHUP) is before
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_dry_run_masks_env_values_and_shows_names() -> None:
+    from sshdeploy import cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
+        result = run("--dry-run", "--env", "TOKEN=s3cret-value", "--env", "OTHER=a b c",
+                     "head", "w1")
+    assert result.exit_code == 0, result.output
+    assert "s3cret-value" not in result.output and "a b c" not in result.output
+    assert "TOKEN" in result.output and "OTHER" in result.output
+    assert "***" in result.output
+
+
+def test_dry_run_masks_env_in_the_command_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def remote_commands(**kwargs: Any) -> list[FakePlan]:
+        return [FakePlan("head", "scheduler", ["scheduler"], "export TOKEN='x y'; exec py",
+                         "/py", {"env": dict(kwargs["env"])})]
+
+    monkeypatch.setattr(FakeCluster, "remote_commands", staticmethod(remote_commands))
+    result = run("--dry-run", "--env", "TOKEN=x y", "head")
+    assert "x y" not in result.output, result.output
+    assert "export TOKEN=***; exec py" in result.output
+    assert "env={'TOKEN': '***'}" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dry-run", "--insecure-skip-host-key-check", "a"],
+        ["--insecure-skip-host-key-check", "--memory-limit", "-1", "a"],
+        ["--insecure-skip-host-key-check", "bad host"],
+        ["--insecure-skip-host-key-check"],  # no hosts
+    ],
+)
+def test_insecure_warning_only_when_the_run_goes_ahead(argv: list[str]) -> None:
+    result = CliRunner().invoke(cli.main, argv)
+    assert "not checked" not in result.output, result.output
+    assert not FakeCluster.instances

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import types
 from pathlib import Path
 
@@ -40,54 +41,62 @@ def record(line: str, label: str, role: str, host: str = "node2") -> logging.Log
 # ------------------------------------------------------------------ colour rules
 
 
-def test_use_colour_follows_terminal_and_no_color() -> None:
-    assert display.use_colour(TTY(), {}) is True
-    assert display.use_colour(io.StringIO(), {}) is False
-    assert display.use_colour(TTY(), {"NO_COLOR": "1"}) is False
-    assert display.use_colour(TTY(), {"NO_COLOR": ""}) is True  # empty counts as unset
-    assert display.use_colour(io.StringIO(), {"FORCE_COLOR": "1"}) is True
-    assert display.use_colour(TTY(), {"FORCE_COLOR": "1", "NO_COLOR": "1"}) is False
+@pytest.fixture(autouse=True)
+def plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "TERM"):
+        monkeypatch.delenv(name, raising=False)
 
 
-def test_use_colour_survives_closed_stream() -> None:
-    stream = io.StringIO()
-    stream.close()
-    assert display.use_colour(stream, {}) is False
+def colour_codes(out: str) -> list[str]:
+    """Return the SGR parameters of *out* that set a colour (30-38, 40-48, 90-107)."""
+    found = []
+    for params in re.findall(r"\x1b\[([0-9;]*)m", out):
+        for p in params.split(";"):
+            if p.isdigit() and (30 <= int(p) <= 48 or 90 <= int(p) <= 107):
+                found.append(p)
+    return found
 
 
-def _print_lines(stream: io.StringIO, environ: dict[str, str]) -> str:
-    console = display.make_console(stream, environ=environ)
+def _print_lines(stream: io.StringIO) -> str:
+    console = display.make_console(stream)
     console.print(display.format_remote_line("scheduler node1", "ready", "scheduler", "node1"))
-    console.print(display.format_remote_line("node2-0", "x - ERROR - boom", "worker", "node2"))
+    console.print(display.format_remote_line("node2-0", "x - ERROR - boom", "worker", "node2",
+                                             logging.ERROR))
     console.print(display.format_remote_line("node2", "agent up", "agent", "node2"))
     return stream.getvalue()
 
 
 def test_terminal_gets_colour() -> None:
-    out = _print_lines(TTY(), {})
-    assert ANSI in out
+    out = _print_lines(TTY())
+    assert colour_codes(out)
     assert "[scheduler node1]" in out
 
 
-def test_no_color_means_no_ansi_even_on_terminal() -> None:
-    out = _print_lines(TTY(), {"NO_COLOR": "1"})
-    assert ANSI not in out
-    assert out.splitlines() == [
+def test_no_color_means_no_colour_even_on_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _print_lines(TTY())
+    assert colour_codes(out) == []
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines() == [
         "[scheduler node1] ready",
         "[node2-0] x - ERROR - boom",
         "[node2] agent up",
     ]
 
 
+def test_force_color_gives_colour_on_a_non_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert colour_codes(_print_lines(io.StringIO()))
+
+
 def test_non_terminal_means_no_ansi() -> None:
-    out = _print_lines(io.StringIO(), {})
+    out = _print_lines(io.StringIO())
     assert ANSI not in out
     assert "[node2-0] x - ERROR - boom" in out
 
 
 def test_long_lines_are_not_wrapped() -> None:
     stream = io.StringIO()
-    console = display.make_console(stream, environ={})
+    console = display.make_console(stream)
     long_line = "x" * 500
     console.print(display.format_remote_line("node2-0", long_line))
     assert stream.getvalue() == f"[node2-0] {long_line}\n"
@@ -95,7 +104,7 @@ def test_long_lines_are_not_wrapped() -> None:
 
 def test_remote_text_is_not_markup() -> None:
     stream = io.StringIO()
-    display.make_console(stream, environ={}).print(
+    display.make_console(stream).print(
         display.format_remote_line("node2-0", "[bold]not markup[/bold] :smile:")
     )
     assert stream.getvalue() == "[node2-0] [bold]not markup[/bold] :smile:\n"
@@ -125,12 +134,15 @@ def test_prefix_styles() -> None:
     assert a == b
 
 
-def test_format_line_drops_newline_and_colours_levels() -> None:
-    text = display.format_remote_line("node2-0", "a - WARNING - careful\n")
-    assert text.plain == "[node2-0] a - WARNING - careful"
+def test_format_line_drops_newline_and_colours_by_record_level() -> None:
+    text = display.format_remote_line("node2-0", "careful\n", levelno=logging.WARNING)
+    assert text.plain == "[node2-0] careful"
     assert any(span.style == "yellow" for span in text.spans)
-    text = display.format_remote_line("node2-0", "plain")
-    assert all(span.style != "red" for span in text.spans)
+    text = display.format_remote_line("node2-0", "boom", levelno=logging.CRITICAL)
+    assert any(span.style == "red" for span in text.spans)
+    # The level comes from the record, not from words in the text.
+    text = display.format_remote_line("node2-0", "x - ERROR - not parsed here")
+    assert all(span.style not in ("red", "yellow") for span in text.spans)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +165,7 @@ def test_log_file_name(label: str, name: str) -> None:
 def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = display.RemoteLogHandler(
-        display.make_console(stream, environ={}), tmp_path / "logs", tail_lines=2
+        display.make_console(stream), tmp_path / "logs", tail_lines=2
     )
     try:
         handler.handle(record("starting", "scheduler node1", "scheduler", "node1"))
@@ -181,14 +193,15 @@ def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
 
 def test_handler_without_attributes_uses_logger_name() -> None:
     stream = io.StringIO()
-    handler = display.RemoteLogHandler(display.make_console(stream, environ={}))
-    handler.handle(logging.makeLogRecord({"name": "sshdeploy.remote.worker.node3", "msg": "hi"}))
+    handler = display.RemoteLogHandler(display.make_console(stream))
+    handler.handle(logging.makeLogRecord({"name": "sshdeploy.remote.worker.node3", "msg": "hi",
+                                         "levelno": logging.INFO}))
     assert stream.getvalue() == "[node3] hi\n"
 
 
 def test_controller_handler() -> None:
     stream = io.StringIO()
-    handler = display.ControllerLogHandler(display.make_console(stream, environ={}))
+    handler = display.ControllerLogHandler(display.make_console(stream))
     handler.handle(logging.makeLogRecord({"msg": "worker node2-0 died", "levelno": 30}))
     assert stream.getvalue() == "[dask-ssh] worker node2-0 died\n"
 
@@ -199,7 +212,7 @@ def test_controller_handler() -> None:
 def test_banner_lists_every_host_and_worker() -> None:
     stream = io.StringIO()
     display.print_banner(
-        display.make_console(stream, environ={}),
+        display.make_console(stream),
         scheduler_address="tcp://10.0.0.1:8786",
         dashboard_link="http://10.0.0.1:8787/status",
         scheduler_host="root@node1:22",
@@ -235,7 +248,7 @@ def test_plan_shows_host_role_python_and_command() -> None:
             options={},
         ),
     ]
-    display.print_plan(display.make_console(stream, environ={}), plans)
+    display.print_plan(display.make_console(stream), plans)
     out = stream.getvalue()
     assert "# root@n1:22  scheduler  scheduler" in out
     assert "# root@n2:22  worker  n2-0, n2-1" in out
@@ -262,7 +275,7 @@ def _check(host: str, ok: bool, **kw: object) -> types.SimpleNamespace:
 def test_check_table() -> None:
     stream = io.StringIO()
     display.print_check_table(
-        display.make_console(stream, environ={}, width=200),
+        display.make_console(stream, width=200),
         [
             _check("root@n1:22", True),
             _check(
@@ -292,8 +305,8 @@ def test_check_table() -> None:
 
 def test_handler_routes_unlabelled_records_to_others() -> None:
     out, err = io.StringIO(), io.StringIO()
-    others = display.ControllerLogHandler(display.make_console(err, environ={}))
-    handler = display.RemoteLogHandler(display.make_console(out, environ={}), others=others)
+    others = display.ControllerLogHandler(display.make_console(err))
+    handler = display.RemoteLogHandler(display.make_console(out), others=others)
     handler.handle(logging.makeLogRecord(
         {"name": "sshdeploy.remote", "msg": "worker closed", "levelno": logging.WARNING}))
     handler.handle(logging.makeLogRecord(
@@ -301,3 +314,48 @@ def test_handler_routes_unlabelled_records_to_others() -> None:
     handler.handle(record("a line", "node2-0", "worker"))
     assert out.getvalue() == "[node2-0] a line\n"
     assert err.getvalue() == "[dask-ssh] worker closed\n"
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    result = doctest.testmod(display, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _checks() -> list[types.SimpleNamespace]:
+    versions = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"}
+    return [
+        types.SimpleNamespace(
+            host="root@node1", reachable=True, authenticated=True, python="/usr/bin/python3",
+            versions=versions, local_versions=versions, error=None, ok=True),
+        types.SimpleNamespace(
+            host="root@node2", reachable=True, authenticated=True, python=None, versions={},
+            local_versions=versions, ok=False,
+            error="[root@node2] remote Python '/nonexistent/python3' not found on the host:\n"
+                  "install it there or pick another remote_python."),
+    ]
+
+
+REASON = ("FAILED root@node2: [root@node2] remote Python '/nonexistent/python3' not found on "
+          "the host: | install it there or pick another remote_python.")
+
+
+def test_check_reasons_are_whole_lines_off_a_terminal_even_with_narrow_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "30")
+    stream = io.StringIO()
+    display.print_check_table(display.make_console(stream), _checks())
+    lines = stream.getvalue().splitlines()
+    assert REASON in lines
+    # Off a terminal the table is not wrapped either: one row per host.
+    assert len([ln for ln in lines if "root@node" in ln and ln.startswith("│")]) == 2
+    assert "'/nonexistent/python3'" in stream.getvalue()
+
+
+def test_check_reasons_are_whole_lines_on_a_narrow_terminal() -> None:
+    stream = TTY()
+    display.print_check_table(display.make_console(stream, width=40), _checks())
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue())
+    assert REASON in plain.splitlines()

@@ -18,6 +18,8 @@ from sshdeploy.hosts import (
     KNOWN_KEYS,
     MAX_RANGE_HOSTS,
     Host,
+    check_memory_limit,
+    check_positive_int,
     expand_ranges,
     load_hostfile,
     parse_host,
@@ -119,6 +121,11 @@ def test_with_defaults_keeps_settings_and_source() -> None:
         ({"hostname": "n", "slots": 0}, "'slots'"),
         ({"hostname": "n", "nthreads": -1}, "'nthreads'"),
         ({"hostname": "n", "memory_limit": "lots"}, "'memory-limit'"),
+        ({"hostname": "n", "memory_limit": "1.5"}, "neither a fraction"),
+        ({"hostname": "n", "memory_limit": "-1"}, "is negative"),
+        ({"hostname": "n", "slots": 1.0}, "'slots'"),
+        ({"hostname": "n", "slots": True}, "'slots'"),
+        ({"hostname": "n", "nthreads": "2"}, "'nthreads'"),
         ({"hostname": "n", "remote_python": ""}, "'remote-python'"),
     ],
 )
@@ -237,6 +244,13 @@ ERROR_LINES = [
     ("n memory-limit=", "bad value for 'memory-limit'"),
     ("n memory-limit=-1GB", "bad value for 'memory-limit'"),
     ("n memory-limit=4XB", "bad value for 'memory-limit'"),
+    ("n memory-limit=1.5", "1.5 is neither a fraction of the host's memory (0 to 1) nor a whole"),
+    ("n memory-limit=-1", "bad value for 'memory-limit': -1 is negative"),
+    ("n memory-limit=-0.5", "bad value for 'memory-limit': -0.5 is negative"),
+    ("n memory-limit=nan", "bad value for 'memory-limit': 'nan' is not a finite number"),
+    ("n memory-limit=1e400", "bad value for 'memory-limit': '1e400' is not a finite number"),
+    ("n nthreads=-2", "bad value for 'nthreads'"),
+    ("n nthreads=+2", "bad value for 'nthreads'"),
     ("n remote-python=", "bad value for 'remote-python': empty path"),
     # a second word that is not a setting
     ("node1 node2", "unexpected 'node2' after the host"),
@@ -761,3 +775,86 @@ if HAVE_HYPOTHESIS:
         patterns = [f"{name}x[{lo}-{lo + n}]" for name, lo, n in items]
         expected = [name for pattern in patterns for name in expand_ranges(pattern)]
         assert parse_slurm_nodelist(",".join(patterns)) == expected
+
+
+# ------------------------------------------------------------- shared value rules
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("auto", "auto"),
+        (" Auto ", "auto"),
+        (0, 0),
+        ("0", 0),
+        (0.0, 0),
+        (0.5, 0.5),
+        ("0.25", 0.25),
+        (1, 1),
+        (1.0, 1.0),
+        (4_000_000_000, 4_000_000_000),
+        ("4000000000", 4_000_000_000),
+        ("1e9", 1_000_000_000),
+        (2e9, 2_000_000_000),
+        ("4GiB", "4GiB"),
+        ("500 MB", "500 MB"),
+        ("1.5TiB", "1.5TiB"),
+    ],
+)
+def test_check_memory_limit_accepts(value: object, expected: object) -> None:
+    result = check_memory_limit(value)  # type: ignore[arg-type]
+    assert result == expected and type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        (1.5, "neither a fraction of the host's memory (0 to 1) nor a whole number of bytes"),
+        ("1.5", "neither a fraction"),
+        ("2.25", "neither a fraction"),
+        (-1, "-1 is negative"),
+        ("-1", "-1 is negative"),
+        (-0.5, "is negative"),
+        ("-4GB", "is negative"),
+        ("lots", "'lots' is not a size"),
+        ("", "'' is not a size"),
+        (float("inf"), "not a finite number"),
+        ("nan", "not a finite number"),
+        (True, "is not a memory limit"),
+        ([1], "is not a memory limit"),
+    ],
+)
+def test_check_memory_limit_rejects(value: object, phrase: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(phrase)):
+        check_memory_limit(value)  # type: ignore[arg-type]
+
+
+def test_check_memory_limit_agrees_with_distributed() -> None:
+    """Every accepted value means to distributed what the docstring says."""
+    import logging
+
+    from distributed.system import MEMORY_LIMIT
+    from distributed.worker_memory import parse_memory_limit
+
+    log = logging.getLogger(__name__)
+
+    def limit(value: object) -> int | None:
+        return parse_memory_limit(check_memory_limit(value), 1, 1, logger=log)  # type: ignore[arg-type]
+
+    assert limit(None) is None and limit(0) is None and limit("0") is None
+    assert limit(0.5) == int(0.5 * MEMORY_LIMIT)
+    assert limit("1") == MEMORY_LIMIT
+    assert limit("1e6") == 1_000_000
+    assert limit("100MB") == 100_000_000
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), (8, 8), ("4", 4), (" 2 ", 2)])
+def test_check_positive_int_accepts(value: object, expected: int) -> None:
+    assert check_positive_int("slots", value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.0, 2.5, True, "0", "x", "", None, "-3"])
+def test_check_positive_int_rejects(value: object) -> None:
+    with pytest.raises(ValueError, match="bad value for 'slots': expected a positive integer"):
+        check_positive_int("slots", value)
