@@ -690,13 +690,14 @@ class Agent:
         threading.Thread(target=self.watchdog, args=(float(spec.get("heartbeat", 30)),),
                          daemon=True).start()
         import platform
+        # Before the hello: whoever has heard from us may already signal us.
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
         self.wire.emit(ev="hello", pid=os.getpid(), python=sys.executable,
                        hostname=platform.node(),
                        versions={"python": platform.python_version(),
                                  "dask": dask.__version__,
                                  "distributed": distributed.__version__})
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
-            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
         asyncio.run(self.serve())
         self.remove_tmpdir()
         # Don't wait for the thread pools of distributed at interpreter exit.
