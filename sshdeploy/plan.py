@@ -18,7 +18,7 @@ from distributed.security import Security
 
 from .bootstrap import build_command
 from .errors import ConfigError
-from .hosts import Host
+from .hosts import Host, check_memory_limit
 from .placement import HostPlan, Placement, place
 from .settings import Settings
 
@@ -295,6 +295,12 @@ def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) ->
     """
     for hp in placement.hosts.values():
         kw = hp.template
+        if "memory_limit" in kw:
+            try:
+                check_memory_limit(kw["memory_limit"])
+            except ValueError as exc:
+                raise ConfigError(f"worker_options['memory_limit'] for {hp.host.display()}",
+                                  str(exc)) from None
         n = kw.get("nthreads")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise ConfigError(f"worker_options['nthreads'] for {hp.host.display()}",

@@ -79,7 +79,7 @@ class HostCheck:
 
 
 async def _check_one(
-    pool: HostPool, host: Host, python: str, setup: str | None, timeout: float
+    pool: HostPool, host: Host, python: str, setup: str | None, timeout: float, deep: bool
 ) -> HostCheck:
     check = HostCheck(host=pool.display(host), local_versions=local_versions(),
                       version_check=pool.settings.version_check)
@@ -95,7 +95,7 @@ async def _check_one(
     check.reachable = check.authenticated = True
     try:
         result = await asyncio.wait_for(
-            conn.conn.run(build_probe_command(python, setup), check=False), timeout
+            conn.conn.run(build_probe_command(python, setup, deep=deep), check=False), timeout
         )
     except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
         check.error = f"[{check.host}] probe: {type(exc).__name__}: {exc}"
@@ -138,6 +138,7 @@ async def check_hosts_async(
     *,
     setup: str | None = None,
     settings: Settings | None = None,
+    deep: bool = False,
 ) -> list[HostCheck]:
     """Check every distinct host in parallel; one :class:`HostCheck` each, in order.
 
@@ -152,6 +153,9 @@ async def check_hosts_async(
         Shell commands run before the interpreter.
     settings : Settings, optional
         Timeouts and the version policy (default: resolved now).
+    deep : bool
+        Import dask and distributed on each host (slower) instead of reading
+        their versions from package metadata.
     """
     settings = settings or Settings.resolve()
     hs = as_hosts(hosts)
@@ -165,7 +169,7 @@ async def check_hosts_async(
             seen.setdefault(h.key, (h, h.remote_python or py or sys.executable))
         return list(
             await asyncio.gather(
-                *(_check_one(pool, h, py, setup, timeout) for h, py in seen.values())
+                *(_check_one(pool, h, py, setup, timeout, deep) for h, py in seen.values())
             )
         )
 
@@ -176,6 +180,7 @@ def check_hosts(
     remote_python: str | Sequence[str] | None = None,
     *,
     setup: str | None = None,
+    deep: bool = False,
 ) -> list[HostCheck]:
     """Synchronous :func:`check_hosts_async`.
 
@@ -186,5 +191,5 @@ def check_hosts(
     True
     """
     return asyncio.run(
-        check_hosts_async(hosts, connect_options, remote_python, setup=setup)
+        check_hosts_async(hosts, connect_options, remote_python, setup=setup, deep=deep)
     )

@@ -96,6 +96,8 @@ def test_key_file_that_is_not_a_key_fails_in_the_constructor(tmp_path) -> None: 
          "worker_options['nanny_port']", "3 workers"),
         ({"scheduler_options": {"dashboard_address": "host:abc"}}, "dashboard_address",
          "cannot be parsed"),
+        ({"worker_options": {"memory_limit": 1.5}}, "worker_options['memory_limit']", "1.5"),
+        ({"worker_options": {"memory_limit": -1}}, "worker_options['memory_limit']", "-1"),
     ],
 )
 def test_options_that_can_only_fail_remotely_are_refused_up_front(
