@@ -266,6 +266,7 @@ class SSHCluster(SpecCluster):
                 self._log(f"host {host} failed and is left out: {first}")
 
     async def _close(self) -> None:
+        self._logbook.closing()
         await self._restarts.close()
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
@@ -278,6 +279,7 @@ class SSHCluster(SpecCluster):
             if isinstance(self.scheduler, RemoteScheduler):
                 await self.scheduler.close()
             await self._pool.close()
+            self._logbook.flush()
 
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:
@@ -384,7 +386,7 @@ class SSHCluster(SpecCluster):
         """The dashboard's URL, a local one when it is reached through SSH."""
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None and fwd.dashboard_port:
-            return format_dashboard_link(LOCALHOST, fwd.dashboard_port)
+            return str(format_dashboard_link(LOCALHOST, fwd.dashboard_port))
         return str(super().dashboard_link)
 
     def host_rows(self) -> list[HostRow]:

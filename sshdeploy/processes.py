@@ -148,7 +148,8 @@ class RemoteScheduler(ProcessInterface):
 
     async def _reach(self, ch: AgentChannel) -> None:
         """Make the scheduler reachable from the controller: directly or through SSH."""
-        if self.forward is not True and await reachable(self.address, PROBE_TIMEOUT):
+        address = str(self.address)
+        if self.forward is not True and await reachable(address, PROBE_TIMEOUT):
             return
         if self.forward is False:
             raise StartError(
@@ -158,7 +159,7 @@ class RemoteScheduler(ProcessInterface):
                 "dask-ssh --forward-ports), or open that port to this machine.",
             )
         assert ch.connection is not None
-        self.forwarding = await forward(ch.connection.conn, self.address, self.dashboard_port)
+        self.forwarding = await forward(ch.connection.conn, address, self.dashboard_port)
         self.external_address = self.forwarding.address
         self.forwarding.reason = (
             f"[{ch.where}] scheduler {self.address} is "

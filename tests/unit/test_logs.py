@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -107,3 +108,61 @@ def test_disabled_levels_are_buffered_but_not_logged(caplog: pytest.LogCaptureFi
         book.record("l", "h", "worker", "stderr", "info")
     assert [r.getMessage() for r in caplog.records] == ["info"]
     assert book.lines("l") == [debug, "info"]
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelno, record.getMessage()))
+
+
+TB = [
+    "2026-01-01 10:00:00,000 - distributed.batched - INFO - Batched Comm Closed <TCP>",
+    "Traceback (most recent call last):",
+    '  File "distributed/batched.py", line 115, in _background_send',
+    "distributed.comm.core.CommClosedError: in <TCP>: Stream is closed",
+]
+
+
+@pytest.fixture
+def capture() -> Iterator[_Capture]:
+    handler = _Capture()
+    root = logging.getLogger(ROOT_LOGGER)
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(old)
+
+
+def test_a_traceback_takes_the_level_of_its_head(capture: _Capture) -> None:
+    book = LogBook()
+    head = "2026-01-01 10:00:00,000 - distributed.core - ERROR - boom"
+    for line in [head, "Traceback (most recent call last):", "  File x", "ValueError: bad"]:
+        book.record("scheduler n1", "n1", "scheduler", "stderr", line)
+    assert [lvl for lvl, _ in capture.seen] == [logging.ERROR] * 4
+
+
+def test_closed_connection_tracebacks_are_debug_once_closing(capture: _Capture) -> None:
+    book = LogBook()
+    for line in TB:
+        book.record("scheduler n1", "n1", "scheduler", "stderr", line)
+    assert [lvl for lvl, _ in capture.seen] == [logging.INFO] * 4  # while running: shown
+    capture.seen.clear()
+    book.closing()
+    for line in TB:
+        book.record("scheduler n1", "n1", "scheduler", "stderr", line)
+    assert [lvl for lvl, _ in capture.seen] == [logging.INFO] + [logging.DEBUG] * 3
+    assert book.lines("scheduler n1") == TB + TB  # get_logs keeps every line
+
+
+def test_an_unfinished_traceback_is_logged_on_flush(capture: _Capture) -> None:
+    book = LogBook()
+    book.record("n2-0", "n2", "worker", "stderr", "Traceback (most recent call last):")
+    assert capture.seen == []
+    book.flush()
+    assert capture.seen == [(logging.INFO, "Traceback (most recent call last):")]
