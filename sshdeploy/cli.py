@@ -34,6 +34,7 @@ from sshdeploy.cliargs import (
     ENV_ITEM,
     HOST,
     JUMP_HOST,
+    LOG_LEVELS,
     MEMORY_LIMIT,
     PORT_SPEC,
     CliOptions,
@@ -208,6 +209,12 @@ def _version_message() -> str:
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
                    "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
+@click.option("--log-level", default=None, metavar="LEVEL",
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Show the remote lines at LEVEL and above (DEBUG, INFO, WARNING, ERROR, "
+                   "CRITICAL); WARNING and ERROR lines and dask-ssh's own lines always show, "
+                   "--log-directory files keep every line. [default: every line]")
+@click.option("-q", "--quiet", is_flag=True, help="Same as --log-level WARNING.")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
 def main(ctx: click.Context, **options: Any) -> None:
@@ -257,7 +264,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     if opts.log_directory is not None:
         Path(opts.log_directory).mkdir(parents=True, exist_ok=True)
     return serve(args, console=console, err_console=err_console,
-                 log_directory=opts.log_directory)
+                 log_directory=opts.log_directory, show_level=opts.show_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

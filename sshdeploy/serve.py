@@ -91,13 +91,14 @@ def _signal_handlers(stop: _Stop) -> Iterator[None]:
 
 @contextmanager
 def _remote_logging(
-    console: Console, err_console: Console, log_directory: str | None
+    console: Console, err_console: Console, log_directory: str | None, show_level: int
 ) -> Iterator[display.RemoteLogHandler]:
     """Print remote lines (logger ``sshdeploy.remote``) and sshdeploy's warnings while inside."""
     remote = logging.getLogger(display.REMOTE_LOGGER)
     own = logging.getLogger("sshdeploy")
     warnings = display.ControllerLogHandler(err_console)
-    handler = display.RemoteLogHandler(console, log_directory, others=warnings)
+    handler = display.RemoteLogHandler(console, log_directory, others=warnings,
+                                       show_level=show_level)
     saved = (remote.level, remote.propagate, own.level, own.propagate)
     remote.addHandler(handler)
     remote.setLevel(logging.DEBUG)
@@ -168,6 +169,7 @@ def serve(
     console: Console,
     err_console: Console,
     log_directory: str | None = None,
+    show_level: int = logging.NOTSET,
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
 ) -> int:
@@ -180,6 +182,9 @@ def serve(
         Where the banner and remote lines / messages and warnings go.
     log_directory : str, optional
         Controller directory for one log file per label.
+    show_level : int
+        Remote lines below this level are not printed (``--log-level``);
+        WARNING and above, and sshdeploy's own lines, always are.
     poll_interval : float
         Seconds between checks of the scheduler's status.
     close_timeout : float
@@ -199,11 +204,12 @@ def serve(
     """
     stop = _Stop()
     where = args.hosts[0].display()
-    with _remote_logging(console, err_console, log_directory) as remote_log, \
+    with _remote_logging(console, err_console, log_directory, show_level) as remote_log, \
             _signal_handlers(stop):
         cluster = SSHCluster(**args.kwargs())
         try:
             by_host = _workers_by_host(cluster)
+            remote_log.flush()  # the lines that came during start-up go before the banner
             display.print_banner(
                 console,
                 scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
