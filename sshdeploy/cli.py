@@ -97,7 +97,9 @@ Placement:
 SSH settings come from ~/.ssh like ssh does: ~/.ssh/config, known_hosts, the
 agent and ~/.ssh/id_* keys; the options below override them.
 Connect a client to tcp://<scheduler host>:<--scheduler-port>. Ctrl-C (or
-SIGTERM) stops everything on every host; a second Ctrl-C exits at once.
+SIGTERM, or SIGHUP when the terminal closes) stops everything on every host; a
+second Ctrl-C exits at once. If stdout's reader goes away (dask-ssh ... | head)
+the cluster is stopped too and dask-ssh exits with status 141, quietly.
 """
 
 
@@ -200,7 +202,7 @@ def _version_message() -> str:
                    "'conda activate x' or 'module load y'.")
 @click.option("--dry-run", is_flag=True,
               help="Print, per host, the exact remote command, its Python and what it will "
-                   "start; start nothing.")
+                   "start (--env values masked: NAME=***); start nothing.")
 @click.option("--check", is_flag=True,
               help="Check every host (reachable, login, Python, dask/distributed versions "
                    "beside this machine's) and print a table; start nothing; exit 1 if any "

@@ -173,7 +173,7 @@ def serve(
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
 ) -> int:
-    """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
+    """Run the cluster until a signal, the scheduler's end or stdout's close; return the status.
 
     Parameters
     ----------
@@ -194,8 +194,10 @@ def serve(
     Returns
     -------
     int
-        0 when stopped by a signal, 1 when the scheduler ended on its own or
-        the cluster did not close in time.
+        0 when stopped by a signal (SIGINT, SIGTERM, SIGHUP) or because
+        stdout's reader went away (then nothing more is printed; the command
+        exits 141), 1 when the scheduler ended on its own or the cluster did
+        not close in time.
 
     Raises
     ------
