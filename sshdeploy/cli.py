@@ -219,7 +219,7 @@ def _version_message() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Same as --log-level WARNING.")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
-def main(ctx: click.Context, **options: Any) -> None:
+def main(ctx: click.Context, /, **options: Any) -> None:
     """Entry point of ``dask-ssh`` (see the module docstring for exit statuses).
 
     Call ``main(argv, standalone_mode=False)`` to get the exit status back
