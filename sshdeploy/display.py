@@ -46,7 +46,6 @@ __all__ = [
     "ControllerLogHandler",
     "GuardedStream",
     "RemoteLogHandler",
-    "format_remote_line",
     "log_file_name",
     "make_console",
     "mask_env",
@@ -241,42 +240,6 @@ def remote_prefix(label: str, role: str = "worker", host: str = "") -> Text:
         key = host or label.rsplit("-", 1)[0]
         style = _WORKER_COLOURS[zlib.crc32(key.encode()) % len(_WORKER_COLOURS)]
     return Text(f"[{label}]", style=style)
-
-
-def format_remote_line(
-    label: str, line: str, role: str = "worker", host: str = "", levelno: int = logging.INFO
-) -> Text:
-    """Return one remote line with its prefix, as printed by ``dask-ssh``.
-
-    Parameters
-    ----------
-    label, role, host : str
-        See :func:`remote_prefix`.
-    line : str
-        The raw remote line (a trailing newline is dropped).
-    levelno : int
-        The line's level, as parsed into its record.
-
-    Returns
-    -------
-    rich.text.Text
-        ``[label] line``; the line is red at ERROR and above, yellow at WARNING.
-
-    Examples
-    --------
-    >>> format_remote_line("node2-0", "Start worker at: tcp://10.0.0.2:4000\\n").plain
-    '[node2-0] Start worker at: tcp://10.0.0.2:4000'
-    """
-    line = line.rstrip("\r\n")
-    text = remote_prefix(label, role, host)
-    text.append(" ")
-    if levelno >= logging.ERROR:
-        text.append(line, style="red")
-    elif levelno >= logging.WARNING:
-        text.append(line, style="yellow")
-    else:
-        text.append(line)
-    return text
 
 
 def log_file_name(label: str) -> str:

@@ -60,13 +60,21 @@ def colour_codes(out: str) -> list[str]:
     return found
 
 
-def _print_lines(stream: io.StringIO) -> str:
-    console = display.make_console(stream)
-    console.print(display.format_remote_line("scheduler node1", "ready", "scheduler", "node1"))
-    console.print(display.format_remote_line("node2-0", "x - ERROR - boom", "worker", "node2",
-                                             logging.ERROR))
-    console.print(display.format_remote_line("node2", "agent up", "agent", "node2"))
+def _print_records(stream: io.StringIO, *records: logging.LogRecord) -> str:
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    for rec in records:
+        handler.handle(rec)
+    handler.close()
     return stream.getvalue()
+
+
+def _print_lines(stream: io.StringIO) -> str:
+    return _print_records(
+        stream,
+        record("ready", "scheduler node1", "scheduler", "node1"),
+        record("x - ERROR - boom", "node2-0", "worker", level=logging.ERROR),
+        record("agent up", "node2", "agent"),
+    )
 
 
 def test_terminal_gets_colour() -> None:
@@ -97,20 +105,16 @@ def test_non_terminal_means_no_ansi() -> None:
     assert "[node2-0] x - ERROR - boom" in out
 
 
-def test_long_lines_are_not_wrapped() -> None:
-    stream = io.StringIO()
-    console = display.make_console(stream)
+def test_long_lines_are_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
     long_line = "x" * 500
-    console.print(display.format_remote_line("node2-0", long_line))
-    assert stream.getvalue() == f"[node2-0] {long_line}\n"
+    out = _print_records(io.StringIO(), record(long_line, "node2-0", "worker"))
+    assert out == f"[node2-0] {long_line}\n"
 
 
 def test_remote_text_is_not_markup() -> None:
-    stream = io.StringIO()
-    display.make_console(stream).print(
-        display.format_remote_line("node2-0", "[bold]not markup[/bold] :smile:")
-    )
-    assert stream.getvalue() == "[node2-0] [bold]not markup[/bold] :smile:\n"
+    out = _print_records(TTY(), record("[bold]not markup[/bold] :smile:", "node2-0", "worker"))
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] [bold]not markup[/bold] :smile:\n"
 
 
 # ------------------------------------------------------------------ prefixes
@@ -137,15 +141,19 @@ def test_prefix_styles() -> None:
     assert a == b
 
 
-def test_format_line_drops_newline_and_colours_by_record_level() -> None:
-    text = display.format_remote_line("node2-0", "careful\n", levelno=logging.WARNING)
-    assert text.plain == "[node2-0] careful"
-    assert any(span.style == "yellow" for span in text.spans)
-    text = display.format_remote_line("node2-0", "boom", levelno=logging.CRITICAL)
-    assert any(span.style == "red" for span in text.spans)
+def _sgr(out: str) -> list[str]:
+    return re.findall(r"\x1b\[([0-9;]*)m", out)
+
+
+def test_lines_drop_newline_and_are_coloured_by_record_level() -> None:
+    out = _print_records(TTY(), record("careful\n", "node2-0", "worker", level=logging.WARNING))
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] careful\n"
+    assert "33" in _sgr(out)  # yellow
+    assert "31" in _sgr(_print_records(TTY(), record("boom", "n-0", "worker",
+                                                     level=logging.CRITICAL)))  # red
     # The level comes from the record, not from words in the text.
-    text = display.format_remote_line("node2-0", "x - ERROR - not parsed here")
-    assert all(span.style not in ("red", "yellow") for span in text.spans)
+    out = _print_records(TTY(), record("x - ERROR - not parsed here", "n-0", "worker"))
+    assert "31" not in _sgr(out) and "33" not in _sgr(out)
 
 
 @pytest.mark.parametrize(
