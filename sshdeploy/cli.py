@@ -34,6 +34,7 @@ from sshdeploy.cliargs import (
     ENV_ITEM,
     HOST,
     JUMP_HOST,
+    LOG_LEVELS,
     MEMORY_LIMIT,
     PORT_SPEC,
     CliOptions,
@@ -96,7 +97,9 @@ Placement:
 SSH settings come from ~/.ssh like ssh does: ~/.ssh/config, known_hosts, the
 agent and ~/.ssh/id_* keys; the options below override them.
 Connect a client to tcp://<scheduler host>:<--scheduler-port>. Ctrl-C (or
-SIGTERM) stops everything on every host; a second Ctrl-C exits at once.
+SIGTERM, or SIGHUP when the terminal closes) stops everything on every host; a
+second Ctrl-C exits at once. If stdout's reader goes away (dask-ssh ... | head)
+the cluster is stopped too and dask-ssh exits with status 141, quietly.
 """
 
 
@@ -199,7 +202,7 @@ def _version_message() -> str:
                    "'conda activate x' or 'module load y'.")
 @click.option("--dry-run", is_flag=True,
               help="Print, per host, the exact remote command, its Python and what it will "
-                   "start; start nothing.")
+                   "start (--env values masked: NAME=***); start nothing.")
 @click.option("--check", is_flag=True,
               help="Check every host (reachable, login, Python, dask/distributed versions "
                    "beside this machine's) and print a table; start nothing; exit 1 if any "
@@ -208,9 +211,15 @@ def _version_message() -> str:
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
                    "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
+@click.option("--log-level", default=None, metavar="LEVEL",
+              type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Show the remote lines at LEVEL and above (DEBUG, INFO, WARNING, ERROR, "
+                   "CRITICAL); WARNING and ERROR lines and dask-ssh's own lines always show, "
+                   "--log-directory files keep every line. [default: every line]")
+@click.option("-q", "--quiet", is_flag=True, help="Same as --log-level WARNING.")
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
-def main(ctx: click.Context, **options: Any) -> None:
+def main(ctx: click.Context, /, **options: Any) -> None:
     """Entry point of ``dask-ssh`` (see the module docstring for exit statuses).
 
     Call ``main(argv, standalone_mode=False)`` to get the exit status back
@@ -257,7 +266,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     if opts.log_directory is not None:
         Path(opts.log_directory).mkdir(parents=True, exist_ok=True)
     return serve(args, console=console, err_console=err_console,
-                 log_directory=opts.log_directory)
+                 log_directory=opts.log_directory, show_level=opts.show_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

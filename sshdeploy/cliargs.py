@@ -17,6 +17,7 @@ unit-tested.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "ENV_ITEM",
     "HOST",
     "JUMP_HOST",
+    "LOG_LEVELS",
     "MEMORY_LIMIT",
     "PORT_SPEC",
     "CliOptions",
@@ -50,6 +52,9 @@ DEFAULT_WORKER_CLASS = "distributed.Nanny"
 CLASSIC_REMOTE_DASK_WORKERS = frozenset(
     {"distributed.cli.dask_worker", "distributed.cli.dask_spec"}
 )
+
+#: The values of ``--log-level``, lowest first.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT_SPEC = re.compile(r"[0-9]+(:[0-9]+)?")
@@ -230,6 +235,8 @@ class CliOptions:
     dry_run: bool
     check: bool
     no_restart: bool
+    log_level: str | None
+    quiet: bool
 
     def __post_init__(self) -> None:
         if self.dry_run and self.check:
@@ -243,6 +250,17 @@ class CliOptions:
             raise click.UsageError(
                 "--known-hosts and --insecure-skip-host-key-check contradict each other."
             )
+        if self.quiet and self.log_level is not None and self.log_level.upper() != "WARNING":
+            raise click.UsageError("-q means --log-level WARNING; give one of them.")
+
+    @property
+    def show_level(self) -> int:
+        """The lowest level of the remote lines printed (``logging.NOTSET``: every line)."""
+        if self.quiet:
+            return logging.WARNING
+        if self.log_level is None:
+            return logging.NOTSET
+        return int(logging.getLevelName(self.log_level.upper()))
 
     @classmethod
     def names(cls) -> list[str]:

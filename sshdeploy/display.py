@@ -35,7 +35,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from rich.color import ColorSystem
 from rich.console import Console
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -44,7 +46,6 @@ __all__ = [
     "ControllerLogHandler",
     "GuardedStream",
     "RemoteLogHandler",
-    "format_remote_line",
     "log_file_name",
     "make_console",
     "mask_env",
@@ -241,42 +242,6 @@ def remote_prefix(label: str, role: str = "worker", host: str = "") -> Text:
     return Text(f"[{label}]", style=style)
 
 
-def format_remote_line(
-    label: str, line: str, role: str = "worker", host: str = "", levelno: int = logging.INFO
-) -> Text:
-    """Return one remote line with its prefix, as printed by ``dask-ssh``.
-
-    Parameters
-    ----------
-    label, role, host : str
-        See :func:`remote_prefix`.
-    line : str
-        The raw remote line (a trailing newline is dropped).
-    levelno : int
-        The line's level, as parsed into its record.
-
-    Returns
-    -------
-    rich.text.Text
-        ``[label] line``; the line is red at ERROR and above, yellow at WARNING.
-
-    Examples
-    --------
-    >>> format_remote_line("node2-0", "Start worker at: tcp://10.0.0.2:4000\\n").plain
-    '[node2-0] Start worker at: tcp://10.0.0.2:4000'
-    """
-    line = line.rstrip("\r\n")
-    text = remote_prefix(label, role, host)
-    text.append(" ")
-    if levelno >= logging.ERROR:
-        text.append(line, style="red")
-    elif levelno >= logging.WARNING:
-        text.append(line, style="yellow")
-    else:
-        text.append(line)
-    return text
-
-
 def log_file_name(label: str) -> str:
     """Return the file name used for *label* under ``--log-directory``.
 
@@ -304,26 +269,49 @@ def _record_fields(record: logging.LogRecord) -> tuple[str, str, str]:
     return str(label), str(role), str(host)
 
 
+_COLOR_SYSTEMS = {
+    "standard": ColorSystem.STANDARD,
+    "256": ColorSystem.EIGHT_BIT,
+    "truecolor": ColorSystem.TRUECOLOR,
+    "windows": ColorSystem.WINDOWS,
+}
+
+
 class RemoteLogHandler(logging.Handler):
     """Print remote log records as ``[label] line`` and optionally write them to files.
 
     Install it on the :data:`REMOTE_LOGGER` logger. Records carry the
     attributes ``sshdeploy_label``, ``sshdeploy_role``, ``sshdeploy_host`` and
-    ``sshdeploy_stream``; ``record.getMessage()`` is the raw remote line.
+    ``sshdeploy_stream``; ``record.getMessage()`` is the raw remote line and
+    ``record.levelno`` its level.
+
+    Chatty workers must not be slowed down by the printing, so a line is not
+    rendered by rich: its coloured prefix is rendered once per label, the
+    line is appended to a buffer as text, and the buffer is written in one
+    piece when it holds 64 KiB, or after at most ``flush_interval`` seconds
+    (a small thread), or on :meth:`flush`. With no colour (not a terminal,
+    ``NO_COLOR``) the writes are plain text.
 
     Parameters
     ----------
     console : rich.console.Console
-        Where lines are printed (see :func:`make_console`).
+        Where lines are printed (see :func:`make_console`); its colour system
+        decides the styling.
     log_directory : str or Path, optional
         A directory on the controller; each label gets its own file
         (:func:`log_file_name`), appended to, plain text without colour.
+        Files get every line, whatever *show_level* hides.
     tail_lines : int
         How many of the last lines are kept per role, for :meth:`tail`.
     others : logging.Handler, optional
         Gets the records that carry no ``sshdeploy_label``: sshdeploy's own
         messages logged on the same logger (e.g. "worker closed by itself").
         Without it they are printed with a label taken from the logger name.
+    show_level : int
+        Remote lines below this level are not printed (``--log-level``);
+        WARNING and above always are.
+    flush_interval : float
+        The longest a printed line waits in the buffer, in seconds.
 
     Examples
     --------
@@ -335,9 +323,13 @@ class RemoteLogHandler(logging.Handler):
     ...     "sshdeploy_label": "scheduler node1", "sshdeploy_role": "scheduler"})
     >>> handler.handle(record)
     True
+    >>> handler.flush()
     >>> buf.getvalue()
     '[scheduler node1] ready\\n'
+    >>> handler.close()
     """
+
+    buffer_bytes = 64 * 1024
 
     def __init__(
         self,
@@ -346,53 +338,122 @@ class RemoteLogHandler(logging.Handler):
         *,
         tail_lines: int = 20,
         others: logging.Handler | None = None,
+        show_level: int = logging.NOTSET,
+        flush_interval: float = 0.1,
     ) -> None:
         super().__init__(logging.DEBUG)
         self.others = others
         self.console = console
+        self.show_level = min(show_level, logging.WARNING)
         self.log_directory = Path(log_directory) if log_directory is not None else None
         self._files: dict[str, IO[str]] = {}
         self._tails: dict[str, deque[str]] = {}
         self._tail_lines = tail_lines
-        self._files_lock = threading.Lock()
+        self._prefixes: dict[tuple[str, str, str], str] = {}
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._flush_interval = flush_interval
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Print one record and write it to its label's file."""
+        """Buffer one record for printing and write it to its label's file."""
         if self.others is not None and not getattr(record, "sshdeploy_label", None):
             if record.levelno >= self.others.level:
+                self.flush()  # keep the order of what was already printed
                 self.others.handle(record)
             return
         try:
             label, role, host = _record_fields(record)
             line = record.getMessage().rstrip("\r\n")
-            self.console.print(format_remote_line(label, line, role, host, record.levelno))
+            if record.levelno >= self.show_level:
+                self._add(self._render(label, role, host, line, record.levelno))
             if line.strip():
-                self._tails.setdefault(role, deque(maxlen=self._tail_lines)).append(
-                    f"[{label}] {line}"
-                )
+                tail = self._tails.get(role)
+                if tail is None:
+                    tail = self._tails[role] = deque(maxlen=self._tail_lines)
+                tail.append(f"[{label}] {line}")
             if self.log_directory is not None:
                 self._write(label, line)
         except Exception:  # pragma: no cover - logging's own error path
             self.handleError(record)
 
+    def _render(self, label: str, role: str, host: str, line: str, levelno: int) -> str:
+        key = (label, role, host)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = (
+                self._styled(f"[{label}]", str(remote_prefix(label, role, host).style)) + " "
+            )
+        if levelno >= logging.ERROR:
+            line = self._styled(line, "red")
+        elif levelno >= logging.WARNING:
+            line = self._styled(line, "yellow")
+        return prefix + line + "\n"
+
+    def _styled(self, text: str, style: str) -> str:
+        """Return *text* with the ANSI codes of *style*, as the console would print it."""
+        system = _COLOR_SYSTEMS.get(self.console.color_system or "")
+        if system is None or not style:
+            return text
+        parsed = Style.parse(style)
+        if self.console.no_color:
+            parsed = parsed.without_color
+        return parsed.render(text, color_system=system)
+
+    def _add(self, text: str) -> None:
+        self._pending.append(text)
+        self._pending_size += len(text)
+        if self._pending_size >= self.buffer_bytes:
+            self._write_pending()
+        elif self._flusher is None and self._flush_interval > 0:
+            self._flusher = threading.Thread(
+                target=self._flush_periodically, name="dask-ssh output", daemon=True
+            )
+            self._flusher.start()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        self.console.file.write(text)
+        self.console.file.flush()
+
+    def _flush_periodically(self) -> None:
+        while not self._closing.wait(self._flush_interval):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines to the console and the log files now."""
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+            for stream in self._files.values():
+                stream.flush()
+
     def _write(self, label: str, line: str) -> None:
         assert self.log_directory is not None
-        with self._files_lock:
-            stream = self._files.get(label)
-            if stream is None:
-                self.log_directory.mkdir(parents=True, exist_ok=True)
-                path = self.log_directory / log_file_name(label)
-                stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-                self._files[label] = stream
-            stream.write(line + "\n")
+        stream = self._files.get(label)
+        if stream is None:
+            self.log_directory.mkdir(parents=True, exist_ok=True)
+            path = self.log_directory / log_file_name(label)
+            stream = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self._files[label] = stream
+        stream.write(line + "\n")
 
     def tail(self, role: str) -> list[str]:
         """Return the last non-blank lines printed for *role* (``"scheduler"``, ...)."""
         return list(self._tails.get(role, ()))
 
     def close(self) -> None:
-        """Close every per-label file."""
-        with self._files_lock:
+        """Write what is buffered, stop the flushing thread, close every per-label file."""
+        self._closing.set()
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(5)
+        self.flush()
+        with self.lock:  # type: ignore[union-attr]
             for stream in self._files.values():
                 stream.close()
             self._files.clear()

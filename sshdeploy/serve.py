@@ -91,13 +91,14 @@ def _signal_handlers(stop: _Stop) -> Iterator[None]:
 
 @contextmanager
 def _remote_logging(
-    console: Console, err_console: Console, log_directory: str | None
+    console: Console, err_console: Console, log_directory: str | None, show_level: int
 ) -> Iterator[display.RemoteLogHandler]:
     """Print remote lines (logger ``sshdeploy.remote``) and sshdeploy's warnings while inside."""
     remote = logging.getLogger(display.REMOTE_LOGGER)
     own = logging.getLogger("sshdeploy")
     warnings = display.ControllerLogHandler(err_console)
-    handler = display.RemoteLogHandler(console, log_directory, others=warnings)
+    handler = display.RemoteLogHandler(console, log_directory, others=warnings,
+                                       show_level=show_level)
     saved = (remote.level, remote.propagate, own.level, own.propagate)
     remote.addHandler(handler)
     remote.setLevel(logging.DEBUG)
@@ -168,10 +169,11 @@ def serve(
     console: Console,
     err_console: Console,
     log_directory: str | None = None,
+    show_level: int = logging.NOTSET,
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
 ) -> int:
-    """Run the cluster until SIGINT/SIGTERM or the scheduler's end; return the exit status.
+    """Run the cluster until a signal, the scheduler's end or stdout's close; return the status.
 
     Parameters
     ----------
@@ -180,6 +182,9 @@ def serve(
         Where the banner and remote lines / messages and warnings go.
     log_directory : str, optional
         Controller directory for one log file per label.
+    show_level : int
+        Remote lines below this level are not printed (``--log-level``);
+        WARNING and above, and sshdeploy's own lines, always are.
     poll_interval : float
         Seconds between checks of the scheduler's status.
     close_timeout : float
@@ -189,8 +194,10 @@ def serve(
     Returns
     -------
     int
-        0 when stopped by a signal, 1 when the scheduler ended on its own or
-        the cluster did not close in time.
+        0 when stopped by a signal (SIGINT, SIGTERM, SIGHUP) or because
+        stdout's reader went away (then nothing more is printed; the command
+        exits 141), 1 when the scheduler ended on its own or the cluster did
+        not close in time.
 
     Raises
     ------
@@ -199,11 +206,12 @@ def serve(
     """
     stop = _Stop()
     where = args.hosts[0].display()
-    with _remote_logging(console, err_console, log_directory) as remote_log, \
+    with _remote_logging(console, err_console, log_directory, show_level) as remote_log, \
             _signal_handlers(stop):
         cluster = SSHCluster(**args.kwargs())
         try:
             by_host = _workers_by_host(cluster)
+            remote_log.flush()  # the lines that came during start-up go before the banner
             display.print_banner(
                 console,
                 scheduler_address=str(getattr(cluster, "scheduler_address", "?")),

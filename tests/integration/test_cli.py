@@ -435,3 +435,118 @@ def test_check_through_a_pipe_keeps_each_reason_on_one_line(
     assert len(lines) == 1, done.stdout
     assert "'/nonexistent/python3' not found" in lines[0], done.stdout
     assert "Traceback" not in done.stderr, done.stderr
+
+
+class DaskSSHToFile:
+    """A ``dask-ssh`` whose stdout and stderr go to files, as ``dask-ssh ... > out.txt``."""
+
+    def __init__(self, bed: testbed.Bed, tmp_path: Path, args: Sequence[str]) -> None:
+        self.bed = bed
+        self.tag = uuid.uuid4().hex
+        self.out_path, self.err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+        argv = [
+            sys.executable, "-m", "sshdeploy.cli",
+            "--known-hosts", str(bed.known_hosts), "--ssh-private-key", str(bed.client_key),
+            "--ssh-username", "root", "--setup", f"export {TAG_VARIABLE}={self.tag}",
+            "--dashboard-address", ":0", *args,
+        ]
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "NO_COLOR": "1"})
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        return (f"exit status {self.proc.poll()}\n--- stdout (tail):\n{self.stdout()[-3000:]}\n"
+                f"--- stderr:\n{self.err_path.read_text()}")
+
+    def wait_for_scheduler(self, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(r"^\s*scheduler\s+(tcp://\S+)", self.stdout(), re.M)
+            if m:
+                return m.group(1)
+            assert self.proc.poll() is None, self.describe()
+            assert time.monotonic() < deadline, f"no banner within {timeout} s\n{self.describe()}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"dask-ssh did not stop within 30 s\n{self.describe()}") from None
+
+
+@pytest.mark.timeout(240)
+def test_chatty_worker_output_arrives_complete_in_a_file(bed: testbed.Bed, tmp_path: Path) -> None:
+    """A task printing 20 MiB through dask-ssh with stdout to a file: every line arrives."""
+
+    def chatty(n: int) -> int:  # nested: sent by value, the workers cannot import tests
+        line = "x" * 1000
+        for i in range(n):
+            print(f"CHATTY {i:08d} {line}")  # ~1 KiB per line
+        sys.stdout.flush()
+        return n
+
+    n1, n2, _n3 = names(bed)
+    port = SCHEDULER_PORT + 8
+    run = DaskSSHToFile(bed, tmp_path, ["--scheduler-port", str(port), n1, n2])
+    try:
+        run.wait_for_scheduler()
+        n = 20 * 1024
+        with Client(f"tcp://{n1}:{port}", timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            start = time.monotonic()
+            assert client.submit(chatty, n).result(timeout=180) == n
+
+            def arrived() -> int:
+                with open(run.out_path, "rb") as f:
+                    return sum(1 for ln in f if ln.startswith(f"[{n2}-0] CHATTY ".encode()))
+
+            testbed.wait_until(lambda: arrived() >= n, 180, f"{n} lines in the file")
+            took = time.monotonic() - start
+        print(f"20 MiB of worker output into a file through dask-ssh: {took:.2f} s, "
+              f"{20 / took:.1f} MiB/s")
+        assert arrived() == n
+        mark = f"[{n2}-0] CHATTY ".encode()
+        with open(run.out_path, "rb") as f:
+            numbers = [int(ln.split()[2]) for ln in f if ln.startswith(mark)]
+        assert numbers == list(range(n))  # complete and in order
+    finally:
+        code = run.stop()
+    assert code == 0, run.describe()
+    assert "stopped 1 worker on 1 host" in run.stdout(), run.describe()
+
+
+@pytest.mark.timeout(180)
+def test_quiet_shows_only_warnings_and_own_lines(bed: testbed.Bed, tmp_path: Path) -> None:
+    def log_on_worker() -> None:  # nested: sent by value, the workers cannot import tests
+        import logging
+
+        logging.getLogger("distributed.worker").warning("QUIETCHECK a warning shows")
+        logging.getLogger("distributed.worker").info("QUIETCHECK an info line is hidden")
+        print("QUIETCHECK a print is INFO, hidden", flush=True)
+
+    n1, n2, _n3 = names(bed)
+    port = SCHEDULER_PORT + 9
+    run = DaskSSHToFile(bed, tmp_path, ["-q", "--scheduler-port", str(port), n1, n2])
+    try:
+        run.wait_for_scheduler()
+        with Client(f"tcp://{n1}:{port}", timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            client.run(log_on_worker)
+        testbed.wait_until(lambda: "QUIETCHECK a warning shows" in run.stdout(), 30,
+                           "the worker's warning")
+    finally:
+        code = run.stop()
+    assert code == 0, run.describe()
+    out = run.stdout()
+    assert f"[{n2}-0] " in out and "QUIETCHECK a warning shows" in out
+    assert "QUIETCHECK an info line" not in out and "QUIETCHECK a print" not in out
+    assert " - INFO - " not in out, out  # distributed's INFO start-up lines are hidden
+    assert "stopped 1 worker on 1 host and the scheduler" in out  # sshdeploy's own lines show

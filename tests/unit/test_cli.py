@@ -1071,3 +1071,57 @@ def test_insecure_warning_only_when_the_run_goes_ahead(argv: list[str]) -> None:
     result = CliRunner().invoke(cli.main, argv)
     assert "not checked" not in result.output, result.output
     assert not FakeCluster.instances
+
+
+# --------------------------------------------------------------------------- --log-level
+
+
+def _log_every_level(cluster: FakeCluster) -> None:
+    log = logging.getLogger("sshdeploy.remote.worker.w1")
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
+        name = logging.getLevelName(level)
+        log.log(level, f"remote {name} line", extra={
+            "sshdeploy_label": "w1-0", "sshdeploy_host": "w1", "sshdeploy_role": "worker",
+            "sshdeploy_stream": "stderr"})
+    logging.getLogger("sshdeploy.cluster").warning("worker w1-0 lost, restarting")
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        ([], ["DEBUG", "INFO", "WARNING", "ERROR"]),
+        (["--log-level", "info"], ["INFO", "WARNING", "ERROR"]),
+        (["--log-level", "WARNING"], ["WARNING", "ERROR"]),
+        (["-q"], ["WARNING", "ERROR"]),
+        (["--quiet", "--log-level", "warning"], ["WARNING", "ERROR"]),
+        (["--log-level", "ERROR"], ["WARNING", "ERROR"]),  # WARNING/ERROR always show
+        (["--log-level", "CRITICAL"], ["WARNING", "ERROR"]),
+    ],
+)
+def test_log_level_filters_remote_lines_by_their_level(
+    tmp_path: Path, argv: list[str], shown: list[str]
+) -> None:
+    FakeCluster.on_start = _log_every_level
+    result = run(*argv, "--log-directory", str(tmp_path), "head", "w1")
+    assert result.exit_code == 0, result.output
+    printed = [ln.split()[2] for ln in result.output.splitlines() if ln.startswith("[w1-0] ")]
+    assert printed == shown
+    # dask-ssh's own lines always show: banner, warnings, signal, summary.
+    assert "scheduler  tcp://head:8786" in result.output
+    assert "[dask-ssh] worker w1-0 lost, restarting" in result.output
+    assert "stopped 1 worker on 1 host" in result.output
+    # The log file keeps every line.
+    assert (tmp_path / "w1-0.log").read_text().count("remote ") == 4
+
+
+def test_log_level_rejects_unknown_levels_and_contradictions() -> None:
+    assert run("--log-level", "LOUD", "a").exit_code == 2
+    assert run("-q", "--log-level", "DEBUG", "a").exit_code == 2
+    assert not FakeCluster.instances
+
+
+def test_show_level() -> None:
+    assert opts("a").show_level == logging.NOTSET
+    assert opts("a", "-q").show_level == logging.WARNING
+    assert opts("a", "--log-level", "error").show_level == logging.ERROR

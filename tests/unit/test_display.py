@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 import types
 from pathlib import Path
 
@@ -22,14 +23,16 @@ class TTY(io.StringIO):
         return True
 
 
-def record(line: str, label: str, role: str, host: str = "node2") -> logging.LogRecord:
+def record(
+    line: str, label: str, role: str, host: str = "node2", level: int = logging.INFO
+) -> logging.LogRecord:
     return logging.makeLogRecord(
         {
             "name": f"sshdeploy.remote.{role}.{host}",
             "msg": "%s",
             "args": (line,),
-            "levelno": logging.INFO,
-            "levelname": "INFO",
+            "levelno": level,
+            "levelname": logging.getLevelName(level),
             "sshdeploy_label": label,
             "sshdeploy_host": host,
             "sshdeploy_role": role,
@@ -57,13 +60,21 @@ def colour_codes(out: str) -> list[str]:
     return found
 
 
-def _print_lines(stream: io.StringIO) -> str:
-    console = display.make_console(stream)
-    console.print(display.format_remote_line("scheduler node1", "ready", "scheduler", "node1"))
-    console.print(display.format_remote_line("node2-0", "x - ERROR - boom", "worker", "node2",
-                                             logging.ERROR))
-    console.print(display.format_remote_line("node2", "agent up", "agent", "node2"))
+def _print_records(stream: io.StringIO, *records: logging.LogRecord) -> str:
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    for rec in records:
+        handler.handle(rec)
+    handler.close()
     return stream.getvalue()
+
+
+def _print_lines(stream: io.StringIO) -> str:
+    return _print_records(
+        stream,
+        record("ready", "scheduler node1", "scheduler", "node1"),
+        record("x - ERROR - boom", "node2-0", "worker", level=logging.ERROR),
+        record("agent up", "node2", "agent"),
+    )
 
 
 def test_terminal_gets_colour() -> None:
@@ -94,20 +105,16 @@ def test_non_terminal_means_no_ansi() -> None:
     assert "[node2-0] x - ERROR - boom" in out
 
 
-def test_long_lines_are_not_wrapped() -> None:
-    stream = io.StringIO()
-    console = display.make_console(stream)
+def test_long_lines_are_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
     long_line = "x" * 500
-    console.print(display.format_remote_line("node2-0", long_line))
-    assert stream.getvalue() == f"[node2-0] {long_line}\n"
+    out = _print_records(io.StringIO(), record(long_line, "node2-0", "worker"))
+    assert out == f"[node2-0] {long_line}\n"
 
 
 def test_remote_text_is_not_markup() -> None:
-    stream = io.StringIO()
-    display.make_console(stream).print(
-        display.format_remote_line("node2-0", "[bold]not markup[/bold] :smile:")
-    )
-    assert stream.getvalue() == "[node2-0] [bold]not markup[/bold] :smile:\n"
+    out = _print_records(TTY(), record("[bold]not markup[/bold] :smile:", "node2-0", "worker"))
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] [bold]not markup[/bold] :smile:\n"
 
 
 # ------------------------------------------------------------------ prefixes
@@ -134,15 +141,19 @@ def test_prefix_styles() -> None:
     assert a == b
 
 
-def test_format_line_drops_newline_and_colours_by_record_level() -> None:
-    text = display.format_remote_line("node2-0", "careful\n", levelno=logging.WARNING)
-    assert text.plain == "[node2-0] careful"
-    assert any(span.style == "yellow" for span in text.spans)
-    text = display.format_remote_line("node2-0", "boom", levelno=logging.CRITICAL)
-    assert any(span.style == "red" for span in text.spans)
+def _sgr(out: str) -> list[str]:
+    return re.findall(r"\x1b\[([0-9;]*)m", out)
+
+
+def test_lines_drop_newline_and_are_coloured_by_record_level() -> None:
+    out = _print_records(TTY(), record("careful\n", "node2-0", "worker", level=logging.WARNING))
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] careful\n"
+    assert "33" in _sgr(out)  # yellow
+    assert "31" in _sgr(_print_records(TTY(), record("boom", "n-0", "worker",
+                                                     level=logging.CRITICAL)))  # red
     # The level comes from the record, not from words in the text.
-    text = display.format_remote_line("node2-0", "x - ERROR - not parsed here")
-    assert all(span.style not in ("red", "yellow") for span in text.spans)
+    out = _print_records(TTY(), record("x - ERROR - not parsed here", "n-0", "worker"))
+    assert "31" not in _sgr(out) and "33" not in _sgr(out)
 
 
 @pytest.mark.parametrize(
@@ -196,6 +207,7 @@ def test_handler_without_attributes_uses_logger_name() -> None:
     handler = display.RemoteLogHandler(display.make_console(stream))
     handler.handle(logging.makeLogRecord({"name": "sshdeploy.remote.worker.node3", "msg": "hi",
                                          "levelno": logging.INFO}))
+    handler.flush()
     assert stream.getvalue() == "[node3] hi\n"
 
 
@@ -312,6 +324,7 @@ def test_handler_routes_unlabelled_records_to_others() -> None:
     handler.handle(logging.makeLogRecord(
         {"name": "sshdeploy.remote", "msg": "chatter", "levelno": logging.INFO}))
     handler.handle(record("a line", "node2-0", "worker"))
+    handler.flush()
     assert out.getvalue() == "[node2-0] a line\n"
     assert err.getvalue() == "[dask-ssh] worker closed\n"
 
@@ -359,3 +372,71 @@ def test_check_reasons_are_whole_lines_on_a_narrow_terminal() -> None:
     display.print_check_table(display.make_console(stream, width=40), _checks())
     plain = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue())
     assert REASON in plain.splitlines()
+
+
+def test_handler_buffers_lines_and_writes_them_together() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Counting.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    for i in range(1000):
+        handler.handle(record(f"line {i}", "node2-0", "worker"))
+    handler.flush()
+    assert stream.getvalue().splitlines() == [f"[node2-0] line {i}" for i in range(1000)]
+    assert Counting.writes <= 2  # one write per buffer, not one per line
+    handler.close()
+
+
+def test_handler_flushes_by_itself_within_the_interval() -> None:
+    stream = io.StringIO()
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0.05)
+    handler.handle(record("soon", "node2-0", "worker"))
+    deadline = time.monotonic() + 5
+    while "soon" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "[node2-0] soon\n"
+    handler.close()
+
+
+def test_handler_colours_on_a_terminal_like_rich_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = TTY()
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler.handle(record("boom", "node2-0", "worker", level=logging.ERROR))
+    handler.flush()
+    out = stream.getvalue()
+    assert colour_codes(out) and "31" in colour_codes(out)  # red body
+    assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] boom\n"
+    monkeypatch.setenv("NO_COLOR", "1")
+    stream = TTY()
+    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler.handle(record("boom", "node2-0", "worker", level=logging.ERROR))
+    handler.flush()
+    assert colour_codes(stream.getvalue()) == []
+
+
+@pytest.mark.parametrize(
+    ("show_level", "shown"),
+    [
+        (logging.NOTSET, ["debug", "info", "warning", "error"]),
+        (logging.INFO, ["info", "warning", "error"]),
+        (logging.WARNING, ["warning", "error"]),
+        (logging.CRITICAL, ["warning", "error"]),  # WARNING and ERROR always show
+    ],
+)
+def test_handler_show_level_filters_by_record_level(
+    tmp_path: Path, show_level: int, shown: list[str]
+) -> None:
+    stream = io.StringIO()
+    handler = display.RemoteLogHandler(display.make_console(stream), tmp_path,
+                                       show_level=show_level, flush_interval=0)
+    for name in ("debug", "info", "warning", "error"):
+        handler.handle(record(name, "node2-0", "worker", level=getattr(logging, name.upper())))
+    handler.close()
+    assert [ln.split()[-1] for ln in stream.getvalue().splitlines()] == shown
+    # The log files keep every line.
+    assert (tmp_path / "node2-0.log").read_text().split() == ["debug", "info", "warning", "error"]
