@@ -17,9 +17,27 @@ controller -> agent, on stdin
     travel pickled (base64) in ``"kw"``.
 agent -> controller, on stdout, each line starting with :data:`EVENT`
     events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
-    "logs" | "log" | "fatal" | "bye", ...}``;
+    "logs" | "log" | "fatal" | "bye" | "stage", ...}``;
     remote output comes as ``logs`` events, one per read, each a list of
     ``(source, stream, line)``.
+
+Stages of a start, before ``hello`` (``{"ev": "stage", "stage": S, "pid": P}``)
+    ``login``
+        printed by the remote shell (:func:`sshdeploy.bootstrap.build_command`)
+        before the setup commands; P is the shell's pid, which is the pid of
+        its process group and session (sshd makes the login shell a session
+        leader), so ``kill -KILL -- -P`` (:func:`sshdeploy.bootstrap.build_kill_command`,
+        run over a second channel) ends a start stalled in setup, with its
+        children; the agent later runs with that pid too (``exec``).
+    ``setup``
+        printed by the shell once the setup commands succeeded (only if any).
+    ``python``
+        printed by the launcher, before it reads the agent's code.
+    ``import``
+        by the agent, before it imports dask and distributed.
+    ``hello`` ends the stages: distributed imported, commands are read from
+    now on. Before it the agent reads neither commands nor EOF, so a start
+    aborted before ``hello`` must kill the group instead of closing stdin.
 
 Everything the agent and its children write to their own stdout/stderr is
 captured through a pipe the agent drains for its whole life and is forwarded
@@ -670,6 +688,7 @@ class Agent:
         # fork must not copy a thread holding a lock. Until then, our stdout
         # goes to the channel's stderr, which the controller drains for life.
         os.dup2(2, 1)
+        self.wire.emit(ev="stage", stage="import", pid=os.getpid())
         try:
             import dask
             import distributed

@@ -44,9 +44,33 @@ __all__ = [
 
 AgentRole = Literal["scheduler", "workers"]
 
-#: Read the agent's source from stdin (length-prefixed) and run it.
+
+
+def _stage_event(stage: str) -> bytes:
+    """One stage event line whose pid is left as ``%d`` (see :mod:`sshdeploy.agent`)."""
+    return EVENT_MARK + b'{"ev": "stage", "stage": "%s", "pid": %%d}\n' % stage.encode()
+
+
+def _shell_printf(stage: str) -> str:
+    """A POSIX ``printf`` of the stage event, with the shell's pid (``$$``)."""
+    mark = "".join(chr(b) if 32 <= b < 127 else f"\\{b:03o}" for b in EVENT_MARK)
+    return f"printf '{mark}{{\"ev\": \"stage\", \"stage\": \"{stage}\", \"pid\": %s}}\\n' \"$$\""
+
+
+def _py_bytes(data: bytes) -> str:
+    """A Python bytes literal in double quotes (so it needs no escaping in ``'...'``)."""
+    body = "".join(
+        '\\"' if b == 34 else chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02x}"
+        for b in data
+    )
+    return f'b"{body}"'
+
+
+#: Say "python started" (stage event with our pid), read the agent's source
+#: from stdin (length-prefixed) and run it.
 LAUNCHER = (
-    "import sys;"
+    "import os,sys;"
+    f"os.write(1,{_py_bytes(_stage_event('python'))}%os.getpid());"
     "exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
     '"sshdeploy-agent","exec"))'
 )
@@ -67,6 +91,12 @@ def tagger_source() -> bytes:
 def build_command(python: str, setup: str | None = None) -> str:
     """Return the remote shell command that starts the agent.
 
+    It reports its progress as ``stage`` events on stdout (see
+    :mod:`sshdeploy.agent`): ``login`` with the shell's pid first (the
+    process group to kill with :func:`build_kill_command` if the start
+    stalls), ``setup`` once the setup commands are done, then ``python``
+    from the interpreter before it reads the agent.
+
     Parameters
     ----------
     python : str
@@ -84,11 +114,16 @@ def build_command(python: str, setup: str | None = None) -> str:
 
     Examples
     --------
-    >>> build_command("/opt/py/bin/python3").startswith("exec /opt/py/bin/python3 -u -c ")
+    >>> cmd = build_command("/opt/py/bin/python3")
+    >>> cmd.startswith("printf ")
+    True
+    >>> cmd.splitlines()[-1].startswith("exec /opt/py/bin/python3 -u -c ")
     True
     """
     launch = f"exec {shlex.quote(python)} -u -c {shlex.quote(LAUNCHER)}"
-    return _after_setup(setup, launch)
+    if setup and setup.strip():
+        launch = f"{_shell_printf('setup')}\n{launch}"
+    return f"{_shell_printf('login')}\n{_after_setup(setup, launch)}"
 
 
 def _after_setup(setup: str | None, command: str) -> str:
@@ -236,3 +271,23 @@ def build_probe_command(python: str, setup: str | None = None, deep: bool = Fals
     """
     probe = DEEP_PROBE if deep else PROBE
     return _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(probe)}")
+
+
+def build_kill_command(pgid: int) -> str:
+    """Return a shell command that kills the remote process group *pgid* (and its session).
+
+    The controller runs it over a second channel of the same connection to
+    end a start that stalls before the agent answers (a ``setup`` that hangs,
+    a slow import): sshd makes the login shell a session and group leader,
+    whose pid the first ``stage`` event gives, and the setup's children are
+    in its group. ``pkill -s`` catches what changed group but not session.
+
+    Examples
+    --------
+    >>> build_kill_command(4242)
+    'kill -KILL -- -4242 2>/dev/null; pkill -KILL -s 4242 2>/dev/null; true'
+    """
+    pgid = int(pgid)
+    if pgid <= 1:
+        raise ValueError(f"refusing to kill process group {pgid}")
+    return f"kill -KILL -- -{pgid} 2>/dev/null; pkill -KILL -s {pgid} 2>/dev/null; true"

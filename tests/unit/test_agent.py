@@ -242,7 +242,10 @@ def test_hello_reports_pid_python_and_versions(agents: Callable[..., LocalAgent]
     assert hello["python"] == sys.executable
     assert hello["versions"] == local_versions()
     assert isinstance(hello["hostname"], str) and hello["hostname"]
-    assert a.seen[0] is hello  # nothing before hello
+    # before hello only the stages, each with the agent's pid (the shell exec'd it)
+    assert a.seen[-1] is hello
+    assert [(e["ev"], e["stage"], e["pid"]) for e in a.seen[:-1]] == [
+        ("stage", s, a.proc.pid) for s in ("login", "python", "import")]
     # the agent leads its own process group
     assert os.getpgid(a.proc.pid) == a.pgid
 
@@ -461,8 +464,8 @@ def test_python_without_distributed_is_a_fatal_import_error(
                    check=True, timeout=60, capture_output=True)
     python = str(venv / "bin" / "python")
     a = agents(python=python)
-    first = a.next(30)
-    assert first is not None and first["ev"] == "fatal", a.summary()
+    first = a.wait_for(lambda e: e.get("ev") != "stage", 30)
+    assert first["ev"] == "fatal", a.summary()
     assert first["kind"] == "import"
     assert first["error"].startswith("ModuleNotFoundError: ")
     assert "dask" in first["error"]
@@ -543,8 +546,8 @@ def test_private_temp_dir_is_removed_after_an_import_failure(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     a = agents(python=str(wrapper), env={"TMPDIR": str(tmp)})
-    first = a.next(30)
-    assert first is not None and first["ev"] == "fatal", a.summary()
+    first = a.wait_for(lambda e: e.get("ev") != "stage", 30)
+    assert first["ev"] == "fatal", a.summary()
     assert a.wait_exit(10) == 4
     assert agent_dirs(tmp) == []
 

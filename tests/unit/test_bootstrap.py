@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -28,6 +29,7 @@ from sshdeploy.bootstrap import (
     AgentSpec,
     agent_source,
     build_command,
+    build_kill_command,
     build_probe_command,
     encode_kwargs,
     encode_message,
@@ -124,10 +126,14 @@ def nasty_python(tmp_path: Path) -> str:
 # ------------------------------------------------------------------ build_command
 
 
+def stage(name: str, pid: int) -> dict[str, object]:
+    return {"ev": "stage", "stage": name, "pid": pid}
+
+
 def test_build_command_shape() -> None:
-    assert build_command("/opt/py/bin/python3") == (
-        f"exec /opt/py/bin/python3 -u -c {shlex.quote(LAUNCHER)}"
-    )
+    login, launch = build_command("/opt/py/bin/python3").split("\n")
+    assert login.startswith("printf '\\036sshdeploy-event\\037") and login.endswith(' "$$"')
+    assert launch == f"exec /opt/py/bin/python3 -u -c {shlex.quote(LAUNCHER)}"
     # no options, config or secrets on the command line
     assert "heartbeat" not in build_command("python3")
     # blank setup is no setup
@@ -135,7 +141,7 @@ def test_build_command_shape() -> None:
 
 
 def test_build_command_quotes_the_interpreter(nasty_python: str) -> None:
-    argv = shlex.split(build_command(nasty_python))
+    argv = shlex.split(build_command(nasty_python).split("\n")[-1])
     assert argv[:2] == ["exec", nasty_python]
     assert argv[2:4] == ["-u", "-c"]
 
@@ -144,9 +150,14 @@ def test_agent_starts_through_sh_and_says_hello(nasty_python: str) -> None:
     """The launcher + preamble start the real agent; EOF right after makes it exit."""
     spec = AgentSpec(role="scheduler", label="scheduler local", heartbeat=30)
     status, evs = start_agent(build_command(nasty_python), spec)
-    assert evs[0]["ev"] == "hello", evs
-    assert evs[0]["python"] == nasty_python
-    assert evs[0]["versions"] == local_versions()
+    # the stages, all with the one pid (the shell becomes the agent), then hello
+    pid = evs[0]["pid"]
+    assert isinstance(pid, int)
+    assert evs[:3] == [stage("login", pid), stage("python", pid), stage("import", pid)], evs
+    hello = evs[3]
+    assert hello["ev"] == "hello" and hello["pid"] == pid, evs
+    assert hello["python"] == nasty_python
+    assert hello["versions"] == local_versions()
     # stdin closed after the hello: the agent says why it stops, and exits 3
     assert evs[-1]["ev"] == "log" and evs[-1]["src"] == "scheduler local"
     assert "connection to the controller closed" in str(evs[-1]["line"])
@@ -160,8 +171,9 @@ def test_setup_runs_in_the_same_shell_before_the_agent(tmp_path: Path) -> None:
     setup = f"export PATH={shlex.quote(str(bindir))}:\"$PATH\"  # a trailing comment"
     spec = AgentSpec(role="workers", label="local")
     status, evs = start_agent(build_command("mypython", setup), spec)
-    assert evs[0]["ev"] == "hello", evs
-    assert evs[0]["python"].endswith("mypython")
+    assert [e.get("stage") for e in evs[:4]] == ["login", "setup", "python", "import"], evs
+    assert evs[4]["ev"] == "hello", evs
+    assert str(evs[4]["python"]).endswith("mypython")
     assert status == 3
 
 
@@ -169,7 +181,8 @@ def test_setup_failure_exits_121_and_starts_nothing() -> None:
     result = run_sh(build_command(sys.executable, "echo setting up >&2; false"),
                     stdin_preamble(AgentSpec(role="workers", label="x")))
     assert result.returncode == EXIT_SETUP_FAILED == 121
-    assert result.stdout == b""
+    # logged in, never got past the setup
+    assert [e.get("stage") for e in events(result.stdout)] == ["login"]
     assert result.stderr == b"setting up\n"
 
 
@@ -334,3 +347,52 @@ def test_foreign_stdout_is_never_taken_for_an_event() -> None:
     assert split_event(b'{"ev": "hello"}\n') == ('{"ev": "hello"}', None)  # unmarked: text
     assert split_event(EVENT_MARK + b"3\n") == ("", None)  # marked but not an object
     assert split_event(b"\n") == ("", None)
+
+
+# ------------------------------------------------------------------ stalled starts
+
+
+def test_kill_command_ends_a_start_stalled_in_setup() -> None:
+    """The login stage's pid is the group to kill: the shell and the setup's children go."""
+    proc = subprocess.Popen(
+        ["sh", "-c", build_command(sys.executable, "sleep 300 & sleep 300")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # as sshd does: the shell leads its session and group
+    )
+    try:
+        assert proc.stdout is not None
+        (login,) = events(proc.stdout.readline())
+        assert login == stage("login", proc.pid)
+        deadline = time.monotonic() + 10
+        while len(group(proc.pid)) < 3:  # the shell and both sleeps
+            assert time.monotonic() < deadline, group(proc.pid)
+            time.sleep(0.02)
+        killer = run_sh(build_kill_command(int(login["pid"])))  # its own session, like a channel
+        assert killer.returncode == 0
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while group(proc.pid):
+            assert time.monotonic() < deadline, group(proc.pid)
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of group *pgid*."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                f = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(f[2]) == pgid and f[0] != "Z":
+                    out.append(int(entry))
+    return out
+
+
+def test_kill_command_refuses_nonsense_groups() -> None:
+    for bad in (0, 1, -5):
+        with pytest.raises(ValueError):
+            build_kill_command(bad)
