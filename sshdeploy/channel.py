@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from .bootstrap import (
     EXIT_SETUP_FAILED,
     AgentSpec,
     build_command,
+    build_kill_command,
     encode_message,
     stdin_preamble,
 )
@@ -42,6 +44,35 @@ from .pool import Connection, HostPool
 from .versions import compare_versions, local_versions
 
 logger = logging.getLogger(__name__)
+
+def kill_marked_command(marker: str) -> str:
+    """Return a shell command killing the process group of each login shell showing *marker*.
+
+    The first character of the pattern is bracketed so that the kill
+    command's own shell, whose command line holds the pattern, never matches.
+
+    Examples
+    --------
+    >>> kill_marked_command("sshdeploy-start-ab12")
+    "for p in $(pgrep -f '[s]shdeploy-start-ab12'); do kill -KILL -- -$p; done 2>/dev/null; true"
+    """
+    pattern = f"[{marker[0]}]{marker[1:]}"
+    return (f"for p in $(pgrep -f '{pattern}'); do kill -KILL -- -$p; done 2>/dev/null; true")
+
+
+#: Where a start stalled (the last ``stage`` event seen), what to say and what to do.
+STALLED: dict[str | None, tuple[str, str]] = {
+    None: ("in the login shell (no output from it)",
+           "Check the host's login scripts and sshd (`ssh host true` should return at once)."),
+    "login": ("in the setup command",
+              "The setup command {setup!r} did not finish: run it by hand on that host."),
+    "setup": ("while starting Python",
+              "Check that {python!r} starts quickly on that host."),
+    "python": ("while Python read the agent", "Check the host's load and network."),
+    "import": ("while importing dask and distributed",
+               "The host may be overloaded or its Python environment slow (network "
+               "file system?); raise sshdeploy.start-timeout."),
+}
 
 #: Why an agent is gone when its SSH connection dropped (the agent itself may
 #: still run on the host until its heartbeat timeout).
@@ -123,6 +154,22 @@ class AgentChannel:
         self.exit_status: int | None = None
         #: The agent's output ended: it exited, or the connection was lost.
         self.gone = False
+        #: How far the remote start got (a ``stage`` event), and the remote
+        #: process group to kill when it stalls there.
+        self.stage: str | None = None
+        self.pgid: int | None = None
+        self.marker = f"sshdeploy-start-{uuid.uuid4().hex}"
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "logs": self._on_logs,
+            "log": self._on_log,
+            "stage": self._on_stage,
+            "hello": self._on_hello,
+            "fatal": self._on_fatal,
+            "ready": self._on_answer,
+            "failed": self._on_answer,
+            "stopped": self._on_answer,
+            "exited": self._on_exited,
+        }
 
     # -- start -------------------------------------------------------------
     async def start(self, timeout: float) -> dict[str, Any]:
@@ -133,7 +180,9 @@ class AgentChannel:
         """
         deadline = asyncio.get_running_loop().time() + timeout
         self.connection = await self.pool.get(self.host)
-        command = build_command(self.launch.python, self.launch.setup)
+        # The marker names this start on the host's process list, so that it
+        # can be killed even before the shell has said its pid.
+        command = f": {self.marker}\n" + build_command(self.launch.python, self.launch.setup)
         spec = AgentSpec(
             role="scheduler" if self.role == "scheduler" else "workers",
             label=self.label,
@@ -190,13 +239,14 @@ class AgentChannel:
             )
             self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:
+            stage = self.stage
             await self.abort()
+            what, remedy = STALLED[stage if stage in STALLED else None]
             raise StartError(
                 host=self.where,
                 role=self.role,
-                what=f"the remote agent did not answer within {timeout:.0f} s",
-                remedy="The host may be overloaded or the remote Python very slow to import "
-                "distributed; raise sshdeploy.start-timeout.",
+                what=f"start stalled {what}: nothing more within {timeout:.0f} s",
+                remedy=remedy.format(setup=self.launch.setup, python=self.launch.python),
                 stderr_tail=self._tail(),
             ) from None
         except BaseException:
@@ -260,37 +310,51 @@ class AgentChannel:
         return "agent" if label == self.label else "worker"
 
     def _dispatch(self, ev: dict[str, Any]) -> None:
-        kind = ev.get("ev")
-        if kind == "logs":
-            for src, stream, line in ev.get("lines", ()):
-                self.logbook.record(src, self.host.hostname, self._log_role(src), stream, line)
-        elif kind == "log":
-            src = str(ev.get("src", self.label))
-            self.logbook.record(src, self.host.hostname, self._log_role(src),
-                                str(ev.get("stream", "stderr")), str(ev.get("line", "")))
-        elif kind == "hello":
-            if self._hello is not None and not self._hello.done():
-                self._hello.set_result(ev)
-        elif kind == "fatal":
-            err = RemoteImportError(
-                host=self.where,
-                role=self.role,
-                cause=f"{ev.get('error')} (python: {ev.get('python')})",
-                stderr_tail=str(ev.get("tb", "")),
-            )
-            if self._hello is not None and not self._hello.done():
-                self._hello.set_exception(err)
-        elif kind in ("ready", "failed", "stopped"):
-            name = str(ev.get("name"))
-            key = ("stopped" if kind == "stopped" else "started", name)
-            fut = self._waiters.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(ev)
-        elif kind == "exited":
-            name = str(ev.get("name"))
-            self._fail_waiters(name, f"exited: {ev.get('reason')}")
-            if self.on_exit is not None:
-                self.on_exit(name, str(ev.get("reason")))
+        handler = self._handlers.get(str(ev.get("ev")))
+        if handler is not None:
+            handler(ev)
+
+    def _on_logs(self, ev: dict[str, Any]) -> None:
+        for src, stream, line in ev.get("lines", ()):
+            self.logbook.record(src, self.host.hostname, self._log_role(src), stream, line)
+
+    def _on_log(self, ev: dict[str, Any]) -> None:
+        src = str(ev.get("src", self.label))
+        self.logbook.record(src, self.host.hostname, self._log_role(src),
+                            str(ev.get("stream", "stderr")), str(ev.get("line", "")))
+
+    def _on_stage(self, ev: dict[str, Any]) -> None:
+        self.stage = str(ev.get("stage"))
+        if self.stage == "login" and isinstance(ev.get("pid"), int):
+            self.pgid = int(ev["pid"])
+
+    def _on_hello(self, ev: dict[str, Any]) -> None:
+        self.stage = "hello"
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_result(ev)
+
+    def _on_fatal(self, ev: dict[str, Any]) -> None:
+        err = RemoteImportError(
+            host=self.where,
+            role=self.role,
+            cause=f"{ev.get('error')} (python: {ev.get('python')})",
+            stderr_tail=str(ev.get("tb", "")),
+        )
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(err)
+
+    def _on_answer(self, ev: dict[str, Any]) -> None:
+        name = str(ev.get("name"))
+        key = ("stopped" if ev.get("ev") == "stopped" else "started", name)
+        fut = self._waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(ev)
+
+    def _on_exited(self, ev: dict[str, Any]) -> None:
+        name = str(ev.get("name"))
+        self._fail_waiters(name, f"exited: {ev.get('reason')}")
+        if self.on_exit is not None:
+            self.on_exit(name, str(ev.get("reason")))
 
     def _fail_waiters(self, name: str | None, reason: str) -> None:
         for key, fut in list(self._waiters.items()):
@@ -397,10 +461,15 @@ class AgentChannel:
     async def abort(self) -> None:
         """End the agent: EOF on its stdin makes it kill all it started, then exit.
 
-        Waits (bounded) for the agent to exit, so that when this returns
-        nothing of it is left on the host; closes the channel after that.
+        Before its hello the agent reads no EOF (the shell may still run the
+        setup, or Python import distributed): then the remote process group is
+        killed over a second channel instead. Waits (bounded) for the agent to
+        exit, so that when this returns nothing of it is left on the host;
+        closes the channel after that.
         """
         self._closing = True
+        if self.process is not None and self.stage != "hello":
+            await self._kill_group()
         if self.process is not None:
             with contextlib.suppress(Exception):
                 self.process.stdin.write_eof()
@@ -417,6 +486,19 @@ class AgentChannel:
                 raise
         for t in self._tasks:
             t.cancel()
+
+    async def _kill_group(self) -> None:
+        """Kill the remote process group of a start that has not said hello (bounded)."""
+        assert self.connection is not None
+        if self.pgid:
+            command = build_kill_command(self.pgid)
+        else:
+            command = kill_marked_command(self.marker)
+        try:
+            await asyncio.wait_for(self.connection.conn.run(command, check=False), 5)
+        except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
+            logger.warning("[%s] could not kill the stalled start (%s): %r",
+                           self.where, self.pgid or self.marker, exc)
 
     async def ensure_gone(self) -> None:
         """Return once this agent's remote process has exited (ending it if needed).
