@@ -1,7 +1,7 @@
 """Pure builders of what runs remotely: the shell command, the spec, the stdin preamble.
 
 Nothing here does I/O on the network; it is what ``--dry-run`` and
-:meth:`sshdeploy.SSHCluster.plan` show users. The agent program itself
+:meth:`sshdeploy.SSHCluster.remote_commands` show users. The agent program itself
 (:mod:`sshdeploy.agent`) travels as text on stdin, so the command line holds
 no options, no config and no secrets.
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncssh
 import dask
+from distributed.utils import Deadline
 
 from .bootstrap import (
     EVENT_MARK,
@@ -178,7 +179,7 @@ class AgentChannel:
         The whole of it (connection, session, hello) is bounded by *timeout*;
         when it fails or is cancelled, the agent is ended before this returns.
         """
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = Deadline.after(timeout)
         self.connection = await self.pool.get(self.host)
         # The marker names this start on the host's process list, so that it
         # can be killed even before the shell has said its pid.
@@ -202,7 +203,7 @@ class AgentChannel:
         )
         try:
             self.process = await asyncio.wait_for(
-                asyncio.shield(create), max(1.0, deadline - loop.time())
+                asyncio.shield(create), max(1.0, deadline.remaining or 0.0)
             )
         except asyncio.TimeoutError:
             create.cancel()
@@ -235,7 +236,7 @@ class AgentChannel:
         ]
         try:
             hello = await asyncio.wait_for(
-                asyncio.shield(self._hello), max(1.0, deadline - loop.time())
+                asyncio.shield(self._hello), max(1.0, deadline.remaining or 0.0)
             )
             self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:

@@ -10,7 +10,9 @@ import pytest
 MODULES = [
     "sshdeploy.bootstrap", "sshdeploy.cluster", "sshdeploy.config", "sshdeploy.logs",
     "sshdeploy.placement", "sshdeploy.pool", "sshdeploy.channel",
-    "sshdeploy.testbed", "sshdeploy.cliargs",
+    "sshdeploy.testbed", "sshdeploy.cliargs", "sshdeploy.display", "sshdeploy.hosts",
+    "sshdeploy.errors", "sshdeploy.settings", "sshdeploy.versions", "sshdeploy.plan",
+    "sshdeploy.causes", "sshdeploy.forwarding", "sshdeploy.hostview",
 ]
 
 
