@@ -386,8 +386,9 @@ class Servers:
         await server.finished()
         if name in self.running and name not in self.stopping:
             del self.running[name]
+            reason = getattr(server, "_sshdeploy_gave_up", None)
             self.wire.emit(ev="exited", name=name,
-                           reason=f"closed by itself (status {server.status})")
+                           reason=reason or f"closed by itself (status {server.status})")
             await self.on_exit(name)
 
     async def start_scheduler(self, msg: Message) -> None:
@@ -414,16 +415,9 @@ class Servers:
             if isinstance(cls, type) and issubclass(cls, Nanny):
                 self.add_tagger(name, kw)
             server = cls(msg["scheduler"], **kw)
-            if msg.get("restart") is False and isinstance(server, Nanny):
-                # When its worker process dies, the Nanny closes instead of
-                # restarting it (and the controller hears "exited").
-                on_exit = server._on_worker_exit
-
-                async def no_restart(exitcode: Any) -> None:
-                    no_restarts(server)
-                    await on_exit(exitcode)
-
-                server._on_worker_exit = no_restart  # type: ignore[method-assign]
+            if isinstance(server, Nanny):
+                self.limit_restarts(server, msg.get("restart") is not False,
+                                    msg.get("restart_limit"))
             return server
 
         server = await self.start(msg, make)
@@ -433,6 +427,30 @@ class Servers:
         pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
         address = getattr(server, "worker_address", None) or server.address
         self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
+
+    @staticmethod
+    def limit_restarts(server: Any, restart: bool, limit: Any) -> None:
+        """Let the Nanny restart its worker process at most *limit* times (never if not *restart*).
+
+        Past that it closes instead (a worker dying in a loop, e.g. a memory
+        limit it can never meet), and the controller hears why in "exited".
+        """
+        on_exit = server._on_worker_exit
+        deaths: list[Any] = []
+
+        async def watched(exitcode: Any) -> None:
+            deaths.append(exitcode)
+            if not restart:
+                no_restarts(server)
+            elif isinstance(limit, int) and len(deaths) > limit:
+                server._sshdeploy_gave_up = (
+                    f"its worker process died {len(deaths)} times (last exit code "
+                    f"{exitcode}); not restarted again (sshdeploy.worker-restarts: {limit})"
+                )
+                no_restarts(server)
+            await on_exit(exitcode)
+
+        server._on_worker_exit = watched
 
     def add_tagger(self, name: str, kw: dict[str, Any]) -> None:
         """Make the Nanny's worker process tag its output with *name* (a preload)."""

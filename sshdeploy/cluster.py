@@ -410,6 +410,10 @@ class SSHCluster(SpecCluster):
             elif isinstance(worker, RemoteWorker) and worker.exit_reason:
                 row["error"] = f"{name}: {worker.exit_reason}"
             row["restarts"] += self._restarts.counts.get(str(name), 0)
+        for name, (key, why) in self._restarts.given_up.items():
+            if key in rows and name not in self.worker_spec:
+                rows[key]["error"] = why
+                rows[key]["restarts"] += self._restarts.counts.get(name, 0)
         for key, hp in plan.hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")

@@ -319,7 +319,7 @@ class RemoteWorker(ProcessInterface):
         timeout = self.agents.pool.settings.start_timeout
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
-            restart=self.restart,
+            restart=self.restart, restart_limit=self.agents.pool.settings.worker_restarts,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer, kw)

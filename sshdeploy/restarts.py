@@ -20,6 +20,9 @@ from .channel import CONNECTION_LOST
 
 logger = logging.getLogger(__name__)
 
+#: In the reason the agent gives for a Nanny whose worker process died too often.
+GAVE_UP = "not restarted again"
+
 
 class WorkerRestarts:
     """The restart policy of one cluster.
@@ -46,6 +49,8 @@ class WorkerRestarts:
         self.heartbeat_timeout = heartbeat_timeout
         #: Restarts so far, by worker name.
         self.counts: dict[str, int] = {}
+        #: Workers given up on: name -> (host key, why), for the per-host view.
+        self.given_up: dict[str, tuple[Any, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
@@ -72,9 +77,15 @@ class WorkerRestarts:
             # for a host cut off), so that the worker's tasks move on at once.
             self._spawn(self._unregister(str(worker.address), reason))
         tries = self.counts.get(name, 0)
-        if not self.enabled or tries >= self.limit:
-            why = "restarts are off" if not self.enabled else f"after {tries} restarts"
+        # The agent already restarted its worker process `limit` times and gave up.
+        looping = GAVE_UP in reason
+        if not self.enabled or tries >= self.limit or looping:
+            why = ("restarts are off" if not self.enabled else
+                   "it died in a loop" if looping else f"after {tries} restarts")
             logger.warning("worker %s lost (%s); not restarted (%s)", name, reason, why)
+            spec = self.cluster.worker_spec.get(name, {})
+            host = spec.get("options", {}).get("host")
+            self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}")
             self.cluster.worker_spec.pop(name, None)
             self.cluster.workers.pop(name, None)
             return

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 
 import pytest
@@ -152,3 +153,20 @@ def test_one_host_two_spellings_one_connection_and_scale_edges(bed: testbed.Bed)
         with Client(cluster) as client:
             client.wait_for_workers(2, timeout=30)
             assert len(cluster.worker_spec) == 2
+
+
+def test_a_worker_dying_in_a_loop_is_reported_and_stopped(bed: testbed.Bed) -> None:
+    import dask
+
+    # 30 MB cannot hold a worker process: its Nanny kills it as soon as it runs
+    with dask.config.set({"sshdeploy.worker-restarts": 1}), SSHCluster(
+        [n1, n2, n3], connect_options=bed.connect_options(),
+        worker_options={"memory_limit": "30MB"}, min_workers=0,
+    ) as cluster:
+        deadline = time.monotonic() + 60
+        while cluster.worker_spec and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cluster.worker_spec == {}, "workers dying in a loop were never stopped"
+        logs = cluster.get_logs()
+        reasons = "\n".join(str(r.error) for r in cluster.host_rows())
+        assert "died" in reasons and "not restarted again" in reasons, (reasons, logs)
