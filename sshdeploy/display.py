@@ -604,21 +604,44 @@ def print_plan(
     TOKEN=*** python3 -m x
     """
     env = dict(env or {})
+    plain = not console.is_terminal  # off a terminal: plain writes, linear and fast
+    out: list[str] = []
     first = True
     for plan in plans:
-        if not first:
-            console.print()
+        if first:
+            settings = getattr(plan, "settings", None) or {}
+            if settings:
+                shown = " ".join(f"{k}={v}" for k, v in settings.items())
+                _emit(console, out, plain, Text(f"# settings: {shown}", style="dim"))
+                _emit(console, out, plain, Text(""))
+        else:
+            _emit(console, out, plain, Text(""))
         first = False
         head = Text("# ")
         head.append(str(plan.host), style="bold")
         head.append(f"  {plan.role}  ", style="magenta" if plan.role == "scheduler" else "cyan")
         head.append(", ".join(plan.names))
-        console.print(head)
-        console.print(Text(f"#   python:  {plan.python}", style="dim"))
+        _emit(console, out, plain, head)
+        _emit(console, out, plain, Text(f"#   python:  {plan.python}", style="dim"))
         options = getattr(plan, "options", None) or {}
         if options:
-            console.print(Text(f"#   options: {_shown_options(options, env)}", style="dim"))
-        console.print(Text(mask_env(str(plan.command), env)))
+            _emit(console, out, plain,
+                  Text(f"#   options: {_shown_options(options, env)}", style="dim"))
+        _emit(console, out, plain, Text(mask_env(str(plan.command), env)))
+        if len(out) > 4096:
+            console.file.write("".join(out))
+            out.clear()
+    if out:
+        console.file.write("".join(out))
+        console.file.flush()
+
+
+def _emit(console: Console, out: list[str], plain: bool, text: Text) -> None:
+    """Print *text* with rich on a terminal; else queue it as a plain line."""
+    if plain:
+        out.append(text.plain + "\n")
+    else:
+        console.print(text)
 
 
 _VERSION_KEYS = ("python", "dask", "distributed")

@@ -193,8 +193,13 @@ def same_spelling(hosts: Sequence[Host], options: Sequence[Mapping[str, Any] | N
     """
     first: dict[HostKey, Host] = {}
     out = []
+    known: dict[tuple[HostKey, int], HostKey] = {}  # identity() reads the disk: once per host
     for h, opts in zip(hosts, options, strict=True):
-        seen = first.setdefault(identity(h, opts), h)
+        memo = (h.key, id(opts))
+        ident = known.get(memo)
+        if ident is None:
+            ident = known[memo] = identity(h, opts)
+        seen = first.setdefault(ident, h)
         out.append(h if seen is h else replace(h, user=seen.user, port=seen.port))
     return out
 
@@ -242,7 +247,7 @@ def place(
             options[h.key] = opts
     first = hs[0]
     scheduler = HostPlan(
-        host=replace(first, slots=None),
+        host=first if first.slots is None else replace(first, slots=None),
         python=first.remote_python or pythons[0] or default_python,
         connect_options=options[first.key],
     )
@@ -253,7 +258,7 @@ def place(
         plan = plans.get(h.key)
         if plan is None:
             plan = plans[h.key] = HostPlan(
-                host=replace(h, slots=None),
+                host=h if h.slots is None else replace(h, slots=None),
                 python=h.remote_python or pythons[i] or default_python,
                 connect_options=options[h.key],
                 template=worker_kwargs(h, wopts),

@@ -1000,7 +1000,7 @@ def test_closed_stdout_stops_the_cluster_quietly_with_141() -> None:
 
 
 def test_closed_stdout_in_dry_run_exits_141_quietly() -> None:
-    code, err = _main_with(ClosingPipe(lines=1), ["--dry-run", "head", "w1", "w2"])
+    code, err = _main_with(ClosingPipe(lines=0), ["--dry-run", "head", "w1", "w2"])
     assert (code, err) == (141, "")
 
 
