@@ -54,7 +54,7 @@ kills what is left, then itself: nothing outlives the controller.
 Start-up order, and why
     1. lead a process group, read the tagger and the spec, make the private
        temporary directory (``TMPDIR`` of the agent and all its children: see
-       :meth:`Agent.make_tmpdir`), removed on every way out;
+       :class:`TempDir`), removed on every way out;
     2. import distributed, single-threaded (stdout goes to the channel's
        stderr meanwhile); a stalled import is ended by the controller killing
        the remote process group (see the ``stage`` events);
@@ -66,9 +66,11 @@ Start-up order, and why
        place. ``spawn`` (needed for CUDA) and ``fork`` start no forkserver;
     4. start the log pump, stdin reader and heartbeat watchdog; say hello.
 
-The agent is four parts wired together by :class:`Agent`: :class:`Wire`
-(events out), :class:`ProcessGroup` (what to kill), :class:`Servers` (the
-scheduler or the Nannies it runs) and the command table of :class:`Agent`.
+Parts, wired together by :class:`Agent` (which holds the command table):
+:class:`Wire` (events out, the write lock, last words, the log pump),
+:class:`Inbox` (commands in, EOF and heartbeat), :class:`ProcessGroup` (the
+group it leads and reaps), :class:`Servers` (the scheduler or Nannies it runs:
+start, stop, watch) and :class:`TempDir` (its private temporary directory).
 """
 
 # Keep this file Python 3.10 compatible and free of sshdeploy imports.
@@ -556,6 +558,8 @@ def start_zygote(close_fds: list[int]) -> int | None:
             raise
         if pid == 0:  # the forkserver
             try:
+                # Not the agent's handler: it would reap the agent's whole group.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(alive_w)
                 for fd in close_fds:
                     os.close(fd)
@@ -574,6 +578,100 @@ def start_zygote(close_fds: list[int]) -> int | None:
     return pid
 
 
+class Inbox:
+    """Commands in: a thread reads stdin, hands commands to the event loop, and
+    calls *on_gone* at EOF or when nothing came within the heartbeat timeout.
+    """
+
+    def __init__(self, on_gone: Callable[[str], None]) -> None:
+        self.on_gone = on_gone
+        self.last_heard = time.monotonic()
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue[Message] | None = None
+        self.early: list[Message] = []  # read before the event loop ran
+        self.closed = False
+
+    def start(self, heartbeat: float) -> None:
+        self.last_heard = time.monotonic()
+        threading.Thread(target=self.read, daemon=True).start()
+        threading.Thread(target=self.watch_heartbeat, args=(heartbeat,), daemon=True).start()
+
+    def read(self) -> None:
+        stdin = sys.stdin.buffer
+        while True:
+            try:
+                line = stdin.readline()
+            except (OSError, ValueError):
+                line = b""
+            if not line:
+                self.on_gone("connection to the controller closed")
+                return
+            self.last_heard = time.monotonic()
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict) or msg.get("cmd") == "ping":
+                continue
+            with self.lock:
+                loop, queue = self.loop, self.queue
+                if loop is None or queue is None:
+                    self.early.append(msg)
+                    continue
+            loop.call_soon_threadsafe(queue.put_nowait, msg)
+
+    def watch_heartbeat(self, timeout: float) -> None:
+        while not self.closed:
+            time.sleep(min(1.0, timeout / 4))
+            if time.monotonic() - self.last_heard > timeout:
+                self.on_gone(f"no message from the controller for {timeout:.0f} s")
+
+    def attach(self) -> asyncio.Queue[Message]:
+        """Return the queue of commands for the running event loop (with those read so far)."""
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        with self.lock:
+            for msg in self.early:
+                queue.put_nowait(msg)
+            self.queue = queue
+            self.loop = asyncio.get_running_loop()
+        return queue
+
+
+class TempDir:
+    """Our private temporary directory: ``TMPDIR`` of the agent and all its children.
+
+    Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
+    socket, dask's scratch space, the tagger) goes there; the agent removes
+    it on every way out, so nothing of ours stays on the host's disk.
+    """
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def make(self) -> None:
+        import tempfile
+
+        self.path = tempfile.mkdtemp(prefix="sshdeploy-agent-")  # mode 0700
+        os.environ["TMPDIR"] = self.path
+        tempfile.tempdir = self.path
+
+    def write(self, name: str, data: bytes) -> str:
+        """Write a file into it; return its path."""
+        assert self.path is not None
+        path = os.path.join(self.path, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def remove(self) -> None:
+        if self.path is not None:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
 class Agent:
     """One agent per (host, role): runs a scheduler or that host's workers."""
 
@@ -581,15 +679,11 @@ class Agent:
         self.wire = Wire(os.dup(1))
         self.group = ProcessGroup()
         self.servers = Servers(self.wire, self.on_server_exit)
+        self.inbox = Inbox(self.emergency_exit)
+        self.tmp = TempDir()
         self.spec: Message = {}
         self.tagger_source = b""
-        self.last_heard = time.monotonic()
         self.shutting_down = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.queue: asyncio.Queue[Message] | None = None
-        self.qlock = threading.Lock()
-        self.early: list[Message] = []
-        self.tmpdir: str | None = None
         #: Pid of the forkserver forked from this interpreter (see start_zygote), if any.
         self.zygote: int | None = None
         #: Commands by name: each handler takes the message (``ping`` never gets here).
@@ -604,13 +698,13 @@ class Agent:
         """The controller is gone: leave nothing behind, whatever state we are in."""
         if self.shutting_down:
             return
-        self.shutting_down = True
+        self.shutting_down = self.inbox.closed = True
         try:
             # A Nanny would restart the worker we are about to kill: stop that first.
             self.servers.no_restarts()
             # Kill first: writing to a controller that is gone may block.
             self.group.reap(grace=0.5)
-            self.remove_tmpdir()
+            self.tmp.remove()
             self.wire.last_words(f"sshdeploy agent: {why}; stopped every process it started")
         finally:
             os._exit(EXIT_EMERGENCY)  # whatever failed above, the agent never outlives this
@@ -618,9 +712,9 @@ class Agent:
     async def shutdown(self, timeout: float) -> None:
         """Stop every server, then every process of the group; say ``bye``."""
         await self.servers.close_all(timeout)
-        self.shutting_down = True
+        self.shutting_down = self.inbox.closed = True
         await asyncio.get_running_loop().run_in_executor(None, self.group.reap, 2.0)
-        self.remove_tmpdir()
+        self.tmp.remove()
         sys.stdout.flush()
         sys.stderr.flush()
         self.wire.emit(ev="bye")
@@ -631,45 +725,10 @@ class Agent:
             await self.shutdown(5.0)
             os._exit(0)
 
-    # -- input ---------------------------------------------------------------
-    def read_stdin(self) -> None:
-        stdin = sys.stdin.buffer
-        while True:
-            try:
-                line = stdin.readline()
-            except (OSError, ValueError):
-                line = b""
-            if not line:
-                self.emergency_exit("connection to the controller closed")
-                return
-            self.last_heard = time.monotonic()
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict) or msg.get("cmd") == "ping":
-                continue
-            with self.qlock:
-                loop, queue = self.loop, self.queue
-                if loop is None or queue is None:
-                    self.early.append(msg)
-                    continue
-            loop.call_soon_threadsafe(queue.put_nowait, msg)
-
-    def watchdog(self, timeout: float) -> None:
-        while not self.shutting_down:
-            time.sleep(min(1.0, timeout / 4))
-            if time.monotonic() - self.last_heard > timeout:
-                self.emergency_exit(f"no message from the controller for {timeout:.0f} s")
-
+    # -- commands ------------------------------------------------------------
     async def serve(self) -> None:
         """Run commands from stdin until ``shutdown``: each as its own task."""
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        with self.qlock:
-            for msg in self.early:
-                queue.put_nowait(msg)
-            self.queue = queue
-            self.loop = asyncio.get_running_loop()
+        queue = self.inbox.attach()
         tasks: set[asyncio.Task[None]] = set()
         while True:
             msg = await queue.get()
@@ -695,17 +754,21 @@ class Agent:
             os.environ[key] = str(value)
         if spec.get("config"):
             os.environ["DASK_INTERNAL_INHERIT_CONFIG"] = spec["config"]
-        self.make_tmpdir()
+        self.tmp.make()
         try:
             self.start(spec)
         finally:  # every way out (os._exit aside, which cleans up first) removes it
-            self.remove_tmpdir()
+            self.tmp.remove()
 
     def start(self, spec: Message) -> None:
         # Single-threaded until the forkserver is forked (see start_zygote): a
         # fork must not copy a thread holding a lock. Until then, our stdout
         # goes to the channel's stderr, which the controller drains for life.
         os.dup2(2, 1)
+        # From now on SIGTERM too cleans up (a forkserver forked meanwhile
+        # exits by itself with us: its alive pipe closes).
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
         self.wire.emit(ev="stage", stage="import", pid=os.getpid())
         try:
             import dask
@@ -713,19 +776,17 @@ class Agent:
             if spec.get("mp_method"):
                 dask.config.set({"distributed.worker.multiprocessing-method": spec["mp_method"]})
         except BaseException as exc:  # report *why* import failed, then exit
-            self.remove_tmpdir()
+            self.tmp.remove()
             self.wire.emit(ev="fatal", kind="import", error=f"{type(exc).__name__}: {exc}",
                            tb=traceback.format_exc(), python=sys.executable)
             os._exit(EXIT_IMPORT)
         log_pipe = self.wire.capture_output()
         if spec.get("role") == "workers":
-            self.servers.tagger_path = self.write_tagger()
+            # A file: a preload given as text would be logged by distributed.
+            self.servers.tagger_path = self.tmp.write(TAGGER_MODULE + ".py", self.tagger_source)
             self.zygote = self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
-        self.last_heard = time.monotonic()
         threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
-        threading.Thread(target=self.read_stdin, daemon=True).start()
-        threading.Thread(target=self.watchdog, args=(float(spec.get("heartbeat", 30)),),
-                         daemon=True).start()
+        self.inbox.start(float(spec.get("heartbeat", 30)))
         import platform
         # Before the hello: whoever has heard from us may already signal us.
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
@@ -736,7 +797,7 @@ class Agent:
                                  "dask": dask.__version__,
                                  "distributed": distributed.__version__})
         asyncio.run(self.serve())
-        self.remove_tmpdir()
+        self.tmp.remove()
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
 
@@ -768,34 +829,6 @@ class Agent:
                 self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
                                line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
         return pid
-
-    def make_tmpdir(self) -> None:
-        """Make our private temporary directory, for us and every child.
-
-        Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
-        socket, dask's scratch space, the tagger) goes there; it is removed
-        on every way out, so nothing of ours stays on the host's disk.
-        """
-        import tempfile
-
-        self.tmpdir = tempfile.mkdtemp(prefix="sshdeploy-agent-")  # mode 0700
-        os.environ["TMPDIR"] = self.tmpdir
-        tempfile.tempdir = self.tmpdir
-
-    def write_tagger(self) -> str:
-        """Write the worker-side tagger as a file (a preload's text would be logged)."""
-        assert self.tmpdir is not None
-        path = os.path.join(self.tmpdir, TAGGER_MODULE + ".py")
-        with open(path, "wb") as f:
-            f.write(self.tagger_source)
-        return path
-
-    def remove_tmpdir(self) -> None:
-        if self.tmpdir is not None:
-            import shutil
-
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
 
 
 def main() -> None:

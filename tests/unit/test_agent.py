@@ -555,6 +555,14 @@ def test_private_temp_dir_is_removed_after_an_import_failure(
 # ------------------------------------------------------------------ one import per host
 
 
+def caught(pid: int) -> int:
+    """The mask of signals *pid* has a handler for."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigCgt for {pid}")
+
+
 def ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -575,6 +583,8 @@ def test_workers_fork_from_a_forkserver_forked_from_the_agent(
     cmdline = Path(f"/proc/{zygote}/cmdline").read_bytes()
     assert cmdline == Path(f"/proc/{w.proc.pid}/cmdline").read_bytes()
     assert b"forkserver" not in cmdline
+    # the agent's SIGTERM handler (reap the whole group) is not inherited
+    assert not caught(zygote) & (1 << (signal.SIGTERM - 1))
     # it holds none of the channel's ends (stdin, the protocol fd): they close with the agent
     assert os.readlink(f"/proc/{zygote}/fd/0") == "/dev/null"
     channel = {os.readlink(f"/proc/{w.proc.pid}/fd/0"), os.readlink(f"/proc/{w.proc.pid}/fd/3")}
