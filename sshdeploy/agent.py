@@ -788,9 +788,6 @@ class Agent:
         threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
         self.inbox.start(float(spec.get("heartbeat", 30)))
         import platform
-        # Before the hello: whoever has heard from us may already signal us.
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
-            target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
         self.wire.emit(ev="hello", pid=os.getpid(), python=sys.executable,
                        hostname=platform.node(),
                        versions={"python": platform.python_version(),
