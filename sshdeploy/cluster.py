@@ -222,7 +222,8 @@ class SSHCluster(SpecCluster):
             raise
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None:
-            self._log(fwd.reason)
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
 
     async def _correct_state_internal(self) -> None:
         try:
@@ -263,7 +264,7 @@ class SSHCluster(SpecCluster):
                 first = str(err).splitlines()[0]
                 logger.warning("%s: no workers started there; going on without it (%s)",
                                host, first)
-                self._log(f"host {host} failed and is left out: {first}")
+                compat.record_cluster_log(self, f"host {host} failed and is left out: {first}")
 
     async def _close(self) -> None:
         self._logbook.closing()

@@ -14,6 +14,7 @@ for the same test.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,11 @@ async def correct_state(cluster: SpecCluster) -> None:
 def created(cluster: SpecCluster) -> list[ProcessInterface]:
     """Return every process SpecCluster has started and not forgotten."""
     return list(cluster._created)
+
+
+def record_cluster_log(cluster: SpecCluster, line: str) -> None:
+    """Keep *line* for ``get_logs()["Cluster"]`` (``Cluster._log`` would also print it)."""
+    cluster._cluster_manager_logs.append((datetime.datetime.now(), line))
 
 
 def cluster_log_lines(cluster: SpecCluster) -> list[str]:

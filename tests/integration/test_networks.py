@@ -170,3 +170,44 @@ def test_a_worker_dying_in_a_loop_is_reported_and_stopped(bed: testbed.Bed) -> N
         logs = cluster.get_logs()
         reasons = "\n".join(str(r.error) for r in cluster.host_rows())
         assert "died" in reasons and "not restarted again" in reasons, (reasons, logs)
+
+
+def test_tls_sigkill_of_the_controller_leaves_no_credentials_or_dirs(
+    bed: testbed.Bed, tmp_path: os.PathLike[str]
+) -> None:
+    # The remote TMPDIR points at a fresh dir, so what the agents leave there is ours alone
+    # (short: multiprocessing's socket path inside it must stay under 108 bytes).
+    import shutil
+    import tempfile
+
+    remote_tmp = tempfile.mkdtemp(prefix="sdk", dir="/tmp")
+    request_cleanup = shutil.rmtree
+    script = os.path.join(str(tmp_path), "controller.py")
+    with open(script, "w") as f:
+        f.write(textwrap.dedent(f"""
+            import time
+            from distributed import Client
+            from sshdeploy.cluster import SSHCluster
+            cluster = SSHCluster({[n1, n2, n3]!r}, connect_options={bed.connect_options()!r},
+                                 security=True, forward_ports=True,
+                                 setup="export TMPDIR={remote_tmp}")
+            with Client(cluster) as client:
+                assert client.submit(sum, [1, 2]).result() == 3
+            print("READY", flush=True)
+            time.sleep(600)
+        """))
+    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        assert os.listdir(remote_tmp), "the agents' private dirs should be there while running"
+    finally:
+        proc.kill()
+        proc.wait()
+    testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 10,
+                       "remote processes to stop after SIGKILL")
+    try:
+        testbed.wait_until(lambda: os.listdir(remote_tmp) == [], 10,
+                           "the agents' private dirs (and any credentials) to be removed")
+    finally:
+        request_cleanup(remote_tmp, ignore_errors=True)
