@@ -299,6 +299,8 @@ def test_dry_run_starts_nothing(
     # Each host's block ends with its exact remote command: the setup, then the
     # remote Python running the agent launcher.
     blocks = [b.splitlines() for b in out.strip().split("\n\n")]
+    settings, *blocks = blocks  # first the sshdeploy.* settings in force
+    assert settings[0].startswith("# settings: connect-timeout="), out
     assert len(blocks) == 3, out
     for block in blocks:
         assert f"#   python:  {sys.executable}" in block, block
