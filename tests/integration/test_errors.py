@@ -138,11 +138,19 @@ def test_version_mismatch(bed: testbed.Bed, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_worker_that_exits_during_startup(bed: testbed.Bed) -> None:
+    # (a bad memory_limit no longer gets that far: it is refused up front)
     err = assert_fails(bed, (StartError, MultiHostError), [n1, n2, n3],
                        connect_options=bed.connect_options(),
-                       worker_options={"memory_limit": "lots"})
+                       worker_options={"local_directory": "/proc/sshdeploy-cannot-be-here"})
     text = str(err)
-    assert f"{n2}-0" in text and f"{n3}-0" in text and "lots" in text
+    assert f"{n2}-0" in text and f"{n3}-0" in text and "sshdeploy-cannot-be-here" in text
+
+
+def test_bad_memory_limit_is_refused_before_connecting(bed: testbed.Bed) -> None:
+    with pytest.raises(ConfigError) as info:
+        SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                   worker_options={"memory_limit": "lots"})
+    assert "'lots' is not a size" in str(info.value)
 
 
 def test_scheduler_port_in_use(bed: testbed.Bed) -> None:
