@@ -8,6 +8,7 @@ printed connect line, exit statuses) and that nothing is left on any host.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import asyncssh
 import pytest
 from distributed import Client
 
@@ -225,3 +227,48 @@ def test_ctrl_c_during_a_stalled_start_stops_at_once_and_leaves_nothing(
     assert "Traceback" not in run.own_output, run.describe()
     testbed.wait_until(lambda: not any(testbed.processes(h) for h in bed.hosts), 10,
                        "no process but sshd on any bed host")
+
+
+def _dask_ssh_cli(bed: testbed.Bed, *args: str, stdin: str = "",
+                  timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``dask-ssh ARGS`` to its end with the bed's known_hosts and user."""
+    argv = [sys.executable, "-m", "sshdeploy.cli", "--known-hosts", str(bed.known_hosts),
+            "--ssh-username", "root", *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NO_COLOR": "1"})
+
+
+@pytest.mark.timeout(120)
+def test_ask_passphrase_unlocks_a_protected_key(bed: testbed.Bed, tmp_path: Path) -> None:
+    key = tmp_path / "protected_key"
+    key.write_bytes(asyncssh.read_private_key(str(bed.client_key))
+                    .export_private_key(passphrase="pw-4711"))
+    key.chmod(0o600)
+    n1 = bed.hosts[0].name
+    ok = _dask_ssh_cli(bed, "--check", "--ask-passphrase", "--ssh-private-key", str(key), n1,
+                       stdin="pw-4711\n")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "pw-4711" not in ok.stdout + ok.stderr
+    wrong = _dask_ssh_cli(bed, "--check", "--ask-passphrase", "--ssh-private-key", str(key),
+                          n1, stdin="not-it\n")
+    assert wrong.returncode == 1
+    assert str(key) in wrong.stdout and "passphrase" in wrong.stdout.lower()
+
+
+@pytest.mark.timeout(120)
+def test_check_imports_imports_what_the_cheap_check_only_reads(
+    bed: testbed.Bed, tmp_path: Path
+) -> None:
+    # A "distributed" that shadows the installed one and cannot be imported: its
+    # metadata still reads fine, so only the deep probe sees the breakage.
+    shadow = tmp_path / "shadow" / "distributed"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('shadowed distributed is broken')\n")
+    n1 = bed.hosts[0].name
+    common = ("--ssh-private-key", str(bed.client_key),
+              "--setup", f"export PYTHONPATH={shadow.parent}", n1)
+    cheap = _dask_ssh_cli(bed, "--check", *common)
+    assert cheap.returncode == 0, cheap.stdout + cheap.stderr
+    deep = _dask_ssh_cli(bed, "--check", "--check-imports", *common)
+    assert deep.returncode == 1, deep.stdout + deep.stderr
+    assert "distributed" in deep.stdout and "Traceback" not in deep.stderr, deep.stdout
