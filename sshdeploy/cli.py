@@ -8,11 +8,13 @@ them into :class:`SSHCluster` arguments, so every option can be unit-tested;
 :func:`~sshdeploy.serve.serve` runs a cluster until a signal or the
 scheduler's death; the printing lives in :mod:`sshdeploy.display`.
 
-Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP), 1 for a failure
-sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`, a failed
-``--check``, the scheduler dying), 2 for a usage error, 130 for a second
-Ctrl-C, 141 (128 + SIGPIPE, what a tool killed by SIGPIPE returns, so that
-``set -o pipefail`` sees the cut) when stdout's reader went away
+Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP) once the cluster
+runs, 1 for a failure sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`,
+a failed ``--check``, the scheduler dying, an unusable ``--log-directory``),
+2 for a usage error, 130 for a signal during start-up (the start is
+cancelled and what started is stopped) or a second Ctrl-C, 141 (128 +
+SIGPIPE, what a tool killed by SIGPIPE returns, so that ``set -o pipefail``
+sees the cut) when stdout's reader went away
 (``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
 more is printed.
 """
@@ -102,8 +104,10 @@ Placement:
 \b
 SSH settings come from ~/.ssh like ssh does: ~/.ssh/config, known_hosts, the
 agent and ~/.ssh/id_* keys; the options below override them.
-Connect a client to tcp://<scheduler host>:<--scheduler-port>. Ctrl-C (or
-SIGTERM, or SIGHUP when the terminal closes) stops everything on every host; a
+Connect a client to the scheduler address the banner prints (a local
+127.0.0.1 one when it is reached through SSH; with --tls, the banner prints the
+whole Python line). Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes)
+stops everything on every host, also during start-up (exit status 130 then); a
 second Ctrl-C exits at once. If stdout's reader goes away (dask-ssh ... | head)
 the cluster is stopped too and dask-ssh exits with status 141, quietly.
 """
@@ -116,6 +120,8 @@ def _epilog() -> str:
         "  dask-ssh node1 node2 node3\n"
         "  dask-ssh --hostfile hosts.txt --nworkers 4 --nthreads 2\n"
         "  dask-ssh --check --hostfile hosts.txt\n"
+        "  dask-ssh --interface eth1 --tls head node[1-8]\n"
+        "  dask-ssh --min-workers 6 node[1-8]\n"
         "  dask-ssh --dry-run alice@head:2222 'gpu[01-04] slots=2'\n"
     )
 

@@ -207,20 +207,25 @@ def test_without_min_workers_a_refusing_host_fails_the_run(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("who", ["every host", "the worker hosts"])
 def test_ctrl_c_during_a_stalled_start_stops_at_once_and_leaves_nothing(
-    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH]
+    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], who: str
 ) -> None:
-    n1, n2, _ = first_three(bed)
-    hosts = [bed.host(n1), bed.host(n2)]
-    run = dask_ssh("--setup", "sleep 300", "--scheduler-port", str(PORT + 6), n1, n2)
+    n1, n2, n3 = first_three(bed)
+    stalled = [bed.host(n) for n in ((n1, n2, n3) if who == "every host" else (n2, n3))]
+    # The setup runs on every host; on the scheduler's host it may skip the sleep.
+    setup = "sleep 300" if who == "every host" else f'[ "$(hostname)" = {n1} ] || sleep 300'
+    run = dask_ssh("--setup", setup, "--scheduler-port", str(PORT + 6), n1, n2, n3)
     testbed.wait_until(
-        lambda: all(any("sleep 300" in cmd for _, cmd in testbed.processes(h)) for h in hosts),
-        30, "the setup's sleep running on both hosts")
+        lambda: all(any("sleep 300" in cmd for _, cmd in testbed.processes(h)) for h in stalled),
+        30, f"the setup's sleep running on {who}")
+    if who == "the worker hosts":  # the scheduler is up while the workers stall
+        run.wait_for_output(r"Scheduler at:", 60)
     run.proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     code = run.finish(15)
     took = time.monotonic() - start
-    print(f"SIGINT during start-up to exit: {took:.2f} s")
+    print(f"SIGINT during start-up ({who} stalled) to exit: {took:.2f} s")
     assert code == 130, run.describe()
     assert took < 10, run.describe()
     assert "SIGINT received during start-up" in run.stderr, run.describe()
