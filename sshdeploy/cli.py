@@ -8,11 +8,13 @@ them into :class:`SSHCluster` arguments, so every option can be unit-tested;
 :func:`~sshdeploy.serve.serve` runs a cluster until a signal or the
 scheduler's death; the printing lives in :mod:`sshdeploy.display`.
 
-Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP), 1 for a failure
-sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`, a failed
-``--check``, the scheduler dying), 2 for a usage error, 130 for a second
-Ctrl-C, 141 (128 + SIGPIPE, what a tool killed by SIGPIPE returns, so that
-``set -o pipefail`` sees the cut) when stdout's reader went away
+Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP) once the cluster
+runs, 1 for a failure sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`,
+a failed ``--check``, the scheduler dying, an unusable ``--log-directory``),
+2 for a usage error, 130 for a signal during start-up (the start is
+cancelled and what started is stopped) or a second Ctrl-C, 141 (128 +
+SIGPIPE, what a tool killed by SIGPIPE returns, so that ``set -o pipefail``
+sees the cut) when stdout's reader went away
 (``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
 more is printed.
 """
@@ -20,8 +22,10 @@ more is printed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,7 @@ def check_hosts(
     remote_python: str | None = None,
     *,
     setup: str | None = None,
+    deep: bool = False,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.preflight.check_hosts`.
 
@@ -67,6 +72,9 @@ def check_hosts(
     connect_options : Mapping, optional
     remote_python : str, optional
     setup : str, optional
+    deep : bool
+        Also import dask and distributed on each host (``--check-imports``);
+        by default their versions are read from the package metadata.
 
     Returns
     -------
@@ -74,7 +82,7 @@ def check_hosts(
     """
     from sshdeploy.preflight import check_hosts as run_checks
 
-    return list(run_checks(hosts, connect_options, remote_python, setup=setup))
+    return list(run_checks(hosts, connect_options, remote_python, setup=setup, deep=deep))
 
 
 # --------------------------------------------------------------------------- command
@@ -96,8 +104,10 @@ Placement:
 \b
 SSH settings come from ~/.ssh like ssh does: ~/.ssh/config, known_hosts, the
 agent and ~/.ssh/id_* keys; the options below override them.
-Connect a client to tcp://<scheduler host>:<--scheduler-port>. Ctrl-C (or
-SIGTERM, or SIGHUP when the terminal closes) stops everything on every host; a
+Connect a client to the scheduler address the banner prints (a local
+127.0.0.1 one when it is reached through SSH; with --tls, the banner prints the
+whole Python line). Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes)
+stops everything on every host, also during start-up (exit status 130 then); a
 second Ctrl-C exits at once. If stdout's reader goes away (dask-ssh ... | head)
 the cluster is stopped too and dask-ssh exits with status 141, quietly.
 """
@@ -110,6 +120,8 @@ def _epilog() -> str:
         "  dask-ssh node1 node2 node3\n"
         "  dask-ssh --hostfile hosts.txt --nworkers 4 --nthreads 2\n"
         "  dask-ssh --check --hostfile hosts.txt\n"
+        "  dask-ssh --interface eth1 --tls head node[1-8]\n"
+        "  dask-ssh --min-workers 6 node[1-8]\n"
         "  dask-ssh --dry-run alice@head:2222 'gpu[01-04] slots=2'\n"
     )
 
@@ -211,6 +223,26 @@ def _version_message() -> str:
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
                    "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
+@click.option("--forward-ports/--no-forward-ports", "forward_ports", default=None,
+              help="Reach the scheduler and dashboard through the scheduler host's SSH "
+                   "connection (the banner then shows 127.0.0.1 addresses), or never. "
+                   "[default: only when this machine cannot reach the scheduler directly]")
+@click.option("--interface", default=None, metavar="IFACE",
+              help="Network interface the scheduler and workers listen on, on their hosts "
+                   "(e.g. eth1 for a private cluster network), as dask scheduler/worker "
+                   "--interface.")
+@click.option("--tls", is_flag=True,
+              help="Encrypt all traffic with new temporary TLS credentials (tls://); the "
+                   "client's files go to a private local directory, deleted on exit, and "
+                   "the banner prints the Python line that connects with them.")
+@click.option("--min-workers", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Come up when at least N workers started; hosts that failed are listed "
+                   "in the banner and left out. [default: every worker must start]")
+@click.option("--check-imports", is_flag=True,
+              help="With --check: also import dask and distributed on each host (slower; "
+                   "by default their versions are read from package metadata).")
+@click.option("--ask-passphrase", is_flag=True,
+              help="Prompt for the passphrase of the private key(s) (hidden input).")
 @click.option("--log-level", default=None, metavar="LEVEL",
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="Show the remote lines at LEVEL and above (DEBUG, INFO, WARNING, ERROR, "
@@ -243,6 +275,10 @@ def main(ctx: click.Context, /, **options: Any) -> None:
 def _run(options: dict[str, Any], console: Console, err_console: Console) -> int:
     """Do what the options ask; return the exit status."""
     opts = CliOptions(**options)
+    if opts.ask_passphrase and not opts.dry_run:  # a dry run connects nowhere
+        key = opts.ssh_private_key or "your SSH private key"
+        opts = replace(opts, passphrase=click.prompt(
+            f"Passphrase for {key}", hide_input=True, err=True))
     args = build_cluster_args(opts)
     if opts.dry_run:
         plans = SSHCluster.remote_commands(**args.kwargs())
@@ -260,13 +296,37 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
             connect_options=args.connect_options,
             remote_python=args.remote_python,
             setup=args.setup,
+            deep=opts.check_imports,
         )
         display.print_check_table(console, checks)
         return 0 if all(c.ok for c in checks) else 1
     if opts.log_directory is not None:
-        Path(opts.log_directory).mkdir(parents=True, exist_ok=True)
+        _make_log_directory(opts.log_directory)
     return serve(args, console=console, err_console=err_console,
                  log_directory=opts.log_directory, show_level=opts.show_level)
+
+
+class LogDirectoryError(click.ClickException):
+    """``--log-directory`` cannot be created or written (exit status 1)."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(
+            f"--log-directory {path}: {cause}. Give a directory this user can create and "
+            "write, or leave --log-directory out."
+        )
+        self.path = path
+
+
+def _make_log_directory(path: str) -> None:
+    """Create *path* if missing and check it is writable, before anything starts."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LogDirectoryError(path, f"cannot create it ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LogDirectoryError(path, "not writable by this user")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -237,6 +237,14 @@ class CliOptions:
     no_restart: bool
     log_level: str | None
     quiet: bool
+    forward_ports: bool | None
+    interface: str | None
+    tls: bool
+    min_workers: int | None
+    check_imports: bool
+    ask_passphrase: bool
+    #: Not an option: what the ``--ask-passphrase`` prompt read (never shown).
+    passphrase: str | None = field(default=None, repr=False, metadata={"option": False})
 
     def __post_init__(self) -> None:
         if self.dry_run and self.check:
@@ -252,6 +260,13 @@ class CliOptions:
             )
         if self.quiet and self.log_level is not None and self.log_level.upper() != "WARNING":
             raise click.UsageError("-q means --log-level WARNING; give one of them.")
+        if self.check_imports and not self.check:
+            raise click.UsageError("--check-imports deepens --check; give it with --check.")
+        if self.nohost and self.interface is not None:
+            raise click.UsageError(
+                "--nohost and --interface both choose the workers' listening address; "
+                "give one of them."
+            )
 
     @property
     def show_level(self) -> int:
@@ -265,7 +280,7 @@ class CliOptions:
     @classmethod
     def names(cls) -> list[str]:
         """Return the option names, as click names the parameters."""
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if f.metadata.get("option", True)]
 
 
 @dataclass(frozen=True)
@@ -297,14 +312,22 @@ class ClusterArgs:
     restart : bool
         Whether each Nanny restarts its worker process when it dies
         (``--no-restart`` turns it off); passed as ``restart_workers``.
+    forward_ports : bool or None
+        ``--forward-ports`` (True), ``--no-forward-ports`` (False), or None
+        (forward only when the scheduler cannot be reached directly).
+    security : bool or None
+        True for ``--tls``: new temporary TLS credentials, all traffic ``tls://``.
+    min_workers : int or None
+        ``--min-workers``: come up when at least this many workers started.
 
     Examples
     --------
     >>> from sshdeploy.hosts import parse_host
     >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
     >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
-    ['connect_options', 'env', 'hosts', 'remote_python', 'restart_workers',
-     'scheduler_options', 'setup', 'worker_class', 'worker_options']
+    ['connect_options', 'env', 'forward_ports', 'hosts', 'min_workers', 'remote_python',
+     'restart_workers', 'scheduler_options', 'security', 'setup', 'worker_class',
+     'worker_options']
     """
 
     hosts: list[Host]
@@ -316,6 +339,9 @@ class ClusterArgs:
     setup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = True
+    forward_ports: bool | None = None
+    security: bool | None = None
+    min_workers: int | None = None
 
     def kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``."""
@@ -329,6 +355,9 @@ class ClusterArgs:
             "setup": self.setup,
             "env": dict(self.env) or None,
             "restart_workers": self.restart,
+            "forward_ports": self.forward_ports,
+            "security": self.security,
+            "min_workers": self.min_workers,
         }
 
 
@@ -465,6 +494,8 @@ def _connect_options(opts: CliOptions) -> dict[str, Any]:
         connect["connect_timeout"] = opts.connect_timeout
     if opts.jump_host is not None:
         connect["tunnel"] = opts.jump_host.display()
+    if opts.passphrase is not None:  # --ask-passphrase: the key files' passphrase
+        connect["passphrase"] = opts.passphrase
     return connect
 
 
@@ -472,6 +503,8 @@ def _worker_options(opts: CliOptions, worker_class: str) -> dict[str, Any]:
     workers: dict[str, Any] = {"n_workers": opts.nworkers or opts.nprocs or 1}
     if opts.nohost:
         workers["host"] = None  # the worker chooses its own listening address
+    if opts.interface is not None:
+        workers["interface"] = opts.interface
     if opts.nthreads:
         workers["nthreads"] = opts.nthreads
     if opts.memory_limit not in (None, "auto"):  # auto: the remote side decides
@@ -530,15 +563,21 @@ def build_cluster_args(
         for h in place_hosts(hosts, opts.scheduler)
     ]
     cls = _worker_class(opts.worker_class, opts.remote_dask_worker)
+    scheduler: dict[str, Any] = {"port": opts.scheduler_port,
+                                 "dashboard_address": opts.dashboard_address}
+    if opts.interface is not None:
+        scheduler["interface"] = opts.interface
     return ClusterArgs(
         hosts=placed,
         connect_options=_connect_options(opts),
         worker_options=_worker_options(opts, cls),
-        scheduler_options={"port": opts.scheduler_port,
-                           "dashboard_address": opts.dashboard_address},
+        scheduler_options=scheduler,
         worker_class=cls,
         remote_python=opts.remote_python,
         setup=opts.setup or None,
         env=dict(opts.env),
         restart=not opts.no_restart,
+        forward_ports=opts.forward_ports,
+        security=True if opts.tls else None,
+        min_workers=opts.min_workers,
     )

@@ -494,6 +494,9 @@ def print_banner(
     scheduler_host: str,
     workers_by_host: Mapping[str, Sequence[str]],
     versions: Mapping[str, str] | None = None,
+    forwarded_from: str | None = None,
+    failed_hosts: Mapping[str, str] | None = None,
+    connect_line: str | None = None,
 ) -> None:
     """Print the banner shown once the cluster runs.
 
@@ -509,6 +512,13 @@ def print_banner(
         Host (``user@host:port``) to the names of the workers it runs.
     versions : Mapping[str, str], optional
         Shown in the title line, e.g. ``{"sshdeploy": "0.1.0", "distributed": "2026.8.0"}``.
+    forwarded_from : str, optional
+        The scheduler's own address when *scheduler_address* is a local port
+        forwarded to it through SSH; said in one line.
+    failed_hosts : Mapping[str, str], optional
+        Hosts left out (``--min-workers``) and why: one line each.
+    connect_line : str, optional
+        The Python line that connects a client (``--tls``), printed whole.
 
     Examples
     --------
@@ -530,6 +540,9 @@ def print_banner(
     line.append(scheduler_address, style="bold magenta")
     line.append(f"  on {scheduler_host}")
     console.print(line)
+    if forwarded_from:
+        console.print(Text(f"  scheduler reached through SSH ({forwarded_from} on "
+                           f"{scheduler_host})"))
     if dashboard_link:
         line = Text("  dashboard  ")
         line.append(dashboard_link, style="underline")
@@ -542,6 +555,13 @@ def print_banner(
         line = Text(f"    {host.ljust(width)}  ")
         line.append(", ".join(names), style=remote_prefix(names[0] if names else host).style)
         console.print(line)
+    for host, reason in (failed_hosts or {}).items():
+        line = Text("  left out  ", style="bold yellow")
+        line.append(f"{host}: {_one_line(reason)}")
+        console.print(line, soft_wrap=True)
+    if connect_line:
+        console.print(Text("  connect with:"))
+        console.print(Text(connect_line), soft_wrap=True, highlight=False)
 
 
 #: What ``--dry-run`` shows instead of an ``--env`` value.

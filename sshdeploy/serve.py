@@ -3,9 +3,11 @@
 :func:`serve` starts an :class:`~sshdeploy.cluster.SSHCluster`, prints the
 banner, waits, closes the cluster and returns the exit status of ``dask-ssh``.
 
-Waiting: the cluster is used synchronously (its event loop runs in a thread of
-its own); the main thread waits on a :class:`threading.Event` in steps of
-``poll_interval`` seconds, checking after each step whether the scheduler (or
+Waiting: the cluster runs asynchronously in serve's own event loop (in the
+main thread), so a signal during start-up cancels the start at once: what
+started is closed, stalled remote starts are killed, and the exit status is
+130. Once it runs, the loop checks every ``poll_interval`` seconds whether
+a signal came, whether the scheduler (or
 the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
 cluster's connection to the scheduler is lost, or whether stdout's reader
 has gone (``dask-ssh ... | head``: see :class:`~sshdeploy.display.GuardedStream`).
@@ -20,14 +22,20 @@ written to ``--log-directory``) through the handlers of :mod:`sshdeploy.display`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +48,7 @@ from sshdeploy.hosts import Host
 if TYPE_CHECKING:
     from sshdeploy.cliargs import ClusterArgs
 
-__all__ = ["serve"]
+__all__ = ["ClientCredentials", "serve"]
 
 _STOPPED_STATES = frozenset({"closing", "closed", "failed"})
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -59,10 +67,14 @@ class _Stop:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        #: Run before exiting at once (e.g. delete the ``--tls`` client's files).
+        self.on_exit: Callable[[], None] | None = None
 
     def __call__(self, signum: int, frame: FrameType | None = None) -> None:
         if self.event.is_set():
             _write_stderr(b"dask-ssh: second interrupt, exiting now\n")
+            if self.on_exit is not None:
+                self.on_exit()
             os._exit(130)
         self.signum = signum
         self.event.set()
@@ -175,6 +187,10 @@ def serve(
 ) -> int:
     """Run the cluster until a signal, the scheduler's end or stdout's close; return the status.
 
+    The cluster runs asynchronously in this thread's own event loop, so a
+    signal during start-up cancels the start at once (what did start is
+    stopped, and the remote starts that stalled are killed).
+
     Parameters
     ----------
     args : ClusterArgs
@@ -186,7 +202,8 @@ def serve(
         Remote lines below this level are not printed (``--log-level``);
         WARNING and above, and sshdeploy's own lines, always are.
     poll_interval : float
-        Seconds between checks of the scheduler's status.
+        Seconds between checks of the scheduler's status (and of a signal
+        during start-up).
     close_timeout : float
         Seconds the cluster is given to close; after that ``dask-ssh`` gives
         up and exits 1 (the remote agents stop when their connection drops).
@@ -196,7 +213,8 @@ def serve(
     int
         0 when stopped by a signal (SIGINT, SIGTERM, SIGHUP) or because
         stdout's reader went away (then nothing more is printed; the command
-        exits 141), 1 when the scheduler ended on its own or the cluster did
+        exits 141), 130 when a signal came during start-up (the start is
+        cancelled), 1 when the scheduler ended on its own or the cluster did
         not close in time.
 
     Raises
@@ -205,73 +223,210 @@ def serve(
         If the cluster cannot start.
     """
     stop = _Stop()
-    where = args.hosts[0].display()
     with _remote_logging(console, err_console, log_directory, show_level) as remote_log, \
-            _signal_handlers(stop):
-        cluster = SSHCluster(**args.kwargs())
+            _signal_handlers(stop), ClientCredentials() as credentials:
+        stop.on_exit = credentials.remove  # a second Ctrl-C exits at once: remove them first
+        run = _Run(args, stop, console, err_console, remote_log, credentials,
+                   poll_interval, close_timeout)
+        return asyncio.run(run.main())
+
+
+class ClientCredentials:
+    """The ``--tls`` client's files in a private local directory, removed on exit.
+
+    The directory is made 0700 and each file 0600; :meth:`remove` (also run
+    on leaving the ``with`` block, whatever the reason) deletes them.
+
+    Examples
+    --------
+    >>> from distributed import Security
+    >>> with ClientCredentials() as creds:
+    ...     line = creds.write(Security.temporary(), "tls://127.0.0.1:8786")
+    ...     files = sorted(p.name for p in creds.directory.iterdir())
+    >>> files, creds.directory.exists()
+    (['ca.pem', 'client.key', 'client.pem'], False)
+    >>> line.startswith('from distributed import Client, Security; client = Client("tls://')
+    True
+    """
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+
+    def __enter__(self) -> ClientCredentials:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def write(self, security: Any, address: str) -> str:
+        """Write the client's CA, certificate and key; return the Python line to connect."""
+        self.directory = Path(tempfile.mkdtemp(prefix="dask-ssh-tls-"))
+        os.chmod(self.directory, 0o700)
+        paths = {}
+        for name, attr in (("ca.pem", "tls_ca_file"), ("client.pem", "tls_client_cert"),
+                           ("client.key", "tls_client_key")):
+            pem = getattr(security, attr, None) or ""
+            path = self.directory / name
+            if pem and not pem.lstrip().startswith("-----"):  # a file name, not PEM text
+                pem = Path(pem).read_text()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pem)
+            paths[attr] = str(path)
+        return (
+            "from distributed import Client, Security; "
+            f"client = Client({address!r}, security=Security("
+            f"tls_ca_file={paths['tls_ca_file']!r}, "
+            f"tls_client_cert={paths['tls_client_cert']!r}, "
+            f"tls_client_key={paths['tls_client_key']!r}, require_encryption=True))"
+        ).replace("'", '"')
+
+    def remove(self) -> None:
+        """Delete the directory and its files (idempotent)."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _failed_hosts(cluster: Any) -> dict[str, str]:
+    """Host -> the first line of why it was left out (``--min-workers``)."""
+    failed = dict(getattr(cluster, "failed_hosts", None) or {})
+    return {host: str(err).splitlines()[0] if str(err) else type(err).__name__
+            for host, err in failed.items()}
+
+
+def _forwarded_from(cluster: Any) -> str | None:
+    """The scheduler's real address when the controller reaches it through SSH."""
+    scheduler = getattr(cluster, "scheduler", None)
+    if getattr(scheduler, "forwarding", None) is None:
+        return None
+    return str(getattr(scheduler, "address", None) or "?")
+
+
+class _Run:
+    """One foreground run of a cluster, in the event loop of :func:`serve`."""
+
+    def __init__(self, args: ClusterArgs, stop: _Stop, console: Console,
+                 err_console: Console, remote_log: display.RemoteLogHandler,
+                 credentials: ClientCredentials, poll_interval: float,
+                 close_timeout: float) -> None:
+        self.args = args
+        self.stop = stop
+        self.console = console
+        self.err_console = err_console
+        self.remote_log = remote_log
+        self.credentials = credentials
+        self.poll_interval = poll_interval
+        self.close_timeout = close_timeout
+        self.where = args.hosts[0].display()
+
+    async def main(self) -> int:
+        cluster = SSHCluster(asynchronous=True, **self.args.kwargs())
+        starting = asyncio.ensure_future(_started(cluster))
+        while not starting.done() and not self.stop.event.is_set():
+            await asyncio.wait({starting}, timeout=self.poll_interval)
+        if not starting.done():
+            return await self._cancel_start(cluster, starting)
         try:
-            by_host = _workers_by_host(cluster)
-            remote_log.flush()  # the lines that came during start-up go before the banner
-            display.print_banner(
-                console,
-                scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
-                dashboard_link=getattr(cluster, "dashboard_link", None),
-                scheduler_host=where,
-                workers_by_host=by_host,
-                versions=_versions(),
-            )
-            scheduler_died = False
-            while not stop.event.wait(poll_interval):
-                if display.output_closed(console):
-                    break
-                if _scheduler_gone(cluster):
-                    scheduler_died = True
-                    break
-            if stop.signum is not None:
-                err_console.print(
-                    f"dask-ssh: {signal.Signals(stop.signum).name} received, stopping the "
-                    "cluster (again to exit at once)"
-                )
-            by_host = _workers_by_host(cluster) or by_host
+            starting.result()
         except BaseException:
-            _close(cluster, close_timeout)
+            await _close(cluster, self.close_timeout)
             raise
+        try:
+            return await self._serve(cluster)
+        except BaseException:
+            await _close(cluster, self.close_timeout)
+            raise
+
+    async def _cancel_start(self, cluster: Any, starting: asyncio.Future[Any]) -> int:
+        """A signal came during start-up: cancel the start, stop what started."""
+        assert self.stop.signum is not None
+        self.err_console.print(
+            f"dask-ssh: {signal.Signals(self.stop.signum).name} received during start-up; "
+            "cancelling the start and stopping what started"
+        )
+        starting.cancel()
+        with contextlib.suppress(BaseException):  # cancelled, or failed meanwhile
+            await starting
+        await _close(cluster, self.close_timeout)
+        return 130
+
+    async def _serve(self, cluster: Any) -> int:
+        console, err_console, stop = self.console, self.err_console, self.stop
+        by_host = _workers_by_host(cluster)
+        self.remote_log.flush()  # the lines that came during start-up go before the banner
+        address = str(getattr(cluster, "scheduler_address", "?"))
+        connect_line = None
+        if self.args.security:
+            connect_line = self.credentials.write(cluster.security, address)
+        display.print_banner(
+            console,
+            scheduler_address=address,
+            dashboard_link=getattr(cluster, "dashboard_link", None),
+            scheduler_host=self.where,
+            workers_by_host=by_host,
+            versions=_versions(),
+            forwarded_from=_forwarded_from(cluster),
+            failed_hosts=_failed_hosts(cluster),
+            connect_line=connect_line,
+        )
+        scheduler_died = False
+        while not stop.event.is_set():
+            await asyncio.sleep(self.poll_interval)
+            if display.output_closed(console):
+                break
+            if _scheduler_gone(cluster):
+                scheduler_died = True
+                break
+        if stop.signum is not None:
+            err_console.print(
+                f"dask-ssh: {signal.Signals(stop.signum).name} received, stopping the "
+                "cluster (again to exit at once)"
+            )
+        by_host = _workers_by_host(cluster) or by_host
         if scheduler_died:
-            err_console.print(f"dask-ssh: the scheduler on {where} stopped; closing the workers.")
-            tail = remote_log.tail("scheduler")
+            err_console.print(
+                f"dask-ssh: the scheduler on {self.where} stopped; closing the workers.")
+            tail = self.remote_log.tail("scheduler")
             if tail:
                 err_console.print("last scheduler output:")
                 for line in tail:
                     err_console.print("  " + line)
         started = time.monotonic()
-        error = _close(cluster, close_timeout)
+        error = await _close(cluster, self.close_timeout)
         elapsed = time.monotonic() - started
-    if error is not None:
-        err_console.print(
-            f"dask-ssh: the cluster did not stop cleanly within {close_timeout:.0f} s "
-            f"({error}); its remote processes stop by themselves once their SSH "
-            "connection is gone."
+        if error is not None:
+            err_console.print(
+                f"dask-ssh: the cluster did not stop cleanly within {self.close_timeout:.0f} s "
+                f"({error}); its remote processes stop by themselves once their SSH "
+                "connection is gone."
+            )
+            return 1
+        if scheduler_died:
+            return 1
+        if stop.signum is None and display.output_closed(console):
+            return 0  # stdout's reader has gone: stop quietly, like any Unix tool
+        n_workers = sum(len(v) for v in by_host.values())
+        # After SIGHUP stdout may be the closed terminal: then the summary goes to stderr.
+        summary_console = err_console if display.output_closed(console) else console
+        summary_console.print(
+            f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
+            f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
+            f"in {elapsed:.1f} s"
         )
-        return 1
-    if scheduler_died:
-        return 1
-    if stop.signum is None and display.output_closed(console):
-        return 0  # stdout's reader has gone: stop quietly, like any Unix tool
-    n_workers = sum(len(v) for v in by_host.values())
-    # After SIGHUP stdout may be the closed terminal: then the summary goes to stderr.
-    summary_console = err_console if display.output_closed(console) else console
-    summary_console.print(
-        f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
-        f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
-        f"in {elapsed:.1f} s"
-    )
-    return 0
+        return 0
 
 
-def _close(cluster: Any, timeout: float) -> str | None:
+async def _started(cluster: Any) -> Any:
+    """Start *cluster* (``await cluster``: the scheduler, then every worker)."""
+    return await cluster
+
+
+async def _close(cluster: Any, timeout: float) -> str | None:
     """Close *cluster* within *timeout* seconds; return what went wrong, or None."""
     try:
-        cluster.close(timeout=timeout)
+        closing = cluster.close(timeout=timeout)
+        if inspect.isawaitable(closing):
+            await asyncio.wait_for(closing, timeout + 1)
     except Exception as err:  # a dead scheduler, a lost host, the deadline
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return None

@@ -55,6 +55,7 @@ class FakeCluster:
     plans_called: list[dict[str, Any]] = []
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("asynchronous", None)  # serve runs it in its own event loop
         self.kwargs = kwargs
         self.closed = 0
         hosts: list[Host] = kwargs["hosts"]
@@ -67,8 +68,14 @@ class FakeCluster:
             f"{h.hostname}-{i}": FakeRemote(h) for h in hosts[1:] for i in range(h.slots or n)
         }
         FakeCluster.instances.append(self)
+
+    def __await__(self) -> Any:
+        return self._start().__await__()
+
+    async def _start(self) -> FakeCluster:
         if FakeCluster.on_start is not None:
             FakeCluster.on_start(self)
+        return self
 
     def close(self, timeout: float | None = None) -> None:
         self.closed += 1
@@ -679,6 +686,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
         remote_python: Any = None,
         *,
         setup: Any = None,
+        deep: bool = False,
     ) -> list[FakeCheck]:
         calls.append(
             {
@@ -686,6 +694,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
                 "connect_options": connect_options,
                 "remote_python": remote_python,
                 "setup": setup,
+                "deep": deep,
             }
         )
         return [
@@ -935,8 +944,8 @@ def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[Any, ...]] = []
 
     def check_hosts(hosts: Any, connect_options: Any = None, remote_python: Any = None, *,
-                    setup: Any = None) -> list[FakeCheck]:
-        seen.append((hosts, connect_options, remote_python, setup))
+                    setup: Any = None, deep: bool = False) -> list[FakeCheck]:
+        seen.append((hosts, connect_options, remote_python, setup, deep))
         return [FakeCheck("a")]
 
     monkeypatch.setitem(sys.modules, "sshdeploy.preflight",
@@ -944,7 +953,7 @@ def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
     host = parse_host("a")
     result = cli.check_hosts([host], {"connect_timeout": 1}, "/py", setup="true")
     assert [c.host for c in result] == ["a"]
-    assert seen == [([host], {"connect_timeout": 1}, "/py", "true")]
+    assert seen == [([host], {"connect_timeout": 1}, "/py", "true", False)]
 
 
 # --------------------------------------------------------------------------- closed output
