@@ -47,7 +47,8 @@ from sshdeploy.cliargs import (
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host
-from sshdeploy.serve import _versions, serve
+from sshdeploy.serve import serve
+from sshdeploy.versions import package_versions
 
 __all__ = ["check_hosts", "main"]
 
@@ -135,7 +136,7 @@ def _deprecated_nprocs(ctx: click.Context, param: click.Parameter, value: int | 
 
 
 def _version_message() -> str:
-    found = _versions()
+    found = package_versions(("sshdeploy", "distributed"))
     return (
         f"%(prog)s {found.get('sshdeploy', '?')} (distributed {found.get('distributed', '?')}, "
         f"Python {sys.version.split()[0]})"

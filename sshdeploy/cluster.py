@@ -28,7 +28,7 @@ from .forwarding import LOCALHOST
 from .hosts import Host
 from .hostview import HostRow, rows_html, rows_text
 from .logs import LogBook
-from .placement import HostKey, Placement, next_worker
+from .placement import HostKey, Placement, name_order, next_worker
 from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
@@ -368,7 +368,7 @@ class SSHCluster(SpecCluster):
             for name, spec in keep.items():
                 by_host.setdefault(spec["options"]["host"].key, []).append(name)
             key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
-            keep.pop(max(by_host[key], key=_name_order))
+            keep.pop(max(by_host[key], key=name_order))
         return keep
 
     # -- information --------------------------------------------------------
@@ -471,9 +471,3 @@ def _pool_for(plan: ClusterPlan) -> HostPool:
     for hp in plan.placement.all_hosts().values():
         pool.set_options(hp.host, hp.connect_options)
     return pool
-
-
-def _name_order(name: str) -> tuple[str, int]:
-    """Sort ``node2-10`` after ``node2-9``."""
-    base, _, idx = str(name).rpartition("-")
-    return (base, int(idx)) if idx.isdigit() else (str(name), -1)

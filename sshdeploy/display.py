@@ -41,6 +41,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from sshdeploy.logs import ROOT_LOGGER
+
 __all__ = [
     "REMOTE_LOGGER",
     "ControllerLogHandler",
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 #: The logger on which remote log lines arrive as records.
-REMOTE_LOGGER = "sshdeploy.remote"
+REMOTE_LOGGER = ROOT_LOGGER  # one name: where sshdeploy.logs sends remote lines
 
 _WORKER_COLOURS = ("cyan", "green", "blue", "yellow", "bright_cyan", "bright_green", "bright_blue")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._@-]+")

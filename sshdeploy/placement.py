@@ -152,6 +152,18 @@ def workers_per_entry(host: Host, worker_options: Mapping[str, Any]) -> int:
     return n
 
 
+def name_order(name: str) -> tuple[str, int, str]:
+    """Sort key of worker names: ``node2-10`` after ``node2-9``.
+
+    Examples
+    --------
+    >>> sorted(["a-10", "a-9", "b"], key=name_order)
+    ['a-9', 'a-10', 'b']
+    """
+    stem, _, index = str(name).rpartition("-")
+    return (stem, int(index), "") if index.isdigit() else (str(name), -1, str(name))
+
+
 def worker_name(host: Host, index: int) -> str:
     """Return the worker name ``<host>-<index>`` used everywhere."""
     return f"{host.hostname}-{index}"

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,8 @@ from rich.console import Console
 from sshdeploy import display
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
+from sshdeploy.placement import name_order
+from sshdeploy.versions import package_versions
 
 if TYPE_CHECKING:
     from sshdeploy.cliargs import ClusterArgs
@@ -156,23 +157,7 @@ def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
         host: Any = getattr(worker, "host", None)
         host_text = host.display() if isinstance(host, Host) else str(host or "?")
         grouped.setdefault(host_text, []).append(str(name))
-    return {host: sorted(names, key=_name_order) for host, names in grouped.items()}
-
-
-def _name_order(name: str) -> tuple[str, int, str]:
-    """Sort ``node2-10`` after ``node2-9``."""
-    stem, _, index = name.rpartition("-")
-    return (stem, int(index), "") if index.isdigit() else (name, -1, name)
-
-
-def _versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for package in ("sshdeploy", "distributed"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:  # pragma: no cover - not installed
-            pass
-    return found
+    return {host: sorted(names, key=name_order) for host, names in grouped.items()}
 
 
 def serve(
@@ -364,7 +349,7 @@ class _Run:
             dashboard_link=getattr(cluster, "dashboard_link", None),
             scheduler_host=self.where,
             workers_by_host=by_host,
-            versions=_versions(),
+            versions=package_versions(("sshdeploy", "distributed")),
             forwarded_from=_forwarded_from(cluster),
             failed_hosts=_failed_hosts(cluster),
             connect_line=connect_line,
