@@ -275,8 +275,11 @@ class ClientCredentials:
 def _failed_hosts(cluster: Any) -> dict[str, str]:
     """Host -> the first line of why it was left out (``--min-workers``)."""
     failed = dict(getattr(cluster, "failed_hosts", None) or {})
-    return {host: str(err).splitlines()[0] if str(err) else type(err).__name__
-            for host, err in failed.items()}
+    reasons = {}
+    for host, err in failed.items():
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reasons[host] = first.removeprefix(f"{host}: ")  # the banner names the host already
+    return reasons
 
 
 def _forwarded_from(cluster: Any) -> str | None:
