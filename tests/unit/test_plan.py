@@ -119,3 +119,20 @@ def test_options_that_can_only_fail_remotely_are_refused_up_front(
 
 def test_a_fixed_port_with_one_worker_per_host_is_fine() -> None:
     plan_cluster(["s", "a", "b"], worker_options={"worker_port": 40000, "nanny_port": "0"})
+
+
+def test_a_security_object_of_the_users_is_passed_through_unchanged() -> None:
+    from distributed.security import Security
+
+    sec = Security(require_encryption=True)
+    p = plan_cluster(["s", "a"], security=sec)
+    assert p.security is sec and p.scheduler_options["security"] is sec
+    hp = p.placement.hosts[(None, "a", None)]
+    assert p.worker_options(hp)["security"] is sec
+    assert p.scheduler_options["protocol"] == "tls://"
+
+
+def test_security_true_makes_temporary_credentials() -> None:
+    p = plan_cluster(["s", "a"], security=True)
+    assert p.security is not None and p.security.require_encryption
+    assert "BEGIN CERTIFICATE" in str(p.security.tls_ca_file)
