@@ -421,9 +421,32 @@ class SSHCluster(SpecCluster):
             failed = self.failed_hosts.get(show(hp.host))
             if failed is not None:
                 rows[key]["error"] = str(failed)
+        for key, hp in plan.all_hosts().items():
+            rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
         return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
                         running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
-                        error=r["error"]) for r in rows.values()]
+                        error=r["error"], state=r["state"]) for r in rows.values()]
+
+    def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
+        """Where one host's start stands (for live status displays)."""
+        if row["error"] and not row["running"]:
+            return "failed"
+        conn = self._pool.state(host)
+        if conn in ("waiting", "connecting", "failed"):
+            return conn
+        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
+        channels = [self._agents.channel_of(host)]
+        if runs_scheduler and sched is not None:
+            channels.append(sched.channel)
+        stages = [ch.stage for ch in channels if ch is not None]
+        if any(stage != "hello" for stage in stages) or not stages:
+            return _STAGE_STATE.get(next((st for st in stages if st != "hello"), None),
+                                    "starting")
+        if row["wanted"] and row["running"] < row["wanted"]:
+            return "starting workers"
+        if runs_scheduler and (sched is None or sched.status != Status.running):
+            return "starting scheduler"
+        return "ready"
 
     def __repr__(self) -> str:
         return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
@@ -463,6 +486,13 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
+
+
+#: A start-up stage of an agent (its ``stage`` events), as the host's state.
+_STAGE_STATE: dict[str | None, str] = {
+    None: "starting", "login": "running setup", "setup": "starting Python",
+    "python": "starting Python", "import": "importing distributed",
+}
 
 
 def _pool_for(plan: ClusterPlan) -> HostPool:

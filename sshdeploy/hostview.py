@@ -27,6 +27,9 @@ class HostRow:
         Workers of this host started again after they were lost.
     error : str
         The last failure seen on this host ("" for none).
+    state : str
+        Where its start stands: ``waiting``, ``connecting``, ``starting``,
+        ``importing distributed``, ``starting workers``, ``ready`` or ``failed``.
     """
 
     host: str
@@ -35,6 +38,7 @@ class HostRow:
     wanted: int
     restarts: int = 0
     error: str = ""
+    state: str = ""
 
 
 def rows_text(rows: Sequence[HostRow]) -> str:

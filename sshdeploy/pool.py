@@ -247,6 +247,17 @@ class HostPool:
             delay *= 2
         raise ConnectError(host=where, cause="gave up")  # pragma: no cover - loop returns
 
+    def state(self, host: Host) -> str:
+        """Where the connection to *host* stands: waiting, connecting, connected or failed."""
+        fut = self._conns.get(host.key)
+        if fut is None:
+            return "waiting"
+        if not fut.done():
+            return "connecting"
+        if fut.cancelled() or fut.exception() is not None:
+            return "failed"
+        return "connected"
+
     async def _jump(self, host: Host, kw: Mapping[str, Any], where: str) -> Any:
         """Open (or share) the connection to *host*'s jump host, with the same credentials.
 

@@ -227,6 +227,13 @@ class WorkerAgents:
         await ch.start(self.pool.settings.start_timeout)
         return ch
 
+    def channel_of(self, host: Host) -> AgentChannel | None:
+        """The latest agent channel started for *host* (None before any)."""
+        for ch in reversed(self._channels):
+            if ch.host.key == host.key:
+                return ch
+        return None
+
     async def get(self, host: Host) -> AgentChannel:
         """Return the running workers agent of *host*, starting it if needed."""
         return await asyncio.shield(self._future(host))

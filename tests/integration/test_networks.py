@@ -75,6 +75,7 @@ def test_auto_mode_connects_directly_when_the_scheduler_is_reachable(bed: testbe
     with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster:
         assert cluster.scheduler.forwarding is None
         assert cluster.scheduler_address.startswith("tcp://" + bed.host(n1).address)
+        assert [r.state for r in cluster.host_rows()] == ["ready", "ready"]
 
 
 def test_tls_everywhere_and_a_plain_client_is_refused(bed: testbed.Bed) -> None:
@@ -126,6 +127,7 @@ def test_min_workers_comes_up_without_the_host_that_failed(bed: testbed.Bed) -> 
         assert (rows[f"root@{n2}"].running, rows[f"root@{n2}"].wanted) == (1, 1)
         assert rows[f"root@{n1}"].role == "scheduler"
         assert "connection refused" in rows[f"root@{n4}:1"].error
+        assert rows[f"root@{n4}:1"].state == "failed" and rows[f"root@{n2}"].state == "ready"
         text = repr(cluster)
         assert f"root@{n4}:1" in text and "1/1" in text and "last error" in text
         assert "connection refused" in cluster._repr_html_()
