@@ -270,5 +270,7 @@ def source_state() -> dict[str, str]:
                           capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(pkg), "status", "--short", "--", "."],
                            capture_output=True, text=True).stdout.split()
+    if not head:  # an exported tree (git archive) names its commit in its directory name
+        head = f"(no git: {pkg.parent.name})"
     return {"head": head, "sshdeploy_py_sha256": digest.hexdigest()[:16],
             "modified": " ".join(x for x in dirty if x.endswith(".py"))}

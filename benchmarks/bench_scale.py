@@ -458,7 +458,7 @@ def run_study(args: argparse.Namespace) -> dict:
               flush=True)
         if any(i in SSH_IMPLS for i in impls):
             print(f"bringing up bed {args.bed!r} with {max(sizes) + 1} hosts ...", flush=True)
-            bed = _bedprobe.bring_up(max(sizes) + 1, args.bed)
+            bed = _bedprobe.bring_up(max(sizes) + 1, args.bed, args.bed_wait_min * 60)
             print(f"  up in {time.perf_counter() - t_start:.0f} s", flush=True)
         budget_end = (t_start + args.budget_min * 60) if args.budget_min else None
         last_cost: tuple[float, int] | None = None  # (seconds per repeat, workers)
@@ -527,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip configurations that would end after this many minutes (0: none)")
     p.add_argument("--close-deadline", type=float, default=30.0)
     p.add_argument("--import-runs", type=int, default=5)
+    p.add_argument("--bed-wait-min", type=float, default=30.0,
+                   help="minutes to wait for a free test-bed address block (other beds)")
     p.add_argument("--keep-bed", action="store_true")
     p.add_argument("--keep-logs", action="store_true", help="per-run logs under OUT/.logs")
     p.add_argument("--report", metavar="JSON", help="only re-make table and plots from JSON")
