@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import select
 import signal
 import subprocess
@@ -123,14 +124,19 @@ def measure_dry(sizes: list[int], wph: int, timeout: float) -> list[dict[str, An
                                             else f"exit {rc}: {err[-300:]}")
         with tempfile.NamedTemporaryFile("w", suffix=".hosts", delete=False) as f:
             f.write("".join(f"n{i}\n" for i in range(n)))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             with open(os.devnull, "w") as null:
                 rc, wall, _, err = _py(["-m", "sshdeploy.cli", "--dry-run", "--nworkers",
                                         str(wph), "--hostfile", f.name], timeout, stdout=null)
         finally:
             os.unlink(f.name)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if rc == 0:
             res["cli_dry_run_s"] = wall
+            # Under load the wall time is mostly waiting for a core: CPU says what it costs.
+            res["cli_dry_run_cpu_s"] = (after.ru_utime - before.ru_utime
+                                        + after.ru_stime - before.ru_stime)
         else:
             res["cli_dry_run_error"] = "timed out" if rc is None else f"exit {rc}: {err[-300:]}"
         results.append(res)
@@ -479,6 +485,12 @@ def measure_cli(args: argparse.Namespace, bed: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def _note(text: object, limit: int = 300) -> str:
+    """One table cell: one line, the end of a long error (where its cause is)."""
+    one = " ".join(str(text or "").split()).replace("|", "/")
+    return one if len(one) <= limit else "..." + one[-limit:]
+
+
 def markdown(doc: dict) -> str:
     src = doc.get("source", {})
     lines = ["# Edge figures (issue 11 items 6 and 7)", "",
@@ -489,14 +501,16 @@ def markdown(doc: dict) -> str:
     if doc.get("dry"):
         lines += ["## Dry run (fake hosts, connects nowhere)", "",
                   "| hosts | workers/host | `SSHCluster.remote_commands` [s] | "
-                  "`dask-ssh --dry-run --hostfile` > /dev/null, whole process [s] |",
-                  "|---|---|---|---|"]
+                  "`dask-ssh --dry-run --hostfile` > /dev/null, whole process: wall [s] | "
+                  "its CPU [CPU-s] |",
+                  "|---|---|---|---|---|"]
         for r in doc["dry"]:
             a = (f"{r['remote_commands_s']:.2f}" if "remote_commands_s" in r
                  else f"> {r['timeout_s']:.0f} ({r.get('remote_commands_error')})")
             b = (f"{r['cli_dry_run_s']:.2f}" if "cli_dry_run_s" in r
                  else f"> {r['timeout_s']:.0f} ({r.get('cli_dry_run_error')})")
-            lines.append(f"| {r['hosts']} | {r['wph']} | {a} | {b} |")
+            c = f"{r['cli_dry_run_cpu_s']:.2f}" if "cli_dry_run_cpu_s" in r else "-"
+            lines.append(f"| {r['hosts']} | {r['wph']} | {a} | {b} | {c} |")
         lines.append("")
     if doc.get("line") or (doc.get("api") or {}).get("long_line"):
         lines += ["## One line without a newline", "",
@@ -505,7 +519,7 @@ def markdown(doc: dict) -> str:
             how = doc.get("line_impls", {}).get(r["kind"], r["kind"])
             lines.append(f"| {how} | {r['mib']:g} | "
                          + (f"{r['seconds']:.2f} | {r['mib_s']:.1f} | |" if "seconds" in r
-                            else f"- | - | {r.get('error')} |"))
+                            else f"- | - | {_note(r.get('error'))} |"))
         ll = (doc.get("api") or {}).get("long_line")
         if ll:
             task = f"{ll['task_s']:.2f}" if ll.get("task_s") is not None else "-"
@@ -528,7 +542,7 @@ def markdown(doc: dict) -> str:
             last = f"{r['last_line_s']:.2f}" if r.get("last_line_s") is not None else "-"
             rate = f"{r['mib_s']:.1f}" if r.get("mib_s") else "-"
             lines.append(f"| {name} | {r.get('mib', '-')} | {ts} | {last} | {rate} | "
-                         f"{r.get('error', '')} |")
+                         f"{_note(r.get('error', ''))} |")
         cli_rate = (cli or {}).get("mib_s") or (cli or {}).get("partial_mib_s")
         if api and cli and api.get("mib_s") and cli_rate:
             ratio = api["mib_s"] / cli_rate
