@@ -103,6 +103,50 @@ def snapshot(bed: testbed.Bed, inodes: dict[int, str] | None = None) -> Snapshot
     return snap
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> tuple[float, float] | None:
+    """Return (own, reaped children's) CPU seconds of *pid* from ``/proc/PID/stat``.
+
+    Own is utime + stime; children is cutime + cstime, the CPU of the children
+    this process has waited for (short-lived shells, a setup command...), so a
+    sum over every live process of a host also counts what already ended.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # fields[0] is the state (field 3): utime..cstime are fields 14..17.
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+def cpu_table(snap: Snapshot) -> dict[int, tuple[str, str, float, float]]:
+    """Return ``{pid: (host, cmd, own_cpu_s, children_cpu_s)}`` for every process of *snap*."""
+    out = {}
+    for p in snap.procs:
+        t = cpu_ticks(p.pid)
+        if t is not None:
+            out[p.pid] = (p.host, p.cmd, t[0], t[1])
+    return out
+
+
+def cpu_since(
+    before: dict[int, tuple[str, str, float, float]],
+    after: dict[int, tuple[str, str, float, float]],
+) -> dict[int, tuple[str, str, float]]:
+    """CPU seconds each live process (and the children it reaped) used since *before*."""
+    out = {}
+    for pid, (host, cmd, own, kids) in after.items():
+        b = before.get(pid)
+        if b is not None and b[1] == cmd:
+            own, kids = own - b[2], kids - b[3]
+        out[pid] = (host, cmd, own + kids)
+    return out
+
+
 def memory(pids: Iterable[int]) -> dict[str, float]:
     """Return the summed RSS and PSS (MiB) and CPU seconds of *pids* (gone ones are skipped)."""
     rss = pss = 0
@@ -226,5 +270,7 @@ def source_state() -> dict[str, str]:
                           capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(pkg), "status", "--short", "--", "."],
                            capture_output=True, text=True).stdout.split()
+    if not head:  # an exported tree (git archive) names its commit in its directory name
+        head = f"(no git: {pkg.parent.name})"
     return {"head": head, "sshdeploy_py_sha256": digest.hexdigest()[:16],
             "modified": " ".join(x for x in dirty if x.endswith(".py"))}

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _source  # noqa: E402,F401  (before anything imports sshdeploy)
 
 BED_NAME = "bench"
 SENTINEL = "SSHDEPLOY-BENCH-FLOOD-END"
