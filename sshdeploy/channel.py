@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,21 +44,6 @@ from .pool import Connection, HostPool
 from .versions import compare_versions, local_versions
 
 logger = logging.getLogger(__name__)
-
-def kill_marked_command(marker: str) -> str:
-    """Return a shell command killing the process group of each login shell showing *marker*.
-
-    The first character of the pattern is bracketed so that the kill
-    command's own shell, whose command line holds the pattern, never matches.
-
-    Examples
-    --------
-    >>> kill_marked_command("sshdeploy-start-ab12")
-    "for p in $(pgrep -f '[s]shdeploy-start-ab12'); do kill -KILL -- -$p; done 2>/dev/null; true"
-    """
-    pattern = f"[{marker[0]}]{marker[1:]}"
-    return (f"for p in $(pgrep -f '{pattern}'); do kill -KILL -- -$p; done 2>/dev/null; true")
-
 
 #: Where a start stalled (the last ``stage`` event seen), what to say and what to do.
 STALLED: dict[str | None, tuple[str, str]] = {
@@ -159,7 +143,6 @@ class AgentChannel:
         #: process group to kill when it stalls there.
         self.stage: str | None = None
         self.pgid: int | None = None
-        self.marker = f"sshdeploy-start-{uuid.uuid4().hex}"
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "logs": self._on_logs,
             "log": self._on_log,
@@ -181,9 +164,7 @@ class AgentChannel:
         """
         deadline = Deadline.after(timeout)
         self.connection = await self.pool.get(self.host)
-        # The marker names this start on the host's process list, so that it
-        # can be killed even before the shell has said its pid.
-        command = f": {self.marker}\n" + build_command(self.launch.python, self.launch.setup)
+        command = build_command(self.launch.python, self.launch.setup)
         spec = AgentSpec(
             role="scheduler" if self.role == "scheduler" else "workers",
             label=self.label,
@@ -470,7 +451,13 @@ class AgentChannel:
         """
         self._closing = True
         if self.process is not None and self.stage != "hello":
-            await self._kill_group()
+            if self.pgid:
+                await self._kill_group()
+            else:
+                # The login shell has not said a word yet: it still runs the
+                # login scripts (killing them could leave their locks behind).
+                # It dies on its first write to the closed channel, before setup.
+                self.process.close()
         if self.process is not None:
             with contextlib.suppress(Exception):
                 self.process.stdin.write_eof()
@@ -490,16 +477,14 @@ class AgentChannel:
 
     async def _kill_group(self) -> None:
         """Kill the remote process group of a start that has not said hello (bounded)."""
-        assert self.connection is not None
-        if self.pgid:
-            command = build_kill_command(self.pgid)
-        else:
-            command = kill_marked_command(self.marker)
+        assert self.connection is not None and self.pgid is not None
         try:
-            await asyncio.wait_for(self.connection.conn.run(command, check=False), 5)
+            await asyncio.wait_for(
+                self.connection.conn.run(build_kill_command(self.pgid), check=False), 5
+            )
         except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
-            logger.warning("[%s] could not kill the stalled start (%s): %r",
-                           self.where, self.pgid or self.marker, exc)
+            logger.warning("[%s] could not kill the stalled start (process group %d): %r",
+                           self.where, self.pgid, exc)
 
     async def ensure_gone(self) -> None:
         """Return once this agent's remote process has exited (ending it if needed).
