@@ -32,6 +32,7 @@ STATE_ORDER = (
     "importing distributed", "starting workers", "starting scheduler", "ready", "failed",
 )
 _STATE_STYLE = {"ready": "green", "failed": "bold red"}
+_STATE_WIDTH = max(len(s) for s in STATE_ORDER)  # the column does not jump as states change
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
@@ -113,7 +114,8 @@ class StatusView:
         table = Table(title=title, title_justify="left", box=None, pad_edge=False,
                       show_edge=False, title_style="bold")
         for column in ("host", "role", "state", "workers", "error"):
-            table.add_column(column, no_wrap=column != "error", overflow="ellipsis")
+            table.add_column(column, no_wrap=column != "error", overflow="ellipsis",
+                             min_width=_STATE_WIDTH if column == "state" else None)
         for r in rows:
             state = _state(r)
             table.add_row(r.host, r.role, Text(state, style=_STATE_STYLE.get(state, "")),
