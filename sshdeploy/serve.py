@@ -342,7 +342,8 @@ class _Run:
 
         On a terminal: a transient ``rich.live.Live`` table on the banner's
         console (remote lines printed meanwhile go through that console, so
-        they stay above the table). Otherwise: one plain line on stderr per
+        they stay above the table; so do sshdeploy's warnings when stderr is
+        the terminal too). Otherwise: one plain line on stderr per
         change of a host's state. Nothing with ``progress=False``.
         """
         if not self.progress:
@@ -372,14 +373,23 @@ class _Run:
             if rows is not None:
                 live.update(view.render(rows, time.monotonic() - started), refresh=True)
 
+        # sshdeploy's own warnings go to stderr; on the same terminal they would
+        # break the table: print them through the live console meanwhile.
+        others = self.remote_log.others
+        moved = (others if isinstance(others, display.ControllerLogHandler)
+                 and self.err_console.is_terminal else None)
         self.remote_log.flush()
         self.remote_log.through_console = True
+        if moved is not None:
+            moved.console = self.console
         try:
             with live:
                 yield refresh
         finally:
             self.remote_log.flush()
             self.remote_log.through_console = False
+            if moved is not None:
+                moved.console = self.err_console
 
     async def _cancel_start(self, cluster: Any, starting: asyncio.Future[Any]) -> int:
         """A signal came during start-up: cancel the start, stop what started."""

@@ -93,3 +93,36 @@ def test_plain_lines_hold_no_control_codes_even_from_error_text() -> None:
     assert "\x1b" not in line and all(c.isprintable() for c in line)
     assert line.startswith("dask-ssh: root@n3:22: failed: ")
     assert line == "dask-ssh: root@n3:22: failed: Permission denied (publickey) (2.0 s)"
+
+
+def test_remote_lines_print_above_a_live_table_on_the_same_console() -> None:
+    """With ``through_console`` a remote line goes through rich, which keeps it above the table."""
+    import io
+    import logging
+
+    from rich.live import Live
+
+    from sshdeploy.display import RemoteLogHandler
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100, color_system=None)
+    handler = RemoteLogHandler(console, flush_interval=0)
+    handler.through_console = True
+    rows = [HostRow("root@n1:22", "scheduler", 0, 0, state="starting scheduler")]
+    try:
+        with Live(console=console, transient=True, auto_refresh=False) as live:
+            live.update(StatusView().render(rows, 1.0), refresh=True)
+            record = logging.LogRecord("sshdeploy.remote", logging.INFO, __file__, 1,
+                                       "State start", None, None)
+            record.sshdeploy_label = "scheduler n1"
+            record.sshdeploy_role = "scheduler"
+            handler.handle(record)
+            handler.flush()
+            live.update(StatusView().render(rows, 1.2), refresh=True)
+    finally:
+        handler.close()
+    out = buf.getvalue()
+    line = out.index("[scheduler n1] State start")
+    # the table was drawn, erased, the line printed, then the table drawn again below it
+    assert out.index("starting scheduler") < line < out.rindex("starting scheduler")
+    assert out[:line].endswith("\x1b[2K"), repr(out)  # the table was erased first
