@@ -119,7 +119,7 @@ class StatusView:
         for r in rows:
             state = _state(r)
             table.add_row(r.host, r.role, Text(state, style=_STATE_STYLE.get(state, "")),
-                          _workers(r), first_line(r.error) if state == "failed" else "")
+                          _workers(r), _error(r) if state == "failed" else "")
         return table
 
 
@@ -157,9 +157,14 @@ def changed_lines(old: Sequence[HostRow], new: Sequence[HostRow], elapsed: float
         if state == "ready" and r.wanted:
             detail += f", workers {_workers(r)}"
         elif state == "failed" and r.error.strip():
-            detail += f": {first_line(r.error)}"
+            detail += f": {_error(r)}"
         lines.append(_plain(f"dask-ssh: {r.host}: {detail} ({elapsed:.1f} s)"))
     return lines
+
+
+def _error(row: HostRow) -> str:
+    """The first line of the row's error, without the host name the row shows already."""
+    return first_line(row.error).removeprefix(f"{row.host}: ")
 
 
 def _plain(line: str) -> str:

@@ -322,7 +322,8 @@ class _Run:
             show()
             while not starting.done() and not self.stop.event.is_set():
                 await asyncio.wait({starting}, timeout=self.poll_interval)
-                show()
+                if not _failed(starting):  # a failed start has closed its hosts: keep the last view
+                    show()
         if not starting.done():
             return await self._cancel_start(cluster, starting)
         try:
@@ -468,6 +469,10 @@ class _Run:
             f"in {elapsed:.1f} s"
         )
         return 0
+
+
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
 
 
 def _host_rows(cluster: Any) -> list[HostRow] | None:

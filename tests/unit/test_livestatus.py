@@ -37,6 +37,7 @@ def test_table_has_a_row_per_host_with_state_workers_and_first_error_line() -> N
     n3 = next(ln for ln in lines if "root@n3:22" in ln)
     assert "failed" in n3 and "ConnectionRefusedError: refused" in n3
     assert "Traceback line" not in out
+    assert "root@n3:22: Connection" not in out  # the row names the host already
 
 
 def test_thirty_hosts_are_summarised_with_failed_rows_only() -> None:
