@@ -357,6 +357,9 @@ class RemoteLogHandler(logging.Handler):
         self._flush_interval = flush_interval
         self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
+        #: Print through ``console.print`` instead of writing to its file, so a
+        #: ``rich.live.Live`` display on that console keeps the lines above it.
+        self.through_console = False
 
     def emit(self, record: logging.LogRecord) -> None:
         """Buffer one record for printing and write it to its label's file."""
@@ -420,6 +423,9 @@ class RemoteLogHandler(logging.Handler):
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_size = 0
+        if self.through_console:
+            self.console.print(Text.from_ansi(text.removesuffix("\n")))
+            return
         self.console.file.write(text)
         self.console.file.flush()
 

@@ -39,10 +39,12 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.live import Live
 
-from sshdeploy import display
+from sshdeploy import display, livestatus
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
+from sshdeploy.hostview import HostRow
 from sshdeploy.placement import name_order
 from sshdeploy.versions import package_versions
 
@@ -169,6 +171,7 @@ def serve(
     show_level: int = logging.NOTSET,
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
+    progress: bool = True,
 ) -> int:
     """Run the cluster until a signal, the scheduler's end or stdout's close; return the status.
 
@@ -192,6 +195,10 @@ def serve(
     close_timeout : float
         Seconds the cluster is given to close; after that ``dask-ssh`` gives
         up and exits 1 (the remote agents stop when their connection drops).
+    progress : bool
+        Show each host's start-up state while the cluster starts: a live
+        table when stdout is a terminal, else one plain line per change of a
+        host's state on stderr (``dask-ssh: root@node2:22: ready (1.2 s)``).
 
     Returns
     -------
@@ -212,7 +219,7 @@ def serve(
             _signal_handlers(stop), ClientCredentials() as credentials:
         stop.on_exit = credentials.remove  # a second Ctrl-C exits at once: remove them first
         run = _Run(args, stop, console, err_console, remote_log, credentials,
-                   poll_interval, close_timeout)
+                   poll_interval, close_timeout, progress)
         return asyncio.run(run.main())
 
 
@@ -296,7 +303,7 @@ class _Run:
     def __init__(self, args: ClusterArgs, stop: _Stop, console: Console,
                  err_console: Console, remote_log: display.RemoteLogHandler,
                  credentials: ClientCredentials, poll_interval: float,
-                 close_timeout: float) -> None:
+                 close_timeout: float, progress: bool = True) -> None:
         self.args = args
         self.stop = stop
         self.console = console
@@ -305,13 +312,18 @@ class _Run:
         self.credentials = credentials
         self.poll_interval = poll_interval
         self.close_timeout = close_timeout
+        self.progress = progress
         self.where = args.hosts[0].display()
 
     async def main(self) -> int:
         cluster = SSHCluster(asynchronous=True, **self.args.kwargs())
         starting = asyncio.ensure_future(_started(cluster))
-        while not starting.done() and not self.stop.event.is_set():
-            await asyncio.wait({starting}, timeout=self.poll_interval)
+        with self._progress(cluster) as show:
+            show()
+            while not starting.done() and not self.stop.event.is_set():
+                await asyncio.wait({starting}, timeout=self.poll_interval)
+                if not _failed(starting):  # a failed start has closed its hosts: keep the last view
+                    show()
         if not starting.done():
             return await self._cancel_start(cluster, starting)
         try:
@@ -324,6 +336,61 @@ class _Run:
         except BaseException:
             await _close(cluster, self.close_timeout)
             raise
+
+    @contextmanager
+    def _progress(self, cluster: Any) -> Iterator[Callable[[], None]]:
+        """Show the hosts' start-up states while inside; yield the function that polls them.
+
+        On a terminal: a transient ``rich.live.Live`` table on the banner's
+        console (remote lines printed meanwhile go through that console, so
+        they stay above the table; so do sshdeploy's warnings when stderr is
+        the terminal too). Otherwise: one plain line on stderr per
+        change of a host's state. Nothing with ``progress=False``.
+        """
+        if not self.progress:
+            yield lambda: None
+            return
+        started = time.monotonic()
+        view = livestatus.StatusView()
+        if not self.console.is_terminal:
+            last: list[HostRow] = []
+
+            def print_changes() -> None:
+                nonlocal last
+                rows = _host_rows(cluster)
+                if rows is None:
+                    return
+                for line in livestatus.changed_lines(last, rows, time.monotonic() - started):
+                    self.err_console.print(line)
+                last = rows
+
+            yield print_changes
+            return
+        live = Live(console=self.console, transient=True, auto_refresh=False,
+                    redirect_stdout=False, redirect_stderr=False)
+
+        def refresh() -> None:
+            rows = _host_rows(cluster)
+            if rows is not None:
+                live.update(view.render(rows, time.monotonic() - started), refresh=True)
+
+        # sshdeploy's own warnings go to stderr; on the same terminal they would
+        # break the table: print them through the live console meanwhile.
+        others = self.remote_log.others
+        moved = (others if isinstance(others, display.ControllerLogHandler)
+                 and self.err_console.is_terminal else None)
+        self.remote_log.flush()
+        self.remote_log.through_console = True
+        if moved is not None:
+            moved.console = self.console
+        try:
+            with live:
+                yield refresh
+        finally:
+            self.remote_log.flush()
+            self.remote_log.through_console = False
+            if moved is not None:
+                moved.console = self.err_console
 
     async def _cancel_start(self, cluster: Any, starting: asyncio.Future[Any]) -> int:
         """A signal came during start-up: cancel the start, stop what started."""
@@ -402,6 +469,18 @@ class _Run:
             f"in {elapsed:.1f} s"
         )
         return 0
+
+
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+def _host_rows(cluster: Any) -> list[HostRow] | None:
+    """The cluster's host rows, or None when they cannot be read (yet): never fail the start."""
+    try:
+        return list(cluster.host_rows())
+    except Exception:  # a display must not break the start it shows
+        return None
 
 
 async def _started(cluster: Any) -> Any:
