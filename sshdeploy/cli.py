@@ -220,6 +220,9 @@ def _version_message() -> str:
               help="Check every host (reachable, login, Python, dask/distributed versions "
                    "beside this machine's) and print a table; start nothing; exit 1 if any "
                    "host fails.")
+@click.option("--no-progress", is_flag=True,
+              help="Show no start-up status (per host, live on a terminal, else one line "
+                   "on stderr per change).")
 @click.option("--no-restart", is_flag=True,
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
@@ -304,7 +307,8 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
     return serve(args, console=console, err_console=err_console,
-                 log_directory=opts.log_directory, show_level=opts.show_level)
+                 log_directory=opts.log_directory, show_level=opts.show_level,
+                 progress=not opts.no_progress)
 
 
 class LogDirectoryError(click.ClickException):

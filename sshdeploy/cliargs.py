@@ -235,6 +235,7 @@ class CliOptions:
     dry_run: bool
     check: bool
     no_restart: bool
+    no_progress: bool
     log_level: str | None
     quiet: bool
     forward_ports: bool | None

@@ -432,6 +432,8 @@ class SSHCluster(SpecCluster):
         if row["error"] and not row["running"]:
             return "failed"
         conn = self._pool.state(host)
+        if conn == "failed" and not row["error"]:
+            row["error"] = self._pool.error(host)
         if conn in ("waiting", "connecting", "failed"):
             return conn
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None

@@ -258,6 +258,13 @@ class HostPool:
             return "failed"
         return "connected"
 
+    def error(self, host: Host) -> str:
+        """Why the connection to *host* failed ("" if it did not)."""
+        fut = self._conns.get(host.key)
+        if fut is None or not fut.done() or fut.cancelled() or fut.exception() is None:
+            return ""
+        return str(fut.exception())
+
     async def _jump(self, host: Host, kw: Mapping[str, Any], where: str) -> Any:
         """Open (or share) the connection to *host*'s jump host, with the same credentials.
 
