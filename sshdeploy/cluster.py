@@ -226,6 +226,9 @@ class SSHCluster(SpecCluster):
             compat.record_cluster_log(self, fwd.reason)
 
     async def _correct_state_internal(self) -> None:
+        for name, w in self.workers.items():
+            if name not in self.worker_spec and isinstance(w, RemoteWorker):
+                w.retiring = True  # the scheduler retires it first: not a lost worker
         try:
             await super()._correct_state_internal()
         except SSHDeployError:
@@ -269,6 +272,7 @@ class SSHCluster(SpecCluster):
     async def _close(self) -> None:
         self._logbook.closing()
         await self._restarts.close()
+        compat.forget_unstarted(self)  # a restart cancelled before its worker started
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
             # retire workers or terminate; the workers' agents are stopped directly.

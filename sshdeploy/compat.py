@@ -79,6 +79,15 @@ async def correct_state(cluster: SpecCluster) -> None:
     await cluster._correct_state()
 
 
+def forget_unstarted(cluster: SpecCluster) -> None:
+    """Drop processes that were created but never started (SpecCluster's close asserts on them)."""
+    from distributed.core import Status
+
+    for process in list(cluster._created):
+        if process.status == Status.created:
+            cluster._created.discard(process)
+
+
 def created(cluster: SpecCluster) -> list[ProcessInterface]:
     """Return every process SpecCluster has started and not forgotten."""
     return list(cluster._created)

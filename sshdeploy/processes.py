@@ -301,6 +301,8 @@ class RemoteWorker(ProcessInterface):
         self.pid: int | None = None
         self.exit_reason: str | None = None
         self.start_error: SSHDeployError | None = None
+        #: Set by the cluster when it scales this worker away: its end is expected.
+        self.retiring = False
 
     @property
     def remote_python(self) -> str:
@@ -343,9 +345,10 @@ class RemoteWorker(ProcessInterface):
     def exited(self, reason: str) -> bool:
         """Record that the worker went away without being asked to.
 
-        Returns False if it was not running (already reported, or stopping).
+        Returns False if it was not running (already reported, or stopping),
+        or if the cluster is retiring it (the scheduler closes it first).
         """
-        if self.status != Status.running:
+        if self.status != Status.running or self.retiring:
             return False
         self.exit_reason = reason
         self.status = Status.failed
