@@ -371,7 +371,12 @@ class RemoteLogHandler(logging.Handler):
         try:
             label, role, host = _record_fields(record)
             line = record.getMessage().rstrip("\r\n")
-            if record.levelno >= self.show_level:
+            # Shutdown noise (a closed connection's traceback while the cluster
+            # closes) is printed only when DEBUG lines were asked for.
+            noise = getattr(record, "sshdeploy_noise", False)
+            if record.levelno >= self.show_level and (
+                not noise or self.show_level == logging.DEBUG
+            ):
                 self._add(self._render(label, role, host, line, record.levelno))
             if line.strip():
                 tail = self._tails.get(role)

@@ -93,10 +93,11 @@ class LogBook:
             if _EXCEPTION_LINE.match(line) or len(tb.lines) >= _MAX_TRACEBACK:
                 del self._tracebacks[label]
                 level = tb.level
-                if self._closing and any(n in line for n in SHUTDOWN_NOISE):
+                noise = self._closing and any(n in line for n in SHUTDOWN_NOISE)
+                if noise:
                     level = logging.DEBUG
                 for h, r, text in tb.lines:
-                    self._emit(label, h, r, stream, text, level)
+                    self._emit(label, h, r, stream, text, level, noise)
             return
         level = line_level(line)
         if _LEVEL.search(line):
@@ -111,7 +112,7 @@ class LogBook:
                 self._emit(label, host, role, "stderr", text, tb.level)
 
     def _emit(self, label: str, host: str, role: str, stream: str, line: str,
-              level: int) -> None:
+              level: int, noise: bool = False) -> None:
         log = self._loggers.get((role, host))
         if log is None:
             log = logging.getLogger(f"{ROOT_LOGGER}.{role}.{host.replace('.', '_')}")
@@ -126,6 +127,7 @@ class LogBook:
                     "sshdeploy_host": host,
                     "sshdeploy_role": role,
                     "sshdeploy_stream": stream,
+                    "sshdeploy_noise": noise,
                 },
             )
             log.handle(record)

@@ -166,3 +166,25 @@ def test_an_unfinished_traceback_is_logged_on_flush(capture: _Capture) -> None:
     assert capture.seen == []
     book.flush()
     assert capture.seen == [(logging.INFO, "Traceback (most recent call last):")]
+
+
+def test_shutdown_noise_is_marked_for_the_cli_to_hide() -> None:
+    marks: list[bool] = []
+
+    class Marks(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            marks.append(getattr(record, "sshdeploy_noise", None))
+
+    root = logging.getLogger(ROOT_LOGGER)
+    handler, old = Marks(logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        book = LogBook()
+        book.closing()
+        for line in TB:
+            book.record("scheduler n1", "n1", "scheduler", "stderr", line)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+    assert marks == [False, True, True, True]
