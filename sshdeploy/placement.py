@@ -127,10 +127,6 @@ class Placement:
         """Every distinct host of the cluster, the scheduler's first."""
         return {self.scheduler.key: self.scheduler, **self.hosts}
 
-    def connect_options(self, key: HostKey) -> Mapping[str, Any] | None:
-        """The ``asyncssh.connect`` keywords given for the host *key*."""
-        return self.all_hosts()[key].connect_options
-
 
 def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:
     """Return the worker class keywords for *host*: its overrides win."""

@@ -164,12 +164,12 @@ def test_place_connect_options_broadcast_and_per_host() -> None:
     assert {k: h.connect_options for k, h in plan.all_hosts().items()} == {
         (None, "s", None): {"known_hosts": None}, (None, "a", None): {"known_hosts": None}}
     plan = place(["s", "a"], connect_options=[{"port": 1}, {"port": 2}])
-    assert plan.connect_options((None, "a", None)) == {"port": 2}
+    assert plan.hosts[(None, "a", None)].connect_options == {"port": 2}
 
 
 def test_place_later_connect_options_fill_an_earlier_none() -> None:
     plan = place(["s", "a", "a"], connect_options=[None, None, {"username": "alice"}])
-    assert plan.connect_options((None, "a", None)) == {"username": "alice"}
+    assert plan.hosts[(None, "a", None)].connect_options == {"username": "alice"}
 
 
 @pytest.mark.parametrize("setting", ["remote_python", "connect_options"])
