@@ -58,10 +58,12 @@ Start-up order, and why
     2. import distributed, single-threaded (stdout goes to the channel's
        stderr meanwhile); a stalled import is ended by the controller killing
        the remote process group (see the ``stage`` events);
-    3. workers only, with the ``forkserver`` method: fork the forkserver from
-       this interpreter (:func:`start_zygote`). One ``import distributed`` per
-       host instead of two (the standard forkserver is a second interpreter
-       importing it again); forked workers inherit it. The fork must happen
+    3. workers only, with the ``forkserver`` method: fork multiprocessing's
+       resource tracker (:func:`start_tracker`) and then the forkserver from
+       this interpreter (:func:`start_zygote`): no new interpreter at all.
+       One ``import distributed`` per host instead of two (the standard
+       forkserver is a second interpreter importing it again, the standard
+       tracker a third interpreter); forked workers inherit it. The fork must happen
        before any thread exists (a copied thread may hold a lock), hence this
        place. ``spawn`` (needed for CUDA) and ``fork`` start no forkserver;
     4. start the log pump, stdin reader and heartbeat watchdog; say hello.
@@ -578,6 +580,63 @@ def start_zygote(close_fds: list[int]) -> int | None:
     return pid
 
 
+def start_tracker(close_fds: list[int]) -> int | None:
+    """Fork multiprocessing's resource tracker from this interpreter; return its pid.
+
+    The first worker would otherwise start the standard tracker: a new
+    interpreter (``python -c 'from multiprocessing.resource_tracker import
+    main; main(fd)'``, ~0.1 CPU-s per host). Forked, it is the same program
+    (``resource_tracker.main`` reading the same pipe) at the cost of a fork.
+    It is installed in the ``resource_tracker._resource_tracker`` singleton
+    exactly as ``ResourceTracker.ensure_running`` would (the pipe's write end
+    and the pid), so multiprocessing uses it, passes it to the forkserver's
+    children, and restarts a normal one if it dies.
+
+    Call it single-threaded, before :func:`start_zygote` (the forkserver then
+    holds the tracker's pipe, as the standard one does). The child closes
+    *close_fds* and stdin (the SSH channel closes when the agent exits); its
+    stderr stays the agent's log pipe, so what it reports about leaked
+    resources reaches the controller. It ignores SIGTERM, like the standard
+    tracker (:meth:`ProcessGroup.reap` kills it), and exits by itself when
+    every holder of the pipe has exited.
+
+    Returns None, having done nothing, where the private names it relies on
+    differ (Python outside 3.10-3.13 or a changed ResourceTracker): the first
+    worker then starts the normal tracker.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    if not ((3, 10) <= sys.version_info[:2] <= (3, 13)) or tracker is None or not all(
+            hasattr(tracker, n) for n in ("_fd", "_pid", "_lock", "_check_alive")) or not callable(
+            getattr(resource_tracker, "main", None)):
+        return None
+    if tracker._fd is not None:
+        return None  # already running
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    if pid == 0:  # the tracker
+        try:
+            os.close(w)
+            for fd in close_fds:
+                os.close(fd)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+            resource_tracker.main(r)  # ignores SIGINT/SIGTERM, reads until every writer is gone
+        finally:
+            os._exit(0)
+    os.close(r)
+    tracker._fd = w
+    tracker._pid = pid
+    return pid
+
+
 class Inbox:
     """Commands in: a thread reads stdin, hands commands to the event loop, and
     calls *on_gone* at EOF or when nothing came within the heartbeat timeout.
@@ -686,6 +745,8 @@ class Agent:
         self.shutting_down = False
         #: Pid of the forkserver forked from this interpreter (see start_zygote), if any.
         self.zygote: int | None = None
+        #: Pid of the resource tracker forked from this interpreter (see start_tracker), if any.
+        self.tracker: int | None = None
         #: Commands by name: each handler takes the message (``ping`` never gets here).
         self.handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
             "start_scheduler": self.servers.start_scheduler,
@@ -784,6 +845,7 @@ class Agent:
         if spec.get("role") == "workers":
             # A file: a preload given as text would be logged by distributed.
             self.servers.tagger_path = self.tmp.write(TAGGER_MODULE + ".py", self.tagger_source)
+            self.tracker = self.start_tracker(close_fds=[self.wire.fd, log_pipe])
             self.zygote = self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
         threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
         self.inbox.start(float(spec.get("heartbeat", 30)))
@@ -797,6 +859,23 @@ class Agent:
         self.tmp.remove()
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
+
+    def start_tracker(self, close_fds: list[int]) -> int | None:
+        """Start the workers' resource tracker now, forked (see :func:`start_tracker`).
+
+        Only with the ``forkserver`` method: ``spawn`` and ``fork`` children
+        start or share a tracker as multiprocessing does.
+        """
+        from distributed.utils import get_mp_context
+
+        if get_mp_context().get_start_method() != "forkserver":
+            return None
+        try:
+            return start_tracker(close_fds)
+        except OSError as exc:
+            self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
+                           line=f"sshdeploy agent: cannot fork the resource tracker: {exc!r}")
+            return None
 
     def start_forkserver(self, close_fds: list[int]) -> int | None:
         """Start the workers' forkserver now, so that the first worker forks at once.

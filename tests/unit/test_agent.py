@@ -615,3 +615,44 @@ def test_spawn_start_method_starts_no_forkserver(agents: Callable[..., LocalAgen
     w.send(encode_message("shutdown", timeout=5))
     w.ev("bye", timeout=20)
     assert w.wait_exit(10) == 0
+
+
+def test_the_resource_tracker_is_forked_from_the_agent_too(
+    agents: Callable[..., LocalAgent],
+) -> None:
+    """No interpreter is started for multiprocessing's resource tracker either."""
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    w = agents(role="workers", label="127.0.0.1")
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    up = w.ev("ready", timeout=40)
+    zygote = ppid(up["pid"])
+    agent_cmdline = Path(f"/proc/{w.proc.pid}/cmdline").read_bytes()
+    children = [p for p in live_members(w.pgid)
+                if p not in (w.proc.pid, zygote, up["pid"]) and ppid(p) == w.proc.pid]
+    assert len(children) == 1, children  # the tracker, a fork: same command line as the agent
+    tracker = children[0]
+    assert Path(f"/proc/{tracker}/cmdline").read_bytes() == agent_cmdline
+    assert b"resource_tracker" not in agent_cmdline
+    # it ignores TERM, as multiprocessing's own tracker does, and holds no channel end
+    status = Path(f"/proc/{tracker}/status").read_text()
+    ign = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
+    assert ign & (1 << (signal.SIGTERM - 1))
+    assert os.readlink(f"/proc/{tracker}/fd/0") == "/dev/null"
+    channel = {os.readlink(f"/proc/{w.proc.pid}/fd/0"), os.readlink(f"/proc/{w.proc.pid}/fd/3")}
+    fds = {os.readlink(f"/proc/{tracker}/fd/{fd}") for fd in os.listdir(f"/proc/{tracker}/fd")}
+    assert not channel & fds, (channel, fds)
+    # the worker process uses this tracker: the pipe the tracker reads (not its
+    # stdout/stderr, which are the agent's log pipe) is among the worker's fds
+    tracker_pipe = {os.readlink(f"/proc/{tracker}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{tracker}/fd") if int(fd) > 2}
+    assert len(tracker_pipe) == 1 and next(iter(tracker_pipe)).startswith("pipe:"), tracker_pipe
+    worker = up["pid"]
+    worker_fds = {os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}
+    assert tracker_pipe & worker_fds, (tracker_pipe, worker_fds)
+    w.send(encode_message("shutdown", timeout=5))
+    w.ev("bye", timeout=20)
+    assert w.wait_exit(10) == 0
+    wait_until(lambda: not live_members(w.pgid), 5, "the tracker outlived its agent")
