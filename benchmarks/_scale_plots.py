@@ -5,17 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLOURS = {"sshdeploy": "tab:blue", "distributed": "tab:red", "local": "tab:gray"}
+COLOURS = {"sshdeploy": "tab:blue", "distributed": "tab:red", "local": "tab:gray",
+           "floor": "tab:green"}
 STYLES = {1: "-", 4: "--"}
 
 #: file suffix, metric, y label, implementations that have it
 PLOTS = [
     ("ready", "ready_s", "ready: constructor -> all workers registered [s]", None),
     ("remote-cpu", "remote_cpu_s", "remote CPU until ready [CPU-s]", None),
-    ("controller-cpu", "controller_cpu_s", "controller CPU until ready [CPU-s]", None),
+    ("controller-cpu", "controller_cpu_s", "controller CPU until ready [CPU-s]",
+     ("sshdeploy", "distributed", "local")),
     ("controller-rss", "controller_rss_delta_mib", "controller RSS delta while running [MiB]",
-     None),
-    ("close", "close_s", "close() -> no remote process left [s]", None),
+     ("sshdeploy", "distributed", "local")),
+    ("close", "close_s", "close() -> no remote process left [s]",
+     ("sshdeploy", "distributed", "local")),
     ("ssh-connections", "ssh_tcp_connections", "TCP connections to port 22 while running",
      ("sshdeploy", "distributed")),
 ]
@@ -53,6 +56,10 @@ def plot_all(doc: dict, report: dict, out_dir: Path, stem: str) -> list[Path]:
             label = f"{impl}, {wph} worker{'s' if wph != '1' else ''}/host"
             if impl == "local":
                 label = f"LocalCluster forkserver, same workers ({wph}/host)"
+            elif impl == "floor":
+                label = "floor: a login + one import distributed per host"
+                if wph != "1":
+                    continue  # the same for every workers/host: drawn once
             ax.errorbar(xs, ys, yerr=err, color=COLOURS.get(impl, "black"),
                         linestyle=STYLES.get(int(wph), ":"), marker="o", markersize=4,
                         capsize=2, label=label)

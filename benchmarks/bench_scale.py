@@ -12,6 +12,12 @@ distributed
 local
     ``LocalCluster(n_workers=hosts*k, processes=True)`` with the forkserver
     start method: the machine's floor for the same number of workers
+floor
+    no cluster: one SSH connection per host (scheduler host + worker hosts,
+    8 handshakes at a time) running ``python -c "import distributed"``, the same connect
+    options. What any deployer that starts distributed on every host pays at
+    least (a login and one import per host), so ``floor / distributed`` is
+    the best ready-time ratio reachable on this bed
 
 runs in a fresh interpreter that measures ready time, remote CPU (every
 process in the bed hosts' network namespaces, from /proc), controller CPU and
@@ -53,14 +59,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _source  # noqa: E402,F401  (before anything imports sshdeploy)
 
-IMPLS = ("sshdeploy", "distributed", "local")
-SSH_IMPLS = ("sshdeploy", "distributed")
+IMPLS = ("sshdeploy", "distributed", "local", "floor")
+SSH_IMPLS = ("sshdeploy", "distributed", "floor")
 
 #: Proportional set size per worker process and per host (agent, forkserver,
 #: nanny process, sshd session), MiB, from earlier runs (README), rounded up;
 #: used only to skip what cannot fit in the machine's available memory.
-MEM_PER_WORKER = {"sshdeploy": 60, "distributed": 75, "local": 40}
-MEM_PER_HOST = {"sshdeploy": 120, "distributed": 110, "local": 0}
+MEM_PER_WORKER = {"sshdeploy": 60, "distributed": 75, "local": 40, "floor": 0}
+MEM_PER_HOST = {"sshdeploy": 120, "distributed": 110, "local": 0, "floor": 110}
 
 
 # --------------------------------------------------------------------------- one run (child)
@@ -127,6 +133,8 @@ def _make(impl: str, names: list[str], connect_options: dict, k: int, n: int) ->
     if impl == "sshdeploy":
         return sshdeploy.SSHCluster(names, connect_options=connect_options,
                                     worker_options={"n_workers": k})
+    if impl == "floor":
+        return _Floor(names, connect_options, n)
     if impl == "distributed":
         return DistSSHCluster(names, connect_options=connect_options,
                               worker_options={"n_workers": k})
@@ -134,6 +142,70 @@ def _make(impl: str, names: list[str], connect_options: dict, k: int, n: int) ->
     return LocalCluster(n_workers=n, processes=True,
                         threads_per_worker=os.cpu_count() or 1,  # a Nanny's default
                         host="127.0.0.1", dashboard_address="127.0.0.1:0")
+
+
+class _Floor:
+    """The floor "cluster": every host logs in and imports distributed once, at once.
+
+    ``scheduler_info`` reports ``n`` workers once every import has finished,
+    so the same ready poll applies; ``close()`` closes the connections.
+    """
+
+    def __init__(self, names: list[str], connect_options: dict, n: int) -> None:
+        import asyncio
+        import shlex
+        import threading
+
+        import asyncssh
+
+        self._n = n
+        self._done = False
+        self.error: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._conns: list[Any] = []
+        # os._exit: no interpreter teardown (an agent does not exit either).
+        command = f"{shlex.quote(sys.executable)} -c 'import distributed, os; os._exit(0)'"
+
+        # As many handshakes at once as sshdeploy's connect-parallelism (8):
+        # sshd's MaxStartups drops the 11th unauthenticated connection.
+        handshakes = asyncio.Semaphore(8)
+
+        async def one(host: str) -> None:
+            async with handshakes:
+                conn = await asyncssh.connect(host, **connect_options)
+            self._conns.append(conn)
+            result = await conn.run(command, check=True)
+            del result
+
+        async def main() -> None:
+            try:
+                await asyncio.gather(*(one(h) for h in names))
+                self._done = True
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(main(),), daemon=True)
+        self._thread.start()
+
+    @property
+    def scheduler_info(self) -> dict[str, Any]:
+        if self.error:
+            raise RuntimeError(self.error)
+        return {"workers": dict.fromkeys(range(self._n))} if self._done else {}
+
+    def close(self, timeout: float = 60) -> None:
+        import asyncio
+
+        self._thread.join(timeout)
+
+        async def close_all() -> None:
+            for conn in self._conns:
+                conn.close()
+            await asyncio.gather(*(c.wait_closed() for c in self._conns))
+
+        self._loop.run_until_complete(close_all())
+        self._loop.close()
 
 
 def _local_cpu_table() -> dict[int, tuple[str, str, float]]:
@@ -241,7 +313,7 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
             else:
                 table = _local_cpu_table()
             try:
-                pids = _worker_pids(cluster)
+                pids = {} if impl == "floor" else _worker_pids(cluster)
             except Exception as exc:
                 pids = {}
                 out["pids_error"] = f"{type(exc).__name__}: {exc}"[:500]
