@@ -297,13 +297,29 @@ class ProcessGroup:
             pass
         return False
 
+    @staticmethod
+    def alive(pid: int) -> bool:
+        """Whether *pid* still runs (a zombie has ended: only its exit status is left)."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
     def reap(self, grace: float) -> None:
         """TERM every other process of our group, then KILL what remains.
 
         A process that ignores TERM is killed at once rather than waited for.
+        The whole of ``/proc`` is scanned once per round (:meth:`members`);
+        the wait in between polls only the processes signalled: every agent
+        of a host stops at the same time, and a scan per poll by each of them
+        is what made a large cluster's close slow.
         """
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in self.members():
+            targets = self.members()  # a new scan: also what was forked meanwhile
+            if not targets:
+                return
+            for pid in targets:
                 try:
                     if sig == signal.SIGTERM and self.ignores_term(pid):
                         os.kill(pid, signal.SIGKILL)
@@ -312,10 +328,9 @@ class ProcessGroup:
                 except OSError:
                     pass
             deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
-            while self.members() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not self.members():
-                return
+            while any(self.alive(p) for p in targets) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        # After KILL, every member found has ended (or is a zombie, or unkillable).
 
 
 def no_restarts(server: Any) -> None:

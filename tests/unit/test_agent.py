@@ -656,3 +656,39 @@ def test_the_resource_tracker_is_forked_from_the_agent_too(
     w.ev("bye", timeout=20)
     assert w.wait_exit(10) == 0
     wait_until(lambda: not live_members(w.pgid), 5, "the tracker outlived its agent")
+
+
+REAP_SCRIPT = r'''
+import os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from sshdeploy.agent import ProcessGroup
+group = ProcessGroup()
+group.lead()
+kids = [
+    subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                      "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+                      "time.sleep(60)"], stdout=subprocess.PIPE),          # ignores TERM
+    subprocess.Popen(["sleep", "60"]),                                      # dies on TERM
+    subprocess.Popen(["setsid", "sleep", "60"]),                            # left our group
+]
+kids[0].stdout.readline()
+pids = [k.pid for k in kids]
+t0 = time.monotonic()
+group.reap(grace=5.0)
+took = time.monotonic() - t0
+print(took, *[int(ProcessGroup.alive(p)) for p in pids], len(group.members()))
+'''
+
+
+def test_reap_ends_every_member_and_descendant(
+    tmp_path: Path,
+) -> None:
+    """TERM, then KILL for a process ignoring TERM; one that left the group is found too."""
+    script = tmp_path / "reap.py"
+    script.write_text(REAP_SCRIPT)
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, str(script), root], capture_output=True, text=True,
+                         timeout=30, start_new_session=True)
+    assert out.returncode == 0, out.stderr
+    _took, *alive, members = out.stdout.split()
+    assert alive == ["0", "0", "0"] and members == "0", out.stdout
