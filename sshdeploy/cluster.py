@@ -209,6 +209,11 @@ class SSHCluster(SpecCluster):
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
+        # The scheduler is on the critical path: its host's connection takes
+        # the first of the connect-parallelism slots. (Its errors are raised
+        # where the scheduler awaits the same connection.)
+        first = asyncio.ensure_future(self._pool.get(self._cluster_plan.placement.scheduler.host))
+        first.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
