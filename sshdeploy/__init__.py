@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from . import config  # noqa: F401  (loads sshdeploy.yaml into dask.config)
-from .cluster import SSHCluster
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -25,10 +25,32 @@ from .errors import (
     VersionMismatchError,
 )
 from .hosts import Host, load_hostfile, parse_host
-from .plan import RemotePlan
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .cluster import SSHCluster
+    from .plan import RemotePlan
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``SSHCluster`` and ``RemotePlan`` when first asked for.
+
+    Both import distributed (~1 s); ``dask-ssh --help`` and ``--check`` need
+    neither, so ``import sshdeploy`` alone does not import it.
+    """
+    if name == "SSHCluster":
+        from .cluster import SSHCluster
+
+        globals()[name] = SSHCluster
+        return SSHCluster
+    if name == "RemotePlan":
+        from .plan import RemotePlan
+
+        globals()[name] = RemotePlan
+        return RemotePlan
+    raise AttributeError(f"module 'sshdeploy' has no attribute {name!r}")
 
 # A library never prints on its own: remote lines reach users through the
 # handlers they (or dask-ssh) install on the "sshdeploy" loggers.

@@ -44,10 +44,8 @@ from sshdeploy.cliargs import (
     CliOptions,
     build_cluster_args,
 )
-from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host
-from sshdeploy.serve import serve
 from sshdeploy.versions import package_versions
 
 __all__ = ["check_hosts", "main"]
@@ -285,7 +283,9 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
             f"Passphrase for {key}", hide_input=True, err=True))
     args = build_cluster_args(opts)
     if opts.dry_run:
-        plans = SSHCluster.remote_commands(**args.kwargs())
+        from sshdeploy import cluster  # imports distributed: only for what needs it
+
+        plans = cluster.SSHCluster.remote_commands(**args.kwargs())
         display.print_plan(console, plans, env=args.env)
         return 0
     if opts.insecure_skip_host_key_check:  # only once the run goes ahead and connects
@@ -306,6 +306,8 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
         return 0 if all(c.ok for c in checks) else 1
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
+    from sshdeploy.serve import serve
+
     return serve(args, console=console, err_console=err_console,
                  log_directory=opts.log_directory, show_level=opts.show_level,
                  progress=not opts.no_progress)

@@ -22,10 +22,12 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sshdeploy import cli, cliargs, serve
+from sshdeploy import cli, cliargs, cluster, serve
 from sshdeploy.cliargs import CliOptions, ClusterArgs
 from sshdeploy.errors import ConnectError, HostfileError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
+
+REAL_SSHCLUSTER = cluster.SSHCluster
 
 # --------------------------------------------------------------------------- fakes
 
@@ -117,7 +119,7 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> type[FakeCluster]:
     FakeCluster.plans_called = []
     FakeCluster.on_start = None
     FakeCluster.close_error = None
-    monkeypatch.setattr(cli, "SSHCluster", FakeCluster)
+    monkeypatch.setattr(cluster, "SSHCluster", FakeCluster)  # cli imports it when needed
     monkeypatch.setattr(serve, "SSHCluster", FakeCluster)
     monkeypatch.delenv("PBS_NODEFILE", raising=False)
     monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
@@ -193,11 +195,9 @@ def test_every_click_option_is_a_field_of_cli_options() -> None:
 def test_kwargs_match_sshcluster_signature() -> None:
     import inspect
 
-    from sshdeploy import cluster
-
     kwargs = args_of("a", "b").kwargs()
-    inspect.signature(cluster.SSHCluster).bind(**kwargs)
-    inspect.signature(cluster.SSHCluster.remote_commands).bind(**kwargs)
+    inspect.signature(REAL_SSHCLUSTER).bind(**kwargs)
+    inspect.signature(REAL_SSHCLUSTER.remote_commands).bind(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -648,10 +648,8 @@ def test_dry_run_lists_hosts_roles_commands_and_starts_nothing(tmp_path: Path) -
 
 
 def test_dry_run_with_real_plan() -> None:
-    from sshdeploy import cluster
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
+        mp.setattr(cluster, "SSHCluster", REAL_SSHCLUSTER)
         result = run("--dry-run", "--setup", "true", "--remote-python", "/opt/py", "head", "w1")
     assert result.exit_code == 0, result.output
     assert "scheduler" in result.output and "w1-0" in result.output
@@ -1043,10 +1041,8 @@ def test_sighup_stops_the_cluster_and_prints_the_summary() -> None:
 
 
 def test_dry_run_masks_env_values_and_shows_names() -> None:
-    from sshdeploy import cluster
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "SSHCluster", cluster.SSHCluster)
+        mp.setattr(cluster, "SSHCluster", REAL_SSHCLUSTER)
         result = run("--dry-run", "--env", "TOKEN=s3cret-value", "--env", "OTHER=a b c",
                      "head", "w1")
     assert result.exit_code == 0, result.output
@@ -1134,3 +1130,29 @@ def test_show_level() -> None:
     assert opts("a").show_level == logging.NOTSET
     assert opts("a", "-q").show_level == logging.WARNING
     assert opts("a", "--log-level", "error").show_level == logging.ERROR
+
+
+# --------------------------------------------------------------------------- start-up cost
+
+
+def test_help_and_check_do_not_import_distributed() -> None:
+    """``import distributed`` costs ~1 s: ``--help`` and ``--check`` need none of it."""
+    code = (
+        "import sys\n"
+        "from sshdeploy.cli import main\n"
+        "for argv in (['--help'], ['--check', '--connect-timeout', '2', '127.0.0.1:1']):\n"
+        "    try:\n"
+        "        main(argv, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('distributed' in sys.modules, 'sshdeploy.cluster' in sys.modules)\n"
+        "import sshdeploy\n"
+        "print(sshdeploy.SSHCluster.__module__, sshdeploy.RemotePlan.__module__)\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2:] == ["False False", "sshdeploy.cluster sshdeploy.plan"], (out.stdout,
+                                                                              out.stderr)
