@@ -43,6 +43,18 @@ print("sum:", client.submit(sum, [1, 2, 3]).result(), "from", sshdeploy.__file__
 _CLOSE_CELL = "client.close()\ncluster.close()\nprint('closed:', cluster.status.name)\n"
 
 
+def _failing_cell(hosts: list[str], options: dict[str, object]) -> str:
+    return f"SSHCluster({hosts!r}, connect_options={options!r})\n"
+
+
+def _async_cell(hosts: list[str], options: dict[str, object]) -> str:
+    return f"""\
+async with SSHCluster({hosts!r}, connect_options={options!r}, asynchronous=True) as acluster:
+    async with Client(acluster, asynchronous=True) as aclient:
+        print("async sum:", await aclient.submit(sum, [4, 5]))
+"""
+
+
 def _html_text(output: dict[str, Any]) -> str:
     """The text of an output's HTML (tags dropped), or "" without HTML."""
     markup = output.get("data", {}).get("text/html", "")
@@ -61,6 +73,9 @@ def test_the_start_shows_in_the_notebook_unless_turned_off(bed: testbed.Bed) -> 
         nbformat.v4.new_code_cell(_CLOSE_CELL),
         nbformat.v4.new_code_cell(_start_cell([n1, n2], options, ", progress=False")),
         nbformat.v4.new_code_cell(_CLOSE_CELL),
+        nbformat.v4.new_code_cell(_failing_cell([n1, f"{n2}:2"], options),  # nothing on port 2
+                                  metadata={"tags": ["raises-exception"]}),
+        nbformat.v4.new_code_cell(_async_cell([n1, n3], options)),
     ]
     client = nbclient.NotebookClient(
         nb, timeout=120, startup_timeout=60, kernel_name="python3",
@@ -68,7 +83,7 @@ def test_the_start_shows_in_the_notebook_unless_turned_off(bed: testbed.Bed) -> 
     )
     client.execute()  # shuts the kernel down at the end, whatever happens
 
-    shown, _, off, _ = (cell.outputs for cell in nb.cells)
+    shown, _, off, _, failed, awaited = (cell.outputs for cell in nb.cells)
     assert f"sum: 6 from {ROOT}" in _stream(shown)
     assert "closed: closed" in _stream(nb.cells[1].outputs)
     progress = [o for o in shown if TITLE in _html_text(o)]
@@ -83,3 +98,14 @@ def test_the_start_shows_in_the_notebook_unless_turned_off(bed: testbed.Bed) -> 
     assert "sum: 6" in _stream(off)
     assert not [o for o in off if "data" in o], "progress=False displayed something"
     assert "closed: closed" in _stream(nb.cells[3].outputs)
+
+    # A start that fails ends on the failed host, its error and why the start failed.
+    assert any(o["output_type"] == "error" and o["ename"] == "ConnectError" for o in failed)
+    final = "".join(_html_text(o) for o in failed if TITLE in _html_text(o))
+    assert re.search(rf"@{n2}:2\s.*\bfailed\b.*connection refused", final), final
+    assert "start failed after" in final
+
+    # The asynchronous cluster (top-level await in the kernel) shows the same.
+    assert "async sum: 9" in _stream(awaited)
+    final = "".join(_html_text(o) for o in awaited if TITLE in _html_text(o))
+    assert re.search(rf"@{n3}(:\d+)?\s.*\bready\b", final) and "started in" in final, final
