@@ -16,6 +16,12 @@ and a widget's output is not kept as HTML when a notebook is saved or run
 headless (nbclient, nbconvert); a display handle needs only IPython, present
 in every kernel, and its last update is an ordinary ``text/html`` output.
 
+Where it runs: in the cluster's event loop (for a synchronous cluster, the
+loop thread of distributed, while the cell's thread waits); ipykernel sends a
+display from any thread to the cell that is running. A start has two parts in
+distributed, ``_start`` (the scheduler) and the first ``_correct_state`` (the
+workers): :class:`StartProgress` spans both.
+
 Nothing is shown outside a kernel: a script or a terminal (``dask-ssh`` has
 its own live status, :mod:`sshdeploy.serve`) never gets HTML.
 """
