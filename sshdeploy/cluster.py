@@ -22,7 +22,7 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat
+from . import compat, notebook
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
@@ -128,6 +128,7 @@ class SSHCluster(SpecCluster):
         security: Any = None,
         forward_ports: bool | None = None,
         min_workers: int | None = None,
+        progress: bool | None = None,
         **kwargs: Any,
     ) -> None:
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
@@ -142,8 +143,9 @@ class SSHCluster(SpecCluster):
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
             worker_module=worker_module, security=security, forward_ports=forward_ports,
-            min_workers=min_workers,
+            min_workers=min_workers, progress=progress,
         )
+        self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
         placement = plan.placement
@@ -218,7 +220,7 @@ class SSHCluster(SpecCluster):
         # distributed there) while the scheduler starts.
         self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
         try:
-            with compat.quiet_failed_start():
+            with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
         except RuntimeError as exc:
             cause = compat.start_error_cause(exc)
@@ -229,6 +231,10 @@ class SSHCluster(SpecCluster):
         if fwd is not None:
             logger.info("%s", fwd.reason)
             compat.record_cluster_log(self, fwd.reason)
+
+    def _correct_state(self) -> Any:
+        # The workers start here, after _start: the notebook display of the start ends with them.
+        return self._start_progress.follow(super()._correct_state())
 
     async def _correct_state_internal(self) -> None:
         for name, w in self.workers.items():

@@ -228,9 +228,13 @@ def plan_cluster(
     security: Security | bool | None = None,
     forward_ports: bool | None = None,
     min_workers: int | None = None,
+    progress: bool | None = None,
     settings: Settings | None = None,
 ) -> ClusterPlan:
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+
+    ``progress`` (the notebook display while the cluster starts) is accepted
+    and ignored: it changes nothing that runs.
 
     ``security=True`` makes new TLS credentials (a temporary CA and
     certificate, in memory): every process then listens on ``tls://`` and
