@@ -81,6 +81,8 @@ class StatusView:
     summarise_above : int
         With more hosts than this, show the counts per state and the failed
         hosts only, so the display stays readable on many hosts.
+    label : str
+        What starts, at the head of the title (``dask-ssh``, ``SSHCluster``).
 
     Examples
     --------
@@ -94,12 +96,13 @@ class StatusView:
     """
 
     summarise_above: int = 20
+    label: str = "dask-ssh"
 
     def render(self, rows: Sequence[HostRow], elapsed: float) -> RenderableType:
         """Return the display for *rows*, *elapsed* seconds after the start began."""
         running = sum(r.running for r in rows)
         wanted = sum(r.wanted for r in rows)
-        title = (f"dask-ssh: starting on {len(rows)} host{'s' if len(rows) != 1 else ''}, "
+        title = (f"{self.label}: starting on {len(rows)} host{'s' if len(rows) != 1 else ''}, "
                  f"workers {running}/{wanted} ready, {elapsed:.1f} s")
         if len(rows) <= self.summarise_above:
             return self._table(title, rows)

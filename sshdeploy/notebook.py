@@ -215,7 +215,7 @@ class StartProgress:
     ) -> None:
         self._rows = rows
         self._display = display or _ipython_display
-        self._view = view or StatusView()
+        self._view = view or StatusView(label="SSHCluster")
         self._poll_interval = poll_interval
         self._refresh_interval = refresh_interval
         self._clock = clock

@@ -26,7 +26,7 @@ pytest.importorskip("ipykernel", reason="needs ipykernel (the test extra)")
 
 ROOT = Path(__file__).resolve().parents[2]
 n1, n2, n3, _ = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
-TITLE = "dask-ssh: starting on"
+TITLE = "SSHCluster: starting on"
 
 
 def _start_cell(hosts: list[str], options: dict[str, object], progress: str) -> str:
