@@ -24,7 +24,7 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 #: Methods of SpecCluster (or Cluster) that SSHCluster overrides or calls.
 SPEC_CLUSTER_METHODS = (
     "_start",                   # overridden: prestart agents; unwrap the start error
-    "_correct_state",           # called: start a restarted worker
+    "_correct_state",           # called: start a restarted worker; overridden: notebook progress
     "_correct_state_internal",  # overridden: gather start errors per host
     "_close",                   # overridden: close agents, connections after SpecCluster's
     "_get_logs",                # overridden: remote output kept by the log book
