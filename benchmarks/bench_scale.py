@@ -260,6 +260,7 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
     from distributed.deploy.ssh import SSHCluster  # noqa: F401
 
     import sshdeploy
+    from sshdeploy import cluster as _cluster  # noqa: F401  (sshdeploy imports it lazily)
     from sshdeploy import testbed
 
     me = psutil.Process()

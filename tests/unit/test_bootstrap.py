@@ -396,3 +396,18 @@ def test_kill_command_refuses_nonsense_groups() -> None:
     for bad in (0, 1, -5):
         with pytest.raises(ValueError):
             build_kill_command(bad)
+
+
+def test_probe_reads_the_version_from_the_dist_info_name_beside_the_code(tmp_path: Path) -> None:
+    """The cheap path: no METADATA read, and a look-alike (``pkgx-ml``) is not taken."""
+    site = tmp_path / "site"
+    (site / "pkgx").mkdir(parents=True)
+    (site / "pkgx" / "__init__.py").write_text("raise SystemExit('imported')\n")
+    (site / "pkgx-1.2.3.dist-info").mkdir()  # no METADATA: only its name is read
+    (site / "pkgx-ml-7.0.dist-info").mkdir()
+    probe = PROBE.replace("('dask','distributed')", "('dask','pkgx')")
+    assert probe != PROBE
+    result = run_sh(f"PYTHONPATH={shlex.quote(str(site))} exec {shlex.quote(sys.executable)} "
+                    f"-c {shlex.quote(probe)}")
+    data = json.loads(result.stdout)
+    assert data["error"] is None and data["versions"]["pkgx"] == "1.2.3", data
