@@ -70,3 +70,16 @@ def get(key: str, override: Any = None) -> Any:
         raise KeyError(f"sshdeploy.{name}")
     value = dask.config.get("sshdeploy." + name, default=_MISSING)
     return DEFAULTS[name] if value is _MISSING else value
+
+
+def configured() -> list[str]:
+    """Return the keys set under ``sshdeploy`` in dask.config, as written.
+
+    Examples
+    --------
+    >>> with dask.config.set({"sshdeploy.conect-timeout": 3}):
+    ...     "conect-timeout" in configured()
+    True
+    """
+    section = dask.config.get("sshdeploy", default={})
+    return [str(k) for k in section] if isinstance(section, dict) else []

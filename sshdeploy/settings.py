@@ -9,6 +9,7 @@ ping interval) cannot diverge.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, cast
 
@@ -60,7 +61,9 @@ class Settings:
         Raises
         ------
         ConfigError
-            For an unknown name, or a value of the wrong type or range.
+            For an unknown name (also one set in dask.config under
+            ``sshdeploy``: a misspelt key would otherwise be ignored without
+            a word), or a value of the wrong type or range.
         """
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
@@ -69,6 +72,16 @@ class Settings:
                 unknown[0], "is not an sshdeploy setting",
                 remedy="Known settings: " + ", ".join(sorted(names)) + ".",
             )
+        known = sorted(n.replace("_", "-") for n in names)
+        for key in config.configured():
+            if key.replace("_", "-") not in known:
+                near = difflib.get_close_matches(key.replace("_", "-"), known, n=1)
+                raise ConfigError(
+                    f"sshdeploy.{key}", "is not an sshdeploy setting (set in a dask config "
+                    "file, a DASK_SSHDEPLOY__* variable or dask.config.set)",
+                    remedy=(f"Did you mean sshdeploy.{near[0]}? " if near else "")
+                    + "Known settings: " + ", ".join(known) + ".",
+                )
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = config.get(f.name, overrides.get(f.name))

@@ -83,3 +83,22 @@ def test_unknown_override_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.resolve(start_timout=3)
     assert "start_timout" in str(info.value) and "start_timeout" in str(info.value)
+
+
+def test_a_misspelt_key_in_dask_config_is_refused_with_the_nearest_name() -> None:
+    import dask
+
+    with dask.config.set({"sshdeploy.conect-timeout": 3}):
+        with pytest.raises(ConfigError) as info:
+            Settings.resolve()
+    err = info.value
+    assert err.setting == "sshdeploy.conect-timeout"
+    assert "Did you mean sshdeploy.connect-timeout?" in str(err)
+
+
+def test_known_keys_in_either_spelling_are_accepted() -> None:
+    import dask
+
+    with dask.config.set({"sshdeploy.connect_timeout": 3, "sshdeploy.start-timeout": 9}):
+        s = Settings.resolve()
+    assert (s.connect_timeout, s.start_timeout) == (3.0, 9.0)
