@@ -723,10 +723,20 @@ class TempDir:
     def __init__(self) -> None:
         self.path: str | None = None
 
+    #: Longest usable AF_UNIX socket path (108 bytes with the NUL) minus what
+    #: multiprocessing appends to TMPDIR (``/pymp-XXXXXXXX/listener-XXXXXXXX``).
+    MAX_PATH = 107 - 32
+
     def make(self) -> None:
         import tempfile
 
-        self.path = tempfile.mkdtemp(prefix="sshdeploy-agent-")  # mode 0700
+        base = tempfile.gettempdir()
+        if len(os.path.join(base, "sshdeploy-agent-XXXXXXXX")) > self.MAX_PATH and os.access(
+                "/tmp", os.W_OK | os.X_OK):
+            # A long TMPDIR (deep scratch paths on clusters) would leave the
+            # forkserver's socket unbindable ("AF_UNIX path too long").
+            base = "/tmp"
+        self.path = tempfile.mkdtemp(prefix="sshdeploy-agent-", dir=base)  # mode 0700
         os.environ["TMPDIR"] = self.path
         tempfile.tempdir = self.path
 

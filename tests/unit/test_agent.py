@@ -525,6 +525,31 @@ def test_private_temp_dir_is_removed_on_eof_with_a_worker(
     assert agent_dirs(tmp_path) == []
 
 
+def test_a_tmpdir_too_long_for_unix_sockets_falls_back_to_tmp(
+    agents: Callable[..., LocalAgent], tmp_path: Path
+) -> None:
+    """multiprocessing's sockets live in TMPDIR: a deep one must not break the forkserver."""
+    deep = tmp_path / ("d" * 60) / ("e" * 30)
+    deep.mkdir(parents=True)
+    assert len(str(deep)) > 90
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    before = {d for d in os.listdir("/tmp") if d.startswith("sshdeploy-agent-")}
+    w = agents(role="workers", label="127.0.0.1", env={"TMPDIR": str(deep)})
+    w.ev("hello")
+    w.send(worker_message("local-0", ready["address"]))
+    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 60)
+    assert up["ev"] == "ready", w.summary()
+    assert os.listdir(deep) == []  # the private dir went to /tmp instead
+    mine = {d for d in os.listdir("/tmp") if d.startswith("sshdeploy-agent-")} - before
+    assert len(mine) == 1, mine
+    w.send(encode_message("shutdown", timeout=5))
+    w.ev("bye", timeout=20)
+    assert w.wait_exit(10) == 0
+    assert not (Path("/tmp") / mine.pop()).exists()
+
+
 def test_private_temp_dir_is_removed_on_sigterm(
     agents: Callable[..., LocalAgent], tmp_path: Path
 ) -> None:
