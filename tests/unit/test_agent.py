@@ -490,8 +490,9 @@ def short_tmp() -> Iterator[Path]:
 
 
 def test_private_temp_dir_is_used_and_removed_on_shutdown(
-    agents: Callable[..., LocalAgent], tmp_path: Path
+    agents: Callable[..., LocalAgent], short_tmp: Path
 ) -> None:
+    tmp_path = short_tmp
     a = agents(env={"TMPDIR": str(tmp_path)})
     assert start_scheduler(a)["ev"] == "ready", a.summary()
     (mine,) = agent_dirs(tmp_path)
@@ -551,8 +552,9 @@ def test_a_tmpdir_too_long_for_unix_sockets_falls_back_to_tmp(
 
 
 def test_private_temp_dir_is_removed_on_sigterm(
-    agents: Callable[..., LocalAgent], tmp_path: Path
+    agents: Callable[..., LocalAgent], short_tmp: Path
 ) -> None:
+    tmp_path = short_tmp
     a = agents(env={"TMPDIR": str(tmp_path)})
     a.ev("hello")
     assert len(agent_dirs(tmp_path)) == 1
