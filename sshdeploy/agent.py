@@ -525,6 +525,39 @@ class Servers:
             no_restarts(server)
 
 
+#: Python versions whose multiprocessing internals :func:`start_zygote` and
+#: :func:`start_tracker` rely on (outside them, multiprocessing's own start).
+FORKABLE_PYTHONS = ((3, 10), (3, 13))
+
+
+def _fork_with_pipe() -> tuple[int, int, int]:
+    """``os.pipe()``, then ``os.fork()``; return ``(pid, read_end, write_end)``.
+
+    The pipe is closed again if the fork fails.
+    """
+    r, w = os.pipe()
+    try:
+        return os.fork(), r, w
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+
+
+def _detach_child(close_fds: list[int]) -> None:
+    """In a child forked from the agent: let go of the agent's channel.
+
+    Closes *close_fds* (the protocol fd, the log pipe's read end) and points
+    stdin at /dev/null (``sys.stdin.close()`` would keep fd 0), so the SSH
+    channel closes when the agent exits.
+    """
+    for fd in close_fds:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
 def start_zygote(close_fds: list[int]) -> int | None:
     """Fork multiprocessing's forkserver from this interpreter; return its pid.
 
@@ -553,7 +586,8 @@ def start_zygote(close_fds: list[int]) -> int | None:
     server = getattr(forkserver, "_forkserver", None)
     names = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid",
              "_preload_modules")
-    if not ((3, 10) <= sys.version_info[:2] <= (3, 13)) or server is None or not all(
+    low, high = FORKABLE_PYTHONS
+    if not (low <= sys.version_info[:2] <= high) or server is None or not all(
             hasattr(server, n) for n in names) or hasattr(server, "_forkserver_authkey"):
         return None
     if server._forkserver_pid is not None:
@@ -566,23 +600,13 @@ def start_zygote(close_fds: list[int]) -> int | None:
         listener.bind(address)
         os.chmod(address, 0o600)
         listener.listen()
-        alive_r, alive_w = os.pipe()
-        try:
-            pid = os.fork()
-        except BaseException:
-            os.close(alive_r)
-            os.close(alive_w)
-            raise
+        pid, alive_r, alive_w = _fork_with_pipe()
         if pid == 0:  # the forkserver
             try:
                 # Not the agent's handler: it would reap the agent's whole group.
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(alive_w)
-                for fd in close_fds:
-                    os.close(fd)
-                null = os.open(os.devnull, os.O_RDONLY)  # sys.stdin.close() keeps fd 0
-                os.dup2(null, 0)
-                os.close(null)
+                _detach_child(close_fds)
                 # Imported already: the preload loop only checks.
                 forkserver.main(listener.fileno(), alive_r, preload)
             finally:
@@ -622,27 +646,18 @@ def start_tracker(close_fds: list[int]) -> int | None:
     from multiprocessing import resource_tracker
 
     tracker = getattr(resource_tracker, "_resource_tracker", None)
-    if not ((3, 10) <= sys.version_info[:2] <= (3, 13)) or tracker is None or not all(
+    low, high = FORKABLE_PYTHONS
+    if not (low <= sys.version_info[:2] <= high) or tracker is None or not all(
             hasattr(tracker, n) for n in ("_fd", "_pid", "_lock", "_check_alive")) or not callable(
             getattr(resource_tracker, "main", None)):
         return None
     if tracker._fd is not None:
         return None  # already running
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except BaseException:
-        os.close(r)
-        os.close(w)
-        raise
+    pid, r, w = _fork_with_pipe()
     if pid == 0:  # the tracker
         try:
             os.close(w)
-            for fd in close_fds:
-                os.close(fd)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
+            _detach_child(close_fds)
             resource_tracker.main(r)  # ignores SIGINT/SIGTERM, reads until every writer is gone
         finally:
             os._exit(0)
@@ -870,8 +885,7 @@ class Agent:
         if spec.get("role") == "workers":
             # A file: a preload given as text would be logged by distributed.
             self.servers.tagger_path = self.tmp.write(TAGGER_MODULE + ".py", self.tagger_source)
-            self.tracker = self.start_tracker(close_fds=[self.wire.fd, log_pipe])
-            self.zygote = self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
+            self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
         threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
         self.inbox.start(float(spec.get("heartbeat", 30)))
         import platform
@@ -885,43 +899,24 @@ class Agent:
         # Don't wait for the thread pools of distributed at interpreter exit.
         os._exit(0)
 
-    def start_tracker(self, close_fds: list[int]) -> int | None:
-        """Start the workers' resource tracker now, forked (see :func:`start_tracker`).
+    def start_forkserver(self, close_fds: list[int]) -> None:
+        """Start the workers' resource tracker and forkserver now, both forked.
 
-        Only with the ``forkserver`` method: ``spawn`` and ``fork`` children
-        start or share a tracker as multiprocessing does.
-        """
-        from distributed.utils import get_mp_context
-
-        if get_mp_context().get_start_method() != "forkserver":
-            return None
-        try:
-            return start_tracker(close_fds)
-        except OSError as exc:
-            self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
-                           line=f"sshdeploy agent: cannot fork the resource tracker: {exc!r}")
-            return None
-
-    def start_forkserver(self, close_fds: list[int]) -> int | None:
-        """Start the workers' forkserver now, so that the first worker forks at once.
-
-        Returns the pid of a forkserver forked from this interpreter, or None
-        when there is none (another start method, or multiprocessing's own
-        forkserver, which imports distributed again, as the fallback).
+        Only with the ``forkserver`` method (``spawn`` and ``fork`` children
+        start or share a tracker as multiprocessing does). Sets
+        :attr:`tracker` and :attr:`zygote` to the pids of the forks; None
+        where multiprocessing starts its own (its forkserver imports
+        distributed again: the fallback), so the first worker forks at once.
         """
         from distributed.utils import get_mp_context
 
         # What distributed's forkserver would preload (distributed, numpy, ...)
-        # is imported here, once, and inherited by the fork.
+        # is imported here, once, and inherited by the forks.
         if get_mp_context().get_start_method() != "forkserver":
-            return None
-        try:
-            pid = start_zygote(close_fds)
-        except OSError as exc:
-            self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
-                           line=f"sshdeploy agent: cannot fork the forkserver: {exc!r}")
-            pid = None
-        if pid is None:
+            return
+        self.tracker = self._fork("resource tracker", start_tracker, close_fds)
+        self.zygote = self._fork("forkserver", start_zygote, close_fds)
+        if self.zygote is None:
             from multiprocessing import forkserver
 
             try:
@@ -929,7 +924,16 @@ class Agent:
             except Exception as exc:  # workers start it themselves, if they can
                 self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
                                line=f"sshdeploy agent: forkserver prewarm failed: {exc!r}")
-        return pid
+
+    def _fork(self, what: str, fork: Callable[[list[int]], int | None],
+              close_fds: list[int]) -> int | None:
+        """Run one of the fork functions; a failed fork is reported, and None returned."""
+        try:
+            return fork(close_fds)
+        except OSError as exc:
+            self.wire.emit(ev="log", src=self.wire.label, stream="stderr",
+                           line=f"sshdeploy agent: cannot fork the {what}: {exc!r}")
+            return None
 
 
 def main() -> None:
