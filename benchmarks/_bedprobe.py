@@ -8,6 +8,7 @@ host), so close times can be polled every few milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -274,3 +276,43 @@ def source_state() -> dict[str, str]:
         head = f"(no git: {pkg.parent.name})"
     return {"head": head, "sshdeploy_py_sha256": digest.hexdigest()[:16],
             "modified": " ".join(x for x in dirty if x.endswith(".py"))}
+
+
+#: SSH handshakes at once when logging in everywhere: sshdeploy's
+#: connect-parallelism (sshd's MaxStartups drops the 11th unauthenticated one).
+HANDSHAKES = 8
+
+
+async def run_everywhere(hosts: Iterable[str], connect_options: dict[str, Any], command: str,
+                         conns: list[Any] | None = None) -> None:
+    """Log in on every host at once (``HANDSHAKES`` at a time) and run *command* there.
+
+    Raises if a login or the command fails. The connections are closed when
+    done, unless *conns* is given: they are appended to it for the caller to
+    close (to measure before they go).
+    """
+    import asyncssh
+
+    handshakes = asyncio.Semaphore(HANDSHAKES)
+
+    async def one(host: str) -> None:
+        async with handshakes:
+            conn = await asyncssh.connect(host, **connect_options)
+        if conns is not None:
+            conns.append(conn)
+            await conn.run(command, check=True)
+            return
+        async with conn:
+            await conn.run(command, check=True)
+
+    await asyncio.gather(*(one(h) for h in hosts))
+
+
+def wait_workers(cluster: Any, n: int, deadline_s: float) -> bool:
+    """Poll (every 5 ms) until *cluster*'s scheduler knows *n* workers; False at the deadline."""
+    end = time.perf_counter() + deadline_s
+    while time.perf_counter() < end:
+        if len(cluster.scheduler_info.get("workers", {})) >= n:
+            return True
+        time.sleep(0.005)
+    return False

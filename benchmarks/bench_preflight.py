@@ -44,20 +44,6 @@ import _source  # noqa: E402,F401  (before anything imports sshdeploy)
 MODES = ("login", "check", "check-imports")
 
 
-async def _logins(bed: Any, command: str) -> None:
-    import asyncssh
-
-    handshakes = asyncio.Semaphore(8)  # sshd's MaxStartups drops the 11th at once
-
-    async def one(address: str) -> None:
-        async with handshakes:
-            conn = await asyncssh.connect(address, **bed.connect_options())
-        async with conn:
-            await conn.run(command, check=True)
-
-    await asyncio.gather(*(one(h.address) for h in bed.hosts))
-
-
 def _cli(bed: Any, deep: bool) -> list[str]:
     cmd = [sys.executable, "-m", "sshdeploy.cli", "--check", "--no-progress",
            "--ssh-private-key", str(bed.client_key), "--known-hosts", str(bed.known_hosts)]
@@ -74,7 +60,8 @@ def run_one(bed: Any, mode: str, inodes: dict[int, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
     if mode == "login":
         c0 = time.process_time()
-        asyncio.run(_logins(bed, "true"))
+        asyncio.run(_bedprobe.run_everywhere([h.address for h in bed.hosts],
+                                             bed.connect_options(), "true"))
         out["controller_cpu_s"] = time.process_time() - c0
         out["rc"] = 0
     else:

@@ -107,15 +107,6 @@ def _kind(cmd: str) -> str:
     return "other"
 
 
-def _wait_ready(cluster: Any, n: int, deadline_s: float) -> bool:
-    end = time.perf_counter() + deadline_s
-    while time.perf_counter() < end:
-        if len(cluster.scheduler_info.get("workers", {})) >= n:
-            return True
-        time.sleep(0.005)
-    return False
-
-
 def _worker_pids(cluster: Any) -> dict[str, int]:
     from distributed import Client
 
@@ -156,30 +147,19 @@ class _Floor:
         import shlex
         import threading
 
-        import asyncssh
+        import _bedprobe
 
         self._n = n
         self._done = False
         self.error: str | None = None
         self._loop = asyncio.new_event_loop()
-        self._conns: list[Any] = []
+        self._conns: list[Any] = []  # kept open until close(): measured while open
         # os._exit: no interpreter teardown (an agent does not exit either).
         command = f"{shlex.quote(sys.executable)} -c 'import distributed, os; os._exit(0)'"
 
-        # As many handshakes at once as sshdeploy's connect-parallelism (8):
-        # sshd's MaxStartups drops the 11th unauthenticated connection.
-        handshakes = asyncio.Semaphore(8)
-
-        async def one(host: str) -> None:
-            async with handshakes:
-                conn = await asyncssh.connect(host, **connect_options)
-            self._conns.append(conn)
-            result = await conn.run(command, check=True)
-            del result
-
         async def main() -> None:
             try:
-                await asyncio.gather(*(one(h) for h in names))
+                await _bedprobe.run_everywhere(names, connect_options, command, self._conns)
                 self._done = True
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
@@ -287,7 +267,7 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
         try:
             cluster = _make(impl, names, connect_options, k, n * k)
             out["ctor_s"] = time.perf_counter() - t0
-            if _wait_ready(cluster, n * k, ready_deadline):
+            if _bedprobe.wait_workers(cluster, n * k, ready_deadline):
                 out["ready_s"] = time.perf_counter() - t0
                 out["controller_cpu_ready_s"] = _cpu(me) - cpu0
             else:

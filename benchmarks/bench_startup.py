@@ -123,15 +123,6 @@ def _phases(t0: float, t1: float | None) -> dict[str, Any]:
             for k, v in sorted(groups.items(), key=lambda kv: min(x[0] for x in kv[1]))}
 
 
-def _wait_workers(cluster: Any, n: int, deadline_s: float) -> bool:
-    end = time.perf_counter() + deadline_s
-    while time.perf_counter() < end:
-        if len(cluster.scheduler_info.get("workers", {})) >= n:
-            return True
-        time.sleep(0.005)
-    return False
-
-
 def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadline: float) -> dict:
     """Start, sample, close and watch one cluster; return the measurements."""
     # Import everything first: the controller memory delta is the cluster's, not the imports'.
@@ -182,7 +173,7 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
                 dashboard_address="127.0.0.1:0",
             )
         out["ctor_s"] = time.perf_counter() - t0
-        if not _wait_workers(cluster, n, ready_deadline):
+        if not _bedprobe.wait_workers(cluster, n, ready_deadline):
             out["error"] = (
                 f"only {len(cluster.scheduler_info.get('workers', {}))} of {n} workers "
                 f"registered within {ready_deadline:.0f} s"
