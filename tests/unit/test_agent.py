@@ -232,6 +232,41 @@ def worker_message(name: str, scheduler: str, **kw: Any) -> bytes:
     return encode_message("start_worker", kwargs, name=name, scheduler=scheduler, timeout=30)
 
 
+def scheduler_address(agents: Callable[..., LocalAgent]) -> str:
+    """Start a scheduler agent and its scheduler; return the scheduler's address."""
+    s = agents()
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    return str(ready["address"])
+
+
+def start_one_worker(w: LocalAgent, scheduler: str, timeout: float = 40) -> Event:
+    """Have workers agent *w* start worker ``local-0``; return its ``ready`` event."""
+    w.ev("hello")
+    w.send(worker_message("local-0", scheduler))
+    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), timeout)
+    assert up["ev"] == "ready", w.summary()
+    return up
+
+
+def shut_down(agent: LocalAgent) -> None:
+    """Ask *agent* to shut down: it says ``bye`` and exits 0."""
+    agent.send(encode_message("shutdown", timeout=5))
+    agent.ev("bye", timeout=20)
+    assert agent.wait_exit(10) == 0
+
+
+def fd_targets(pid: int, lowest: int = 0) -> set[str]:
+    """What the file descriptors of *pid* (from *lowest* on) point at."""
+    return {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")
+            if int(fd) >= lowest}
+
+
+def channel_ends(agent: LocalAgent) -> set[str]:
+    """The agent's ends of its channel: stdin and the protocol fd."""
+    return {os.readlink(f"/proc/{agent.proc.pid}/fd/{fd}") for fd in (0, 3)}
+
+
 # ------------------------------------------------------------------ start-up
 
 
@@ -300,18 +335,14 @@ def test_start_scheduler_failure_is_reported(agents: Callable[..., LocalAgent]) 
     assert "no_such_option" in failed["error"]
     assert "Traceback" in failed["tb"]
     # the agent keeps serving: shutdown still works
-    a.send(encode_message("shutdown", timeout=5))
-    a.ev("bye", timeout=20)
-    assert a.wait_exit(10) == 0
+    shut_down(a)
 
 
 def test_unknown_and_garbage_commands_are_ignored(agents: Callable[..., LocalAgent]) -> None:
     a = agents()
     a.ev("hello")
     a.send(b"not json at all\n" + encode_message("no_such_command") + encode_message("ping"))
-    a.send(encode_message("shutdown", timeout=5))
-    a.ev("bye", timeout=20)
-    assert a.wait_exit(10) == 0
+    shut_down(a)
 
 
 # ------------------------------------------------------------------ lifetime
@@ -395,23 +426,18 @@ def test_pings_keep_the_agent_alive(agents: Callable[..., LocalAgent]) -> None:
         assert a.proc.poll() is None, a.summary()
     # pings are not answered
     assert a.events.empty() or all(e and e.get("ev") == "log" for e in list(a.events.queue))
-    a.send(encode_message("shutdown", timeout=5))
-    a.ev("bye", timeout=20)
-    assert a.wait_exit(10) == 0
+    shut_down(a)
 
 
 # ------------------------------------------------------------------ workers
 
 
 def test_worker_agent_runs_a_nanny_with_tagged_output(agents: Callable[..., LocalAgent]) -> None:
-    s = agents()
+    s = agents()  # its log is read below
     ready = start_scheduler(s)
     assert ready["ev"] == "ready", s.summary()
     w = agents(role="workers", label="127.0.0.1")
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 40)
-    assert up["ev"] == "ready", w.summary()
+    up = start_one_worker(w, ready["address"])
     assert up["name"] == "local-0"
     assert up["address"].startswith("tcp://127.0.0.1:")
     assert up["contact"].startswith("tcp://127.0.0.1:")  # the Nanny
@@ -432,9 +458,7 @@ def test_worker_agent_runs_a_nanny_with_tagged_output(agents: Callable[..., Loca
     w.ev("stopped", timeout=20, name="local-0")
     wait_until(lambda: wpid not in live_members(w.pgid), 10, "worker process still alive")
     assert w.proc.poll() is None
-    w.send(encode_message("shutdown", timeout=5))
-    w.ev("bye", timeout=20)
-    assert w.wait_exit(10) == 0
+    shut_down(w)
 
 
 def test_worker_start_failure_is_reported(agents: Callable[..., LocalAgent]) -> None:
@@ -500,9 +524,7 @@ def test_private_temp_dir_is_used_and_removed_on_shutdown(
     assert (tmp_path / mine).stat().st_mode & 0o777 == 0o700
     # dask's scratch space went into it, not next to it
     assert os.path.isdir(tmp_path / mine / "dask-scratch-space")
-    a.send(encode_message("shutdown", timeout=5))
-    a.ev("bye", timeout=20)
-    assert a.wait_exit(10) == 0
+    shut_down(a)
     assert agent_dirs(tmp_path) == []
 
 
@@ -510,13 +532,9 @@ def test_private_temp_dir_is_removed_on_eof_with_a_worker(
     agents: Callable[..., LocalAgent], short_tmp: Path
 ) -> None:
     tmp_path = short_tmp
-    s = agents()
-    ready = start_scheduler(s)
-    assert ready["ev"] == "ready", s.summary()
+    address = scheduler_address(agents)
     w = agents(role="workers", label="127.0.0.1", env={"TMPDIR": str(tmp_path)})
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    assert w.ev("ready", timeout=40)["name"] == "local-0"
+    assert start_one_worker(w, address)["name"] == "local-0"
     (mine,) = agent_dirs(tmp_path)
     # multiprocessing's pymp-* dirs are inside it
     assert any(e.startswith("pymp-") for e in os.listdir(tmp_path / mine)), os.listdir(
@@ -533,21 +551,14 @@ def test_a_tmpdir_too_long_for_unix_sockets_falls_back_to_tmp(
     deep = tmp_path / ("d" * 60) / ("e" * 30)
     deep.mkdir(parents=True)
     assert len(str(deep)) > 90
-    s = agents()
-    ready = start_scheduler(s)
-    assert ready["ev"] == "ready", s.summary()
+    address = scheduler_address(agents)
     before = {d for d in os.listdir("/tmp") if d.startswith("sshdeploy-agent-")}
     w = agents(role="workers", label="127.0.0.1", env={"TMPDIR": str(deep)})
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 60)
-    assert up["ev"] == "ready", w.summary()
+    start_one_worker(w, address, 60)
     assert os.listdir(deep) == []  # the private dir went to /tmp instead
     mine = {d for d in os.listdir("/tmp") if d.startswith("sshdeploy-agent-")} - before
     assert len(mine) == 1, mine
-    w.send(encode_message("shutdown", timeout=5))
-    w.ev("bye", timeout=20)
-    assert w.wait_exit(10) == 0
+    shut_down(w)
     assert not (Path("/tmp") / mine.pop()).exists()
 
 
@@ -598,13 +609,9 @@ def test_workers_fork_from_a_forkserver_forked_from_the_agent(
     agents: Callable[..., LocalAgent],
 ) -> None:
     """No second interpreter imports distributed: the forkserver is the agent's own fork."""
-    s = agents()
-    ready = start_scheduler(s)
-    assert ready["ev"] == "ready", s.summary()
+    address = scheduler_address(agents)
     w = agents(role="workers", label="127.0.0.1")
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    up = w.ev("ready", timeout=40)
+    up = start_one_worker(w, address)
     zygote = ppid(up["pid"])
     assert zygote != w.proc.pid and ppid(zygote) == w.proc.pid
     cmdline = Path(f"/proc/{zygote}/cmdline").read_bytes()
@@ -614,47 +621,34 @@ def test_workers_fork_from_a_forkserver_forked_from_the_agent(
     assert not caught(zygote) & (1 << (signal.SIGTERM - 1))
     # it holds none of the channel's ends (stdin, the protocol fd): they close with the agent
     assert os.readlink(f"/proc/{zygote}/fd/0") == "/dev/null"
-    channel = {os.readlink(f"/proc/{w.proc.pid}/fd/0"), os.readlink(f"/proc/{w.proc.pid}/fd/3")}
+    channel = channel_ends(w)
     assert all(c.startswith("pipe:") for c in channel), channel
-    zygote_fds = {os.readlink(f"/proc/{zygote}/fd/{fd}") for fd in os.listdir(f"/proc/{zygote}/fd")}
+    zygote_fds = fd_targets(zygote)
     assert not channel & zygote_fds, (channel, zygote_fds)
     # the worker runs and is tagged as usual
     w.saw(lambda e: e.get("ev") == "log" and e.get("src") == "local-0"
           and "Start worker at:" in e["line"], 15)
-    w.send(encode_message("shutdown", timeout=5))
-    w.ev("bye", timeout=20)
-    assert w.wait_exit(10) == 0
+    shut_down(w)
     wait_until(lambda: not live_members(w.pgid), 5, "the forkserver outlived its agent")
 
 
 def test_spawn_start_method_starts_no_forkserver(agents: Callable[..., LocalAgent]) -> None:
-    s = agents()
-    ready = start_scheduler(s)
-    assert ready["ev"] == "ready", s.summary()
+    address = scheduler_address(agents)
     w = agents(role="workers", label="127.0.0.1", mp_method="spawn")
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    up = w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 60)
-    assert up["ev"] == "ready", w.summary()
+    up = start_one_worker(w, address, 60)
     assert ppid(up["pid"]) == w.proc.pid  # spawned by the Nanny, in the agent
     cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in live_members(w.pgid)]
     assert not any(b"forkserver" in c for c in cmdlines)
-    w.send(encode_message("shutdown", timeout=5))
-    w.ev("bye", timeout=20)
-    assert w.wait_exit(10) == 0
+    shut_down(w)
 
 
 def test_the_resource_tracker_is_forked_from_the_agent_too(
     agents: Callable[..., LocalAgent],
 ) -> None:
     """No interpreter is started for multiprocessing's resource tracker either."""
-    s = agents()
-    ready = start_scheduler(s)
-    assert ready["ev"] == "ready", s.summary()
+    address = scheduler_address(agents)
     w = agents(role="workers", label="127.0.0.1")
-    w.ev("hello")
-    w.send(worker_message("local-0", ready["address"]))
-    up = w.ev("ready", timeout=40)
+    up = start_one_worker(w, address)
     zygote = ppid(up["pid"])
     agent_cmdline = Path(f"/proc/{w.proc.pid}/cmdline").read_bytes()
     children = [p for p in live_members(w.pgid)
@@ -668,20 +662,16 @@ def test_the_resource_tracker_is_forked_from_the_agent_too(
     ign = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
     assert ign & (1 << (signal.SIGTERM - 1))
     assert os.readlink(f"/proc/{tracker}/fd/0") == "/dev/null"
-    channel = {os.readlink(f"/proc/{w.proc.pid}/fd/0"), os.readlink(f"/proc/{w.proc.pid}/fd/3")}
-    fds = {os.readlink(f"/proc/{tracker}/fd/{fd}") for fd in os.listdir(f"/proc/{tracker}/fd")}
+    channel = channel_ends(w)
+    fds = fd_targets(tracker)
     assert not channel & fds, (channel, fds)
     # the worker process uses this tracker: the pipe the tracker reads (not its
     # stdout/stderr, which are the agent's log pipe) is among the worker's fds
-    tracker_pipe = {os.readlink(f"/proc/{tracker}/fd/{fd}")
-                    for fd in os.listdir(f"/proc/{tracker}/fd") if int(fd) > 2}
+    tracker_pipe = fd_targets(tracker, lowest=3)
     assert len(tracker_pipe) == 1 and next(iter(tracker_pipe)).startswith("pipe:"), tracker_pipe
-    worker = up["pid"]
-    worker_fds = {os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")}
+    worker_fds = fd_targets(up["pid"])
     assert tracker_pipe & worker_fds, (tracker_pipe, worker_fds)
-    w.send(encode_message("shutdown", timeout=5))
-    w.ev("bye", timeout=20)
-    assert w.wait_exit(10) == 0
+    shut_down(w)
     wait_until(lambda: not live_members(w.pgid), 5, "the tracker outlived its agent")
 
 
