@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,9 @@ __all__ = [
     "agent_source",
     "build_command",
     "build_probe_command",
+    "build_script_command",
+    "in_login_shell",
+    "join_setup",
     "DEEP_PROBE",
     "PROBE",
     "encode_kwargs",
@@ -88,7 +91,43 @@ def tagger_source() -> bytes:
     return (Path(__file__).with_name("tagger.py")).read_bytes()
 
 
-def build_command(python: str, setup: str | None = None) -> str:
+def join_setup(setup: str | Sequence[str] | None) -> str | None:
+    """Return the setup commands as one shell list that stops at the first failure.
+
+    Examples
+    --------
+    >>> print(join_setup(["module load python", "conda activate x"]))
+    module load python &&
+    conda activate x
+    >>> join_setup("source env.sh"), join_setup([]), join_setup(None)
+    ('source env.sh', None, None)
+    """
+    if setup is None or isinstance(setup, str):
+        return setup.strip() or None if setup is not None else None
+    lines = [str(cmd).strip() for cmd in setup if str(cmd).strip()]
+    return " &&\n".join(lines) or None
+
+
+def in_login_shell(command: str, login_shell: bool) -> str:
+    """Run *command* in the user's login shell (``$SHELL -l``) when *login_shell*.
+
+    For hosts whose ``module`` command or conda initialisation is only set up by
+    login scripts (``/etc/profile``, ``~/.bash_profile``). The login shell
+    replaces the first one (``exec``), so its pid stays the process group's.
+
+    Examples
+    --------
+    >>> in_login_shell("true", False)
+    'true'
+    >>> print(in_login_shell("echo $$", True))
+    exec "${SHELL:-/bin/sh}" -l -c 'echo $$'
+    """
+    if not login_shell:
+        return command
+    return f'exec "${{SHELL:-/bin/sh}}" -l -c {shlex.quote(command)}'
+
+
+def build_command(python: str, setup: str | None = None, login_shell: bool = False) -> str:
     """Return the remote shell command that starts the agent.
 
     It reports its progress as ``stage`` events on stdout (see
@@ -105,7 +144,9 @@ def build_command(python: str, setup: str | None = None) -> str:
         Shell commands run first in the same shell (``conda activate x``,
         ``module load y``), as one shell list: the agent starts only if it
         succeeds, i.e. if its last command does (join lines with ``&&`` to
-        stop at the first failure).
+        stop at the first failure; :func:`join_setup` does it for a list).
+    login_shell : bool
+        Run everything in the user's login shell (:func:`in_login_shell`).
 
     Returns
     -------
@@ -123,7 +164,8 @@ def build_command(python: str, setup: str | None = None) -> str:
     launch = f"exec {shlex.quote(python)} -u -c {shlex.quote(LAUNCHER)}"
     if setup and setup.strip():
         launch = f"{_shell_printf('setup')}\n{launch}"
-    return f"{_shell_printf('login')}\n{_after_setup(setup, launch)}"
+    return in_login_shell(f"{_shell_printf('login')}\n{_after_setup(setup, launch)}",
+                          login_shell)
 
 
 def _after_setup(setup: str | None, command: str) -> str:
@@ -255,7 +297,8 @@ DEEP_PROBE = (
 )
 
 
-def build_probe_command(python: str, setup: str | None = None, deep: bool = False) -> str:
+def build_probe_command(python: str, setup: str | None = None, deep: bool = False,
+                        login_shell: bool = False) -> str:
     """Return the remote command of the preflight probe (starts nothing).
 
     Parameters
@@ -282,7 +325,19 @@ def build_probe_command(python: str, setup: str | None = None, deep: bool = Fals
     True
     """
     probe = DEEP_PROBE if deep else PROBE
-    return _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(probe)}")
+    return in_login_shell(
+        _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(probe)}"), login_shell)
+
+
+def build_script_command(python: str, source: str, setup: str | None = None,
+                         login_shell: bool = False) -> str:
+    """Return the remote command that runs the standard-library script *source*.
+
+    As :func:`build_probe_command`, for the environment and upload stage
+    (:mod:`sshdeploy.envremote`): stdin is the script's.
+    """
+    return in_login_shell(
+        _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(source)}"), login_shell)
 
 
 def build_kill_command(pgid: int) -> str:

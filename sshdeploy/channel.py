@@ -164,7 +164,7 @@ class AgentChannel:
         """
         deadline = Deadline.after(timeout)
         self.connection = await self.pool.get(self.host)
-        command = build_command(self.launch.python, self.launch.setup)
+        command = build_command(self.launch.python, self.launch.setup, self.launch.login_shell)
         spec = AgentSpec(
             role="scheduler" if self.role == "scheduler" else "workers",
             label=self.label,

@@ -23,6 +23,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat, notebook
+from .envstage import HostStage, Stage
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
@@ -70,8 +71,9 @@ class SSHCluster(SpecCluster):
     remote_python : str or list of str, optional
         The remote interpreter, for all hosts or one per host; defaults to
         the controller's ``sys.executable``.
-    setup : str, optional
-        Shell commands run before the remote Python (``conda activate x``).
+    setup : str or list of str, optional
+        Shell commands run before the remote Python (``conda activate x``);
+        a list runs each in turn and stops at the first that fails.
     env : dict, optional
         Environment variables for every remote process.
     inherit_config : bool, optional
@@ -96,6 +98,18 @@ class SSHCluster(SpecCluster):
         Come up with the workers that started when at least this many did;
         each host that failed is reported (``failed_hosts``, a warning,
         ``get_logs()``) and not retried. Default: any failure fails the start.
+    environment : {"sync"}, optional
+        ``"sync"``: send this machine's packages (distributed's closure, the
+        gated packages and ``packages``) to every host once, content-addressed,
+        and run them on the host's own Python of the same major.minor.
+    packages : list of str, optional
+        More packages the version gate compares (and a sync carries).
+    upload : list of str, optional
+        Local files and directories put on the scheduler's and workers'
+        ``sys.path`` on every host before they start (see :meth:`sync_uploads`).
+    login_shell : bool
+        Run the remote commands in the user's login shell (``$SHELL -l``),
+        for hosts whose ``module`` or conda setup only happens there.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
@@ -119,7 +133,7 @@ class SSHCluster(SpecCluster):
         worker_class: str = DEFAULT_WORKER_CLASS,
         remote_python: str | Sequence[str] | None = None,
         *,
-        setup: str | None = None,
+        setup: str | Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         inherit_config: bool | None = None,
         scheduler_class: str | None = None,
@@ -129,6 +143,10 @@ class SSHCluster(SpecCluster):
         forward_ports: bool | None = None,
         min_workers: int | None = None,
         progress: bool | None = None,
+        environment: str | None = None,
+        packages: Sequence[str] | None = None,
+        upload: Sequence[str] | None = None,
+        login_shell: bool = False,
         **kwargs: Any,
     ) -> None:
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
@@ -143,7 +161,8 @@ class SSHCluster(SpecCluster):
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
             worker_module=worker_module, security=security, forward_ports=forward_ports,
-            min_workers=min_workers, progress=progress,
+            min_workers=min_workers, progress=progress, environment=environment,
+            packages=packages, upload=upload, login_shell=login_shell,
         )
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
@@ -154,6 +173,7 @@ class SSHCluster(SpecCluster):
         self._pool = _pool_for(plan)
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
+        self._stage = _stage_for(plan, self._pool)
         launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
@@ -216,6 +236,12 @@ class SSHCluster(SpecCluster):
         # where the scheduler awaits the same connection.)
         first = asyncio.ensure_future(self._pool.get(self._cluster_plan.placement.scheduler.host))
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:  # the version gate, the environment and the uploads, before anything starts
+            await self._stage.run()
+        except BaseException:
+            self.status = Status.failed
+            await self._close()
+            raise
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
@@ -294,8 +320,31 @@ class SSHCluster(SpecCluster):
             await asyncio.gather(self._agents.close(), return_exceptions=True)
             if isinstance(self.scheduler, RemoteScheduler):
                 await self.scheduler.close()
+            await self._stage.remove_uploads()
             await self._pool.close()
             self._logbook.flush()
+
+    # -- environment and uploads ------------------------------------------------
+    def sync_uploads(self) -> Any:
+        """Send the files of ``upload=`` that changed since the start to every host.
+
+        Only contents a host does not hold yet are sent; files removed locally
+        are removed there. Running workers see the new files on their next
+        import (a module already imported stays as it is: restart the workers,
+        ``client.restart()``, to reload it).
+
+        Returns
+        -------
+        dict
+            Bytes sent per host (``user@host:port``); awaitable when the
+            cluster is asynchronous.
+        """
+        return self.sync(self._stage.sync_uploads)
+
+    @property
+    def stage_reports(self) -> dict[str, HostStage]:
+        """What the stage before the start did on each host (bytes sent, cached, seconds)."""
+        return dict(self._stage.reports)
 
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:
@@ -510,6 +559,14 @@ _STAGE_STATE: dict[str | None, str] = {
     None: "starting", "login": "running setup", "setup": "starting Python",
     "python": "starting Python", "import": "importing distributed",
 }
+
+
+def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
+    """Return the stage that runs before the start, on every distinct host."""
+    assert plan.stage is not None
+    hosts = [(hp.host, hp.python) for hp in plan.placement.all_hosts().values()]
+    return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
+                 timeout=plan.settings.start_timeout)
 
 
 def _pool_for(plan: ClusterPlan) -> HostPool:

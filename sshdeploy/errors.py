@@ -269,3 +269,65 @@ def failures_by_host(errors: Mapping[str, BaseException], action: str) -> SSHDep
         if isinstance(err, SSHDeployError):
             return err
     return MultiHostError(failures=dict(errors), action=action)
+
+
+@dataclass(eq=False)
+class EnvironmentMismatchError(SSHDeployError):
+    """Hosts differ from this machine in Python, platform or packages (the version gate).
+
+    Parameters
+    ----------
+    table : str
+        One row per difference: host, package, theirs, ours
+        (:func:`sshdeploy.envgate.format_table`).
+    hosts : list of str
+        The hosts that differ, ``user@host:port``.
+    remedy : str
+        What to do.
+    """
+
+    table: str
+    hosts: list[str] = field(default_factory=list)
+    remedy: str = (
+        "Make those hosts match (pip install the versions in the 'ours' column), bring "
+        "this environment to them with environment='sync' (dask-ssh --sync-env), or set "
+        "sshdeploy.version-check to 'warn' to go on anyway."
+    )
+
+    def message(self) -> str:
+        return (f"{len(self.hosts)} host(s) differ from this machine, nothing was started:\n"
+                f"{self.table}\n{self.remedy}")
+
+
+@dataclass(eq=False)
+class EnvSyncError(HostError):
+    """Sending this environment or the uploaded files to a host failed."""
+
+    role: str = "sync"
+    what: str = "environment sync failed"
+    remedy: str = (
+        "Check the free space and permissions of ~/.cache/sshdeploy on that host "
+        "(dask-ssh clean --envs frees it), then start again."
+    )
+
+
+@dataclass(eq=False)
+class UploadError(SSHDeployError, ValueError):
+    """A path given to ``upload=`` / ``--upload`` cannot be uploaded.
+
+    Parameters
+    ----------
+    path : str
+        The path as given.
+    reason : str
+        What is wrong with it.
+    """
+
+    exit_code: ClassVar[int] = 2
+
+    path: str
+    reason: str
+    remedy: str = "Give existing files or directories (relative to the working directory)."
+
+    def message(self) -> str:
+        return f"upload {self.path!r}: {self.reason}. {self.remedy}"

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from distributed.security import Security
 
-from .bootstrap import build_command
+from .bootstrap import build_command, join_setup
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .placement import HostPlan, Placement, place
 from .settings import Settings
+from .stageplan import StagePlan, plan_stage
 
 DEFAULT_WORKER_CLASS = "distributed.Nanny"
 #: ``worker_module`` values of distributed's older SSHCluster that mean the default worker.
@@ -94,6 +95,7 @@ class Launch:
     setup: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     inherit_config: bool = True
+    login_shell: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,12 @@ class ClusterPlan:
         (None) when the controller cannot reach them directly.
     min_workers : int or None
         Come up with the workers that started if at least this many did.
+    stage : StagePlan or None
+        The version gate, synced environment and uploads done before the start.
+    user_setup : str or None
+        The user's setup alone (``setup`` adds the stage's PYTHONPATH line).
+    login_shell : bool
+        Run the remote commands in the user's login shell.
     """
 
     placement: Placement
@@ -166,11 +174,15 @@ class ClusterPlan:
     security: Security | None = None
     forward_ports: bool | None = None
     min_workers: int | None = None
+    stage: StagePlan | None = None
+    user_setup: str | None = None
+    login_shell: bool = False
 
     def launch(self, host: HostPlan) -> Launch:
         """Return how agents start on *host*."""
         return Launch(python=host.python, setup=self.setup, env=self.env,
-                      inherit_config=self.settings.inherit_config)
+                      inherit_config=self.settings.inherit_config,
+                      login_shell=self.login_shell)
 
     def worker_options(
         self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
@@ -194,9 +206,12 @@ class ClusterPlan:
         for w in p.workers:
             names.setdefault(w.host.key, []).append(w.name)
         env = {"env": dict(self.env)} if self.env else {}
+        if self.stage is not None:
+            env.update(self.stage.describe())
         out = [RemotePlan(
             host=show(p.scheduler.host), role="scheduler", names=["scheduler"],
-            command=build_command(p.scheduler.python, self.setup), python=p.scheduler.python,
+            command=build_command(p.scheduler.python, self.setup, self.login_shell),
+            python=p.scheduler.python,
             options={**self.scheduler_options, **env}, settings=settings,
         )]
         for key, hp in p.hosts.items():
@@ -204,7 +219,8 @@ class ClusterPlan:
                 continue  # a host kept only for `scale`
             out.append(RemotePlan(
                 host=show(hp.host), role="worker", names=names[key],
-                command=build_command(hp.python, self.setup), python=hp.python,
+                command=build_command(hp.python, self.setup, self.login_shell),
+                python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
                 settings=settings,
             ))
@@ -219,7 +235,7 @@ def plan_cluster(
     worker_class: str = DEFAULT_WORKER_CLASS,
     remote_python: str | Sequence[str] | None = None,
     *,
-    setup: str | None = None,
+    setup: str | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     inherit_config: bool | None = None,
     scheduler_class: str | None = None,
@@ -230,8 +246,15 @@ def plan_cluster(
     min_workers: int | None = None,
     progress: bool | None = None,
     settings: Settings | None = None,
+    environment: str | None = None,
+    packages: Sequence[str] | None = None,
+    upload: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> ClusterPlan:
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+
+    ``environment``, ``packages`` and ``upload`` plan the stage before the
+    start (:mod:`sshdeploy.stageplan`); ``setup`` may be a list of commands.
 
     ``progress`` (the notebook display while the cluster starts) is accepted
     and ignored: it changes nothing that runs.
@@ -272,18 +295,23 @@ def plan_cluster(
     sched = _secured(advertise(scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     check_options(placement, sched)
+    user_setup = join_setup(setup)
+    stage = plan_stage(environment, packages, upload, resolved)
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
         worker_class=worker_class,
         scheduler_class=scheduler_class,
-        setup=setup or None,
+        setup=join_setup([user_setup or "", *stage.setup_lines()]),
         env={str(k): str(v) for k, v in (env or {}).items()},
         restart_workers=restart_workers,
         settings=resolved,
         security=creds,
         forward_ports=forward_ports,
         min_workers=min_workers,
+        stage=stage,
+        user_setup=user_setup,
+        login_shell=bool(login_shell),
     )
 
 

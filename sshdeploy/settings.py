@@ -20,6 +20,8 @@ VersionPolicy = Literal["error", "warn", "ignore"]
 MPMethod = Literal["forkserver", "spawn", "fork"]
 
 _POLICIES = ("error", "warn", "ignore")
+#: Settings that are sizes: bytes, or text such as "2GiB".
+_SIZES = ("env_cache_size", "upload_warn_size")
 _MP_METHODS = ("forkserver", "spawn", "fork")
 
 
@@ -47,6 +49,8 @@ class Settings:
     version_check: VersionPolicy
     worker_restarts: int
     log_buffer_lines: int
+    env_cache_size: int
+    upload_warn_size: int
 
     @classmethod
     def resolve(cls, **overrides: Any) -> Settings:
@@ -113,6 +117,8 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {value!r}")
         return value
+    if name in _SIZES:
+        return _size(key, value)
     integer = name in ("connect_parallelism", "connect_attempts", "keepalive_count_max",
                        "worker_restarts", "log_buffer_lines")
     try:
@@ -127,3 +133,16 @@ def _coerce(name: str, value: Any) -> Any:
     if number < low or (not integer and number <= 0 and name != "keepalive_interval"):
         raise ConfigError(key, f"must be {'>= ' + str(low) if integer else '> 0'}, got {value!r}")
     return number
+
+
+def _size(key: str, value: Any) -> int:
+    """A size setting: whole bytes >= 0, or text that dask's ``parse_bytes`` reads."""
+    from dask.utils import parse_bytes
+
+    try:
+        number = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a size (bytes or e.g. '2GiB'), got {value!r}") from None
+    if isinstance(value, bool) or number < 0:
+        raise ConfigError(key, f"must be a size >= 0, got {value!r}")
+    return int(number)

@@ -8,6 +8,8 @@ from sshdeploy.errors import (
     AuthenticationError,
     ConfigError,
     ConnectError,
+    EnvironmentMismatchError,
+    EnvSyncError,
     HostError,
     HostfileError,
     HostKeyError,
@@ -16,6 +18,7 @@ from sshdeploy.errors import (
     RemotePythonError,
     SSHDeployError,
     StartError,
+    UploadError,
     VersionMismatchError,
     failures_by_host,
 )
@@ -33,6 +36,7 @@ HOST_ERRORS = [
     (RemoteImportError, "distributed is not importable", "pip install", "agent"),
     (VersionMismatchError, "version mismatch", "version-check", "agent"),
     (StartError, "failed to start", "Read the remote output", "agent"),
+    (EnvSyncError, "environment sync failed", "clean --envs", "sync"),
 ]
 
 
@@ -163,6 +167,8 @@ def _every_error() -> list[SSHDeployError]:
         HostfileError(path="hosts.txt", line=3, reason="bad port", text="a:x"),
         ConfigError("connect_options", "wrong length", remedy="Give 3."),
         MultiHostError(failures={HOST: inner}, action="start"),
+        EnvironmentMismatchError(table="host  package  theirs  ours", hosts=[HOST]),
+        UploadError(path="src/mypkg", reason="no such file or directory"),
         inner,
         *(cls(host=HOST, cause="boom") for cls, *_ in HOST_ERRORS),
     ]

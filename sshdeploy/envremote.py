@@ -1,0 +1,246 @@
+"""What runs on a host to describe it, unpack a synced environment and place uploads.
+
+Sent as text on the command line (``python -c``) by :mod:`sshdeploy.envstage`,
+so it imports only the standard library. It reads one JSON line from stdin
+(the operation), then, for ``env`` and ``upload``, a tar stream (the rest of
+stdin), and prints one JSON line. Everything lives under the host's
+``~/.cache/sshdeploy``:
+
+- ``envs/<hash>/``: one unpacked environment per content hash. Unpacked
+  into ``envs/.tmp-<hash>-<pid>`` and renamed into place, so concurrent
+  starts sharing a host (or a home shared by several hosts) never see half an
+  environment: the first rename wins, the loser's copy is removed. The least
+  recently used are removed beyond the size limit.
+- ``blobs/<sha256>``: every uploaded file's content, once.
+- ``uploads/<cluster>/``: one cluster's uploaded tree, linked from the blobs,
+  removed with the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
+ENVS = os.path.join(ROOT, "envs")
+BLOBS = os.path.join(ROOT, "blobs")
+UPLOADS = os.path.join(ROOT, "uploads")
+#: Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
+_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+#: Written last into an unpacked environment: it is complete.
+DONE = ".sshdeploy-complete"
+
+
+def describe(packages: Iterable[str]) -> dict[str, Any]:
+    """Return this interpreter, its platform and the versions of *packages* found."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except Exception:
+            pass
+    libc, libc_version = platform.libc_ver()
+    return {
+        "python": sys.executable,
+        "implementation": sys.implementation.name,
+        "version": platform.python_version(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "libc": (libc + " " + libc_version).strip(),
+        "packages": found,
+    }
+
+
+def env_present(digest: str) -> bool:
+    """Whether environment *digest* is unpacked here (and mark it as just used)."""
+    path = os.path.join(ENVS, digest)
+    if not os.path.exists(os.path.join(path, DONE)):
+        return False
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+    return True
+
+
+def probe(op: dict[str, Any]) -> dict[str, Any]:
+    out = describe(op.get("packages", ()))
+    if op.get("env"):
+        out["env_present"] = env_present(op["env"])
+    blobs = op.get("blobs") or ()
+    out["blobs_missing"] = [b for b in blobs if not os.path.exists(os.path.join(BLOBS, b))]
+    return out
+
+
+def _safe_members(tar: tarfile.TarFile, into: str) -> Iterator[tarfile.TarInfo]:
+    base = os.path.realpath(into)
+    for member in tar:
+        target = os.path.realpath(os.path.join(into, member.name))
+        if not (target == base or target.startswith(base + os.sep)):
+            raise ValueError(f"unsafe path in archive: {member.name!r}")
+        if member.issym() or member.islnk() or member.isdev():
+            raise ValueError(f"links and devices are not accepted: {member.name!r}")
+        yield member
+
+
+def _size(path: str) -> int:
+    total = 0
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune(limit: int, keep: str) -> list[str]:
+    """Remove the least recently used environments until they fit in *limit* bytes."""
+    try:
+        names = [n for n in os.listdir(ENVS) if not n.startswith(".")]
+    except OSError:
+        return []
+    entries = []
+    for name in names:
+        path = os.path.join(ENVS, name)
+        try:
+            entries.append((os.stat(path).st_mtime, name, _size(path)))
+        except OSError:
+            pass
+    total = sum(e[2] for e in entries)
+    removed = []
+    for _mtime, name, size in sorted(entries):
+        if total <= limit:
+            break
+        if name == keep:
+            continue
+        shutil.rmtree(os.path.join(ENVS, name), ignore_errors=True)
+        total -= size
+        removed.append(name)
+    return removed
+
+
+def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    digest = op["env"]
+    final = os.path.join(ENVS, digest)
+    os.makedirs(ENVS, exist_ok=True)
+    unpacked = False
+    if not os.path.exists(os.path.join(final, DONE)):
+        tmp = os.path.join(ENVS, f".tmp-{digest}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in _safe_members(tar, tmp):
+                    tar.extract(member, tmp, **_FILTER)
+            open(os.path.join(tmp, DONE), "w").close()
+            try:
+                os.rename(tmp, final)
+                unpacked = True
+            except OSError:
+                # Another start (or another host on a shared home) got there first.
+                if not os.path.exists(os.path.join(final, DONE)):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        stream.read()
+    pruned = prune(int(op.get("limit", 1 << 62)), digest)
+    return {"unpacked": unpacked, "pruned": pruned}
+
+
+def _link(blob: str, target: str) -> None:
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        shutil.copyfile(blob, tmp)
+    os.replace(tmp, target)
+
+
+def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    os.makedirs(BLOBS, exist_ok=True)
+    stored = 0
+    if op.get("payload"):
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile() or "/" in member.name or member.name.startswith("."):
+                    raise ValueError(f"unexpected entry in the upload: {member.name!r}")
+                source = tar.extractfile(member)
+                data = source.read() if source is not None else b""
+                if hashlib.sha256(data).hexdigest() != member.name:
+                    raise ValueError(f"upload damaged in transit: {member.name}")
+                tmp = os.path.join(BLOBS, f".tmp-{member.name}-{os.getpid()}")
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, os.path.join(BLOBS, member.name))
+                stored += 1
+    base = os.path.join(UPLOADS, op["dir"])
+    os.makedirs(base, exist_ok=True)
+    files = op["files"]
+    for rel, digest in files.items():
+        target = os.path.join(base, rel)
+        if not os.path.realpath(target).startswith(os.path.realpath(base) + os.sep):
+            raise ValueError(f"unsafe upload path: {rel!r}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _link(os.path.join(BLOBS, digest), target)
+    removed = 0
+    for top, _dirs, names in os.walk(base):
+        for name in names:
+            path = os.path.join(top, name)
+            if os.path.relpath(path, base) not in files:
+                os.remove(path)
+                removed += 1
+    return {"stored": stored, "removed": removed}
+
+
+def remove_uploads(op: dict[str, Any]) -> dict[str, Any]:
+    shutil.rmtree(os.path.join(UPLOADS, op["dir"]), ignore_errors=True)
+    return {"removed": True}
+
+
+def clean(op: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, path in (("envs", ENVS), ("blobs", BLOBS)):
+        if op.get(key):
+            out[key] = _size(path) if os.path.isdir(path) else 0
+            shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    stream = sys.stdin.buffer
+    op = json.loads(stream.readline())
+    kind = op.get("op")
+    started = time.monotonic()
+    try:
+        if kind == "probe":
+            out = probe(op)
+        elif kind == "env":
+            out = unpack_env(op, stream)
+        elif kind == "upload":
+            out = place_uploads(op, stream)
+        elif kind == "remove-uploads":
+            out = remove_uploads(op)
+        elif kind == "clean":
+            out = clean(op)
+        else:
+            raise ValueError(f"unknown operation {kind!r}")
+    except Exception as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    out["seconds"] = round(time.monotonic() - started, 4)
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__" or __name__ == "sshdeploy-envremote":
+    main()

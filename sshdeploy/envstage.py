@@ -1,0 +1,307 @@
+"""The stage before a cluster starts: check every host, sync the environment, upload code.
+
+One short remote script per host and step (:mod:`sshdeploy.envremote`), each
+a channel of the host's shared SSH connection; the data goes on that
+channel's stdin (no SFTP subsystem needed, no temporary file on the host):
+
+1. **probe** every host at once: its Python, platform and package versions,
+   whether it holds the environment's hash, which upload contents it lacks;
+2. **gate**: every difference, from every host, in one table
+   (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
+   starts, or one warning (``sshdeploy.version-check: warn``);
+3. **env**: the pack (built once here) to each host that lacks it;
+4. **upload**: the missing contents and the manifest to every host.
+
+A host this stage cannot reach or whose Python does not run is left to the
+start itself, which reports it as before (and honours ``min_workers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from .bootstrap import build_script_command
+from .envgate import Difference, compare, format_table, local_description
+from .envsync import build_tar
+from .errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError
+from .hosts import Host
+from .pool import HostPool
+from .stageplan import StagePlan
+from .uploads import Manifest, blob_tar, collect
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def remote_source() -> str:
+    """The source of :mod:`sshdeploy.envremote`, as run on the hosts."""
+    return Path(__file__).with_name("envremote.py").read_text()
+
+
+@dataclass
+class HostStage:
+    """What the stage did on one host.
+
+    Attributes
+    ----------
+    host : str
+        ``user@host:port``.
+    description : dict
+        The host's Python, platform and package versions (empty if not probed).
+    env_bytes, upload_bytes : int
+        Bytes sent for the environment and the uploads.
+    env_cached : bool or None
+        The host already held the environment (None: no sync).
+    upload_files : int
+        Upload contents sent.
+    seconds : float
+        Wall time of this host's stage.
+    skipped : str
+        Why the host was not probed ("" if it was).
+    """
+
+    host: str
+    description: dict[str, Any] = field(default_factory=dict)
+    env_bytes: int = 0
+    env_cached: bool | None = None
+    upload_bytes: int = 0
+    upload_files: int = 0
+    seconds: float = 0.0
+    skipped: str = ""
+
+
+async def run_script(
+    pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
+    op: dict[str, Any], payload: bytes | Path | None = None, timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Run one operation of :mod:`sshdeploy.envremote` on *host*; return its answer.
+
+    Raises
+    ------
+    EnvSyncError
+        The script did not answer (Python missing, setup failed, timeout,
+        connection lost) or answered an error.
+    """
+    where = pool.display(host)
+    conn = await pool.get(host)
+    command = build_script_command(python, remote_source(), setup, login_shell)
+
+    async def go() -> tuple[str, str, int | None]:
+        proc = await conn.conn.create_process(command, encoding=None)
+        try:
+            proc.stdin.write((json.dumps(op) + "\n").encode())
+            if isinstance(payload, Path):
+                with open(payload, "rb") as f:
+                    for chunk in iter(lambda: f.read(_CHUNK), b""):
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+            elif payload:
+                proc.stdin.write(payload)
+            proc.stdin.write_eof()
+            out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+            await proc.wait()
+            return out.decode(errors="replace"), err.decode(errors="replace"), proc.exit_status
+        finally:
+            proc.close()
+
+    try:
+        out, err, status = await asyncio.wait_for(go(), timeout)
+    except asyncio.TimeoutError:
+        raise EnvSyncError(host=where, what=f"{op['op']} did not finish within {timeout:.0f} s",
+                           remedy="Check the host's load and disk; raise "
+                           "sshdeploy.start-timeout for a slow link.") from None
+    except (asyncssh.Error, OSError) as exc:
+        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(exc)) from exc
+    try:
+        answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise EnvSyncError(host=where, what=f"{op['op']}: no answer from {python!r}",
+                           cause=f"exit status {status}", stderr_tail=err[-2000:]) from None
+    if answer.get("error"):
+        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(answer["error"]),
+                           stderr_tail=err[-2000:])
+    return answer
+
+
+@dataclass
+class Stage:
+    """Carry out a :class:`~sshdeploy.stageplan.StagePlan` on a cluster's hosts.
+
+    Parameters
+    ----------
+    plan : StagePlan
+    pool : HostPool
+        The cluster's connections (the stage adds channels, not connections).
+    hosts : sequence of (Host, python)
+        Every distinct host and its remote interpreter.
+    setup : str or None
+        The user's setup commands (the stage's own PYTHONPATH line excluded).
+    login_shell : bool
+    timeout : float
+        Seconds for one probe; transfers get one more second per MB.
+    """
+
+    plan: StagePlan
+    pool: HostPool
+    hosts: Sequence[tuple[Host, str]]
+    setup: str | None = None
+    login_shell: bool = False
+    timeout: float = 60.0
+    reports: dict[str, HostStage] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+    async def run(self) -> dict[str, HostStage]:
+        """Probe, gate, sync, upload; return one report per host.
+
+        Raises
+        ------
+        EnvironmentMismatchError
+            Hosts differ (per ``sshdeploy.version-check``), or cannot take the
+            synced environment (always).
+        EnvSyncError
+            A transfer failed.
+        """
+        if not self.plan.active:
+            return {}
+        if self.plan.upload:
+            self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
+            self._warn_size(self.manifest)
+        probes = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts))
+        self._gate([(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d])
+        todo = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
+        await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in todo))
+        await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in todo))
+        return self.reports
+
+    async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
+        where = self.pool.display(host)
+        report = self.reports[where] = HostStage(host=where)
+        op: dict[str, Any] = {"op": "probe", "packages": list(self.plan.packages)}
+        if self.plan.env is not None:
+            op["env"] = self.plan.env.digest
+        if self.manifest is not None:
+            op["blobs"] = sorted(set(self.manifest.files.values()))
+        started = time.monotonic()
+        try:
+            report.description = await run_script(self.pool, host, python, self.setup,
+                                                  self.login_shell, op, timeout=self.timeout)
+        except SSHDeployError as exc:
+            # Unreachable, no Python...: the start reports it, with min_workers in force.
+            report.skipped = str(exc).splitlines()[0]
+            logger.debug("stage skips %s: %s", where, report.skipped)
+            return None
+        report.seconds = time.monotonic() - started
+        return report.description
+
+    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        ours = local_description(self.plan.packages)
+        sync = self.plan.env is not None
+        rows: list[Difference] = []
+        for host, _py, theirs in probed:
+            rows += compare(self.pool.display(host), ours, theirs, self.plan.packages,
+                            platform_only=sync)
+        if not rows:
+            return
+        hosts = sorted({r.host for r in rows})
+        table = format_table(rows)
+        if sync:
+            raise EnvironmentMismatchError(
+                table=table, hosts=hosts,
+                remedy="These hosts cannot take this environment: give them a Python of the "
+                "same implementation and major.minor on the same platform "
+                "(remote_python= / --remote-python, or a hostfile's remote-python=).")
+        if self.plan.policy == "error":
+            raise EnvironmentMismatchError(table=table, hosts=hosts)
+        if self.plan.policy == "warn":
+            logger.warning("%d host(s) differ from this machine "
+                           "(sshdeploy.version-check: warn):\n%s", len(hosts), table)
+
+    async def _send_env(self, host: Host, python: str, desc: dict[str, Any]) -> None:
+        env = self.plan.env
+        if env is None:
+            return
+        report = self.reports[self.pool.display(host)]
+        if desc.get("env_present"):
+            report.env_cached = True
+            return
+        started = time.monotonic()
+        tar = await asyncio.to_thread(build_tar, env)
+        size = tar.stat().st_size
+        await run_script(self.pool, host, python, self.setup, self.login_shell,
+                         {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
+                         payload=tar, timeout=self.timeout + size / 1e6)
+        report.env_cached, report.env_bytes = False, size
+        report.seconds += time.monotonic() - started
+
+    async def _send_uploads(self, host: Host, python: str, desc: dict[str, Any]) -> None:
+        if self.manifest is None or self.plan.upload_dir is None:
+            return
+        await self.push_uploads(host, python, list(desc.get("blobs_missing") or ()))
+
+    async def push_uploads(self, host: Host, python: str, missing: list[str]) -> None:
+        """Send the contents *missing* on *host* and lay out the manifest there."""
+        assert self.manifest is not None and self.plan.upload_dir is not None
+        report = self.reports.setdefault(self.pool.display(host),
+                                         HostStage(host=self.pool.display(host)))
+        started = time.monotonic()
+        payload = blob_tar(self.manifest, missing) if missing else b""
+        await run_script(
+            self.pool, host, python, self.setup, self.login_shell,
+            {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
+             "files": self.manifest.files, "payload": bool(missing)},
+            payload=payload, timeout=self.timeout + len(payload) / 1e6)
+        report.upload_bytes += len(payload)
+        report.upload_files += len(missing)
+        report.seconds += time.monotonic() - started
+
+    async def sync_uploads(self) -> dict[str, int]:
+        """Send changed upload files to every host; return bytes sent per host."""
+        if not self.plan.upload or self.plan.upload_dir is None:
+            return {}
+        self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
+        self._warn_size(self.manifest)
+        blobs = sorted(set(self.manifest.files.values()))
+
+        async def one(host: Host, python: str) -> int:
+            desc = await run_script(self.pool, host, python, self.setup, self.login_shell,
+                                    {"op": "probe", "packages": [], "blobs": blobs},
+                                    timeout=self.timeout)
+            missing = list(desc.get("blobs_missing") or ())
+            before = self.reports.get(self.pool.display(host))
+            sent_before = before.upload_bytes if before else 0
+            await self.push_uploads(host, python, missing)
+            return self.reports[self.pool.display(host)].upload_bytes - sent_before
+
+        sent = await asyncio.gather(*(one(h, py) for h, py in self.hosts))
+        return {self.pool.display(h): n for (h, _), n in zip(self.hosts, sent, strict=True)}
+
+    async def remove_uploads(self) -> None:
+        """Remove this cluster's upload directory from every host (errors logged, not raised)."""
+        if self.plan.upload_dir is None:
+            return
+        op = {"op": "remove-uploads", "dir": self.plan.upload_dir.rsplit("/", 1)[-1]}
+        results = await asyncio.gather(
+            *(run_script(self.pool, h, py, self.setup, self.login_shell, op, timeout=10)
+              for h, py in self.hosts), return_exceptions=True)
+        for (h, _), res in zip(self.hosts, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.warning("%s: uploads not removed: %s", self.pool.display(h), res)
+
+    def _warn_size(self, manifest: Manifest) -> None:
+        size = manifest.size
+        if self.plan.upload_warn and size > self.plan.upload_warn:
+            top = ", ".join(f"{n} ({b / 1e6:.1f} MB)" for n, b in manifest.largest())
+            logger.warning("upload is %.1f MB (above sshdeploy.upload-warn-size, %.1f MB); "
+                           "largest: %s", size / 1e6, self.plan.upload_warn / 1e6, top)
