@@ -70,7 +70,7 @@ from sshdeploy.testbed.procs import (
     run_in,
     wait_until,
 )
-from sshdeploy.testbed.sshd import PROVISION, sshd_log
+from sshdeploy.testbed.sshd import PROVISION, host_path, sshd_log
 from sshdeploy.testbed.system import cmdline, is_zombie, links, netns_list
 
 __all__ = [
@@ -88,6 +88,7 @@ __all__ = [
     "cmdline",
     "down",
     "host_command",
+    "host_path",
     "host_names",
     "is_zombie",
     "links",

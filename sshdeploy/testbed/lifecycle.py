@@ -60,7 +60,14 @@ from sshdeploy.testbed.net import (
     _unreachable_route,
 )
 from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
-from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
+from sshdeploy.testbed.sshd import (
+    KEEP_ROOT,
+    SSHD,
+    _healthy,
+    _provision,
+    _start_host,
+    _write_client_files,
+)
 from sshdeploy.testbed.system import _run, cmdline, is_zombie, links, netns_list
 
 
@@ -431,6 +438,10 @@ def _down_pass(
             if pattern.match(d.name) or d.name in namespaces:
                 shutil.rmtree(d, ignore_errors=True)
     _remove_hosts_block(name)
+    if state is not None:  # the empty mount points of the hosts' private disks
+        for h in state["hosts"]:
+            with contextlib.suppress(OSError):
+                (KEEP_ROOT / h["namespace"]).rmdir()
     shutil.rmtree(state_dir(name), ignore_errors=True)
 
 

@@ -1,7 +1,16 @@
-"""One sshd per host (configured by provision.sh) and the client files that reach them."""
+"""One sshd per host (configured by provision.sh) and the client files that reach them.
+
+Each host's sshd starts in a mount namespace of its own where ``/tmp`` and
+``/var/tmp`` are fresh tmpfs and the login user's ``~/.cache`` is a per-host
+directory of the bed (:func:`private_disk_argv`): what one host writes there
+is seen by no other host and not by this machine, as on real machines.
+:func:`host_path` reads a host's own view of a path.
+"""
 
 from __future__ import annotations
 
+import pwd
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +29,10 @@ from sshdeploy.testbed.procs import host_command
 from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
 
 SSHD = "/usr/sbin/sshd"
+#: Where a host's mount namespace keeps the bed's state directory while it hides /tmp.
+KEEP_ROOT = Path("/run/sshdeploy-testbed")
+#: The host's own directories: tmpfs (gone with the host).
+PRIVATE_TMP = ("/tmp", "/var/tmp")
 #: The provisioning script shared with the docker bed; it stays in the sshdeploy package.
 PROVISION = Path(__file__).parent.parent / "provision.sh"
 READY_TIMEOUT = 20.0
@@ -45,7 +58,8 @@ def _start_host(
     pid_file.unlink(missing_ok=True)
     # sshd daemonizes (its parent becomes init), writes its pid file once listening.
     sshd = [SSHD, "-f", str(hdir / "sshd_config"), "-E", str(log)]
-    _run(host_command(BedHost(hname, addr, ns), sshd))
+    own_disk = private_disk_argv(state_dir.parent, hdir, ns, sshd)
+    _run(host_command(BedHost(hname, addr, ns), own_disk))
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if pid_file.exists():
@@ -60,6 +74,59 @@ def _start_host(
                 f"Read {log}.",
             )
         time.sleep(0.02)
+
+
+def private_disk_argv(root: Path, host_dir: Path, namespace: str, argv: list[str]) -> list[str]:
+    """Return *argv* wrapped so that it runs with the host's own /tmp, /var/tmp and ~/.cache.
+
+    In a new private mount namespace: the beds' state directory *root* is
+    bind-mounted aside (under :data:`KEEP_ROOT`), fresh tmpfs go over /tmp and
+    /var/tmp, *root* is bound back (sshd's config, keys and logs live there),
+    and ``<host_dir>/cache`` (kept across sshd restarts) goes over root's
+    ``~/.cache``. Every login under that sshd inherits the namespace.
+
+    Examples
+    --------
+    >>> argv = private_disk_argv(Path("/tmp/b"), Path("/tmp/b/x/hosts/n1"), "ns1", ["sshd"])
+    >>> argv[:4], argv[-1]
+    (['unshare', '-m', '--propagation', 'private'], 'sshd')
+    """
+    home = Path(pwd.getpwnam("root").pw_dir)
+    keep = KEEP_ROOT / namespace
+    cache = host_dir / "cache"
+    script = " && ".join([
+        f"mkdir -p {_q(keep)} {_q(cache)} {_q(home / '.cache')}",
+        f"mount --bind {_q(root)} {_q(keep)}",
+        *(f"mount -t tmpfs -o mode=1777,size=2g tmpfs {d}" for d in PRIVATE_TMP),
+        f"mkdir -p {_q(root)}",
+        f"mount --bind {_q(keep)} {_q(root)}",
+        f"mount --bind {_q(cache)} {_q(home / '.cache')}",
+        'exec "$@"',
+    ])
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+
+
+def _q(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+def host_path(host: BedHost, path: str | Path) -> Path:
+    """Return where this machine sees *path* as bed host *host* sees it (its own /tmp...).
+
+    Through ``/proc/<sshd pid>/root``: the host's mount namespace. Read, list
+    or write there to see or place a file on that host only.
+
+    Raises
+    ------
+    TestbedError
+        *host* is not a host of a bed that is up.
+    """
+    from sshdeploy.testbed.procs import _sshd_pid
+
+    pid = _sshd_pid(host)
+    if pid is None:
+        raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
+    return Path(f"/proc/{pid}/root") / Path(path).relative_to("/")
 
 
 def _write_client_files(bed: Bed) -> None:

@@ -1,9 +1,10 @@
 """Nothing of ours stays on the hosts' disks: every agent cleans its private temp dir.
 
-The bed's hosts share this machine's file system, and other test runs write
-to /tmp at the same time, so each test points the remote ``TMPDIR`` (through
-the setup command) at a directory of its own, where the agents make their
-private temp dirs, and checks that the directory is empty afterwards. Without
+Each bed host has its own /tmp; other test runs use the same hosts at the
+same time, so each test points the remote ``TMPDIR`` (through the setup
+command) at a directory of its own in every host's /tmp, where the agents
+make their private temp dirs, and checks (through ``testbed.host_path``) that
+those directories are empty afterwards. Without
 the private dir, multiprocessing's ``pymp-*`` dirs and dask's scratch space
 would stay there.
 """
@@ -15,9 +16,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,23 +34,39 @@ n1, n2, n3 = testbed.host_names(3, os.environ.get("SSHDEPLOY_TEST_BED", testbed.
 pytestmark = pytest.mark.timeout(240)
 
 
-def tree(d: Path) -> list[str]:
-    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+class HostDirs:
+    """The same directory in each host's own /tmp, seen from here."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+
+    def entries(self) -> list[str]:
+        return [e for d in self.dirs for e in os.listdir(d)]
+
+    def tree(self) -> list[str]:
+        return sorted(str(p.relative_to(d)) for d in self.dirs for p in d.rglob("*"))
+
+    def modes(self) -> list[int]:
+        return [(d / e).stat().st_mode & 0o777 for d in self.dirs for e in os.listdir(d)]
 
 
 @pytest.fixture
-def remote_tmp() -> Iterator[tuple[Path, str]]:
-    """A fresh directory and the setup command that makes it the remote TMPDIR.
+def remote_tmp(bed: testbed.Bed) -> Iterator[tuple[HostDirs, str]]:
+    """A fresh directory in each host's /tmp and the setup command that makes it TMPDIR.
 
     Short: multiprocessing's socket paths under it must fit AF_UNIX's 108 bytes.
     """
-    d = Path(tempfile.mkdtemp(prefix="sdt "))
-    yield d, f"export TMPDIR={shlex.quote(str(d))}"
-    shutil.rmtree(d, ignore_errors=True)
+    name = f"/tmp/sdt {uuid.uuid4().hex[:8]}"
+    dirs = [testbed.host_path(h, name) for h in bed.hosts if h.name in (n1, n2, n3)]
+    for d in dirs:
+        d.mkdir()
+    yield HostDirs(dirs), f"export TMPDIR={shlex.quote(name)}"
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_start_stop_cycles_leave_the_temp_dir_as_it_was(
-    bed: testbed.Bed, remote_tmp: tuple[Path, str]
+    bed: testbed.Bed, remote_tmp: tuple[HostDirs, str]
 ) -> None:
     d, setup = remote_tmp
     for _cycle in range(3):
@@ -58,14 +75,14 @@ def test_start_stop_cycles_leave_the_temp_dir_as_it_was(
             client.wait_for_workers(4, timeout=60)
             assert client.submit(lambda: 1 + 1).result(timeout=30) == 2
             # while running, each agent keeps its things in one private dir
-            entries = os.listdir(d)
+            entries = d.entries()
             assert entries and all(e.startswith("sshdeploy-agent-") for e in entries), entries
-            assert all((d / e).stat().st_mode & 0o777 == 0o700 for e in entries)
-        testbed.wait_until(lambda: os.listdir(d) == [], 10, f"{d} to be empty after close")
+            assert set(d.modes()) == {0o700}
+        testbed.wait_until(lambda: d.entries() == [], 10, f"{d.dirs} to be empty after close")
 
 
 def test_sigkill_of_the_controller_leaves_the_temp_dir_as_it_was(
-    bed: testbed.Bed, tmp_path: Path, remote_tmp: tuple[Path, str]
+    bed: testbed.Bed, tmp_path: Path, remote_tmp: tuple[HostDirs, str]
 ) -> None:
     d, setup = remote_tmp
     script = tmp_path / "controller.py"
@@ -91,12 +108,12 @@ def test_sigkill_of_the_controller_leaves_the_temp_dir_as_it_was(
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"
-        assert os.listdir(d), "the agents should have made their temp dirs"
+        assert d.entries(), "the agents should have made their temp dirs"
     finally:
         proc.kill()
         proc.wait()
     start = time.monotonic()
     testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 10,
                        "remote processes to stop after SIGKILL")
-    testbed.wait_until(lambda: os.listdir(d) == [], max(1.0, start + 10 - time.monotonic()),
-                       f"{d} to be empty after the controller was killed: {tree(d)}")
+    testbed.wait_until(lambda: d.entries() == [], max(1.0, start + 10 - time.monotonic()),
+                       f"{d.dirs} to be empty after the controller was killed: {d.tree()}")

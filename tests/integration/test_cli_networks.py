@@ -266,12 +266,14 @@ def test_check_imports_imports_what_the_cheap_check_only_reads(
 ) -> None:
     # A "distributed" that shadows the installed one and cannot be imported: its
     # metadata still reads fine, so only the deep probe sees the breakage.
-    shadow = tmp_path / "shadow" / "distributed"
+    # (In the host's own /tmp: that is where the remote Python looks.)
+    shadow_dir = f"/tmp/shadow-{tmp_path.name[-12:]}"
+    shadow = testbed.host_path(bed.hosts[0], shadow_dir) / "distributed"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('shadowed distributed is broken')\n")
     n1 = bed.hosts[0].name
     common = ("--ssh-private-key", str(bed.client_key),
-              "--setup", f"export PYTHONPATH={shadow.parent}", n1)
+              "--setup", f"export PYTHONPATH={shadow_dir}", n1)
     cheap = _dask_ssh_cli(bed, "--check", *common)
     assert cheap.returncode == 0, cheap.stdout + cheap.stderr
     deep = _dask_ssh_cli(bed, "--check", "--check-imports", *common)

@@ -173,12 +173,14 @@ def test_per_host_connect_options_go_to_their_own_host(bed: testbed.Bed, tmp_pat
 
 
 def test_per_host_remote_python(bed: testbed.Bed, tmp_path: Path) -> None:
-    # One interpreter path per host: links to this Python, so each path is visible remotely.
+    # One interpreter path per host: links to this Python, each in its own host's /tmp.
     paths = []
+    hosts = {h.name: h for h in bed.hosts}
+    tag = tmp_path.name[-12:]
     for name in (n1, n2, n3):
-        link = tmp_path / f"python-{name}"
-        link.symlink_to(sys.executable)
-        paths.append(str(link))
+        path = f"/tmp/python-{name}-{tag}"
+        testbed.host_path(hosts[name], path).symlink_to(sys.executable)
+        paths.append(path)
 
     async def main() -> None:
         async with SSHCluster(
