@@ -35,6 +35,7 @@ __all__ = [
     "build_command",
     "build_probe_command",
     "build_script_command",
+    "script_preamble",
     "in_login_shell",
     "join_setup",
     "DEEP_PROBE",
@@ -329,15 +330,39 @@ def build_probe_command(python: str, setup: str | None = None, deep: bool = Fals
         _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(probe)}"), login_shell)
 
 
-def build_script_command(python: str, source: str, setup: str | None = None,
+#: Read a length-prefixed script from stdin and run it (the rest of stdin is the script's).
+SCRIPT_LAUNCHER = (
+    "import sys;exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
+    '"sshdeploy-envremote","exec"))'
+)
+
+
+def build_script_command(python: str, setup: str | None = None,
                          login_shell: bool = False) -> str:
-    """Return the remote command that runs the standard-library script *source*.
+    """Return the remote command that runs a standard-library script sent on stdin.
 
     As :func:`build_probe_command`, for the environment and upload stage
-    (:mod:`sshdeploy.envremote`): stdin is the script's.
+    (:mod:`sshdeploy.envremote`): stdin starts with ``b"<n>\\n"`` and the
+    script's n bytes (see :func:`script_preamble`), then is the script's.
+
+    Examples
+    --------
+    >>> build_script_command("python3").startswith("exec python3 -c ")
+    True
     """
-    return in_login_shell(
-        _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(source)}"), login_shell)
+    launch = f"exec {shlex.quote(python)} -c {shlex.quote(SCRIPT_LAUNCHER)}"
+    return in_login_shell(_after_setup(setup, launch), login_shell)
+
+
+def script_preamble(source: bytes) -> bytes:
+    """Return what precedes a script's own input on stdin: its length and source.
+
+    Examples
+    --------
+    >>> script_preamble(b"print(1)")
+    b'8\\nprint(1)'
+    """
+    return b"%d\n" % len(source) + source
 
 
 def build_kill_command(pgid: int) -> str:

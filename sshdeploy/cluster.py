@@ -239,8 +239,10 @@ class SSHCluster(SpecCluster):
         try:  # the version gate, the environment and the uploads, before anything starts
             await self._stage.run()
         except BaseException:
-            self.status = Status.failed
-            await self._close()
+            # Nothing started yet (not even SpecCluster's own state): close the connections.
+            first.cancel()
+            await self._pool.close()
+            self.status = Status.closed
             raise
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncssh
 
-from .bootstrap import build_script_command
+from .bootstrap import build_script_command, script_preamble
 from .envgate import Difference, compare, format_table, local_description
 from .envsync import build_tar
 from .errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError
@@ -45,9 +45,9 @@ _CHUNK = 1 << 20
 
 
 @functools.lru_cache(maxsize=1)
-def remote_source() -> str:
+def remote_source() -> bytes:
     """The source of :mod:`sshdeploy.envremote`, as run on the hosts."""
-    return Path(__file__).with_name("envremote.py").read_text()
+    return Path(__file__).with_name("envremote.py").read_bytes()
 
 
 @dataclass
@@ -96,12 +96,12 @@ async def run_script(
     """
     where = pool.display(host)
     conn = await pool.get(host)
-    command = build_script_command(python, remote_source(), setup, login_shell)
+    command = build_script_command(python, setup, login_shell)
 
     async def go() -> tuple[str, str, int | None]:
         proc = await conn.conn.create_process(command, encoding=None)
         try:
-            proc.stdin.write((json.dumps(op) + "\n").encode())
+            proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
             if isinstance(payload, Path):
                 with open(payload, "rb") as f:
                     for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -305,3 +305,62 @@ class Stage:
             top = ", ".join(f"{n} ({b / 1e6:.1f} MB)" for n, b in manifest.largest())
             logger.warning("upload is %.1f MB (above sshdeploy.upload-warn-size, %.1f MB); "
                            "largest: %s", size / 1e6, self.plan.upload_warn / 1e6, top)
+
+
+async def clean_async(
+    hosts: Sequence[str | Host],
+    connect_options: Any = None,
+    remote_python: str = "python3",
+    *,
+    envs: bool = True,
+    blobs: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Remove the synced environments (and uploaded contents) cached on *hosts*.
+
+    Parameters
+    ----------
+    hosts : list of str or Host
+    connect_options : dict or list of dict, optional
+        ``asyncssh.connect`` keywords, for all hosts or one per host.
+    remote_python : str
+        Any Python 3 on the hosts (the cleaner uses the standard library only).
+    envs, blobs : bool
+        What to remove: ``~/.cache/sshdeploy/envs`` and ``.../blobs``.
+
+    Returns
+    -------
+    dict
+        Per host (``user@host:port``): the bytes removed from each, or ``error``.
+    """
+    from .placement import as_hosts, per_host
+    from .settings import Settings
+
+    settings = Settings.resolve()
+    hs = as_hosts(hosts)
+    opts = per_host(connect_options, len(hs), "connect_options")
+    async with HostPool(settings=settings) as pool:
+        unique: dict[Any, Host] = {}
+        for h, o in zip(hs, opts, strict=False):
+            pool.set_options(h, o)
+            unique.setdefault(h.key, h)
+        results = await asyncio.gather(
+            *(run_script(pool, h, remote_python, None, False,
+                         {"op": "clean", "envs": envs, "blobs": blobs},
+                         timeout=settings.start_timeout) for h in unique.values()),
+            return_exceptions=True)
+        return {pool.display(h): (r if isinstance(r, dict) else {"error": str(r)})
+                for h, r in zip(unique.values(), results, strict=True)}
+
+
+def clean(hosts: Sequence[str | Host], connect_options: Any = None,
+          remote_python: str = "python3", *, envs: bool = True,
+          blobs: bool = True) -> dict[str, dict[str, Any]]:
+    """Synchronous :func:`clean_async`.
+
+    Examples
+    --------
+    >>> clean(["node1", "node2"])                      # doctest: +SKIP
+    {'node1': {'envs': 76774598, 'blobs': 1024, 'seconds': 0.2}, ...}
+    """
+    return asyncio.run(clean_async(hosts, connect_options, remote_python, envs=envs,
+                                   blobs=blobs))

@@ -193,3 +193,47 @@ def pythonpath_setup(dirs: Sequence[str]) -> str:
     """
     joined = ":".join(f"$HOME/{d}" for d in dirs)
     return f'export PYTHONPATH="{joined}${{PYTHONPATH:+:$PYTHONPATH}}"'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sshdeploy.envsync clean [--envs] [--uploads] HOST...``: free the hosts' caches.
+
+    Connects with asyncssh's defaults (``~/.ssh/config``, ``known_hosts``,
+    keys) unless ``--known-hosts`` / ``--ssh-private-key`` are given. Prints
+    one line per host; exit status 1 if any host failed.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sshdeploy.envsync")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cl = sub.add_parser("clean", help="remove cached environments / uploaded contents")
+    cl.add_argument("hosts", nargs="+", metavar="HOST")
+    cl.add_argument("--envs", action="store_true", help="only the synced environments")
+    cl.add_argument("--uploads", action="store_true", help="only the uploaded contents")
+    cl.add_argument("--remote-python", default="python3")
+    cl.add_argument("--known-hosts", default=None)
+    cl.add_argument("--ssh-private-key", default=None)
+    args = parser.parse_args(argv)
+    from .envstage import clean
+
+    options: dict[str, object] = {}
+    if args.known_hosts:
+        options["known_hosts"] = args.known_hosts
+    if args.ssh_private_key:
+        options["client_keys"] = [args.ssh_private_key]
+    both = not (args.envs or args.uploads)
+    results = clean(args.hosts, options or None, args.remote_python,
+                    envs=both or args.envs, blobs=both or args.uploads)
+    failed = 0
+    for host, res in results.items():
+        if "error" in res:
+            failed += 1
+            sys.stderr.write(f"{host}: {res['error']}\n")
+        else:
+            freed = sum(v for k, v in res.items() if k in ("envs", "blobs"))
+            sys.stdout.write(f"{host}: removed {freed / 1e6:.1f} MB\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
