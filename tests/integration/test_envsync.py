@@ -1,0 +1,180 @@
+"""The same environment and the same code on every host, offline (issue 18).
+
+The hosts run Debian's bare ``/usr/bin/python3`` (the controller's minor, no
+dask at all) and have no route out of the bed: ``environment="sync"`` brings
+this machine's packages over SSH. The version gate refuses hosts that differ,
+with one table, before anything starts; uploaded code is importable by the
+scheduler and every worker, also those added later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from sshdeploy import SSHCluster, testbed
+from sshdeploy.envgate import local_description
+from sshdeploy.envstage import clean
+from sshdeploy.envsync import local_pack
+from sshdeploy.errors import EnvironmentMismatchError
+
+pytestmark = pytest.mark.timeout(300)
+
+BARE = "/usr/bin/python3"
+OTHER_MINOR = "/root/.pyenv/versions/3.10.13/bin/python3"
+n1, n2, n3 = testbed.host_names(3, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
+
+
+def _minor(python: str) -> str | None:
+    if not Path(python).exists():
+        return None
+    import subprocess
+
+    out = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def bare_hosts(bed: testbed.Bed) -> Iterator[list[testbed.BedHost]]:
+    """n1..n3 with their environment caches emptied, before and after."""
+    if _minor(BARE) != str(sys.version_info[:2]):
+        pytest.skip(f"{BARE} is not Python {sys.version_info[0]}.{sys.version_info[1]}")
+    hosts = [h for h in bed.hosts if h.name in (n1, n2, n3)]
+    clean([h.name for h in hosts], bed.connect_options(), BARE)
+    yield hosts
+    clean([h.name for h in hosts], bed.connect_options(), BARE)
+
+
+def test_a_bare_python_computes_with_the_synced_environment_and_the_second_start_sends_nothing(
+    bed: testbed.Bed, bare_hosts: list[testbed.BedHost]
+) -> None:
+    for host in bare_hosts:  # no dask there, and no way out to a package index
+        assert testbed.run_in(host, [BARE, "-c", "import dask"]).returncode != 0
+        assert testbed.run_in(host, ["ip", "-4", "route", "show", "default"]).stdout == ""
+    sent = []
+    for _start in range(2):
+        with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(), remote_python=BARE,
+                        environment="sync") as cluster, Client(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            total = client.submit(sum, range(100)).result(timeout=60)
+            assert total == 4950
+            where = client.run(lambda: (__import__("sys").executable,
+                                        __import__("distributed").__version__))
+            assert set(where.values()) == {(BARE, __import__("distributed").__version__)}
+            reports = cluster.stage_reports
+            assert sorted(reports) == [f"root@{n}" for n in (n1, n2, n3)]
+            sent.append({h: (r.env_bytes, r.env_cached) for h, r in reports.items()})
+    first, second = sent
+    assert all(nbytes > 1_000_000 and cached is False for nbytes, cached in first.values())
+    assert all(nbytes == 0 and cached is True for nbytes, cached in second.values())
+
+
+def test_a_host_with_another_python_minor_is_refused_before_anything_starts(
+    bed: testbed.Bed,
+) -> None:
+    if _minor(OTHER_MINOR) in (None, str(sys.version_info[:2])):
+        pytest.skip(f"no Python of another minor at {OTHER_MINOR}")
+    with pytest.raises(EnvironmentMismatchError) as info:
+        SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                   remote_python=[sys.executable, OTHER_MINOR], environment="sync")
+    text = str(info.value)
+    assert info.value.hosts == [f"root@{n2}"]
+    assert f"root@{n2}" in text and "python" in text and "cpython 3.10" in text
+    assert f"root@{n1} " not in text
+    assert "nothing was started" in text
+    # nothing was sent to either host
+    for host in bed.hosts[:2]:
+        assert not testbed.host_path(host, f"/root/{local_pack().remote_dir}").exists()
+
+
+@pytest.fixture
+def fake_cloudpickle(bed: testbed.Bed) -> Iterator[str]:
+    """A setup line that makes n2 report cloudpickle 0.0.1 (metadata only, in its own /tmp)."""
+    directory = f"/tmp/fakecp-{uuid.uuid4().hex[:8]}"
+    host = next(h for h in bed.hosts if h.name == n2)
+    info = testbed.host_path(host, directory) / "cloudpickle-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cloudpickle\nVersion: 0.0.1\n")
+    yield f'export PYTHONPATH={directory}'
+    import shutil
+
+    shutil.rmtree(testbed.host_path(host, directory), ignore_errors=True)
+
+
+def test_the_gate_shows_every_difference_in_one_table_and_warn_goes_on(
+    bed: testbed.Bed, fake_cloudpickle: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ours = local_description(["cloudpickle"])["packages"]["cloudpickle"]
+    with pytest.raises(EnvironmentMismatchError) as info:
+        SSHCluster([n1, n2], connect_options=bed.connect_options(), setup=fake_cloudpickle,
+                   packages=["no-such-package-anywhere"])
+    lines = str(info.value).splitlines()
+    assert lines[1].split() == ["host", "package", "theirs", "ours"]
+    rows = [ln.split() for ln in lines[2:-1]]
+    assert [f"root@{n2}", "cloudpickle", "0.0.1", ours] in rows
+    # n1 runs the same setup, but the directory exists only in n2's /tmp
+    assert all(r[0] == f"root@{n2}" for r in rows), rows
+    with dask.config.set({"sshdeploy.version-check": "warn"}), \
+            caplog.at_level(logging.WARNING, logger="sshdeploy"), \
+            SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                       setup=fake_cloudpickle) as cluster, Client(cluster) as client:
+        assert client.submit(lambda: 2).result(timeout=60) == 2
+    warned = [m for m in (r.getMessage() for r in caplog.records)
+              if "differ from this machine" in m]
+    assert len(warned) == 1 and "cloudpickle  0.0.1" in warned[0].replace("   ", "  ")
+
+
+def test_uploaded_code_is_importable_by_every_worker_also_after_scale_up(
+    bed: testbed.Bed, tmp_path: Path
+) -> None:
+    pkg = tmp_path / "src" / "shippedpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .core import answer\n")
+    (pkg / "core.py").write_text("def answer():\n    return 42\n")
+    (tmp_path / "helpers_mod.py").write_text("VALUE = 'v1'\n")
+    uploads = [str(pkg), str(tmp_path / "helpers_mod.py")]
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(), upload=uploads,
+                    worker_options={"n_workers": 1}) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        cluster.scale(4)
+        client.wait_for_workers(4, timeout=60)
+
+        def use() -> tuple[int, str]:
+            import helpers_mod
+            import shippedpkg
+
+            return shippedpkg.answer(), helpers_mod.VALUE
+
+        assert set(client.run(use).values()) == {(42, "v1")}
+        assert len(client.run(use)) == 4
+        assert client.run_on_scheduler(use) == (42, "v1")
+        # one file changes: only it is sent, and a fresh import sees it
+        (tmp_path / "helpers_mod.py").write_text("VALUE = 'v2'\n")
+        before = {h: r.upload_files for h, r in cluster.stage_reports.items()}
+        sent = cluster.sync_uploads()
+        after = {h: r.upload_files for h, r in cluster.stage_reports.items()}
+        assert {h: after[h] - before[h] for h in after} == {h: 1 for h in after}
+        assert all(0 < n < 20_000 for n in sent.values()), sent
+
+        def fresh() -> str:
+            import importlib
+
+            import helpers_mod
+
+            return str(importlib.reload(helpers_mod).VALUE)
+
+        assert set(client.run(fresh).values()) == {"v2"}
+        upload_dir = cluster.cluster_plan.stage.upload_dir  # type: ignore[union-attr]
+    # removed with the cluster, on every host
+    for host in bed.hosts:
+        if host.name in (n1, n2, n3):
+            assert not testbed.host_path(host, f"/root/{upload_dir}").exists()
