@@ -208,9 +208,23 @@ def _version_message() -> str:
               help="Reach every host through this SSH jump host (like ssh -J).")
 @click.option("--env", "env", multiple=True, type=ENV_ITEM, metavar="KEY=VALUE",
               help="Environment variable for every remote process; repeatable.")
-@click.option("--setup", default=None, metavar="COMMAND",
+@click.option("--setup", multiple=True, metavar="COMMAND",
               help="Shell command run on each host before the remote Python, e.g. "
-                   "'conda activate x' or 'module load y'.")
+                   "'conda activate x' or 'module load y'; repeatable (run in turn, "
+                   "stopping at the first that fails).")
+@click.option("--login-shell", is_flag=True,
+              help="Run the remote commands in the user's login shell ($SHELL -l), for "
+                   "hosts whose module or conda setup only happens there.")
+@click.option("--sync-env", is_flag=True,
+              help="Send this machine's packages (distributed's closure, the compared ones "
+                   "and --package ones) to every host over SSH, once per content hash, and "
+                   "run them on the host's Python of the same major.minor.")
+@click.option("--package", "package", multiple=True, metavar="NAME",
+              help="Also compare this package's version on every host (and carry it with "
+                   "--sync-env); repeatable.")
+@click.option("--upload", "upload", multiple=True, metavar="PATH",
+              help="File or directory put on the scheduler's and workers' sys.path on every "
+                   "host before they start; repeatable.")
 @click.option("--dry-run", is_flag=True,
               help="Print, per host, the exact remote command, its Python and what it will "
                    "start (--env values masked: NAME=***); start nothing.")
@@ -303,7 +317,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
             deep=opts.check_imports,
         )
         display.print_check_table(console, checks)
-        return 0 if all(c.ok for c in checks) else 1
+        return _check_gate(console, args, unique, all(c.ok for c in checks))
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
     from sshdeploy.serve import serve
@@ -311,6 +325,25 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     return serve(args, console=console, err_console=err_console,
                  log_directory=opts.log_directory, show_level=opts.show_level,
                  progress=not opts.no_progress)
+
+
+def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool) -> int:
+    """Print the version gate's table after the ``--check`` table; return the exit status."""
+    from sshdeploy.envgate import format_table
+    from sshdeploy.envstage import check_gate
+
+    kw = args.kwargs()
+    rows, _skipped = check_gate(
+        hosts, args.connect_options, args.remote_python, setup=kw["setup"],
+        login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"])
+    if rows:
+        console.print(f"version gate: {len({r.host for r in rows})} host(s) differ from this "
+                      "machine:", markup=False, highlight=False)
+        console.print(format_table(rows), markup=False, highlight=False)
+    else:
+        console.print("version gate: every host probed matches this machine", markup=False,
+                      highlight=False)
+    return 0 if ok and not rows else 1
 
 
 class LogDirectoryError(click.ClickException):

@@ -231,7 +231,11 @@ class CliOptions:
     insecure_skip_host_key_check: bool
     jump_host: Host | None
     env: tuple[tuple[str, str], ...]
-    setup: str | None
+    setup: tuple[str, ...]
+    login_shell: bool
+    sync_env: bool
+    package: tuple[str, ...]
+    upload: tuple[str, ...]
     dry_run: bool
     check: bool
     no_restart: bool
@@ -307,7 +311,13 @@ class ClusterArgs:
     remote_python : str or None
         The remote interpreter, unless a host says otherwise.
     setup : str or None
-        Shell command run before the remote Python.
+        Shell commands run before the remote Python (``--setup`` lines joined).
+    login_shell : bool
+        ``--login-shell``.
+    environment : {"sync"} or None
+        ``--sync-env``.
+    packages, upload : list of str
+        ``--package`` and ``--upload`` values.
     env : dict
         Environment variables for every remote process.
     restart : bool
@@ -326,9 +336,9 @@ class ClusterArgs:
     >>> from sshdeploy.hosts import parse_host
     >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
     >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
-    ['connect_options', 'env', 'forward_ports', 'hosts', 'min_workers', 'remote_python',
-     'restart_workers', 'scheduler_options', 'security', 'setup', 'worker_class',
-     'worker_options']
+    ['connect_options', 'env', 'environment', 'forward_ports', 'hosts', 'login_shell',
+     'min_workers', 'packages', 'remote_python', 'restart_workers', 'scheduler_options',
+     'security', 'setup', 'upload', 'worker_class', 'worker_options']
     """
 
     hosts: list[Host]
@@ -343,6 +353,10 @@ class ClusterArgs:
     forward_ports: bool | None = None
     security: bool | None = None
     min_workers: int | None = None
+    login_shell: bool = False
+    environment: str | None = None
+    packages: list[str] = field(default_factory=list)
+    upload: list[str] = field(default_factory=list)
 
     def kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``."""
@@ -359,6 +373,10 @@ class ClusterArgs:
             "forward_ports": self.forward_ports,
             "security": self.security,
             "min_workers": self.min_workers,
+            "login_shell": self.login_shell,
+            "environment": self.environment,
+            "packages": list(self.packages) or None,
+            "upload": list(self.upload) or None,
         }
 
 
@@ -558,6 +576,8 @@ def build_cluster_args(
     >>> args.scheduler_options
     {'port': 8786, 'dashboard_address': ':8787'}
     """
+    from sshdeploy.bootstrap import join_setup
+
     hosts = resolve_hosts(opts.hostnames, opts.hostfile, environ=environ)
     placed = [
         h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
@@ -575,10 +595,14 @@ def build_cluster_args(
         scheduler_options=scheduler,
         worker_class=cls,
         remote_python=opts.remote_python,
-        setup=opts.setup or None,
+        setup=join_setup(opts.setup),
         env=dict(opts.env),
         restart=not opts.no_restart,
         forward_ports=opts.forward_ports,
         security=True if opts.tls else None,
         min_workers=opts.min_workers,
+        login_shell=opts.login_shell,
+        environment="sync" if opts.sync_env else None,
+        packages=list(opts.package),
+        upload=list(opts.upload),
     )

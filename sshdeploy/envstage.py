@@ -19,6 +19,7 @@ start itself, which reports it as before (and honours ``min_workers``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -205,13 +206,31 @@ class Stage:
         report.seconds = time.monotonic() - started
         return report.description
 
-    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+    def differences(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> list[Difference]:
+        """The gate's rows for the hosts *probed* (host, python, description)."""
         ours = local_description(self.plan.packages)
-        sync = self.plan.env is not None
         rows: list[Difference] = []
         for host, _py, theirs in probed:
             rows += compare(self.pool.display(host), ours, theirs, self.plan.packages,
-                            platform_only=sync)
+                            platform_only=self.plan.env is not None)
+        return rows
+
+    async def check(self) -> tuple[list[Difference], dict[str, str]]:
+        """Probe every host and compare, changing nothing (``dask-ssh --check``).
+
+        Returns
+        -------
+        (list of Difference, dict)
+            The gate's rows, and the hosts that could not be probed, with why.
+        """
+        probes = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts))
+        probed = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
+        skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
+        return self.differences(probed), skipped
+
+    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        sync = self.plan.env is not None
+        rows = self.differences(probed)
         if not rows:
             return
         hosts = sorted({r.host for r in rows})
@@ -364,3 +383,58 @@ def clean(hosts: Sequence[str | Host], connect_options: Any = None,
     """
     return asyncio.run(clean_async(hosts, connect_options, remote_python, envs=envs,
                                    blobs=blobs))
+
+
+async def check_gate_async(
+    hosts: Sequence[str | Host], connect_options: Any = None, remote_python: Any = None,
+    **stage: Any,
+) -> tuple[list[Difference], dict[str, str]]:
+    """Run the version gate on *hosts* without starting or sending anything.
+
+    Parameters
+    ----------
+    hosts, connect_options, remote_python
+        As for :class:`sshdeploy.SSHCluster`.
+    **stage
+        ``setup``, ``login_shell``, ``packages``, ``environment`` as for it.
+
+    Returns
+    -------
+    (list of Difference, dict)
+        The rows of the table (host, package, theirs, ours), and the hosts not
+        probed with why (unreachable, no Python: the preflight table says more).
+    """
+    # Not through plan_cluster: ``dask-ssh --check`` does not import distributed.
+    from .bootstrap import join_setup
+    from .placement import place
+    from .settings import Settings
+    from .stageplan import plan_stage
+
+    settings = Settings.resolve()
+    placement = place(hosts, None, remote_python, connect_options)
+    st = dataclasses.replace(  # compare even if the setting says ignore
+        plan_stage(stage.get("environment"), stage.get("packages"), None, settings),
+        policy="error")
+    every = list(placement.all_hosts().values())
+    async with HostPool(settings=settings) as pool:
+        for hp in every:
+            pool.set_options(hp.host, hp.connect_options)
+        runner = Stage(st, pool, [(hp.host, hp.python) for hp in every],
+                       setup=join_setup(stage.get("setup")),
+                       login_shell=bool(stage.get("login_shell")),
+                       timeout=settings.start_timeout)
+        return await runner.check()
+
+
+def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
+               remote_python: Any = None, **stage: Any) -> tuple[list[Difference], dict[str, str]]:
+    """Synchronous :func:`check_gate_async`.
+
+    Examples
+    --------
+    >>> rows, skipped = check_gate(["node1", "node2"])          # doctest: +SKIP
+    >>> print(format_table(rows))                              # doctest: +SKIP
+    host        package      theirs  ours
+    root@node2  cloudpickle  3.0.0   3.1.3
+    """
+    return asyncio.run(check_gate_async(hosts, connect_options, remote_python, **stage))

@@ -178,3 +178,21 @@ def test_uploaded_code_is_importable_by_every_worker_also_after_scale_up(
     for host in bed.hosts:
         if host.name in (n1, n2, n3):
             assert not testbed.host_path(host, f"/root/{upload_dir}").exists()
+
+
+def test_dask_ssh_check_shows_the_gate_table_and_fails(
+    bed: testbed.Bed, fake_cloudpickle: str
+) -> None:
+    import subprocess
+
+    argv = [sys.executable, "-m", "sshdeploy.cli", "--known-hosts", str(bed.known_hosts),
+            "--ssh-username", "root", "--ssh-private-key", str(bed.client_key),
+            "--check", "--setup", fake_cloudpickle, n1, n2]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "NO_COLOR": "1"})
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    at = lines.index(next(ln for ln in lines if ln.startswith("version gate:")))
+    assert "1 host(s) differ" in lines[at]
+    assert lines[at + 1].split() == ["host", "package", "theirs", "ours"]
+    assert lines[at + 2].split()[:3] == [f"root@{n2}", "cloudpickle", "0.0.1"]

@@ -656,6 +656,20 @@ def test_dry_run_with_real_plan() -> None:
     assert "/opt/py" in result.output
 
 
+def test_dry_run_shows_setup_lines_login_shell_sync_and_uploads() -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cluster, "SSHCluster", REAL_SSHCLUSTER)
+        result = run("--dry-run", "--setup", "module load py", "--setup", "conda activate x",
+                     "--login-shell", "--sync-env", "--package", "toolz",
+                     "--upload", __file__, "head", "w1")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "module load py &&" in out and "conda activate x" in out
+    assert "-l -c" in out and "environment=" in out and "sync " in out
+    assert ".cache/sshdeploy/envs/" in out and ".cache/sshdeploy/uploads/" in out
+    assert Path(__file__).name in out
+
+
 @dataclass
 class FakeCheck:
     host: str
