@@ -206,3 +206,14 @@ def test_stage_arguments_are_checked_when_the_cluster_is_planned() -> None:
     assert Settings.resolve(env_cache_size="1GiB").env_cache_size == 2**30
     with pytest.raises(ConfigError, match="env-cache-size"):
         Settings.resolve(env_cache_size="lots")
+
+
+def test_login_shell_runs_the_users_login_scripts_first(tmp_path: Path) -> None:
+    (tmp_path / ".bash_profile").write_text("export FROM_PROFILE=yes\n")
+    from sshdeploy.bootstrap import in_login_shell
+
+    env = {"HOME": str(tmp_path), "SHELL": "/bin/bash", "PATH": os.environ["PATH"]}
+    for login, expected in ((False, ""), (True, "yes")):
+        out = subprocess.run(["sh", "-c", in_login_shell('echo "$FROM_PROFILE:$$"', login)],
+                             capture_output=True, text=True, timeout=30, env=env)
+        assert out.stdout.split(":")[0] == expected, out.stderr

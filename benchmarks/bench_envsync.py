@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""What ``environment="sync"`` and ``upload=`` cost: bytes sent and seconds to a running cluster.
+
+On a bed of ``--hosts`` hosts (8 by default; the bed is brought up under
+``--bed`` and taken down at the end unless ``--keep``), one worker per host
+but the scheduler's, each mode ``--repeats`` times:
+
+plain-ignore
+    the controller's own Python on every host, ``sshdeploy.version-check:
+    ignore`` (no stage before the start: sshdeploy before issue 18)
+plain
+    the same with the version gate (the default): one probe per host
+sync-first
+    Debian's bare ``/usr/bin/python3`` (no dask) with ``environment="sync"``,
+    after the hosts' caches were emptied: the pack goes to every host
+sync-cached
+    the same again: a hash check per host, nothing sent
+upload-1MiB, upload-50MiB
+    a tree of that size with ``upload=[...]``; then one file changes and
+    ``cluster.sync_uploads()`` sends it (``delta`` columns)
+
+Seconds run from the constructor to every worker connected. Prints a table;
+writes ``--out`` JSON and markdown. Only reports; asserts nothing.
+
+    python benchmarks/bench_envsync.py --hosts 8 --repeats 2 --out benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bedprobe  # noqa: E402
+import _source  # noqa: E402,F401  (before anything imports sshdeploy)
+
+BARE = "/usr/bin/python3"
+
+
+def tree(root: Path, total: int, files: int) -> Path:
+    """A package of *files* modules of random bytes (as comments) totalling *total* bytes."""
+    pkg = root / f"payload{total}"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("VALUE = 1\n")
+    each = total // files
+    for i in range(files):
+        (pkg / f"m{i}.py").write_text("# " + os.urandom(each // 2).hex()[: each - 3] + "\n")
+    return pkg
+
+
+def start(bed: Any, **kw: Any) -> tuple[Any, float]:
+    from sshdeploy import SSHCluster
+
+    t0 = time.perf_counter()
+    cluster = SSHCluster([h.name for h in bed.hosts], connect_options=bed.connect_options(), **kw)
+    if not _bedprobe.wait_workers(cluster, len(bed.hosts) - 1, 120):
+        raise RuntimeError("workers did not connect")
+    return cluster, time.perf_counter() - t0
+
+
+def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
+    import dask
+
+    from sshdeploy.envstage import clean
+
+    out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
+    kw: dict[str, Any] = {}
+    policy = "ignore" if mode == "plain-ignore" else "error"
+    if mode.startswith("sync"):
+        kw = {"remote_python": BARE, "environment": "sync"}
+        if mode == "sync-first":
+            clean([h.name for h in bed.hosts], bed.connect_options(), BARE)
+    if mode.startswith("upload"):
+        size = 1 << 20 if mode == "upload-1MiB" else 50 << 20
+        pkg = tree(work, size, 64 if size == 1 << 20 else 100)
+        kw = {"upload": [str(pkg)]}
+    with dask.config.set({"sshdeploy.version-check": policy}):
+        cluster, seconds = start(bed, **kw)
+    try:
+        reports = cluster.stage_reports
+        out["seconds"] = round(seconds, 3)
+        out["env_bytes"] = sum(r.env_bytes for r in reports.values())
+        out["upload_bytes"] = sum(r.upload_bytes for r in reports.values())
+        out["stage_seconds_max"] = round(max((r.seconds for r in reports.values()),
+                                             default=0.0), 3)
+        if mode.startswith("upload"):
+            (pkg / "m0.py").write_text("# changed\n")
+            t0 = time.perf_counter()
+            sent = cluster.sync_uploads()
+            out["delta_seconds"] = round(time.perf_counter() - t0, 3)
+            out["delta_bytes"] = sum(sent.values())
+    finally:
+        cluster.close()
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], plain: float) -> str:
+    lines = ["| mode | hosts | start s (median) | ratio to plain-ignore | env bytes | "
+             "upload bytes | delta bytes | delta s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        rs = [r for r in rows if r["mode"] == mode]
+        med = statistics.median(r["seconds"] for r in rs)
+
+        def m(key: str, rs: list[dict[str, Any]] = rs) -> str:
+            vals = [r[key] for r in rs if key in r]
+            return f"{statistics.median(vals):,.0f}" if vals else "-"
+
+        delta_s = [r["delta_seconds"] for r in rs if "delta_seconds" in r]
+        lines.append(f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
+                     f"{m('env_bytes')} | {m('upload_bytes')} | {m('delta_bytes')} | "
+                     f"{statistics.median(delta_s):.2f} |" if delta_s else
+                     f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
+                     f"{m('env_bytes')} | {m('upload_bytes')} | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--bed", default="sdbench")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    from sshdeploy import testbed
+
+    bed = _bedprobe.bring_up(args.hosts, args.bed)
+    rows: list[dict[str, Any]] = []
+    modes = ["plain-ignore", "plain", "sync-first", "sync-cached", "upload-1MiB",
+             "upload-50MiB"]
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            for _ in range(args.repeats):
+                for mode in modes:
+                    row = one(bed, mode, Path(work))
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    _bedprobe.kill_leftovers(bed)
+    finally:
+        if not args.keep:
+            testbed.down(args.bed)
+    plain = statistics.median(r["seconds"] for r in rows if r["mode"] == "plain-ignore")
+    md = markdown(rows, plain)
+    print(md)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        payload = {"source": _bedprobe.source_state(), "rows": rows}
+        (args.out / "envsync.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (args.out / "envsync.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()
