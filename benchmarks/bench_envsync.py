@@ -91,7 +91,7 @@ def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
         out["stage_seconds_max"] = round(max((r.seconds for r in reports.values()),
                                              default=0.0), 3)
         if mode.startswith("upload"):
-            (pkg / "m0.py").write_text("# changed\n")
+            (pkg / "m0.py").write_text(f"# changed {os.urandom(8).hex()}\n")
             t0 = time.perf_counter()
             sent = cluster.sync_uploads()
             out["delta_seconds"] = round(time.perf_counter() - t0, 3)

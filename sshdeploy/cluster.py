@@ -502,6 +502,9 @@ class SSHCluster(SpecCluster):
             row["error"] = self._pool.error(host)
         if conn in ("waiting", "connecting", "failed"):
             return conn
+        phase = self._stage.phase.get(self._pool.display(host))
+        if phase is not None:  # the version gate, the environment, the uploads
+            return phase
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         channels = [self._agents.channel_of(host)]
         if runs_scheduler and sched is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
+import re
 import shutil
 import sys
 import tarfile
@@ -39,25 +39,63 @@ _FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") 
 DONE = ".sshdeploy-complete"
 
 
+def _dist_versions(names: Iterable[str]) -> dict[str, str]:
+    """Versions from the ``<name>-<version>.dist-info`` directories on ``sys.path``.
+
+    The first entry holding a distribution wins, as for importlib.metadata,
+    at the cost of a few directory listings (importing importlib.metadata
+    alone costs more); anything else falls back to importlib.metadata.
+    """
+    wanted = {re.sub(r"[-_.]+", "_", n).lower(): n for n in names}
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            listing = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for item in listing:
+            if not item.endswith(".dist-info") or "-" not in item:
+                continue
+            stem, _, version = item[:-10].partition("-")
+            name = wanted.get(stem.lower())
+            if name is not None and name not in found and version[:1].isdigit():
+                found[name] = version
+    missing = [n for n in names if n not in found]
+    if missing:
+        from importlib import metadata
+
+        for name in missing:
+            try:
+                found[name] = metadata.version(name)
+            except Exception:
+                pass
+    return found
+
+
+def _libc() -> str:
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36", at no cost
+    except (AttributeError, ValueError, OSError):
+        text = ""
+    if not text:
+        import platform
+
+        name, version = platform.libc_ver()  # reads the interpreter's binary: slower
+        text = (name + " " + version).strip()
+    return text
+
+
 def describe(packages: Iterable[str]) -> dict[str, Any]:
     """Return this interpreter, its platform and the versions of *packages* found."""
-    from importlib import metadata
-
-    found: dict[str, str] = {}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except Exception:
-            pass
-    libc, libc_version = platform.libc_ver()
+    uname = os.uname()
     return {
         "python": sys.executable,
         "implementation": sys.implementation.name,
-        "version": platform.python_version(),
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "libc": (libc + " " + libc_version).strip(),
-        "packages": found,
+        "version": ".".join(str(v) for v in sys.version_info[:3]),
+        "system": uname.sysname,
+        "machine": uname.machine,
+        "libc": _libc(),
+        "packages": _dist_versions(list(packages)),
     }
 
 

@@ -162,6 +162,9 @@ class Stage:
     timeout: float = 60.0
     reports: dict[str, HostStage] = field(default_factory=dict)
     manifest: Manifest | None = None
+    #: What each host is doing now (``user@host:port`` to a state for the live
+    #: status: "checking versions", "sending environment"...); gone when done.
+    phase: dict[str, str] = field(default_factory=dict)
 
     async def run(self) -> dict[str, HostStage]:
         """Probe, gate, sync, upload; return one report per host.
@@ -195,6 +198,7 @@ class Stage:
         if self.manifest is not None:
             op["blobs"] = sorted(set(self.manifest.files.values()))
         started = time.monotonic()
+        self.phase[where] = "checking versions"
         try:
             report.description = await run_script(self.pool, host, python, self.setup,
                                                   self.login_shell, op, timeout=self.timeout)
@@ -203,6 +207,8 @@ class Stage:
             report.skipped = str(exc).splitlines()[0]
             logger.debug("stage skips %s: %s", where, report.skipped)
             return None
+        finally:
+            self.phase.pop(where, None)
         report.seconds = time.monotonic() - started
         return report.description
 
@@ -256,11 +262,17 @@ class Stage:
             report.env_cached = True
             return
         started = time.monotonic()
+        where = self.pool.display(host)
+        self.phase[where] = "packing environment"
         tar = await asyncio.to_thread(build_tar, env)
         size = tar.stat().st_size
-        await run_script(self.pool, host, python, self.setup, self.login_shell,
-                         {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
-                         payload=tar, timeout=self.timeout + size / 1e6)
+        self.phase[where] = "sending environment"
+        try:
+            await run_script(self.pool, host, python, self.setup, self.login_shell,
+                             {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
+                             payload=tar, timeout=self.timeout + size / 1e6)
+        finally:
+            self.phase.pop(where, None)
         report.env_cached, report.env_bytes = False, size
         report.seconds += time.monotonic() - started
 
@@ -276,11 +288,15 @@ class Stage:
                                          HostStage(host=self.pool.display(host)))
         started = time.monotonic()
         payload = blob_tar(self.manifest, missing) if missing else b""
-        await run_script(
-            self.pool, host, python, self.setup, self.login_shell,
-            {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
-             "files": self.manifest.files, "payload": bool(missing)},
-            payload=payload, timeout=self.timeout + len(payload) / 1e6)
+        self.phase[report.host] = "uploading files"
+        try:
+            await run_script(
+                self.pool, host, python, self.setup, self.login_shell,
+                {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
+                 "files": self.manifest.files, "payload": bool(missing)},
+                payload=payload, timeout=self.timeout + len(payload) / 1e6)
+        finally:
+            self.phase.pop(report.host, None)
         report.upload_bytes += len(payload)
         report.upload_files += len(missing)
         report.seconds += time.monotonic() - started

@@ -28,7 +28,8 @@ __all__ = ["STATE_ORDER", "StatusView", "changed_lines", "first_line", "summary_
 
 #: The states of a host's start, in the order a start goes through them.
 STATE_ORDER = (
-    "waiting", "connecting", "running setup", "starting", "starting Python",
+    "waiting", "connecting", "checking versions", "packing environment",
+    "sending environment", "uploading files", "running setup", "starting", "starting Python",
     "importing distributed", "starting workers", "starting scheduler", "ready", "failed",
 )
 _STATE_STYLE = {"ready": "green", "failed": "bold red"}
