@@ -431,8 +431,9 @@ class Servers:
         self.tagger_path: str | None = None
         #: Keywords every worker gets unless its own say otherwise (a kept agent's death timeout).
         self.worker_defaults: dict[str, Any] = {}
-        #: The scheduler the workers of this agent report to.
+        #: The scheduler the workers of this agent report to, and their credentials.
         self.scheduler_address: str | None = None
+        self.security: Any = None
 
     async def start(self, msg: Message, make: Callable[[dict[str, Any]], Any]) -> Any:
         """Build a server with *make*, start it within the deadline, watch it.
@@ -466,6 +467,20 @@ class Servers:
         watcher.add_done_callback(lambda task: self.forget_watcher(name, task))
         return server
 
+    async def scheduler_answers(self, timeout: float = 5.0) -> bool:
+        """Whether the workers' scheduler answers an ``identity`` call (a full handshake)."""
+        from distributed.core import rpc
+
+        assert self.scheduler_address is not None
+        args = self.security.get_connection_args("worker") if self.security else {}
+        try:
+            async with rpc(self.scheduler_address, timeout=timeout,
+                           connection_args=args) as r:
+                await asyncio.wait_for(r.identity(), timeout)
+        except Exception:
+            return False
+        return True
+
     def forget_watcher(self, name: str, task: asyncio.Task[None]) -> None:
         if self.watchers.get(name) is task:
             del self.watchers[name]
@@ -498,6 +513,7 @@ class Servers:
 
         name = msg["name"]
         self.scheduler_address = msg.get("scheduler") or self.scheduler_address
+        self.security = decode_kwargs(msg).get("security") or self.security
 
         def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
@@ -754,10 +770,30 @@ KEEP_TICK = 2.0
 
 
 def keep_dir(name: str) -> str:
-    """Return the directory of the named cluster *name* on this host."""
+    """Return the directory of the named cluster *name* (its scheduler's files)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, *KEEP_ROOT, name)
+
+
+def keep_host_dir(name: str) -> str:
+    """Return this host's own part of it: ``hosts/<hostname>/`` (agent records, logs).
+
+    Home directories are often shared by several hosts (NFS): pids and log
+    files of one host must never be taken for another's.
+    """
+    import platform
+
+    return os.path.join(keep_dir(name), "hosts", platform.node() or "localhost")
+
+
+def private_dirs(path: str) -> None:
+    """Make *path* and its missing parents, each 0700 (only this user reads a cluster's files)."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, exist_ok=True)
+    finally:
+        os.umask(old)
 
 
 def start_time(pid: int) -> str | None:
@@ -833,11 +869,12 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     ``data["lines"]`` lines of each log file. Each answers with a probe.
     """
     directory = keep_dir(name)
+    mine = keep_host_dir(name)
     if op == "write":
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private_dirs(directory)
         write_json(os.path.join(directory, KEEP_CLUSTER), data)
     elif op == "kill":
-        live = [a for a in keep_agents(directory) if a["alive"]]
+        live = [a for a in keep_agents(mine) if a["alive"]]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for a in live:
                 try:
@@ -848,19 +885,27 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
             while live and time.monotonic() < deadline:
                 time.sleep(0.05)
                 live = [a for a in live if start_time(int(a["pid"])) == a["start"]]
-    elif op == "remove" and not any(a["alive"] for a in keep_agents(directory)):
+    elif op == "remove" and not any(a["alive"] for a in keep_agents(mine)):
         import shutil
 
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
+        hosts = os.path.join(directory, "hosts")
+        if not (os.path.isdir(hosts) and os.listdir(hosts)):  # the last host's files went
+            shutil.rmtree(directory, ignore_errors=True)
     logs: dict[str, list[str]] = {}
     if op == "logs":
-        logs = keep_logs(directory, int((data or {}).get("lines", 1000)))
+        logs = keep_logs(mine, int((data or {}).get("lines", 1000)))
+    if op == "list":  # every named cluster of this host, each probed
+        root = os.path.dirname(directory)
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        return {"clusters": {n: keep_op("probe", n) for n in names}}
     return {
         "logs": logs,
         "exists": os.path.isdir(directory),
         "dir": directory,
+        "host_dir": mine,
         "now": time.time(),
-        "agents": keep_agents(directory),
+        "agents": keep_agents(mine),
         "cluster": read_json(os.path.join(directory, KEEP_CLUSTER)),
         "status": read_json(os.path.join(directory, KEEP_STATUS)),
         "end": read_json(os.path.join(directory, KEEP_END)),
@@ -880,21 +925,22 @@ class Keep:
     def __init__(self, spec: Message, role: str, label: str) -> None:
         self.name = str(spec["name"])
         self.dir = keep_dir(self.name)
+        self.host_dir = keep_host_dir(self.name)
         self.role = role
         self.idle_timeout = spec.get("idle_timeout")
         self.max_lifetime = spec.get("max_lifetime")
         self.death_timeout = float(spec.get("death_timeout") or 60)
         self.started = time.time()
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-        self.log_path = os.path.join(self.dir, "logs", f"{safe}.log")
-        self.record = os.path.join(self.dir, "agents", f"{os.getpid()}.json")
+        self.log_path = os.path.join(self.host_dir, "logs", f"{safe}.{os.getpid()}.log")
+        self.record = os.path.join(self.host_dir, "agents", f"{os.getpid()}.json")
         self.log_lock = threading.Lock()
         self.detached = False
         self.end_reason: str | None = None
 
     def begin(self, label: str) -> None:
         for sub in ("agents", "logs"):
-            os.makedirs(os.path.join(self.dir, sub), mode=0o700, exist_ok=True)
+            private_dirs(os.path.join(self.host_dir, sub))
         write_json(self.record, {"pid": os.getpid(), "start": start_time(os.getpid()),
                                  "role": self.role, "label": label, "started": self.started,
                                  "log": self.log_path})
@@ -959,20 +1005,6 @@ class Keep:
         if self.max_lifetime and now - self.started > float(self.max_lifetime):
             return f"maximum lifetime of {self.max_lifetime:g} s reached"
         return None
-
-
-def reachable(address: str, timeout: float = 2.0) -> bool:
-    """Whether a TCP connection to a ``proto://host:port`` address succeeds."""
-    import socket
-
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout).close()
-        return True
-    except (OSError, ValueError):
-        return False
-
 
 
 class Inbox:
@@ -1147,7 +1179,6 @@ class Agent:
         assert keep is not None
         idle: Message = {"since": time.time()}
         last_ok = time.monotonic()
-        loop = asyncio.get_running_loop()
         while not self.shutting_down:
             await asyncio.sleep(KEEP_TICK)
             reason = None
@@ -1156,8 +1187,7 @@ class Agent:
                 if server is not None:
                     reason = keep.scheduler_status(server, idle)
             elif keep.detached and self.servers.scheduler_address:
-                ok = await loop.run_in_executor(None, reachable, self.servers.scheduler_address)
-                if ok:
+                if await self.servers.scheduler_answers():
                     last_ok = time.monotonic()
                 elif time.monotonic() - last_ok > keep.death_timeout:
                     reason = (f"the scheduler {self.servers.scheduler_address} was unreachable "

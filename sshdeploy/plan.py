@@ -20,7 +20,7 @@ from .agent import describe_share
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
-from .named.policy import KeepPolicy, check_name, parse_duration
+from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place
 from .settings import Settings
 
@@ -293,7 +293,8 @@ def plan_cluster(
     sched = _secured(advertise(scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     check_options(placement, sched)
-    keep = _keep_policy(name, shutdown_on_close, idle_timeout, max_lifetime, resolved)
+    keep = _keep_policy(name, shutdown_on_close, idle_timeout, max_lifetime, resolved,
+                        (worker_options or {}).get("death_timeout"))
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
@@ -311,8 +312,13 @@ def plan_cluster(
 
 
 def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
-                 max_lifetime: Any, settings: Settings) -> KeepPolicy | None:
-    """The policy of a named cluster that outlives its controller, or None for any other."""
+                 max_lifetime: Any, settings: Settings, death_timeout: Any = None
+                 ) -> KeepPolicy | None:
+    """The policy of a named cluster that outlives its controller, or None for any other.
+
+    Its workers stop when the scheduler stays unreachable for their
+    ``death_timeout`` (``worker_options``), :data:`DEFAULT_DEATH_TIMEOUT` by default.
+    """
     if shutdown_on_close is not False:
         for key, value in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime)):
             if value is not None:
@@ -330,6 +336,8 @@ def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
         else settings.idle_timeout,
         max_lifetime=parse_duration(max_lifetime, "max_lifetime") if max_lifetime is not None
         else settings.max_lifetime,
+        death_timeout=parse_duration(death_timeout, "worker_options['death_timeout']")
+        or DEFAULT_DEATH_TIMEOUT,
     )
 
 

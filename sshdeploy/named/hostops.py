@@ -23,7 +23,7 @@ from sshdeploy.plan import Launch
 from sshdeploy.pool import HostPool
 
 #: The operations an agent runs on a named cluster's files.
-OPS = ("probe", "write", "kill", "remove", "logs")
+OPS = ("probe", "write", "kill", "remove", "logs", "list")
 
 
 async def host_op(
