@@ -7,8 +7,8 @@ provision.sh is run directly (it only needs ``sh`` and ``ssh-keygen``).
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
