@@ -171,3 +171,18 @@ def test_host_ops_see_only_this_hosts_agents(tmp_path: Path,
     (mine / "1.json").unlink()
     keep_op("remove", "demo")
     assert not Path(answer["dir"]).exists()
+
+
+def test_dask_ctl_finds_the_discovery_entry_point(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="dask_cluster_discovery") if e.name == "sshcluster"]
+    discover = ep.load()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+
+    async def names() -> list[str]:
+        return [name async for name, _cls in discover()]
+
+    assert asyncio.run(names()) == []  # nothing recorded here: nothing offered
