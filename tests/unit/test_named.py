@@ -186,3 +186,45 @@ def test_dask_ctl_finds_the_discovery_entry_point(tmp_path: Path,
         return [name async for name, _cls in discover()]
 
     assert asyncio.run(names()) == []  # nothing recorded here: nothing offered
+
+
+class _FakeScheduler:
+    """What Keep.scheduler_status reads of a distributed Scheduler."""
+
+    def __init__(self) -> None:
+        self.queued: list[object] = []
+        self.unrunnable: list[object] = []
+        self.workers: dict[str, object] = {}
+        self.clients: dict[str, object] = {"fire-and-forget": object()}
+        self.transition_counter = 0
+        self.address = "tcp://10.0.0.1:8786"
+
+
+def test_lifetime_policies_are_decided_on_the_scheduler_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdeploy.agent import Keep
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    keep = Keep({"name": "demo", "idle_timeout": 10, "max_lifetime": 100}, "scheduler",
+                "scheduler n1")
+    keep.begin("scheduler n1")
+    server, idle = _FakeScheduler(), {"since": 0.0}
+    now = [1000.0]
+    monkeypatch.setattr("sshdeploy.agent.time.time", lambda: now[0])
+    keep.started = 1000.0
+    assert keep.scheduler_status(server, idle) is None  # first look: idle from now
+    now[0] = 1009.0
+    assert keep.scheduler_status(server, idle) is None
+    server.clients["client-1"] = object()  # a client keeps it alive
+    now[0] = 1050.0
+    assert keep.scheduler_status(server, idle) is None
+    del server.clients["client-1"]
+    now[0] = 1055.0
+    assert keep.scheduler_status(server, idle) is None
+    now[0] = 1066.0
+    assert "idle timeout" in str(keep.scheduler_status(server, idle))
+    server.transition_counter = 5  # tasks ran: not idle, but too old
+    now[0] = 1101.0
+    assert "maximum lifetime" in str(keep.scheduler_status(server, idle))
+    status = json.loads((Path(keep.dir) / "status.json").read_text())
+    assert status["clients"] == 0 and status["address"] == server.address
