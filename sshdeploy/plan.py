@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from distributed.security import Security
 
+from .agent import describe_share
 from .bootstrap import build_command, join_setup
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
+from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place
 from .settings import Settings
 from .stageplan import StagePlan, plan_stage
@@ -96,6 +98,8 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)
     inherit_config: bool = True
     login_shell: bool = False
+    #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
+    keep: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,9 @@ class RemotePlan:
         The keywords the scheduler or each worker starts with.
     settings : dict
         The ``sshdeploy.*`` settings in force.
+    share : str
+        Workers only: what each worker gets of the host's cores and memory
+        (:func:`sshdeploy.agent.describe_share`).
     """
 
     host: str
@@ -126,6 +133,7 @@ class RemotePlan:
     python: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    share: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,8 @@ class ClusterPlan:
         The user's setup alone (``setup`` adds the stage's PYTHONPATH line).
     login_shell : bool
         Run the remote commands in the user's login shell.
+    keep : KeepPolicy or None
+        A named cluster that outlives its controller: how its agents live on.
     """
 
     placement: Placement
@@ -177,12 +187,14 @@ class ClusterPlan:
     stage: StagePlan | None = None
     user_setup: str | None = None
     login_shell: bool = False
+    keep: KeepPolicy | None = None
 
     def launch(self, host: HostPlan) -> Launch:
         """Return how agents start on *host*."""
         return Launch(python=host.python, setup=self.setup, env=self.env,
                       inherit_config=self.settings.inherit_config,
-                      login_shell=self.login_shell)
+                      login_shell=self.login_shell,
+                      keep=self.keep.spec() if self.keep is not None else None)
 
     def worker_options(
         self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
@@ -222,7 +234,7 @@ class ClusterPlan:
                 command=build_command(hp.python, self.setup, self.login_shell),
                 python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
-                settings=settings,
+                settings=settings, share=describe_share(hp.template, hp.slots),
             ))
         return out
 
@@ -245,6 +257,10 @@ def plan_cluster(
     forward_ports: bool | None = None,
     min_workers: int | None = None,
     progress: bool | None = None,
+    name: str | None = None,
+    shutdown_on_close: bool = True,
+    idle_timeout: str | float | None = None,
+    max_lifetime: str | float | None = None,
     settings: Settings | None = None,
     environment: str | None = None,
     packages: Sequence[str] | None = None,
@@ -258,6 +274,11 @@ def plan_cluster(
 
     ``progress`` (the notebook display while the cluster starts) is accepted
     and ignored: it changes nothing that runs.
+
+    ``name`` with ``shutdown_on_close=False`` makes a named cluster that
+    outlives its controller (:class:`~sshdeploy.named.policy.KeepPolicy`,
+    with ``idle_timeout`` and ``max_lifetime``, else the
+    ``sshdeploy.idle-timeout`` / ``max-lifetime`` settings).
 
     ``security=True`` makes new TLS credentials (a temporary CA and
     certificate, in memory): every process then listens on ``tls://`` and
@@ -296,7 +317,11 @@ def plan_cluster(
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     check_options(placement, sched)
     user_setup = join_setup(setup)
-    stage = plan_stage(environment, packages, upload, resolved)
+    keep = _keep_policy(name, shutdown_on_close, idle_timeout, max_lifetime, resolved,
+                        (worker_options or {}).get("death_timeout"))
+    # A named cluster's uploads are found again by its name (attach, down).
+    stage = plan_stage(environment, packages, upload, resolved,
+                       owner=f"named-{keep.name}" if keep is not None else None)
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
@@ -312,6 +337,37 @@ def plan_cluster(
         stage=stage,
         user_setup=user_setup,
         login_shell=bool(login_shell),
+        keep=keep,
+    )
+
+
+def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
+                 max_lifetime: Any, settings: Settings, death_timeout: Any = None
+                 ) -> KeepPolicy | None:
+    """The policy of a named cluster that outlives its controller, or None for any other.
+
+    Its workers stop when the scheduler stays unreachable for their
+    ``death_timeout`` (``worker_options``), :data:`DEFAULT_DEATH_TIMEOUT` by default.
+    """
+    if shutdown_on_close is not False:
+        for key, value in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime)):
+            if value is not None:
+                raise ConfigError(key, "applies to a named cluster that outlives its "
+                                  "controller", remedy="Also give name='NAME' and "
+                                  "shutdown_on_close=False (dask-ssh up --name NAME).")
+        return None
+    if name is None:
+        raise ConfigError("name", "a cluster that outlives its controller "
+                          "(shutdown_on_close=False) needs a name, to be found again",
+                          remedy="Give name='NAME' (a short identifier).")
+    return KeepPolicy(
+        name=check_name(name),
+        idle_timeout=parse_duration(idle_timeout, "idle_timeout") if idle_timeout is not None
+        else settings.idle_timeout,
+        max_lifetime=parse_duration(max_lifetime, "max_lifetime") if max_lifetime is not None
+        else settings.max_lifetime,
+        death_timeout=parse_duration(death_timeout, "worker_options['death_timeout']")
+        or DEFAULT_DEATH_TIMEOUT,
     )
 
 

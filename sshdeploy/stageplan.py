@@ -89,8 +89,12 @@ def plan_stage(
     packages: Sequence[str] | None,
     upload: Sequence[str] | None,
     settings: Settings,
+    owner: str | None = None,
 ) -> StagePlan:
     """Resolve the stage's arguments.
+
+    *owner* names the upload directory (a named cluster's name); by default
+    each cluster gets a new random one.
 
     Raises
     ------
@@ -119,6 +123,6 @@ def plan_stage(
         env=local_pack(names) if environment == "sync" else None,
         env_limit=settings.env_cache_size,
         upload=tuple(str(p) for p in upload or ()),
-        upload_dir=f"{REMOTE_UPLOADS}/{uuid.uuid4().hex[:16]}" if upload else None,
+        upload_dir=f"{REMOTE_UPLOADS}/{owner or uuid.uuid4().hex[:16]}" if upload else None,
         upload_warn=settings.upload_warn_size,
     )
