@@ -209,7 +209,15 @@ def _link(blob: str, target: str) -> None:
 def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     os.makedirs(BLOBS, exist_ok=True)
     stored = 0
-    if op.get("payload"):
+    send = bool(op.get("payload"))
+    if op.get("ask"):
+        # One round trip: say which contents are missing, then read just those.
+        missing = sorted({h for h in op["files"].values()
+                          if not os.path.exists(os.path.join(BLOBS, h))})
+        sys.stdout.write(json.dumps({"missing": missing}) + "\n")
+        sys.stdout.flush()
+        send = bool(missing)
+    if send:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "/" in member.name or member.name.startswith("."):

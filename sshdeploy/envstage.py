@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +85,13 @@ class HostStage:
 
 async def run_script(
     pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
-    op: dict[str, Any], payload: bytes | Path | None = None, timeout: float = 60.0,
+    op: dict[str, Any], payload: bytes | Path | Callable[[dict[str, Any]], bytes] | None = None,
+    timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Run one operation of :mod:`sshdeploy.envremote` on *host*; return its answer.
+
+    A callable *payload* is called with the script's first line (what it asks
+    for) and its result sent: one round trip where two would otherwise be needed.
 
     Raises
     ------
@@ -103,7 +107,16 @@ async def run_script(
         proc = await conn.conn.create_process(command, encoding=None)
         try:
             proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
-            if isinstance(payload, Path):
+            asked = b""
+            if callable(payload):
+                asked = await proc.stdout.readline()
+                try:
+                    question = json.loads(asked)
+                except ValueError:  # it failed before asking: its answer says why
+                    question = None
+                if isinstance(question, dict) and "missing" in question:
+                    proc.stdin.write(payload(question))
+            elif isinstance(payload, Path):
                 with open(payload, "rb") as f:
                     for chunk in iter(lambda: f.read(_CHUNK), b""):
                         proc.stdin.write(chunk)
@@ -113,7 +126,8 @@ async def run_script(
             proc.stdin.write_eof()
             out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
             await proc.wait()
-            return out.decode(errors="replace"), err.decode(errors="replace"), proc.exit_status
+            return ((asked + out).decode(errors="replace"), err.decode(errors="replace"),
+                    proc.exit_status)
         finally:
             proc.close()
 
@@ -281,25 +295,44 @@ class Stage:
             return
         await self.push_uploads(host, python, list(desc.get("blobs_missing") or ()))
 
-    async def push_uploads(self, host: Host, python: str, missing: list[str]) -> None:
-        """Send the contents *missing* on *host* and lay out the manifest there."""
-        assert self.manifest is not None and self.plan.upload_dir is not None
+    async def push_uploads(self, host: Host, python: str, missing: list[str] | None) -> int:
+        """Send the contents *missing* on *host* and lay out the manifest there.
+
+        With ``missing=None`` the host says what it misses, in the same round trip.
+        Returns the bytes sent.
+        """
+        manifest = self.manifest
+        assert manifest is not None and self.plan.upload_dir is not None
         report = self.reports.setdefault(self.pool.display(host),
                                          HostStage(host=self.pool.display(host)))
         started = time.monotonic()
-        payload = blob_tar(self.manifest, missing) if missing else b""
+        sent: list[bytes] = []
+        counted: list[int] = []
+
+        def reply(question: dict[str, Any]) -> bytes:
+            wanted = list(question.get("missing") or ())
+            counted.append(len(wanted))
+            sent.append(blob_tar(manifest, wanted) if wanted else b"")
+            return sent[-1]
+
+        op: dict[str, Any] = {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
+                              "files": manifest.files}
+        payload: bytes | Callable[[dict[str, Any]], bytes]
+        if missing is None:
+            op["ask"], payload = True, reply
+        else:
+            op["payload"], payload = bool(missing), reply({"missing": missing})
         self.phase[report.host] = "uploading files"
         try:
-            await run_script(
-                self.pool, host, python, self.setup, self.login_shell,
-                {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
-                 "files": self.manifest.files, "payload": bool(missing)},
-                payload=payload, timeout=self.timeout + len(payload) / 1e6)
+            await run_script(self.pool, host, python, self.setup, self.login_shell, op,
+                             payload=payload, timeout=self.timeout + manifest.size / 1e6)
         finally:
             self.phase.pop(report.host, None)
-        report.upload_bytes += len(payload)
-        report.upload_files += len(missing)
+        nbytes = sum(len(b) for b in sent)
+        report.upload_bytes += nbytes
+        report.upload_files += sum(counted)
         report.seconds += time.monotonic() - started
+        return nbytes
 
     async def sync_uploads(self) -> dict[str, int]:
         """Send changed upload files to every host; return bytes sent per host."""
@@ -307,19 +340,7 @@ class Stage:
             return {}
         self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
         self._warn_size(self.manifest)
-        blobs = sorted(set(self.manifest.files.values()))
-
-        async def one(host: Host, python: str) -> int:
-            desc = await run_script(self.pool, host, python, self.setup, self.login_shell,
-                                    {"op": "probe", "packages": [], "blobs": blobs},
-                                    timeout=self.timeout)
-            missing = list(desc.get("blobs_missing") or ())
-            before = self.reports.get(self.pool.display(host))
-            sent_before = before.upload_bytes if before else 0
-            await self.push_uploads(host, python, missing)
-            return self.reports[self.pool.display(host)].upload_bytes - sent_before
-
-        sent = await asyncio.gather(*(one(h, py) for h, py in self.hosts))
+        sent = await asyncio.gather(*(self.push_uploads(h, py, None) for h, py in self.hosts))
         return {self.pool.display(h): n for (h, _), n in zip(self.hosts, sent, strict=True)}
 
     async def remove_uploads(self) -> None:

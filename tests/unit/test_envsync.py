@@ -217,3 +217,28 @@ def test_login_shell_runs_the_users_login_scripts_first(tmp_path: Path) -> None:
         out = subprocess.run(["sh", "-c", in_login_shell('echo "$FROM_PROFILE:$$"', login)],
                              capture_output=True, text=True, timeout=30, env=env)
         assert out.stdout.split(":")[0] == expected, out.stderr
+
+
+def test_an_upload_asks_for_what_it_misses_in_one_round_trip(tmp_path: Path) -> None:
+    from sshdeploy.bootstrap import SCRIPT_LAUNCHER
+
+    (tmp_path / "a.py").write_text("A = 1\n")
+    (tmp_path / "b.py").write_text("B = 2\n")
+    m = collect(["a.py", "b.py"], base=tmp_path)
+    home = tmp_path / "home"
+    run_remote(home, {"op": "upload", "dir": "c", "files": {"a.py": m.files["a.py"]},
+                      "payload": True}, blob_tar(m, [m.files["a.py"]]))
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT_LAUNCHER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={**os.environ, "HOME": str(home)})
+    assert proc.stdin is not None and proc.stdout is not None
+    op = {"op": "upload", "dir": "c", "files": m.files, "ask": True}
+    proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+    proc.stdin.flush()
+    asked = json.loads(proc.stdout.readline())
+    assert asked == {"missing": [m.files["b.py"]]}
+    proc.stdin.write(blob_tar(m, asked["missing"]))
+    proc.stdin.close()
+    answer = json.loads(proc.stdout.read().decode().splitlines()[-1])
+    assert proc.wait(timeout=30) == 0
+    assert answer["stored"] == 1
+    assert (home / ".cache/sshdeploy/uploads/c/b.py").read_text() == "B = 2\n"
