@@ -111,8 +111,40 @@ def env_present(digest: str) -> bool:
     return True
 
 
+def _unique() -> str:
+    """A temporary name part no other process, here or on a host sharing this home, uses."""
+    return f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+def cache_id() -> str:
+    """The identity of this cache: hosts that share their home report the same one.
+
+    Created once (exclusive create, so the first of several hosts wins).
+    """
+    path = os.path.join(ROOT, ".id")
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    os.makedirs(ROOT, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(path) as f:
+            return f.read().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(12).hex())
+    with open(path) as f:
+        return f.read().strip()
+
+
 def probe(op: dict[str, Any]) -> dict[str, Any]:
     out = describe(op.get("packages", ()))
+    if op.get("env") or op.get("blobs"):
+        out["cache_id"] = cache_id()
     if op.get("env"):
         out["env_present"] = env_present(op["env"])
     blobs = op.get("blobs") or ()
@@ -174,7 +206,7 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     os.makedirs(ENVS, exist_ok=True)
     unpacked = False
     if not os.path.exists(os.path.join(final, DONE)):
-        tmp = os.path.join(ENVS, f".tmp-{digest}-{os.getpid()}")
+        tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
@@ -198,7 +230,7 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
 
 
 def _link(blob: str, target: str) -> None:
-    tmp = f"{target}.tmp-{os.getpid()}"
+    tmp = f"{target}.tmp-{_unique()}"
     try:
         os.link(blob, tmp)
     except OSError:
@@ -226,7 +258,7 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
                 data = source.read() if source is not None else b""
                 if hashlib.sha256(data).hexdigest() != member.name:
                     raise ValueError(f"upload damaged in transit: {member.name}")
-                tmp = os.path.join(BLOBS, f".tmp-{member.name}-{os.getpid()}")
+                tmp = os.path.join(BLOBS, f".tmp-{member.name}-{_unique()}")
                 with open(tmp, "wb") as f:
                     f.write(data)
                 os.replace(tmp, os.path.join(BLOBS, member.name))
@@ -244,7 +276,7 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     for top, _dirs, names in os.walk(base):
         for name in names:
             path = os.path.join(top, name)
-            if os.path.relpath(path, base) not in files:
+            if os.path.relpath(path, base) not in files and ".tmp-" not in name:
                 os.remove(path)
                 removed += 1
     return {"stored": stored, "removed": removed}

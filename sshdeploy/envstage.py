@@ -71,6 +71,8 @@ class HostStage:
         Wall time of this host's stage.
     skipped : str
         Why the host was not probed ("" if it was).
+    shared_with : str
+        The host whose transfer this one shares (same home, e.g. NFS), or "".
     """
 
     host: str
@@ -81,6 +83,7 @@ class HostStage:
     upload_files: int = 0
     seconds: float = 0.0
     skipped: str = ""
+    shared_with: str = ""
 
 
 async def run_script(
@@ -150,6 +153,34 @@ async def run_script(
     return answer
 
 
+def _by_cache(
+    probed: list[tuple[Host, str, dict[str, Any]]],
+) -> tuple[list[tuple[Host, str, dict[str, Any]]],
+           list[tuple[tuple[Host, str, dict[str, Any]], Host]]]:
+    """Split probed hosts into one per cache id, and the others with the host they share.
+
+    Examples
+    --------
+    >>> a, b, c = Host("a"), Host("b"), Host("c")
+    >>> first, shared = _by_cache([(a, "p", {"cache_id": "x"}), (b, "p", {"cache_id": "x"}),
+    ...                           (c, "p", {})])
+    >>> [h.hostname for h, _, _ in first], [(t[0].hostname, via.hostname) for t, via in shared]
+    (['a', 'c'], [('b', 'a')])
+    """
+    first: list[tuple[Host, str, dict[str, Any]]] = []
+    shared: list[tuple[tuple[Host, str, dict[str, Any]], Host]] = []
+    seen: dict[str, Host] = {}
+    for item in probed:
+        cid = item[2].get("cache_id")
+        if cid and cid in seen:
+            shared.append((item, seen[cid]))
+            continue
+        if cid:
+            seen[cid] = item[0]
+        first.append(item)
+    return first, shared
+
+
 @dataclass
 class Stage:
     """Carry out a :class:`~sshdeploy.stageplan.StagePlan` on a cluster's hosts.
@@ -199,8 +230,14 @@ class Stage:
         probes = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts))
         self._gate([(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
-        await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in todo))
-        await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in todo))
+        # Hosts that share a home (one cache id) are sent to once, through the first of them.
+        first, shared = _by_cache(todo)
+        await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
+        await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in first))
+        for (host, _py, _d), via in shared:
+            report = self.reports[self.pool.display(host)]
+            report.env_cached = True if self.plan.env is not None else None
+            report.shared_with = self.pool.display(via)
         return self.reports
 
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
@@ -340,8 +377,10 @@ class Stage:
             return {}
         self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
         self._warn_size(self.manifest)
-        sent = await asyncio.gather(*(self.push_uploads(h, py, None) for h, py in self.hosts))
-        return {self.pool.display(h): n for (h, _), n in zip(self.hosts, sent, strict=True)}
+        hosts = [(h, py) for h, py in self.hosts  # not twice to a shared home
+                 if not getattr(self.reports.get(self.pool.display(h)), "shared_with", "")]
+        sent = await asyncio.gather(*(self.push_uploads(h, py, None) for h, py in hosts))
+        return {self.pool.display(h): n for (h, _), n in zip(hosts, sent, strict=True)}
 
     async def remove_uploads(self) -> None:
         """Remove this cluster's upload directory from every host (errors logged, not raised)."""

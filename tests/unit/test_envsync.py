@@ -242,3 +242,9 @@ def test_an_upload_asks_for_what_it_misses_in_one_round_trip(tmp_path: Path) -> 
     assert proc.wait(timeout=30) == 0
     assert answer["stored"] == 1
     assert (home / ".cache/sshdeploy/uploads/c/b.py").read_text() == "B = 2\n"
+
+
+def test_hosts_sharing_a_home_report_one_cache_id(tmp_path: Path) -> None:
+    ids = {run_remote(tmp_path, {"op": "probe", "env": "h"})["cache_id"] for _ in range(3)}
+    other = run_remote(tmp_path / "other", {"op": "probe", "env": "h"})["cache_id"]
+    assert len(ids) == 1 and other not in ids
