@@ -210,6 +210,7 @@ class Stage:
     #: What each host is doing now (``user@host:port`` to a state for the live
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
+    _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
 
     async def run(self) -> dict[str, HostStage]:
         """Probe, gate, sync, upload; return one report per host.
@@ -315,7 +316,9 @@ class Stage:
         started = time.monotonic()
         where = self.pool.display(host)
         self.phase[where] = "packing environment"
-        tar = await asyncio.to_thread(build_tar, env)
+        if self._tar is None:  # built once for all the hosts that need it
+            self._tar = asyncio.ensure_future(asyncio.to_thread(build_tar, env))
+        tar = await asyncio.shield(self._tar)
         size = tar.stat().st_size
         self.phase[where] = "sending environment"
         try:
