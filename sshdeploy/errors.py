@@ -382,7 +382,7 @@ class EnvSyncError(HostError):
     what: str = "environment sync failed"
     remedy: str = (
         "Check the free space and permissions of ~/.cache/sshdeploy on that host "
-        "(dask-ssh clean --envs frees it), then start again."
+        "(python -m sshdeploy.envsync clean HOST frees it), then start again."
     )
 
 

@@ -196,3 +196,20 @@ def test_dask_ssh_check_shows_the_gate_table_and_fails(
     assert "1 host(s) differ" in lines[at]
     assert lines[at + 1].split() == ["host", "package", "theirs", "ours"]
     assert lines[at + 2].split()[:3] == [f"root@{n2}", "cloudpickle", "0.0.1"]
+
+
+def test_the_clean_command_empties_the_hosts_caches(bed: testbed.Bed) -> None:
+    import subprocess
+
+    host = bed.hosts[1]
+    envs = testbed.host_path(host, "/root/.cache/sshdeploy/envs")
+    envs.mkdir(parents=True, exist_ok=True)
+    (envs / "leftover").mkdir(exist_ok=True)
+    (envs / "leftover" / "x.py").write_text("x = 1\n" * 1000)
+    out = subprocess.run(
+        [sys.executable, "-m", "sshdeploy.envsync", "clean", "--known-hosts",
+         str(bed.known_hosts), "--ssh-private-key", str(bed.client_key), f"root@{host.name}"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"root@{host.name}: removed 0.0 MB"
+    assert not envs.exists()
