@@ -362,11 +362,12 @@ def build_script_command(python: str, setup: str | None = None,
 
     Examples
     --------
-    >>> build_script_command("python3").startswith("exec python3 -c ")
+    >>> build_script_command("python3").splitlines()[1].startswith("exec python3 -c ")
     True
     """
     launch = f"exec {shlex.quote(python)} -c {shlex.quote(SCRIPT_LAUNCHER)}"
-    return in_login_shell(_after_setup(setup, launch), login_shell)
+    # The shell's pid first: the process group to kill if the setup hangs.
+    return in_login_shell(f'echo "$$"\n{_after_setup(setup, launch)}', login_shell)
 
 
 def script_preamble(source: bytes) -> bytes:

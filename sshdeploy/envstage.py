@@ -19,6 +19,7 @@ start itself, which reports it as before (and honours ``min_workers``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -31,10 +32,10 @@ from typing import Any
 
 import asyncssh
 
-from .bootstrap import build_script_command, script_preamble
+from .bootstrap import build_kill_command, build_script_command, script_preamble
 from .envgate import Difference, compare, format_table, local_description
 from .envsync import build_tar
-from .errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError
+from .errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from .hosts import Host
 from .pool import HostPool
 from .stageplan import StagePlan
@@ -106,9 +107,14 @@ async def run_script(
     conn = await pool.get(host)
     command = build_script_command(python, setup, login_shell)
 
+    pgid: list[int] = []
+
     async def go() -> tuple[str, str, int | None]:
         proc = await conn.conn.create_process(command, encoding=None)
         try:
+            first = await proc.stdout.readline()  # the login shell's pid: its process group
+            if first.strip().isdigit():
+                pgid.append(int(first))
             proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
             asked = b""
             if callable(payload):
@@ -134,14 +140,25 @@ async def run_script(
         finally:
             proc.close()
 
+    async def kill() -> None:
+        if pgid:  # a setup that hangs, a cancelled start: leave nothing behind on the host
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(
+                    conn.conn.run(build_kill_command(pgid[0]), check=False), 10))
+
     try:
         out, err, status = await asyncio.wait_for(go(), timeout)
     except asyncio.TimeoutError:
-        raise EnvSyncError(host=where, what=f"{op['op']} did not finish within {timeout:.0f} s",
-                           remedy="Check the host's load and disk; raise "
-                           "sshdeploy.start-timeout for a slow link.") from None
+        await kill()
+        raise EnvSyncError(host=where, cause="timeout",
+                           what=f"{op['op']} did not finish within {timeout:.0f} s",
+                           remedy="Check the setup command and the host's load and disk; "
+                           "raise sshdeploy.start-timeout for a slow link.") from None
     except (asyncssh.Error, OSError) as exc:
         raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(exc)) from exc
+    except BaseException:
+        await kill()
+        raise
     try:
         answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -228,7 +245,7 @@ class Stage:
         if self.plan.upload:
             self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
             self._warn_size(self.manifest)
-        probes = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts))
+        probes = await self._probe_all()
         self._gate([(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
@@ -240,6 +257,15 @@ class Stage:
             report.env_cached = True if self.plan.env is not None else None
             report.shared_with = self.pool.display(via)
         return self.reports
+
+    async def _probe_all(self) -> list[dict[str, Any] | None]:
+        """Probe every host; every probe ends (and cleans up) before any error is raised."""
+        done = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts),
+                                    return_exceptions=True)
+        for res in done:
+            if isinstance(res, BaseException):
+                raise res
+        return [r for r in done if not isinstance(r, BaseException)]
 
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
         where = self.pool.display(host)
@@ -254,6 +280,17 @@ class Stage:
         try:
             report.description = await run_script(self.pool, host, python, self.setup,
                                                   self.login_shell, op, timeout=self.timeout)
+        except EnvSyncError as exc:
+            if exc.cause == "timeout":  # the start would stall there too: say where, now
+                raise StartError(
+                    host=where, role="sync",
+                    what=f"start stalled in the setup command or the remote Python: nothing "
+                    f"within {self.timeout:.0f} s",
+                    remedy=f"The setup command {self.setup!r} did not finish, or {python!r} "
+                    "did not start: run them by hand on that host.") from None
+            report.skipped = str(exc).splitlines()[0]
+            logger.debug("stage skips %s: %s", where, report.skipped)
+            return None
         except SSHDeployError as exc:
             # Unreachable, no Python...: the start reports it, with min_workers in force.
             report.skipped = str(exc).splitlines()[0]
@@ -269,6 +306,8 @@ class Stage:
         ours = local_description(self.plan.packages)
         rows: list[Difference] = []
         for host, _py, theirs in probed:
+            if self.plan.env is None and "distributed" not in (theirs.get("packages") or {}):
+                continue  # no distributed at all: the start says so (RemoteImportError)
             rows += compare(self.pool.display(host), ours, theirs, self.plan.packages,
                             platform_only=self.plan.env is not None)
         return rows
@@ -281,7 +320,7 @@ class Stage:
         (list of Difference, dict)
             The gate's rows, and the hosts that could not be probed, with why.
         """
-        probes = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts))
+        probes = await self._probe_all()
         probed = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
         skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
         return self.differences(probed), skipped

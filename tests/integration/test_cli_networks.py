@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -267,7 +268,7 @@ def test_check_imports_imports_what_the_cheap_check_only_reads(
     # A "distributed" that shadows the installed one and cannot be imported: its
     # metadata still reads fine, so only the deep probe sees the breakage.
     # (In the host's own /tmp: that is where the remote Python looks.)
-    shadow_dir = f"/tmp/shadow-{tmp_path.name[-12:]}"
+    shadow_dir = f"/tmp/shadow-{uuid.uuid4().hex[:8]}"
     shadow = testbed.host_path(bed.hosts[0], shadow_dir) / "distributed"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('shadowed distributed is broken')\n")

@@ -16,6 +16,7 @@ import copy
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def test_per_host_remote_python(bed: testbed.Bed, tmp_path: Path) -> None:
     # One interpreter path per host: links to this Python, each in its own host's /tmp.
     paths = []
     hosts = {h.name: h for h in bed.hosts}
-    tag = tmp_path.name[-12:]
+    tag = uuid.uuid4().hex[:8]
     for name in (n1, n2, n3):
         path = f"/tmp/python-{name}-{tag}"
         testbed.host_path(hosts[name], path).symlink_to(sys.executable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,14 +119,18 @@ def test_remote_python_not_found(bed: testbed.Bed) -> None:
 
 
 def test_distributed_not_importable(bed: testbed.Bed, tmp_path: Path) -> None:
-    venv = tmp_path / "bare"
+    # Not in /tmp: each bed host has its own. The bed's state dir is seen by all of them.
+    venv = bed.state_dir / f"bare-{tmp_path.name[-8:]}"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    err = assert_fails(bed, RemoteImportError, [n1, n2],
-                       connect_options=bed.connect_options(), remote_python=python)
-    assert "No module named" in str(err) and python in str(err)
-    checks = check_hosts([n1], bed.connect_options(), remote_python=python)
-    assert not checks[0].ok and "not importable" in str(checks[0].error)
+    try:
+        python = str(venv / "bin" / "python")
+        err = assert_fails(bed, RemoteImportError, [n1, n2],
+                           connect_options=bed.connect_options(), remote_python=python)
+        assert "No module named" in str(err) and python in str(err)
+        checks = check_hosts([n1], bed.connect_options(), remote_python=python)
+        assert not checks[0].ok and "not importable" in str(checks[0].error)
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 def test_version_mismatch(bed: testbed.Bed, monkeypatch: pytest.MonkeyPatch) -> None:
