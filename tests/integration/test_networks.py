@@ -180,10 +180,19 @@ def test_tls_sigkill_of_the_controller_leaves_no_credentials_or_dirs(
     # The remote TMPDIR points at a fresh dir, so what the agents leave there is ours alone
     # (short: multiprocessing's socket path inside it must stay under 108 bytes).
     import shutil
-    import tempfile
 
-    remote_tmp = tempfile.mkdtemp(prefix="sdk", dir="/tmp")
-    request_cleanup = shutil.rmtree
+    # In each host's own /tmp (seen from here through testbed.host_path).
+    remote_tmp = f"/tmp/sdk{os.urandom(4).hex()}"
+    hosts = [h for h in bed.hosts if h.name in (n1, n2, n3)]
+    for h in hosts:
+        testbed.host_path(h, remote_tmp).mkdir()
+
+    def entries() -> list[str]:
+        return [e for h in hosts for e in os.listdir(testbed.host_path(h, remote_tmp))]
+
+    def request_cleanup(_path: str, ignore_errors: bool = True) -> None:
+        for h in hosts:
+            shutil.rmtree(testbed.host_path(h, remote_tmp), ignore_errors=ignore_errors)
     script = os.path.join(str(tmp_path), "controller.py")
     with open(script, "w") as f:
         f.write(textwrap.dedent(f"""
@@ -202,14 +211,14 @@ def test_tls_sigkill_of_the_controller_leaves_no_credentials_or_dirs(
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"
-        assert os.listdir(remote_tmp), "the agents' private dirs should be there while running"
+        assert entries(), "the agents' private dirs should be there while running"
     finally:
         proc.kill()
         proc.wait()
     testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 10,
                        "remote processes to stop after SIGKILL")
     try:
-        testbed.wait_until(lambda: os.listdir(remote_tmp) == [], 10,
+        testbed.wait_until(lambda: entries() == [], 10,
                            "the agents' private dirs (and any credentials) to be removed")
     finally:
         request_cleanup(remote_tmp, ignore_errors=True)
