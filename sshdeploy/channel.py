@@ -1,7 +1,7 @@
 """The controller's end of one remote agent: an SSH channel speaking the agent's protocol.
 
 :class:`AgentChannel` opens a channel on the host's shared connection, sends
-the agent (:mod:`sshdeploy.agent`) and its spec on stdin, reads its events and
+the agent (:mod:`sshdeploy.remote.agent`) and its spec on stdin, reads its events and
 output for the agent's whole life, sends commands and pings, and ends it.
 Readiness is an explicit handshake, never a scraped log line.
 """

@@ -4,13 +4,13 @@ This file is read as *text* by the controller and executed by the remote
 Python (``python -c`` reads it from stdin): sshdeploy need not be installed
 on the hosts. It must therefore import nothing from sshdeploy and only the
 standard library until the spec has been read; distributed is imported once,
-after that. Importing it as :mod:`sshdeploy.agent` is cheap (standard
+after that. Importing it as :mod:`sshdeploy.remote.agent` is cheap (standard
 library only), so the controller takes the wire constants from here.
 
 Protocol (one JSON object per line):
 
 controller -> agent, on stdin
-    after the agent's code, the worker-side tagger's code (:mod:`sshdeploy.tagger`,
+    after the agent's code, the worker-side tagger's code (:mod:`sshdeploy.remote.tagger`,
     length-prefixed the same way), then a spec ``{"role", "label", "config",
     "env", "heartbeat", "mp_method"}``, then commands ``{"cmd": "start_scheduler"
     | "start_worker" | "stop" | "ping" | "shutdown", ...}``; keyword arguments
@@ -43,7 +43,7 @@ Everything the agent and its children write to their own stdout/stderr is
 captured through a pipe the agent drains for its whole life and is forwarded
 as ``logs`` events, so no remote process can ever block on a full pipe.
 Workers started through a Nanny tag each line with their name (the preload
-:mod:`sshdeploy.tagger`) so lines reach the controller attributed to the
+:mod:`sshdeploy.remote.tagger`) so lines reach the controller attributed to the
 right worker.
 
 The agent is the leader of its process group. When stdin reaches EOF (the
@@ -91,7 +91,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-#: Starts every line a worker's tagger writes (see :mod:`sshdeploy.tagger`).
+#: Starts every line a worker's tagger writes (see :mod:`sshdeploy.remote.tagger`).
 TAG = "\x1esshdeploy\x1f"
 #: Starts every event line on stdout, so that whatever else reaches stdout (a
 #: login script that prints, a setup command) is never taken for an event.
@@ -132,7 +132,7 @@ class LineSplitter:
 
     Only each new chunk is split; the unfinished line is kept as a list of
     pieces and handed out as a line of its own once it reaches *limit*.
-    (The same as :class:`sshdeploy.tagger.LineSplitter`: each file travels alone.)
+    (The same as :class:`sshdeploy.remote.tagger.LineSplitter`: each file travels alone.)
     """
 
     def __init__(self, limit: int = MAX_LINE) -> None:

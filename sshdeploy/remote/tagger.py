@@ -9,7 +9,7 @@ the process's stdout and stderr at pipes drained by two threads which write
 each line, prefixed with ``TAG + name + "\\x1f" + stream + "\\x1f"``, to the
 agent's log pipe (the process's original stderr).
 
-Imported as ``sshdeploy.tagger`` (tests, the controller) it only defines
+Imported as ``sshdeploy.remote.tagger`` (tests, the controller) it only defines
 things. Like the agent, it uses the standard library only and stays Python
 3.10 compatible.
 """
@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Iterable
 
-#: Starts every tagged line; the same value as :data:`sshdeploy.agent.TAG`.
+#: Starts every tagged line; the same value as :data:`sshdeploy.remote.agent.TAG`.
 TAG = "\x1esshdeploy\x1f"
 #: Environment variable naming the worker whose output this process writes.
 LABEL_ENV = "SSHDEPLOY_LABEL"

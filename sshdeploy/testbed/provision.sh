@@ -1,5 +1,5 @@
 #!/bin/sh
-# sshdeploy/provision.sh - the one provisioning source of the sshdeploy test beds.
+# sshdeploy/testbed/provision.sh - the one provisioning source of the sshdeploy test beds.
 #
 # Used by both beds:
 #   * the local namespace bed (python -m sshdeploy.testbed), which calls the
@@ -77,7 +77,7 @@ sshd_config() {
     pid_file=$5
     shift 5
     {
-        echo "# Written by sshdeploy/provision.sh - do not edit, regenerate."
+        echo "# Written by sshdeploy/testbed/provision.sh - do not edit, regenerate."
         if [ "$#" -gt 0 ]; then
             echo "# Extra options (first value wins in sshd_config):"
             for line in "$@"; do

@@ -20,8 +20,8 @@ from sshdeploy.testbed.procs import host_command
 from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
 
 SSHD = "/usr/sbin/sshd"
-#: The provisioning script shared with the docker bed; it stays in the sshdeploy package.
-PROVISION = Path(__file__).parent.parent / "provision.sh"
+#: The provisioning script shared with the docker bed (it sets up test beds only).
+PROVISION = Path(__file__).with_name("provision.sh")
 READY_TIMEOUT = 20.0
 
 

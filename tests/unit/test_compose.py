@@ -21,7 +21,7 @@ from sshdeploy.testbed import model
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-PROVISION = ROOT / "sshdeploy" / "provision.sh"
+PROVISION = ROOT / "sshdeploy" / "testbed" / "provision.sh"
 PROVISION_IN_IMAGE = "/opt/sshdeploy/provision.sh"
 HOSTS = ["node1", "node2", "node3", "node4"]
 SUBNET = ipaddress.ip_network("10.213.7.0/24")
@@ -142,7 +142,7 @@ def test_dockerfile_installs_project_and_provisioning_file() -> None:
     assert "openssh-server" in text
     assert "COPY . /project" in text
     assert 'pip install --no-cache-dir "/project[test]"' in text
-    assert f"COPY sshdeploy/provision.sh {PROVISION_IN_IMAGE}" in text
+    assert f"COPY sshdeploy/testbed/provision.sh {PROVISION_IN_IMAGE}" in text
 
 
 @pytest.mark.timeout(10)
