@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cloudpickle
 
@@ -23,6 +23,7 @@ import cloudpickle
 # importing it is cheap, it imports only the standard library at top level.
 from .remote.agent import EVENT as EVENT_MARK
 from .remote.agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+from .roles import AgentRole
 
 __all__ = [
     "EVENT_MARK",
@@ -42,9 +43,6 @@ __all__ = [
     "stdin_preamble",
     "tagger_source",
 ]
-
-AgentRole = Literal["scheduler", "workers"]
-
 
 
 def _shell_printf(stage: str) -> str:

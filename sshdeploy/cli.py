@@ -34,7 +34,6 @@ from rich.console import Console
 
 from sshdeploy import display
 from sshdeploy.cliargs import (
-    DEFAULT_WORKER_CLASS,
     ENV_ITEM,
     HOST,
     JUMP_HOST,
@@ -44,6 +43,7 @@ from sshdeploy.cliargs import (
     CliOptions,
     build_cluster_args,
 )
+from sshdeploy.defaults import DEFAULT_DASHBOARD, DEFAULT_SCHEDULER_PORT, DEFAULT_WORKER_CLASS
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host
 from sshdeploy.versions import package_versions
@@ -151,7 +151,7 @@ def _version_message() -> str:
 @click.option("--scheduler", default=None, type=HOST, metavar="[USER@]HOST[:PORT]",
               help="Host that runs the scheduler; every listed host then runs workers. "
                    "[default: the first host]")
-@click.option("--scheduler-port", default=8786, show_default=True,
+@click.option("--scheduler-port", default=DEFAULT_SCHEDULER_PORT, show_default=True,
               type=click.IntRange(0, 65535), help="Scheduler port (0: random).")
 @click.option("--nthreads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Threads per worker process; 0: the host's cores / its worker processes.")
@@ -192,7 +192,7 @@ def _version_message() -> str:
               help="Classic option. Its classic values (distributed.cli.dask_worker, "
                    "distributed.cli.dask_spec) mean the default worker class; another "
                    "value is taken as a worker class, like --worker-class.")
-@click.option("--dashboard-address", default=":8787", show_default=True,
+@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
               help="Address of the scheduler's dashboard (':0': a random port).")
 @click.option("--worker-class", default=None, metavar="DOTTED.PATH",
               help=f"Worker class to start. [default: {DEFAULT_WORKER_CLASS}]")

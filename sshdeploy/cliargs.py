@@ -26,13 +26,13 @@ from typing import Any
 
 import click
 
+from sshdeploy.defaults import CLASSIC_WORKER_MODULES, DEFAULT_WORKER_CLASS
 from sshdeploy.errors import HostfileError
 from sshdeploy.hosts import Host, check_memory_limit, load_hostfile, parse_host, parse_host_line
 from sshdeploy.nodelists import hosts_from_environment
 
 __all__ = [
     "CLASSIC_REMOTE_DASK_WORKERS",
-    "DEFAULT_WORKER_CLASS",
     "ENV_ITEM",
     "HOST",
     "JUMP_HOST",
@@ -46,12 +46,8 @@ __all__ = [
     "resolve_hosts",
 ]
 
-#: The worker class used unless ``--worker-class`` says otherwise.
-DEFAULT_WORKER_CLASS = "distributed.Nanny"
 #: Values of the classic ``--remote-dask-worker`` that mean "the default worker".
-CLASSIC_REMOTE_DASK_WORKERS = frozenset(
-    {"distributed.cli.dask_worker", "distributed.cli.dask_spec"}
-)
+CLASSIC_REMOTE_DASK_WORKERS = frozenset(CLASSIC_WORKER_MODULES)
 
 #: The values of ``--log-level``, lowest first.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

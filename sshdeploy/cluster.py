@@ -23,16 +23,18 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat, notebook
+from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
 from .hostview import HostRow, rows_html, rows_text
 from .logs import LogBook
 from .placement import HostKey, Placement, name_order, next_worker
-from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
+from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .stages import HELLO, stage_info
 
 logger = logging.getLogger(__name__)
 
@@ -456,9 +458,8 @@ class SSHCluster(SpecCluster):
         if runs_scheduler and sched is not None:
             channels.append(sched.channel)
         stages = [ch.stage for ch in channels if ch is not None]
-        if any(stage != "hello" for stage in stages) or not stages:
-            return _STAGE_STATE.get(next((st for st in stages if st != "hello"), None),
-                                    "starting")
+        if any(stage != HELLO for stage in stages) or not stages:
+            return stage_info(next((st for st in stages if st != HELLO), None)).state
         if row["wanted"] and row["running"] < row["wanted"]:
             return "starting workers"
         if runs_scheduler and (sched is None or sched.status != Status.running):
@@ -503,13 +504,6 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
-
-
-#: A start-up stage of an agent (its ``stage`` events), as the host's state.
-_STAGE_STATE: dict[str | None, str] = {
-    None: "starting", "login": "running setup", "setup": "starting Python",
-    "python": "starting Python", "import": "importing distributed",
-}
 
 
 def _pool_for(plan: ClusterPlan) -> HostPool:

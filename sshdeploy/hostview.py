@@ -28,8 +28,8 @@ class HostRow:
     error : str
         The last failure seen on this host ("" for none).
     state : str
-        Where its start stands: ``waiting``, ``connecting``, ``starting``,
-        ``importing distributed``, ``starting workers``, ``ready`` or ``failed``.
+        Where its start stands: one of :data:`sshdeploy.stages.HOST_STATES`
+        (``waiting``, ``connecting``, a stage's state, ``ready``, ``failed``...).
     """
 
     host: str

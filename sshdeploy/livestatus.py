@@ -23,14 +23,12 @@ from rich.table import Table
 from rich.text import Text
 
 from sshdeploy.hostview import HostRow
+from sshdeploy.stages import HOST_STATES
 
 __all__ = ["STATE_ORDER", "StatusView", "changed_lines", "first_line", "summary_text"]
 
 #: The states of a host's start, in the order a start goes through them.
-STATE_ORDER = (
-    "waiting", "connecting", "running setup", "starting", "starting Python",
-    "importing distributed", "starting workers", "starting scheduler", "ready", "failed",
-)
+STATE_ORDER = HOST_STATES
 _STATE_STYLE = {"ready": "green", "failed": "bold red"}
 _STATE_WIDTH = max(len(s) for s in STATE_ORDER)  # the column does not jump as states change
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")

@@ -12,20 +12,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from distributed.security import Security
 
 from .bootstrap import build_command
+from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_CLASS
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .placement import HostPlan, Placement, place
+from .roles import Role
 from .settings import Settings
-
-DEFAULT_WORKER_CLASS = "distributed.Nanny"
-#: ``worker_module`` values of distributed's older SSHCluster that mean the default worker.
-CLASSIC_WORKER_MODULES = ("distributed.cli.dask_worker", "distributed.cli.dask_spec")
-DEFAULT_DASHBOARD = ":8787"
 
 
 class Advertised:
@@ -118,7 +115,7 @@ class RemotePlan:
     """
 
     host: str
-    role: Literal["scheduler", "worker"]
+    role: Role
     names: list[str]
     command: str
     python: str

@@ -20,6 +20,7 @@ from distributed.deploy.spec import ProcessInterface
 from . import compat
 from .causes import explain
 from .channel import AgentChannel
+from .defaults import DEFAULT_WORKER_CLASS
 from .errors import SSHDeployError, StartError
 from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
 from .hosts import Host
@@ -27,12 +28,13 @@ from .logs import LogBook
 from .placement import HostKey
 from .plan import Launch, resolve_advertised
 from .pool import HostPool
+from .roles import Role
 
 logger = logging.getLogger(__name__)
 
 
 def _start_error(
-    ch: AgentChannel, role: str, name: str, answer: Mapping[str, Any], kwargs: Mapping[str, Any]
+    ch: AgentChannel, role: Role, name: str, answer: Mapping[str, Any], kwargs: Mapping[str, Any]
 ) -> StartError:
     """The error for a process the agent could not start: its cause first, the option behind it.
 
@@ -285,7 +287,7 @@ class RemoteWorker(ProcessInterface):
         name: str,
         host: Host,
         agents: WorkerAgents,
-        cls: str = "distributed.Nanny",
+        cls: str = DEFAULT_WORKER_CLASS,
         kwargs: Mapping[str, Any] | None = None,
         restart: bool = True,
     ) -> None:

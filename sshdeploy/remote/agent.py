@@ -91,6 +91,13 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+#: The ``stage`` events of a start, in order: ``login`` and ``setup`` come from the
+#: login shell (:func:`sshdeploy.bootstrap.build_command`), ``python`` from the
+#: launcher (``remote/launcher.py``), ``import`` from here. Each has a row in
+#: :data:`sshdeploy.stages.STAGES` (a unit test checks both ways).
+STAGES = ("login", "setup", "python", "import")
+STAGE_IMPORT = STAGES[3]
+
 #: Starts every line a worker's tagger writes (see :mod:`sshdeploy.remote.tagger`).
 TAG = "\x1esshdeploy\x1f"
 #: Starts every event line on stdout, so that whatever else reaches stdout (a
@@ -870,7 +877,7 @@ class Agent:
         # exits by itself with us: its alive pipe closes).
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
             target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
-        self.wire.emit(ev="stage", stage="import", pid=os.getpid())
+        self.wire.emit(ev="stage", stage=STAGE_IMPORT, pid=os.getpid())
         try:
             import dask
             import distributed
