@@ -21,6 +21,7 @@ from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .placement import HostPlan, Placement, place
+from .remote.agent import describe_share
 from .roles import Role
 from .settings import Settings
 
@@ -112,6 +113,9 @@ class RemotePlan:
         The keywords the scheduler or each worker starts with.
     settings : dict
         The ``sshdeploy.*`` settings in force.
+    share : str
+        Workers only: what each worker gets of the host's cores and memory
+        (:func:`sshdeploy.agent.describe_share`).
     """
 
     host: str
@@ -121,6 +125,7 @@ class RemotePlan:
     python: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    share: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ class ClusterPlan:
                 host=show(hp.host), role="worker", names=names[key],
                 command=build_command(hp.python, self.setup), python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
-                settings=settings,
+                settings=settings, share=describe_share(hp.template, hp.slots),
             ))
         return out
 
