@@ -22,12 +22,11 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat, notebook
+from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
-from .hostview import HostRow, rows_html, rows_text, worker_resources
 from .logs import LogBook
 from .placement import HostKey, Placement, name_order, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
@@ -35,6 +34,8 @@ from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
 from .stages import HELLO, stage_info
+from .views import notebook
+from .views.hostrows import HostRow, rows_html, rows_text, worker_resources
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """The ``dask-ssh`` command: parse, build the cluster, wait, report.
 
 The command is thin on purpose. Each option is declared once, below, with
-its type from :mod:`sshdeploy.cliargs`; click's parsed values become one
-:class:`~sshdeploy.cliargs.CliOptions`, and the pure function
-:func:`~sshdeploy.cliargs.build_cluster_args` (no network, no processes) turns
+its type from :mod:`sshdeploy.cli.options`; click's parsed values become one
+:class:`~sshdeploy.cli.options.CliOptions`, and the pure function
+:func:`~sshdeploy.cli.options.build_cluster_args` (no network, no processes) turns
 them into :class:`SSHCluster` arguments, so every option can be unit-tested;
-:func:`~sshdeploy.serve.serve` runs a cluster until a signal or the
-scheduler's death; the printing lives in :mod:`sshdeploy.display`.
+:func:`~sshdeploy.cli.run.serve` runs a cluster until a signal or the
+scheduler's death; the printing lives in :mod:`sshdeploy.cli.report`.
 
 Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP) once the cluster
 runs, 1 for a failure sshdeploy diagnosed (:class:`~sshdeploy.errors.SSHDeployError`,
@@ -32,8 +32,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from sshdeploy import display
-from sshdeploy.cliargs import (
+from sshdeploy.cli import exit_codes, report
+from sshdeploy.cli.console import make_console, output_closed
+from sshdeploy.cli.options import (
     ENV_ITEM,
     HOST,
     JUMP_HOST,
@@ -264,18 +265,18 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     Call ``main(argv, standalone_mode=False)`` to get the exit status back
     instead of :func:`sys.exit`.
     """
-    console = display.make_console(sys.stdout)
-    err_console = display.make_console(sys.stderr)
+    console = make_console(sys.stdout)
+    err_console = make_console(sys.stderr)
     try:
         code = _run(options, console, err_console)
     except SSHDeployError as err:
         err_console.print(f"Error: {err}")
-        code = getattr(err, "exit_code", 1)
+        code = getattr(err, "exit_code", exit_codes.FAILED)
     except KeyboardInterrupt:
         err_console.print("dask-ssh: interrupted")
-        code = 130
-    if code == 0 and display.output_closed(console):
-        code = 141
+        code = exit_codes.INTERRUPTED
+    if code == exit_codes.OK and output_closed(console):
+        code = exit_codes.OUTPUT_CLOSED
     ctx.exit(code)
 
 
@@ -291,8 +292,8 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
         from sshdeploy import cluster  # imports distributed: only for what needs it
 
         plans = cluster.SSHCluster.remote_commands(**args.kwargs())
-        display.print_plan(console, plans, env=args.env)
-        return 0
+        report.print_plan(console, plans, env=args.env)
+        return exit_codes.OK
     if opts.insecure_skip_host_key_check:  # only once the run goes ahead and connects
         err_console.print(
             "WARNING: --insecure-skip-host-key-check: host keys are not checked; a "
@@ -307,11 +308,11 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
             setup=args.setup,
             deep=opts.check_imports,
         )
-        display.print_check_table(console, checks)
-        return 0 if all(c.ok for c in checks) else 1
+        report.print_check_table(console, checks)
+        return exit_codes.OK if all(c.ok for c in checks) else exit_codes.FAILED
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
-    from sshdeploy.serve import serve
+    from sshdeploy.cli.run import serve
 
     return serve(args, console=console, err_console=err_console,
                  log_directory=opts.log_directory, show_level=opts.show_level,
@@ -321,7 +322,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
 class LogDirectoryError(click.ClickException):
     """``--log-directory`` cannot be created or written (exit status 1)."""
 
-    exit_code = 1
+    exit_code = exit_codes.FAILED
 
     def __init__(self, path: str, cause: str) -> None:
         super().__init__(

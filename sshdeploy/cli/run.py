@@ -10,14 +10,14 @@ started is closed, stalled remote starts are killed, and the exit status is
 a signal came, whether the scheduler (or
 the cluster) has gone to ``closing``/``closed``/``failed``, or whether the
 cluster's connection to the scheduler is lost, or whether stdout's reader
-has gone (``dask-ssh ... | head``: see :class:`~sshdeploy.display.GuardedStream`).
+has gone (``dask-ssh ... | head``: see :class:`~sshdeploy.cli.console.GuardedStream`).
 SIGINT, SIGTERM and SIGHUP (the terminal closed) set the event; a second one
 exits at once with status 130 (the remote agents clean up when their
 connection drops). Closing is bounded (``close_timeout``). When stdout's
 reader has gone, the cluster is stopped the same way, quietly.
 
 While it runs, remote lines and sshdeploy's own warnings are printed (and
-written to ``--log-directory``) through the handlers of :mod:`sshdeploy.display`.
+written to ``--log-directory``) through the handlers of :mod:`sshdeploy.cli.remote_output`.
 """
 
 from __future__ import annotations
@@ -41,15 +41,17 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.live import Live
 
-from sshdeploy import display, livestatus
+from sshdeploy.cli import exit_codes, remote_output, report
+from sshdeploy.cli.console import output_closed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
-from sshdeploy.hostview import HostRow, worker_resources
 from sshdeploy.placement import name_order
 from sshdeploy.versions import package_versions
+from sshdeploy.views import livestatus
+from sshdeploy.views.hostrows import HostRow, worker_resources
 
 if TYPE_CHECKING:
-    from sshdeploy.cliargs import ClusterArgs
+    from sshdeploy.cli.options import ClusterArgs
 
 __all__ = ["ClientCredentials", "serve"]
 
@@ -78,7 +80,7 @@ class _Stop:
             _write_stderr(b"dask-ssh: second interrupt, exiting now\n")
             if self.on_exit is not None:
                 self.on_exit()
-            os._exit(130)
+            os._exit(exit_codes.INTERRUPTED)
         self.signum = signum
         self.event.set()
 
@@ -107,12 +109,12 @@ def _signal_handlers(stop: _Stop) -> Iterator[None]:
 @contextmanager
 def _remote_logging(
     console: Console, err_console: Console, log_directory: str | None, show_level: int
-) -> Iterator[display.RemoteLogHandler]:
+) -> Iterator[remote_output.RemoteLogHandler]:
     """Print remote lines (logger ``sshdeploy.remote``) and sshdeploy's warnings while inside."""
-    remote = logging.getLogger(display.REMOTE_LOGGER)
+    remote = logging.getLogger(remote_output.REMOTE_LOGGER)
     own = logging.getLogger("sshdeploy")
-    warnings = display.ControllerLogHandler(err_console)
-    handler = display.RemoteLogHandler(console, log_directory, others=warnings,
+    warnings = remote_output.ControllerLogHandler(err_console)
+    handler = remote_output.RemoteLogHandler(console, log_directory, others=warnings,
                                        show_level=show_level)
     saved = (remote.level, remote.propagate, own.level, own.propagate)
     remote.addHandler(handler)
@@ -313,7 +315,7 @@ class _Run:
     """One foreground run of a cluster, in the event loop of :func:`serve`."""
 
     def __init__(self, args: ClusterArgs, stop: _Stop, console: Console,
-                 err_console: Console, remote_log: display.RemoteLogHandler,
+                 err_console: Console, remote_log: remote_output.RemoteLogHandler,
                  credentials: ClientCredentials, poll_interval: float,
                  close_timeout: float, progress: bool = True) -> None:
         self.args = args
@@ -389,7 +391,7 @@ class _Run:
         # sshdeploy's own warnings go to stderr; on the same terminal they would
         # break the table: print them through the live console meanwhile.
         others = self.remote_log.others
-        moved = (others if isinstance(others, display.ControllerLogHandler)
+        moved = (others if isinstance(others, remote_output.ControllerLogHandler)
                  and self.err_console.is_terminal else None)
         self.remote_log.flush()
         self.remote_log.through_console = True
@@ -415,7 +417,7 @@ class _Run:
         with contextlib.suppress(BaseException):  # cancelled, or failed meanwhile
             await starting
         await _close(cluster, self.close_timeout)
-        return 130
+        return exit_codes.INTERRUPTED
 
     async def _serve(self, cluster: Any) -> int:
         console, err_console, stop = self.console, self.err_console, self.stop
@@ -425,7 +427,7 @@ class _Run:
         connect_line = None
         if self.args.security:
             connect_line = self.credentials.write(cluster.security, address)
-        display.print_banner(
+        report.print_banner(
             console,
             scheduler_address=address,
             dashboard_link=getattr(cluster, "dashboard_link", None),
@@ -440,7 +442,7 @@ class _Run:
         scheduler_died = False
         while not stop.event.is_set():
             await asyncio.sleep(self.poll_interval)
-            if display.output_closed(console):
+            if output_closed(console):
                 break
             if _scheduler_gone(cluster):
                 scheduler_died = True
@@ -468,20 +470,20 @@ class _Run:
                 f"({error}); its remote processes stop by themselves once their SSH "
                 "connection is gone."
             )
-            return 1
+            return exit_codes.FAILED
         if scheduler_died:
-            return 1
-        if stop.signum is None and display.output_closed(console):
-            return 0  # stdout's reader has gone: stop quietly, like any Unix tool
+            return exit_codes.FAILED
+        if stop.signum is None and output_closed(console):
+            return exit_codes.OK  # stdout's reader has gone: stop quietly, like any Unix tool
         n_workers = sum(len(v) for v in by_host.values())
         # After SIGHUP stdout may be the closed terminal: then the summary goes to stderr.
-        summary_console = err_console if display.output_closed(console) else console
+        summary_console = err_console if output_closed(console) else console
         summary_console.print(
             f"dask-ssh: stopped {n_workers} worker{'s' if n_workers != 1 else ''} on "
             f"{len(by_host)} host{'s' if len(by_host) != 1 else ''} and the scheduler "
             f"in {elapsed:.1f} s"
         )
-        return 0
+        return exit_codes.OK
 
 
 def _failed(task: asyncio.Future[Any]) -> bool:

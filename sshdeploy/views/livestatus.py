@@ -1,7 +1,7 @@
-"""Live start-up status of ``dask-ssh``: a table on a terminal, plain lines elsewhere.
+"""Live start-up status (``dask-ssh``, Jupyter): a table on a terminal, plain lines elsewhere.
 
-Pure rendering of :class:`~sshdeploy.hostview.HostRow` lists (as returned by
-``SSHCluster.host_rows()``) while a cluster starts. No I/O: :mod:`sshdeploy.serve`
+Pure rendering of :class:`~sshdeploy.views.hostrows.HostRow` lists (as returned by
+``SSHCluster.host_rows()``) while a cluster starts. No I/O: :mod:`sshdeploy.cli.run`
 polls the rows and prints what this module returns.
 
 * :class:`StatusView` turns rows into a rich renderable: one row per host, or,
@@ -23,8 +23,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from sshdeploy.hostview import HostRow
 from sshdeploy.stages import HOST_STATES
+from sshdeploy.views.hostrows import HostRow
 
 __all__ = ["STATE_ORDER", "StatusView", "changed_lines", "first_line", "summary_text"]
 

@@ -1,7 +1,7 @@
 """An SSHCluster's start-up progress in a Jupyter notebook.
 
 While a cluster starts inside a Jupyter kernel, one output of the running cell
-shows :class:`~sshdeploy.livestatus.StatusView`'s display of
+shows :class:`~sshdeploy.views.livestatus.StatusView`'s display of
 ``SSHCluster.host_rows()``: a row per host (the counts per state above the
 threshold), workers ready and the elapsed time. It is updated in place while
 the hosts change state and ends on the final state (every host ready, or the
@@ -23,7 +23,7 @@ distributed, ``_start`` (the scheduler) and the first ``_correct_state`` (the
 workers): :class:`StartProgress` spans both.
 
 Nothing is shown outside a kernel: a script or a terminal (``dask-ssh`` has
-its own live status, :mod:`sshdeploy.serve`) never gets HTML.
+its own live status, :mod:`sshdeploy.cli.run`) never gets HTML.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from rich.console import Console, Group, RenderableType
 from rich.jupyter import JupyterMixin
 from rich.text import Text
 
-from .errors import ConfigError, HostError, MultiHostError, SSHDeployError
-from .hostview import HostRow
+from ..errors import ConfigError, HostError, MultiHostError, SSHDeployError
+from .hostrows import HostRow
 from .livestatus import StatusView, first_line
 
 __all__ = ["Frame", "StartProgress", "in_jupyter", "in_kernel", "start_progress", "wanted"]
@@ -171,7 +171,7 @@ class StartProgress:
     Parameters
     ----------
     rows : callable
-        Returns the cluster's :class:`~sshdeploy.hostview.HostRow` list
+        Returns the cluster's :class:`~sshdeploy.views.hostrows.HostRow` list
         (``SSHCluster.host_rows``), called in the event loop of the start.
     display : callable, optional
         ``display(obj)`` returning a handle with ``update(obj)``; IPython's

@@ -1,7 +1,7 @@
 """The dask-ssh command through click's CliRunner: no network, no processes.
 
 ``SSHCluster`` (looked up in ``sshdeploy.cli`` for the dry run and in
-``sshdeploy.serve`` to run) is replaced by :class:`FakeCluster`, which records
+``sshdeploy.cli.run`` to run) is replaced by :class:`FakeCluster`, which records
 its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function returning
 canned results. The pure part is tested on options parsed by the real click
 command (:func:`opts`).
@@ -22,8 +22,10 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sshdeploy import cli, cliargs, cluster, serve
-from sshdeploy.cliargs import CliOptions, ClusterArgs
+from sshdeploy import cli, cluster
+from sshdeploy.cli import options as cliargs
+from sshdeploy.cli import run as serve
+from sshdeploy.cli.options import CliOptions, ClusterArgs
 from sshdeploy.errors import ConnectError, HostfileError
 from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
 
@@ -775,7 +777,7 @@ def test_signal_handler_only_records_and_a_second_signal_exits_130() -> None:
 
     code = (
         "import os, signal, sys\n"
-        "from sshdeploy.serve import _Stop\n"
+        "from sshdeploy.cli.run import _Stop\n"
         "stop = _Stop()\n"
         "signal.signal(signal.SIGINT, stop)\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
@@ -1016,7 +1018,7 @@ def test_stdout_whose_reader_has_gone_is_noticed_without_a_write() -> None:
     read_fd, write_fd = os.pipe()
     stream = os.fdopen(write_fd, "w")
     try:
-        guarded = cli.display.GuardedStream(stream)
+        guarded = cli.console.GuardedStream(stream)
         assert not guarded.reader_gone()
         os.close(read_fd)
         assert guarded.reader_gone()

@@ -10,9 +10,9 @@ import pytest
 MODULES = [
     "sshdeploy.bootstrap", "sshdeploy.cluster", "sshdeploy.config", "sshdeploy.logs",
     "sshdeploy.placement", "sshdeploy.pool", "sshdeploy.channel",
-    "sshdeploy.testbed", "sshdeploy.cliargs", "sshdeploy.display", "sshdeploy.hosts",
+    "sshdeploy.testbed", "sshdeploy.cli.options", "sshdeploy.cli.report", "sshdeploy.hosts",
     "sshdeploy.errors", "sshdeploy.settings", "sshdeploy.versions", "sshdeploy.plan",
-    "sshdeploy.causes", "sshdeploy.forwarding", "sshdeploy.hostview",
+    "sshdeploy.causes", "sshdeploy.forwarding", "sshdeploy.views.hostrows",
 ]
 
 

@@ -22,10 +22,11 @@ import dask
 import pytest
 from rich.console import Console
 
-from sshdeploy import SSHCluster, notebook
+from sshdeploy import SSHCluster
 from sshdeploy.errors import ConfigError, ConnectError, MultiHostError, SSHDeployError
-from sshdeploy.hostview import HostRow
-from sshdeploy.livestatus import StatusView
+from sshdeploy.views import notebook
+from sshdeploy.views.hostrows import HostRow
+from sshdeploy.views.livestatus import StatusView
 
 pytestmark = pytest.mark.timeout(30)
 

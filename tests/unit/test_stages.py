@@ -6,8 +6,9 @@ import ast
 import re
 from pathlib import Path
 
-from sshdeploy import bootstrap, livestatus, stages
+from sshdeploy import bootstrap, stages
 from sshdeploy.remote import agent
+from sshdeploy.views import livestatus
 
 REMOTE = Path(agent.__file__).parent
 
