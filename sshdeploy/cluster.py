@@ -33,9 +33,8 @@ from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
-from .stages import HELLO, stage_info
 from .views import notebook
-from .views.hostrows import HostRow, rows_html, rows_text, worker_resources
+from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
 
 logger = logging.getLogger(__name__)
 
@@ -454,26 +453,19 @@ class SSHCluster(SpecCluster):
                 for key, r in rows.items()]
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays)."""
-        if row["error"] and not row["running"]:
-            return "failed"
+        """Where one host's start stands (for live status displays): see :func:`host_state`."""
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:
             row["error"] = self._pool.error(host)
-        if conn in ("waiting", "connecting", "failed"):
-            return conn
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         channels = [self._agents.channel_of(host)]
         if runs_scheduler and sched is not None:
             channels.append(sched.channel)
-        stages = [ch.stage for ch in channels if ch is not None]
-        if any(stage != HELLO for stage in stages) or not stages:
-            return stage_info(next((st for st in stages if st != HELLO), None)).state
-        if row["wanted"] and row["running"] < row["wanted"]:
-            return "starting workers"
-        if runs_scheduler and (sched is None or sched.status != Status.running):
-            return "starting scheduler"
-        return "ready"
+        return host_state(
+            failed=bool(row["error"]) and not row["running"], connection=conn,
+            stages=[ch.stage for ch in channels if ch is not None],
+            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
+            scheduler_running=sched is not None and sched.status == Status.running)
 
     def __repr__(self) -> str:
         return f"{super().__repr__()}\n{rows_text(self.host_rows())}"

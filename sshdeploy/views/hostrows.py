@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sshdeploy.stages import HELLO, stage_info
+
 
 @dataclass(frozen=True)
 class HostRow:
@@ -127,3 +129,42 @@ def _cells(cells: tuple[str, ...], each: bool) -> tuple[str, ...]:
 def _short(error: str, limit: int = 100) -> str:
     first = error.strip().splitlines()[0] if error.strip() else ""
     return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def host_state(*, failed: bool, connection: str, stages: Sequence[str | None], running: int,
+               wanted: int, runs_scheduler: bool, scheduler_running: bool) -> str:
+    """Return where one host's start stands: one of :data:`sshdeploy.stages.HOST_STATES`.
+
+    Parameters
+    ----------
+    failed : bool
+        The host has an error and no worker running.
+    connection : str
+        Its SSH connection's state (``waiting``, ``connecting``, ``failed``, ...).
+    stages : sequence of str or None
+        The last ``stage`` of each of its agents' channels (``"hello"`` once one runs).
+    running, wanted : int
+        Its workers running, and wanted.
+    runs_scheduler, scheduler_running : bool
+        Whether the scheduler is placed on it, and runs.
+
+    Examples
+    --------
+    >>> host_state(failed=False, connection="connected", stages=["import"], running=0,
+    ...            wanted=2, runs_scheduler=False, scheduler_running=False)
+    'importing distributed'
+    >>> host_state(failed=False, connection="connected", stages=["hello"], running=2,
+    ...            wanted=2, runs_scheduler=False, scheduler_running=False)
+    'ready'
+    """
+    if failed:
+        return "failed"
+    if connection in ("waiting", "connecting", "failed"):
+        return connection
+    if any(stage != HELLO for stage in stages) or not stages:
+        return stage_info(next((st for st in stages if st != HELLO), None)).state
+    if wanted and running < wanted:
+        return "starting workers"
+    if runs_scheduler and not scheduler_running:
+        return "starting scheduler"
+    return "ready"
