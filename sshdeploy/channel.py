@@ -113,7 +113,7 @@ class AgentChannel:
         self.launch = launch
         self.logbook = logbook
         self.on_exit = on_exit
-        self.where = pool.display(host)
+        self.where = pool.as_connected(host)
         self.label = f"scheduler {host.hostname}" if role == "scheduler" else host.hostname
         self.connection: Connection | None = None
         self.process: asyncssh.SSHClientProcess[bytes] | None = None

@@ -26,9 +26,9 @@ from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import Host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .placement import HostKey, Placement, name_order, next_worker
+from .placement import Placement, name_order, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
@@ -156,7 +156,7 @@ class SSHCluster(SpecCluster):
         self._pool = _pool_for(plan)
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
-        launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
+        launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
         )
@@ -174,11 +174,11 @@ class SSHCluster(SpecCluster):
             },
         }
         workers = {
-            w.name: self._worker_spec(w.host, plan.worker_options(placement.hosts[w.host.key],
-                                                                  w.kwargs))
+            w.name: self._worker_spec(
+                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
             for w in placement.workers
         }
-        first = next(iter(placement.hosts.values()))
+        first = next(iter(placement.worker_hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, **kwargs)
@@ -192,7 +192,7 @@ class SSHCluster(SpecCluster):
                 "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
                 "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.hosts[host.key].slots or 1,
+                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
             },
         }
 
@@ -210,7 +210,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         plan = plan_cluster(*args, **kwargs)
-        return plan.remote_plans(display=_pool_for(plan).display)
+        return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
@@ -221,7 +221,8 @@ class SSHCluster(SpecCluster):
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
+        worker_hosts = self._cluster_plan.placement.worker_hosts
+        self._agents.prestart([hp.host for hp in worker_hosts.values()])
         try:
             with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
@@ -253,7 +254,7 @@ class SSHCluster(SpecCluster):
             by_host: dict[str, SSHDeployError] = {}
             for w in failed:
                 assert w.start_error is not None
-                by_host.setdefault(self._pool.display(w.host), w.start_error)
+                by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
@@ -313,11 +314,11 @@ class SSHCluster(SpecCluster):
         if chosen is None:
             return {}
         host, name = chosen
-        options = self._cluster_plan.worker_options(placement.hosts[host.key])
+        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
         return {name: self._worker_spec(host, options)}
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.hosts.values():
+        for hp in self._cluster_plan.placement.worker_hosts.values():
             for key in keys:
                 if hp.template.get(key) not in (None, "auto"):
                     return hp.template[key]
@@ -354,7 +355,7 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
-        slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
+        slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
@@ -379,10 +380,10 @@ class SSHCluster(SpecCluster):
         SpecCluster removes the most recently added; we remove from the host
         carrying the most workers relative to its slots, its highest name first.
         """
-        hosts = self._cluster_plan.placement.hosts
+        hosts = self._cluster_plan.placement.worker_hosts
         keep = dict(self.worker_spec)
         while len(keep) > n:
-            by_host: dict[HostKey, list[str]] = {}
+            by_host: dict[ConnectionKey, list[str]] = {}
             for name, spec in keep.items():
                 by_host.setdefault(spec["options"]["host"].key, []).append(name)
             key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
@@ -411,8 +412,8 @@ class SSHCluster(SpecCluster):
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
         plan = self._cluster_plan.placement
-        show = self._pool.display
-        rows: dict[HostKey, dict[str, Any]] = {}
+        show = self._pool.as_connected
+        rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
             rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
                          "restarts": 0, "error": ""}
@@ -433,7 +434,7 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for key, hp in plan.hosts.items():
+        for key, hp in plan.worker_hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
             failed = self.failed_hosts.get(show(hp.host))
@@ -441,7 +442,7 @@ class SSHCluster(SpecCluster):
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[HostKey, list[Mapping[str, Any]]] = {}
+        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
         for info in dict(self.scheduler_info.get("workers") or {}).values():
             spec = self.worker_spec.get(info.get("name"))
             if spec is not None and "options" in spec:

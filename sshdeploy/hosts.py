@@ -34,6 +34,7 @@ from typing import Any
 from .errors import HostfileError
 
 __all__ = [
+    "ConnectionKey",
     "HOSTFILE_GRAMMAR",
     "KNOWN_KEYS",
     "MAX_RANGE_HOSTS",
@@ -281,6 +282,11 @@ def _positive_int_problem(name: str, value: object) -> str | None:
     return None
 
 
+#: The identity of one SSH connection: ``(user, hostname, port)`` (see :attr:`Host.key`).
+#: Not an SSH host key (:class:`~sshdeploy.errors.HostKeyError` is about those).
+ConnectionKey = tuple[str | None, str, int | None]
+
+
 @dataclass(frozen=True)
 class Host:
     """One host to deploy to, with optional per-host settings.
@@ -313,13 +319,13 @@ class Host:
     Examples
     --------
     >>> h = Host("node1", user="alice", port=2222, slots=2)
-    >>> h.display()
+    >>> h.as_written()
     'alice@node1:2222'
     >>> h.key
     ('alice', 'node1', 2222)
-    >>> Host("::1", port=22).display()
+    >>> Host("::1", port=22).as_written()
     '[::1]:22'
-    >>> Host("node1").with_defaults(user="bob", port=22).display()
+    >>> Host("node1").with_defaults(user="bob", port=22).as_written()
     'bob@node1:22'
     """
 
@@ -338,14 +344,16 @@ class Host:
             raise HostfileError(self.source or "<hosts>", 0, problem, str(self.hostname))
 
     @property
-    def key(self) -> tuple[str | None, str, int | None]:
+    def key(self) -> ConnectionKey:
         """``(user, hostname, port)``: the identity of one SSH connection."""
         return (self.user, self.hostname, self.port)
 
-    def display(self) -> str:
-        """Return ``user@host:port`` with the parts that are set.
+    def as_written(self) -> str:
+        """Return ``user@host:port`` with the parts that are set, as the user wrote them.
 
-        An IPv6 address is bracketed when a port follows: ``[::1]:22``.
+        An IPv6 address is bracketed when a port follows: ``[::1]:22``. The host
+        as it will be connected to (after ``~/.ssh/config`` and the defaults) is
+        :meth:`sshdeploy.pool.HostPool.as_connected`.
         """
         host = self.hostname
         if ":" in host and self.port is not None:
@@ -619,7 +627,7 @@ def parse_host_line(text: str, *, path: str = "<hosts>", line: int = 0) -> list[
 
     Examples
     --------
-    >>> [h.display() for h in parse_host_line("bob@n[1-2]:2222 slots=2  # GPUs")]
+    >>> [h.as_written() for h in parse_host_line("bob@n[1-2]:2222 slots=2  # GPUs")]
     ['bob@n1:2222', 'bob@n2:2222']
     >>> parse_host_line("   # only a comment")
     []
@@ -661,7 +669,7 @@ def parse_host(text: str, *, path: str = "<hosts>", line: int = 0) -> Host:
     >>> parse_host("alice@node1:2222 nthreads=4")
     Host(hostname='node1', user='alice', port=2222, slots=None, nthreads=4, \
 memory_limit=None, remote_python=None, source='<hosts>')
-    >>> parse_host("[::1]:2200").display()
+    >>> parse_host("[::1]:2200").as_written()
     '[::1]:2200'
     """
     hosts = parse_host_line(text, path=path, line=line)
@@ -701,7 +709,7 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> list[Host]:
     Examples
     --------
     >>> text = "# cluster\\nhead:2222\\nnode[1-2] slots=4\\n"
-    >>> [(h.display(), h.slots) for h in parse_hostfile_text(text)]
+    >>> [(h.as_written(), h.slots) for h in parse_hostfile_text(text)]
     [('head:2222', None), ('node1', 4), ('node2', 4)]
     """
     text = text.removeprefix("\ufeff")
@@ -749,7 +757,7 @@ def load_hostfile(path: str | os.PathLike[str]) -> list[Host]:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     hostfile = pathlib.Path(tmp, "hosts.txt")
     ...     _ = hostfile.write_text("node1  # scheduler\\nnode2 slots=2\\n")
-    ...     [h.display() for h in load_hostfile(hostfile)]
+    ...     [h.as_written() for h in load_hostfile(hostfile)]
     ['node1', 'node2']
     """
     name = os.fspath(path)

@@ -23,9 +23,8 @@ from .channel import AgentChannel
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import SSHDeployError, StartError
 from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
-from .hosts import Host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .placement import HostKey
 from .plan import Launch, resolve_advertised
 from .pool import HostPool
 from .roles import Role
@@ -189,7 +188,7 @@ class WorkerAgents:
     def __init__(
         self,
         pool: HostPool,
-        launches: Mapping[HostKey, Launch],
+        launches: Mapping[ConnectionKey, Launch],
         logbook: LogBook,
         on_worker_exit: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -197,7 +196,7 @@ class WorkerAgents:
         self.launches = dict(launches)
         self.logbook = logbook
         self.on_worker_exit = on_worker_exit
-        self._agents: dict[HostKey, asyncio.Future[AgentChannel]] = {}
+        self._agents: dict[ConnectionKey, asyncio.Future[AgentChannel]] = {}
         #: Every agent ever started, so close() can wait for all of them.
         self._channels: list[AgentChannel] = []
         self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (

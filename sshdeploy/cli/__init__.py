@@ -300,7 +300,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
             "man-in-the-middle could impersonate the hosts and see everything sent."
         )
     if opts.check:
-        unique = list({h.display(): h for h in args.hosts}.values())
+        unique = list({h.as_written(): h for h in args.hosts}.values())
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,

@@ -144,7 +144,7 @@ class HostType(click.ParamType):
 
     Examples
     --------
-    >>> HOST.convert("al@head:2222 nthreads=2", None, None).display()
+    >>> HOST.convert("al@head:2222 nthreads=2", None, None).as_written()
     'al@head:2222'
     """
 
@@ -393,7 +393,7 @@ def resolve_hosts(
 
     Examples
     --------
-    >>> [h.display() for h in resolve_hosts(["alice@n[1-2]:2222", "n3"], environ={})]
+    >>> [h.as_written() for h in resolve_hosts(["alice@n[1-2]:2222", "n3"], environ={})]
     ['alice@n1:2222', 'alice@n2:2222', 'n3']
     """
     hosts: list[Host] = []
@@ -490,7 +490,7 @@ def _connect_options(opts: CliOptions) -> dict[str, Any]:
     if opts.connect_timeout is not None:
         connect["connect_timeout"] = opts.connect_timeout
     if opts.jump_host is not None:
-        connect["tunnel"] = opts.jump_host.display()
+        connect["tunnel"] = opts.jump_host.as_written()
     if opts.passphrase is not None:  # --ask-passphrase: the key files' passphrase
         connect["passphrase"] = opts.passphrase
     return connect
@@ -549,7 +549,7 @@ def build_cluster_args(
     >>> from sshdeploy.cli import main
     >>> argv = ["a", "b", "--ssh-username", "bob", "--nthreads", "4"]
     >>> args = build_cluster_args(CliOptions(**main.make_context("dask-ssh", argv).params))
-    >>> [h.display() for h in args.hosts], args.worker_options
+    >>> [h.as_written() for h in args.hosts], args.worker_options
     (['bob@a', 'bob@b'], {'n_workers': 1, 'nthreads': 4})
     >>> args.scheduler_options
     {'port': 8786, 'dashboard_address': ':8787'}

@@ -159,7 +159,7 @@ def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for name, worker in dict(getattr(cluster, "workers", {}) or {}).items():
         host: Any = getattr(worker, "host", None)
-        host_text = host.display() if isinstance(host, Host) else str(host or "?")
+        host_text = host.as_written() if isinstance(host, Host) else str(host or "?")
         grouped.setdefault(host_text, []).append(str(name))
     return {host: sorted(names, key=name_order) for host, names in grouped.items()}
 
@@ -172,7 +172,7 @@ def _each_by_host(cluster: Any) -> dict[str, str]:
                      ).values():
         host: Any = getattr(workers.get(info.get("name")), "host", None)
         if isinstance(host, Host):
-            infos.setdefault(host.display(), []).append(info)
+            infos.setdefault(host.as_written(), []).append(info)
     return {host: worker_resources(group) for host, group in infos.items()}
 
 
@@ -327,7 +327,7 @@ class _Run:
         self.poll_interval = poll_interval
         self.close_timeout = close_timeout
         self.progress = progress
-        self.where = args.hosts[0].display()
+        self.where = args.hosts[0].as_written()
 
     async def main(self) -> int:
         cluster = SSHCluster(asynchronous=True, **self.args.kwargs())

@@ -94,7 +94,7 @@ class FakeCluster:
         n = kwargs["worker_options"]["n_workers"]
         out = [
             FakePlan(
-                hosts[0].display(),
+                hosts[0].as_written(),
                 "scheduler",
                 ["scheduler"],
                 "python3 -c 'scheduler'",
@@ -105,7 +105,7 @@ class FakeCluster:
         for h in hosts[1:]:
             out.append(
                 FakePlan(
-                    h.display(),
+                    h.as_written(),
                     "worker",
                     [f"{h.hostname}-{i}" for i in range(h.slots or n)],
                     f"python3 -c 'worker {h.hostname}'",
@@ -699,7 +699,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
         )
         return [
             FakeCheck(
-                h.display(),
+                h.as_written(),
                 reachable=False,
                 authenticated=False,
                 python=None,
@@ -707,7 +707,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
                 error="cannot connect: refused",
             )
             if h.hostname in bad
-            else FakeCheck(h.display())
+            else FakeCheck(h.as_written())
             for h in hosts
         ]
 
@@ -882,7 +882,7 @@ def test_standalone_mode_false_returns_exit_code() -> None:
 def test_parse_host_contract() -> None:
     """The part of sshdeploy.hosts the CLI relies on."""
     host = parse_host("al@b:23").with_defaults(user="bob", port=22)
-    assert (host.user, host.port, host.display()) == ("al", 23, "al@b:23")
+    assert (host.user, host.port, host.as_written()) == ("al", 23, "al@b:23")
 
 
 def test_lost_scheduler_connection_counts_as_scheduler_death() -> None:
