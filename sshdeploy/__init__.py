@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import config  # noqa: F401  (loads sshdeploy.yaml into dask.config)
+from . import settings  # noqa: F401  (loads sshdeploy.yaml into dask.config)
 from .errors import (
     AuthenticationError,
     ConfigError,

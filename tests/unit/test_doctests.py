@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "sshdeploy.bootstrap", "sshdeploy.cluster", "sshdeploy.config", "sshdeploy.logs",
+    "sshdeploy.bootstrap", "sshdeploy.cluster", "sshdeploy.logs",
     "sshdeploy.placement", "sshdeploy.pool", "sshdeploy.channel",
     "sshdeploy.testbed", "sshdeploy.cli.options", "sshdeploy.cli.report", "sshdeploy.hosts",
     "sshdeploy.errors", "sshdeploy.settings", "sshdeploy.versions", "sshdeploy.plan",

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncssh
 import pytest
 
-from sshdeploy import config
+from sshdeploy import settings as config
 from sshdeploy.errors import (
     AuthenticationError,
     ConnectError,
