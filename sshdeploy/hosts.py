@@ -96,7 +96,7 @@ _RANGE_ITEM_RE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 _Fail = Callable[[str], HostfileError]
 
 
-def _failer(path: str, line: int, text: str) -> _Fail:
+def failer(path: str, line: int, text: str) -> _Fail:
     """Return a function that builds the error for one place in one input."""
 
     def fail(reason: str) -> HostfileError:
@@ -105,7 +105,7 @@ def _failer(path: str, line: int, text: str) -> _Fail:
     return fail
 
 
-def _hostname_problem(name: str) -> str | None:
+def hostname_problem(name: str) -> str | None:
     """Return why ``name`` is not a valid host name or IP address, or None."""
     if not name:
         return "empty host"
@@ -377,7 +377,7 @@ def _host_problem(host: Host) -> str | None:
     """Return why the fields of ``host`` are invalid, or None."""
     if not isinstance(host.hostname, str):
         return f"host name must be a string, got {host.hostname!r}"
-    problem = _hostname_problem(host.hostname)
+    problem = hostname_problem(host.hostname)
     if problem:
         return problem
     if host.user is not None and not _USER_RE.fullmatch(host.user):
@@ -430,7 +430,7 @@ def _range_items(inner: str, fail: _Fail) -> list[str]:
     return out
 
 
-def _expand(pattern: str, fail: _Fail) -> list[str]:
+def expand_pattern(pattern: str, fail: _Fail) -> list[str]:
     """Expand every ``[...]`` of ``pattern`` (cartesian product, left to right)."""
     parts: list[list[str]] = []
     pos = 0
@@ -491,7 +491,7 @@ def expand_ranges(pattern: str, *, path: str = "<hosts>", line: int = 0) -> list
     >>> expand_ranges("r[1-2]n[1,5]")
     ['r1n1', 'r1n5', 'r2n1', 'r2n5']
     """
-    return _expand(pattern, _failer(path, line, pattern))
+    return expand_pattern(pattern, failer(path, line, pattern))
 
 
 # --------------------------------------------------------------- host strings
@@ -552,9 +552,9 @@ def _parse_address(token: str, fail: _Fail) -> tuple[str | None, list[str], int 
         port = _parse_port(port_text, fail)
         if not rest:
             raise fail("empty host before ':'")
-    names = _expand(rest, fail)
+    names = expand_pattern(rest, fail)
     for name in names:
-        problem = _hostname_problem(name)
+        problem = hostname_problem(name)
         if problem:
             raise fail(problem)
     return user, names, port
@@ -632,7 +632,7 @@ def parse_host_line(text: str, *, path: str = "<hosts>", line: int = 0) -> list[
     >>> parse_host_line("   # only a comment")
     []
     """
-    fail = _failer(path, line, text)
+    fail = failer(path, line, text)
     tokens = text.split("#", 1)[0].split()
     if not tokens:
         return []
@@ -719,7 +719,7 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> list[Host]:
     return hosts
 
 
-def _read_text(path: str, what: str) -> str:
+def read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as stream:
             return stream.read()
@@ -761,7 +761,7 @@ def load_hostfile(path: str | os.PathLike[str]) -> list[Host]:
     ['node1', 'node2']
     """
     name = os.fspath(path)
-    hosts = parse_hostfile_text(_read_text(name, "hostfile"), name)
+    hosts = parse_hostfile_text(read_text(name, "hostfile"), name)
     if not hosts:
         raise HostfileError(
             name,

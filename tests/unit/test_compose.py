@@ -85,8 +85,8 @@ def test_private_network_joins_the_hosts_but_not_the_controller(compose: dict[st
     assert set(services["controller"]["networks"]) == {"bed"}
     private = [services[n]["networks"]["private"]["ipv4_address"] for n in HOSTS]
     # the namespace bed's default bed has the same private addresses (block 0)
-    assert private == [model._private_address(0, i + 1) for i in range(len(HOSTS))]
-    assert str(PRIVATE) == model._private_subnet(0)
+    assert private == [model.private_host_address(0, i + 1) for i in range(len(HOSTS))]
+    assert str(PRIVATE) == model.private_block_subnet(0)
     assert not PRIVATE.overlaps(SUBNET)
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for the dask.config side of sshdeploy.settings: defaults in dask.config, overrides, spellings, env vars."""
+"""Unit tests for sshdeploy.settings' dask.config side: defaults, overrides, spellings, env vars."""
 
 from __future__ import annotations
 
