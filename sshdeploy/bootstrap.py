@@ -173,7 +173,7 @@ class AgentSpec:
     op : str, optional
         Instead of running anything, one operation on the files of the named
         cluster ``keep["name"]`` (``probe``, ``write``, ``kill``, ``remove``:
-        :func:`sshdeploy.agent.keep_op`), answered by one ``answer`` event.
+        :func:`sshdeploy.remote.agent.keep_op`), answered by one ``answer`` event.
     data : object, optional
         What ``op="write"`` stores.
     """

@@ -274,6 +274,8 @@ class SSHCluster(SpecCluster):
                 w.retiring = True  # the scheduler retires it first: not a lost worker
         try:
             await super()._correct_state_internal()
+            if self._kept is not None and self.status == Status.running:
+                await self._kept.note_wanted(self)
         except SSHDeployError:
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]

@@ -118,7 +118,7 @@ class RemotePlan:
         The ``sshdeploy.*`` settings in force.
     share : str
         Workers only: what each worker gets of the host's cores and memory
-        (:func:`sshdeploy.agent.describe_share`).
+        (:func:`sshdeploy.remote.agent.describe_share`).
     """
 
     host: str

@@ -301,7 +301,7 @@ class RemoteWorker(ProcessInterface):
     share : int
         The worker processes its host is planned to hold: unless *kwargs* say
         otherwise, it gets that share of the host's cores and memory
-        (:func:`sshdeploy.agent.worker_share`, applied on the host).
+        (:func:`sshdeploy.remote.agent.worker_share`, applied on the host).
     """
 
     def __init__(

@@ -137,3 +137,12 @@ class KeptCluster:
                 retire=cluster.retire_by_name, address=address, scheduler=record.scheduler_address,
                 name=name, host=hp.host, agents=cluster.agents)
         self.record = record
+
+    async def note_wanted(self, cluster: SSHCluster) -> None:
+        """After a scale: record how many workers the cluster now wants (``list`` compares)."""
+        record = self.record
+        wanted = len(cluster.worker_spec)
+        if record is None or record.spec.get("wanted") == wanted:
+            return
+        record.spec["wanted"] = self.spec["wanted"] = wanted
+        await flow.save(record, cluster.pool, self.store)
