@@ -329,15 +329,6 @@ def test_handler_routes_unlabelled_records_to_others() -> None:
     assert err.getvalue() == "[dask-ssh] worker closed\n"
 
 
-def test_docstring_examples_run() -> None:
-    import doctest
-
-    for module in (console, remote_output, report):
-        result = doctest.testmod(module,
-                                 optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        assert result.attempted > 0 and result.failed == 0
-
-
 def _checks() -> list[types.SimpleNamespace]:
     versions = {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0"}
     return [

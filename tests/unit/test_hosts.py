@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from sshdeploy import hosts as hosts_module
-from sshdeploy import nodelists as nodelists_module
 from sshdeploy.errors import HostfileError, SSHDeployError
 from sshdeploy.hosts import (
     HOSTFILE_GRAMMAR,
@@ -500,19 +497,6 @@ def test_grammar_example_parses() -> None:
     hosts = parse_hostfile_text(example)
     assert [h.as_written() for h in hosts][:2] == ["alice@head.lab:2222", "alice@gpu01"]
     assert len(hosts) == 6
-
-
-def test_docstring_examples_run() -> None:
-    result = doctest.testmod(hosts_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10
-    assert result.failed == 0
-
-
-def test_nodelist_docstring_examples_run() -> None:
-    """The examples that moved from sshdeploy.hosts to sshdeploy.nodelists still run."""
-    result = doctest.testmod(nodelists_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 3
-    assert result.failed == 0
 
 
 # ------------------------------------------------------------------- ranges

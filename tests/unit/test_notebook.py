@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import doctest
 import re
 import socket
 import sys
@@ -99,11 +98,6 @@ def fake_jupyter(monkeypatch: pytest.MonkeyPatch) -> Iterator[Screen]:
     screen = Screen()
     monkeypatch.setattr(notebook, "_ipython_display", screen.display)
     yield screen
-
-
-def test_the_docstring_examples_run() -> None:
-    result = doctest.testmod(notebook, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_progress_is_off_in_a_script_or_terminal_whatever_asked() -> None:
