@@ -26,17 +26,17 @@ from .remote.agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 from .roles import AgentRole
 
 __all__ = [
+    "DEEP_PROBE",
     "EVENT_MARK",
     "EXIT_NOT_EXECUTABLE",
     "EXIT_NOT_FOUND",
     "EXIT_SETUP_FAILED",
     "LAUNCHER",
+    "PROBE",
     "AgentSpec",
     "agent_source",
     "build_command",
     "build_probe_command",
-    "DEEP_PROBE",
-    "PROBE",
     "encode_kwargs",
     "encode_message",
     "program_text",

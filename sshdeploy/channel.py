@@ -356,7 +356,7 @@ class AgentChannel:
     def _start_failure(self) -> HostError:
         status = self.exit_status
         tail = "\n".join(self._stderr[-20:])
-        if status == EXIT_NOT_FOUND or "not found" in tail and "exec" in tail:
+        if status == EXIT_NOT_FOUND or ("not found" in tail and "exec" in tail):
             return RemotePythonError(
                 host=self.where,
                 role=self.role,

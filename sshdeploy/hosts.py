@@ -34,10 +34,10 @@ from typing import Any
 from .errors import HostfileError
 
 __all__ = [
-    "ConnectionKey",
     "HOSTFILE_GRAMMAR",
     "KNOWN_KEYS",
     "MAX_RANGE_HOSTS",
+    "ConnectionKey",
     "Host",
     "check_memory_limit",
     "check_positive_int",

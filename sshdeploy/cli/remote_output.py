@@ -288,7 +288,7 @@ class RemoteLogHandler(logging.Handler):
         if stream is None:
             self.log_directory.mkdir(parents=True, exist_ok=True)
             path = self.log_directory / log_file_name(label)
-            stream = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            stream = open(path, "a", encoding="utf-8")
             self._files[label] = stream
         stream.write(line + "\n")
 

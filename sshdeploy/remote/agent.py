@@ -1174,7 +1174,7 @@ class Agent:
         if keep is not None and keep.detached and self.spec.get("role") == "workers" and \
                 not self.servers.running:
             keep.end_reason = keep.end_reason or "no worker left"
-            asyncio.ensure_future(self.finish())
+            self.finishing = asyncio.ensure_future(self.finish())  # kept: tasks are weakly held
 
     async def finish(self) -> None:
         await self.shutdown(5.0)

@@ -41,7 +41,8 @@ from rich.console import Console, Group, RenderableType
 from rich.jupyter import JupyterMixin
 from rich.text import Text
 
-from ..errors import ConfigError, HostError, MultiHostError, SSHDeployError
+from sshdeploy.errors import ConfigError, HostError, MultiHostError, SSHDeployError
+
 from .hostrows import HostRow
 from .livestatus import StatusView, first_line
 

@@ -16,7 +16,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import pytest
@@ -53,10 +53,10 @@ class FakePlan:
 class FakeCluster:
     """Records its arguments; "runs" until a signal or until told the scheduler died."""
 
-    instances: list[FakeCluster] = []
+    instances: ClassVar[list[FakeCluster]] = []
     on_start: Any = None
     close_error: Exception | None = None
-    plans_called: list[dict[str, Any]] = []
+    plans_called: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("asynchronous", None)  # serve runs it in its own event loop
