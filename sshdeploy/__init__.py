@@ -24,7 +24,8 @@ from .errors import (
     StartError,
     VersionMismatchError,
 )
-from .hosts import Host, load_hostfile, parse_host
+from .hostfile import load_hostfile, parse_host
+from .hosts import Host
 from .settings import Settings
 
 if TYPE_CHECKING:

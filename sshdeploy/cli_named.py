@@ -112,7 +112,7 @@ def list_command(as_json: bool, host: str | None) -> None:
 
 async def _records_on(host: str) -> list[ClusterRecord]:
     """The records kept on *host* (the authoritative copies), for ``--host``."""
-    from sshdeploy.hosts import parse_host
+    from sshdeploy.hostfile import parse_host
     from sshdeploy.named.hostops import host_op
     from sshdeploy.named.state import ClusterRecord
     from sshdeploy.plan import Launch

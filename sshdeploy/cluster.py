@@ -27,7 +27,8 @@ from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import ConnectionKey, Host, parse_host
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow, kept
 from .named.policy import check_name

@@ -17,7 +17,8 @@ import re
 from collections.abc import Mapping
 
 from .errors import HostfileError
-from .hosts import Host, expand_pattern, failer, hostname_problem, read_text
+from .hostfile import expand_pattern, failer, read_text
+from .hosts import Host, hostname_problem
 
 __all__ = [
     "hosts_from_environment",

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
-from .hosts import ConnectionKey, Host, parse_host
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 
 #: worker_options keys that sshdeploy consumes (not passed to the worker class).
 PLACEMENT_KEYS = ("n_workers", "nprocs")

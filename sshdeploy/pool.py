@@ -23,7 +23,8 @@ import asyncssh
 
 from .diagnose import build_options, classify
 from .errors import ConnectError, HostError, HostfileError
-from .hosts import ConnectionKey, Host, parse_host
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .settings import Settings
 
 logger = logging.getLogger(__name__)

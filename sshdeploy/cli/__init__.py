@@ -46,7 +46,8 @@ from sshdeploy.cli.options import (
 )
 from sshdeploy.defaults import DEFAULT_DASHBOARD, DEFAULT_SCHEDULER_PORT, DEFAULT_WORKER_CLASS
 from sshdeploy.errors import SSHDeployError
-from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host
+from sshdeploy.hostfile import HOSTFILE_GRAMMAR
+from sshdeploy.hosts import Host
 from sshdeploy.versions import package_versions
 
 __all__ = ["check_hosts", "main"]

@@ -28,7 +28,8 @@ import click
 
 from sshdeploy.defaults import CLASSIC_WORKER_MODULES, DEFAULT_WORKER_CLASS
 from sshdeploy.errors import HostfileError
-from sshdeploy.hosts import Host, check_memory_limit, load_hostfile, parse_host, parse_host_line
+from sshdeploy.hostfile import load_hostfile, parse_host, parse_host_line
+from sshdeploy.hosts import Host, check_memory_limit
 from sshdeploy.nodelists import hosts_from_environment
 
 __all__ = [
@@ -319,7 +320,7 @@ class ClusterArgs:
 
     Examples
     --------
-    >>> from sshdeploy.hosts import parse_host
+    >>> from sshdeploy.hostfile import parse_host
     >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
     >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
     ['connect_options', 'env', 'forward_ports', 'hosts', 'min_workers', 'remote_python',
@@ -439,7 +440,7 @@ def place_hosts(hosts: Sequence[Host], scheduler: Host | None = None) -> list[Ho
 
     Examples
     --------
-    >>> from sshdeploy.hosts import parse_host
+    >>> from sshdeploy.hostfile import parse_host
     >>> a, b = parse_host("a"), parse_host("b")
     >>> [h.hostname for h in place_hosts([a, b])]
     ['a', 'b']

@@ -27,7 +27,8 @@ from sshdeploy.cli import options as cliargs
 from sshdeploy.cli import run as serve
 from sshdeploy.cli.options import CliOptions, ClusterArgs
 from sshdeploy.errors import ConnectError, HostfileError
-from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
+from sshdeploy.hostfile import HOSTFILE_GRAMMAR, parse_host
+from sshdeploy.hosts import Host
 
 REAL_SSHCLUSTER = cluster.SSHCluster
 

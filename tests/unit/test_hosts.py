@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 
 from sshdeploy.errors import HostfileError, SSHDeployError
-from sshdeploy.hosts import (
+from sshdeploy.hostfile import (
     HOSTFILE_GRAMMAR,
     KNOWN_KEYS,
     MAX_RANGE_HOSTS,
-    Host,
-    check_memory_limit,
-    check_positive_int,
     expand_ranges,
     load_hostfile,
     parse_host,
     parse_host_line,
     parse_hostfile_text,
 )
+from sshdeploy.hosts import Host, check_memory_limit, check_positive_int
 from sshdeploy.nodelists import hosts_from_environment, load_pbs_nodefile, parse_slurm_nodelist
 
 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sshdeploy.hosts import parse_host_line
+from sshdeploy.hostfile import parse_host_line
 from sshdeploy.plan import plan_cluster
 from sshdeploy.remote.agent import describe_share, worker_share
 
