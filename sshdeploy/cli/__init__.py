@@ -5,7 +5,7 @@ its type from :mod:`sshdeploy.cli.options`; click's parsed values become one
 :class:`~sshdeploy.cli.options.CliOptions`, and the pure function
 :func:`~sshdeploy.cli.options.build_cluster_args` (no network, no processes) turns
 them into :class:`SSHCluster` arguments, so every option can be unit-tested;
-:func:`~sshdeploy.cli.run.serve` runs a cluster until a signal or the
+:func:`~sshdeploy.cli.run.run_cluster` runs a cluster until a signal or the
 scheduler's death; the printing lives in :mod:`sshdeploy.cli.report`.
 
 Exit status: 0 after a signal (SIGINT, SIGTERM, SIGHUP) once the cluster
@@ -313,9 +313,9 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
         return exit_codes.OK if all(c.ok for c in checks) else exit_codes.FAILED
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
-    from sshdeploy.cli.run import serve
+    from sshdeploy.cli.run import run_cluster
 
-    return serve(args, console=console, err_console=err_console,
+    return run_cluster(args, console=console, err_console=err_console,
                  log_directory=opts.log_directory, show_level=opts.show_level,
                  progress=not opts.no_progress)
 

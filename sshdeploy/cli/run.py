@@ -1,9 +1,9 @@
 """Run a cluster in the foreground: signals, the wait loop, the summary.
 
-:func:`serve` starts an :class:`~sshdeploy.cluster.SSHCluster`, prints the
+:func:`run_cluster` starts an :class:`~sshdeploy.cluster.SSHCluster`, prints the
 banner, waits, closes the cluster and returns the exit status of ``dask-ssh``.
 
-Waiting: the cluster runs asynchronously in serve's own event loop (in the
+Waiting: the cluster runs asynchronously in run_cluster's own event loop (in the
 main thread), so a signal during start-up cancels the start at once: what
 started is closed, stalled remote starts are killed, and the exit status is
 130. Once it runs, the loop checks every ``poll_interval`` seconds whether
@@ -53,7 +53,7 @@ from sshdeploy.views.hostrows import HostRow, worker_resources
 if TYPE_CHECKING:
     from sshdeploy.cli.options import ClusterArgs
 
-__all__ = ["ClientCredentials", "serve"]
+__all__ = ["ClientCredentials", "run_cluster"]
 
 _STOPPED_STATES = frozenset({"closing", "closed", "failed"})
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -63,7 +63,7 @@ class _Stop:
     """What SIGINT / SIGTERM do: the first sets :attr:`event`, the second exits at once.
 
     A signal handler only records (distributed's ``_signals.py``: "Do not log
-    or print anything in here"); the wait loop of :func:`serve` says what
+    or print anything in here"); the wait loop of :func:`run_cluster` says what
     happened. The second signal cannot wait for that loop, so it writes one
     fixed line straight to file descriptor 2 (``os.write``, safe in a handler)
     and exits with status 130.
@@ -176,7 +176,7 @@ def _each_by_host(cluster: Any) -> dict[str, str]:
     return {host: worker_resources(group) for host, group in infos.items()}
 
 
-def serve(
+def run_cluster(
     args: ClusterArgs,
     *,
     console: Console,
@@ -312,7 +312,7 @@ def _forwarded_from(cluster: Any) -> str | None:
 
 
 class _Run:
-    """One foreground run of a cluster, in the event loop of :func:`serve`."""
+    """One foreground run of a cluster, in the event loop of :func:`run_cluster`."""
 
     def __init__(self, args: ClusterArgs, stop: _Stop, console: Console,
                  err_console: Console, remote_log: remote_output.RemoteLogHandler,
@@ -346,7 +346,7 @@ class _Run:
             await _close(cluster, self.close_timeout)
             raise
         try:
-            return await self._serve(cluster)
+            return await self._run_until_stopped(cluster)
         except BaseException:
             await _close(cluster, self.close_timeout)
             raise
@@ -419,7 +419,7 @@ class _Run:
         await _close(cluster, self.close_timeout)
         return exit_codes.INTERRUPTED
 
-    async def _serve(self, cluster: Any) -> int:
+    async def _run_until_stopped(self, cluster: Any) -> int:
         console, err_console, stop = self.console, self.err_console, self.stop
         by_host = _workers_by_host(cluster)
         self.remote_log.flush()  # the lines that came during start-up go before the banner
