@@ -78,8 +78,13 @@ NAME_ARG = click.argument("name", callback=_name)
 @click.option("--json", "as_json", is_flag=True, help="One JSON list, one object per cluster.")
 @click.option("--host", default=None, metavar="[USER@]HOST[:PORT]",
               help="Read the clusters recorded on this (scheduler) host instead of here.")
+@click.option("--known-hosts", default=None, type=click.Path(dir_okay=False),
+              help="known_hosts file for --host. [default: ~/.ssh/known_hosts]")
+@click.option("--ssh-private-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Private key for --host. [default: ssh-agent and ~/.ssh/id_*]")
 @handled
-def list_command(as_json: bool, host: str | None) -> None:
+def list_command(as_json: bool, host: str | None, known_hosts: str | None,
+                 ssh_private_key: str | None) -> None:
     """Show every named cluster, its state probed now (never read from a file alone).
 
     States: running; degraded (workers missing); unreachable (its scheduler
@@ -91,7 +96,12 @@ def list_command(as_json: bool, host: str | None) -> None:
     from sshdeploy.named.status import COLUMNS, table_row
 
     if host is not None:
-        records = asyncio.run(_records_on(host))
+        options: dict[str, Any] = {}
+        if known_hosts:
+            options["known_hosts"] = known_hosts
+        if ssh_private_key:
+            options["client_keys"] = [ssh_private_key]
+        records = asyncio.run(_records_on(host, options or None))
     else:
         records = StateStore().records()
     statuses = asyncio.run(flow.probe_all(records)) if records else []
@@ -110,7 +120,7 @@ def list_command(as_json: bool, host: str | None) -> None:
     console.print(table)
 
 
-async def _records_on(host: str) -> list[ClusterRecord]:
+async def _records_on(host: str, options: dict[str, Any] | None) -> list[ClusterRecord]:
     """The records kept on *host* (the authoritative copies), for ``--host``."""
     from sshdeploy.hostfile import parse_host
     from sshdeploy.named.hostops import host_op
@@ -120,7 +130,9 @@ async def _records_on(host: str) -> list[ClusterRecord]:
     from sshdeploy.settings import Settings
 
     target = parse_host(host)
-    async with HostPool(settings=Settings.resolve()) as pool:
+    pool = HostPool(settings=Settings.resolve())
+    pool.set_options(target, options)
+    async with pool:
         answer = await host_op(pool, target, Launch(python=sys.executable), "list", "list")
     out = []
     for name, probe in sorted((answer.get("clusters") or {}).items()):
