@@ -31,9 +31,9 @@ def stages_sent() -> set[str]:
 
 def test_every_stage_the_remote_side_sends_has_a_row() -> None:
     sent = stages_sent()
-    assert sent == {"login", "setup", "python", "import"}
+    assert {"login", "setup", "python", "import"} <= sent  # the scan finds them all
+    assert sent == set(agent.STAGES)
     assert sent <= {s.name for s in stages.STAGES}
-    assert set(agent.STAGES) == sent
 
 
 def test_the_table_and_the_agent_list_the_stages_in_the_same_order() -> None:
