@@ -30,7 +30,8 @@ from .forwarding import LOCALHOST
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .named import flow, kept
+from .named import flow
+from .named.kept import KeptCluster
 from .named.policy import check_name
 from .placement import Placement, name_order, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
@@ -158,7 +159,7 @@ class SSHCluster(SpecCluster):
             max_lifetime=max_lifetime,
         )
         #: The named cluster this one keeps running after close() (None: an ordinary one).
-        self._kept = kept.KeptCluster.of(
+        self._kept = KeptCluster.of(
             plan, hosts=hosts, connect_options=connect_options, worker_options=worker_options,
             scheduler_options=scheduler_options, worker_class=worker_class,
             remote_python=remote_python, setup=setup, env=env,
@@ -276,7 +277,7 @@ class SSHCluster(SpecCluster):
         try:
             await super()._correct_state_internal()
             if self._kept is not None and self.status == Status.running:
-                await self._kept.note_wanted(self)
+                await self._note_wanted()
         except SSHDeployError:
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]
@@ -376,25 +377,41 @@ class SSHCluster(SpecCluster):
 
         Returns when nothing of it is left on any host, as ``close()`` of an
         ordinary cluster does. On an ordinary cluster, the same as ``close()``.
+        Also after ``close()`` (which detached it).
         """
+        if self.status == Status.closed:  # detached already: no loop of ours runs
+            if self.asynchronous:
+                return self._stop_everywhere()
+            return _run_sync(self._stop_everywhere())
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
+        await self._close()  # a named cluster detaches: our side goes, it stays...
+        await self._stop_everywhere()  # ... then it is stopped on every host
+
+    async def _stop_everywhere(self) -> None:
         kept = self._kept
-        if kept is None:
-            await self._close()
+        if kept is None or kept.record is None:
             return
-        record = kept.record
-        await self._close()  # detach: our side goes, the cluster stays...
         kept.stopping = True
-        if record is not None:  # ... then it is stopped on every host
-            report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
-            left = {h: r for h, r in report.items() if r != "stopped"}
-            if left:
-                logger.warning("cluster %r: not stopped on %s", record.name, left)
+        record = kept.record
+        report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
+        left = {h: r for h, r in report.items() if r != "stopped"}
+        if left:
+            logger.warning("cluster %r: not stopped on %s", record.name, left)
+
+    async def _note_wanted(self) -> None:
+        """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
+        assert self._kept is not None
+        try:
+            await self._kept.note_wanted(self)
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its worker count: %s",
+                           self._kept.policy.name, err)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
+        await self._note_wanted()  # its last scale is recorded before the connections go
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
@@ -423,6 +440,11 @@ class SSHCluster(SpecCluster):
         if self.scheduler_comm is not None:
             with contextlib.suppress(OSError):
                 await self.scheduler_comm.retire_workers(names=[name], close_workers=True)
+
+    @property
+    def kept(self) -> KeptCluster | None:
+        """The named-cluster side of this cluster (None for an ordinary one)."""
+        return self._kept
 
     @property
     def pool(self) -> HostPool:
