@@ -156,6 +156,13 @@ def classify(
             cause="connection refused",
             remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ConnectError(
+            host=where,
+            cause=f"no route to that address ({cause})",
+            remedy="This machine cannot reach that network: check the address, a VPN or "
+            "firewall, or reach the host through a jump host (--jump-host / ProxyJump).",
+        )
     if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
         return ConnectError(
             host=where,
