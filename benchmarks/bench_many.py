@@ -153,7 +153,7 @@ def bad_hosts(kind: str, count: int, bed: Any) -> list[str]:
     if kind == "unresolvable":
         return [f"nosuchhost{i}" for i in range(count)]
     if kind == "refused":  # ports where no bed sshd listens: RST at once
-        return [f"{bed.hosts[0].name}:{2 + i}" for i in range(count)]
+        return [f"{bed.hosts[0].name}:{2000 + i}" for i in range(count)]
     if kind == "unreachable":  # the controller has an `unreachable` route for it: EHOSTUNREACH
         net = ipaddress.ip_network(bed.private_subnet)
         return [str(a) for a in list(net.hosts())[10:10 + count]]
@@ -261,6 +261,29 @@ def _spawn(argv: list[str], timeout: float, log: Path, resolv: Path | None = Non
     return data
 
 
+PYENV_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
+
+
+def clear_stale_pyenv_lock(min_age_s: float = 90.0) -> str | None:
+    """Remove pyenv's rehash lock if no ``pyenv-rehash`` runs and it is old; say so.
+
+    Every bed host shares this machine's ``~/.bashrc``, which runs ``pyenv
+    init`` (a ``pyenv rehash`` under a lock file) in each login shell. A login
+    shell killed while it holds the lock (a stalled start that is killed) leaves
+    the file behind, and every later login shell on the machine then waits 60 s
+    for it: the next run would measure that wait.
+    """
+    try:
+        age = time.time() - PYENV_LOCK.stat().st_mtime
+    except OSError:
+        return None
+    running = subprocess.run(["pgrep", "-f", "pyenv-rehash"], capture_output=True).returncode == 0
+    if running or age < min_age_s:
+        return None
+    PYENV_LOCK.unlink(missing_ok=True)
+    return f"removed a stale pyenv rehash lock ({age:.0f} s old)"
+
+
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -297,6 +320,7 @@ def run_all(args: argparse.Namespace) -> dict:
     print(f"measuring sshdeploy from {doc['source']}\nload: {doc['uptime_start']}", flush=True)
     t_start = time.perf_counter()
     size = args.hosts + 1
+    doc["pyenv_lock_before"] = clear_stale_pyenv_lock()
     try:
         print(f"bringing up bed {args.bed!r} with {size} hosts ...", flush=True)
         bed = _bedprobe.bring_up(size, args.bed, 600)
@@ -320,6 +344,9 @@ def run_all(args: argparse.Namespace) -> dict:
                       f"{res.get('cli_exit_s')} s (status {res.get('cli_status')}) "
                       f"{res.get('error', '')[:200]}", flush=True)
                 _bedprobe.kill_leftovers(bed)
+        # Read by the child's dask.config at import; recorded with the results.
+        os.environ["DASK_SSHDEPLOY__START_TIMEOUT"] = str(args.start_timeout)
+        doc["sshdeploy_start_timeout_s"] = args.start_timeout
         for impl in filter(None, args.impls.split(",")):
             deadline = args.ready_deadline
             res = _spawn(["--child", impl, "--hosts", str(args.hosts), "--bed", args.bed,
@@ -328,6 +355,7 @@ def run_all(args: argparse.Namespace) -> dict:
                          deadline + args.close_deadline + 300, logdir / f"{impl}.log")
             res.setdefault("impl", impl)
             killed = _bedprobe.kill_leftovers(bed)
+            res["pyenv_lock"] = clear_stale_pyenv_lock()
             res["left_after_controller_exit"] = [
                 {"host": p.host, "pid": p.pid, "cmd": p.cmd[:160]} for p in killed
                 if not p.is_sshd]
@@ -361,6 +389,8 @@ def markdown(doc: dict) -> str:
         f"(modified: {doc['source']['modified'] or 'none'}).", "",
         f"Load: start `{doc['uptime_start']}`; end `{doc.get('uptime_end', '?')}`. "
         "The machine's 2 cores were shared with other sessions' tests.", "",
+        f"sshdeploy.start-timeout: {doc.get('sshdeploy_start_timeout_s', 'default')} s for the "
+        "cluster runs (all bed hosts share this machine's cores).", "",
         "## 64 hosts x 1 worker", "",
         "| impl | ready [s] | compute [s] (workers used) | close until nothing left [s] | "
         "left after close | controller CPU [CPU-s] (per host [ms]) | controller RSS delta [MiB] "
@@ -411,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="many")
     p.add_argument("--ready-deadline", type=float, default=300.0)
     p.add_argument("--close-deadline", type=float, default=60.0)
+    p.add_argument("--start-timeout", type=float, default=240.0,
+                   help="sshdeploy.start-timeout for the cluster runs (every bed host shares "
+                        "this machine's cores: 65 remote imports of distributed at once)")
     p.add_argument("--failures", default="unresolvable:100,unresolvable:3000,refused:100,"
                                          "unreachable:100")
     p.add_argument("--good", type=int, default=4, help="good hosts in the failure runs")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client
 
@@ -77,7 +78,9 @@ def test_32_hosts_behind_a_jump_host_with_stock_maxstartups_all_start(
     jump, targets = jump_bed.hosts[0], jump_bed.hosts[1:]
     config = _ssh_config(jump_bed, tmp_path / "ssh_config")
     before = {h.name: len(testbed.sshd_log(h)) for h in jump_bed.hosts}
-    with SSHCluster(
+    # 33 remote Pythons start at once on this machine's cores, and every login
+    # shell of the bed runs the machine's ~/.bashrc (pyenv rehash under one lock).
+    with dask.config.set({"sshdeploy.start-timeout": 180}), SSHCluster(
         [jump.name, *(h.name for h in targets)],
         connect_options={"config": [str(config)], "known_hosts": str(jump_bed.known_hosts)},
         worker_options={"nthreads": 1},
