@@ -11,6 +11,8 @@ stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import inspect
 import logging
 import math
@@ -376,14 +378,34 @@ class SSHCluster(SpecCluster):
         SpecCluster removes the most recently added; we remove from the host
         carrying the most workers relative to its slots, its highest name first.
         """
+        if n <= 0:
+            return {}
         hosts = self._cluster_plan.placement.hosts
         keep = dict(self.worker_spec)
+        by_host: dict[HostKey, list[str]] = {}
+        for name, spec in keep.items():
+            by_host.setdefault(spec["options"]["host"].key, []).append(name)
+        for names in by_host.values():
+            names.sort(key=name_order)
+
+        position = {name: i for i, name in enumerate(keep)}
+        firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
+
+        def entry(k: HostKey) -> tuple[float, int, HostKey]:
+            # Most workers per slot first; among equals, the host met first in the specs.
+            return -len(by_host[k]) / max(1, hosts[k].slots), firsts[k][0], k
+
+        # One heap entry per host, renewed when it loses a worker: O(n log n), where a
+        # max over every host per removal took 20 s to close a 3000-host cluster.
+        heap = [entry(k) for k in by_host]
+        heapq.heapify(heap)
         while len(keep) > n:
-            by_host: dict[HostKey, list[str]] = {}
-            for name, spec in keep.items():
-                by_host.setdefault(spec["options"]["host"].key, []).append(name)
-            key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
-            keep.pop(max(by_host[key], key=name_order))
+            key = heapq.heappop(heap)[2]
+            name = by_host[key].pop()
+            keep.pop(name)
+            firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))
+            if by_host[key]:
+                heapq.heappush(heap, entry(key))
         return keep
 
     # -- information --------------------------------------------------------
