@@ -372,12 +372,31 @@ def run_all(args: argparse.Namespace) -> dict:
                 print(f"  bed down failed: {exc}", flush=True)
         doc["uptime_end"] = _uptime()
         doc["total_s"] = time.perf_counter() - t_start
+        if args.reuse:
+            _reuse(doc, Path(args.reuse))
         _save(json_path, doc)
     return doc
 
 
+def _reuse(doc: dict, path: Path) -> None:
+    """Take the part not run this time (cluster runs or failure runs) from an earlier JSON."""
+    old = json.loads(path.read_text())
+    for part in ("clusters", "failures"):
+        if not doc[part] and old.get(part):
+            doc[part] = old[part]
+            doc.setdefault("reused", {})[part] = {
+                "date": old["date"], "source": old["source"], "uptime_start": old["uptime_start"],
+                "uptime_end": old.get("uptime_end"),
+                "sshdeploy_start_timeout_s": old.get("sshdeploy_start_timeout_s")}
+
+
 def _f(v: Any, fmt: str = "{:.2f}") -> str:
     return fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def _start_timeout(doc: dict) -> Any:
+    reused = doc.get("reused", {}).get("clusters", {})
+    return reused.get("sshdeploy_start_timeout_s") or doc.get("sshdeploy_start_timeout_s")
 
 
 def markdown(doc: dict) -> str:
@@ -389,12 +408,16 @@ def markdown(doc: dict) -> str:
         f"(modified: {doc['source']['modified'] or 'none'}).", "",
         f"Load: start `{doc['uptime_start']}`; end `{doc.get('uptime_end', '?')}`. "
         "The machine's 2 cores were shared with other sessions' tests.", "",
-        f"sshdeploy.start-timeout: {doc.get('sshdeploy_start_timeout_s', 'default')} s for the "
-        "cluster runs (all bed hosts share this machine's cores).", "",
+        f"sshdeploy.start-timeout: {_start_timeout(doc)} s for the cluster runs (all bed "
+        "hosts share this machine's cores).", "",
+        *(f"The {part} below are from an earlier run: {r['date']}, sshdeploy at "
+          f"{r['source']['head']}, load `{r['uptime_start']}` .. `{r.get('uptime_end')}`."
+          for part, r in doc.get("reused", {}).items()), "",
         "## 64 hosts x 1 worker", "",
         "| impl | ready [s] | compute [s] (workers used) | close until nothing left [s] | "
         "left after close | controller CPU [CPU-s] (per host [ms]) | controller RSS delta [MiB] "
-        "(per host [KiB]) | scheduler process CPU [CPU-s] | scheduler host CPU [CPU-s] | "
+        "(per host [KiB]) | scheduler process CPU, start + compute [CPU-s] | "
+        "scheduler host CPU until ready [CPU-s] | "
         "remote CPU [CPU-s] | SSH connections | load before / after | outcome |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -450,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--failure-deadline", type=float, default=120.0)
     p.add_argument("--skip-failures", action="store_true")
     p.add_argument("--keep-bed", action="store_true")
+    p.add_argument("--reuse", metavar="JSON",
+                   help="take the part not run (--impls '' or --skip-failures) from this JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-failures", help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)
