@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import heapq
 import inspect
 import logging
@@ -221,6 +222,29 @@ class SSHCluster(SpecCluster):
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
+        start = asyncio.ensure_future(self._start_scheduler())
+        doomed = asyncio.ensure_future(self._connect_failures(first))
+        try:
+            await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
+            failed = doomed.result() if doomed.done() and not start.done() else {}
+            if failed:
+                # Without min_workers the start cannot succeed: say so now, not after
+                # the scheduler and the good hosts' workers have started.
+                start.cancel()
+                self.status = Status.failed
+                await self._close()  # also ends a scheduler start that is slow to cancel
+                with contextlib.suppress(BaseException):
+                    await start
+                raise failures_by_host(failed, "start workers")
+            await start
+        finally:
+            doomed.cancel()
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
+
+    async def _start_scheduler(self) -> None:
         try:
             with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
@@ -229,10 +253,22 @@ class SSHCluster(SpecCluster):
             if isinstance(cause, SSHDeployError):
                 raise cause from None
             raise
-        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
-        if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
+
+    async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
+        """The worker hosts that failed to connect, once every connect has ended.
+
+        Empty with ``min_workers`` (the start goes on without them) and when the
+        scheduler's host failed too (its own error is the one to raise).
+        """
+        if self._cluster_plan.min_workers is not None:
+            return {}
+        hosts = [hp.host for hp in self._cluster_plan.placement.hosts.values()]
+        got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
+                                   return_exceptions=True)
+        if isinstance(got[0], BaseException):
+            return {}
+        return {self._pool.display(h): e for h, e in zip(hosts, got[1:], strict=True)
+                if isinstance(e, SSHDeployError)}
 
     def _correct_state(self) -> Any:
         # The workers start here, after _start: the notebook display of the start ends with them.
