@@ -69,7 +69,7 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
     import bench_scale
     import distributed
     import psutil
-    from distributed import Client
+    from distributed import Client, get_task_stream
     from distributed.deploy.ssh import SSHCluster  # noqa: F401
 
     import sshdeploy
@@ -115,14 +115,14 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
             table = {pid: v for pid, v in _bedprobe.cpu_since(base, after).items()
                      if v[0] in names}
             out["ssh_tcp_connections"] = bench_scale._tcp_to_22({h.address for h in bed.hosts})
-            with Client(cluster, timeout=60) as client:
+            with Client(cluster, timeout=60) as client, get_task_stream(client) as stream:
                 t1 = time.perf_counter()
                 futures = client.map(_square, range(TASKS))
                 total = client.submit(sum, futures).result(timeout=300)
                 out["compute_s"] = time.perf_counter() - t1
                 out["compute_ok"] = total == sum(x * x for x in range(TASKS))
-                who = client.who_has(futures)
-                out["compute_workers_used"] = len({w for ws in who.values() for w in ws})
+                # Which workers ran the tasks (the task stream), not where results ended up.
+                out["compute_workers_used"] = len({t["worker"] for t in stream.data})
                 pids = dict(client.run(os.getpid))
                 sched_pid = client.run_on_scheduler(os.getpid)
             ticks = _bedprobe.cpu_ticks(sched_pid)
