@@ -182,7 +182,7 @@ def _direct(kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions)
     """Whether this machine resolves and dials the host itself (no jump, proxy or socket)."""
     return not (
         kw.get("tunnel") or kw.get("sock") is not None or options.tunnel
-        or options.proxy_command or options.canonicalize_hostname
+        or options.proxy_command or getattr(options, "canonicalize_hostname", False)
     )
 
 
