@@ -167,6 +167,14 @@ class RemoteScheduler(ProcessInterface):
             f"reaching it through SSH at {self.external_address}"
         )
 
+    async def detach(self) -> None:
+        """Leave the scheduler running (a named cluster): close our forwards and channel."""
+        self._expect_exit = True
+        if self.forwarding is not None:
+            self.forwarding.close()
+        await self.channel.detach()
+        self.status = Status.closed
+
     async def close(self) -> None:
         """Stop the scheduler and its agent; return when both are gone (idempotent)."""
         self._expect_exit = True
@@ -245,6 +253,16 @@ class WorkerAgents:
                 if w.exited(reason) and self.on_worker_exit is not None:
                     self.on_worker_exit(str(w.name), reason)
 
+    async def detach(self) -> None:
+        """Leave every kept agent running on its own (a named cluster the controller leaves)."""
+        futs = list(self._agents.values())
+        self._agents.clear()
+        for fut in futs:
+            if not fut.done():
+                fut.cancel()
+        await asyncio.gather(*futs, return_exceptions=True)
+        await asyncio.gather(*(c.detach() for c in self._channels), return_exceptions=True)
+
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
         timeout = self.pool.settings.stop_timeout
@@ -277,6 +295,12 @@ class RemoteWorker(ProcessInterface):
         The worker class, as an import path (``distributed.Nanny``).
     kwargs : dict
         Keyword arguments of the worker class.
+    restart : bool
+        Whether the Nanny restarts a worker process that dies.
+    share : int
+        The worker processes its host is planned to hold: unless *kwargs* say
+        otherwise, it gets that share of the host's cores and memory
+        (:func:`sshdeploy.agent.worker_share`, applied on the host).
     """
 
     def __init__(
@@ -288,9 +312,11 @@ class RemoteWorker(ProcessInterface):
         cls: str = "distributed.Nanny",
         kwargs: Mapping[str, Any] | None = None,
         restart: bool = True,
+        share: int = 1,
     ) -> None:
         super().__init__(scheduler=scheduler, name=name)
         self.restart = restart
+        self.share = share
         self.scheduler = scheduler
         self.name = name
         self.host = host
@@ -329,6 +355,7 @@ class RemoteWorker(ProcessInterface):
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
             restart=self.restart, restart_limit=self.agents.pool.settings.worker_restarts,
+            share=self.share,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer, kw)
