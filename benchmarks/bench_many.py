@@ -121,10 +121,10 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
                 total = client.submit(sum, futures).result(timeout=300)
                 out["compute_s"] = time.perf_counter() - t1
                 out["compute_ok"] = total == sum(x * x for x in range(TASKS))
-                # Which workers ran the tasks (the task stream), not where results ended up.
-                out["compute_workers_used"] = len({t["worker"] for t in stream.data})
                 pids = dict(client.run(os.getpid))
                 sched_pid = client.run_on_scheduler(os.getpid)
+            # Which workers ran the tasks (the task stream, filled when its block ends).
+            out["compute_workers_used"] = len({t["worker"] for t in stream.data})
             ticks = _bedprobe.cpu_ticks(sched_pid)
             out["scheduler_process_cpu_s"] = None if ticks is None else ticks[0]
             bench_scale._classify(out, table, names[0], pids)
