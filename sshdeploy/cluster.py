@@ -25,19 +25,22 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat, notebook
+from . import compat
+from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import Host, parse_host
-from .hostview import HostRow, rows_html, rows_text, worker_resources
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow, kept
 from .named.policy import check_name
-from .placement import HostKey, Placement, name_order, next_worker
-from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
+from .placement import Placement, name_order, next_worker
+from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .views import notebook
+from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ class SSHCluster(SpecCluster):
         self._pool = _pool_for(plan)
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
-        launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
+        launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
         )
@@ -190,11 +193,11 @@ class SSHCluster(SpecCluster):
             },
         }
         workers = {
-            w.name: self._worker_spec(w.host, plan.worker_options(placement.hosts[w.host.key],
-                                                                  w.kwargs))
+            w.name: self._worker_spec(
+                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
             for w in placement.workers
         }
-        first = next(iter(placement.hosts.values()))
+        first = next(iter(placement.worker_hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, name=name,
@@ -209,7 +212,7 @@ class SSHCluster(SpecCluster):
                 "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
                 "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.hosts[host.key].slots or 1,
+                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
             },
         }
 
@@ -227,7 +230,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         plan = plan_cluster(*args, **kwargs)
-        return plan.remote_plans(display=_pool_for(plan).display)
+        return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
@@ -249,7 +252,8 @@ class SSHCluster(SpecCluster):
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
+        worker_hosts = self._cluster_plan.placement.worker_hosts
+        self._agents.prestart([hp.host for hp in worker_hosts.values()])
         start = asyncio.ensure_future(self._start_scheduler())
         doomed = asyncio.ensure_future(self._connect_failures(first))
         try:
@@ -291,12 +295,12 @@ class SSHCluster(SpecCluster):
         """
         if self._cluster_plan.min_workers is not None or self._kept is not None:
             return {}
-        hosts = [hp.host for hp in self._cluster_plan.placement.hosts.values()]
+        hosts = [hp.host for hp in self._cluster_plan.placement.worker_hosts.values()]
         got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
                                    return_exceptions=True)
         if isinstance(got[0], BaseException):
             return {}
-        return {self._pool.display(h): e for h, e in zip(hosts, got[1:], strict=True)
+        return {self._pool.as_connected(h): e for h, e in zip(hosts, got[1:], strict=True)
                 if isinstance(e, SSHDeployError)}
 
     def _correct_state(self) -> Any:
@@ -319,7 +323,7 @@ class SSHCluster(SpecCluster):
             by_host: dict[str, SSHDeployError] = {}
             for w in failed:
                 assert w.start_error is not None
-                by_host.setdefault(self._pool.display(w.host), w.start_error)
+                by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
@@ -449,7 +453,7 @@ class SSHCluster(SpecCluster):
 
     def worker_spec_for(self, host: Host) -> dict[str, Any]:
         """The spec of one more worker on *host* (its template options)."""
-        hp = self._cluster_plan.placement.hosts[host.key]
+        hp = self._cluster_plan.placement.worker_hosts[host.key]
         return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
 
     async def retire_by_name(self, name: str) -> None:
@@ -501,11 +505,11 @@ class SSHCluster(SpecCluster):
         if chosen is None:
             return {}
         host, name = chosen
-        options = self._cluster_plan.worker_options(placement.hosts[host.key])
+        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
         return {name: self._worker_spec(host, options)}
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.hosts.values():
+        for hp in self._cluster_plan.placement.worker_hosts.values():
             for key in keys:
                 if hp.template.get(key) not in (None, "auto"):
                     return hp.template[key]
@@ -542,7 +546,7 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
-        slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
+        slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
@@ -569,9 +573,9 @@ class SSHCluster(SpecCluster):
         """
         if n <= 0:
             return {}
-        hosts = self._cluster_plan.placement.hosts
+        hosts = self._cluster_plan.placement.worker_hosts
         keep = dict(self.worker_spec)
-        by_host: dict[HostKey, list[str]] = {}
+        by_host: dict[ConnectionKey, list[str]] = {}
         for name, spec in keep.items():
             by_host.setdefault(spec["options"]["host"].key, []).append(name)
         for names in by_host.values():
@@ -580,7 +584,7 @@ class SSHCluster(SpecCluster):
         position = {name: i for i, name in enumerate(keep)}
         firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
 
-        def entry(k: HostKey) -> tuple[float, int, HostKey]:
+        def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
             # Most workers per slot first; among equals, the host met first in the specs.
             return -len(by_host[k]) / max(1, hosts[k].slots), firsts[k][0], k
 
@@ -619,8 +623,8 @@ class SSHCluster(SpecCluster):
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
         plan = self._cluster_plan.placement
-        show = self._pool.display
-        rows: dict[HostKey, dict[str, Any]] = {}
+        show = self._pool.as_connected
+        rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
             rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
                          "restarts": 0, "error": ""}
@@ -641,7 +645,7 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for key, hp in plan.hosts.items():
+        for key, hp in plan.worker_hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
             failed = self.failed_hosts.get(show(hp.host))
@@ -649,7 +653,7 @@ class SSHCluster(SpecCluster):
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[HostKey, list[Mapping[str, Any]]] = {}
+        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
         for info in dict(self.scheduler_info.get("workers") or {}).values():
             spec = self.worker_spec.get(info.get("name"))
             if spec is not None and "options" in spec:
@@ -661,27 +665,19 @@ class SSHCluster(SpecCluster):
                 for key, r in rows.items()]
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays)."""
-        if row["error"] and not row["running"]:
-            return "failed"
+        """Where one host's start stands (for live status displays): see :func:`host_state`."""
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:
             row["error"] = self._pool.error(host)
-        if conn in ("waiting", "connecting", "failed"):
-            return conn
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         channels = [self._agents.channel_of(host)]
         if runs_scheduler and sched is not None:
             channels.append(sched.channel)
-        stages = [ch.stage for ch in channels if ch is not None]
-        if any(stage != "hello" for stage in stages) or not stages:
-            return _STAGE_STATE.get(next((st for st in stages if st != "hello"), None),
-                                    "starting")
-        if row["wanted"] and row["running"] < row["wanted"]:
-            return "starting workers"
-        if runs_scheduler and (sched is None or sched.status != Status.running):
-            return "starting scheduler"
-        return "ready"
+        return host_state(
+            failed=bool(row["error"]) and not row["running"], connection=conn,
+            stages=[ch.stage for ch in channels if ch is not None],
+            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
+            scheduler_running=sched is not None and sched.status == Status.running)
 
     def __repr__(self) -> str:
         return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
@@ -721,13 +717,6 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
-
-
-#: A start-up stage of an agent (its ``stage`` events), as the host's state.
-_STAGE_STATE: dict[str | None, str] = {
-    None: "starting", "login": "running setup", "setup": "starting Python",
-    "python": "starting Python", "import": "importing distributed",
-}
 
 
 def _run_sync(coro: Any) -> Any:

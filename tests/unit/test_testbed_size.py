@@ -31,16 +31,16 @@ def test_a_size_beyond_the_limit_is_refused_before_anything_is_made(
 
 def test_a_200_host_block_has_distinct_addresses_and_short_link_names() -> None:
     block = model.N_BLOCKS - 1
-    assert not model._shared(block)
-    subnet = ipaddress.ip_network(model._subnet(block))
-    private = ipaddress.ip_network(model._private_subnet(block))
+    assert not model.is_shared_block(block)
+    subnet = ipaddress.ip_network(model.block_subnet(block))
+    private = ipaddress.ip_network(model.private_block_subnet(block))
     hosts = range(1, model.MAX_HOSTS_OWN_BLOCK + 1)
-    addresses = {model._address(block, i) for i in hosts}
+    addresses = {model.host_address(block, i) for i in hosts}
     assert len(addresses) == model.MAX_HOSTS_OWN_BLOCK
     assert all(ipaddress.ip_address(a) in subnet for a in addresses)
-    assert model._bridge_address(block) not in addresses
-    assert ipaddress.ip_address(model._private_address(block, 200)) in private
+    assert model.bridge_ip(block) not in addresses
+    assert ipaddress.ip_address(model.private_host_address(block, 200)) in private
     # Linux interface names have at most 15 characters.
-    assert max(len(model._veth(block, i)) for i in hosts) <= 15
-    assert max(len(model._private_veth(block, i)) for i in hosts) <= 15
+    assert max(len(model.veth_name(block, i)) for i in hosts) <= 15
+    assert max(len(model.private_veth_name(block, i)) for i in hosts) <= 15
     assert model.max_hosts("big") == 200 and model.max_hosts(testbed.DEFAULT_NAME) == 48
