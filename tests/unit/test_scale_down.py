@@ -29,12 +29,12 @@ def fake_cluster(slots: dict[str, int], workers: dict[str, int]) -> Any:
             for h, count in workers.items() for i in range(count)}
     names = list(spec)
     random.Random(len(names)).shuffle(names)  # spec order is not name order
-    plan = SimpleNamespace(placement=SimpleNamespace(hosts=hosts))
+    plan = SimpleNamespace(placement=SimpleNamespace(worker_hosts=hosts))
     return SimpleNamespace(_cluster_plan=plan, worker_spec={n: spec[n] for n in names})
 
 
 def keep_by_the_rule(cluster: Any, n: int) -> dict[str, Any]:
-    hosts = cluster._cluster_plan.placement.hosts
+    hosts = cluster._cluster_plan.placement.worker_hosts
     keep = dict(cluster.worker_spec)
     while len(keep) > n:
         by_host: dict[Any, list[str]] = {}
