@@ -11,7 +11,9 @@ stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import heapq
 import inspect
 import logging
 import math
@@ -23,20 +25,24 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat, notebook
+from . import compat
+from .defaults import DEFAULT_WORKER_CLASS
 from .envstage import HostStage, Stage
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import Host, parse_host
-from .hostview import HostRow, rows_html, rows_text, worker_resources
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .named import flow, kept
+from .named import flow
+from .named.kept import KeptCluster
 from .named.policy import check_name
-from .placement import HostKey, Placement, name_order, next_worker
-from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
+from .placement import Placement, name_order, next_worker
+from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .views import notebook
+from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +181,7 @@ class SSHCluster(SpecCluster):
             max_lifetime=max_lifetime,
         )
         #: The named cluster this one keeps running after close() (None: an ordinary one).
-        self._kept = kept.KeptCluster.of(
+        self._kept = KeptCluster.of(
             plan, hosts=hosts, connect_options=connect_options, worker_options=worker_options,
             scheduler_options=scheduler_options, worker_class=worker_class,
             remote_python=remote_python, setup=setup, env=env,
@@ -191,7 +197,7 @@ class SSHCluster(SpecCluster):
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
-        launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
+        launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
         )
@@ -209,11 +215,11 @@ class SSHCluster(SpecCluster):
             },
         }
         workers = {
-            w.name: self._worker_spec(w.host, plan.worker_options(placement.hosts[w.host.key],
-                                                                  w.kwargs))
+            w.name: self._worker_spec(
+                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
             for w in placement.workers
         }
-        first = next(iter(placement.hosts.values()))
+        first = next(iter(placement.worker_hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, name=name,
@@ -228,7 +234,7 @@ class SSHCluster(SpecCluster):
                 "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
                 "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.hosts[host.key].slots or 1,
+                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
             },
         }
 
@@ -246,7 +252,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         plan = plan_cluster(*args, **kwargs)
-        return plan.remote_plans(display=_pool_for(plan).display)
+        return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
@@ -276,7 +282,31 @@ class SSHCluster(SpecCluster):
             raise
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
+        worker_hosts = self._cluster_plan.placement.worker_hosts
+        self._agents.prestart([hp.host for hp in worker_hosts.values()])
+        start = asyncio.ensure_future(self._start_scheduler())
+        doomed = asyncio.ensure_future(self._connect_failures(first))
+        try:
+            await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
+            failed = doomed.result() if doomed.done() and not start.done() else {}
+            if failed:
+                # Without min_workers the start cannot succeed: say so now, not after
+                # the scheduler and the good hosts' workers have started.
+                start.cancel()
+                self.status = Status.failed
+                await self._close()  # also ends a scheduler start that is slow to cancel
+                with contextlib.suppress(BaseException):
+                    await start
+                raise failures_by_host(failed, "start workers")
+            await start
+        finally:
+            doomed.cancel()
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
+
+    async def _start_scheduler(self) -> None:
         try:
             with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
@@ -285,10 +315,23 @@ class SSHCluster(SpecCluster):
             if isinstance(cause, SSHDeployError):
                 raise cause from None
             raise
-        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
-        if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
+
+    async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
+        """The worker hosts that failed to connect, once every connect has ended.
+
+        Empty with ``min_workers`` (the start goes on without them), for a named
+        cluster (its own failure path decides what to keep), and when the
+        scheduler's host failed too (its own error is the one to raise).
+        """
+        if self._cluster_plan.min_workers is not None or self._kept is not None:
+            return {}
+        hosts = [hp.host for hp in self._cluster_plan.placement.worker_hosts.values()]
+        got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
+                                   return_exceptions=True)
+        if isinstance(got[0], BaseException):
+            return {}
+        return {self._pool.as_connected(h): e for h, e in zip(hosts, got[1:], strict=True)
+                if isinstance(e, SSHDeployError)}
 
     def _correct_state(self) -> Any:
         # The workers start here, after _start: the notebook display of the start ends with them.
@@ -301,7 +344,7 @@ class SSHCluster(SpecCluster):
         try:
             await super()._correct_state_internal()
             if self._kept is not None and self.status == Status.running:
-                await self._kept.note_wanted(self)
+                await self._note_wanted()
         except SSHDeployError:
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]
@@ -310,7 +353,7 @@ class SSHCluster(SpecCluster):
             by_host: dict[str, SSHDeployError] = {}
             for w in failed:
                 assert w.start_error is not None
-                by_host.setdefault(self._pool.display(w.host), w.start_error)
+                by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
@@ -401,25 +444,41 @@ class SSHCluster(SpecCluster):
 
         Returns when nothing of it is left on any host, as ``close()`` of an
         ordinary cluster does. On an ordinary cluster, the same as ``close()``.
+        Also after ``close()`` (which detached it).
         """
+        if self.status == Status.closed:  # detached already: no loop of ours runs
+            if self.asynchronous:
+                return self._stop_everywhere()
+            return _run_sync(self._stop_everywhere())
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
+        await self._close()  # a named cluster detaches: our side goes, it stays...
+        await self._stop_everywhere()  # ... then it is stopped on every host
+
+    async def _stop_everywhere(self) -> None:
         kept = self._kept
-        if kept is None:
-            await self._close()
+        if kept is None or kept.record is None:
             return
-        record = kept.record
-        await self._close()  # detach: our side goes, the cluster stays...
         kept.stopping = True
-        if record is not None:  # ... then it is stopped on every host
-            report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
-            left = {h: r for h, r in report.items() if r != "stopped"}
-            if left:
-                logger.warning("cluster %r: not stopped on %s", record.name, left)
+        record = kept.record
+        report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
+        left = {h: r for h, r in report.items() if r != "stopped"}
+        if left:
+            logger.warning("cluster %r: not stopped on %s", record.name, left)
+
+    async def _note_wanted(self) -> None:
+        """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
+        assert self._kept is not None
+        try:
+            await self._kept.note_wanted(self)
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its worker count: %s",
+                           self._kept.policy.name, err)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
+        await self._note_wanted()  # its last scale is recorded before the connections go
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
@@ -440,7 +499,7 @@ class SSHCluster(SpecCluster):
 
     def worker_spec_for(self, host: Host) -> dict[str, Any]:
         """The spec of one more worker on *host* (its template options)."""
-        hp = self._cluster_plan.placement.hosts[host.key]
+        hp = self._cluster_plan.placement.worker_hosts[host.key]
         return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
 
     async def retire_by_name(self, name: str) -> None:
@@ -448,6 +507,11 @@ class SSHCluster(SpecCluster):
         if self.scheduler_comm is not None:
             with contextlib.suppress(OSError):
                 await self.scheduler_comm.retire_workers(names=[name], close_workers=True)
+
+    @property
+    def kept(self) -> KeptCluster | None:
+        """The named-cluster side of this cluster (None for an ordinary one)."""
+        return self._kept
 
     @property
     def pool(self) -> HostPool:
@@ -515,11 +579,11 @@ class SSHCluster(SpecCluster):
         if chosen is None:
             return {}
         host, name = chosen
-        options = self._cluster_plan.worker_options(placement.hosts[host.key])
+        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
         return {name: self._worker_spec(host, options)}
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.hosts.values():
+        for hp in self._cluster_plan.placement.worker_hosts.values():
             for key in keys:
                 if hp.template.get(key) not in (None, "auto"):
                     return hp.template[key]
@@ -556,7 +620,7 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
-        slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
+        slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
@@ -581,14 +645,34 @@ class SSHCluster(SpecCluster):
         SpecCluster removes the most recently added; we remove from the host
         carrying the most workers relative to its slots, its highest name first.
         """
-        hosts = self._cluster_plan.placement.hosts
+        if n <= 0:
+            return {}
+        hosts = self._cluster_plan.placement.worker_hosts
         keep = dict(self.worker_spec)
+        by_host: dict[ConnectionKey, list[str]] = {}
+        for name, spec in keep.items():
+            by_host.setdefault(spec["options"]["host"].key, []).append(name)
+        for names in by_host.values():
+            names.sort(key=name_order)
+
+        position = {name: i for i, name in enumerate(keep)}
+        firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
+
+        def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
+            # Most workers per slot first; among equals, the host met first in the specs.
+            return -len(by_host[k]) / max(1, hosts[k].slots), firsts[k][0], k
+
+        # One heap entry per host, renewed when it loses a worker: O(n log n), where a
+        # max over every host per removal took 20 s to close a 3000-host cluster.
+        heap = [entry(k) for k in by_host]
+        heapq.heapify(heap)
         while len(keep) > n:
-            by_host: dict[HostKey, list[str]] = {}
-            for name, spec in keep.items():
-                by_host.setdefault(spec["options"]["host"].key, []).append(name)
-            key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
-            keep.pop(max(by_host[key], key=name_order))
+            key = heapq.heappop(heap)[2]
+            name = by_host[key].pop()
+            keep.pop(name)
+            firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))
+            if by_host[key]:
+                heapq.heappush(heap, entry(key))
         return keep
 
     # -- information --------------------------------------------------------
@@ -613,8 +697,8 @@ class SSHCluster(SpecCluster):
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
         plan = self._cluster_plan.placement
-        show = self._pool.display
-        rows: dict[HostKey, dict[str, Any]] = {}
+        show = self._pool.as_connected
+        rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
             rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
                          "restarts": 0, "error": ""}
@@ -635,7 +719,7 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for key, hp in plan.hosts.items():
+        for key, hp in plan.worker_hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
             failed = self.failed_hosts.get(show(hp.host))
@@ -643,7 +727,7 @@ class SSHCluster(SpecCluster):
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[HostKey, list[Mapping[str, Any]]] = {}
+        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
         for info in dict(self.scheduler_info.get("workers") or {}).values():
             spec = self.worker_spec.get(info.get("name"))
             if spec is not None and "options" in spec:
@@ -655,30 +739,22 @@ class SSHCluster(SpecCluster):
                 for key, r in rows.items()]
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays)."""
-        if row["error"] and not row["running"]:
-            return "failed"
+        """Where one host's start stands (for live status displays): see :func:`host_state`."""
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:
             row["error"] = self._pool.error(host)
-        if conn in ("waiting", "connecting", "failed"):
-            return conn
-        phase = self._stage.phase.get(self._pool.display(host))
-        if phase is not None:  # the version gate, the environment, the uploads
-            return phase
+        phase = self._stage.phase.get(self._pool.as_connected(host))
+        if phase is not None and conn not in ("waiting", "connecting", "failed"):
+            return phase  # the version gate, the environment, the uploads
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         channels = [self._agents.channel_of(host)]
         if runs_scheduler and sched is not None:
             channels.append(sched.channel)
-        stages = [ch.stage for ch in channels if ch is not None]
-        if any(stage != "hello" for stage in stages) or not stages:
-            return _STAGE_STATE.get(next((st for st in stages if st != "hello"), None),
-                                    "starting")
-        if row["wanted"] and row["running"] < row["wanted"]:
-            return "starting workers"
-        if runs_scheduler and (sched is None or sched.status != Status.running):
-            return "starting scheduler"
-        return "ready"
+        return host_state(
+            failed=bool(row["error"]) and not row["running"], connection=conn,
+            stages=[ch.stage for ch in channels if ch is not None],
+            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
+            scheduler_running=sched is not None and sched.status == Status.running)
 
     def __repr__(self) -> str:
         return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
@@ -718,13 +794,6 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
-
-
-#: A start-up stage of an agent (its ``stage`` events), as the host's state.
-_STAGE_STATE: dict[str | None, str] = {
-    None: "starting", "login": "running setup", "setup": "starting Python",
-    "python": "starting Python", "import": "importing distributed",
-}
 
 
 def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:

@@ -1,6 +1,6 @@
 """The version gate: what must match between this machine and every host, and the table.
 
-A leaf: compares descriptions made by :func:`sshdeploy.envremote.describe`
+A leaf: compares descriptions made by :func:`sshdeploy.remote.envremote.describe`
 (the same code runs here and on each host), imports neither asyncssh nor
 distributed. What is compared is what breaks a cluster when it differs:
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .envremote import describe
+from .remote.envremote import describe
 
 #: The packages ``distributed.versions`` compares (required and optional), in that order.
 GATED = ("dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado", "numpy",
@@ -101,7 +101,7 @@ def compare(
     host : str
         ``user@host:port``, for the table.
     ours, theirs : dict
-        :func:`sshdeploy.envremote.describe` of this machine and of the host.
+        :func:`sshdeploy.remote.envremote.describe` of this machine and of the host.
     packages : sequence of str
         The packages to compare (:func:`gated_packages`).
     platform_only : bool

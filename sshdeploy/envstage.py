@@ -1,6 +1,6 @@
 """The stage before a cluster starts: check every host, sync the environment, upload code.
 
-One short remote script per host and step (:mod:`sshdeploy.envremote`), each
+One short remote script per host and step (:mod:`sshdeploy.remote.envremote`), each
 a channel of the host's shared SSH connection; the data goes on that
 channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 
@@ -48,8 +48,8 @@ _CHUNK = 1 << 20
 
 @functools.lru_cache(maxsize=1)
 def remote_source() -> bytes:
-    """The source of :mod:`sshdeploy.envremote`, as run on the hosts."""
-    return Path(__file__).with_name("envremote.py").read_bytes()
+    """The source of :mod:`sshdeploy.remote.envremote`, as run on the hosts."""
+    return (Path(__file__).parent / "remote" / "envremote.py").read_bytes()
 
 
 @dataclass
@@ -92,7 +92,7 @@ async def run_script(
     op: dict[str, Any], payload: bytes | Path | Callable[[dict[str, Any]], bytes] | None = None,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
-    """Run one operation of :mod:`sshdeploy.envremote` on *host*; return its answer.
+    """Run one operation of :mod:`sshdeploy.remote.envremote` on *host*; return its answer.
 
     A callable *payload* is called with the script's first line (what it asks
     for) and its result sent: one round trip where two would otherwise be needed.
@@ -103,7 +103,7 @@ async def run_script(
         The script did not answer (Python missing, setup failed, timeout,
         connection lost) or answered an error.
     """
-    where = pool.display(host)
+    where = pool.as_connected(host)
     conn = await pool.get(host)
     command = build_script_command(python, setup, login_shell)
 
@@ -126,10 +126,13 @@ async def run_script(
                 if isinstance(question, dict) and "missing" in question:
                     proc.stdin.write(payload(question))
             elif isinstance(payload, Path):
-                with open(payload, "rb") as f:
-                    for chunk in iter(lambda: f.read(_CHUNK), b""):
+                f = await asyncio.to_thread(payload.open, "rb")
+                try:
+                    while chunk := await asyncio.to_thread(f.read, _CHUNK):
                         proc.stdin.write(chunk)
                         await proc.stdin.drain()
+                finally:
+                    f.close()
             elif payload:
                 proc.stdin.write(payload)
             proc.stdin.write_eof()
@@ -253,9 +256,9 @@ class Stage:
         await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
         await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in first))
         for (host, _py, _d), via in shared:
-            report = self.reports[self.pool.display(host)]
+            report = self.reports[self.pool.as_connected(host)]
             report.env_cached = True if self.plan.env is not None else None
-            report.shared_with = self.pool.display(via)
+            report.shared_with = self.pool.as_connected(via)
         return self.reports
 
     async def _probe_all(self) -> list[dict[str, Any] | None]:
@@ -268,7 +271,7 @@ class Stage:
         return [r for r in done if not isinstance(r, BaseException)]
 
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
-        where = self.pool.display(host)
+        where = self.pool.as_connected(host)
         report = self.reports[where] = HostStage(host=where)
         op: dict[str, Any] = {"op": "probe", "packages": list(self.plan.packages)}
         if self.plan.env is not None:
@@ -308,7 +311,7 @@ class Stage:
         for host, _py, theirs in probed:
             if self.plan.env is None and "distributed" not in (theirs.get("packages") or {}):
                 continue  # no distributed at all: the start says so (RemoteImportError)
-            rows += compare(self.pool.display(host), ours, theirs, self.plan.packages,
+            rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
                             platform_only=self.plan.env is not None)
         return rows
 
@@ -348,12 +351,12 @@ class Stage:
         env = self.plan.env
         if env is None:
             return
-        report = self.reports[self.pool.display(host)]
+        report = self.reports[self.pool.as_connected(host)]
         if desc.get("env_present"):
             report.env_cached = True
             return
         started = time.monotonic()
-        where = self.pool.display(host)
+        where = self.pool.as_connected(host)
         self.phase[where] = "packing environment"
         if self._tar is None:  # built once for all the hosts that need it
             self._tar = asyncio.ensure_future(asyncio.to_thread(build_tar, env))
@@ -382,8 +385,8 @@ class Stage:
         """
         manifest = self.manifest
         assert manifest is not None and self.plan.upload_dir is not None
-        report = self.reports.setdefault(self.pool.display(host),
-                                         HostStage(host=self.pool.display(host)))
+        report = self.reports.setdefault(self.pool.as_connected(host),
+                                         HostStage(host=self.pool.as_connected(host)))
         started = time.monotonic()
         sent: list[bytes] = []
         counted: list[int] = []
@@ -420,9 +423,9 @@ class Stage:
         self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
         self._warn_size(self.manifest)
         hosts = [(h, py) for h, py in self.hosts  # not twice to a shared home
-                 if not getattr(self.reports.get(self.pool.display(h)), "shared_with", "")]
+                 if not getattr(self.reports.get(self.pool.as_connected(h)), "shared_with", "")]
         sent = await asyncio.gather(*(self.push_uploads(h, py, None) for h, py in hosts))
-        return {self.pool.display(h): n for (h, _), n in zip(hosts, sent, strict=True)}
+        return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent, strict=True)}
 
     async def remove_uploads(self) -> None:
         """Remove this cluster's upload directory from every host (errors logged, not raised)."""
@@ -434,7 +437,7 @@ class Stage:
               for h, py in self.hosts), return_exceptions=True)
         for (h, _), res in zip(self.hosts, results, strict=True):
             if isinstance(res, BaseException):
-                logger.warning("%s: uploads not removed: %s", self.pool.display(h), res)
+                logger.warning("%s: uploads not removed: %s", self.pool.as_connected(h), res)
 
     def _warn_size(self, manifest: Manifest) -> None:
         size = manifest.size
@@ -485,7 +488,7 @@ async def clean_async(
                          {"op": "clean", "envs": envs, "blobs": blobs},
                          timeout=settings.start_timeout) for h in unique.values()),
             return_exceptions=True)
-        return {pool.display(h): (r if isinstance(r, dict) else {"error": str(r)})
+        return {pool.as_connected(h): (r if isinstance(r, dict) else {"error": str(r)})
                 for h, r in zip(unique.values(), results, strict=True)}
 
 

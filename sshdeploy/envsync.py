@@ -16,7 +16,7 @@ nothing. The tar is built once per hash and kept in
 ``~/.cache/sshdeploy/packs/`` here.
 
 On the host the pack is unpacked into ``~/.cache/sshdeploy/envs/<hash>/``
-(:mod:`sshdeploy.envremote`) and put first on ``PYTHONPATH`` of the host's own
+(:mod:`sshdeploy.remote.envremote`) and put first on ``PYTHONPATH`` of the host's own
 Python of the same major.minor, by a setup line (:func:`pythonpath_setup`).
 Not packed: console scripts outside site-packages, ``__pycache__`` (the host
 compiles its own), editable installs (their code is not in the RECORD) and

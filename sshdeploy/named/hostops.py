@@ -1,6 +1,6 @@
 """Operations on a host's copy of a named cluster: probe, write, kill, remove.
 
-Each is run by the agent itself (:func:`sshdeploy.agent.keep_op`), started
+Each is run by the agent itself (:func:`sshdeploy.remote.agent.keep_op`), started
 the usual way (login shell, setup, the host's Python) but stopping before it
 imports distributed: it reads or changes the cluster's directory on that host
 and answers with one ``answer`` event, then exits. No port is opened and
@@ -45,6 +45,17 @@ async def host_op(
         with the remote output).
     """
     assert op in OPS, op
+    try:
+        return await _host_op(pool, host, launch, name, op, data, timeout, grace)
+    except HostError as first:  # every op is idempotent: one more try, then the error
+        try:
+            return await _host_op(pool, host, launch, name, op, data, timeout, grace)
+        except HostError:
+            raise first from None
+
+
+async def _host_op(pool: HostPool, host: Host, launch: Launch, name: str, op: str, data: Any,
+                   timeout: float, grace: float) -> dict[str, Any]:
     conn = await pool.get(host)
     spec = AgentSpec(role="workers", label=f"{op} {host.hostname}", keep={"name": name},
                      op=op, data=data)
@@ -54,7 +65,7 @@ async def host_op(
         result = await asyncio.wait_for(
             conn.conn.run(command, input=payload, encoding=None, check=False), timeout)
     except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
-        raise HostError(host=pool.display(host), role="agent",
+        raise HostError(host=pool.as_connected(host), role="agent",
                         what=f"cannot {op} the state of cluster {name!r}",
                         cause=f"{type(exc).__name__}: {exc}",
                         remedy="Check that the host is reachable (ssh to it by hand).") from exc
@@ -64,7 +75,7 @@ async def host_op(
         if ev is not None and ev.get("ev") == "answer":
             return ev
     stderr = result.stderr if isinstance(result.stderr, bytes) else b""
-    raise HostError(host=pool.display(host), role="agent",
+    raise HostError(host=pool.as_connected(host), role="agent",
                     what=f"cannot {op} the state of cluster {name!r}",
                     cause=f"{launch.python!r} gave no answer (exit {result.exit_status})",
                     remedy="Check the remote Python of that host (dask-ssh --check).",

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from sshdeploy.testbed.lifecycle import down, list_beds, status, up
-from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS, Bed, TestbedError
-from sshdeploy.testbed.system import _tcp_ok
+from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS_OWN_BLOCK, Bed, TestbedError
+from sshdeploy.testbed.system import tcp_ok
 
 
 def usage(bed: Bed) -> str:
@@ -78,8 +78,9 @@ def _cli() -> Any:
     def main() -> None:
         pass
 
-    @main.command("up", help="Bring up N hosts (idempotent).")
-    @click.argument("n", type=click.IntRange(1, MAX_HOSTS))
+    @main.command("up", help="Bring up N hosts (idempotent; the default bed: up to 48, "
+                  "another --name: up to 200).")
+    @click.argument("n", type=click.IntRange(1, MAX_HOSTS_OWN_BLOCK))
     @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Bed name.")
     @click.option(
         "--sshd-option",
@@ -136,7 +137,7 @@ def _cli() -> Any:
         click.echo(f"bed {bed.name!r}: {len(bed.hosts)} host(s), state in {bed.state_dir}")
         bad = 0
         for h in bed.hosts:
-            ok = _tcp_ok(h.address, 22, 1.0)
+            ok = tcp_ok(h.address, 22, 1.0)
             bad += not ok
             click.echo(f"  {h.name:<10} {h.address:<15} sshd {'up' if ok else 'NOT ANSWERING'}")
         click.echo(f"private net: {bed.private_subnet} on {bed.private_interface} of every host")

@@ -1,6 +1,6 @@
 """The environment and upload stage without a network: the remote script run here.
 
-:mod:`sshdeploy.envremote` is run as the hosts run it (a subprocess of a
+:mod:`sshdeploy.remote.envremote` is run as the hosts run it (a subprocess of a
 Python, source and operation on stdin), with ``HOME`` pointing at a temporary
 directory standing for the host's home.
 """
