@@ -66,12 +66,13 @@ from sshdeploy.testbed.model import (
 from sshdeploy.testbed.net import NETNS_ETC, set_link
 from sshdeploy.testbed.procs import (
     host_command,
+    host_path,
     processes,
     python_processes,
     run_in,
     wait_until,
 )
-from sshdeploy.testbed.sshd import PROVISION, host_path, sshd_log
+from sshdeploy.testbed.sshd import PROVISION, sshd_log
 from sshdeploy.testbed.system import cmdline, is_zombie, links, netns_list
 
 __all__ = [

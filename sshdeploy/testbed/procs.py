@@ -144,3 +144,20 @@ def kill_referencing(state_dir: Path) -> None:
             if marker in (cmdline(int(entry)) or ""):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry), signal.SIGKILL)
+
+
+def host_path(host: BedHost, path: str | Path) -> Path:
+    """Return where this machine sees *path* as bed host *host* sees it (its own /tmp...).
+
+    Through ``/proc/<sshd pid>/root``: the host's mount namespace. Read, list
+    or write there to see or place a file on that host only.
+
+    Raises
+    ------
+    TestbedError
+        *host* is not a host of a bed that is up.
+    """
+    pid = _sshd_pid(host)
+    if pid is None:
+        raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
+    return Path(f"/proc/{pid}/root") / Path(path).relative_to("/")

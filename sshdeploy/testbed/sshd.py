@@ -110,25 +110,6 @@ def _q(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def host_path(host: BedHost, path: str | Path) -> Path:
-    """Return where this machine sees *path* as bed host *host* sees it (its own /tmp...).
-
-    Through ``/proc/<sshd pid>/root``: the host's mount namespace. Read, list
-    or write there to see or place a file on that host only.
-
-    Raises
-    ------
-    TestbedError
-        *host* is not a host of a bed that is up.
-    """
-    from sshdeploy.testbed.procs import _sshd_pid
-
-    pid = _sshd_pid(host)
-    if pid is None:
-        raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
-    return Path(f"/proc/{pid}/root") / Path(path).relative_to("/")
-
-
 def write_client_files(bed: Bed) -> None:
     lines = []
     for h in bed.hosts:

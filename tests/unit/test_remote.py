@@ -40,7 +40,8 @@ def module_level_imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_remote_folder_holds_every_program_sent_to_the_hosts() -> None:
-    assert {p.stem for p in PROGRAMS} == {"agent", "tagger", "launcher", "probe", "deep_probe"}
+    assert {p.stem for p in PROGRAMS} == {"agent", "tagger", "launcher", "probe", "deep_probe",
+                                          "envremote"}
 
 
 @pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
