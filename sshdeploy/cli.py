@@ -224,7 +224,8 @@ def _version_message() -> str:
 @click.option("--no-restart", is_flag=True,
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
-                   "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
+                   "started again with backoff, up to sshdeploy.worker-restarts (5) times "
+                   "within sshdeploy.worker-restart-window (60 s).")
 @click.option("--forward-ports/--no-forward-ports", "forward_ports", default=None,
               help="Reach the scheduler and dashboard through the scheduler host's SSH "
                    "connection (the banner then shows 127.0.0.1 addresses), or never. "

@@ -156,7 +156,8 @@ class SSHCluster(SpecCluster):
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
         self._restarts = WorkerRestarts(
-            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
+            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
+            window=settings.worker_restart_window, reach=self._pool.get,
         )
         self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost)
         scheduler = {
@@ -423,6 +424,8 @@ class SSHCluster(SpecCluster):
             worker = self.workers.get(name)
             if worker is not None and worker.status == Status.running:
                 row["running"] += 1
+            elif name in self._restarts.steps:
+                row["error"] = f"{name}: {self._restarts.steps[name]}"
             elif isinstance(worker, RemoteWorker) and worker.exit_reason:
                 row["error"] = f"{name}: {worker.exit_reason}"
             row["restarts"] += self._restarts.counts.get(str(name), 0)
@@ -466,7 +469,10 @@ class SSHCluster(SpecCluster):
         return "ready"
 
     def __repr__(self) -> str:
-        return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
+        gone = self._restarts.given_up
+        none_left = (f"\nno workers left: {len(gone)} given up (see get_logs()['Cluster'])"
+                     if gone and not self.worker_spec else "")
+        return f"{super().__repr__()}\n{rows_text(self.host_rows())}{none_left}"
 
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         return str(super()._repr_html_(cluster_status=(cluster_status or "")

@@ -329,6 +329,7 @@ class RemoteWorker(ProcessInterface):
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
             restart=self.restart, restart_limit=self.agents.pool.settings.worker_restarts,
+            restart_window=self.agents.pool.settings.worker_restart_window,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer, kw)
