@@ -785,13 +785,93 @@ class Inbox:
         return queue
 
 
+#: In a private directory (an agent's, a ``dask-ssh --tls`` client's): who made it,
+#: as ``hostname pid start-time``, so that a later run can remove it once its maker is gone.
+OWNER_FILE = "owner"
+
+
+def process_start(pid: int) -> str | None:
+    """Return when *pid* started (clock ticks since boot, from ``/proc``), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ")": split after the last ")".
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def write_owner(directory: str) -> None:
+    """Write :data:`OWNER_FILE` into *directory*: this host, this process, its start time."""
+    import socket
+
+    pid = os.getpid()
+    with open(os.path.join(directory, OWNER_FILE), "w") as f:
+        f.write(f"{socket.gethostname()} {pid} {process_start(pid) or '-'}\n")
+
+
+def owner_gone(host: str, pid: int, start: str) -> bool:
+    """Whether the process an owner line names is gone (a reused pid counts as gone).
+
+    A directory made on another host (a shared file system) is never judged here.
+    """
+    import socket
+
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # running, as someone else
+    now = process_start(pid)
+    return start != "-" and now is not None and now != start
+
+
+def remove_stale_dirs(base: str, prefix: str) -> list[str]:
+    """Remove our directories ``base/prefix*`` whose owner process is gone; return them.
+
+    Only directories of this user with a readable :data:`OWNER_FILE` are
+    considered; anything else is left alone.
+    """
+    import shutil
+
+    removed: list[str] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(base, name)
+        if not name.startswith(prefix) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                host, pid, start = f.read().split()
+            gone = owner_gone(host, int(pid), start)
+        except (OSError, ValueError):
+            continue
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class TempDir:
     """Our private temporary directory: ``TMPDIR`` of the agent and all its children.
 
     Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
     socket, dask's scratch space, the tagger) goes there; the agent removes
-    it on every way out, so nothing of ours stays on the host's disk.
+    it on every way out, so nothing of ours stays on the host's disk. An
+    agent killed with SIGKILL cannot: the next agent on that host removes the
+    directories of agents that are gone (:func:`remove_stale_dirs`).
     """
+
+    PREFIX = "sshdeploy-agent-"
 
     def __init__(self) -> None:
         self.path: str | None = None
@@ -809,7 +889,9 @@ class TempDir:
             # A long TMPDIR (deep scratch paths on clusters) would leave the
             # forkserver's socket unbindable ("AF_UNIX path too long").
             base = "/tmp"
-        self.path = tempfile.mkdtemp(prefix="sshdeploy-agent-", dir=base)  # mode 0700
+        remove_stale_dirs(base, self.PREFIX)
+        self.path = tempfile.mkdtemp(prefix=self.PREFIX, dir=base)  # mode 0700
+        write_owner(self.path)
         os.environ["TMPDIR"] = self.path
         tempfile.tempdir = self.path
 

@@ -137,6 +137,8 @@ class AgentChannel:
         self._closing = False
         self._create: asyncio.Future[Any] | None = None
         self.exit_status: int | None = None
+        #: The signal that ended the remote process (``KILL``), if one did.
+        self.exit_signal: str | None = None
         #: The agent's output ended: it exited, or the connection was lost.
         self.gone = False
         #: How far the remote start got (a ``stage`` event), and the remote
@@ -350,6 +352,8 @@ class AgentChannel:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait_closed(), 5)
         self.exit_status = self.process.exit_status
+        signal = self.process.exit_signal
+        self.exit_signal = str(signal[0]) if signal else None
         self.gone = True
         reason = self._exit_reason()
         if self._hello is not None and not self._hello.done():
@@ -361,7 +365,14 @@ class AgentChannel:
     def _exit_reason(self) -> str:
         if self.exit_status is None:
             return CONNECTION_LOST
-        return f"the remote agent exited with status {self.exit_status}"
+        return f"the remote agent {self._how_it_ended()}"
+
+    def _how_it_ended(self) -> str:
+        """``exited with status N``, or ``was killed by SIGKILL`` (not ``status -1``)."""
+        if self.exit_signal:
+            name = self.exit_signal.removeprefix("SIG")
+            return f"was killed by SIG{name}"
+        return f"exited with status {self.exit_status}"
 
     def _start_failure(self) -> HostError:
         status = self.exit_status

@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.live import Live
 
 from sshdeploy import display, livestatus
+from sshdeploy.agent import remove_stale_dirs, write_owner
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
 from sshdeploy.hostview import HostRow
@@ -227,7 +228,8 @@ class ClientCredentials:
     """The ``--tls`` client's files in a private local directory, removed on exit.
 
     The directory is made 0700 and each file 0600; :meth:`remove` (also run
-    on leaving the ``with`` block, whatever the reason) deletes them.
+    on leaving the ``with`` block, whatever the reason) deletes them; those
+    of a dask-ssh that was killed are removed by the next ``--tls`` run.
 
     Examples
     --------
@@ -236,10 +238,12 @@ class ClientCredentials:
     ...     line = creds.write(Security.temporary(), "tls://127.0.0.1:8786")
     ...     files = sorted(p.name for p in creds.directory.iterdir())
     >>> files, creds.directory.exists()
-    (['ca.pem', 'client.key', 'client.pem'], False)
+    (['ca.pem', 'client.key', 'client.pem', 'owner'], False)
     >>> line.startswith('from distributed import Client, Security; client = Client("tls://')
     True
     """
+
+    PREFIX = "dask-ssh-tls-"
 
     def __init__(self) -> None:
         self.directory: Path | None = None
@@ -252,8 +256,11 @@ class ClientCredentials:
 
     def write(self, security: Any, address: str) -> str:
         """Write the client's CA, certificate and key; return the Python line to connect."""
-        self.directory = Path(tempfile.mkdtemp(prefix="dask-ssh-tls-"))
+        # Those of a dask-ssh killed with SIGKILL: nothing else removes them.
+        remove_stale_dirs(tempfile.gettempdir(), self.PREFIX)
+        self.directory = Path(tempfile.mkdtemp(prefix=self.PREFIX))
         os.chmod(self.directory, 0o700)
+        write_owner(str(self.directory))
         paths = {}
         for name, attr in (("ca.pem", "tls_ca_file"), ("client.pem", "tls_client_cert"),
                            ("client.key", "tls_client_key")):

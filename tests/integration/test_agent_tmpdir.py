@@ -10,9 +10,11 @@ would stay there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,3 +102,24 @@ def test_sigkill_of_the_controller_leaves_the_temp_dir_as_it_was(
                        "remote processes to stop after SIGKILL")
     testbed.wait_until(lambda: os.listdir(d) == [], max(1.0, start + 10 - time.monotonic()),
                        f"{d} to be empty after the controller was killed: {tree(d)}")
+
+
+def test_the_next_agent_removes_the_temp_dir_of_a_sigkilled_one(
+    bed: testbed.Bed, remote_tmp: tuple[Path, str]
+) -> None:
+    d, setup = remote_tmp
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                    setup=setup) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=60)
+        before = set(os.listdir(d))
+        for pid, cmd in testbed.processes(bed.host(n2)):
+            if "python" in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        # The worker is restarted by a new agent on n2, which removes the dead one's dir.
+        testbed.wait_until(
+            lambda: len(set(os.listdir(d)) - before) == 1 and len(os.listdir(d)) == 2, 60,
+            f"a new agent on {n2} and the killed one's dir removed: {tree(d)}")
+        assert client.submit(lambda: 1).result(timeout=30) == 1
+        assert len(cluster.workers) == 1
+    testbed.wait_until(lambda: os.listdir(d) == [], 10, f"{d} to be empty after close")
