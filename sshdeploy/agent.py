@@ -88,7 +88,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 #: Starts every line a worker's tagger writes (see :mod:`sshdeploy.tagger`).
@@ -120,6 +120,63 @@ Message = dict[str, Any]
 def decode_kwargs(msg: Message) -> dict[str, Any]:
     """Return the keyword arguments a command carries (pickled, base64) in ``"kw"``."""
     return pickle.loads(base64.b64decode(msg["kw"])) if msg.get("kw") else {}
+
+
+def worker_share(kw: Mapping[str, Any], slots: int, cores: int, memory: int) -> Message:
+    """Return a worker's keywords with its share of the host filled in.
+
+    The one rule, for ``dask-ssh`` and :class:`sshdeploy.SSHCluster` alike (as
+    ``dask worker --nworkers`` and LocalCluster): a host planned to hold
+    *slots* worker processes gives each ``nthreads = cores // slots`` (at
+    least 1) and ``memory_limit = memory // slots``, *cores* and *memory*
+    measured on the host itself. An explicit ``nthreads`` (not 0) or
+    ``memory_limit`` (anything but ``"auto"``/None) wins.
+
+    Examples
+    --------
+    >>> worker_share({}, 2, 8, 16 * 2**30) == {"nthreads": 4, "memory_limit": 8 * 2**30}
+    True
+    >>> worker_share({"nthreads": 3, "memory_limit": "4GiB"}, 2, 8, 2**34)
+    {'nthreads': 3, 'memory_limit': '4GiB'}
+    >>> worker_share({"memory_limit": "auto"}, 3, 2, 3000)   # more slots than cores
+    {'memory_limit': 1000, 'nthreads': 1}
+    """
+    out = dict(kw)
+    n = max(1, int(slots))
+    if not out.get("nthreads"):
+        out["nthreads"] = max(1, int(cores) // n)
+    if out.get("memory_limit") in (None, "auto"):
+        out["memory_limit"] = int(memory) // n
+    return out
+
+
+def describe_share(kw: Mapping[str, Any], slots: int) -> str:
+    """Say what :func:`worker_share` will give each worker of a host (the dry run).
+
+    Examples
+    --------
+    >>> describe_share({}, 2)
+    "nthreads = the host's cores // 2 (at least 1), memory_limit = the host's memory / 2"
+    >>> describe_share({"nthreads": 4, "memory_limit": "2GiB"}, 2)
+    'nthreads = 4, memory_limit = 2GiB (given)'
+    """
+    n = max(1, int(slots))
+    per = "" if n == 1 else f" // {n} (at least 1)"
+    threads = (f"nthreads = {kw['nthreads']}" if kw.get("nthreads")
+               else f"nthreads = the host's cores{per}")
+    memory = ("memory_limit = the host's memory" + ("" if n == 1 else f" / {n}")
+              if kw.get("memory_limit") in (None, "auto")
+              else f"memory_limit = {kw['memory_limit']}")
+    given = kw.get("nthreads") and kw.get("memory_limit") not in (None, "auto")
+    return f"{threads}, {memory}" + (" (given)" if given else "")
+
+
+def host_resources() -> tuple[int, int]:
+    """This host's cores and memory as distributed counts them (cgroup limits included)."""
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    return int(CPU_COUNT), int(MEMORY_LIMIT)
 
 
 def read_block(stream: Any) -> bytes:
@@ -473,7 +530,7 @@ class Servers:
                        pid=os.getpid(), dashboard_port=http.port if http is not None else None)
 
     async def start_worker(self, msg: Message) -> None:
-        from distributed import Nanny
+        from distributed import Nanny, Worker
         from distributed.utils import import_term
 
         name = msg["name"]
@@ -481,6 +538,8 @@ class Servers:
         def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
             kw.setdefault("name", name)
+            if msg.get("share") and isinstance(cls, type) and issubclass(cls, (Nanny, Worker)):
+                kw = worker_share(kw, int(msg["share"]), *host_resources())
             if isinstance(cls, type) and issubclass(cls, Nanny):
                 self.add_tagger(name, kw)
             server = cls(msg["scheduler"], **kw)

@@ -98,7 +98,10 @@ Placement:
     run workers; a single host runs both;
   - with --scheduler HOST, HOST runs the scheduler and every listed host runs
     workers (with no other host, HOST runs both).
-  Each worker host runs --nworkers worker processes (a hostfile's slots=N wins).
+  Each worker host runs --nworkers worker processes (a hostfile's slots=N wins),
+  which share the host: unless --nthreads / --memory-limit say otherwise, each
+  gets the host's cores // its worker processes and its memory / its worker
+  processes, both counted on the host itself.
 
 \b
 SSH settings come from ~/.ssh like ssh does: ~/.ssh/config, known_hosts, the
@@ -154,7 +157,8 @@ def _version_message() -> str:
 @click.option("--scheduler-port", default=8786, show_default=True,
               type=click.IntRange(0, 65535), help="Scheduler port (0: random).")
 @click.option("--nthreads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Threads per worker process; 0: the host's cores / its worker processes.")
+              help="Threads per worker process; 0: the host's cores // its worker processes "
+                   "(at least 1), counted on each host.")
 @click.option("--nworkers", "nworkers", default=None, type=click.IntRange(min=1),
               help="Worker processes per worker host (a hostfile's slots=N wins). [default: 1]")
 @click.option("--nprocs", "nprocs", default=None, type=click.IntRange(min=1),
@@ -183,7 +187,8 @@ def _version_message() -> str:
                    "[default: the same path as this machine's Python]")
 @click.option("--memory-limit", default="auto", show_default=True, type=MEMORY_LIMIT,
               help="Memory per worker process: bytes, a size (4GB, 500MiB), a fraction of "
-                   "the host's memory (0.5), 'auto', or 0 for no limit.")
+                   "the host's memory (0.5), 0 for no limit, or 'auto': the host's memory / its "
+                   "worker processes.")
 @click.option("--worker-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
               help="Worker port or range. [default: random]")
 @click.option("--nanny-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",

@@ -26,7 +26,7 @@ from . import compat, notebook
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hosts import Host
-from .hostview import HostRow, rows_html, rows_text
+from .hostview import HostRow, rows_html, rows_text, worker_resources
 from .logs import LogBook
 from .placement import HostKey, Placement, name_order, next_worker
 from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
@@ -191,6 +191,7 @@ class SSHCluster(SpecCluster):
                 "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
                 "restart": self._cluster_plan.restart_workers,
+                "share": self._cluster_plan.placement.hosts[host.key].slots or 1,
             },
         }
 
@@ -441,9 +442,16 @@ class SSHCluster(SpecCluster):
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
+        infos: dict[HostKey, list[Mapping[str, Any]]] = {}
+        for info in dict(self.scheduler_info.get("workers") or {}).values():
+            spec = self.worker_spec.get(info.get("name"))
+            if spec is not None and "options" in spec:
+                infos.setdefault(spec["options"]["host"].key, []).append(info)
         return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
                         running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
-                        error=r["error"], state=r["state"]) for r in rows.values()]
+                        error=r["error"], state=r["state"],
+                        each=worker_resources(infos.get(key, ())))
+                for key, r in rows.items()]
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
         """Where one host's start stands (for live status displays)."""

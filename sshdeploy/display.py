@@ -510,6 +510,7 @@ def print_banner(
     forwarded_from: str | None = None,
     failed_hosts: Mapping[str, str] | None = None,
     connect_line: str | None = None,
+    each_by_host: Mapping[str, str] | None = None,
 ) -> None:
     """Print the banner shown once the cluster runs.
 
@@ -532,6 +533,8 @@ def print_banner(
         Hosts left out (``--min-workers``) and why: one line each.
     connect_line : str, optional
         The Python line that connects a client (``--tls``), printed whole.
+    each_by_host : Mapping[str, str], optional
+        Host to what each of its workers has (``1 thread, 11.72 GiB``).
 
     Examples
     --------
@@ -567,6 +570,9 @@ def print_banner(
     for host, names in workers_by_host.items():
         line = Text(f"    {host.ljust(width)}  ")
         line.append(", ".join(names), style=remote_prefix(names[0] if names else host).style)
+        each = (each_by_host or {}).get(host)
+        if each:
+            line.append(f"  ({each} each)", style="dim")
         console.print(line)
     for host, reason in (failed_hosts or {}).items():
         line = Text("  left out  ", style="bold yellow")
@@ -660,6 +666,9 @@ def print_plan(
         if options:
             _emit(console, out, plain,
                   Text(f"#   options: {_shown_options(options, env)}", style="dim"))
+        share = getattr(plan, "share", "")
+        if share:
+            _emit(console, out, plain, Text(f"#   each worker: {share}", style="dim"))
         _emit(console, out, plain, Text(mask_env(str(plan.command), env)))
         if len(out) > 4096:
             console.file.write("".join(out))

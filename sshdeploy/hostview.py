@@ -7,8 +7,9 @@ HTML repr in Jupyter. No I/O.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class HostRow:
     state : str
         Where its start stands: ``waiting``, ``connecting``, ``starting``,
         ``importing distributed``, ``starting workers``, ``ready`` or ``failed``.
+    each : str
+        What each of its running workers has, as the scheduler reports it
+        (``"1 thread, 11.72 GiB"``; "" when none runs yet).
     """
 
     host: str
@@ -39,10 +43,41 @@ class HostRow:
     restarts: int = 0
     error: str = ""
     state: str = ""
+    each: str = ""
+
+
+def worker_resources(infos: Iterable[Mapping[str, Any]]) -> str:
+    """Say what each worker has, from the scheduler's worker infos of one host.
+
+    Examples
+    --------
+    >>> worker_resources([{"nthreads": 1, "memory_limit": 2**30}] * 2)
+    '1 thread, 1.00 GiB'
+    >>> worker_resources([{"nthreads": 2, "memory_limit": 0}, {"nthreads": 1, "memory_limit": 0}])
+    '1-2 threads, no memory limit'
+    >>> worker_resources([])
+    ''
+    """
+    from dask.utils import format_bytes
+
+    infos = list(infos)
+    if not infos:
+        return ""
+    threads = sorted({int(i.get("nthreads") or 0) for i in infos})
+    memory = sorted({int(i.get("memory_limit") or 0) for i in infos})
+    t = str(threads[0]) if len(threads) == 1 else f"{threads[0]}-{threads[-1]}"
+    t += " thread" if threads == [1] else " threads"
+    if memory == [0]:
+        return f"{t}, no memory limit"
+    m = [format_bytes(x) if x else "no limit" for x in (memory[0], memory[-1])]
+    return f"{t}, {m[0]}" if len(memory) == 1 else f"{t}, {m[0]}-{m[1]}"
 
 
 def rows_text(rows: Sequence[HostRow]) -> str:
     """Return the rows as an aligned text table.
+
+    The ``each worker`` column (threads and memory of each worker) is shown
+    once some host reports it.
 
     Examples
     --------
@@ -50,31 +85,43 @@ def rows_text(rows: Sequence[HostRow]) -> str:
     host   role       workers  restarts  last error
     node1  scheduler  -        0
     node2  workers    2/2      0
+    >>> print(rows_text([HostRow("node2", "workers", 2, 2, each="1 thread, 1.00 GiB")]))
+    host   role     workers  each worker         restarts  last error
+    node2  workers  2/2      1 thread, 1.00 GiB  0
     """
-    table = [("host", "role", "workers", "restarts", "last error")]
+    each = any(r.each for r in rows)
+    table = [_cells(("host", "role", "workers", "each worker", "restarts", "last error"), each)]
     for r in rows:
         workers = f"{r.running}/{r.wanted}" if r.wanted or r.running else "-"
-        table.append((r.host, r.role, workers, str(r.restarts), _short(r.error)))
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+        table.append(_cells((r.host, r.role, workers, r.each, str(r.restarts), _short(r.error)),
+                            each))
+    n = len(table[0]) - 1
+    widths = [max(len(row[i]) for row in table) for i in range(n)]
     return "\n".join(
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)),
-                   row[4]]).rstrip()
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:n], widths, strict=True)),
+                   row[n]]).rstrip()
         for row in table
     )
 
 
 def rows_html(rows: Sequence[HostRow]) -> str:
     """Return the rows as an HTML table (every value escaped)."""
-    head = "".join(f"<th style='text-align: left'>{h}</th>"
-                   for h in ("Host", "Role", "Workers", "Restarts", "Last error"))
+    each = any(r.each for r in rows)
+    head = "".join(f"<th style='text-align: left'>{h}</th>" for h in _cells(
+        ("Host", "Role", "Workers", "Each worker", "Restarts", "Last error"), each))
     body = []
     for r in rows:
         workers = f"{r.running}/{r.wanted}" if r.wanted or r.running else "-"
-        cells = (r.host, r.role, workers, str(r.restarts), _short(r.error))
+        cells = _cells((r.host, r.role, workers, r.each, str(r.restarts), _short(r.error)), each)
         body.append("<tr>" + "".join(f"<td style='text-align: left'>{html.escape(c)}</td>"
                                      for c in cells) + "</tr>")
     return (f"<details><summary><strong>Hosts</strong> ({len(rows)})</summary>"
             f"<table><tr>{head}</tr>{''.join(body)}</table></details>")
+
+
+def _cells(cells: tuple[str, ...], each: bool) -> tuple[str, ...]:
+    """Drop the fourth cell (each worker) when no row has it."""
+    return cells if each else cells[:3] + cells[4:]
 
 
 def _short(error: str, limit: int = 100) -> str:

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -116,13 +117,16 @@ class StatusView:
     def _table(title: str | None, rows: Sequence[HostRow]) -> Table:
         table = Table(title=title, title_justify="left", box=None, pad_edge=False,
                       show_edge=False, title_style="bold")
-        for column in ("host", "role", "state", "workers", "error"):
+        each = any(r.each for r in rows)
+        columns = ("host", "role", "state", "workers", "each worker", "error")
+        for column in columns if each else columns[:4] + columns[5:]:
             table.add_column(column, no_wrap=column != "error", overflow="ellipsis",
                              min_width=_STATE_WIDTH if column == "state" else None)
         for r in rows:
             state = _state(r)
-            table.add_row(r.host, r.role, Text(state, style=_STATE_STYLE.get(state, "")),
-                          _workers(r), _error(r) if state == "failed" else "")
+            cells: list[Any] = [r.host, r.role, Text(state, style=_STATE_STYLE.get(state, "")),
+                                _workers(r), r.each, _error(r) if state == "failed" else ""]
+            table.add_row(*(cells if each else cells[:4] + cells[5:]))
         return table
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from distributed.security import Security
 
+from .agent import describe_share
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
@@ -115,6 +116,9 @@ class RemotePlan:
         The keywords the scheduler or each worker starts with.
     settings : dict
         The ``sshdeploy.*`` settings in force.
+    share : str
+        Workers only: what each worker gets of the host's cores and memory
+        (:func:`sshdeploy.agent.describe_share`).
     """
 
     host: str
@@ -124,6 +128,7 @@ class RemotePlan:
     python: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    share: str = ""
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,7 @@ class ClusterPlan:
                 host=show(hp.host), role="worker", names=names[key],
                 command=build_command(hp.python, self.setup), python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
-                settings=settings,
+                settings=settings, share=describe_share(hp.template, hp.slots),
             ))
         return out
 

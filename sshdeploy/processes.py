@@ -277,6 +277,12 @@ class RemoteWorker(ProcessInterface):
         The worker class, as an import path (``distributed.Nanny``).
     kwargs : dict
         Keyword arguments of the worker class.
+    restart : bool
+        Whether the Nanny restarts a worker process that dies.
+    share : int
+        The worker processes its host is planned to hold: unless *kwargs* say
+        otherwise, it gets that share of the host's cores and memory
+        (:func:`sshdeploy.agent.worker_share`, applied on the host).
     """
 
     def __init__(
@@ -288,9 +294,11 @@ class RemoteWorker(ProcessInterface):
         cls: str = "distributed.Nanny",
         kwargs: Mapping[str, Any] | None = None,
         restart: bool = True,
+        share: int = 1,
     ) -> None:
         super().__init__(scheduler=scheduler, name=name)
         self.restart = restart
+        self.share = share
         self.scheduler = scheduler
         self.name = name
         self.host = host
@@ -329,7 +337,7 @@ class RemoteWorker(ProcessInterface):
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
             restart=self.restart, restart_limit=self.agents.pool.settings.worker_restarts,
-            restart_window=self.agents.pool.settings.worker_restart_window,
+            restart_window=self.agents.pool.settings.worker_restart_window, share=self.share,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer, kw)

@@ -45,7 +45,7 @@ from sshdeploy import display, livestatus
 from sshdeploy.agent import remove_stale_dirs, write_owner
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
-from sshdeploy.hostview import HostRow
+from sshdeploy.hostview import HostRow, worker_resources
 from sshdeploy.placement import name_order
 from sshdeploy.versions import package_versions
 
@@ -161,6 +161,18 @@ def _workers_by_host(cluster: Any) -> dict[str, list[str]]:
         host_text = host.display() if isinstance(host, Host) else str(host or "?")
         grouped.setdefault(host_text, []).append(str(name))
     return {host: sorted(names, key=name_order) for host, names in grouped.items()}
+
+
+def _each_by_host(cluster: Any) -> dict[str, str]:
+    """Host (as in the banner) to what each of its workers has, as the scheduler reports."""
+    workers = dict(getattr(cluster, "workers", {}) or {})
+    infos: dict[str, list[Any]] = {}
+    for info in dict((getattr(cluster, "scheduler_info", None) or {}).get("workers") or {}
+                     ).values():
+        host: Any = getattr(workers.get(info.get("name")), "host", None)
+        if isinstance(host, Host):
+            infos.setdefault(host.display(), []).append(info)
+    return {host: worker_resources(group) for host, group in infos.items()}
 
 
 def serve(
@@ -426,6 +438,7 @@ class _Run:
             dashboard_link=getattr(cluster, "dashboard_link", None),
             scheduler_host=self.where,
             workers_by_host=by_host,
+            each_by_host=_each_by_host(cluster),
             versions=package_versions(("sshdeploy", "distributed")),
             forwarded_from=_forwarded_from(cluster),
             failed_hosts=_failed_hosts(cluster),

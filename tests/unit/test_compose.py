@@ -7,6 +7,7 @@ provision.sh is run directly (it only needs ``sh`` and ``ssh-keygen``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -195,6 +196,8 @@ def test_provision_host_writes_the_template(tmp_path: Path) -> None:
     ).stdout.split()
     assert line[:2] == ["node1,10.213.7.11", "ssh-ed25519"] and len(line) == 3
     if Path("/usr/sbin/sshd").exists():  # sshd accepts the config as written
+        if os.geteuid() == 0:  # `sshd -t` wants its privilege separation dir, as at boot
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         check = subprocess.run(
             ["/usr/sbin/sshd", "-t", "-f", str(hdir / "sshd_config")],
             capture_output=True,
