@@ -340,6 +340,13 @@ class AgentChannel:
         if self.on_exit is not None:
             self.on_exit(name, str(ev.get("reason")))
 
+    def fail_starts(self, reason: str) -> None:
+        """Answer every start still waiting with a failure (the cluster is closing)."""
+        for key, fut in list(self._waiters.items()):
+            if key[0] == "started" and not fut.done():
+                fut.set_result({"ev": "failed", "name": key[1], "error": reason})
+                self._waiters.pop(key, None)
+
     def _fail_waiters(self, name: str | None, reason: str) -> None:
         for key, fut in list(self._waiters.items()):
             if (name is None or key[1] == name) and not fut.done():

@@ -148,6 +148,10 @@ class SSHCluster(SpecCluster):
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
+        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, why).
+        self._start_failures: dict[str, tuple[HostKey, str]] = {}
+        self._started_workers = False
+        self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
         settings = plan.settings
         self._logbook = LogBook(max_lines=settings.log_buffer_lines)
@@ -242,6 +246,7 @@ class SSHCluster(SpecCluster):
         for name, w in self.workers.items():
             if name not in self.worker_spec and isinstance(w, RemoteWorker):
                 w.retiring = True  # the scheduler retires it first: not a lost worker
+        initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
         except SSHDeployError:
@@ -253,9 +258,33 @@ class SSHCluster(SpecCluster):
             for w in failed:
                 assert w.start_error is not None
                 by_host.setdefault(self._pool.display(w.host), w.start_error)
+            if not initial:
+                # scale/adapt/a restart runs in a callback: report, never raise into the loop.
+                self._report_failed(failed)
+                return
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
+
+    def _report_failed(self, failed: list[RemoteWorker]) -> None:
+        """Workers that failed to start after start-up: a warning, a log line, the row.
+
+        A worker being restarted is left to :mod:`sshdeploy.restarts` (its budget).
+        """
+        for w in failed:
+            name, err = str(w.name), w.start_error
+            assert err is not None
+            if self._restarts.restarting(name):
+                continue
+            first = str(err).splitlines()[0]
+            logger.warning("worker %s failed to start: %s", name, first)
+            compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
+            self._start_failures[name] = (w.host.key, f"{name}: failed to start: {first}")
+            self.worker_spec.pop(name, None)
+            if self.workers.get(name) is w:
+                del self.workers[name]
+            compat.forget_created(self, w)
+            w.start_error = None
 
     def _enough_without(self, failed: list[RemoteWorker]) -> bool:
         """Whether the workers that did start satisfy ``min_workers``."""
@@ -285,6 +314,8 @@ class SSHCluster(SpecCluster):
     async def _close(self) -> None:
         self._logbook.closing()
         await self._restarts.close()
+        # Workers still starting (a large scale) end now, not after start-timeout.
+        self._agents.closing()
         compat.forget_unstarted(self)  # a restart cancelled before its worker started
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
@@ -353,24 +384,58 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
+        if self.status == Status.closed or (self.status == Status.closing and n):
+            raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
+                              remedy="Build a new SSHCluster to start workers again.")
         slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
         if cores is not None:
             wanted = max(wanted, math.ceil(cores / self._threads_per_worker()))
-        if wanted > n and slots and wanted > max(slots, n):
-            logger.warning("scale(memory=%s, cores=%s) asks for %d workers, more than the %d "
-                           "slots of the hosts: starting %d", memory, cores, wanted, slots,
-                           max(slots, n))
-            wanted = max(slots, n)
-        elif wanted > slots > 0 and wanted > len(self.worker_spec):
-            logger.warning("scaling to %d workers, more than the %d slots of the hosts: the "
-                           "extra workers share the hosts' cores", wanted, slots)
+        if slots and wanted > slots:
+            # Each host's cores and memory are divided among its slots: more workers
+            # than slots would overload the hosts (adapt asks again every interval:
+            # say it once per request).
+            if self._scale_warned != (wanted, slots):
+                self._scale_warned = (wanted, slots)
+                asked = f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
+                    + (f", cores={cores}" if cores is not None else "") + ")"
+                message = (f"{asked} asks for {wanted} workers, more than the {slots} slots "
+                           f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
+                           "a hostfile's slots=, or repeat a host)")
+                logger.warning("%s", message)
+                compat.record_cluster_log(self, message)
+            wanted = slots
         n = wanted
         if n < len(self.worker_spec):
             self.worker_spec = self._keep(n)
         return super().scale(n)
+
+    def adapt(self, *args: Any, minimum: Any = 0, maximum: Any = math.inf,
+              **kwargs: Any) -> Any:
+        """Adapt between *minimum* and *maximum* workers (as in SpecCluster), bounds checked.
+
+        Raises
+        ------
+        ConfigError
+            For a bound that is not a whole number >= 0, *minimum* above
+            *maximum*, or a closed cluster.
+        """
+        for arg, value in (("minimum", minimum), ("maximum", maximum)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    isinstance(value, float) and value != math.inf and not value.is_integer()):
+                raise ConfigError(f"adapt({arg}=...)",
+                                  f"must be a whole number >= 0, got {value!r}",
+                                  remedy="E.g. adapt(minimum=0, maximum=8).")
+        if minimum > maximum:
+            raise ConfigError("adapt(minimum=..., maximum=...)",
+                              f"minimum {minimum} is above maximum {maximum}",
+                              remedy="Give minimum <= maximum.")
+        if self.status in (Status.closing, Status.closed):
+            raise ConfigError("adapt()", f"the cluster is {self.status.name}",
+                              remedy="Build a new SSHCluster to adapt again.")
+        return super().adapt(*args, minimum=minimum, maximum=maximum, **kwargs)
 
     def _keep(self, n: int) -> dict[str, Any]:
         """Return the worker specs kept when scaling down to *n*.
@@ -434,6 +499,9 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
+        for name, (key, why) in self._start_failures.items():
+            if key in rows and name not in self.worker_spec and not rows[key]["error"]:
+                rows[key]["error"] = why
         for key, hp in plan.hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")

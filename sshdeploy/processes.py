@@ -245,6 +245,11 @@ class WorkerAgents:
                 if w.exited(reason) and self.on_worker_exit is not None:
                     self.on_worker_exit(str(w.name), reason)
 
+    def closing(self) -> None:
+        """The cluster closes: every start still waiting for its agent's answer fails now."""
+        for ch in self._channels:
+            ch.fail_starts("the cluster is closing")
+
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
         timeout = self.pool.settings.stop_timeout

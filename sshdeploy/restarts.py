@@ -101,6 +101,10 @@ class WorkerRestarts:
     def _host(self, name: str) -> Any:
         return self.cluster.worker_spec.get(name, {}).get("options", {}).get("host")
 
+    def restarting(self, name: str) -> bool:
+        """Whether a restart of *name* is pending or running."""
+        return name in self.steps
+
     def lost(self, name: str, reason: str) -> None:
         """A worker's Nanny or host agent went away: report it, and restart it if allowed."""
         if not self._wanted(name):
@@ -204,6 +208,12 @@ class WorkerRestarts:
             compat.forget_created(self.cluster, old)
         try:
             await compat.correct_state(self.cluster)
+            worker = self.cluster.workers.get(name)
+            error = getattr(worker, "start_error", None)
+            if error is not None:  # the cluster left it to us (see SSHCluster._report_failed)
+                assert worker is not None
+                worker.start_error = None
+                raise error
         except ConnectError:  # the host went away again: wait for it, no budget spent
             self._spawn(self._restart(name, reason, pause=1.0))
         except Exception as exc:  # reported, and counted against the restart budget
