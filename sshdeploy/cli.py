@@ -16,7 +16,8 @@ cancelled and what started is stopped) or a second Ctrl-C, 141 (128 +
 SIGPIPE, what a tool killed by SIGPIPE returns, so that ``set -o pipefail``
 sees the cut) when stdout's reader went away
 (``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
-more is printed.
+more is printed; also, at once and quietly, when stdout is closed from the start
+(``dask-ssh ... >&-``).
 """
 
 from __future__ import annotations
@@ -265,8 +266,13 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     Call ``main(argv, standalone_mode=False)`` to get the exit status back
     instead of :func:`sys.exit`.
     """
+    if sys.stdout is None:
+        # Started with stdout closed (dask-ssh ... >&-): its reader is gone from
+        # the start, so stop as when it goes (| head), before anything starts.
+        ctx.exit(141)
     console = display.make_console(sys.stdout)
-    err_console = display.make_console(sys.stderr)
+    err_console = display.make_console(sys.stderr if sys.stderr is not None
+                                       else open(os.devnull, "w"))  # noqa: SIM115
     try:
         code = _run(options, console, err_console)
     except SSHDeployError as err:

@@ -412,8 +412,10 @@ class SSHCluster(SpecCluster):
             self.worker_spec = self._keep(n)
         return super().scale(n)
 
-    def adapt(self, *args: Any, minimum: Any = 0, maximum: Any = math.inf,
-              **kwargs: Any) -> Any:
+    def adapt(  # type: ignore[override]  # same parameters, checked
+        self, Adaptive: Any = None, minimum: Any = 0,  # noqa: N803 (SpecCluster's name)
+        maximum: Any = math.inf, **kwargs: Any,
+    ) -> Any:
         """Adapt between *minimum* and *maximum* workers (as in SpecCluster), bounds checked.
 
         Raises
@@ -435,7 +437,9 @@ class SSHCluster(SpecCluster):
         if self.status in (Status.closing, Status.closed):
             raise ConfigError("adapt()", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to adapt again.")
-        return super().adapt(*args, minimum=minimum, maximum=maximum, **kwargs)
+        if Adaptive is not None:
+            kwargs["Adaptive"] = Adaptive
+        return super().adapt(minimum=minimum, maximum=maximum, **kwargs)
 
     def _keep(self, n: int) -> dict[str, Any]:
         """Return the worker specs kept when scaling down to *n*.
