@@ -17,6 +17,7 @@ from typing import Any, Literal
 from distributed.security import Security
 
 from .agent import describe_share
+from .argcheck import check_arguments, check_min_workers
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
@@ -257,6 +258,10 @@ def plan_cluster(
     >>> [w.name for w in p.placement.workers], p.scheduler_options["dashboard_address"]
     (['b-0', 'b-1'], ':8787')
     """
+    check_arguments(hosts, connect_options, worker_options, scheduler_options, worker_class,
+                    remote_python, setup=setup, env=env, inherit_config=inherit_config,
+                    scheduler_class=scheduler_class, restart_workers=restart_workers,
+                    forward_ports=forward_ports)
     if worker_module is not None:
         worker_class = _from_worker_module(worker_module, worker_class)
     resolved = settings or Settings.resolve(inherit_config=inherit_config)
@@ -265,6 +270,7 @@ def plan_cluster(
         isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
     ):
         raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
+    check_min_workers(min_workers, sum(hp.slots for hp in placement.hosts.values()))
     creds: Security | None
     if security is True:
         creds = Security.temporary()
