@@ -133,6 +133,8 @@ class AgentChannel:
         self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._stderr: list[str] = []
+        #: Lines on stdout that are not events (a login script, nologin's notice).
+        self._stdout: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._create: asyncio.Future[Any] | None = None
@@ -224,6 +226,8 @@ class AgentChannel:
             self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:
             stage = self.stage
+            if stage == "login" and not (self.launch.setup or "").strip():
+                stage = "setup"  # no setup: the shell went on to start Python
             await self.abort()
             what, remedy = STALLED[stage if stage in STALLED else None]
             raise StartError(
@@ -266,6 +270,8 @@ class AgentChannel:
                 other, ev = split_event(raw)
                 if other:
                     # Not the agent's: a login script or setup printing to stdout.
+                    self._stdout.append(other)
+                    del self._stdout[:-50]
                     self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
                                         "stdout", other)
                 if ev is not None:
@@ -382,8 +388,44 @@ class AgentChannel:
         return f"exited with status {self.exit_status}"
 
     def _start_failure(self) -> HostError:
+        """Why the agent ended before its hello: blame the stage it had reached.
+
+        The remote output that explains it (nologin's notice, the shell's
+        syntax error) comes first in the cause.
+        """
         status = self.exit_status
-        tail = "\n".join(self._stderr[-20:])
+        tail = "\n".join((self._stdout + self._stderr)[-20:])
+        said = next((line.strip() for line in self._stdout + self._stderr if line.strip()), "")
+        setup = (self.launch.setup or "").strip()
+        how = self._how_it_ended()
+        if setup and self.stage in (None, "login") and "syntax error" in tail.lower():
+            return StartError(
+                host=self.where, role=self.role,
+                what="the setup command is not valid shell",
+                cause=f"{next(ln for ln in tail.splitlines() if 'syntax' in ln.lower())} "
+                      f"(setup: {setup!r})",
+                remedy="Fix the setup command's syntax (try it by hand: ssh host 'SETUP').",
+                stderr_tail=tail,
+            )
+        if self.stage is None:
+            return StartError(
+                host=self.where, role=self.role,
+                what="the login shell ended before running any command",
+                cause=(f"{said!r}; " if said else "") + f"it {how}",
+                remedy="The account may not allow logins (a nologin shell), or a login "
+                "script exits: `ssh user@host true` must succeed for that account.",
+                stderr_tail=tail,
+            )
+        if self.stage == "login" and setup and status != EXIT_SETUP_FAILED:
+            return StartError(
+                host=self.where, role=self.role,
+                what="the setup command ended the shell before Python started",
+                cause=f"the shell {how} (setup: {setup!r})" + (f"; it said {said!r}"
+                                                                if said else ""),
+                remedy="Do not `exit` in the setup command; it runs in the same shell as "
+                "Python (join commands with &&).",
+                stderr_tail=tail,
+            )
         if status == EXIT_NOT_FOUND or "not found" in tail and "exec" in tail:
             return RemotePythonError(
                 host=self.where,
@@ -407,10 +449,13 @@ class AgentChannel:
                 remedy="Run the setup command by hand on that host over ssh and fix it.",
                 stderr_tail=tail,
             )
+        when = {"python": "while reading the agent",
+                "import": "while importing dask and distributed"}.get(
+                    str(self.stage), "before the agent started")
         return RemotePythonError(
             host=self.where,
             role=self.role,
-            cause=f"{self.launch.python!r} exited with status {status} before the agent started",
+            cause=(f"{said!r}; " if said else "") + f"{self.launch.python!r} {how} {when}",
             stderr_tail=tail,
         )
 
