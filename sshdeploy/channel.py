@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -253,7 +254,11 @@ class AgentChannel:
             host=self.where, role=self.role, cause="; ".join(diffs)
         )
         if policy == "warn":
-            logger.warning("%s", err)
+            # Not the error's advice to set version-check to warn: it is set so.
+            warned = dataclasses.replace(
+                err, remedy="Going on (sshdeploy.version-check is 'warn'); install matching "
+                "versions on both sides to silence this.")
+            logger.warning("%s", warned)
             return
         raise err
 

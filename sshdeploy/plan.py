@@ -17,7 +17,7 @@ from typing import Any, Literal
 from distributed.security import Security
 
 from .agent import describe_share
-from .argcheck import check_arguments, check_min_workers
+from .argcheck import check_arguments, check_min_workers, check_port
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
@@ -335,10 +335,12 @@ def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) ->
         from distributed.utils import clean_dashboard_address
 
         try:
-            clean_dashboard_address(dashboard)
+            parsed = clean_dashboard_address(dashboard)
         except (ValueError, TypeError) as exc:
             raise ConfigError("dashboard_address", f"{dashboard!r} cannot be parsed ({exc})",
                               remedy="Give ':PORT' or 'HOST:PORT' (--dashboard-address).") from None
+        for entry in parsed:
+            check_port("dashboard_address", entry.get("port"))
 
 
 def _fixed_port(port: Any) -> bool:

@@ -50,6 +50,23 @@ def _start_error(
     )
 
 
+def _fixed_dashboard_port(address: Any) -> int | None:
+    """The one port a ``dashboard_address`` asks for (None for any port, or several).
+
+    >>> _fixed_dashboard_port(":8787"), _fixed_dashboard_port(":0"), _fixed_dashboard_port(None)
+    (8787, None, None)
+    """
+    if address is None:
+        return None
+    from distributed.utils import clean_dashboard_address
+
+    try:
+        ports = [entry.get("port") for entry in clean_dashboard_address(address)]
+    except (ValueError, TypeError):
+        return None
+    return ports[0] if len(ports) == 1 and isinstance(ports[0], int) and ports[0] else None
+
+
 class RemoteScheduler(ProcessInterface):
     """A Dask scheduler on a remote host, in its own agent.
 
@@ -143,6 +160,11 @@ class RemoteScheduler(ProcessInterface):
         self.address = str(answer["address"])
         self.external_address = self.address
         self.dashboard_port = answer.get("dashboard_port")
+        wanted = _fixed_dashboard_port(kw.get("dashboard_address"))
+        if wanted and self.dashboard_port and self.dashboard_port != wanted:
+            logger.warning("[%s] scheduler: dashboard port %d was not free there; the "
+                           "dashboard is on port %d instead", ch.where, wanted,
+                           self.dashboard_port)
         self.pid = answer.get("pid")
         await self._reach(ch)
 

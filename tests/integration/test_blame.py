@@ -41,3 +41,31 @@ def test_a_python_that_hangs_after_printing_is_blamed_as_python_not_setup(
         SSHCluster([n1, n2], connect_options=bed.connect_options(), remote_python=str(fake))
     assert "start stalled while starting Python" in str(info.value)
     assert "setup command" not in str(info.value)
+
+
+def test_a_dashboard_port_in_use_on_the_scheduler_host_is_said(
+    bed: testbed.Bed, caplog: pytest.LogCaptureFixture
+) -> None:
+    import subprocess
+    import sys
+
+    host = bed.host(n1)
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", host.namespace, sys.executable, "-c",
+         "import socket, sys, time; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); "
+         "print(s.getsockname()[1], flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        with caplog.at_level("WARNING", logger="sshdeploy.processes"), SSHCluster(
+            [n1, n2], connect_options=bed.connect_options(),
+            scheduler_options={"dashboard_address": f":{port}"},
+        ) as cluster:
+            assert isinstance(cluster.scheduler.dashboard_port, int)
+            assert cluster.scheduler.dashboard_port != port
+    finally:
+        holder.kill()
+        holder.wait()
+    assert any(f"dashboard port {port} was not free there" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -89,3 +89,9 @@ def test_dask_ssh_with_stdout_closed_exits_quietly_non_zero() -> None:
     )
     assert proc.returncode == 141
     assert proc.stderr == ""
+
+
+def test_a_dashboard_port_out_of_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"dashboard_address: must be a port number 0..65535"):
+        SSHCluster(["s", "a"], scheduler_options={"dashboard_address": ":70000"},
+                   asynchronous=True)

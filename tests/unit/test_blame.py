@@ -63,3 +63,19 @@ def test_python_killed_by_a_signal_names_it_not_status_minus_one() -> None:
 def test_python_not_found_is_still_python() -> None:
     err = ended("login", 127, stderr=("bash: /opt/py/bin/python3: No such file or directory",))
     assert isinstance(err, RemotePythonError) and "not found on the remote PATH" in str(err)
+
+
+def test_a_version_mismatch_under_warn_does_not_advise_setting_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sshdeploy.settings import Settings
+    from sshdeploy.versions import local_versions
+
+    pool = HostPool(settings=Settings.resolve(version_check="warn"))
+    ch = AgentChannel(pool, parse_host("node1"), "workers", Launch(python="python3"), LogBook())
+    with caplog.at_level("WARNING", logger="sshdeploy.channel"):
+        ch._check_versions({**local_versions(), "dask": "1999.1.0"})
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "version mismatch: dask 1999.1.0" in message
+    assert "set sshdeploy.version-check to 'warn'" not in message
+    assert "Going on (sshdeploy.version-check is 'warn')" in message
