@@ -268,9 +268,16 @@ class WorkerAgents:
                     self.on_worker_exit(str(w.name), reason)
 
     def closing(self) -> None:
-        """The cluster closes: every start still waiting for its agent's answer fails now."""
+        """The cluster closes: every worker start still under way ends now.
+
+        Those waiting for their agent's answer fail; agents still starting are
+        cancelled (they abort themselves, see :meth:`AgentChannel.start`).
+        """
         for ch in self._channels:
             ch.fail_starts("the cluster is closing")
+        for fut in self._agents.values():
+            if not fut.done():
+                fut.cancel()
 
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""

@@ -207,7 +207,9 @@ class WorkerRestarts:
         if old is not None:
             compat.forget_created(self.cluster, old)
         try:
-            await compat.correct_state(self.cluster)
+            # Shielded: close() cancels this task, not SpecCluster's own (its workers'
+            # failures would then go unretrieved); close() ends the starts instead.
+            await asyncio.shield(compat.correct_state(self.cluster))
             worker = self.cluster.workers.get(name)
             error = getattr(worker, "start_error", None)
             if error is not None:  # the cluster left it to us (see SSHCluster._report_failed)

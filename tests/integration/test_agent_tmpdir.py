@@ -121,5 +121,5 @@ def test_the_next_agent_removes_the_temp_dir_of_a_sigkilled_one(
             lambda: len(set(os.listdir(d)) - before) == 1 and len(os.listdir(d)) == 2, 60,
             f"a new agent on {n2} and the killed one's dir removed: {tree(d)}")
         assert client.submit(lambda: 1).result(timeout=30) == 1
-        assert len(cluster.workers) == 1
+        testbed.wait_until(lambda: len(cluster.workers) == 1, 30, "the restarted worker")
     testbed.wait_until(lambda: os.listdir(d) == [], 10, f"{d} to be empty after close")

@@ -9,8 +9,9 @@ import time
 import dask
 import pytest
 from distributed import Client
+from distributed.core import Status
 
-from sshdeploy import testbed
+from sshdeploy import compat, testbed
 from sshdeploy.cluster import SSHCluster
 
 n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
@@ -54,7 +55,9 @@ def test_close_during_a_large_scale_stays_within_the_stop_timeout(bed: testbed.B
             cluster.scale(0)
             testbed.wait_until(lambda: not cluster.workers, 60, "scale(0)")
             cluster.scale(16)
-            time.sleep(0.5)  # not synchronisation: let the starts be under way when closing
+            testbed.wait_until(
+                lambda: any(w.status == Status.created for w in compat.created(cluster)), 30,
+                "worker starts to be under way")
         finally:
             start = time.monotonic()
             cluster.close()
