@@ -226,6 +226,10 @@ class Wire:
         self.fd = fd
         self.lock = threading.Lock()
         self.label = "agent"
+        #: Also given every forwarded line (a kept agent's log file), if set.
+        self.tee: Callable[[list[tuple[str, str, str]]], None] | None = None
+        #: No controller reads us any more: events are dropped.
+        self.detached = False
 
     @staticmethod
     def encode(event: Message) -> bytes:
@@ -237,6 +241,8 @@ class Wire:
             self._write(data)
 
     def _write(self, data: bytes) -> None:
+        if self.detached:
+            return
         view = memoryview(data)
         while view:
             try:
@@ -275,7 +281,10 @@ class Wire:
             data = os.read(fd, 65536)
             lines = splitter.feed(data) if data else splitter.flush()
             if lines:  # one event per read: cheap for floods, immediate for single lines
-                self.emit(ev="logs", lines=[self.parse(raw) for raw in lines])
+                parsed = [self.parse(raw) for raw in lines]
+                if self.tee is not None:
+                    self.tee(parsed)
+                self.emit(ev="logs", lines=parsed)
             if not data:
                 return
 
@@ -470,6 +479,11 @@ class Servers:
         self.watchers: dict[str, asyncio.Task[None]] = {}
         #: Path of the worker-side tagger, given to every Nanny as a preload.
         self.tagger_path: str | None = None
+        #: Keywords every worker gets unless its own say otherwise (a kept agent's death timeout).
+        self.worker_defaults: dict[str, Any] = {}
+        #: The scheduler the workers of this agent report to, and their credentials.
+        self.scheduler_address: str | None = None
+        self.security: Any = None
 
     async def start(self, msg: Message, make: Callable[[dict[str, Any]], Any]) -> Any:
         """Build a server with *make*, start it within the deadline, watch it.
@@ -503,6 +517,20 @@ class Servers:
         watcher.add_done_callback(lambda task: self.forget_watcher(name, task))
         return server
 
+    async def scheduler_answers(self, timeout: float = 5.0) -> bool:
+        """Whether the workers' scheduler answers an ``identity`` call (a full handshake)."""
+        from distributed.core import rpc
+
+        assert self.scheduler_address is not None
+        args = self.security.get_connection_args("worker") if self.security else {}
+        try:
+            async with rpc(self.scheduler_address, timeout=timeout,
+                           connection_args=args) as r:
+                await asyncio.wait_for(r.identity(), timeout)
+        except Exception:
+            return False
+        return True
+
     def forget_watcher(self, name: str, task: asyncio.Task[None]) -> None:
         if self.watchers.get(name) is task:
             del self.watchers[name]
@@ -534,10 +562,14 @@ class Servers:
         from distributed.utils import import_term
 
         name = msg["name"]
+        self.scheduler_address = msg.get("scheduler") or self.scheduler_address
+        self.security = decode_kwargs(msg).get("security") or self.security
 
         def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
             kw.setdefault("name", name)
+            for key, value in self.worker_defaults.items():
+                kw.setdefault(key, value)
             if msg.get("share") and isinstance(cls, type) and issubclass(cls, (Nanny, Worker)):
                 kw = worker_share(kw, int(msg["share"]), *host_resources())
             if isinstance(cls, type) and issubclass(cls, Nanny):
@@ -784,6 +816,255 @@ def start_tracker(close_fds: list[int]) -> int | None:
     return pid
 
 
+#: Where a named cluster keeps its files on a host, under ``$XDG_STATE_HOME``
+#: (default ``~/.local/state``): ``sshdeploy/clusters/<name>/``.
+KEEP_ROOT = ("sshdeploy", "clusters")
+#: Files of a named cluster's directory on a host.
+KEEP_CLUSTER, KEEP_STATUS, KEEP_END = "cluster.json", "status.json", "end.json"
+#: A log file of a kept agent is rotated (one older copy, ``.1``) past this size.
+KEEP_LOG_MAX = 8 * 2**20
+#: Seconds between two writes of the scheduler's status file / scheduler probes.
+KEEP_TICK = 2.0
+
+
+def keep_dir(name: str) -> str:
+    """Return the directory of the named cluster *name* (its scheduler's files)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, *KEEP_ROOT, name)
+
+
+def keep_host_dir(name: str) -> str:
+    """Return this host's own part of it: ``hosts/<hostname>/`` (agent records, logs).
+
+    Home directories are often shared by several hosts (NFS): pids and log
+    files of one host must never be taken for another's.
+    """
+    import platform
+
+    return os.path.join(keep_dir(name), "hosts", platform.node() or "localhost")
+
+
+def private_dirs(path: str) -> None:
+    """Make *path* and its missing parents, each 0700 (only this user reads a cluster's files)."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, exist_ok=True)
+    finally:
+        os.umask(old)
+
+
+def start_time(pid: int) -> str | None:
+    """Return when *pid* started (clock ticks since boot), or None if it does not run.
+
+    With the pid it names one process for good: a pid reused after a reboot
+    or a crash has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write *data* as JSON to *path* atomically (a temporary file, then rename), mode 0600."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def keep_agents(directory: str) -> list[Message]:
+    """Return the agent records of a cluster directory, each with ``alive``."""
+    out = []
+    agents = os.path.join(directory, "agents")
+    for entry in sorted(os.listdir(agents)) if os.path.isdir(agents) else []:
+        rec = read_json(os.path.join(agents, entry))
+        if not isinstance(rec, dict):
+            continue
+        rec["alive"] = start_time(int(rec.get("pid", 0))) == rec.get("start")
+        rec["file"] = entry
+        out.append(rec)
+    return out
+
+
+def keep_logs(directory: str, lines: int) -> dict[str, list[str]]:
+    """Return the last *lines* lines of each log file of a cluster directory."""
+    out: dict[str, list[str]] = {}
+    logs = os.path.join(directory, "logs")
+    for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        if not entry.endswith(".log"):
+            continue
+        text: list[str] = []
+        for path in (os.path.join(logs, entry + ".1"), os.path.join(logs, entry)):
+            try:
+                with open(path, errors="replace") as f:
+                    text.extend(f.read().splitlines())
+            except OSError:
+                pass
+        out[entry[:-4]] = text[-lines:] if lines > 0 else text
+    return out
+
+
+def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message:
+    """Run one operation on the files and agents of the named cluster *name* on this host.
+
+    ``probe``: its files and which of its agents run; ``write``: store *data*
+    as its ``cluster.json``; ``kill``: TERM the process group of every agent
+    that runs, KILL what is left after *grace* seconds; ``remove``: delete its
+    directory once no agent of it runs; ``logs``: also the last
+    ``data["lines"]`` lines of each log file. Each answers with a probe.
+    """
+    directory = keep_dir(name)
+    mine = keep_host_dir(name)
+    if op == "write":
+        private_dirs(directory)
+        write_json(os.path.join(directory, KEEP_CLUSTER), data)
+    elif op == "kill":
+        live = [a for a in keep_agents(mine) if a["alive"]]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for a in live:
+                try:
+                    os.killpg(int(a["pid"]), sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            while live and time.monotonic() < deadline:
+                time.sleep(0.05)
+                live = [a for a in live if start_time(int(a["pid"])) == a["start"]]
+    elif op == "remove" and not any(a["alive"] for a in keep_agents(mine)):
+        import shutil
+
+        shutil.rmtree(mine, ignore_errors=True)
+        hosts = os.path.join(directory, "hosts")
+        if not (os.path.isdir(hosts) and os.listdir(hosts)):  # the last host's files went
+            shutil.rmtree(directory, ignore_errors=True)
+    logs: dict[str, list[str]] = {}
+    if op == "logs":
+        logs = keep_logs(mine, int((data or {}).get("lines", 1000)))
+    if op == "list":  # every named cluster of this host, each probed
+        root = os.path.dirname(directory)
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        return {"clusters": {n: keep_op("probe", n) for n in names}}
+    return {
+        "logs": logs,
+        "exists": os.path.isdir(directory),
+        "dir": directory,
+        "host_dir": mine,
+        "now": time.time(),
+        "agents": keep_agents(mine),
+        "cluster": read_json(os.path.join(directory, KEEP_CLUSTER)),
+        "status": read_json(os.path.join(directory, KEEP_STATUS)),
+        "end": read_json(os.path.join(directory, KEEP_END)),
+    }
+
+
+class Keep:
+    """What a kept agent (a named cluster that outlives its controller) adds.
+
+    Its record (``agents/<pid>.json``: pid and start time) says it runs; its
+    log file keeps every line it forwards; the scheduler's agent writes the
+    status file and enforces the lifetime policies (idle timeout, maximum
+    lifetime); the workers' agent stops everything when the scheduler stays
+    unreachable for the death timeout. On every way out it removes its record.
+    """
+
+    def __init__(self, spec: Message, role: str, label: str) -> None:
+        self.name = str(spec["name"])
+        self.dir = keep_dir(self.name)
+        self.host_dir = keep_host_dir(self.name)
+        self.role = role
+        self.idle_timeout = spec.get("idle_timeout")
+        self.max_lifetime = spec.get("max_lifetime")
+        self.death_timeout = float(spec.get("death_timeout") or 60)
+        self.started = time.time()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        self.log_path = os.path.join(self.host_dir, "logs", f"{safe}.{os.getpid()}.log")
+        self.record = os.path.join(self.host_dir, "agents", f"{os.getpid()}.json")
+        self.log_lock = threading.Lock()
+        self.detached = False
+        self.end_reason: str | None = None
+
+    def begin(self, label: str) -> None:
+        for sub in ("agents", "logs"):
+            private_dirs(os.path.join(self.host_dir, sub))
+        write_json(self.record, {"pid": os.getpid(), "start": start_time(os.getpid()),
+                                 "role": self.role, "label": label, "started": self.started,
+                                 "log": self.log_path})
+
+    def log(self, lines: list[tuple[str, str, str]]) -> None:
+        """Append forwarded lines to the log file (rotated past :data:`KEEP_LOG_MAX`)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        data = "".join(f"{stamp} [{src}] {line}\n" for src, _stream, line in lines)
+        with self.log_lock:
+            try:
+                if os.path.getsize(self.log_path) > KEEP_LOG_MAX:
+                    os.replace(self.log_path, self.log_path + ".1")
+            except OSError:
+                pass
+            try:
+                with open(self.log_path, "a") as f:
+                    f.write(data)
+            except OSError:
+                pass
+
+    def end(self) -> None:
+        """Leave: the scheduler's agent says why in ``end.json``; the record goes."""
+        if self.role == "scheduler":
+            try:
+                write_json(os.path.join(self.dir, KEEP_END),
+                           {"reason": self.end_reason or "stopped", "time": time.time()})
+            except OSError:
+                pass
+        else:
+            for path in (self.log_path, self.log_path + ".1"):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        try:
+            os.unlink(self.record)
+        except OSError:
+            pass
+
+    def scheduler_status(self, server: Any, idle: Message) -> str | None:
+        """Write the status file; return why the scheduler must stop now (a policy), or None."""
+        now = time.time()
+        busy = bool(getattr(server, "queued", None) or getattr(server, "unrunnable", None)
+                    or any(ws.processing for ws in server.workers.values()))
+        clients = [c for c in server.clients if c != "fire-and-forget"]
+        counter = getattr(server, "transition_counter", 0)
+        if busy or clients or counter != idle.get("counter"):
+            idle["since"] = now
+            idle["counter"] = counter
+        workers = [{"name": str(ws.name), "host": ws.host, "nthreads": ws.nthreads,
+                    "memory_limit": ws.memory_limit} for ws in server.workers.values()]
+        try:
+            write_json(os.path.join(self.dir, KEEP_STATUS), {
+                "time": now, "pid": os.getpid(), "address": server.address,
+                "workers": workers, "clients": len(clients),
+                "idle_since": idle["since"], "started": self.started,
+                "idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime})
+        except OSError:
+            pass
+        if self.idle_timeout and now - idle["since"] > float(self.idle_timeout):
+            return f"idle timeout: no tasks and no clients for {self.idle_timeout:g} s"
+        if self.max_lifetime and now - self.started > float(self.max_lifetime):
+            return f"maximum lifetime of {self.max_lifetime:g} s reached"
+        return None
+
+
 class Inbox:
     """Commands in: a thread reads stdin, hands commands to the event loop, and
     calls *on_gone* at EOF or when nothing came within the heartbeat timeout.
@@ -810,6 +1091,8 @@ class Inbox:
                 line = stdin.readline()
             except (OSError, ValueError):
                 line = b""
+            if self.closed:
+                return  # detached: what still comes is not for us
             if not line:
                 self.on_gone("connection to the controller closed")
                 return
@@ -977,8 +1260,11 @@ class Agent:
         self.wire = Wire(os.dup(1))
         self.group = ProcessGroup()
         self.servers = Servers(self.wire, self.on_server_exit)
-        self.inbox = Inbox(self.emergency_exit)
+        self.inbox = Inbox(self.controller_gone)
         self.tmp = TempDir()
+        #: Set for an agent of a named cluster kept without a controller (spec ``keep``).
+        self.keep: Keep | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.spec: Message = {}
         self.tagger_source = b""
         self.shutting_down = False
@@ -991,7 +1277,65 @@ class Agent:
             "start_scheduler": self.servers.start_scheduler,
             "start_worker": self.servers.start_worker,
             "stop": self.servers.stop,
+            "detach": self.on_detach,
         }
+
+    # -- a controller that goes ----------------------------------------------------
+    def controller_gone(self, why: str) -> None:
+        """No controller any more: a kept agent runs on, any other leaves nothing behind."""
+        if self.keep is None or self.shutting_down:
+            self.emergency_exit(why)
+        else:
+            self.detach(why)
+
+    def detach(self, why: str) -> None:
+        keep = self.keep
+        if keep is None or keep.detached:
+            return
+        keep.detached = self.inbox.closed = self.wire.detached = True
+        keep.log([(self.wire.label, "stderr",
+                   f"sshdeploy agent: {why}; running on without a controller")])
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.end_if_idle)
+
+    async def on_detach(self, msg: Message) -> None:
+        self.detach("detached by the controller")
+
+    def end_if_idle(self) -> None:
+        """A detached workers agent with no worker left has nothing to keep."""
+        keep = self.keep
+        if keep is not None and keep.detached and self.spec.get("role") == "workers" and \
+                not self.servers.running:
+            keep.end_reason = keep.end_reason or "no worker left"
+            asyncio.ensure_future(self.finish())
+
+    async def finish(self) -> None:
+        await self.shutdown(5.0)
+        os._exit(0)
+
+    async def keep_watch(self) -> None:
+        """A kept agent's duties: the status file and policies, or the scheduler watchdog."""
+        keep = self.keep
+        assert keep is not None
+        idle: Message = {"since": time.time()}
+        last_ok = time.monotonic()
+        while not self.shutting_down:
+            await asyncio.sleep(KEEP_TICK)
+            reason = None
+            if self.spec.get("role") == "scheduler":
+                server = self.servers.running.get("scheduler")
+                if server is not None:
+                    reason = keep.scheduler_status(server, idle)
+            elif keep.detached and self.servers.scheduler_address:
+                if await self.servers.scheduler_answers():
+                    last_ok = time.monotonic()
+                elif time.monotonic() - last_ok > keep.death_timeout:
+                    reason = (f"the scheduler {self.servers.scheduler_address} was unreachable "
+                              f"for {keep.death_timeout:g} s")
+            if reason:
+                keep.end_reason = reason
+                keep.log([(self.wire.label, "stderr", f"sshdeploy agent: stopping: {reason}")])
+                await self.finish()
 
     # -- the end -------------------------------------------------------------
     def emergency_exit(self, why: str) -> None:
@@ -1005,6 +1349,9 @@ class Agent:
             # Kill first: writing to a controller that is gone may block.
             self.group.reap(grace=0.5)
             self.tmp.remove()
+            if self.keep is not None:
+                self.keep.end_reason = self.keep.end_reason or why
+                self.keep.end()
             self.wire.last_words(f"sshdeploy agent: {why}; stopped every process it started")
         finally:
             os._exit(EXIT_EMERGENCY)  # whatever failed above, the agent never outlives this
@@ -1015,21 +1362,29 @@ class Agent:
         self.shutting_down = self.inbox.closed = True
         await asyncio.get_running_loop().run_in_executor(None, self.group.reap, 2.0)
         self.tmp.remove()
+        if self.keep is not None:
+            self.keep.end()
         sys.stdout.flush()
         sys.stderr.flush()
         self.wire.emit(ev="bye")
 
     async def on_server_exit(self, name: str) -> None:
-        """A scheduler that closed by itself ends its agent."""
+        """A scheduler that closed by itself ends its agent (so does a kept agent's last worker)."""
         if self.spec.get("role") == "scheduler":
-            await self.shutdown(5.0)
-            os._exit(0)
+            if self.keep is not None:
+                self.keep.end_reason = self.keep.end_reason or "the scheduler closed"
+            await self.finish()
+        self.end_if_idle()
 
     # -- commands ------------------------------------------------------------
     async def serve(self) -> None:
         """Run commands from stdin until ``shutdown``: each as its own task."""
         queue = self.inbox.attach()
+        self.loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
+        if self.keep is not None:
+            watch = asyncio.ensure_future(self.keep_watch())
+            tasks.add(watch)
         while True:
             msg = await queue.get()
             cmd = msg.get("cmd")
@@ -1050,6 +1405,11 @@ class Agent:
         self.tagger_source = read_block(stdin)
         self.spec = spec = json.loads(stdin.readline())
         self.wire.label = spec.get("label", "agent")
+        if spec.get("op"):  # an operation on a named cluster's files: no distributed needed
+            keep = spec.get("keep") or {}
+            self.wire.emit(ev="answer", **keep_op(str(spec["op"]), str(keep.get("name")),
+                                                  spec.get("data"), float(spec.get("grace", 5))))
+            os._exit(0)
         for key, value in (spec.get("env") or {}).items():
             os.environ[key] = str(value)
         if spec.get("config"):
@@ -1081,6 +1441,12 @@ class Agent:
                            tb=traceback.format_exc(), python=sys.executable)
             os._exit(EXIT_IMPORT)
         log_pipe = self.wire.capture_output()
+        if spec.get("keep"):
+            self.keep = Keep(spec["keep"], str(spec.get("role")), self.wire.label)
+            self.keep.begin(self.wire.label)
+            self.wire.tee = self.keep.log
+            self.servers.worker_defaults["death_timeout"] = self.keep.death_timeout
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing session must not end us
         if spec.get("role") == "workers":
             # A file: a preload given as text would be logged by distributed.
             self.servers.tagger_path = self.tmp.write(TAGGER_MODULE + ".py", self.tagger_source)

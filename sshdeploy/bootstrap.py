@@ -156,6 +156,15 @@ class AgentSpec:
         everything it started.
     mp_method : str
         ``distributed.worker.multiprocessing-method`` for the workers.
+    keep : Mapping, optional
+        A named cluster's agent that outlives its controller:
+        ``{"name", "idle_timeout", "max_lifetime", "death_timeout"}``.
+    op : str, optional
+        Instead of running anything, one operation on the files of the named
+        cluster ``keep["name"]`` (``probe``, ``write``, ``kill``, ``remove``:
+        :func:`sshdeploy.agent.keep_op`), answered by one ``answer`` event.
+    data : object, optional
+        What ``op="write"`` stores.
     """
 
     role: AgentRole
@@ -164,19 +173,25 @@ class AgentSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     heartbeat: float = 30.0
     mp_method: str = "forkserver"
+    keep: Mapping[str, Any] | None = None
+    op: str | None = None
+    data: Any = None
 
     def to_json(self) -> str:
         """Return the spec as one JSON line (without the newline)."""
-        return json.dumps(
-            {
-                "role": self.role,
-                "label": self.label,
-                "config": self.config,
-                "env": dict(self.env),
-                "heartbeat": self.heartbeat,
-                "mp_method": self.mp_method,
-            }
-        )
+        spec: dict[str, Any] = {
+            "role": self.role,
+            "label": self.label,
+            "config": self.config,
+            "env": dict(self.env),
+            "heartbeat": self.heartbeat,
+            "mp_method": self.mp_method,
+        }
+        if self.keep is not None:
+            spec["keep"] = dict(self.keep)
+        if self.op is not None:
+            spec.update(op=self.op, data=self.data)
+        return json.dumps(spec)
 
 
 def stdin_preamble(spec: AgentSpec) -> bytes:

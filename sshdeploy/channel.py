@@ -179,6 +179,7 @@ class AgentChannel:
             env=dict(self.launch.env),
             heartbeat=self.pool.settings.heartbeat_timeout,
             mp_method=self.pool.settings.multiprocessing_method,
+            keep=self.launch.keep,
         )
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
@@ -553,6 +554,23 @@ class AgentChannel:
         except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
             logger.warning("[%s] could not kill the stalled start (process group %d): %r",
                            self.where, self.pgid, exc)
+
+    async def detach(self) -> None:
+        """Leave a kept agent running on its own: tell it, then close our end.
+
+        The agent of a named cluster (spec ``keep``) runs on without a
+        controller; it would also on EOF alone, but is told first so that its
+        log says why.
+        """
+        if self.process is not None and not self.gone:
+            self.send(encode_message("detach"))
+            self._closing = True
+            with contextlib.suppress(Exception):
+                self.process.stdin.write_eof()
+            self.process.close()
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
 
     async def ensure_gone(self) -> None:
         """Return once this agent's remote process has exited (ending it if needed).

@@ -11,6 +11,7 @@ stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -23,11 +24,13 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat, notebook
-from .errors import ConfigError, SSHDeployError, failures_by_host
+from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import Host
+from .hosts import Host, parse_host
 from .hostview import HostRow, rows_html, rows_text, worker_resources
 from .logs import LogBook
+from .named import flow, kept
+from .named.policy import check_name
 from .placement import HostKey, Placement, name_order, next_worker
 from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
@@ -129,6 +132,10 @@ class SSHCluster(SpecCluster):
         forward_ports: bool | None = None,
         min_workers: int | None = None,
         progress: bool | None = None,
+        name: str | None = None,
+        shutdown_on_close: bool = True,
+        idle_timeout: str | float | None = None,
+        max_lifetime: str | float | None = None,
         **kwargs: Any,
     ) -> None:
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
@@ -143,8 +150,17 @@ class SSHCluster(SpecCluster):
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
             worker_module=worker_module, security=security, forward_ports=forward_ports,
-            min_workers=min_workers, progress=progress,
+            min_workers=min_workers, progress=progress, name=name,
+            shutdown_on_close=shutdown_on_close, idle_timeout=idle_timeout,
+            max_lifetime=max_lifetime,
         )
+        #: The named cluster this one keeps running after close() (None: an ordinary one).
+        self._kept = kept.KeptCluster.of(
+            plan, hosts=hosts, connect_options=connect_options, worker_options=worker_options,
+            scheduler_options=scheduler_options, worker_class=worker_class,
+            remote_python=remote_python, setup=setup, env=env,
+            scheduler_class=scheduler_class, restart_workers=restart_workers,
+            security=security)
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
@@ -184,7 +200,8 @@ class SSHCluster(SpecCluster):
         first = next(iter(placement.hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
-                         security=plan.security, **kwargs)
+                         security=plan.security, name=name,
+                         shutdown_on_close=shutdown_on_close, **kwargs)
 
     def _worker_spec(self, host: Host, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -217,6 +234,17 @@ class SSHCluster(SpecCluster):
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
+        if self._kept is not None:
+            record = await self._kept.running(self._pool)
+            if record is not None:  # it runs with this very spec: take it over
+                await self._kept.adopt(self, record)
+                return
+        await self._start_new()
+        if self._kept is not None:
+            await self._kept.save(self)
+            logger.info("cluster %r %s", self._kept.policy.name, self._kept.policy.describe())
+
+    async def _start_new(self) -> None:
         # The scheduler is on the critical path: its host's connection takes
         # the first of the connect-parallelism slots. (Its errors are raised
         # where the scheduler awaits the same connection.)
@@ -249,6 +277,8 @@ class SSHCluster(SpecCluster):
         initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
+            if self._kept is not None and self.status == Status.running:
+                await self._kept.note_wanted(self)
         except SSHDeployError:
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]
@@ -311,7 +341,129 @@ class SSHCluster(SpecCluster):
                                host, first)
                 compat.record_cluster_log(self, f"host {host} failed and is left out: {first}")
 
+    # -- named clusters -----------------------------------------------------
+    @classmethod
+    def from_name(  # type: ignore[override]  # Cluster.from_name(name) -> ProcessInterface
+        cls,
+        name: str,
+        host: str | Host | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        asynchronous: bool = False,
+        **kwargs: Any,
+    ) -> SSHCluster:
+        """Return a live cluster for the running named cluster *name*.
+
+        Its scheduler is reached (through a fresh SSH forward if need be), its
+        workers are taken over; ``scale``, ``adapt``, ``get_logs`` and
+        ``Client(cluster)`` work. ``close()`` detaches (it keeps running);
+        :meth:`shutdown` stops it.
+
+        Parameters
+        ----------
+        name : str
+            The cluster's name (``dask-ssh list`` shows them).
+        host : str or Host, optional
+            Its scheduler host, to read the cluster's record there (from a
+            machine that did not start it). Default: this machine's record.
+        connect_options : dict, optional
+            ``asyncssh.connect`` keywords for *host*.
+        asynchronous : bool
+            As for SSHCluster.
+        **kwargs
+            Other SpecCluster keywords.
+
+        Raises
+        ------
+        ClusterNotFoundError
+            No cluster of that name is known, or it no longer runs.
+        """
+        from .named.kept import security_from
+        from .named.spec import arguments
+        from .named.state import StateStore
+
+        store = StateStore()
+        check_name(name)
+        if host is not None:
+            target = host if isinstance(host, Host) else parse_host(str(host))
+            record = _run_sync(flow.fetch(name, target, connect_options))
+            store.save(record)
+        record = store.load(name)
+        if record is None:
+            raise ClusterNotFoundError(name=name, cause="no record of it on this machine",
+                                       remedy="`dask-ssh list` shows the named clusters; give "
+                                       "host='HEAD' to read its record on its scheduler host.")
+        args = arguments(record.spec)
+        security = security_from(store.tls_pems(record))
+        return cls(**args, security=security, name=name, shutdown_on_close=False,
+                   asynchronous=asynchronous, **kwargs)
+
+    def shutdown(self) -> Any:
+        """Stop a named cluster everywhere (every process, every host) and forget it.
+
+        Returns when nothing of it is left on any host, as ``close()`` of an
+        ordinary cluster does. On an ordinary cluster, the same as ``close()``.
+        """
+        return self.sync(self._shutdown)
+
+    async def _shutdown(self) -> None:
+        kept = self._kept
+        if kept is None:
+            await self._close()
+            return
+        record = kept.record
+        await self._close()  # detach: our side goes, the cluster stays...
+        kept.stopping = True
+        if record is not None:  # ... then it is stopped on every host
+            report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
+            left = {h: r for h, r in report.items() if r != "stopped"}
+            if left:
+                logger.warning("cluster %r: not stopped on %s", record.name, left)
+
+    async def _detach(self) -> None:
+        """Leave a named cluster running: close our side (channels, forwards, connections)."""
+        self.status = Status.closing
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        await self._restarts.close()
+        compat.forget_unstarted(self)
+        await self._agents.detach()
+        if isinstance(self.scheduler, RemoteScheduler):
+            await self.scheduler.detach()
+        for w in self.workers.values():
+            w.status = Status.closed
+        await self._pool.close()
+        self._logbook.flush()
+        await compat.close_base(self)
+
+    async def start_adopted(self) -> None:
+        """SpecCluster's start around a scheduler that already runs (``from_name``)."""
+        await super()._start()
+
+    def worker_spec_for(self, host: Host) -> dict[str, Any]:
+        """The spec of one more worker on *host* (its template options)."""
+        hp = self._cluster_plan.placement.hosts[host.key]
+        return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
+
+    async def retire_by_name(self, name: str) -> None:
+        """Retire and close one worker through the scheduler (an adopted worker scaled away)."""
+        if self.scheduler_comm is not None:
+            with contextlib.suppress(OSError):
+                await self.scheduler_comm.retire_workers(names=[name], close_workers=True)
+
+    @property
+    def pool(self) -> HostPool:
+        """The cluster's SSH connections."""
+        return self._pool
+
+    @property
+    def agents(self) -> WorkerAgents:
+        """The workers agents of the hosts."""
+        return self._agents
+
     async def _close(self) -> None:
+        if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
+            await self._detach()
+            return
         self._logbook.closing()
         await self._restarts.close()
         # Workers still starting (a large scale) end now, not after start-timeout.
@@ -596,6 +748,14 @@ _STAGE_STATE: dict[str | None, str] = {
     None: "starting", "login": "running setup", "setup": "starting Python",
     "python": "starting Python", "import": "importing distributed",
 }
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run *coro* to its end in a thread of its own (callable with or without a running loop)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
 
 
 def _pool_for(plan: ClusterPlan) -> HostPool:

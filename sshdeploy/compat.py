@@ -126,6 +126,14 @@ def quiet_failed_start() -> Iterator[None]:
         log.removeFilter(drop)
 
 
+async def close_base(cluster: SpecCluster) -> None:
+    """Close *cluster* as a plain ``Cluster`` (its comms and watchers), skipping SpecCluster's
+    ``_close`` (which scales to 0 and terminates the scheduler): a named cluster detaching."""
+    from distributed.deploy.cluster import Cluster
+
+    await Cluster._close(cluster)
+
+
 def missing_members() -> list[str]:
     """Return every member named above that the installed distributed lacks.
 

@@ -262,6 +262,81 @@ class ConfigError(SSHDeployError, ValueError):
         return f"{self.setting}: {self.reason}. {self.remedy}".rstrip(" .") + "."
 
 
+@dataclass(eq=False)
+class ClusterStateError(SSHDeployError):
+    """The state file of a named cluster cannot be used (unreadable, corrupt, locked).
+
+    Parameters
+    ----------
+    path : str
+        The state file.
+    reason : str
+        What is wrong with it.
+    remedy : str
+        What to do.
+    """
+
+    path: str
+    reason: str
+    remedy: str = ("Run `dask-ssh clean` to remove the state of clusters that are gone, or "
+                   "delete the file if the cluster it names no longer runs.")
+
+    def message(self) -> str:
+        return f"{self.path}: {self.reason}. {self.remedy}"
+
+
+@dataclass(eq=False)
+class ClusterNotFoundError(SSHDeployError):
+    """No named cluster of that name runs (or none is known here).
+
+    Parameters
+    ----------
+    name : str
+        The cluster's name.
+    state : str
+        What is known of it: ``unknown``, ``gone``, ``stopped``, ``unreachable``.
+    cause : str
+        Why, in words (the scheduler host's answer, the reason it stopped).
+    remedy : str
+        What to do.
+    """
+
+    name: str
+    state: str = "unknown"
+    cause: str = ""
+    remedy: str = ("`dask-ssh list` shows the named clusters; start one with "
+                   "`dask-ssh up --name NAME HOST...`.")
+
+    def message(self) -> str:
+        cause = f": {self.cause}" if self.cause else ""
+        return f"cluster {self.name!r} is {self.state}{cause}. {self.remedy}"
+
+
+@dataclass(eq=False)
+class ClusterExistsError(SSHDeployError):
+    """A named cluster of that name runs with another spec.
+
+    Parameters
+    ----------
+    name : str
+        The cluster's name.
+    differences : list of str
+        What differs, one entry per argument (``"hosts: a, b -> a, c"``).
+    """
+
+    exit_code: ClassVar[int] = 1
+
+    name: str
+    differences: list[str] = field(default_factory=list)
+    remedy: str = ("Use another name, stop it first (`dask-ssh down NAME`), or replace it "
+                   "(`dask-ssh up --replace`).")
+
+    def message(self) -> str:
+        shown = "; ".join(self.differences) or "its spec"
+        return (f"cluster {self.name!r} already runs with another spec ({shown}). "
+                f"{self.remedy.replace('NAME', self.name)}")
+
+
 def failures_by_host(errors: Mapping[str, BaseException], action: str) -> SSHDeployError:
     """Return the single error if one host failed, else a :class:`MultiHostError`."""
     if len(errors) == 1:

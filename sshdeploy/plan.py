@@ -21,6 +21,7 @@ from .argcheck import check_arguments, check_min_workers, check_port
 from .bootstrap import build_command
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
+from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place
 from .settings import Settings
 
@@ -96,6 +97,8 @@ class Launch:
     setup: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     inherit_config: bool = True
+    #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
+    keep: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,8 @@ class ClusterPlan:
         (None) when the controller cannot reach them directly.
     min_workers : int or None
         Come up with the workers that started if at least this many did.
+    keep : KeepPolicy or None
+        A named cluster that outlives its controller: how its agents live on.
     """
 
     placement: Placement
@@ -172,11 +177,13 @@ class ClusterPlan:
     security: Security | None = None
     forward_ports: bool | None = None
     min_workers: int | None = None
+    keep: KeepPolicy | None = None
 
     def launch(self, host: HostPlan) -> Launch:
         """Return how agents start on *host*."""
         return Launch(python=host.python, setup=self.setup, env=self.env,
-                      inherit_config=self.settings.inherit_config)
+                      inherit_config=self.settings.inherit_config,
+                      keep=self.keep.spec() if self.keep is not None else None)
 
     def worker_options(
         self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
@@ -235,12 +242,21 @@ def plan_cluster(
     forward_ports: bool | None = None,
     min_workers: int | None = None,
     progress: bool | None = None,
+    name: str | None = None,
+    shutdown_on_close: bool = True,
+    idle_timeout: str | float | None = None,
+    max_lifetime: str | float | None = None,
     settings: Settings | None = None,
 ) -> ClusterPlan:
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
 
     ``progress`` (the notebook display while the cluster starts) is accepted
     and ignored: it changes nothing that runs.
+
+    ``name`` with ``shutdown_on_close=False`` makes a named cluster that
+    outlives its controller (:class:`~sshdeploy.named.policy.KeepPolicy`,
+    with ``idle_timeout`` and ``max_lifetime``, else the
+    ``sshdeploy.idle-timeout`` / ``max-lifetime`` settings).
 
     ``security=True`` makes new TLS credentials (a temporary CA and
     certificate, in memory): every process then listens on ``tls://`` and
@@ -283,6 +299,8 @@ def plan_cluster(
     sched = _secured(advertise(scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     check_options(placement, sched)
+    keep = _keep_policy(name, shutdown_on_close, idle_timeout, max_lifetime, resolved,
+                        (worker_options or {}).get("death_timeout"))
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
@@ -295,6 +313,37 @@ def plan_cluster(
         security=creds,
         forward_ports=forward_ports,
         min_workers=min_workers,
+        keep=keep,
+    )
+
+
+def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
+                 max_lifetime: Any, settings: Settings, death_timeout: Any = None
+                 ) -> KeepPolicy | None:
+    """The policy of a named cluster that outlives its controller, or None for any other.
+
+    Its workers stop when the scheduler stays unreachable for their
+    ``death_timeout`` (``worker_options``), :data:`DEFAULT_DEATH_TIMEOUT` by default.
+    """
+    if shutdown_on_close is not False:
+        for key, value in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime)):
+            if value is not None:
+                raise ConfigError(key, "applies to a named cluster that outlives its "
+                                  "controller", remedy="Also give name='NAME' and "
+                                  "shutdown_on_close=False (dask-ssh up --name NAME).")
+        return None
+    if name is None:
+        raise ConfigError("name", "a cluster that outlives its controller "
+                          "(shutdown_on_close=False) needs a name, to be found again",
+                          remedy="Give name='NAME' (a short identifier).")
+    return KeepPolicy(
+        name=check_name(name),
+        idle_timeout=parse_duration(idle_timeout, "idle_timeout") if idle_timeout is not None
+        else settings.idle_timeout,
+        max_lifetime=parse_duration(max_lifetime, "max_lifetime") if max_lifetime is not None
+        else settings.max_lifetime,
+        death_timeout=parse_duration(death_timeout, "worker_options['death_timeout']")
+        or DEFAULT_DEATH_TIMEOUT,
     )
 
 

@@ -189,6 +189,14 @@ class RemoteScheduler(ProcessInterface):
             f"reaching it through SSH at {self.external_address}"
         )
 
+    async def detach(self) -> None:
+        """Leave the scheduler running (a named cluster): close our forwards and channel."""
+        self._expect_exit = True
+        if self.forwarding is not None:
+            self.forwarding.close()
+        await self.channel.detach()
+        self.status = Status.closed
+
     async def close(self) -> None:
         """Stop the scheduler and its agent; return when both are gone (idempotent)."""
         self._expect_exit = True
@@ -278,6 +286,16 @@ class WorkerAgents:
         for fut in self._agents.values():
             if not fut.done():
                 fut.cancel()
+
+    async def detach(self) -> None:
+        """Leave every kept agent running on its own (a named cluster the controller leaves)."""
+        futs = list(self._agents.values())
+        self._agents.clear()
+        for fut in futs:
+            if not fut.done():
+                fut.cancel()
+        await asyncio.gather(*futs, return_exceptions=True)
+        await asyncio.gather(*(c.detach() for c in self._channels), return_exceptions=True)
 
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""

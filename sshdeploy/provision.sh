@@ -104,6 +104,9 @@ X11Forwarding no
 PrintMotd no
 PrintLastLog no
 AcceptEnv LANG LC_*
+# The bed's hosts share this machine's disk: a login shell that runs `pyenv init`
+# (root's .bashrc here) would queue behind one global rehash lock, 60 s each.
+SetEnv PYENV_REHASH_TIMEOUT=1
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
     } >"$out.tmp"

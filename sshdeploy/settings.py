@@ -48,6 +48,8 @@ class Settings:
     worker_restarts: int
     worker_restart_window: float
     log_buffer_lines: int
+    idle_timeout: float | None = None
+    max_lifetime: float | None = None
 
     @classmethod
     def resolve(cls, **overrides: Any) -> Settings:
@@ -102,6 +104,10 @@ class Settings:
 def _coerce(name: str, value: Any) -> Any:
     """Check one setting's type and range; return it in its Python type."""
     key = "sshdeploy." + name.replace("_", "-")
+    if name in ("idle_timeout", "max_lifetime"):
+        from sshdeploy.named.policy import parse_duration
+
+        return parse_duration(value, key)
     if name == "version_check":
         if value not in _POLICIES:
             raise ConfigError(key, f"must be one of {', '.join(_POLICIES)}, got {value!r}")

@@ -6,6 +6,9 @@ import pytest
 
 from sshdeploy.errors import (
     AuthenticationError,
+    ClusterExistsError,
+    ClusterNotFoundError,
+    ClusterStateError,
     ConfigError,
     ConnectError,
     HostError,
@@ -165,6 +168,9 @@ def _every_error() -> list[SSHDeployError]:
         MultiHostError(failures={HOST: inner}, action="start"),
         inner,
         *(cls(host=HOST, cause="boom") for cls, *_ in HOST_ERRORS),
+        ClusterStateError(path="/s/a.json", reason="is not valid JSON"),
+        ClusterNotFoundError(name="a", state="gone", cause="its scheduler no longer runs"),
+        ClusterExistsError(name="a", differences=["hosts: a -> b"]),
     ]
 
 

@@ -1,0 +1,374 @@
+"""``dask-ssh`` subcommands for named clusters: list, status, logs, scale, attach, down, clean.
+
+Each is a small click command over :mod:`sshdeploy.named` (``up`` is the
+classic command with ``--name``, see :mod:`sshdeploy.cli`). Nothing here
+imports distributed or asyncssh at import time (``dask-ssh --help`` stays
+cheap): the commands import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
+from sshdeploy.named.policy import check_name
+
+if TYPE_CHECKING:
+    from sshdeploy.named.state import ClusterRecord
+
+#: The subcommands, and what ``dask-ssh HOST...`` (the classic form) is not.
+COMMANDS = ("up", "list", "ls", "status", "logs", "scale", "attach", "down", "clean")
+
+
+def _console(stream: Any = None) -> Console:
+    from sshdeploy import display
+
+    return display.make_console(stream or sys.stdout)
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None:
+        return value
+    try:
+        return check_name(value, "NAME")
+    except SSHDeployError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _fail(err: SSHDeployError) -> None:
+    _console(sys.stderr).print(f"Error: {err}")
+    sys.exit(getattr(err, "exit_code", 1))
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an SSHDeployError into one paragraph on stderr and its exit status."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SSHDeployError as err:
+            _fail(err)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _record(name: str) -> ClusterRecord:
+    from sshdeploy.named.state import StateStore
+
+    record = StateStore().load(name)
+    if record is None:
+        raise ClusterNotFoundError(name=name, cause="no record of it on this machine")
+    return record
+
+
+NAME_ARG = click.argument("name", callback=_name)
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list, one object per cluster.")
+@click.option("--host", default=None, metavar="[USER@]HOST[:PORT]",
+              help="Read the clusters recorded on this (scheduler) host instead of here.")
+@click.option("--known-hosts", default=None, type=click.Path(dir_okay=False),
+              help="known_hosts file for --host. [default: ~/.ssh/known_hosts]")
+@click.option("--ssh-private-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Private key for --host. [default: ssh-agent and ~/.ssh/id_*]")
+@handled
+def list_command(as_json: bool, host: str | None, known_hosts: str | None,
+                 ssh_private_key: str | None) -> None:
+    """Show every named cluster, its state probed now (never read from a file alone).
+
+    States: running; degraded (workers missing); unreachable (its scheduler
+    host did not answer); gone (nothing of it runs: a reboot, a kill);
+    stopped (it ended by itself: the reason is shown).
+    """
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+    from sshdeploy.named.status import COLUMNS, table_row
+
+    if host is not None:
+        options: dict[str, Any] = {}
+        if known_hosts:
+            options["known_hosts"] = known_hosts
+        if ssh_private_key:
+            options["client_keys"] = [ssh_private_key]
+        records = asyncio.run(_records_on(host, options or None))
+    else:
+        records = StateStore().records()
+    statuses = asyncio.run(flow.probe_all(records)) if records else []
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in statuses], indent=1))
+        return
+    console = _console()
+    if not statuses:
+        console.print("no named clusters (start one with `dask-ssh up --name NAME HOST...`)")
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in COLUMNS:
+        table.add_column(column, no_wrap=column != "state")
+    for s in statuses:
+        table.add_row(*table_row(s))
+    console.print(table)
+
+
+async def _records_on(host: str, options: dict[str, Any] | None) -> list[ClusterRecord]:
+    """The records kept on *host* (the authoritative copies), for ``--host``."""
+    from sshdeploy.hosts import parse_host
+    from sshdeploy.named.hostops import host_op
+    from sshdeploy.named.state import ClusterRecord
+    from sshdeploy.plan import Launch
+    from sshdeploy.pool import HostPool
+    from sshdeploy.settings import Settings
+
+    target = parse_host(host)
+    pool = HostPool(settings=Settings.resolve())
+    pool.set_options(target, options)
+    async with pool:
+        answer = await host_op(pool, target, Launch(python=sys.executable), "list", "list")
+    out = []
+    for name, probe in sorted((answer.get("clusters") or {}).items()):
+        if probe.get("cluster"):
+            out.append(ClusterRecord.from_json(probe["cluster"], f"{host}:{name}"))
+    return out
+
+
+@click.command("status")
+@NAME_ARG
+@handled
+def status_command(name: str) -> None:
+    """Show one row per host of cluster NAME: role, agents, workers running / wanted."""
+    from sshdeploy.named import flow
+    from sshdeploy.named.hostops import on_hosts
+    from sshdeploy.named.status import classify
+
+    record = _record(name)
+
+    async def probe_hosts() -> tuple[Any, dict[Any, Any], Any]:
+        async with flow.record_pool(record.spec) as pool:
+            hosts = flow.launches(record.spec)
+            answers = await on_hosts(pool, hosts, name, "probe")
+            return pool, answers, classify(record, next(iter(answers.values())))
+
+    pool, answers, status = asyncio.run(probe_hosts())
+    console = _console()
+    console.print(f"{name}: {status.state}" + (f" ({status.reason})" if status.reason else "")
+                  + f", scheduler {record.scheduler_address}, workers "
+                  f"{status.running}/{status.wanted}")
+    sched = next(iter(answers.values()))
+    workers_by_host: dict[str, list[str]] = {}
+    if isinstance(sched, dict):
+        for w in (sched.get("status") or {}).get("workers") or []:
+            workers_by_host.setdefault(str(w.get("name", "")).rpartition("-")[0], []).append(
+                str(w.get("name")))
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("host", "role", "agents", "workers", "error"):
+        table.add_column(column)
+    for i, (host, answer) in enumerate(answers.items()):
+        role = "scheduler" if i == 0 else "workers"
+        if isinstance(answer, BaseException):
+            table.add_row(pool.display(host), role, "-", "-", str(answer).splitlines()[0])
+            continue
+        alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+        names = workers_by_host.get(host.hostname, [])
+        table.add_row(pool.display(host), role, str(len(alive)),
+                      ", ".join(names) if names else "-", "")
+    console.print(table)
+
+
+@click.command("logs")
+@NAME_ARG
+@click.option("--worker", "-w", "worker", default=None, help="Only this worker's lines.")
+@click.option("--scheduler", "scheduler", is_flag=True, help="Only the scheduler's lines.")
+@click.option("--lines", "-n", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Lines per log file (0: all that is kept).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@handled
+def logs_command(name: str, worker: str | None, scheduler: bool, lines: int,
+                 follow: bool) -> None:
+    """Print what the processes of cluster NAME wrote, kept on its hosts.
+
+    Each host keeps every line of its agents in a log file (8 MiB, then
+    rotated once), so lines written while nobody was attached are not lost.
+    """
+    record = _record(name)
+    try:
+        asyncio.run(_logs(record, worker, scheduler, lines, follow))
+    except KeyboardInterrupt:
+        pass
+
+
+def _wanted(line: str, worker: str | None, scheduler: bool, sched_label: str) -> bool:
+    if worker:
+        return f"[{worker}]" in line
+    if scheduler:
+        return f"[{sched_label}]" in line
+    return True
+
+
+async def _logs(record: ClusterRecord, worker: str | None, scheduler: bool, lines: int,
+                follow: bool) -> None:
+    from sshdeploy.named import flow
+    from sshdeploy.named.hostops import host_op
+
+    hosts = flow.launches(record.spec)
+    sched_host = next(iter(hosts))
+    if worker:
+        stem = worker.rpartition("-")[0]
+        hosts = {h: lch for h, lch in hosts.items() if h.hostname == stem} or hosts
+    elif scheduler:
+        hosts = {sched_host: hosts[sched_host]}
+    sched_label = f"scheduler {sched_host.hostname}"
+    async with flow.record_pool(record.spec) as pool:
+        answers = await asyncio.gather(*(
+            host_op(pool, h, lch, record.name, "logs", data={"lines": lines})
+            for h, lch in hosts.items()), return_exceptions=True)
+        out = sys.stdout
+        for h, answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _console(sys.stderr).print(f"dask-ssh: {pool.display(h)}: {answer}")
+                continue
+            for text in (answer.get("logs") or {}).values():
+                for line in text:
+                    if _wanted(line, worker, scheduler, sched_label):
+                        out.write(line + "\n")
+        out.flush()
+        if follow:
+            await _follow(pool, hosts, answers, worker, scheduler, sched_label)
+
+
+async def _follow(pool: Any, hosts: dict[Any, Any], answers: list[Any], worker: str | None,
+                  scheduler: bool, sched_label: str) -> None:
+    """``tail -F`` the hosts' log files over their SSH connections until interrupted."""
+    import shlex
+
+    async def tail(host: Any, directory: str) -> None:
+        conn = await pool.get(host)
+        pattern = shlex.quote(directory) + "/logs/*.log"
+        proc = await conn.conn.create_process(
+            f"exec tail -q -n 0 -F {pattern} 2>/dev/null", encoding="utf-8", errors="replace")
+        async for line in proc.stdout:
+            if _wanted(line, worker, scheduler, sched_label):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    await asyncio.gather(*(tail(h, a["host_dir"]) for h, a in zip(hosts, answers, strict=True)
+                           if isinstance(a, dict) and a.get("host_dir")))
+
+
+@click.command("scale")
+@NAME_ARG
+@click.argument("n", type=click.IntRange(min=0))
+@handled
+def scale_command(name: str, n: int) -> None:
+    """Scale cluster NAME to N workers; return when they run (it keeps running)."""
+    from distributed import Client
+
+    from sshdeploy.cluster import SSHCluster
+
+    cluster = SSHCluster.from_name(name)
+    try:
+        cluster.scale(n)
+        with Client(cluster) as client:
+            client.wait_for_workers(n, timeout=cluster.cluster_plan.settings.start_timeout)
+            running = len(client.scheduler_info(n_workers=-1)["workers"])
+    finally:
+        cluster.close()
+    _console().print(f"{name}: {running} worker{'s' if running != 1 else ''}")
+
+
+@click.command("down")
+@click.argument("names", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every named cluster recorded here.")
+@handled
+def down_command(names: tuple[str, ...], every: bool) -> None:
+    """Stop named clusters everywhere; return when nothing of them is left on any host."""
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+
+    store = StateStore()
+    if every:
+        names = tuple(store.names())
+    if not names:
+        raise click.UsageError("give the NAME of a cluster, or --all")
+    console = _console()
+    failed = False
+    for name in names:
+        check_name(name, "NAME")
+        record = _record(name)
+        started = time.monotonic()
+        report = asyncio.run(flow.stop(record, store))
+        left = {h: r for h, r in report.items() if r != "stopped"}
+        if left:
+            failed = True
+            for host, why in left.items():
+                console.print(f"{name}: {host}: {why}")
+        console.print(f"{name}: stopped on {len(report) - len(left)} of {len(report)} hosts "
+                      f"in {time.monotonic() - started:.1f} s")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("clean")
+@handled
+def clean_command() -> None:
+    """Forget the named clusters that are gone or stopped (their files here and on their hosts)."""
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+
+    store = StateStore()
+    records = store.records()
+    statuses = asyncio.run(flow.probe_all(records)) if records else []
+    console = _console()
+    removed = []
+    for record, status in zip(records, statuses, strict=True):
+        if status.state in ("gone", "stopped"):
+            asyncio.run(flow.stop(record, store))
+            removed.append(f"{record.name} ({status.state}"
+                           + (f": {status.reason}" if status.reason else "") + ")")
+    console.print("removed: " + ", ".join(removed) if removed else "nothing to remove")
+
+
+@click.command("attach")
+@NAME_ARG
+@handled
+def attach_command(name: str) -> None:
+    """Hold cluster NAME in the foreground: its address, logs and status; Ctrl-C detaches.
+
+    The scheduler and dashboard are forwarded through SSH when this machine
+    cannot reach them (the local addresses are printed); nothing stops when
+    you detach.
+    """
+    from sshdeploy.cluster import SSHCluster
+
+    record = _record(name)
+    cluster = SSHCluster.from_name(name)
+    console = _console()
+    try:
+        console.print(f"attached to {name}: scheduler {cluster.scheduler_address}")
+        console.print(f"  dashboard  {cluster.dashboard_link}")
+        console.print(f"  workers    {len(cluster.workers)}: {', '.join(sorted(cluster.workers))}")
+        console.print("  Ctrl-C detaches; the cluster keeps running.")
+        try:
+            asyncio.run(_logs(record, None, False, 20, True))
+        except KeyboardInterrupt:
+            pass
+    finally:
+        cluster.close()
+    console.print(f"detached from {name}; it keeps running (dask-ssh down {name} stops it)")
+
+
+#: The subcommands by name (``ls`` is ``list``).
+SUBCOMMANDS: dict[str, click.Command] = {
+    "list": list_command, "ls": list_command, "status": status_command,
+    "logs": logs_command, "scale": scale_command, "attach": attach_command,
+    "down": down_command, "clean": clean_command,
+}

@@ -1,0 +1,245 @@
+"""The local state of named clusters: one private JSON file per name.
+
+``${XDG_STATE_HOME:-~/.local/state}/sshdeploy/named/NAME.json`` (0600, in a
+0700 directory), written atomically (a temporary file in the same directory,
+then ``os.replace``), so a reader sees the old file or the new one, never
+half of one. A file is a *cache*: what it says is probed before it is shown
+(:mod:`sshdeploy.named.status`); the authoritative copy of a cluster's record
+is ``cluster.json`` on its scheduler host, read with ``--host``. TLS client
+credentials of a cluster live beside it, in ``NAME.tls/`` (0700, files 0600).
+
+One ``up`` of a name at a time: :func:`locked` holds an exclusive ``flock`` on
+``NAME.lock`` while a cluster of that name starts or stops.
+
+No network, no distributed: cheap to unit-test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sshdeploy.errors import ClusterStateError
+from sshdeploy.named.policy import check_name
+
+#: Bumped when the record's fields change incompatibly.
+FORMAT = 1
+
+
+def state_root() -> Path:
+    """Return the directory of the local state files (not created)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "sshdeploy" / "named"
+
+
+@dataclass
+class ClusterRecord:
+    """What is needed to find, reattach to and operate a named cluster.
+
+    Attributes
+    ----------
+    name : str
+    scheduler_host : str
+        The scheduler's host as written (``user@host:port``).
+    scheduler_address : str
+        The scheduler's own address (on its network; reached through SSH if need be).
+    dashboard_port : int or None
+    spec : dict
+        The JSON form of the cluster's arguments (hosts, options...), for
+        ``from_name``, ``scale`` and the idempotent ``up``.
+    created : float
+        When it was started (``time.time()``).
+    policy : dict
+        ``idle_timeout``, ``max_lifetime``, ``death_timeout`` (seconds or None).
+    tls : dict
+        The client's credentials as PEM text (``ca``, ``cert``, ``key``) for a
+        TLS cluster; kept only in ``NAME.tls/`` locally and in the scheduler
+        host's private copy.
+    """
+
+    name: str
+    scheduler_host: str
+    scheduler_address: str
+    dashboard_port: int | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    policy: dict[str, Any] = field(default_factory=dict)
+    tls: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, path: str) -> ClusterRecord:
+        """Build a record from parsed JSON; anything else is a ClusterStateError naming *path*."""
+        if not isinstance(data, dict):
+            raise ClusterStateError(path, "is not a JSON object")
+        missing = [k for k in ("name", "scheduler_host", "scheduler_address") if k not in data]
+        if missing:
+            raise ClusterStateError(path, f"has no {', '.join(missing)}")
+        if data.get("format", FORMAT) != FORMAT:
+            raise ClusterStateError(path, f"was written in format {data.get('format')!r}, this "
+                                    f"sshdeploy reads format {FORMAT}")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ClusterStateError(path, f"cannot be read ({exc})") from None
+
+
+class StateStore:
+    """The local state files: save, load, list, remove (atomic, private).
+
+    Parameters
+    ----------
+    root : Path, optional
+        The directory (default :func:`state_root`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = StateStore(Path(tempfile.mkdtemp()))
+    >>> store.save(ClusterRecord("demo", "root@node1:22", "tcp://10.0.0.1:8786"))
+    >>> [r.name for r in store.records()], store.load("demo").scheduler_address
+    (['demo'], 'tcp://10.0.0.1:8786')
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else state_root()
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.json"
+
+    def tls_dir(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.tls"
+
+    def _ensure_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    def save(self, record: ClusterRecord) -> None:
+        """Write *record* atomically; its TLS credentials go to files of their own."""
+        self._ensure_root()
+        data = record.to_json()
+        tls = data.pop("tls", {}) or {}
+        if tls:
+            data["tls"] = self._save_tls(record.name, tls)
+        write_private_json(self.path(record.name), data)
+
+    def _save_tls(self, name: str, tls: Mapping[str, str]) -> dict[str, str]:
+        directory = self.tls_dir(name)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        paths = {}
+        for key, pem in tls.items():
+            path = directory / f"{key}.pem"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pem)
+            paths[key] = str(path)
+        return paths
+
+    def load(self, name: str) -> ClusterRecord | None:
+        """Return the record of *name*, None if there is none.
+
+        Raises
+        ------
+        ClusterStateError
+            For a file that exists but cannot be read or parsed.
+        """
+        path = self.path(name)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ClusterStateError(str(path), f"cannot be read ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ClusterStateError(str(path), f"is not valid JSON ({exc})") from None
+        record = ClusterRecord.from_json(data, str(path))
+        if record.name != name:
+            raise ClusterStateError(str(path), f"names another cluster ({record.name!r})")
+        return record
+
+    def tls_pems(self, record: ClusterRecord) -> dict[str, str]:
+        """Return a record's TLS credentials as PEM text (read from their files)."""
+        out = {}
+        for key, where in (record.tls or {}).items():
+            try:
+                out[key] = Path(where).read_text() if os.path.isabs(where) else where
+            except OSError as exc:
+                raise ClusterStateError(where, f"cannot be read ({exc.strerror})",
+                                        remedy="Reattach with SSHCluster.from_name(name, "
+                                        "host=HEAD), which reads them from the scheduler "
+                                        "host.") from None
+        return out
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("*.json"))
+
+    def records(self) -> list[ClusterRecord]:
+        """Every readable record (an unreadable one raises: it is named)."""
+        return [r for r in (self.load(n) for n in self.names()) if r is not None]
+
+    def remove(self, name: str) -> bool:
+        """Remove the record of *name* and its credentials; return whether it existed."""
+        existed = False
+        with contextlib.suppress(FileNotFoundError):
+            self.path(name).unlink()
+            existed = True
+        tls = self.tls_dir(name)
+        if tls.is_dir():
+            for f in tls.iterdir():
+                f.unlink()
+            tls.rmdir()
+        return existed
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the lock of *name* (one ``up``/``down`` of a name at a time on this machine).
+
+        Raises
+        ------
+        ClusterStateError
+            When another process holds it (it is starting or stopping that cluster).
+        """
+        self._ensure_root()
+        path = self.root / f"{check_name(name)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ClusterStateError(
+                    str(path), f"another dask-ssh is starting or stopping cluster {name!r}",
+                    remedy="Wait for it to finish, then try again.") from None
+            yield
+        finally:
+            os.close(fd)
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write *data* as JSON to *path* atomically, mode 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

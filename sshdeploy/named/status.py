@@ -1,0 +1,141 @@
+"""What a named cluster's state is: probed on its scheduler host, never read from a file alone.
+
+:func:`classify` is pure (an answer of :func:`sshdeploy.named.hostops.host_op`
+in, a :class:`ClusterStatus` out); :func:`probe_cluster` asks the host.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sshdeploy.named.state import ClusterRecord
+
+State = Literal["running", "degraded", "unreachable", "gone", "stopped"]
+#: The columns of ``dask-ssh list`` (and the keys of ``--json``), in order.
+COLUMNS = ("name", "state", "scheduler", "workers", "hosts", "age", "idle")
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """One named cluster as probed now.
+
+    Attributes
+    ----------
+    name : str
+    state : {"running", "degraded", "unreachable", "gone", "stopped"}
+        ``degraded``: its scheduler runs with fewer workers than wanted;
+        ``unreachable``: its scheduler host did not answer; ``gone``: nothing
+        of it runs there (a reboot, a kill); ``stopped``: it ended by itself
+        (idle timeout, lifetime), *reason* says why.
+    scheduler : str
+        The scheduler's address.
+    running, wanted : int
+        Workers registered with the scheduler, and wanted.
+    hosts : int
+        Hosts of the cluster.
+    age : float or None
+        Seconds since it started.
+    idle : float or None
+        Seconds with no task and no client (None: busy, or not known).
+    reason : str
+        Why it is in that state (a stop's reason, the connect error...).
+    clients : int
+        Clients connected to its scheduler.
+    """
+
+    name: str
+    state: State
+    scheduler: str
+    running: int = 0
+    wanted: int = 0
+    hosts: int = 0
+    age: float | None = None
+    idle: float | None = None
+    reason: str = ""
+    clients: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` form: the column names as keys, plus the details."""
+        out = asdict(self)
+        out["workers"] = f"{self.running}/{self.wanted}"
+        return out
+
+
+def wanted_workers(record: ClusterRecord) -> int:
+    """How many workers the cluster should run (its spec, after ``scale``)."""
+    return int(record.spec.get("wanted", 0) or 0)
+
+
+def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
+             now: float | None = None) -> ClusterStatus:
+    """Return the state of *record*'s cluster from its scheduler host's answer.
+
+    Examples
+    --------
+    >>> rec = ClusterRecord("a", "root@n1:22", "tcp://n1:8786", spec={"wanted": 2,
+    ...                     "hosts": ["n1", "n2"]}, created=100.0)
+    >>> alive = {"agents": [{"role": "scheduler", "alive": True}],
+    ...          "status": {"workers": [{"name": "n2-0"}], "clients": 0, "idle_since": 150.0}}
+    >>> s = classify(rec, alive, now=160.0)
+    >>> s.state, s.running, s.wanted, s.age, s.idle
+    ('degraded', 1, 2, 60.0, 10.0)
+    >>> classify(rec, {"agents": [], "end": {"reason": "idle timeout"}}, now=1).state
+    'stopped'
+    >>> classify(rec, {"agents": [{"role": "scheduler", "alive": False}]}, now=1).state
+    'gone'
+    >>> classify(rec, OSError("no route"), now=1).state
+    'unreachable'
+    """
+    now = time.time() if now is None else now
+    base: dict[str, Any] = {"name": record.name, "scheduler": record.scheduler_address,
+            "wanted": wanted_workers(record), "hosts": len(record.spec.get("hosts") or []),
+            "age": max(0.0, now - record.created) if record.created else None}
+    if isinstance(answer, BaseException):
+        return ClusterStatus(state="unreachable", reason=str(answer).splitlines()[0], **base)
+    alive = any(a.get("role") == "scheduler" and a.get("alive")
+                for a in answer.get("agents") or [])
+    if not alive:
+        end = answer.get("end") or {}
+        if end:
+            return ClusterStatus(state="stopped", reason=str(end.get("reason", "")), **base)
+        return ClusterStatus(state="gone", reason="its scheduler no longer runs", **base)
+    status = answer.get("status") or {}
+    running = len(status.get("workers") or [])
+    clients = int(status.get("clients") or 0)
+    since = status.get("idle_since")
+    idle = max(0.0, now - float(since)) if since and not clients else None
+    wanted = base["wanted"]
+    state: State = "degraded" if running < wanted else "running"
+    reason = f"{wanted - running} worker(s) missing" if state == "degraded" else ""
+    return ClusterStatus(state=state, running=running, idle=idle, reason=reason,
+                         clients=clients, **base)
+
+
+def format_age(seconds: float | None) -> str:
+    """Return *seconds* as a short age: ``45s``, ``12m``, ``3h05m``, ``2d4h``, or ``-``.
+
+    Examples
+    --------
+    >>> [format_age(s) for s in (None, 45, 720, 11100, 187200)]
+    ['-', '45s', '12m', '3h05m', '2d4h']
+    """
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def table_row(status: ClusterStatus) -> tuple[str, ...]:
+    """The cells of one ``dask-ssh list`` row, in :data:`COLUMNS` order."""
+    state = status.state + (f" ({status.reason})" if status.reason and status.state in (
+        "degraded", "stopped") else "")
+    return (status.name, state, status.scheduler, f"{status.running}/{status.wanted}",
+            str(status.hosts), format_age(status.age), format_age(status.idle))

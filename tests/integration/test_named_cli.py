@@ -1,0 +1,136 @@
+"""``dask-ssh up/list/status/logs/scale/attach/down`` on the real bed (issue 17).
+
+Each command is a real ``python -m sshdeploy.cli`` subprocess; the local
+state lives in the test's own ``XDG_STATE_HOME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sshdeploy import testbed
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.named import flow
+from sshdeploy.named.state import StateStore
+
+n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yield {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    store = StateStore()
+    for record in store.records():
+        asyncio.run(flow.stop(record, store))
+
+
+def credentials(bed: testbed.Bed) -> list[str]:
+    return ["--known-hosts", str(bed.known_hosts), "--ssh-private-key", str(bed.client_key),
+            "--ssh-username", "root"]
+
+
+def dask_ssh(env: dict[str, str], *args: str, timeout: float = 180
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sshdeploy.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def listing(env: dict[str, str]) -> list[dict[str, object]]:
+    out = dask_ssh(env, "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout))
+
+
+def test_up_then_list_status_logs_scale_and_down(bed: testbed.Bed,
+                                                  env: dict[str, str]) -> None:
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    up = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
+                  "--dashboard-address", ":0", n1, n2, n3)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "scheduler  tcp://" in up.stdout and f"dask-ssh down {name}" in up.stdout
+    assert f"SSHCluster.from_name({name!r})" in up.stdout
+    # up returned: nothing of ours runs here, the cluster runs on its hosts
+    assert {n1, n2, n3} <= set(testbed.python_processes(bed))
+    again = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
+                     "--dashboard-address", ":0", n1, n2, n3)
+    assert again.returncode == 0 and "already runs" in again.stdout, again.stdout + again.stderr
+    other = dask_ssh(env, "up", "--name", name, *credentials(bed), n1, n2)
+    assert other.returncode == 1 and "another spec (hosts:" in other.stderr, other.stderr
+    (entry,) = listing(env)
+    assert (entry["name"], entry["state"], entry["workers"]) == (name, "running", "2/2")
+    status = dask_ssh(env, "status", name)
+    assert status.returncode == 0 and f"{n2}-0" in status.stdout, status.stdout
+    logs = dask_ssh(env, "logs", name, "--worker", f"{n2}-0", "--lines", "100")
+    assert logs.returncode == 0 and f"[{n2}-0]" in logs.stdout, logs.stdout + logs.stderr
+    assert f"[{n3}-0]" not in logs.stdout
+    scaled = dask_ssh(env, "scale", name, "4")
+    assert scaled.returncode == 0 and "4 workers" in scaled.stdout, scaled.stdout + scaled.stderr
+    (entry,) = listing(env)
+    assert entry["workers"] == "4/4", entry
+    down = dask_ssh(env, "down", name)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert testbed.python_processes(bed) == {}
+    assert listing(env) == []
+
+
+def test_attach_shows_the_cluster_and_ctrl_c_only_detaches(bed: testbed.Bed,
+                                                            env: dict[str, str]) -> None:
+    name = f"att-{uuid.uuid4().hex[:6]}"
+    up = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
+                  "--dashboard-address", ":0", n1, n2)
+    assert up.returncode == 0, up.stdout + up.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "sshdeploy.cli", "attach", name], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C detaches" in line:
+            break
+    assert any(f"attached to {name}" in ln for ln in lines), lines
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out + err
+    assert "keeps running" in out
+    (entry,) = listing(env)
+    assert entry["state"] == "running"
+
+
+def test_another_machine_reads_the_record_on_the_scheduler_host(
+        bed: testbed.Bed, env: dict[str, str], tmp_path: Path) -> None:
+    name = f"far-{uuid.uuid4().hex[:6]}"
+    up = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
+                  "--dashboard-address", ":0", n1, n2)
+    assert up.returncode == 0, up.stdout + up.stderr
+    elsewhere = {**env, "XDG_STATE_HOME": str(tmp_path / "other-machine")}
+    found = dask_ssh(elsewhere, "list", "--json", "--host", f"root@{n1}",
+                     "--known-hosts", str(bed.known_hosts),
+                     "--ssh-private-key", str(bed.client_key))
+    assert found.returncode == 0, found.stderr
+    assert [(c["name"], c["state"]) for c in json.loads(found.stdout)] == [(name, "running")]
+    os.environ["XDG_STATE_HOME"] = elsewhere["XDG_STATE_HOME"]
+    try:
+        with SSHCluster.from_name(name, host=f"root@{n1}",
+                                  connect_options=bed.connect_options()) as cluster:
+            assert list(cluster.workers) == [f"{n2}-0"]
+        cluster.shutdown()
+        assert testbed.python_processes(bed) == {}
+    finally:
+        os.environ["XDG_STATE_HOME"] = env["XDG_STATE_HOME"]

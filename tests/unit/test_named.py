@@ -1,0 +1,230 @@
+"""Named clusters without a network: names, durations, state files, specs, probes (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from sshdeploy.agent import keep_op, start_time
+from sshdeploy.errors import ClusterStateError, ConfigError
+from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
+from sshdeploy.named.spec import cluster_spec, differences, hosts_of
+from sshdeploy.named.state import ClusterRecord, StateStore
+from sshdeploy.named.status import classify, table_row
+from sshdeploy.plan import plan_cluster
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def record(name: str = "demo", **kw: object) -> ClusterRecord:
+    return ClusterRecord(name, "root@n1:22", "tcp://10.0.0.1:8786", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "1abc", "a b", "../x", "a" * 41, None, 3, "é"])
+def test_a_name_is_a_short_identifier(bad: object) -> None:
+    with pytest.raises(ConfigError, match="not a cluster name"):
+        check_name(bad)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("30min", 1800), ("2h", 7200),
+                                               ("1.5", 1.5), (90, 90)])
+def test_durations_are_dasks(text: object, seconds: float) -> None:
+    assert parse_duration(text, "idle_timeout") == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "-3s", 0, True, "10 parsecs"])
+def test_a_bad_duration_names_its_setting(bad: object) -> None:
+    with pytest.raises(ConfigError, match="max_lifetime: must be a duration"):
+        parse_duration(bad, "max_lifetime")
+
+
+def test_the_plan_keeps_only_a_named_cluster_that_does_not_shut_down() -> None:
+    assert plan_cluster(["a", "b"]).keep is None
+    keep = plan_cluster(["a", "b"], name="x", shutdown_on_close=False, idle_timeout="1min",
+                        worker_options={"death_timeout": "7s"}).keep
+    assert keep == KeepPolicy("x", idle_timeout=60.0, death_timeout=7.0)
+    assert plan_cluster(["a", "b"], name="x", shutdown_on_close=False).launch(
+        plan_cluster(["a", "b"]).placement.scheduler).keep is not None
+    with pytest.raises(ConfigError, match="needs a name"):
+        plan_cluster(["a", "b"], shutdown_on_close=False)
+    with pytest.raises(ConfigError, match="idle_timeout: applies to a named cluster"):
+        plan_cluster(["a", "b"], idle_timeout="1h")
+
+
+def test_state_files_are_private_and_written_whole(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "named")
+    store.save(record(tls={"ca": "CA", "cert": "CERT", "key": "KEY"}))
+    path = store.path("demo")
+    assert stat.S_IMODE(os.stat(store.root).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    loaded = store.load("demo")
+    assert loaded is not None and set(loaded.tls) == {"ca", "cert", "key"}
+    assert store.tls_pems(loaded) == {"ca": "CA", "cert": "CERT", "key": "KEY"}
+    for p in loaded.tls.values():
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".")] == []  # no temp left
+    assert store.remove("demo") and not store.tls_dir("demo").exists()
+    assert store.load("demo") is None
+
+
+def _save_many(root: str, n: int) -> None:
+    store = StateStore(Path(root))
+    for i in range(n):
+        store.save(record(dashboard_port=i, spec={"pad": "x" * 5000}))
+
+
+def test_concurrent_writers_never_leave_a_torn_file(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save(record())
+    procs = [multiprocessing.Process(target=_save_many, args=(str(tmp_path), 200))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + 20
+    reads = 0
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        loaded = store.load("demo")  # raises on a torn file
+        assert loaded is not None
+        reads += 1
+    for p in procs:
+        p.join(5)
+    assert reads > 0 and store.load("demo") is not None
+
+
+def test_one_up_of_a_name_at_a_time(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.locked("demo"):
+        with pytest.raises(ClusterStateError, match="another dask-ssh is starting"):
+            with StateStore(tmp_path).locked("demo"):
+                pass
+    with store.locked("demo"):  # released
+        pass
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "is not a JSON object"),
+    ('{"name": "demo"}', "has no scheduler_host, scheduler_address"),
+    ('{"name": "other", "scheduler_host": "h", "scheduler_address": "a"}', "names another"),
+    ('{"name": "demo", "scheduler_host": "h", "scheduler_address": "a", "format": 99}',
+     "format 99"),
+])
+def test_a_corrupt_state_file_is_refused_naming_it(tmp_path: Path, content: str,
+                                                   why: str) -> None:
+    store = StateStore(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    store.path("demo").write_text(content)
+    with pytest.raises(ClusterStateError, match=why) as info:
+        store.load("demo")
+    assert str(store.path("demo")) in str(info.value) and "dask-ssh clean" in str(info.value)
+
+
+def test_the_spec_round_trips_and_names_what_differs() -> None:
+    spec = cluster_spec(["u@a:2222", "b"], {"known_hosts": "/kh", "key": object()},
+                        {"n_workers": 2}, None, "distributed.Nanny", None, setup=None, env=None,
+                        scheduler_class=None, restart_workers=True, security=False,
+                        forward_ports=None, idle_timeout=None, max_lifetime=None, wanted=2)
+    assert json.loads(json.dumps(spec)) == spec
+    assert [h.display() for h in hosts_of(spec)] == ["u@a:2222", "b"]
+    assert spec["dropped"] == ["connect_options.key", "connect_options.key"]
+    other = {**spec, "worker_options": {"n_workers": 3}}
+    assert differences(spec, other) == [
+        "worker_options: {'n_workers': 2} -> {'n_workers': 3}"]
+    assert differences(spec, {**spec, "wanted": 9}) == []  # scaling is not another cluster
+
+
+def test_states_are_probed_not_read() -> None:
+    rec = record(spec={"wanted": 1, "hosts": [{"hostname": "n1"}, {"hostname": "n2"}]},
+                 created=10.0)
+    running = {"agents": [{"role": "scheduler", "alive": True}],
+               "status": {"workers": [{"name": "n2-0"}], "clients": 1, "idle_since": 20.0}}
+    s = classify(rec, running, now=30.0)
+    assert (s.state, s.running, s.idle, s.clients) == ("running", 1, None, 1)
+    # the status file says "running" but its scheduler does not run: gone
+    dead = {**running, "agents": [{"role": "scheduler", "alive": False}]}
+    assert classify(rec, dead, now=30.0).state == "gone"
+    assert table_row(classify(rec, running, now=30.0))[:4] == (
+        "demo", "running", "tcp://10.0.0.1:8786", "1/1")
+
+
+def test_host_ops_see_only_this_hosts_agents(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    keep_op("write", "demo", {"name": "demo"})
+    answer = keep_op("probe", "demo")
+    assert answer["cluster"] == {"name": "demo"} and answer["agents"] == []
+    mine = Path(answer["host_dir"]) / "agents"
+    mine.mkdir(parents=True)
+    (mine / "1.json").write_text(json.dumps({"pid": os.getpid(), "start": start_time(os.getpid()),
+                                             "role": "workers"}))
+    (mine / "2.json").write_text(json.dumps({"pid": os.getpid(), "start": "0",
+                                             "role": "workers"}))  # a reused pid: not ours
+    alive = {a["file"]: a["alive"] for a in keep_op("probe", "demo")["agents"]}
+    assert alive == {"1.json": True, "2.json": False}
+    assert stat.S_IMODE(os.stat(answer["dir"]).st_mode) == 0o700
+    (mine / "1.json").unlink()
+    keep_op("remove", "demo")
+    assert not Path(answer["dir"]).exists()
+
+
+def test_dask_ctl_finds_the_discovery_entry_point(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="dask_cluster_discovery") if e.name == "sshcluster"]
+    discover = ep.load()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+
+    async def names() -> list[str]:
+        return [name async for name, _cls in discover()]
+
+    assert asyncio.run(names()) == []  # nothing recorded here: nothing offered
+
+
+class _FakeScheduler:
+    """What Keep.scheduler_status reads of a distributed Scheduler."""
+
+    def __init__(self) -> None:
+        self.queued: list[object] = []
+        self.unrunnable: list[object] = []
+        self.workers: dict[str, object] = {}
+        self.clients: dict[str, object] = {"fire-and-forget": object()}
+        self.transition_counter = 0
+        self.address = "tcp://10.0.0.1:8786"
+
+
+def test_lifetime_policies_are_decided_on_the_scheduler_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdeploy.agent import Keep
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    keep = Keep({"name": "demo", "idle_timeout": 10, "max_lifetime": 100}, "scheduler",
+                "scheduler n1")
+    keep.begin("scheduler n1")
+    server, idle = _FakeScheduler(), {"since": 0.0}
+    now = [1000.0]
+    monkeypatch.setattr("sshdeploy.agent.time.time", lambda: now[0])
+    keep.started = 1000.0
+    assert keep.scheduler_status(server, idle) is None  # first look: idle from now
+    now[0] = 1009.0
+    assert keep.scheduler_status(server, idle) is None
+    server.clients["client-1"] = object()  # a client keeps it alive
+    now[0] = 1050.0
+    assert keep.scheduler_status(server, idle) is None
+    del server.clients["client-1"]
+    now[0] = 1055.0
+    assert keep.scheduler_status(server, idle) is None
+    now[0] = 1066.0
+    assert "idle timeout" in str(keep.scheduler_status(server, idle))
+    server.transition_counter = 5  # tasks ran: not idle, but too old
+    now[0] = 1101.0
+    assert "maximum lifetime" in str(keep.scheduler_status(server, idle))
+    status = json.loads((Path(keep.dir) / "status.json").read_text())
+    assert status["clients"] == 0 and status["address"] == server.address
