@@ -1149,7 +1149,8 @@ def write_owner(directory: str) -> None:
     import socket
 
     pid = os.getpid()
-    with open(os.path.join(directory, OWNER_FILE), "w") as f:
+    fd = os.open(os.path.join(directory, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(f"{socket.gethostname()} {pid} {process_start(pid) or '-'}\n")
 
 

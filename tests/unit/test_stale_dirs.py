@@ -52,6 +52,7 @@ def test_an_agent_dir_records_its_owner(tmp_path: Path) -> None:
     host, pid, start = (tmp_path / OWNER_FILE).read_text().split()
     me = os.getpid()
     assert (host, int(pid), start) == (socket.gethostname(), me, process_start(me))
+    assert (tmp_path / OWNER_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_a_tls_run_removes_the_client_dir_of_a_killed_dask_ssh(
