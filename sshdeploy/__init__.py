@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import config  # noqa: F401  (loads sshdeploy.yaml into dask.config)
+from . import settings  # noqa: F401  (loads sshdeploy.yaml into dask.config)
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -24,7 +24,8 @@ from .errors import (
     StartError,
     VersionMismatchError,
 )
-from .hosts import Host, load_hostfile, parse_host
+from .hostfile import load_hostfile, parse_host
+from .hosts import Host
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ __all__ = [
     "HostfileError",
     "MultiHostError",
     "RemoteImportError",
-    "RemotePythonError",
     "RemotePlan",
+    "RemotePythonError",
     "SSHCluster",
     "SSHDeployError",
     "Settings",

@@ -29,7 +29,7 @@ def check_hosts(hosts: Any) -> None:
 
     Examples
     --------
-    >>> check_hosts(["a", None])
+    >>> check_hosts(["a", None])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     sshdeploy.errors.ConfigError: hosts[1]: must be a host name or Host, got None. Give ...
@@ -51,7 +51,7 @@ def check_env(env: Any) -> None:
 
     Examples
     --------
-    >>> check_env({"BAD-NAME": "1"})
+    >>> check_env({"BAD-NAME": "1"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     sshdeploy.errors.ConfigError: env: 'BAD-NAME' is not a variable name ...
@@ -101,7 +101,7 @@ def check_port(setting: str, port: Any) -> None:
 
     Examples
     --------
-    >>> check_port("scheduler_options['port']", "abc")
+    >>> check_port("scheduler_options['port']", "abc")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     sshdeploy.errors.ConfigError: scheduler_options['port']: must be a port number ...
@@ -156,10 +156,10 @@ def check_min_workers(min_workers: int | None, slots: int) -> None:
 
     Examples
     --------
-    >>> check_min_workers(5, 4)
+    >>> check_min_workers(5, 4)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sshdeploy.errors.ConfigError: min_workers: 5 is more than the 4 workers the hosts hold ...
+    sshdeploy.errors.ConfigError: min_workers: 5 is more than the 4 workers the hosts hold, ...
     """
     if min_workers is not None and min_workers > slots:
         raise ConfigError(

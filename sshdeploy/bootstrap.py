@@ -2,7 +2,7 @@
 
 Nothing here does I/O on the network; it is what ``--dry-run`` and
 :meth:`sshdeploy.SSHCluster.remote_commands` show users. The agent program itself
-(:mod:`sshdeploy.agent`) travels as text on stdin, so the command line holds
+(:mod:`sshdeploy.remote.agent`) travels as text on stdin, so the command line holds
 no options, no config and no secrets.
 """
 
@@ -15,40 +15,34 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cloudpickle
 
 # The wire constants live in the agent (it cannot import them: it travels alone);
 # importing it is cheap, it imports only the standard library at top level.
-from .agent import EVENT as EVENT_MARK
-from .agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+from .remote.agent import EVENT as EVENT_MARK
+from .remote.agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+from .roles import AgentRole
 
 __all__ = [
+    "DEEP_PROBE",
     "EVENT_MARK",
     "EXIT_NOT_EXECUTABLE",
     "EXIT_NOT_FOUND",
     "EXIT_SETUP_FAILED",
     "LAUNCHER",
+    "PROBE",
     "AgentSpec",
     "agent_source",
     "build_command",
     "build_probe_command",
-    "DEEP_PROBE",
-    "PROBE",
     "encode_kwargs",
     "encode_message",
+    "program_text",
     "stdin_preamble",
     "tagger_source",
 ]
-
-AgentRole = Literal["scheduler", "workers"]
-
-
-
-def _stage_event(stage: str) -> bytes:
-    """One stage event line whose pid is left as ``%d`` (see :mod:`sshdeploy.agent`)."""
-    return EVENT_MARK + b'{"ev": "stage", "stage": "%s", "pid": %%d}\n' % stage.encode()
 
 
 def _shell_printf(stage: str) -> str:
@@ -57,42 +51,59 @@ def _shell_printf(stage: str) -> str:
     return f"printf '{mark}{{\"ev\": \"stage\", \"stage\": \"{stage}\", \"pid\": %s}}\\n' \"$$\""
 
 
-def _py_bytes(data: bytes) -> str:
-    """A Python bytes literal in double quotes (so it needs no escaping in ``'...'``)."""
-    body = "".join(
-        '\\"' if b == 34 else chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02x}"
-        for b in data
-    )
-    return f'b"{body}"'
+def program_text(name: str, one_line: bool = False) -> str:
+    """Return the remote program ``sshdeploy/remote/<name>.py`` as sent on a command line.
 
+    Comment-only and blank lines are dropped (they would only lengthen the
+    command users see in ``--dry-run``); the code is sent as written.
+
+    Parameters
+    ----------
+    name : str
+        The module's name in :mod:`sshdeploy.remote`.
+    one_line : bool
+        Join the statements with ``;`` (the program must be flat: one simple
+        statement per line, none indented).
+
+    Examples
+    --------
+    >>> program_text("launcher", one_line=True).startswith("import os;import sys;")
+    True
+    """
+    source = (REMOTE / f"{name}.py").read_text()
+    lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not one_line:
+        return "".join(line + "\n" for line in lines)
+    if any(ln[0].isspace() or ln.rstrip().endswith((":", "(", ",", "\\")) for ln in lines):
+        raise ValueError(f"remote/{name}.py is not flat: it cannot be sent as one line")
+    return ";".join(lines)
+
+
+#: Where the programs that run on the hosts live (:mod:`sshdeploy.remote`).
+REMOTE = Path(__file__).with_name("remote")
 
 #: Say "python started" (stage event with our pid), read the agent's source
-#: from stdin (length-prefixed) and run it.
-LAUNCHER = (
-    "import os,sys;"
-    f"os.write(1,{_py_bytes(_stage_event('python'))}%os.getpid());"
-    "exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
-    '"sshdeploy-agent","exec"))'
-)
+#: from stdin (length-prefixed) and run it (:mod:`sshdeploy.remote.launcher`).
+LAUNCHER = program_text("launcher", one_line=True)
 
 
 @functools.lru_cache(maxsize=1)
 def agent_source() -> bytes:
     """Return the source of the remote agent, as sent to every host."""
-    return (Path(__file__).with_name("agent.py")).read_bytes()
+    return (REMOTE / "agent.py").read_bytes()
 
 
 @functools.lru_cache(maxsize=1)
 def tagger_source() -> bytes:
-    """Return the source of the worker-side output tagger (:mod:`sshdeploy.tagger`)."""
-    return (Path(__file__).with_name("tagger.py")).read_bytes()
+    """Return the source of the worker-side output tagger (:mod:`sshdeploy.remote.tagger`)."""
+    return (REMOTE / "tagger.py").read_bytes()
 
 
 def build_command(python: str, setup: str | None = None) -> str:
     """Return the remote shell command that starts the agent.
 
     It reports its progress as ``stage`` events on stdout (see
-    :mod:`sshdeploy.agent`): ``login`` with the shell's pid first (the
+    :mod:`sshdeploy.remote.agent`): ``login`` with the shell's pid first (the
     process group to kill with :func:`build_kill_command` if the start
     stalls), ``setup`` once the setup commands are done, then ``python``
     from the interpreter before it reads the agent.
@@ -162,7 +173,7 @@ class AgentSpec:
     op : str, optional
         Instead of running anything, one operation on the files of the named
         cluster ``keep["name"]`` (``probe``, ``write``, ``kill``, ``remove``:
-        :func:`sshdeploy.agent.keep_op`), answered by one ``answer`` event.
+        :func:`sshdeploy.remote.agent.keep_op`), answered by one ``answer`` event.
     data : object, optional
         What ``op="write"`` stores.
     """
@@ -225,49 +236,13 @@ def encode_message(cmd: str, kwargs: Mapping[str, Any] | None = None, **fields: 
     return (json.dumps(msg) + "\n").encode()
 
 
-#: Printed by the preflight probe: interpreter and versions, as one JSON line.
-#: Finds each package as Python would (the first ``sys.path`` entry holding it)
-#: and reads its version from the name of its ``*.dist-info`` directory beside
-#: its code: a few directory listings, ~0.01 CPU-s over a bare interpreter
-#: (importlib.metadata cost ~0.04; importing dask and distributed ~0.5, and the
-#: start reports an import failure clearly anyway). Anything else (an editable
-#: or egg install, two dist-info directories) falls back to importlib.metadata
-#: after ``find_spec``; a package without metadata (a source checkout on the
-#: path) is imported for its ``__version__``.
-PROBE = (
-    "import json,os,sys\n"
-    "out={'python':sys.executable,'versions':{'python':sys.version.split()[0]},'error':None}\n"
-    "try:\n"
-    " for m in ('dask','distributed'):\n"
-    "  p,f=m+'-',[]\n"
-    "  for d in sys.path:\n"
-    "   try:f=[n for n in os.listdir(d or '.') if n.startswith(p) and n.endswith('.dist-info')"
-    " and n[len(p):len(p)+1].isdigit()]\n"
-    "   except OSError:continue\n"
-    "   if f or os.path.isdir(os.path.join(d or '.',m)):break\n"
-    "  if len(f)==1 and os.path.isdir(os.path.join(d or '.',m)):\n"
-    "   out['versions'][m]=f[0][len(p):-10]\n"
-    "  else:\n"
-    "   from importlib import import_module,metadata,util\n"
-    "   if util.find_spec(m) is None:raise ModuleNotFoundError('No module named %r'%m)\n"
-    "   try:out['versions'][m]=metadata.version(m)\n"
-    "   except metadata.PackageNotFoundError:out['versions'][m]=import_module(m).__version__\n"
-    "except BaseException as e:\n"
-    " out['error']='%s: %s'%(type(e).__name__,e)\n"
-    "print(json.dumps(out))\n"
-)
+#: Printed by the preflight probe: interpreter and versions, as one JSON line, read
+#: from the packages' metadata (:mod:`sshdeploy.remote.probe`, ~0.01 CPU-s).
+PROBE = program_text("probe")
 
-#: The importing probe: imports dask and distributed for their versions (~0.5 CPU-s).
-DEEP_PROBE = (
-    "import json,platform,sys\n"
-    "out={'python':sys.executable,'versions':{'python':platform.python_version()},'error':None}\n"
-    "try:\n"
-    " import dask,distributed\n"
-    " out['versions'].update(dask=dask.__version__,distributed=distributed.__version__)\n"
-    "except BaseException as e:\n"
-    " out['error']='%s: %s'%(type(e).__name__,e)\n"
-    "print(json.dumps(out))\n"
-)
+#: The importing probe: imports dask and distributed for their versions (~0.5 CPU-s;
+#: :mod:`sshdeploy.remote.deep_probe`).
+DEEP_PROBE = program_text("deep_probe")
 
 
 def build_probe_command(python: str, setup: str | None = None, deep: bool = False) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .roles import Role
+
 #: A line that states an exception: ``OSError: [Errno 98] ...``.
 _EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit|Interrupt)): (.*)$")
 _UNEXPECTED_KW = re.compile(r"unexpected keyword argument '(\w+)'")
@@ -46,7 +48,7 @@ def root_exception(error: str, tb: str) -> str:
     return error
 
 
-def explain(role: str, kwargs: Mapping[str, Any], error: str, tb: str) -> Explanation:
+def explain(role: Role, kwargs: Mapping[str, Any], error: str, tb: str) -> Explanation:
     """Turn a remote start failure into what, cause and remedy.
 
     Parameters
@@ -88,7 +90,7 @@ def explain(role: str, kwargs: Mapping[str, Any], error: str, tb: str) -> Explan
                        "environment it names.")
 
 
-def _port_in_use(role: str, kwargs: Mapping[str, Any], text: str, root: str) -> Explanation:
+def _port_in_use(role: Role, kwargs: Mapping[str, Any], text: str, root: str) -> Explanation:
     if role == "scheduler":
         port = kwargs.get("port")
         return Explanation(

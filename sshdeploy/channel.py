@@ -1,7 +1,7 @@
 """The controller's end of one remote agent: an SSH channel speaking the agent's protocol.
 
 :class:`AgentChannel` opens a channel on the host's shared connection, sends
-the agent (:mod:`sshdeploy.agent`) and its spec on stdin, reads its events and
+the agent (:mod:`sshdeploy.remote.agent`) and its spec on stdin, reads its events and
 output for the agent's whole life, sends commands and pings, and ends it.
 Readiness is an explicit handshake, never a scraped log line.
 """
@@ -42,23 +42,11 @@ from .hosts import Host
 from .logs import LogBook
 from .plan import Launch
 from .pool import Connection, HostPool
+from .roles import AgentRole
+from .stages import HELLO, stage_info
 from .versions import compare_versions, local_versions
 
 logger = logging.getLogger(__name__)
-
-#: Where a start stalled (the last ``stage`` event seen), what to say and what to do.
-STALLED: dict[str | None, tuple[str, str]] = {
-    None: ("in the login shell (no output from it)",
-           "Check the host's login scripts and sshd (`ssh host true` should return at once)."),
-    "login": ("in the setup command",
-              "The setup command {setup!r} did not finish: run it by hand on that host."),
-    "setup": ("while starting Python",
-              "Check that {python!r} starts quickly on that host."),
-    "python": ("while Python read the agent", "Check the host's load and network."),
-    "import": ("while importing dask and distributed",
-               "The host may be overloaded or its Python environment slow (network "
-               "file system?); raise sshdeploy.start-timeout."),
-}
 
 #: Why an agent is gone when its SSH connection dropped (the agent itself may
 #: still run on the host until its heartbeat timeout).
@@ -115,7 +103,7 @@ class AgentChannel:
         self,
         pool: HostPool,
         host: Host,
-        role: str,
+        role: AgentRole,
         launch: Launch,
         logbook: LogBook,
         on_exit: Callable[[str, str], None] | None = None,
@@ -126,7 +114,7 @@ class AgentChannel:
         self.launch = launch
         self.logbook = logbook
         self.on_exit = on_exit
-        self.where = pool.display(host)
+        self.where = pool.as_connected(host)
         self.label = f"scheduler {host.hostname}" if role == "scheduler" else host.hostname
         self.connection: Connection | None = None
         self.process: asyncssh.SSHClientProcess[bytes] | None = None
@@ -171,7 +159,7 @@ class AgentChannel:
         self.connection = await self.pool.get(self.host)
         command = build_command(self.launch.python, self.launch.setup)
         spec = AgentSpec(
-            role="scheduler" if self.role == "scheduler" else "workers",
+            role=self.role,
             label=self.label,
             config=dask.config.serialize(dask.config.global_config)
             if self.launch.inherit_config
@@ -231,7 +219,8 @@ class AgentChannel:
             if stage == "login" and not (self.launch.setup or "").strip():
                 stage = "setup"  # no setup: the shell went on to start Python
             await self.abort()
-            what, remedy = STALLED[stage if stage in STALLED else None]
+            stalled = stage_info(stage)
+            what, remedy = stalled.stalled, stalled.remedy
             raise StartError(
                 host=self.where,
                 role=self.role,
@@ -325,7 +314,7 @@ class AgentChannel:
             self.pgid = int(ev["pid"])
 
     def _on_hello(self, ev: dict[str, Any]) -> None:
-        self.stage = "hello"
+        self.stage = HELLO
         if self._hello is not None and not self._hello.done():
             self._hello.set_result(ev)
 
@@ -432,7 +421,7 @@ class AgentChannel:
                 "Python (join commands with &&).",
                 stderr_tail=tail,
             )
-        if status == EXIT_NOT_FOUND or "not found" in tail and "exec" in tail:
+        if status == EXIT_NOT_FOUND or ("not found" in tail and "exec" in tail):
             return RemotePythonError(
                 host=self.where,
                 role=self.role,
@@ -519,7 +508,7 @@ class AgentChannel:
         closes the channel after that.
         """
         self._closing = True
-        if self.process is not None and self.stage != "hello":
+        if self.process is not None and self.stage != HELLO:
             if self.pgid:
                 await self._kill_group()
             else:

@@ -30,9 +30,9 @@ COMMANDS = ("up", "list", "ls", "status", "logs", "scale", "attach", "down", "cl
 
 
 def _console(stream: Any = None) -> Console:
-    from sshdeploy import display
+    from sshdeploy.cli.console import make_console
 
-    return display.make_console(stream or sys.stdout)
+    return make_console(stream or sys.stdout)
 
 
 def _name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -122,7 +122,7 @@ def list_command(as_json: bool, host: str | None, known_hosts: str | None,
 
 async def _records_on(host: str, options: dict[str, Any] | None) -> list[ClusterRecord]:
     """The records kept on *host* (the authoritative copies), for ``--host``."""
-    from sshdeploy.hosts import parse_host
+    from sshdeploy.hostfile import parse_host
     from sshdeploy.named.hostops import host_op
     from sshdeploy.named.state import ClusterRecord
     from sshdeploy.plan import Launch
@@ -175,11 +175,11 @@ def status_command(name: str) -> None:
     for i, (host, answer) in enumerate(answers.items()):
         role = "scheduler" if i == 0 else "workers"
         if isinstance(answer, BaseException):
-            table.add_row(pool.display(host), role, "-", "-", str(answer).splitlines()[0])
+            table.add_row(pool.as_connected(host), role, "-", "-", str(answer).splitlines()[0])
             continue
         alive = [a for a in answer.get("agents") or [] if a.get("alive")]
         names = workers_by_host.get(host.hostname, [])
-        table.add_row(pool.display(host), role, str(len(alive)),
+        table.add_row(pool.as_connected(host), role, str(len(alive)),
                       ", ".join(names) if names else "-", "")
     console.print(table)
 
@@ -234,7 +234,7 @@ async def _logs(record: ClusterRecord, worker: str | None, scheduler: bool, line
         out = sys.stdout
         for h, answer in zip(hosts, answers, strict=True):
             if isinstance(answer, BaseException):
-                _console(sys.stderr).print(f"dask-ssh: {pool.display(h)}: {answer}")
+                _console(sys.stderr).print(f"dask-ssh: {pool.as_connected(h)}: {answer}")
                 continue
             for text in (answer.get("logs") or {}).values():
                 for line in text:

@@ -23,19 +23,22 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat, notebook
+from . import compat
+from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
-from .hosts import Host, parse_host
-from .hostview import HostRow, rows_html, rows_text, worker_resources
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow, kept
 from .named.policy import check_name
-from .placement import HostKey, Placement, name_order, next_worker
-from .plan import DEFAULT_WORKER_CLASS, ClusterPlan, RemotePlan, plan_cluster
+from .placement import Placement, name_order, next_worker
+from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .views import notebook
+from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ class SSHCluster(SpecCluster):
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
         #: Workers that failed to start after start-up (scale, adapt): name -> (host key, why).
-        self._start_failures: dict[str, tuple[HostKey, str]] = {}
+        self._start_failures: dict[str, tuple[ConnectionKey, str]] = {}
         self._started_workers = False
         self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
@@ -174,7 +177,7 @@ class SSHCluster(SpecCluster):
         self._pool = _pool_for(plan)
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
-        launches = {key: plan.launch(hp) for key, hp in placement.hosts.items()}
+        launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
             window=settings.worker_restart_window, reach=self._pool.get,
@@ -193,11 +196,11 @@ class SSHCluster(SpecCluster):
             },
         }
         workers = {
-            w.name: self._worker_spec(w.host, plan.worker_options(placement.hosts[w.host.key],
-                                                                  w.kwargs))
+            w.name: self._worker_spec(
+                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
             for w in placement.workers
         }
-        first = next(iter(placement.hosts.values()))
+        first = next(iter(placement.worker_hosts.values()))
         template = self._worker_spec(first.host, plan.worker_options(first))
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, name=name,
@@ -212,7 +215,7 @@ class SSHCluster(SpecCluster):
                 "cls": self._cluster_plan.worker_class,
                 "kwargs": dict(kwargs),
                 "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.hosts[host.key].slots or 1,
+                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
             },
         }
 
@@ -230,7 +233,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         plan = plan_cluster(*args, **kwargs)
-        return plan.remote_plans(display=_pool_for(plan).display)
+        return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
@@ -252,7 +255,8 @@ class SSHCluster(SpecCluster):
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        self._agents.prestart([hp.host for hp in self._cluster_plan.placement.hosts.values()])
+        worker_hosts = self._cluster_plan.placement.worker_hosts
+        self._agents.prestart([hp.host for hp in worker_hosts.values()])
         try:
             with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
@@ -287,7 +291,7 @@ class SSHCluster(SpecCluster):
             by_host: dict[str, SSHDeployError] = {}
             for w in failed:
                 assert w.start_error is not None
-                by_host.setdefault(self._pool.display(w.host), w.start_error)
+                by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not initial:
                 # scale/adapt/a restart runs in a callback: report, never raise into the loop.
                 self._report_failed(failed)
@@ -441,7 +445,7 @@ class SSHCluster(SpecCluster):
 
     def worker_spec_for(self, host: Host) -> dict[str, Any]:
         """The spec of one more worker on *host* (its template options)."""
-        hp = self._cluster_plan.placement.hosts[host.key]
+        hp = self._cluster_plan.placement.worker_hosts[host.key]
         return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
 
     async def retire_by_name(self, name: str) -> None:
@@ -495,11 +499,11 @@ class SSHCluster(SpecCluster):
         if chosen is None:
             return {}
         host, name = chosen
-        options = self._cluster_plan.worker_options(placement.hosts[host.key])
+        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
         return {name: self._worker_spec(host, options)}
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.hosts.values():
+        for hp in self._cluster_plan.placement.worker_hosts.values():
             for key in keys:
                 if hp.template.get(key) not in (None, "auto"):
                     return hp.template[key]
@@ -539,7 +543,7 @@ class SSHCluster(SpecCluster):
         if self.status == Status.closed or (self.status == Status.closing and n):
             raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to start workers again.")
-        slots = sum(hp.slots for hp in self._cluster_plan.placement.hosts.values())
+        slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
@@ -565,7 +569,7 @@ class SSHCluster(SpecCluster):
         return super().scale(n)
 
     def adapt(  # type: ignore[override]  # same parameters, checked
-        self, Adaptive: Any = None, minimum: Any = 0,  # noqa: N803 (SpecCluster's name)
+        self, Adaptive: Any = None, minimum: Any = 0,
         maximum: Any = math.inf, **kwargs: Any,
     ) -> Any:
         """Adapt between *minimum* and *maximum* workers (as in SpecCluster), bounds checked.
@@ -599,10 +603,10 @@ class SSHCluster(SpecCluster):
         SpecCluster removes the most recently added; we remove from the host
         carrying the most workers relative to its slots, its highest name first.
         """
-        hosts = self._cluster_plan.placement.hosts
+        hosts = self._cluster_plan.placement.worker_hosts
         keep = dict(self.worker_spec)
         while len(keep) > n:
-            by_host: dict[HostKey, list[str]] = {}
+            by_host: dict[ConnectionKey, list[str]] = {}
             for name, spec in keep.items():
                 by_host.setdefault(spec["options"]["host"].key, []).append(name)
             key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
@@ -631,8 +635,8 @@ class SSHCluster(SpecCluster):
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
         plan = self._cluster_plan.placement
-        show = self._pool.display
-        rows: dict[HostKey, dict[str, Any]] = {}
+        show = self._pool.as_connected
+        rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
             rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
                          "restarts": 0, "error": ""}
@@ -658,7 +662,7 @@ class SSHCluster(SpecCluster):
         for name, (key, why) in self._start_failures.items():
             if key in rows and name not in self.worker_spec and not rows[key]["error"]:
                 rows[key]["error"] = why
-        for key, hp in plan.hosts.items():
+        for key, hp in plan.worker_hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
             failed = self.failed_hosts.get(show(hp.host))
@@ -666,7 +670,7 @@ class SSHCluster(SpecCluster):
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[HostKey, list[Mapping[str, Any]]] = {}
+        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
         for info in dict(self.scheduler_info.get("workers") or {}).values():
             spec = self.worker_spec.get(info.get("name"))
             if spec is not None and "options" in spec:
@@ -678,27 +682,19 @@ class SSHCluster(SpecCluster):
                 for key, r in rows.items()]
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays)."""
-        if row["error"] and not row["running"]:
-            return "failed"
+        """Where one host's start stands (for live status displays): see :func:`host_state`."""
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:
             row["error"] = self._pool.error(host)
-        if conn in ("waiting", "connecting", "failed"):
-            return conn
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         channels = [self._agents.channel_of(host)]
         if runs_scheduler and sched is not None:
             channels.append(sched.channel)
-        stages = [ch.stage for ch in channels if ch is not None]
-        if any(stage != "hello" for stage in stages) or not stages:
-            return _STAGE_STATE.get(next((st for st in stages if st != "hello"), None),
-                                    "starting")
-        if row["wanted"] and row["running"] < row["wanted"]:
-            return "starting workers"
-        if runs_scheduler and (sched is None or sched.status != Status.running):
-            return "starting scheduler"
-        return "ready"
+        return host_state(
+            failed=bool(row["error"]) and not row["running"], connection=conn,
+            stages=[ch.stage for ch in channels if ch is not None],
+            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
+            scheduler_running=sched is not None and sched.status == Status.running)
 
     def __repr__(self) -> str:
         gone = self._restarts.given_up
@@ -741,13 +737,6 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
-
-
-#: A start-up stage of an agent (its ``stage`` events), as the host's state.
-_STAGE_STATE: dict[str | None, str] = {
-    None: "starting", "login": "running setup", "setup": "starting Python",
-    "python": "starting Python", "import": "importing distributed",
-}
 
 
 def _run_sync(coro: Any) -> Any:

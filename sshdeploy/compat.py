@@ -7,7 +7,7 @@ reached only through the helpers below, so that a release of distributed
 that renames one fails ``tests/unit/test_compat.py`` (a fast unit test)
 instead of breaking restarts or close in production.
 
-The agent (:mod:`sshdeploy.agent`, which runs remotely and imports nothing of
+The agent (:mod:`sshdeploy.remote.agent`, which runs remotely and imports nothing of
 sshdeploy) uses the members in :data:`NANNY_MEMBERS`; they are listed here
 for the same test.
 """

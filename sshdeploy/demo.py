@@ -30,7 +30,7 @@ def main(n_hosts: int, workers_per_host: int, keep: bool, name: str) -> None:
 
     from . import testbed
     from .cluster import SSHCluster
-    from .hosts import load_hostfile
+    from .hostfile import load_hostfile
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     out = click.echo

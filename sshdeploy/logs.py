@@ -1,6 +1,6 @@
 """Every remote output line: tagged, logged, and kept in a bounded buffer.
 
-Lines arrive from the agents (see :mod:`sshdeploy.agent`) already split and
+Lines arrive from the agents (see :mod:`sshdeploy.remote.agent`) already split and
 attributed to a source (``"scheduler node1"``, ``"node2-0"``, ``"node2"``).
 :class:`LogBook` sends each to Python logging, on the logger
 ``sshdeploy.remote.<role>.<host>`` with the extra record attributes

@@ -17,7 +17,8 @@ import re
 from collections.abc import Mapping
 
 from .errors import HostfileError
-from .hosts import Host, _expand, _failer, _hostname_problem, _read_text
+from .hostfile import expand_pattern, failer, read_text
+from .hosts import Host, hostname_problem
 
 __all__ = [
     "hosts_from_environment",
@@ -73,15 +74,15 @@ def parse_slurm_nodelist(text: str, *, path: str = "SLURM_JOB_NODELIST") -> list
     >>> parse_slurm_nodelist("node[01-03,07],gpu[1-2],login")
     ['node01', 'node02', 'node03', 'node07', 'gpu1', 'gpu2', 'login']
     """
-    fail = _failer(path, 0, text)
+    fail = failer(path, 0, text)
     if not text.strip():
         return []
     names: list[str] = []
     for item in _split_nodelist(text.strip()):
         if not item:
             raise fail("empty entry in node list (two commas in a row, or a trailing comma)")
-        for name in _expand(item, fail):
-            problem = _hostname_problem(name)
+        for name in expand_pattern(item, fail):
+            problem = hostname_problem(name)
             if problem:
                 raise fail(problem)
             names.append(name)
@@ -121,12 +122,12 @@ def load_pbs_nodefile(path: str | os.PathLike[str]) -> list[Host]:
     name = os.fspath(path)
     counts: dict[str, int] = {}
     first_line: dict[str, int] = {}
-    text = _read_text(name, "PBS node file")
+    text = read_text(name, "PBS node file")
     for number, raw in enumerate(text.split("\n"), start=1):
         host = raw.strip()
         if not host or host.startswith("#"):
             continue
-        problem = _hostname_problem(host)
+        problem = hostname_problem(host)
         if problem:
             raise HostfileError(name, number, problem, raw)
         counts[host] = counts.get(host, 0) + 1

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
-from .hosts import Host, parse_host
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 
 #: worker_options keys that sshdeploy consumes (not passed to the worker class).
 PLACEMENT_KEYS = ("n_workers", "nprocs")
@@ -26,7 +27,7 @@ def as_hosts(hosts: Sequence[str | Host] | None) -> list[Host]:
 
     Examples
     --------
-    >>> [h.display() for h in as_hosts(["node1", "alice@node2:2222"])]
+    >>> [h.as_written() for h in as_hosts(["node1", "alice@node2:2222"])]
     ['node1', 'alice@node2:2222']
     """
     if not hosts:
@@ -60,10 +61,6 @@ def per_host(value: Any, n: int, setting: str) -> list[Any]:
             )
         return list(value)
     return [value] * n
-
-
-#: The identity of one SSH connection: ``(user, hostname, port)`` (see :attr:`Host.key`).
-HostKey = tuple[str | None, str, int | None]
 
 
 @dataclass(frozen=True)
@@ -100,32 +97,33 @@ class HostPlan:
     template: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def key(self) -> HostKey:
+    def key(self) -> ConnectionKey:
         """The connection identity of this host."""
         return self.host.key
 
 
 @dataclass(frozen=True)
 class Placement:
-    """The whole plan: the scheduler's host, every worker host and every worker.
+    """Where everything goes: the scheduler's host, every worker host and every worker.
 
     Attributes
     ----------
     scheduler : HostPlan
         Where the scheduler runs (its slots and template are unused).
-    hosts : dict of HostKey to HostPlan
-        Every host that runs (or may run, through ``scale``) workers, in order.
+    worker_hosts : dict of ConnectionKey to HostPlan
+        Every host that runs (or may run, through ``scale``) workers, in order
+        (the scheduler's host only if it runs workers too; see :meth:`all_hosts`).
     workers : list of WorkerEntry
         The workers to start, in order.
     """
 
     scheduler: HostPlan
-    hosts: dict[HostKey, HostPlan] = field(default_factory=dict)
+    worker_hosts: dict[ConnectionKey, HostPlan] = field(default_factory=dict)
     workers: list[WorkerEntry] = field(default_factory=list)
 
-    def all_hosts(self) -> dict[HostKey, HostPlan]:
+    def all_hosts(self) -> dict[ConnectionKey, HostPlan]:
         """Every distinct host of the cluster, the scheduler's first."""
-        return {self.scheduler.key: self.scheduler, **self.hosts}
+        return {self.scheduler.key: self.scheduler, **self.worker_hosts}
 
 
 def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +163,7 @@ def worker_name(host: Host, index: int) -> str:
     return f"{host.hostname}-{index}"
 
 
-def identity(host: Host, options: Mapping[str, Any] | None = None) -> HostKey:
+def identity(host: Host, options: Mapping[str, Any] | None = None) -> ConnectionKey:
     """Return who and where a host entry connects to, however it is written.
 
     A missing user is the default one (``username`` in *options*, else this
@@ -199,9 +197,10 @@ def same_spelling(hosts: Sequence[Host], options: Sequence[Mapping[str, Any] | N
     >>> [h.key for h in hs]
     [(None, 'a', None), (None, 'a', None)]
     """
-    first: dict[HostKey, Host] = {}
+    first: dict[ConnectionKey, Host] = {}
     out = []
-    known: dict[tuple[HostKey, int], HostKey] = {}  # identity() reads the disk: once per host
+    # identity() reads the disk: once per host
+    known: dict[tuple[ConnectionKey, int], ConnectionKey] = {}
     for h, opts in zip(hosts, options, strict=True):
         memo = (h.key, id(opts))
         ident = known.get(memo)
@@ -249,7 +248,7 @@ def place(
     default_python = sys.executable
     hs = same_spelling(hs, copts)
     # A host's connect options: the last entry of that host that gives some.
-    options: dict[HostKey, Mapping[str, Any] | None] = {}
+    options: dict[ConnectionKey, Mapping[str, Any] | None] = {}
     for h, opts in zip(hs, copts, strict=True):
         if opts is not None or h.key not in options:
             options[h.key] = opts
@@ -259,7 +258,7 @@ def place(
         python=first.remote_python or pythons[0] or default_python,
         connect_options=options[first.key],
     )
-    plans: dict[HostKey, HostPlan] = {}
+    plans: dict[ConnectionKey, HostPlan] = {}
     workers: list[WorkerEntry] = []
     counter: Counter[str] = Counter()
     for i, h in enumerate(hs[1:], start=1):
@@ -280,7 +279,7 @@ def place(
     if not plans:
         # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
         plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts))
-    return Placement(scheduler=scheduler, hosts=plans, workers=workers)
+    return Placement(scheduler=scheduler, worker_hosts=plans, workers=workers)
 
 
 def next_worker(
@@ -300,20 +299,20 @@ def next_worker(
     >>> next_worker(p, [(w.host, w.name) for w in p.workers])[1]
     'a-1'
     """
-    if not placement.hosts:
+    if not placement.worker_hosts:
         return None
-    used: Counter[HostKey] = Counter(h.key for h, _ in running)
+    used: Counter[ConnectionKey] = Counter(h.key for h, _ in running)
     names = {n for _, n in running}
 
-    def score(key: HostKey) -> tuple[int, float]:
-        slots = placement.hosts[key].slots
+    def score(key: ConnectionKey) -> tuple[int, float]:
+        slots = placement.worker_hosts[key].slots
         free = slots - used[key]
         if free > 0:
             return (0, -free)
         return (1, used[key] / max(1, slots))
 
-    key = min(placement.hosts, key=score)
-    host = placement.hosts[key].host
+    key = min(placement.worker_hosts, key=score)
+    host = placement.worker_hosts[key].host
     i = 0
     while worker_name(host, i) in names:
         i += 1

@@ -12,23 +12,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from distributed.security import Security
 
-from .agent import describe_share
 from .argcheck import check_arguments, check_min_workers, check_port
 from .bootstrap import build_command
+from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_CLASS
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place
+from .remote.agent import describe_share
+from .roles import Role
 from .settings import Settings
-
-DEFAULT_WORKER_CLASS = "distributed.Nanny"
-#: ``worker_module`` values of distributed's older SSHCluster that mean the default worker.
-CLASSIC_WORKER_MODULES = ("distributed.cli.dask_worker", "distributed.cli.dask_spec")
-DEFAULT_DASHBOARD = ":8787"
 
 
 class Advertised:
@@ -122,11 +119,11 @@ class RemotePlan:
         The ``sshdeploy.*`` settings in force.
     share : str
         Workers only: what each worker gets of the host's cores and memory
-        (:func:`sshdeploy.agent.describe_share`).
+        (:func:`sshdeploy.remote.agent.describe_share`).
     """
 
     host: str
-    role: Literal["scheduler", "worker"]
+    role: Role
     names: list[str]
     command: str
     python: str
@@ -191,16 +188,17 @@ class ClusterPlan:
         """Return the keywords a worker on *host* starts with (its template by default)."""
         return _secured(advertise(host.template if kwargs is None else kwargs), self.security)
 
-    def remote_plans(self, display: Any = None) -> list[RemotePlan]:
+    def remote_plans(self, as_connected: Any = None) -> list[RemotePlan]:
         """Return what each host will run (linear in hosts + workers).
 
         Parameters
         ----------
-        display : callable, optional
+        as_connected : callable, optional
             ``Host -> "user@host:port"`` as the connection will be made
-            (default: the host as written).
+            (:meth:`~sshdeploy.pool.HostPool.as_connected`; default: the host
+            as written).
         """
-        show = display or (lambda h: h.display())
+        show = as_connected or (lambda h: h.as_written())
         p = self.placement
         settings = self.settings.as_dict()
         names: dict[Any, list[str]] = {}
@@ -212,7 +210,7 @@ class ClusterPlan:
             command=build_command(p.scheduler.python, self.setup), python=p.scheduler.python,
             options={**self.scheduler_options, **env}, settings=settings,
         )]
-        for key, hp in p.hosts.items():
+        for key, hp in p.worker_hosts.items():
             if key not in names:
                 continue  # a host kept only for `scale`
             out.append(RemotePlan(
@@ -286,7 +284,7 @@ def plan_cluster(
         isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
     ):
         raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
-    check_min_workers(min_workers, sum(hp.slots for hp in placement.hosts.values()))
+    check_min_workers(min_workers, sum(hp.slots for hp in placement.worker_hosts.values()))
     creds: Security | None
     if security is True:
         creds = Security.temporary()
@@ -357,17 +355,17 @@ def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) ->
         nanny port shared by several workers of one host, an unparsable
         dashboard address.
     """
-    for hp in placement.hosts.values():
+    for hp in placement.worker_hosts.values():
         kw = hp.template
         if "memory_limit" in kw:
             try:
                 check_memory_limit(kw["memory_limit"])
             except ValueError as exc:
-                raise ConfigError(f"worker_options['memory_limit'] for {hp.host.display()}",
+                raise ConfigError(f"worker_options['memory_limit'] for {hp.host.as_written()}",
                                   str(exc)) from None
         n = kw.get("nthreads")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"worker_options['nthreads'] for {hp.host.display()}",
+            raise ConfigError(f"worker_options['nthreads'] for {hp.host.as_written()}",
                               f"must be a whole number >= 1 (0: the host's cores), got {n!r}")
         for key in ("worker_port", "nanny_port"):
             port = kw.get(key)
@@ -375,7 +373,7 @@ def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) ->
                 raise ConfigError(
                     f"worker_options[{key!r}]",
                     f"the single port {port} cannot serve the {hp.slots} workers of "
-                    f"{hp.host.display()}",
+                    f"{hp.host.as_written()}",
                     remedy=f"Give a range with one port per worker, e.g. "
                     f"'{port}:{int(str(port)) + hp.slots - 1}', or 0 for free ports.",
                 )

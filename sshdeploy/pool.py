@@ -23,8 +23,8 @@ import asyncssh
 
 from .diagnose import build_options, classify
 from .errors import ConnectError, HostError, HostfileError
-from .hosts import Host, parse_host
-from .placement import HostKey
+from .hostfile import parse_host
+from .hosts import ConnectionKey, Host
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -155,9 +155,9 @@ class HostPool:
     settings: Settings = field(default_factory=Settings.resolve)
     parallelism: int = 0
     attempts: int = 0
-    _per_host: dict[HostKey, Mapping[str, Any]] = field(default_factory=dict)
-    _built: dict[HostKey, asyncssh.SSHClientConnectionOptions] = field(default_factory=dict)
-    _conns: dict[HostKey, asyncio.Future[Connection]] = field(default_factory=dict)
+    _per_host: dict[ConnectionKey, Mapping[str, Any]] = field(default_factory=dict)
+    _built: dict[ConnectionKey, asyncssh.SSHClientConnectionOptions] = field(default_factory=dict)
+    _conns: dict[ConnectionKey, asyncio.Future[Connection]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
@@ -176,8 +176,12 @@ class HostPool:
             host, self._per_host.get(host.key, self.connect_options), self.settings
         )
 
-    def display(self, host: Host) -> str:
-        """Return ``user@host:port`` as this pool will connect to *host*."""
+    def as_connected(self, host: Host) -> str:
+        """Return ``user@host:port`` as this pool will connect to *host*.
+
+        After ``~/.ssh/config`` and the pool's defaults; the host as the user
+        wrote it is :meth:`sshdeploy.hosts.Host.as_written`.
+        """
         return _display(self.kwargs(host))
 
     def prepare(self, host: Host) -> asyncssh.SSHClientConnectionOptions:

@@ -81,7 +81,7 @@ class HostCheck:
 async def _check_one(
     pool: HostPool, host: Host, python: str, setup: str | None, timeout: float, deep: bool
 ) -> HostCheck:
-    check = HostCheck(host=pool.display(host), local_versions=local_versions(),
+    check = HostCheck(host=pool.as_connected(host), local_versions=local_versions(),
                       version_check=pool.settings.version_check)
     try:
         conn = await pool.get(host)

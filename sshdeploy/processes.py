@@ -20,19 +20,20 @@ from distributed.deploy.spec import ProcessInterface
 from . import compat
 from .causes import explain
 from .channel import AgentChannel
+from .defaults import DEFAULT_WORKER_CLASS
 from .errors import SSHDeployError, StartError
 from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
-from .hosts import Host
+from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .placement import HostKey
 from .plan import Launch, resolve_advertised
 from .pool import HostPool
+from .roles import Role
 
 logger = logging.getLogger(__name__)
 
 
 def _start_error(
-    ch: AgentChannel, role: str, name: str, answer: Mapping[str, Any], kwargs: Mapping[str, Any]
+    ch: AgentChannel, role: Role, name: str, answer: Mapping[str, Any], kwargs: Mapping[str, Any]
 ) -> StartError:
     """The error for a process the agent could not start: its cause first, the option behind it.
 
@@ -217,7 +218,7 @@ class WorkerAgents:
     def __init__(
         self,
         pool: HostPool,
-        launches: Mapping[HostKey, Launch],
+        launches: Mapping[ConnectionKey, Launch],
         logbook: LogBook,
         on_worker_exit: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -225,7 +226,7 @@ class WorkerAgents:
         self.launches = dict(launches)
         self.logbook = logbook
         self.on_worker_exit = on_worker_exit
-        self._agents: dict[HostKey, asyncio.Future[AgentChannel]] = {}
+        self._agents: dict[ConnectionKey, asyncio.Future[AgentChannel]] = {}
         #: Every agent ever started, so close() can wait for all of them.
         self._channels: list[AgentChannel] = []
         self.workers: weakref.WeakValueDictionary[str, RemoteWorker] = (
@@ -334,7 +335,7 @@ class RemoteWorker(ProcessInterface):
     share : int
         The worker processes its host is planned to hold: unless *kwargs* say
         otherwise, it gets that share of the host's cores and memory
-        (:func:`sshdeploy.agent.worker_share`, applied on the host).
+        (:func:`sshdeploy.remote.agent.worker_share`, applied on the host).
     """
 
     def __init__(
@@ -343,7 +344,7 @@ class RemoteWorker(ProcessInterface):
         name: str,
         host: Host,
         agents: WorkerAgents,
-        cls: str = "distributed.Nanny",
+        cls: str = DEFAULT_WORKER_CLASS,
         kwargs: Mapping[str, Any] | None = None,
         restart: bool = True,
         share: int = 1,

@@ -1,6 +1,6 @@
 """A lost worker: tell the scheduler at once, then restart it, at a bounded rate.
 
-The budget is a rate (:class:`sshdeploy.agent.RestartBudget`:
+The budget is a rate (:class:`sshdeploy.remote.agent.RestartBudget`:
 ``sshdeploy.worker-restarts`` within ``sshdeploy.worker-restart-window``
 seconds), so a worker that ran fine for a while has its budget back. A worker
 lost with its host (agent or link) waits for the host to be reachable again,
@@ -25,9 +25,9 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 
 from . import compat
-from .agent import RestartBudget
 from .channel import CONNECTION_LOST
 from .errors import ConnectError, SSHDeployError
+from .remote.agent import RestartBudget
 
 logger = logging.getLogger(__name__)
 

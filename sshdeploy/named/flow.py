@@ -138,7 +138,7 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
         killed = await on_hosts(pool, hosts, record.name, "kill", timeout=OP_TIMEOUT + grace)
         await on_hosts(pool, hosts, record.name, "remove", timeout=OP_TIMEOUT)
         for host, result in killed.items():
-            where = pool.display(host)
+            where = pool.as_connected(host)
             if isinstance(result, BaseException):
                 report[where] = f"unreachable: {str(result).splitlines()[0]}"
                 continue
@@ -169,8 +169,9 @@ async def fetch(name: str, host: Host, connect_options: Mapping[str, Any] | None
     data = answer.get("cluster")
     if not data:
         raise ClusterNotFoundError(name=name, state="unknown",
-                                   cause=f"{pool.display(host)} has no record of it")
-    return ClusterRecord.from_json(data, f"{pool.display(host)}:{answer.get('dir')}/cluster.json")
+                                   cause=f"{pool.as_connected(host)} has no record of it")
+    where = pool.as_connected(host)
+    return ClusterRecord.from_json(data, f"{where}:{answer.get('dir')}/cluster.json")
 
 
 def new_record(name: str, spec: Mapping[str, Any], scheduler_host: str, address: str,

@@ -1,6 +1,6 @@
 """Operations on a host's copy of a named cluster: probe, write, kill, remove.
 
-Each is run by the agent itself (:func:`sshdeploy.agent.keep_op`), started
+Each is run by the agent itself (:func:`sshdeploy.remote.agent.keep_op`), started
 the usual way (login shell, setup, the host's Python) but stopping before it
 imports distributed: it reads or changes the cluster's directory on that host
 and answers with one ``answer`` event, then exits. No port is opened and
@@ -54,7 +54,7 @@ async def host_op(
         result = await asyncio.wait_for(
             conn.conn.run(command, input=payload, encoding=None, check=False), timeout)
     except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
-        raise HostError(host=pool.display(host), role="agent",
+        raise HostError(host=pool.as_connected(host), role="agent",
                         what=f"cannot {op} the state of cluster {name!r}",
                         cause=f"{type(exc).__name__}: {exc}",
                         remedy="Check that the host is reachable (ssh to it by hand).") from exc
@@ -64,7 +64,7 @@ async def host_op(
         if ev is not None and ev.get("ev") == "answer":
             return ev
     stderr = result.stderr if isinstance(result.stderr, bytes) else b""
-    raise HostError(host=pool.display(host), role="agent",
+    raise HostError(host=pool.as_connected(host), role="agent",
                     what=f"cannot {op} the state of cluster {name!r}",
                     cause=f"{launch.python!r} gave no answer (exit {result.exit_status})",
                     remedy="Check the remote Python of that host (dask-ssh --check).",

@@ -105,7 +105,7 @@ class KeptCluster:
         plan = cluster.cluster_plan
         host = plan.placement.scheduler.host
         record = flow.new_record(
-            self.policy.name, self.spec, scheduler_host=cluster.pool.display(host),
+            self.policy.name, self.spec, scheduler_host=cluster.pool.as_connected(host),
             address=str(getattr(sched, "address", "")),
             dashboard_port=getattr(sched, "dashboard_port", None),
             policy=self.policy.spec(), tls=tls_pems(plan.security))
@@ -126,7 +126,7 @@ class KeptCluster:
         await cluster.start_adopted()
         assert cluster.scheduler_comm is not None
         identity = await cluster.scheduler_comm.identity()
-        by_name = {h.host.hostname: h for h in placement.hosts.values()}
+        by_name = {h.host.hostname: h for h in placement.worker_hosts.values()}
         for address, info in dict(identity.get("workers") or {}).items():
             name = str(info.get("name"))
             hp = by_name.get(name.rpartition("-")[0])

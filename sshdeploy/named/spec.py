@@ -139,7 +139,7 @@ def differences(running: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
             continue
         if key == "hosts":
             def show(hs: Any) -> str:
-                return ", ".join(Host(**h).display() for h in hs or [])
+                return ", ".join(Host(**h).as_written() for h in hs or [])
 
             out.append(f"hosts: {show(old)} -> {show(new)}")
         else:

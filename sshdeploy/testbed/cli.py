@@ -9,7 +9,7 @@ from typing import Any
 
 from sshdeploy.testbed.lifecycle import down, list_beds, status, up
 from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS, Bed, TestbedError
-from sshdeploy.testbed.system import _tcp_ok
+from sshdeploy.testbed.system import tcp_ok
 
 
 def usage(bed: Bed) -> str:
@@ -136,7 +136,7 @@ def _cli() -> Any:
         click.echo(f"bed {bed.name!r}: {len(bed.hosts)} host(s), state in {bed.state_dir}")
         bad = 0
         for h in bed.hosts:
-            ok = _tcp_ok(h.address, 22, 1.0)
+            ok = tcp_ok(h.address, 22, 1.0)
             bad += not ok
             click.echo(f"  {h.name:<10} {h.address:<15} sshd {'up' if ok else 'NOT ANSWERING'}")
         click.echo(f"private net: {bed.private_subnet} on {bed.private_interface} of every host")

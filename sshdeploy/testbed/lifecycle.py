@@ -16,52 +16,52 @@ from pathlib import Path
 from typing import Any
 
 from sshdeploy.testbed.model import (
-    _NAME_RE,
     BRIDGE,
     DEFAULT_NAME,
     MAX_HOSTS,
     N_BLOCKS,
+    NAME_RE,
     NS_PREFIX,
     Bed,
     BedHost,
     TestbedError,
-    _address,
-    _bed_from_state,
-    _bed_of_namespace,
-    _bridge,
-    _bridge_address,
-    _check_name,
-    _host_prefix,
-    _namespace,
-    _namespace_re,
-    _private_address,
-    _private_bridge,
-    _private_subnet,
-    _private_veth,
-    _read_state,
-    _root_dir,
-    _shared,
-    _subnet,
-    _veth,
-    _write_state,
+    bed_from_state,
+    bed_of_namespace,
+    block_subnet,
+    bridge_ip,
+    bridge_name,
+    check_name,
+    host_address,
+    host_prefix,
+    is_shared_block,
+    namespace_name,
+    namespace_re,
+    private_block_subnet,
+    private_bridge,
+    private_host_address,
+    private_veth_name,
+    read_state,
+    root_dir,
     state_dir,
+    veth_name,
+    write_state,
 )
 from sshdeploy.testbed.net import (
     HOSTS_FILE,
     NETNS_ETC,
-    _beds_in_hosts_file,
-    _ensure_bridge,
-    _ensure_private_net,
-    _names_in_hosts_file,
-    _remove_bridge_if_unused,
-    _remove_hosts_block,
-    _remove_private_net,
-    _set_hosts_block,
-    _unreachable_route,
+    beds_in_hosts_file,
+    ensure_bridge,
+    ensure_private_net,
+    names_in_hosts_file,
+    remove_bridge_if_unused,
+    remove_hosts_block,
+    remove_private_net,
+    set_hosts_block,
+    unreachable_route,
 )
-from sshdeploy.testbed.procs import _kill_namespace, _kill_referencing
-from sshdeploy.testbed.sshd import SSHD, _healthy, _provision, _start_host, _write_client_files
-from sshdeploy.testbed.system import _run, cmdline, is_zombie, links, netns_list
+from sshdeploy.testbed.procs import kill_namespace, kill_referencing
+from sshdeploy.testbed.sshd import SSHD, run_provision, sshd_healthy, start_host, write_client_files
+from sshdeploy.testbed.system import cmdline, is_zombie, links, netns_list, run_command
 
 
 def check_requirements(*, probe: bool = False) -> None:
@@ -126,15 +126,15 @@ def _allocate_block(name: str) -> int:
     if name == DEFAULT_NAME:
         return 0
     used = {0}
-    root = _root_dir()
+    root = root_dir()
     if root.is_dir():
         for d in root.iterdir():
             if d.name != name and (d / "state.json").exists():
-                st = _read_state(d.name)
+                st = read_state(d.name)
                 if st is not None:
                     used.add(int(st["block"]))
-    for other in _beds_in_hosts_file() - {name}:
-        st = _read_state(other)
+    for other in beds_in_hosts_file() - {name}:
+        st = read_state(other)
         if st is not None:
             used.add(int(st["block"]))
     for block in range(1, N_BLOCKS):
@@ -190,22 +190,22 @@ def up(
     >>> run_in(bed.host("node2"), ["hostname"]).stdout      # doctest: +SKIP
     'node2\\n'
     """
-    _check_name(name)
+    check_name(name)
     if not 1 <= n <= MAX_HOSTS:
         raise TestbedError(f"cannot make a bed of {n} hosts", remedy=f"Use 1 to {MAX_HOSTS}.")
     check_requirements()
     options = {str(k): str(v) for k, v in (sshd_options or {}).items()}
     with _machine_lock():
-        old = _read_state(name)
+        old = read_state(name)
         if (
             old is not None
             and len(old["hosts"]) == n
             and old.get("sshd_options", {}) == options
             and "private_subnet" in old
-            and _healthy(old)
+            and sshd_healthy(old)
             and _private_net_up(int(old["block"]))
         ):
-            bed = _bed_from_state(old)
+            bed = bed_from_state(old)
         else:
             others = _holders(name)
             if others:
@@ -229,7 +229,7 @@ def up(
 
 def _private_net_up(block: int) -> bool:
     """The private bridge and the controller's unreachable route are in place."""
-    return _private_bridge(block) in links() and _unreachable_route(block)
+    return private_bridge(block) in links() and unreachable_route(block)
 
 
 def _holders(name: str) -> list[int]:
@@ -260,7 +260,7 @@ def release(name: str = DEFAULT_NAME) -> bool:
     bool
         True if the bed was taken down, False if other live processes still hold it.
     """
-    _check_name(name)
+    check_name(name)
     check_requirements()
     with _machine_lock():
         (state_dir(name) / "holders" / str(os.getpid())).unlink(missing_ok=True)
@@ -274,15 +274,15 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     block = _allocate_block(name)
     sdir = state_dir(name)
     sdir.mkdir(parents=True, exist_ok=True)
-    prefix = _host_prefix(name)
+    prefix = host_prefix(name)
     hosts: list[dict[str, Any]] = [
         {
             "name": f"{prefix}{i}",
-            "address": _address(block, i),
-            "namespace": _namespace(name, f"{prefix}{i}"),
-            "veth": _veth(block, i),
-            "private_address": _private_address(block, i),
-            "private_veth": _private_veth(block, i),
+            "address": host_address(block, i),
+            "namespace": namespace_name(name, f"{prefix}{i}"),
+            "veth": veth_name(block, i),
+            "private_address": private_host_address(block, i),
+            "private_veth": private_veth_name(block, i),
             "sshd_pid": None,
         }
         for i in range(1, n + 1)
@@ -290,36 +290,36 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
     state: dict[str, Any] = {
         "name": name,
         "block": block,
-        "subnet": _subnet(block),
-        "bridge_address": _bridge_address(block),
-        "private_subnet": _private_subnet(block),
+        "subnet": block_subnet(block),
+        "bridge_address": bridge_ip(block),
+        "private_subnet": private_block_subnet(block),
         "state_dir": str(sdir),
         "hosts": hosts,
         "sshd_options": dict(options),
         "complete": False,
         "up_pid": os.getpid(),
     }
-    taken = _names_in_hosts_file(exclude=name)
+    taken = names_in_hosts_file(exclude=name)
     clash = sorted({h["name"] for h in hosts} & taken)
     if clash:
         raise TestbedError(
             f"host name(s) {', '.join(clash)} of bed {name!r} already in /etc/hosts",
             remedy="Choose another bed name (its hosts are NAME1..NAMEn).",
         )
-    _write_state(name, state)  # before anything exists, so `down` knows what to sweep
+    write_state(name, state)  # before anything exists, so `down` knows what to sweep
     bed_hosts = [
         BedHost(h["name"], h["address"], h["namespace"], h["private_address"]) for h in hosts
     ]
-    _set_hosts_block(name, bed_hosts)
+    set_hosts_block(name, bed_hosts)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    _ensure_bridge(block)
-    _ensure_private_net(block)
-    _provision("client-key", str(sdir))
-    _provision("authorize", str(sdir / "client_key.pub"), str(sdir / "authorized_keys"))
+    ensure_bridge(block)
+    ensure_private_net(block)
+    run_provision("client-key", str(sdir))
+    run_provision("authorize", str(sdir / "client_key.pub"), str(sdir / "authorized_keys"))
     lines = [f"{k} {v}" for k, v in options.items()]
 
     def start(h: dict[str, Any]) -> int:
-        return _start_host(sdir, h, bed_hosts, lines, block)
+        return start_host(sdir, h, bed_hosts, lines, block)
 
     with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
         futures = [pool.submit(start, h) for h in hosts]
@@ -329,13 +329,13 @@ def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
                 h["sshd_pid"] = fut.result()
             except Exception as exc:  # collect all, report one
                 errors.append(f"{h['name']}: {exc}")
-    _write_state(name, state)
+    write_state(name, state)
     if errors:
         raise TestbedError(f"{len(errors)} host(s) of bed {name!r} failed", "\n".join(errors))
-    bed = _bed_from_state(state)
-    _write_client_files(bed)
+    bed = bed_from_state(state)
+    write_client_files(bed)
     state["complete"] = True
-    _write_state(name, state)
+    write_state(name, state)
     return bed
 
 
@@ -347,15 +347,15 @@ def _down_locked(name: str) -> None:
     each pass first kills every process that names the bed's state dir, and
     passes repeat (10 s at most) until nothing of the bed remains.
     """
-    state = _read_state(name)
+    state = read_state(name)
     sdir = state_dir(name)
-    pattern = _namespace_re(name)
+    pattern = namespace_re(name)
     veths: set[str] = set()
     if state is not None:
         veths = {h[k] for h in state["hosts"] for k in ("veth", "private_veth") if k in h}
     deadline = time.monotonic() + 10
     while True:
-        _kill_referencing(sdir)
+        kill_referencing(sdir)
         _down_pass(name, state, pattern, veths, deadline)
         left = _remains(name, sdir, pattern, veths, state)
         if not left:
@@ -367,7 +367,7 @@ def _down_locked(name: str) -> None:
                 "Run `python -m sshdeploy.testbed down --name NAME` again.",
             )
         time.sleep(0.05)
-    _remove_bridge_if_unused()
+    remove_bridge_if_unused()
 
 
 def _remains(
@@ -382,10 +382,10 @@ def _remains(
     left += [f"link {v}" for v in sorted(veths & set(links()))]
     if state is not None:
         block = int(state["block"])
-        own = {_private_bridge(block)} | (set() if _shared(block) else {_bridge(block)})
+        own = {private_bridge(block)} | (set() if is_shared_block(block) else {bridge_name(block)})
         left += [f"bridge {b}" for b in sorted(own & set(links()))]
-        if _unreachable_route(block):
-            left.append(f"route unreachable {_private_subnet(block)}")
+        if unreachable_route(block):
+            left.append(f"route unreachable {private_block_subnet(block)}")
     if NETNS_ETC.is_dir():
         left += [f"/etc/netns/{d.name}" for d in NETNS_ETC.iterdir() if pattern.match(d.name)]
     if sdir.exists():
@@ -404,9 +404,9 @@ def _down_pass(
     if state is not None:
         namespaces |= {h["namespace"] for h in state["hosts"]} & set(netns_list())
     for ns in sorted(namespaces):
-        _kill_namespace(ns, deadline)
+        kill_namespace(ns, deadline)
     for ns in sorted(namespaces):
-        _run(["ip", "netns", "del", ns], check=False)
+        run_command(["ip", "netns", "del", ns], check=False)
     if state is not None:
         for h in state["hosts"]:  # an sshd that escaped its namespace (should not happen)
             pid = h.get("sshd_pid")
@@ -419,18 +419,19 @@ def _down_pass(
                     os.kill(int(pid), signal.SIGKILL)
     existing = set(links())
     for veth in sorted(veths & existing):
-        _run(["ip", "link", "del", veth], check=False)
+        run_command(["ip", "link", "del", veth], check=False)
     if state is not None:
         block = int(state["block"])
-        if _shared(block) and BRIDGE in existing:
+        if is_shared_block(block) and BRIDGE in existing:
             for h in state["hosts"]:  # no stale MAC for the next bed on these addresses
-                _run(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE], check=False)
-        _remove_private_net(block)
+                run_command(["ip", "neigh", "flush", "to", h["address"], "dev", BRIDGE],
+                            check=False)
+        remove_private_net(block)
     if NETNS_ETC.is_dir():
         for d in NETNS_ETC.iterdir():
             if pattern.match(d.name) or d.name in namespaces:
                 shutil.rmtree(d, ignore_errors=True)
-    _remove_hosts_block(name)
+    remove_hosts_block(name)
     shutil.rmtree(state_dir(name), ignore_errors=True)
 
 
@@ -453,7 +454,7 @@ def down(name: str = DEFAULT_NAME) -> None:
     TestbedError
         Not root, or processes in a namespace refused to die.
     """
-    _check_name(name)
+    check_name(name)
     check_requirements()
     with _machine_lock():
         _down_locked(name)
@@ -461,13 +462,13 @@ def down(name: str = DEFAULT_NAME) -> None:
 
 def list_beds() -> list[str]:
     """Return the names of beds with anything left on this machine (state, namespaces, hosts)."""
-    names = set(_beds_in_hosts_file())
-    root = _root_dir()
+    names = set(beds_in_hosts_file())
+    root = root_dir()
     if root.is_dir():
-        names |= {d.name for d in root.iterdir() if d.is_dir() and _NAME_RE.match(d.name)}
+        names |= {d.name for d in root.iterdir() if d.is_dir() and NAME_RE.match(d.name)}
     for ns in netns_list():
-        bed = _bed_of_namespace(ns)
-        if bed and _NAME_RE.match(bed) and bed != "probe":
+        bed = bed_of_namespace(ns)
+        if bed and NAME_RE.match(bed) and bed != "probe":
             names.add(bed)
     return sorted(names)
 
@@ -487,8 +488,8 @@ def status(name: str = DEFAULT_NAME) -> Bed | None:
         a partial one). Liveness is not checked here; see ``python -m
         sshdeploy.testbed status``.
     """
-    _check_name(name)
-    state = _read_state(name)
+    check_name(name)
+    state = read_state(name)
     if state is None or not state.get("complete"):
         return None
-    return _bed_from_state(state)
+    return bed_from_state(state)

@@ -31,7 +31,7 @@ N_BLOCKS = 16
 #: ``sdtbp<k>``; the controller has no address there and an ``unreachable`` route.
 PRIVATE_INTERFACE = "eth1"
 NS_PREFIX = "sdtb-"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
 
 class TestbedError(RuntimeError):
@@ -190,7 +190,7 @@ class Bed:
         raise KeyError(f"no host {name!r} in bed {self.name!r}: {[h.name for h in self.hosts]}")
 
 
-def _root_dir() -> Path:
+def root_dir() -> Path:
     return Path(os.environ.get("SSHDEPLOY_TESTBED_DIR") or "/tmp/sshdeploy-testbed")
 
 
@@ -202,11 +202,11 @@ def state_dir(name: str) -> Path:
     >>> state_dir("ci").name
     'ci'
     """
-    return _root_dir() / name
+    return root_dir() / name
 
 
-def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name):
         raise TestbedError(
             f"invalid bed name {name!r}",
             remedy="Use 1-10 lower-case letters and digits, starting with a letter.",
@@ -221,84 +221,84 @@ def host_names(n: int, name: str = DEFAULT_NAME) -> list[str]:
     >>> host_names(2), host_names(2, "ci")
     (['node1', 'node2'], ['ci1', 'ci2'])
     """
-    return [f"{_host_prefix(name)}{i}" for i in range(1, n + 1)]
+    return [f"{host_prefix(name)}{i}" for i in range(1, n + 1)]
 
 
-def _host_prefix(name: str) -> str:
+def host_prefix(name: str) -> str:
     return "node" if name == DEFAULT_NAME else name
 
 
-def _namespace(name: str, host_name: str) -> str:
+def namespace_name(name: str, host_name: str) -> str:
     return f"{NS_PREFIX}{name}-{host_name}"
 
 
-def _namespace_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(NS_PREFIX + name)}-{re.escape(_host_prefix(name))}\d+$")
+def namespace_re(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(NS_PREFIX + name)}-{re.escape(host_prefix(name))}\d+$")
 
 
-def _veth(block: int, index: int) -> str:
+def veth_name(block: int, index: int) -> str:
     return f"sdtb{block}h{index}"
 
 
-def _shared(block: int) -> bool:
+def is_shared_block(block: int) -> bool:
     return block < SHARED_BLOCKS
 
 
-def _address(block: int, index: int) -> str:
-    if _shared(block):
+def host_address(block: int, index: int) -> str:
+    if is_shared_block(block):
         return f"10.213.7.{FIRST_HOST + BLOCK_STRIDE * block + index - 1}"
     return f"10.213.{8 + block}.{FIRST_HOST + index - 1}"
 
 
-def _subnet(block: int) -> str:
-    return SUBNET if _shared(block) else f"10.213.{8 + block}.0/{PREFIX_LEN}"
+def block_subnet(block: int) -> str:
+    return SUBNET if is_shared_block(block) else f"10.213.{8 + block}.0/{PREFIX_LEN}"
 
 
-def _bridge(block: int) -> str:
-    return BRIDGE if _shared(block) else f"sdtb{block}"
+def bridge_name(block: int) -> str:
+    return BRIDGE if is_shared_block(block) else f"sdtb{block}"
 
 
-def _bridge_address(block: int) -> str:
-    return BRIDGE_ADDRESS if _shared(block) else f"10.213.{8 + block}.1"
+def bridge_ip(block: int) -> str:
+    return BRIDGE_ADDRESS if is_shared_block(block) else f"10.213.{8 + block}.1"
 
 
-def _bridge_mac(block: int) -> str:
-    return BRIDGE_MAC if _shared(block) else f"02:5d:de:b0:{block:02x}:01"
+def bridge_mac(block: int) -> str:
+    return BRIDGE_MAC if is_shared_block(block) else f"02:5d:de:b0:{block:02x}:01"
 
 
-def _private_subnet(block: int) -> str:
+def private_block_subnet(block: int) -> str:
     """Return the private /24 of block *block*.
 
     Examples
     --------
-    >>> _private_subnet(0), _private_address(0, 1), _private_address(2, 3)
+    >>> private_block_subnet(0), private_host_address(0, 1), private_host_address(2, 3)
     ('10.213.100.0/24', '10.213.100.11', '10.213.102.113')
-    >>> _address(5, 2), _private_address(5, 2), _subnet(5), _bridge(5)
+    >>> host_address(5, 2), private_host_address(5, 2), block_subnet(5), bridge_name(5)
     ('10.213.13.12', '10.213.105.12', '10.213.13.0/24', 'sdtb5')
     """
     return f"10.213.{100 + block}.0/{PREFIX_LEN}"
 
 
-def _private_address(block: int, index: int) -> str:
-    return f"10.213.{100 + block}.{_address(block, index).rsplit('.', 1)[1]}"
+def private_host_address(block: int, index: int) -> str:
+    return f"10.213.{100 + block}.{host_address(block, index).rsplit('.', 1)[1]}"
 
 
-def _private_bridge(block: int) -> str:
+def private_bridge(block: int) -> str:
     return f"sdtbp{block}"
 
 
-def _private_veth(block: int, index: int) -> str:
+def private_veth_name(block: int, index: int) -> str:
     return f"sdtb{block}p{index}"
 
 
-def _bed_of_namespace(namespace: str) -> str | None:
+def bed_of_namespace(namespace: str) -> str | None:
     if not namespace.startswith(NS_PREFIX):
         return None
     rest = namespace[len(NS_PREFIX) :]
     return rest.split("-", 1)[0] if "-" in rest else None
 
 
-def _read_state(name: str) -> dict[str, Any] | None:
+def read_state(name: str) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads((state_dir(name) / "state.json").read_text())
     except (OSError, ValueError):
@@ -306,14 +306,14 @@ def _read_state(name: str) -> dict[str, Any] | None:
     return data
 
 
-def _write_state(name: str, state: Mapping[str, Any]) -> None:
+def write_state(name: str, state: Mapping[str, Any]) -> None:
     path = state_dir(name) / "state.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
 
 
-def _bed_from_state(state: Mapping[str, Any]) -> Bed:
+def bed_from_state(state: Mapping[str, Any]) -> Bed:
     d = Path(state["state_dir"])
     block = int(state["block"])
     return Bed(
@@ -327,8 +327,8 @@ def _bed_from_state(state: Mapping[str, Any]) -> Bed:
         known_hosts=d / "known_hosts",
         ssh_config=d / "ssh_config",
         hostfile=d / "hostfile",
-        subnet=state.get("subnet", _subnet(block)),
-        controller_address=state.get("bridge_address", _bridge_address(block)),
+        subnet=state.get("subnet", block_subnet(block)),
+        controller_address=state.get("bridge_address", bridge_ip(block)),
         private_subnet=state.get("private_subnet", ""),
-        bridge=_bridge(block),
+        bridge=bridge_name(block),
     )

@@ -8,24 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from sshdeploy.testbed.model import (
-    _NAME_RE,
     BRIDGE,
+    NAME_RE,
     NS_PREFIX,
     PREFIX_LEN,
     PRIVATE_INTERFACE,
     BedHost,
     TestbedError,
-    _bed_of_namespace,
-    _bridge,
-    _bridge_address,
-    _bridge_mac,
-    _private_bridge,
-    _private_subnet,
-    _read_state,
-    _root_dir,
-    _shared,
+    bed_of_namespace,
+    bridge_ip,
+    bridge_mac,
+    bridge_name,
+    is_shared_block,
+    private_block_subnet,
+    private_bridge,
+    read_state,
+    root_dir,
 )
-from sshdeploy.testbed.system import _run, links, netns_list
+from sshdeploy.testbed.system import links, netns_list, run_command
 
 HOSTS_FILE = Path("/etc/hosts")
 NETNS_ETC = Path("/etc/netns")
@@ -61,7 +61,7 @@ def _write_hosts_file(text: str) -> None:
         fh.truncate()
 
 
-def _set_hosts_block(name: str, hosts: Sequence[BedHost]) -> None:
+def set_hosts_block(name: str, hosts: Sequence[BedHost]) -> None:
     text = _without_block(HOSTS_FILE.read_text(), name)
     if text and not text.endswith("\n"):
         text += "\n"
@@ -69,14 +69,14 @@ def _set_hosts_block(name: str, hosts: Sequence[BedHost]) -> None:
     _write_hosts_file(text + "\n".join(block) + "\n")
 
 
-def _remove_hosts_block(name: str) -> None:
+def remove_hosts_block(name: str) -> None:
     text = HOSTS_FILE.read_text()
     new = _without_block(text, name)
     if new != text:
         _write_hosts_file(new)
 
 
-def _names_in_hosts_file(exclude: str) -> set[str]:
+def names_in_hosts_file(exclude: str) -> set[str]:
     names: set[str] = set()
     for line in _without_block(HOSTS_FILE.read_text(), exclude).splitlines():
         fields = line.split("#", 1)[0].split()
@@ -84,7 +84,7 @@ def _names_in_hosts_file(exclude: str) -> set[str]:
     return names
 
 
-def _beds_in_hosts_file() -> set[str]:
+def beds_in_hosts_file() -> set[str]:
     names = set()
     for line in HOSTS_FILE.read_text().splitlines():
         if line.startswith("# BEGIN sshdeploy-testbed "):
@@ -92,73 +92,74 @@ def _beds_in_hosts_file() -> set[str]:
     return names
 
 
-def _ensure_bridge(block: int) -> None:
-    bridge = _bridge(block)
+def ensure_bridge(block: int) -> None:
+    bridge = bridge_name(block)
     if bridge in links():
         return
     # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, which
     # changes as beds come and go and cuts other beds' hosts off for a while.
-    _run(["ip", "link", "add", bridge, "address", _bridge_mac(block), "type", "bridge"])
-    _run(["ip", "addr", "add", f"{_bridge_address(block)}/{PREFIX_LEN}", "dev", bridge])
-    _run(["ip", "link", "set", bridge, "up"])
+    run_command(["ip", "link", "add", bridge, "address", bridge_mac(block), "type", "bridge"])
+    run_command(["ip", "addr", "add", f"{bridge_ip(block)}/{PREFIX_LEN}", "dev", bridge])
+    run_command(["ip", "link", "set", bridge, "up"])
 
 
-def _ensure_private_net(block: int) -> None:
+def ensure_private_net(block: int) -> None:
     """The private bridge (no address of the controller, not even IPv6 link-local) and
     an ``unreachable`` route for its subnet, so the controller's connects fail at once."""
-    bridge = _private_bridge(block)
+    bridge = private_bridge(block)
     if bridge not in links():
-        _run(["ip", "link", "add", bridge, "type", "bridge"])
-        _run(["ip", "link", "set", bridge, "addrgenmode", "none"])
-        _run(["ip", "link", "set", bridge, "up"])
+        run_command(["ip", "link", "add", bridge, "type", "bridge"])
+        run_command(["ip", "link", "set", bridge, "addrgenmode", "none"])
+        run_command(["ip", "link", "set", bridge, "up"])
     # Without it this sandbox "answers" connects to the subnet through its default route.
-    _run(["ip", "route", "replace", "unreachable", _private_subnet(block)])
+    run_command(["ip", "route", "replace", "unreachable", private_block_subnet(block)])
 
 
-def _remove_private_net(block: int) -> None:
-    if _private_bridge(block) in links():
-        _run(["ip", "link", "del", _private_bridge(block)], check=False)
-    if _unreachable_route(block):
-        _run(["ip", "route", "del", "unreachable", _private_subnet(block)], check=False)
-    if not _shared(block) and _bridge(block) in links():  # the bed's own bridge
-        _run(["ip", "link", "del", _bridge(block)], check=False)
+def remove_private_net(block: int) -> None:
+    if private_bridge(block) in links():
+        run_command(["ip", "link", "del", private_bridge(block)], check=False)
+    if unreachable_route(block):
+        run_command(["ip", "route", "del", "unreachable", private_block_subnet(block)], check=False)
+    if not is_shared_block(block) and bridge_name(block) in links():  # the bed's own bridge
+        run_command(["ip", "link", "del", bridge_name(block)], check=False)
 
 
-def _unreachable_route(block: int) -> bool:
-    out = _run(["ip", "route", "show", "type", "unreachable"], check=False)
+def unreachable_route(block: int) -> bool:
+    out = run_command(["ip", "route", "show", "type", "unreachable"], check=False)
     return any(
-        line.split()[:2] == ["unreachable", _private_subnet(block)] for line in out.splitlines()
+        line.split()[:2] == ["unreachable", private_block_subnet(block)]
+        for line in out.splitlines()
     )
 
 
-def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost], block: int) -> None:
+def plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost], block: int) -> None:
     """Create *host*: its namespace, its veths into the bridges, its addresses, its /etc/hosts."""
     ns, addr, veth = host["namespace"], host["address"], host["veth"]
     pveth, paddr = host["private_veth"], host["private_address"]
-    bridge = _bridge(block)
+    bridge = bridge_name(block)
     try:
-        _run(["ip", "netns", "add", ns])
+        run_command(["ip", "netns", "add", ns])
     except TestbedError as exc:
         raise TestbedError(
             f"cannot create network namespace {ns}",
             exc.cause,
             "Run as root on a machine that allows network namespaces.",
         ) from exc
-    _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-    _run(["ip", "link", "set", veth, "master", bridge, "up"])
+    run_command(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run_command(["ip", "link", "set", veth, "master", bridge, "up"])
     # The controller may still cache the MAC of a host that had this address
     # before (a bed just taken down): forget it, or connects stall until it expires.
-    _run(["ip", "neigh", "flush", "to", addr, "dev", bridge], check=False)
-    _run(["ip", "-n", ns, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", "eth0"])
-    _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    _run(
+    run_command(["ip", "neigh", "flush", "to", addr, "dev", bridge], check=False)
+    run_command(["ip", "-n", ns, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", "eth0"])
+    run_command(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    run_command(
         ["ip", "link", "add", pveth, "type", "veth", "peer", "name", PRIVATE_INTERFACE, "netns", ns]
     )
-    _run(["ip", "link", "set", pveth, "addrgenmode", "none"])  # no controller address there
-    _run(["ip", "link", "set", pveth, "master", _private_bridge(block), "up"])
-    _run(["ip", "-n", ns, "addr", "add", f"{paddr}/{PREFIX_LEN}", "dev", PRIVATE_INTERFACE])
-    _run(["ip", "-n", ns, "link", "set", PRIVATE_INTERFACE, "up"])
-    _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    run_command(["ip", "link", "set", pveth, "addrgenmode", "none"])  # no controller address there
+    run_command(["ip", "link", "set", pveth, "master", private_bridge(block), "up"])
+    run_command(["ip", "-n", ns, "addr", "add", f"{paddr}/{PREFIX_LEN}", "dev", PRIVATE_INTERFACE])
+    run_command(["ip", "-n", ns, "link", "set", PRIVATE_INTERFACE, "up"])
+    run_command(["ip", "-n", ns, "link", "set", "lo", "up"])
     etc = NETNS_ETC / ns
     etc.mkdir(parents=True, exist_ok=True)
     lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
@@ -166,17 +167,17 @@ def _plug_host(host: Mapping[str, Any], all_hosts: Sequence[BedHost], block: int
     (etc / "hosts").write_text("\n".join(lines) + "\n")
 
 
-def _remove_bridge_if_unused() -> None:
+def remove_bridge_if_unused() -> None:
     if BRIDGE not in links():
         return
-    ports = _run(["ip", "-o", "link", "show", "master", BRIDGE], check=False).strip()
+    ports = run_command(["ip", "-o", "link", "show", "master", BRIDGE], check=False).strip()
     others = [ns for ns in netns_list() if ns.startswith(NS_PREFIX)]
     if not ports and not others:
-        _run(["ip", "link", "del", BRIDGE], check=False)
+        run_command(["ip", "link", "del", BRIDGE], check=False)
         with contextlib.suppress(OSError):
             NETNS_ETC.rmdir()  # only if empty
         with contextlib.suppress(OSError):
-            _root_dir().rmdir()  # only if empty
+            root_dir().rmdir()  # only if empty
 
 
 def set_link(host: BedHost, up: bool) -> None:
@@ -186,11 +187,11 @@ def set_link(host: BedHost, up: bool) -> None:
     as with a host that was lost. Only the bed network (``eth0``) is unplugged;
     the private network stays as it is.
     """
-    bed = _bed_of_namespace(host.namespace)
-    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    bed = bed_of_namespace(host.namespace)
+    state = read_state(bed) if bed and NAME_RE.match(bed) else None
     veth = None
     if state is not None:
         veth = next((h["veth"] for h in state["hosts"] if h["namespace"] == host.namespace), None)
     if veth is None:
         raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
-    _run(["ip", "link", "set", veth, "up" if up else "down"])
+    run_command(["ip", "link", "set", veth, "up" if up else "down"])

@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sshdeploy.testbed.model import (
-    _NAME_RE,
+    NAME_RE,
     Bed,
     BedHost,
     TestbedError,
-    _bed_of_namespace,
-    _read_state,
+    bed_of_namespace,
+    read_state,
 )
-from sshdeploy.testbed.system import _netns_pids, cmdline, is_zombie
+from sshdeploy.testbed.system import cmdline, is_zombie, netns_pids
 
 
 def host_command(host: BedHost, argv: Sequence[str]) -> list[str]:
@@ -58,8 +58,8 @@ def run_in(
 
 
 def _sshd_pid(host: BedHost) -> int | None:
-    bed = _bed_of_namespace(host.namespace)
-    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    bed = bed_of_namespace(host.namespace)
+    state = read_state(bed) if bed and NAME_RE.match(bed) else None
     if state is None:
         return None
     for h in state["hosts"]:
@@ -82,7 +82,7 @@ def processes(host: BedHost) -> list[tuple[int, str]]:
     """
     listener = _sshd_pid(host)
     result = []
-    for pid in _netns_pids(host.namespace):
+    for pid in netns_pids(host.namespace):
         if pid == listener or is_zombie(pid):
             continue
         cmd = cmdline(pid)
@@ -119,9 +119,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def _kill_namespace(namespace: str, deadline: float) -> None:
+def kill_namespace(namespace: str, deadline: float) -> None:
     while True:
-        pids = [p for p in _netns_pids(namespace) if not is_zombie(p)]
+        pids = [p for p in netns_pids(namespace) if not is_zombie(p)]
         if not pids:
             return
         for pid in pids:
@@ -136,7 +136,7 @@ def _kill_namespace(namespace: str, deadline: float) -> None:
         time.sleep(0.02)
 
 
-def _kill_referencing(state_dir: Path) -> None:
+def kill_referencing(state_dir: Path) -> None:
     """SIGKILL every process (any namespace) whose command line names *state_dir*."""
     marker = str(state_dir)
     for entry in os.listdir("/proc"):

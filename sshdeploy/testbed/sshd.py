@@ -8,28 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from sshdeploy.testbed.model import (
-    _NAME_RE,
+    NAME_RE,
     Bed,
     BedHost,
     TestbedError,
-    _bed_of_namespace,
-    _read_state,
+    bed_of_namespace,
+    read_state,
 )
-from sshdeploy.testbed.net import _plug_host
+from sshdeploy.testbed.net import plug_host
 from sshdeploy.testbed.procs import host_command
-from sshdeploy.testbed.system import _run, _tcp_ok, is_zombie, netns_list
+from sshdeploy.testbed.system import is_zombie, netns_list, run_command, tcp_ok
 
 SSHD = "/usr/sbin/sshd"
-#: The provisioning script shared with the docker bed; it stays in the sshdeploy package.
-PROVISION = Path(__file__).parent.parent / "provision.sh"
+#: The provisioning script shared with the docker bed (it sets up test beds only).
+PROVISION = Path(__file__).with_name("provision.sh")
 READY_TIMEOUT = 20.0
 
 
-def _provision(*args: str) -> None:
-    _run(["sh", str(PROVISION), *args])
+def run_provision(*args: str) -> None:
+    run_command(["sh", str(PROVISION), *args])
 
 
-def _start_host(
+def start_host(
     state_dir: Path,
     host: Mapping[str, Any],
     all_hosts: Sequence[BedHost],
@@ -37,20 +37,20 @@ def _start_host(
     block: int,
 ) -> int:
     ns, addr, hname = host["namespace"], host["address"], host["name"]
-    _plug_host(host, all_hosts, block)
+    plug_host(host, all_hosts, block)
     hdir = state_dir / "hosts" / hname
-    _provision("host", str(hdir), addr, str(state_dir / "authorized_keys"), *options)
+    run_provision("host", str(hdir), addr, str(state_dir / "authorized_keys"), *options)
     log = hdir / "sshd.log"
     pid_file = hdir / "sshd.pid"
     pid_file.unlink(missing_ok=True)
     # sshd daemonizes (its parent becomes init), writes its pid file once listening.
     sshd = [SSHD, "-f", str(hdir / "sshd_config"), "-E", str(log)]
-    _run(host_command(BedHost(hname, addr, ns), sshd))
+    run_command(host_command(BedHost(hname, addr, ns), sshd))
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if pid_file.exists():
             text = pid_file.read_text().strip()
-            if text.isdigit() and _tcp_ok(addr, 22, 0.5):
+            if text.isdigit() and tcp_ok(addr, 22, 0.5):
                 return int(text)
         if time.monotonic() > deadline:
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -62,7 +62,7 @@ def _start_host(
         time.sleep(0.02)
 
 
-def _write_client_files(bed: Bed) -> None:
+def write_client_files(bed: Bed) -> None:
     lines = []
     for h in bed.hosts:
         pub = bed.state_dir / "hosts" / h.name / "ssh_host_ed25519_key.pub"
@@ -98,7 +98,7 @@ def _write_client_files(bed: Bed) -> None:
     bed.hostfile.write_text("\n".join(hf) + "\n")
 
 
-def _healthy(state: Mapping[str, Any]) -> bool:
+def sshd_healthy(state: Mapping[str, Any]) -> bool:
     if not state.get("complete"):
         return False
     namespaces = set(netns_list())
@@ -106,7 +106,7 @@ def _healthy(state: Mapping[str, Any]) -> bool:
         pid = h.get("sshd_pid")
         if h["namespace"] not in namespaces or not pid or is_zombie(int(pid)):
             return False
-        if not _tcp_ok(h["address"], 22, 1.0):
+        if not tcp_ok(h["address"], 22, 1.0):
             return False
     return True
 
@@ -124,8 +124,8 @@ def sshd_log(host: BedHost) -> str:
     TestbedError
         *host* is not a host of a bed that is up.
     """
-    bed = _bed_of_namespace(host.namespace)
-    state = _read_state(bed) if bed and _NAME_RE.match(bed) else None
+    bed = bed_of_namespace(host.namespace)
+    state = read_state(bed) if bed and NAME_RE.match(bed) else None
     if state is None or not any(h["namespace"] == host.namespace for h in state["hosts"]):
         raise TestbedError(f"no such bed host {host.name} ({host.namespace})")
     log = Path(state["state_dir"]) / "hosts" / host.name / "sshd.log"

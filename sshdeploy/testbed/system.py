@@ -10,7 +10,7 @@ from pathlib import Path
 from sshdeploy.testbed.model import TestbedError
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str:
+def run_command(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str:
     try:
         proc = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
@@ -27,12 +27,12 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> str
 
 def netns_list() -> list[str]:
     """Return the names of every network namespace on the machine (``ip netns list``)."""
-    out = _run(["ip", "netns", "list"], check=False)
+    out = run_command(["ip", "netns", "list"], check=False)
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _netns_pids(namespace: str) -> list[int]:
-    out = _run(["ip", "netns", "pids", namespace], check=False)
+def netns_pids(namespace: str) -> list[int]:
+    out = run_command(["ip", "netns", "pids", namespace], check=False)
     return [int(p) for p in out.split() if p.isdigit()]
 
 
@@ -56,7 +56,7 @@ def cmdline(pid: int) -> str | None:
 
 def links() -> list[str]:
     """Return the names of the network links in the controller's namespace (``ip link``)."""
-    out = _run(["ip", "-o", "link", "show"], check=False)
+    out = run_command(["ip", "-o", "link", "show"], check=False)
     names = []
     for line in out.splitlines():
         parts = line.split(":", 2)
@@ -65,7 +65,7 @@ def links() -> list[str]:
     return names
 
 
-def _tcp_ok(address: str, port: int, timeout: float) -> bool:
+def tcp_ok(address: str, port: int, timeout: float) -> bool:
     try:
         with socket.create_connection((address, port), timeout=timeout) as s:
             s.settimeout(timeout)

@@ -182,7 +182,7 @@ def test_tls_with_forward_ports(bed: testbed.Bed, dask_ssh: Callable[..., DaskSS
 def test_min_workers_comes_up_without_a_refusing_host_and_names_it(
     bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH]
 ) -> None:
-    n1, n2, n3 = first_three(bed)
+    n1, n2, _n3 = first_three(bed)
     bad = f"root@{bed.hosts[3].address}:1"
     run = dask_ssh("--min-workers", "1", "--scheduler-port", str(PORT + 4),
                    "--dashboard-address", ":0", n1, n2, bad)

@@ -23,7 +23,7 @@ def test_two_crashing_tasks_leave_the_workers_running(bed: testbed.Bed) -> None:
     with SSHCluster([n1, n2, n3], connect_options=bed.connect_options()) as cluster, \
             Client(cluster) as client:
         for _ in range(2):
-            with pytest.raises(Exception, match="KilledWorker|worker"):
+            with pytest.raises(Exception, match=r"KilledWorker|worker"):
                 client.submit(os._exit, 1, pure=False).result(timeout=90)
         client.wait_for_workers(2, timeout=60)
         assert client.submit(lambda: 2).result(timeout=30) == 2

@@ -43,7 +43,7 @@ def test_a_worker_failing_to_start_during_scale_is_reported_not_raised(
         assert f"{n3}-0: failed to start" in row.error, row
         assert f"worker {n3}-0 failed to start" in cluster.get_logs()["Cluster"]
         raised = [r for r in caplog.records if "Exception in callback" in r.getMessage()
-                  or r.name in ("tornado.application", "asyncio") and r.levelno >= logging.ERROR]
+                  or (r.name in ("tornado.application", "asyncio") and r.levelno >= logging.ERROR)]
         assert not raised, [r.getMessage() for r in raised]
 
 

@@ -19,7 +19,7 @@ from distributed.system import MEMORY_LIMIT
 
 from sshdeploy import testbed
 from sshdeploy.cluster import SSHCluster
-from sshdeploy.hosts import parse_host_line
+from sshdeploy.hostfile import parse_host_line
 
 from .test_cli import DaskSSH, dask_ssh, hostfile  # noqa: F401  (dask_ssh is a fixture)
 

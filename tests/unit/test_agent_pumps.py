@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sshdeploy import agent, tagger
+from sshdeploy.remote import agent, tagger
 
 BIG = 64 * 1024 * 1024
 

@@ -76,7 +76,7 @@ def test_a_broken_known_hosts_file_under_check_names_it_per_host(tmp_path: Path)
     result = CliRunner().invoke(main, ["--check", "--known-hosts", str(path), "s", "a"])
     assert result.exit_code == 1, result.output
     assert f"FAILED s: known_hosts for s: {path}: line 3 is not text" in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(
         result.exception, SystemExit)
 
 

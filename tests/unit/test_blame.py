@@ -7,7 +7,7 @@ import pytest
 from sshdeploy.bootstrap import EXIT_SETUP_FAILED
 from sshdeploy.channel import AgentChannel
 from sshdeploy.errors import RemotePythonError, StartError
-from sshdeploy.hosts import parse_host
+from sshdeploy.hostfile import parse_host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
 from sshdeploy.pool import HostPool

@@ -17,8 +17,6 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from sshdeploy import agent as agent_module
-from sshdeploy import tagger as tagger_module
 from sshdeploy.bootstrap import (
     EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
@@ -36,6 +34,8 @@ from sshdeploy.bootstrap import (
     stdin_preamble,
     tagger_source,
 )
+from sshdeploy.remote import agent as agent_module
+from sshdeploy.remote import tagger as tagger_module
 from sshdeploy.versions import local_versions
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,7 +1,7 @@
 """The dask-ssh command through click's CliRunner: no network, no processes.
 
 ``SSHCluster`` (looked up in ``sshdeploy.cli`` for the dry run and in
-``sshdeploy.serve`` to run) is replaced by :class:`FakeCluster`, which records
+``sshdeploy.cli.run`` to run) is replaced by :class:`FakeCluster`, which records
 its keyword arguments; ``sshdeploy.cli.check_hosts`` by a function returning
 canned results. The pure part is tested on options parsed by the real click
 command (:func:`opts`).
@@ -16,16 +16,19 @@ import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
-from sshdeploy import cli, cliargs, cluster, serve
-from sshdeploy.cliargs import CliOptions, ClusterArgs
+from sshdeploy import cli, cluster
+from sshdeploy.cli import options as cliargs
+from sshdeploy.cli import run as serve
+from sshdeploy.cli.options import CliOptions, ClusterArgs
 from sshdeploy.errors import ConnectError, HostfileError
-from sshdeploy.hosts import HOSTFILE_GRAMMAR, Host, parse_host
+from sshdeploy.hostfile import HOSTFILE_GRAMMAR, parse_host
+from sshdeploy.hosts import Host
 
 REAL_SSHCLUSTER = cluster.SSHCluster
 
@@ -51,10 +54,10 @@ class FakePlan:
 class FakeCluster:
     """Records its arguments; "runs" until a signal or until told the scheduler died."""
 
-    instances: list[FakeCluster] = []
+    instances: ClassVar[list[FakeCluster]] = []
     on_start: Any = None
     close_error: Exception | None = None
-    plans_called: list[dict[str, Any]] = []
+    plans_called: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("asynchronous", None)  # serve runs it in its own event loop
@@ -92,7 +95,7 @@ class FakeCluster:
         n = kwargs["worker_options"]["n_workers"]
         out = [
             FakePlan(
-                hosts[0].display(),
+                hosts[0].as_written(),
                 "scheduler",
                 ["scheduler"],
                 "python3 -c 'scheduler'",
@@ -103,7 +106,7 @@ class FakeCluster:
         for h in hosts[1:]:
             out.append(
                 FakePlan(
-                    h.display(),
+                    h.as_written(),
                     "worker",
                     [f"{h.hostname}-{i}" for i in range(h.slots or n)],
                     f"python3 -c 'worker {h.hostname}'",
@@ -697,7 +700,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
         )
         return [
             FakeCheck(
-                h.display(),
+                h.as_written(),
                 reachable=False,
                 authenticated=False,
                 python=None,
@@ -705,7 +708,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
                 error="cannot connect: refused",
             )
             if h.hostname in bad
-            else FakeCheck(h.display())
+            else FakeCheck(h.as_written())
             for h in hosts
         ]
 
@@ -775,7 +778,7 @@ def test_signal_handler_only_records_and_a_second_signal_exits_130() -> None:
 
     code = (
         "import os, signal, sys\n"
-        "from sshdeploy.serve import _Stop\n"
+        "from sshdeploy.cli.run import _Stop\n"
         "stop = _Stop()\n"
         "signal.signal(signal.SIGINT, stop)\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
@@ -880,7 +883,7 @@ def test_standalone_mode_false_returns_exit_code() -> None:
 def test_parse_host_contract() -> None:
     """The part of sshdeploy.hosts the CLI relies on."""
     host = parse_host("al@b:23").with_defaults(user="bob", port=22)
-    assert (host.user, host.port, host.display()) == ("al", 23, "al@b:23")
+    assert (host.user, host.port, host.as_written()) == ("al", 23, "al@b:23")
 
 
 def test_lost_scheduler_connection_counts_as_scheduler_death() -> None:
@@ -1016,7 +1019,7 @@ def test_stdout_whose_reader_has_gone_is_noticed_without_a_write() -> None:
     read_fd, write_fd = os.pipe()
     stream = os.fdopen(write_fd, "w")
     try:
-        guarded = cli.display.GuardedStream(stream)
+        guarded = cli.console.GuardedStream(stream)
         assert not guarded.reader_gone()
         os.close(read_fd)
         assert guarded.reader_gone()

@@ -25,8 +25,10 @@ import click
 import pytest
 from distributed import Security
 
-from sshdeploy import cli, display, serve
-from sshdeploy.serve import ClientCredentials
+from sshdeploy import cli
+from sshdeploy.cli import console, report
+from sshdeploy.cli import run as serve
+from sshdeploy.cli.run import ClientCredentials
 
 
 def _sibling(name: str) -> ModuleType:
@@ -310,7 +312,7 @@ def test_a_start_that_fails_closes_the_cluster_and_reports(
 
 def test_print_banner_is_unchanged_without_the_new_parts() -> None:
     buf = io.StringIO()
-    display.print_banner(display.make_console(buf), scheduler_address="tcp://n1:8786",
+    report.print_banner(console.make_console(buf), scheduler_address="tcp://n1:8786",
                          dashboard_link=None, scheduler_host="n1",
                          workers_by_host={"n2": ["n2-0"]}, failed_hosts={},
                          forwarded_from=None, connect_line=None)

@@ -22,7 +22,7 @@ from sshdeploy.testbed import model
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-PROVISION = ROOT / "sshdeploy" / "provision.sh"
+PROVISION = ROOT / "sshdeploy" / "testbed" / "provision.sh"
 PROVISION_IN_IMAGE = "/opt/sshdeploy/provision.sh"
 HOSTS = ["node1", "node2", "node3", "node4"]
 SUBNET = ipaddress.ip_network("10.213.7.0/24")
@@ -85,8 +85,8 @@ def test_private_network_joins_the_hosts_but_not_the_controller(compose: dict[st
     assert set(services["controller"]["networks"]) == {"bed"}
     private = [services[n]["networks"]["private"]["ipv4_address"] for n in HOSTS]
     # the namespace bed's default bed has the same private addresses (block 0)
-    assert private == [model._private_address(0, i + 1) for i in range(len(HOSTS))]
-    assert str(PRIVATE) == model._private_subnet(0)
+    assert private == [model.private_host_address(0, i + 1) for i in range(len(HOSTS))]
+    assert str(PRIVATE) == model.private_block_subnet(0)
     assert not PRIVATE.overlaps(SUBNET)
 
 
@@ -143,7 +143,7 @@ def test_dockerfile_installs_project_and_provisioning_file() -> None:
     assert "openssh-server" in text
     assert "COPY . /project" in text
     assert 'pip install --no-cache-dir "/project[test]"' in text
-    assert f"COPY sshdeploy/provision.sh {PROVISION_IN_IMAGE}" in text
+    assert f"COPY sshdeploy/testbed/provision.sh {PROVISION_IN_IMAGE}" in text
 
 
 @pytest.mark.timeout(10)

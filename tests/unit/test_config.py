@@ -1,4 +1,4 @@
-"""Unit tests for sshdeploy.config: defaults in dask.config, overrides, spellings, env vars."""
+"""Unit tests for sshdeploy.settings' dask.config side: defaults, overrides, spellings, env vars."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import sshdeploy
-from sshdeploy import config
+from sshdeploy import settings as config
 
 pytestmark = pytest.mark.timeout(10)
 

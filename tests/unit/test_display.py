@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sshdeploy import display
+from sshdeploy.cli import console, remote_output, report
 
 ANSI = "\x1b["
 
@@ -61,7 +61,7 @@ def colour_codes(out: str) -> list[str]:
 
 
 def _print_records(stream: io.StringIO, *records: logging.LogRecord) -> str:
-    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), flush_interval=0)
     for rec in records:
         handler.handle(rec)
     handler.close()
@@ -129,15 +129,15 @@ def test_remote_text_is_not_markup() -> None:
     ],
 )
 def test_prefix_text(label: str, role: str, expected: str) -> None:
-    assert display.remote_prefix(label, role).plain == expected
+    assert remote_output.remote_prefix(label, role).plain == expected
 
 
 def test_prefix_styles() -> None:
-    assert display.remote_prefix("scheduler n1", "scheduler").style == "bold magenta"
-    assert display.remote_prefix("n1", "agent").style == "dim"
+    assert remote_output.remote_prefix("scheduler n1", "scheduler").style == "bold magenta"
+    assert remote_output.remote_prefix("n1", "agent").style == "dim"
     # every worker of one host shares a colour
-    a = display.remote_prefix("node2-0", "worker", "node2").style
-    b = display.remote_prefix("node2-7", "worker", "node2").style
+    a = remote_output.remote_prefix("node2-0", "worker", "node2").style
+    b = remote_output.remote_prefix("node2-7", "worker", "node2").style
     assert a == b
 
 
@@ -166,8 +166,8 @@ def test_lines_drop_newline_and_are_coloured_by_record_level() -> None:
     ],
 )
 def test_log_file_name(label: str, name: str) -> None:
-    assert display.log_file_name(label) == name
-    assert "/" not in display.log_file_name(label)
+    assert remote_output.log_file_name(label) == name
+    assert "/" not in remote_output.log_file_name(label)
 
 
 # ------------------------------------------------------------------ handler
@@ -175,8 +175,8 @@ def test_log_file_name(label: str, name: str) -> None:
 
 def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
     stream = io.StringIO()
-    handler = display.RemoteLogHandler(
-        display.make_console(stream), tmp_path / "logs", tail_lines=2
+    handler = remote_output.RemoteLogHandler(
+        console.make_console(stream), tmp_path / "logs", tail_lines=2
     )
     try:
         handler.handle(record("starting", "scheduler node1", "scheduler", "node1"))
@@ -204,7 +204,7 @@ def test_handler_prints_prefix_and_keeps_tail(tmp_path: Path) -> None:
 
 def test_handler_without_attributes_uses_logger_name() -> None:
     stream = io.StringIO()
-    handler = display.RemoteLogHandler(display.make_console(stream))
+    handler = remote_output.RemoteLogHandler(console.make_console(stream))
     handler.handle(logging.makeLogRecord({"name": "sshdeploy.remote.worker.node3", "msg": "hi",
                                          "levelno": logging.INFO}))
     handler.flush()
@@ -213,7 +213,7 @@ def test_handler_without_attributes_uses_logger_name() -> None:
 
 def test_controller_handler() -> None:
     stream = io.StringIO()
-    handler = display.ControllerLogHandler(display.make_console(stream))
+    handler = remote_output.ControllerLogHandler(console.make_console(stream))
     handler.handle(logging.makeLogRecord({"msg": "worker node2-0 died", "levelno": 30}))
     assert stream.getvalue() == "[dask-ssh] worker node2-0 died\n"
 
@@ -223,8 +223,8 @@ def test_controller_handler() -> None:
 
 def test_banner_lists_every_host_and_worker() -> None:
     stream = io.StringIO()
-    display.print_banner(
-        display.make_console(stream),
+    report.print_banner(
+        console.make_console(stream),
         scheduler_address="tcp://10.0.0.1:8786",
         dashboard_link="http://10.0.0.1:8787/status",
         scheduler_host="root@node1:22",
@@ -260,7 +260,7 @@ def test_plan_shows_host_role_python_and_command() -> None:
             options={},
         ),
     ]
-    display.print_plan(display.make_console(stream), plans)
+    report.print_plan(console.make_console(stream), plans)
     out = stream.getvalue()
     assert "# root@n1:22  scheduler  scheduler" in out
     assert "# root@n2:22  worker  n2-0, n2-1" in out
@@ -286,8 +286,8 @@ def _check(host: str, ok: bool, **kw: object) -> types.SimpleNamespace:
 
 def test_check_table() -> None:
     stream = io.StringIO()
-    display.print_check_table(
-        display.make_console(stream, width=200),
+    report.print_check_table(
+        console.make_console(stream, width=200),
         [
             _check("root@n1:22", True),
             _check(
@@ -317,8 +317,8 @@ def test_check_table() -> None:
 
 def test_handler_routes_unlabelled_records_to_others() -> None:
     out, err = io.StringIO(), io.StringIO()
-    others = display.ControllerLogHandler(display.make_console(err))
-    handler = display.RemoteLogHandler(display.make_console(out), others=others)
+    others = remote_output.ControllerLogHandler(console.make_console(err))
+    handler = remote_output.RemoteLogHandler(console.make_console(out), others=others)
     handler.handle(logging.makeLogRecord(
         {"name": "sshdeploy.remote", "msg": "worker closed", "levelno": logging.WARNING}))
     handler.handle(logging.makeLogRecord(
@@ -327,13 +327,6 @@ def test_handler_routes_unlabelled_records_to_others() -> None:
     handler.flush()
     assert out.getvalue() == "[node2-0] a line\n"
     assert err.getvalue() == "[dask-ssh] worker closed\n"
-
-
-def test_docstring_examples_run() -> None:
-    import doctest
-
-    result = doctest.testmod(display, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def _checks() -> list[types.SimpleNamespace]:
@@ -359,7 +352,7 @@ def test_check_reasons_are_whole_lines_off_a_terminal_even_with_narrow_columns(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "30")
     stream = io.StringIO()
-    display.print_check_table(display.make_console(stream), _checks())
+    report.print_check_table(console.make_console(stream), _checks())
     lines = stream.getvalue().splitlines()
     assert REASON in lines
     # Off a terminal the table is not wrapped either: one row per host.
@@ -369,7 +362,7 @@ def test_check_reasons_are_whole_lines_off_a_terminal_even_with_narrow_columns(
 
 def test_check_reasons_are_whole_lines_on_a_narrow_terminal() -> None:
     stream = TTY()
-    display.print_check_table(display.make_console(stream, width=40), _checks())
+    report.print_check_table(console.make_console(stream, width=40), _checks())
     plain = re.sub(r"\x1b\[[0-9;]*m", "", stream.getvalue())
     assert REASON in plain.splitlines()
 
@@ -383,7 +376,7 @@ def test_handler_buffers_lines_and_writes_them_together() -> None:
             return super().write(text)
 
     stream = Counting()
-    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), flush_interval=0)
     for i in range(1000):
         handler.handle(record(f"line {i}", "node2-0", "worker"))
     handler.flush()
@@ -394,7 +387,7 @@ def test_handler_buffers_lines_and_writes_them_together() -> None:
 
 def test_handler_flushes_by_itself_within_the_interval() -> None:
     stream = io.StringIO()
-    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0.05)
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), flush_interval=0.05)
     handler.handle(record("soon", "node2-0", "worker"))
     deadline = time.monotonic() + 5
     while "soon" not in stream.getvalue() and time.monotonic() < deadline:
@@ -405,7 +398,7 @@ def test_handler_flushes_by_itself_within_the_interval() -> None:
 
 def test_handler_colours_on_a_terminal_like_rich_would(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = TTY()
-    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), flush_interval=0)
     handler.handle(record("boom", "node2-0", "worker", level=logging.ERROR))
     handler.flush()
     out = stream.getvalue()
@@ -413,7 +406,7 @@ def test_handler_colours_on_a_terminal_like_rich_would(monkeypatch: pytest.Monke
     assert re.sub(r"\x1b\[[0-9;]*m", "", out) == "[node2-0] boom\n"
     monkeypatch.setenv("NO_COLOR", "1")
     stream = TTY()
-    handler = display.RemoteLogHandler(display.make_console(stream), flush_interval=0)
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), flush_interval=0)
     handler.handle(record("boom", "node2-0", "worker", level=logging.ERROR))
     handler.flush()
     assert colour_codes(stream.getvalue()) == []
@@ -432,7 +425,7 @@ def test_handler_show_level_filters_by_record_level(
     tmp_path: Path, show_level: int, shown: list[str]
 ) -> None:
     stream = io.StringIO()
-    handler = display.RemoteLogHandler(display.make_console(stream), tmp_path,
+    handler = remote_output.RemoteLogHandler(console.make_console(stream), tmp_path,
                                        show_level=show_level, flush_interval=0)
     for name in ("debug", "info", "warning", "error"):
         handler.handle(record(name, "node2-0", "worker", level=getattr(logging, name.upper())))

@@ -1,10 +1,10 @@
-"""Unit tests for sshdeploy.hostview: the per-host rows of the cluster's reprs."""
+"""Unit tests for sshdeploy.views.hostrows: the per-host rows of the cluster's reprs."""
 
 from __future__ import annotations
 
 import pytest
 
-from sshdeploy.hostview import HostRow, rows_html, rows_text
+from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
 pytestmark = pytest.mark.timeout(10)
 

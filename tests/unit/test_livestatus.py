@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from sshdeploy.hostview import HostRow
-from sshdeploy.livestatus import StatusView, changed_lines, summary_text
+from sshdeploy.views.hostrows import HostRow
+from sshdeploy.views.livestatus import StatusView, changed_lines, summary_text
 
 
 def _text(renderable: object, width: int = 120) -> str:
@@ -103,7 +103,7 @@ def test_remote_lines_print_above_a_live_table_on_the_same_console() -> None:
 
     from rich.live import Live
 
-    from sshdeploy.display import RemoteLogHandler
+    from sshdeploy.cli.remote_output import RemoteLogHandler
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=100, color_system=None)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from sshdeploy.agent import keep_op, start_time
 from sshdeploy.errors import ClusterStateError, ConfigError
 from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
 from sshdeploy.named.spec import cluster_spec, differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
+from sshdeploy.remote.agent import keep_op, start_time
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -131,7 +131,7 @@ def test_the_spec_round_trips_and_names_what_differs() -> None:
                         scheduler_class=None, restart_workers=True, security=False,
                         forward_ports=None, idle_timeout=None, max_lifetime=None, wanted=2)
     assert json.loads(json.dumps(spec)) == spec
-    assert [h.display() for h in hosts_of(spec)] == ["u@a:2222", "b"]
+    assert [h.as_written() for h in hosts_of(spec)] == ["u@a:2222", "b"]
     assert spec["dropped"] == ["connect_options.key", "connect_options.key"]
     other = {**spec, "worker_options": {"n_workers": 3}}
     assert differences(spec, other) == [
@@ -202,7 +202,7 @@ class _FakeScheduler:
 
 def test_lifetime_policies_are_decided_on_the_scheduler_host(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sshdeploy.agent import Keep
+    from sshdeploy.remote.agent import Keep
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     keep = Keep({"name": "demo", "idle_timeout": 10, "max_lifetime": 100}, "scheduler",
@@ -210,7 +210,7 @@ def test_lifetime_policies_are_decided_on_the_scheduler_host(
     keep.begin("scheduler n1")
     server, idle = _FakeScheduler(), {"since": 0.0}
     now = [1000.0]
-    monkeypatch.setattr("sshdeploy.agent.time.time", lambda: now[0])
+    monkeypatch.setattr("sshdeploy.remote.agent.time.time", lambda: now[0])
     keep.started = 1000.0
     assert keep.scheduler_status(server, idle) is None  # first look: idle from now
     now[0] = 1009.0

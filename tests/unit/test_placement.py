@@ -18,7 +18,7 @@ def names(plan) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def slots(plan) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    return {key: h.slots for key, h in plan.hosts.items()}
+    return {key: h.slots for key, h in plan.worker_hosts.items()}
 
 
 # ------------------------------------------------------------------ as_hosts
@@ -77,7 +77,7 @@ def test_place_default_one_worker_per_later_host() -> None:
     assert names(plan) == ["node2-0", "node3-0"]
     assert [w.host for w in plan.workers] == [Host("node2"), Host("node3")]
     assert slots(plan) == {(None, "node2", None): 1, (None, "node3", None): 1}
-    assert {k: h.python for k, h in plan.hosts.items()} == {
+    assert {k: h.python for k, h in plan.worker_hosts.items()} == {
         (None, "node2", None): sys.executable, (None, "node3", None): sys.executable}
 
 
@@ -86,7 +86,7 @@ def test_place_n_workers_and_options_pass_through() -> None:
     assert names(plan) == ["a-0", "a-1", "b-0", "b-1"]
     for w in plan.workers:
         assert dict(w.kwargs) == {"nthreads": 4, "memory_limit": "1GiB"}  # no n_workers
-    assert plan.hosts[(None, "a", None)].template == {"nthreads": 4, "memory_limit": "1GiB"}
+    assert plan.worker_hosts[(None, "a", None)].template == {"nthreads": 4, "memory_limit": "1GiB"}
 
 
 def test_place_nprocs_is_an_alias_and_not_passed_on() -> None:
@@ -100,7 +100,7 @@ def test_place_only_a_scheduler_host() -> None:
     plan = place(["solo"], {"n_workers": 5, "nthreads": 2})
     assert plan.scheduler.host.hostname == "solo"
     assert plan.workers == [] and slots(plan) == {(None, "solo", None): 0}
-    assert plan.hosts[(None, "solo", None)].template == {"nthreads": 2}
+    assert plan.worker_hosts[(None, "solo", None)].template == {"nthreads": 2}
 
 
 def test_place_n_workers_zero() -> None:
@@ -124,11 +124,11 @@ def test_place_host_overrides_win() -> None:
     assert names(plan) == ["a-0", "a-1", "a-2", "b-0"]
     assert dict(plan.workers[0].kwargs) == {"nthreads": 2, "memory_limit": "2GiB"}
     assert dict(plan.workers[3].kwargs) == {"nthreads": 8, "memory_limit": "8GiB"}
-    assert plan.hosts[a.key].python == "/opt/py/bin/python"
-    assert plan.hosts[(None, "b", None)].python == "/usr/bin/python3"
+    assert plan.worker_hosts[a.key].python == "/opt/py/bin/python"
+    assert plan.worker_hosts[(None, "b", None)].python == "/usr/bin/python3"
     assert plan.scheduler.python == "/usr/bin/python3"
-    assert plan.hosts[a.key].slots == 3
-    # the planned host carries no slots: scale() counts them in plan.hosts[...].slots
+    assert plan.worker_hosts[a.key].slots == 3
+    # the planned host carries no slots: scale() counts them in plan.worker_hosts[...].slots
     assert plan.workers[0].host.slots is None
     assert plan.workers[0].host.remote_python == "/opt/py/bin/python"
 
@@ -136,7 +136,7 @@ def test_place_host_overrides_win() -> None:
 def test_place_scheduler_python_from_the_scheduler_host() -> None:
     plan = place([Host("s", remote_python="/s/python"), "a"], remote_python=["/x", "/y"])
     assert plan.scheduler.python == "/s/python"
-    assert plan.hosts[(None, "a", None)].python == "/y"
+    assert plan.worker_hosts[(None, "a", None)].python == "/y"
 
 
 def test_place_repeated_host_adds_workers_with_unique_names() -> None:
@@ -154,7 +154,7 @@ def test_place_scheduler_host_may_also_run_workers() -> None:
 
 def test_place_same_hostname_different_users_are_different_hosts() -> None:
     plan = place(["s", "alice@a", "bob@a"])
-    assert set(plan.hosts) == {("alice", "a", None), ("bob", "a", None)}
+    assert set(plan.worker_hosts) == {("alice", "a", None), ("bob", "a", None)}
     # names are per host name, so they stay unique across users
     assert names(plan) == ["a-0", "a-1"]
 
@@ -164,12 +164,12 @@ def test_place_connect_options_broadcast_and_per_host() -> None:
     assert {k: h.connect_options for k, h in plan.all_hosts().items()} == {
         (None, "s", None): {"known_hosts": None}, (None, "a", None): {"known_hosts": None}}
     plan = place(["s", "a"], connect_options=[{"port": 1}, {"port": 2}])
-    assert plan.hosts[(None, "a", None)].connect_options == {"port": 2}
+    assert plan.worker_hosts[(None, "a", None)].connect_options == {"port": 2}
 
 
 def test_place_later_connect_options_fill_an_earlier_none() -> None:
     plan = place(["s", "a", "a"], connect_options=[None, None, {"username": "alice"}])
-    assert plan.hosts[(None, "a", None)].connect_options == {"username": "alice"}
+    assert plan.worker_hosts[(None, "a", None)].connect_options == {"username": "alice"}
 
 
 @pytest.mark.parametrize("setting", ["remote_python", "connect_options"])
@@ -237,12 +237,12 @@ def test_one_host_written_two_ways_is_one_host() -> None:
     me = getpass.getuser()
     opts = {"config": []}  # no ssh config that could give port 22 another meaning
     plan = place(["s", "node2", f"{me}@node2:22"], connect_options=opts)
-    assert list(plan.hosts) == [(None, "node2", None)]
+    assert list(plan.worker_hosts) == [(None, "node2", None)]
     assert names(plan) == ["node2-0", "node2-1"]
-    assert plan.hosts[(None, "node2", None)].slots == 2
+    assert plan.worker_hosts[(None, "node2", None)].slots == 2
 
 
 def test_another_user_or_port_stays_another_host() -> None:
     plan = place(["s", "node2", "other@node2", "node2:2222"], connect_options={"config": []})
-    assert list(plan.hosts) == [(None, "node2", None), ("other", "node2", None),
+    assert list(plan.worker_hosts) == [(None, "node2", None), ("other", "node2", None),
                                 (None, "node2", 2222)]

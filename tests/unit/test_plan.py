@@ -40,7 +40,7 @@ def test_explicit_host_interface_or_nohost_are_kept() -> None:
     p = plan_cluster(["s", "a"], worker_options={"interface": "eth1"},
                      scheduler_options={"host": None})
     assert "host" not in p.scheduler_options
-    hp = p.placement.hosts[(None, "a", None)]
+    hp = p.placement.worker_hosts[(None, "a", None)]
     assert p.worker_options(hp) == {"interface": "eth1"}
 
 
@@ -127,7 +127,7 @@ def test_a_security_object_of_the_users_is_passed_through_unchanged() -> None:
     sec = Security(require_encryption=True)
     p = plan_cluster(["s", "a"], security=sec)
     assert p.security is sec and p.scheduler_options["security"] is sec
-    hp = p.placement.hosts[(None, "a", None)]
+    hp = p.placement.worker_hosts[(None, "a", None)]
     assert p.worker_options(hp)["security"] is sec
     assert p.scheduler_options["protocol"] == "tls://"
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncssh
 import pytest
 
-from sshdeploy import config
+from sshdeploy import settings as config
 from sshdeploy.errors import (
     AuthenticationError,
     ConnectError,
@@ -82,13 +82,13 @@ def test_connect_kwargs_follow_dask_config() -> None:
 
 def test_pool_display() -> None:
     pool = HostPool(connect_options={"username": "bob", "port": 2200})
-    assert pool.display(Host("node1")) == "bob@node1:2200"
-    assert pool.display(Host("node1", user="alice", port=22)) == "alice@node1:22"
-    assert pool.display(Host("::1", port=22)) == "bob@[::1]:22"
+    assert pool.as_connected(Host("node1")) == "bob@node1:2200"
+    assert pool.as_connected(Host("node1", user="alice", port=22)) == "alice@node1:22"
+    assert pool.as_connected(Host("::1", port=22)) == "bob@[::1]:22"
     pool.set_options(Host("node2"), {"username": "carol"})
     pool.set_options(Host("node3"), None)  # None keeps the pool-wide options
-    assert pool.display(Host("node2")) == "carol@node2"
-    assert pool.display(Host("node3")) == "bob@node3:2200"
+    assert pool.as_connected(Host("node2")) == "carol@node2"
+    assert pool.as_connected(Host("node3")) == "bob@node3:2200"
 
 
 def test_pool_settings_from_config() -> None:
@@ -295,7 +295,7 @@ def test_connect_and_share_one_connection_per_host(client_key: asyncssh.SSHKey) 
 async def connect_each(pool: HostPool, hosts: list[Host]) -> dict[str, object]:
     """Connect to every host at once: ``user@host:port`` -> Connection or the error."""
     results = await asyncio.gather(*(pool.get(h) for h in hosts), return_exceptions=True)
-    return {pool.display(h): r for h, r in zip(hosts, results, strict=True)}
+    return {pool.as_connected(h): r for h, r in zip(hosts, results, strict=True)}
 
 
 def test_one_connection_per_distinct_host(

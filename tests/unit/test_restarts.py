@@ -1,123 +1,178 @@
-"""Restart budgets as a rate, and workers given up or waiting for their host, said loudly."""
+"""The restart policy of lost workers (sshdeploy.restarts), against a fake cluster.
+
+No network and no real timers are waited for: a scheduled restart is read from
+its timer (when it would fire) and run by hand.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from types import SimpleNamespace
+import time
 from typing import Any
 
 import pytest
 from distributed.core import Status
 
-from sshdeploy.agent import RestartBudget, Servers
-from sshdeploy.errors import ConnectError
-from sshdeploy.restarts import WorkerRestarts
+from sshdeploy.channel import CONNECTION_LOST
+from sshdeploy.hosts import Host
+from sshdeploy.remote.agent import RestartBudget
+from sshdeploy.restarts import GAVE_UP, WorkerRestarts
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_a_budget_is_a_rate_and_comes_back_after_a_quiet_window() -> None:
-    budget = RestartBudget(3, window=60)
-    assert [budget.spend(t) for t in (0, 5, 10)] == [True, True, True]
-    assert budget.spend(11) is False  # a fourth death within 60 s: a loop
-    assert budget.used(200) == 0  # ran fine for a window: the whole budget is back
-    assert [budget.spend(t) for t in (200, 201, 202)] == [True, True, True]
+class FakeComm:
+    def __init__(self) -> None:
+        self.unregistered: list[str] = []
+
+    async def unregister(self, address: str, stimulus_id: str, close: bool) -> None:
+        assert stimulus_id.startswith("sshdeploy-lost-") and close is False
+        self.unregistered.append(address)
+
+
+class FakeWorker:
+    def __init__(self, address: str) -> None:
+        self.address = address
 
 
 class FakeCluster:
-    """What WorkerRestarts reads of a SpecCluster."""
+    """What WorkerRestarts uses of a SpecCluster."""
 
     def __init__(self, names: list[str]) -> None:
         self.status = Status.running
-        host = SimpleNamespace(key=("h", 22), hostname="h")
+        host = Host("node2", user="u", port=22)
         self.worker_spec: dict[str, Any] = {n: {"options": {"host": host}} for n in names}
-        self.workers: dict[str, Any] = {}
-        self.scheduler_comm = None
-        self._cluster_manager_logs: list[tuple[Any, str]] = []
-        self._created: set[Any] = set()
-        self.started: list[str] = []
+        self.workers: dict[str, Any] = {
+            n: FakeWorker(f"tcp://10.0.0.2:{4000 + i}")
+            for i, n in enumerate(names)}
+        self._created: set[Any] = set(self.workers.values())
+        self.scheduler_comm = FakeComm()
+        self.corrected = 0
+        self.fail_correct = False
+        self._cluster_manager_logs: list[Any] = []
 
     async def _correct_state(self) -> None:
-        self.started.extend(sorted(set(self.worker_spec) - set(self.workers)))
+        self.corrected += 1
+        if self.fail_correct:
+            raise RuntimeError("cannot start")
 
-    def log(self) -> str:
-        return "\n".join(line for _t, line in self._cluster_manager_logs)
+
+def died(r: WorkerRestarts, name: str, times: int) -> None:
+    """Record *times* earlier deaths of *name*, just now (within the budget's window)."""
+    r.budgets[name] = RestartBudget(r.limit, r.window)
+    r.budgets[name].deaths = [time.monotonic()] * times
 
 
-def test_a_worker_lost_too_often_is_given_up_with_a_warning_and_a_log_line(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    cluster = FakeCluster(["h-0"])
+def delays(r: WorkerRestarts) -> list[float]:
+    """Seconds until each pending restart fires."""
+    loop = asyncio.get_running_loop()
+    return sorted(round(t.when() - loop.time()) for t in r._timers)
 
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_lost_worker_is_unregistered_at_once_and_restarted_after_a_second() -> None:
     async def main() -> None:
-        restarts = WorkerRestarts(cluster, 1, True, 0.0, window=60)  # type: ignore[arg-type]
-        restarts.lost("h-0", "the remote agent was killed by SIGKILL")
-        assert "restarting it in 1 s (1/1)" in restarts.steps["h-0"]
-        restarts.lost("h-0", "the remote agent was killed by SIGKILL")
-        await restarts.close()
-
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.restarts"):
-        asyncio.run(main())
-    assert cluster.worker_spec == {}
-    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("h-0" in m and "not restarted" in m and "1 restarts within 60 s" in m
-               for m in messages), messages
-    assert any("no workers left" in m for m in messages), messages
-    assert "not restarted" in cluster.log() and "no workers left" in cluster.log()
+        c = FakeCluster(["node2-0"])
+        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r.lost("node2-0", "the agent exited")
+        assert delays(r) == [1]
+        await asyncio.gather(*r._tasks)
+        assert c.scheduler_comm.unregistered == ["tcp://10.0.0.2:4000"]
+        assert r.counts == {"node2-0": 1} and "node2-0" in c.worker_spec
+        await r.close()
+    run(main())
 
 
-def test_a_restart_waits_for_an_unreachable_host_without_spending_its_budget() -> None:
-    cluster = FakeCluster(["h-0"])
-    tries: list[int] = []
-    steps: list[str] = []
-
-    async def reach(host: Any) -> None:
-        tries.append(1)
-        steps.append(restarts.steps.get("h-0", ""))
-        if len(tries) < 3:
-            raise ConnectError(host="root@h", cause="timed out")
-
+def test_each_restart_of_a_worker_waits_twice_as_long() -> None:
     async def main() -> None:
-        nonlocal restarts
-        restarts = WorkerRestarts(cluster, 1, True, 0.0, window=60,  # type: ignore[arg-type]
-                                  reach=reach)
-        restarts.lost("h-0", "the SSH connection was lost")
-        for _ in range(500):
-            if cluster.started:
-                break
-            await asyncio.sleep(0.01)
-        await restarts.close()
-
-    restarts: WorkerRestarts
-    asyncio.run(main())
-    assert cluster.started == ["h-0"]
-    assert len(tries) == 3
-    assert "not reachable" in steps[2] and "timed out" in steps[2], steps
-    assert restarts.budgets["h-0"].used(0) <= 1 and "h-0" not in restarts.steps
+        c = FakeCluster(["a", "b"])
+        r = WorkerRestarts(c, limit=5, enabled=True, heartbeat_timeout=30)
+        died(r, "a", 2)
+        r.lost("a", "killed")
+        r.lost("b", "killed")
+        assert delays(r) == [1, 4]
+        await r.close()
+    run(main())
 
 
-def test_the_agent_gives_a_worker_up_only_past_the_rate_and_names_its_memory_limit() -> None:
-    exits: list[Any] = []
-    closed: list[str] = []
-
-    async def on_exit(code: Any) -> None:
-        exits.append(code)
-
-    nanny = SimpleNamespace(
-        _on_worker_exit=on_exit, status="Status.running",
-        close_gracefully=lambda reason: closed.append(reason),
-        memory_manager=SimpleNamespace(memory_limit=2 * 2**30),
-    )
-    Servers.limit_restarts(nanny, True, 2, 60)
-
+def test_a_worker_lost_with_its_connection_waits_for_the_heartbeat_timeout() -> None:
     async def main() -> None:
-        for code in (1, 1):
-            await nanny._on_worker_exit(code)
-        assert not closed
-        await nanny._on_worker_exit(-15)
+        c = FakeCluster(["a"])
+        r = WorkerRestarts(c, limit=5, enabled=True, heartbeat_timeout=30)
+        r.lost("a", CONNECTION_LOST)
+        assert delays(r) == [30]
+        await r.close()
+    run(main())
 
-    asyncio.run(main())
-    assert exits == [1, 1, -15] and closed
-    assert "memory limit 2.0 GiB" in nanny._sshdeploy_gave_up
-    assert "2 restarts within 60 s" in nanny._sshdeploy_gave_up
+
+@pytest.mark.parametrize(("enabled", "tries", "reason", "why"), [
+    (False, 0, "killed", "restarts are off"),
+    (True, 3, "killed", "it was lost 4 times within 60 s"),
+    (True, 0, f"worker died; {GAVE_UP}", "it died in a loop"),
+])
+def test_a_worker_given_up_on_leaves_the_spec_and_is_shown_on_its_host(
+        enabled: bool, tries: int, reason: str, why: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        c = FakeCluster(["a"])
+        r = WorkerRestarts(c, limit=3, enabled=enabled, heartbeat_timeout=30)
+        died(r, "a", tries)
+        r.lost("a", reason)
+        assert delays(r) == []
+        assert "a" not in c.worker_spec and "a" not in c.workers
+        assert r.given_up == {"a": (("u", "node2", 22), f"a: {reason}; not restarted")}
+        await r.close()
+    run(main())
+    assert f"not restarted ({why}" in caplog.text
+
+
+def test_nothing_happens_for_a_closing_cluster_or_an_unwanted_worker() -> None:
+    async def main() -> None:
+        c = FakeCluster(["a"])
+        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r.lost("scaled-away", "killed")
+        c.status = Status.closing
+        r.lost("a", "killed")
+        assert delays(r) == [] and not r._tasks and r.counts == {}
+        await r.close()
+    run(main())
+
+
+def test_a_restart_forgets_the_old_process_and_corrects_the_state() -> None:
+    async def main() -> None:
+        c = FakeCluster(["a"])
+        old = c.workers["a"]
+        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        await r._restart("a", "killed")
+        assert "a" not in c.workers and old not in c._created and c.corrected == 1
+        await r.close()
+    run(main())
+
+
+def test_a_failed_restart_counts_against_the_limit() -> None:
+    async def main() -> None:
+        c = FakeCluster(["a"])
+        c.fail_correct = True
+        r = WorkerRestarts(c, limit=1, enabled=True, heartbeat_timeout=30)
+        died(r, "a", 1)
+        await r._restart("a", "killed")
+        assert r.given_up["a"][1] == "a: restart failed: cannot start; not restarted"
+        assert "a" not in c.worker_spec
+        await r.close()
+    run(main())
+
+
+def test_close_cancels_pending_restarts_and_nothing_runs_after() -> None:
+    async def main() -> None:
+        c = FakeCluster(["a"])
+        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r.lost("a", "killed")
+        timers = list(r._timers)
+        await r.close()
+        assert all(t.cancelled() for t in timers) and not r._timers and not r._tasks
+        r.lost("a", "killed")  # after close: ignored
+        assert not r._timers and c.corrected == 0
+    run(main())

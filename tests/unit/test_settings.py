@@ -7,7 +7,7 @@ import dataclasses
 import dask.config
 import pytest
 
-from sshdeploy import config
+from sshdeploy import settings as config
 from sshdeploy.errors import ConfigError
 from sshdeploy.settings import Settings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sshdeploy.agent import describe_share, worker_share
-from sshdeploy.hosts import parse_host_line
+from sshdeploy.hostfile import parse_host_line
 from sshdeploy.plan import plan_cluster
+from sshdeploy.remote.agent import describe_share, worker_share
 
 GiB = 2**30
 
@@ -47,10 +47,10 @@ def test_hostfile_keys_override_and_slots_set_the_share() -> None:
     hosts = [*parse_host_line("head"), *parse_host_line("n[1-2] slots=3"),
              *parse_host_line("n3 slots=2 nthreads=5 memory-limit=1GiB")]
     plan = plan_cluster(hosts, worker_options={"n_workers": 4})
-    slots = {hp.host.hostname: hp.slots for hp in plan.placement.hosts.values()}
+    slots = {hp.host.hostname: hp.slots for hp in plan.placement.worker_hosts.values()}
     assert slots == {"n1": 3, "n2": 3, "n3": 2}
-    n1 = next(hp for hp in plan.placement.hosts.values() if hp.host.hostname == "n1")
-    n3 = next(hp for hp in plan.placement.hosts.values() if hp.host.hostname == "n3")
+    n1 = next(hp for hp in plan.placement.worker_hosts.values() if hp.host.hostname == "n1")
+    n3 = next(hp for hp in plan.placement.worker_hosts.values() if hp.host.hostname == "n3")
     assert worker_share(n1.template, n1.slots, 6, 12 * GiB) == {"nthreads": 2,
                                                                  "memory_limit": 4 * GiB}
     assert worker_share(n3.template, n3.slots, 6, 12 * GiB)["nthreads"] == 5
@@ -75,6 +75,6 @@ def test_cluster_specs_carry_the_hosts_slots(n_workers: int) -> None:
     cluster = SSHCluster.__new__(SSHCluster)  # only the spec builder, nothing started
     cluster._cluster_plan = plan_cluster(["a", "b"], worker_options={"n_workers": n_workers})
     cluster._agents = None
-    hp = next(iter(cluster._cluster_plan.placement.hosts.values()))
+    hp = next(iter(cluster._cluster_plan.placement.worker_hosts.values()))
     spec = cluster._worker_spec(hp.host, {})
     assert spec["options"]["share"] == n_workers

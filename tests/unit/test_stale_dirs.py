@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sshdeploy.agent import OWNER_FILE, process_start, remove_stale_dirs, write_owner
-from sshdeploy.serve import ClientCredentials
+from sshdeploy.cli.run import ClientCredentials
+from sshdeploy.remote.agent import OWNER_FILE, process_start, remove_stale_dirs, write_owner
 
 pytestmark = pytest.mark.timeout(30)
 

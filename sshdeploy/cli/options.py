@@ -1,0 +1,581 @@
+"""The pure part of ``dask-ssh``: parsed options to :class:`SSHCluster` arguments.
+
+The click command (:mod:`sshdeploy.cli`) declares each option once, with its
+:class:`click.ParamType` from here (:data:`MEMORY_LIMIT`, :data:`PORT_SPEC`,
+:data:`ENV_ITEM`, :data:`HOST`, :data:`JUMP_HOST`), so a bad value is a
+:class:`click.BadParameter` (exit status 2) naming the option. Click's dict
+of parsed values becomes one frozen :class:`CliOptions`, and
+:func:`build_cluster_args` turns that into :class:`ClusterArgs`, the keyword
+arguments of :class:`~sshdeploy.cluster.SSHCluster` and of
+``SSHCluster.remote_commands``. Which hosts (:func:`resolve_hosts`) and
+which host runs what (:func:`place_hosts`) are here too.
+
+No network, no processes: reading the hostfile (and, with no hosts at all,
+the batch job's node list) is the only I/O, so every option can be
+unit-tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import click
+
+from sshdeploy.defaults import CLASSIC_WORKER_MODULES, DEFAULT_WORKER_CLASS
+from sshdeploy.errors import HostfileError
+from sshdeploy.hostfile import load_hostfile, parse_host, parse_host_line
+from sshdeploy.hosts import Host, check_memory_limit
+from sshdeploy.nodelists import hosts_from_environment
+
+__all__ = [
+    "CLASSIC_REMOTE_DASK_WORKERS",
+    "ENV_ITEM",
+    "HOST",
+    "JUMP_HOST",
+    "LOG_LEVELS",
+    "MEMORY_LIMIT",
+    "PORT_SPEC",
+    "CliOptions",
+    "ClusterArgs",
+    "build_cluster_args",
+    "place_hosts",
+    "resolve_hosts",
+]
+
+#: Values of the classic ``--remote-dask-worker`` that mean "the default worker".
+CLASSIC_REMOTE_DASK_WORKERS = frozenset(CLASSIC_WORKER_MODULES)
+
+#: The values of ``--log-level``, lowest first.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PORT_SPEC = re.compile(r"[0-9]+(:[0-9]+)?")
+
+
+# --------------------------------------------------------------------------- option types
+
+
+class MemoryLimitType(click.ParamType):
+    """``--memory-limit``: :func:`sshdeploy.hosts.check_memory_limit`, the one rule.
+
+    Examples
+    --------
+    >>> [MEMORY_LIMIT.convert(v, None, None) for v in ("auto", "0", "0.5", "4GB")]
+    ['auto', 0, 0.5, '4GB']
+    """
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str | int | float | None:
+        try:
+            return check_memory_limit(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+class PortSpecType(click.ParamType):
+    """``--worker-port`` / ``--nanny-port``: ``N`` or ``START:END``; 0 means random.
+
+    Examples
+    --------
+    >>> [PORT_SPEC.convert(v, None, None) for v in ("0", "4000", "4000:4010")]
+    [0, 4000, '4000:4010']
+    """
+
+    name = "port"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        text = str(value).strip()
+        if not _PORT_SPEC.fullmatch(text):
+            self.fail(f"{value!r} is not a port (N) or a range (START:END)", param, ctx)
+        if ":" in text:
+            start, end = (int(p) for p in text.split(":"))
+            if not 0 < start <= end <= 65535:
+                self.fail(f"{value!r}: bad port range", param, ctx)
+            return text
+        port = int(text)
+        if port > 65535:
+            self.fail(f"{value!r}: ports go up to 65535", param, ctx)
+        return port
+
+
+class EnvItemType(click.ParamType):
+    """``--env KEY=VALUE``: a ``(key, value)`` pair; the value may be empty or hold ``=``.
+
+    Examples
+    --------
+    >>> ENV_ITEM.convert("OPTS=a=b", None, None)
+    ('OPTS', 'a=b')
+    """
+
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        key, sep, rest = str(value).partition("=")
+        if not sep or not _ENV_KEY.fullmatch(key):
+            self.fail(
+                f"{value!r} is not KEY=VALUE with KEY a variable name "
+                "(letters, digits, '_'; not starting with a digit)",
+                param,
+                ctx,
+            )
+        return key, rest
+
+
+class HostType(click.ParamType):
+    """``[user@]host[:port]``, as a :class:`~sshdeploy.hosts.Host`.
+
+    Parameters
+    ----------
+    settings : bool
+        Whether ``key=value`` settings may follow (``--scheduler`` takes them;
+        a jump host does not).
+
+    Examples
+    --------
+    >>> HOST.convert("al@head:2222 nthreads=2", None, None).as_written()
+    'al@head:2222'
+    """
+
+    name = "[user@]host[:port]"
+
+    def __init__(self, settings: bool = True) -> None:
+        self.settings = settings
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Host:
+        if isinstance(value, Host):
+            return value
+        where = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "host"
+        try:
+            host = parse_host(str(value), path=where)
+        except HostfileError as err:
+            self.fail(str(err), param, ctx)
+        if not self.settings and any(
+            v is not None for v in (host.slots, host.nthreads, host.memory_limit,
+                                    host.remote_python)
+        ):
+            self.fail(f"{value!r}: give [user@]host[:port] without settings", param, ctx)
+        return host
+
+
+MEMORY_LIMIT = MemoryLimitType()
+PORT_SPEC = PortSpecType()
+ENV_ITEM = EnvItemType()
+HOST = HostType()
+JUMP_HOST = HostType(settings=False)
+
+
+# --------------------------------------------------------------------------- parsed options
+
+
+@dataclass(frozen=True)
+class CliOptions:
+    """The parsed ``dask-ssh`` options: click's dict of values, typed and frozen.
+
+    The options themselves (names, defaults, types, help) are declared once,
+    on the click command; build one with ``CliOptions(**ctx.params)`` (a
+    missing or unknown name is a TypeError, so the two cannot drift apart).
+    Combinations of options that contradict each other are refused here.
+
+    Raises
+    ------
+    click.UsageError
+        For options that contradict each other.
+
+    Examples
+    --------
+    >>> from sshdeploy.cli import main
+    >>> opts = CliOptions(**main.make_context("dask-ssh", ["a", "b", "--nthreads", "4"]).params)
+    >>> opts.hostnames, opts.nthreads, opts.memory_limit
+    (('a', 'b'), 4, 'auto')
+    """
+
+    hostnames: tuple[str, ...]
+    scheduler: Host | None
+    scheduler_port: int
+    nthreads: int
+    nworkers: int | None
+    nprocs: int | None
+    hostfile: str | None
+    ssh_username: str | None
+    ssh_port: int | None
+    ssh_private_key: str | None
+    nohost: bool
+    log_directory: str | None
+    local_directory: str | None
+    remote_python: str | None
+    memory_limit: str | int | float | None
+    worker_port: int | str | None
+    nanny_port: int | str | None
+    remote_dask_worker: str | None
+    dashboard_address: str
+    worker_class: str | None
+    connect_timeout: float | None
+    known_hosts: str | None
+    insecure_skip_host_key_check: bool
+    jump_host: Host | None
+    env: tuple[tuple[str, str], ...]
+    setup: str | None
+    dry_run: bool
+    check: bool
+    no_restart: bool
+    no_progress: bool
+    log_level: str | None
+    quiet: bool
+    forward_ports: bool | None
+    interface: str | None
+    tls: bool
+    min_workers: int | None
+    check_imports: bool
+    ask_passphrase: bool
+    #: Not an option: what the ``--ask-passphrase`` prompt read (never shown).
+    passphrase: str | None = field(default=None, repr=False, metadata={"option": False})
+
+    def __post_init__(self) -> None:
+        if self.dry_run and self.check:
+            raise click.UsageError("--dry-run and --check are two separate actions; give one.")
+        if self.nworkers is not None and self.nprocs is not None \
+                and self.nworkers != self.nprocs:
+            raise click.UsageError(
+                "--nworkers and its old name --nprocs disagree; give --nworkers."
+            )
+        if self.known_hosts is not None and self.insecure_skip_host_key_check:
+            raise click.UsageError(
+                "--known-hosts and --insecure-skip-host-key-check contradict each other."
+            )
+        if self.quiet and self.log_level is not None and self.log_level.upper() != "WARNING":
+            raise click.UsageError("-q means --log-level WARNING; give one of them.")
+        if self.check_imports and not self.check:
+            raise click.UsageError("--check-imports deepens --check; give it with --check.")
+        if self.nohost and self.interface is not None:
+            raise click.UsageError(
+                "--nohost and --interface both choose the workers' listening address; "
+                "give one of them."
+            )
+
+    @property
+    def show_level(self) -> int:
+        """The lowest level of the remote lines printed (``logging.NOTSET``: every line)."""
+        if self.quiet:
+            return logging.WARNING
+        if self.log_level is None:
+            return logging.NOTSET
+        return int(logging.getLevelName(self.log_level.upper()))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Return the option names, as click names the parameters."""
+        return [f.name for f in fields(cls) if f.metadata.get("option", True)]
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    """Everything ``dask-ssh`` passes to :class:`~sshdeploy.cluster.SSHCluster`.
+
+    Built by :func:`build_cluster_args`; :meth:`kwargs` gives the keyword
+    arguments of both ``SSHCluster(...)`` and ``SSHCluster.remote_commands(...)``.
+
+    Parameters
+    ----------
+    hosts : list of Host
+        Placed: ``hosts[0]`` runs the scheduler, every later entry runs workers.
+    connect_options : dict
+        ``asyncssh.connect`` keywords for every host (``client_keys``,
+        ``known_hosts``, ``connect_timeout``, ``tunnel``).
+    worker_options : dict
+        ``n_workers`` and the worker keywords that were given.
+    scheduler_options : dict
+        ``port`` and ``dashboard_address``.
+    worker_class : str
+        Dotted path of the worker class.
+    remote_python : str or None
+        The remote interpreter, unless a host says otherwise.
+    setup : str or None
+        Shell command run before the remote Python.
+    env : dict
+        Environment variables for every remote process.
+    restart : bool
+        Whether each Nanny restarts its worker process when it dies
+        (``--no-restart`` turns it off); passed as ``restart_workers``.
+    forward_ports : bool or None
+        ``--forward-ports`` (True), ``--no-forward-ports`` (False), or None
+        (forward only when the scheduler cannot be reached directly).
+    security : bool or None
+        True for ``--tls``: new temporary TLS credentials, all traffic ``tls://``.
+    min_workers : int or None
+        ``--min-workers``: come up when at least this many workers started.
+
+    Examples
+    --------
+    >>> from sshdeploy.hostfile import parse_host
+    >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
+    >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
+    ['connect_options', 'env', 'forward_ports', 'hosts', 'min_workers', 'remote_python',
+     'restart_workers', 'scheduler_options', 'security', 'setup', 'worker_class',
+     'worker_options']
+    """
+
+    hosts: list[Host]
+    connect_options: dict[str, Any] = field(default_factory=dict)
+    worker_options: dict[str, Any] = field(default_factory=dict)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    worker_class: str = DEFAULT_WORKER_CLASS
+    remote_python: str | None = None
+    setup: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = True
+    forward_ports: bool | None = None
+    security: bool | None = None
+    min_workers: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``."""
+        return {
+            "hosts": list(self.hosts),
+            "connect_options": dict(self.connect_options),
+            "worker_options": dict(self.worker_options),
+            "scheduler_options": dict(self.scheduler_options),
+            "worker_class": self.worker_class,
+            "remote_python": self.remote_python,
+            "setup": self.setup,
+            "env": dict(self.env) or None,
+            "restart_workers": self.restart,
+            "forward_ports": self.forward_ports,
+            "security": self.security,
+            "min_workers": self.min_workers,
+        }
+
+
+def resolve_hosts(
+    hostnames: Sequence[str] = (),
+    hostfile: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> list[Host]:
+    """Return the hosts named on the command line, then those of the hostfile.
+
+    With neither, the batch job's node list (``$PBS_NODEFILE``,
+    ``$SLURM_JOB_NODELIST``) is used.
+
+    Parameters
+    ----------
+    hostnames : sequence of str
+        Command-line hosts: ``[user@]host[:port]``, ranges like ``node[1-4]``
+        and ``key=value`` settings in the same argument are accepted.
+    hostfile : path, optional
+        A hostfile (see :data:`~sshdeploy.hosts.HOSTFILE_GRAMMAR`).
+    environ : Mapping[str, str], optional
+        The environment for the batch node list (default: ``os.environ``).
+
+    Returns
+    -------
+    list of Host
+        Possibly empty.
+
+    Raises
+    ------
+    click.BadParameter
+        If a command-line host is invalid.
+    HostfileError
+        If the hostfile or the batch node list has a bad line.
+
+    Examples
+    --------
+    >>> [h.as_written() for h in resolve_hosts(["alice@n[1-2]:2222", "n3"], environ={})]
+    ['alice@n1:2222', 'alice@n2:2222', 'n3']
+    """
+    hosts: list[Host] = []
+    for text in hostnames:
+        try:
+            expanded = parse_host_line(text, path="<command line>")
+        except HostfileError as err:
+            raise click.BadParameter(str(err), param_hint="'HOSTNAMES'") from err
+        if not expanded:
+            raise click.BadParameter(f"{text!r} names no host", param_hint="'HOSTNAMES'")
+        hosts.extend(expanded)
+    if hostfile is not None:
+        hosts.extend(load_hostfile(hostfile))
+    if not hosts and hostfile is None:
+        hosts = list(hosts_from_environment(environ) or [])
+    return hosts
+
+
+def place_hosts(hosts: Sequence[Host], scheduler: Host | None = None) -> list[Host]:
+    """Apply the placement rules; return the list whose first entry runs the scheduler.
+
+    * Without *scheduler*: the first host runs the scheduler, the others run
+      workers; a single host runs both.
+    * With *scheduler*: it runs the scheduler and every host in *hosts* runs
+      workers; with no other host it runs both.
+
+    Parameters
+    ----------
+    hosts : sequence of Host
+        The hosts in order.
+    scheduler : Host, optional
+        The ``--scheduler`` host.
+
+    Returns
+    -------
+    list of Host
+        ``[scheduler_host, worker_host, ...]``.
+
+    Raises
+    ------
+    click.UsageError
+        If there is no host at all.
+
+    Examples
+    --------
+    >>> from sshdeploy.hostfile import parse_host
+    >>> a, b = parse_host("a"), parse_host("b")
+    >>> [h.hostname for h in place_hosts([a, b])]
+    ['a', 'b']
+    >>> [h.hostname for h in place_hosts([a])]
+    ['a', 'a']
+    >>> [h.hostname for h in place_hosts([a, b], scheduler=parse_host("s"))]
+    ['s', 'a', 'b']
+    """
+    if scheduler is not None:
+        return [scheduler, *(hosts or [scheduler])]
+    if not hosts:
+        raise click.UsageError(
+            "no hosts: name them as arguments (dask-ssh node1 node2), give --hostfile, "
+            "or run inside a PBS/Slurm job."
+        )
+    if len(hosts) == 1:
+        return [hosts[0], hosts[0]]
+    return list(hosts)
+
+
+def _worker_class(worker_class: str | None, remote_dask_worker: str | None) -> str:
+    """Merge ``--worker-class`` with the classic ``--remote-dask-worker``."""
+    if remote_dask_worker is None or remote_dask_worker in CLASSIC_REMOTE_DASK_WORKERS:
+        return worker_class or DEFAULT_WORKER_CLASS
+    if worker_class is not None and worker_class != remote_dask_worker:
+        raise click.UsageError(
+            "--remote-dask-worker and --worker-class disagree; give only --worker-class."
+        )
+    last = remote_dask_worker.rsplit(".", 1)[-1]
+    if "." not in remote_dask_worker or not last[:1].isupper():
+        raise click.BadParameter(
+            f"{remote_dask_worker!r}: dask-ssh starts workers from a class, not a module; "
+            "give a class such as distributed.Nanny or distributed.Worker "
+            "(preferably as --worker-class)",
+            param_hint="'--remote-dask-worker'",
+        )
+    return remote_dask_worker
+
+
+def _connect_options(opts: CliOptions) -> dict[str, Any]:
+    connect: dict[str, Any] = {}
+    if opts.ssh_private_key is not None:
+        connect["client_keys"] = [str(opts.ssh_private_key)]
+    if opts.known_hosts is not None:
+        connect["known_hosts"] = str(opts.known_hosts)
+    elif opts.insecure_skip_host_key_check:
+        connect["known_hosts"] = None
+    if opts.connect_timeout is not None:
+        connect["connect_timeout"] = opts.connect_timeout
+    if opts.jump_host is not None:
+        connect["tunnel"] = opts.jump_host.as_written()
+    if opts.passphrase is not None:  # --ask-passphrase: the key files' passphrase
+        connect["passphrase"] = opts.passphrase
+    return connect
+
+
+def _worker_options(opts: CliOptions, worker_class: str) -> dict[str, Any]:
+    workers: dict[str, Any] = {"n_workers": opts.nworkers or opts.nprocs or 1}
+    if opts.nohost:
+        workers["host"] = None  # the worker chooses its own listening address
+    if opts.interface is not None:
+        workers["interface"] = opts.interface
+    if opts.nthreads:
+        workers["nthreads"] = opts.nthreads
+    if opts.memory_limit not in (None, "auto"):  # auto: the remote side decides
+        workers["memory_limit"] = opts.memory_limit
+    if opts.local_directory:
+        workers["local_directory"] = opts.local_directory
+    if opts.worker_port:  # 0: random
+        workers["worker_port"] = opts.worker_port
+    if opts.nanny_port:
+        workers["nanny_port"] = opts.nanny_port
+    if "nanny_port" in workers and worker_class != DEFAULT_WORKER_CLASS \
+            and "Nanny" not in worker_class:
+        raise click.UsageError(f"--nanny-port needs a Nanny worker class, not {worker_class}.")
+    return workers
+
+
+def build_cluster_args(
+    opts: CliOptions, *, environ: Mapping[str, str] | None = None
+) -> ClusterArgs:
+    """Turn parsed ``dask-ssh`` options into :class:`ClusterArgs`. Pure: no network.
+
+    Reading the hostfile (and, with no hosts at all, the batch job's node
+    list) is the only I/O.
+
+    Parameters
+    ----------
+    opts : CliOptions
+        The parsed options (see the ``dask-ssh --help`` of each).
+    environ : Mapping[str, str], optional
+        Environment for the batch node list (default ``os.environ``).
+
+    Returns
+    -------
+    ClusterArgs
+
+    Raises
+    ------
+    click.UsageError
+        For options that do not fit together or no hosts (exit status 2).
+    HostfileError
+        For a bad hostfile line.
+
+    Examples
+    --------
+    >>> from sshdeploy.cli import main
+    >>> argv = ["a", "b", "--ssh-username", "bob", "--nthreads", "4"]
+    >>> args = build_cluster_args(CliOptions(**main.make_context("dask-ssh", argv).params))
+    >>> [h.as_written() for h in args.hosts], args.worker_options
+    (['bob@a', 'bob@b'], {'n_workers': 1, 'nthreads': 4})
+    >>> args.scheduler_options
+    {'port': 8786, 'dashboard_address': ':8787'}
+    """
+    hosts = resolve_hosts(opts.hostnames, opts.hostfile, environ=environ)
+    placed = [
+        h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
+        for h in place_hosts(hosts, opts.scheduler)
+    ]
+    cls = _worker_class(opts.worker_class, opts.remote_dask_worker)
+    scheduler: dict[str, Any] = {"port": opts.scheduler_port,
+                                 "dashboard_address": opts.dashboard_address}
+    if opts.interface is not None:
+        scheduler["interface"] = opts.interface
+    return ClusterArgs(
+        hosts=placed,
+        connect_options=_connect_options(opts),
+        worker_options=_worker_options(opts, cls),
+        scheduler_options=scheduler,
+        worker_class=cls,
+        remote_python=opts.remote_python,
+        setup=opts.setup or None,
+        env=dict(opts.env),
+        restart=not opts.no_restart,
+        forward_ports=opts.forward_ports,
+        security=True if opts.tls else None,
+        min_workers=opts.min_workers,
+    )
