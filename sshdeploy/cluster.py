@@ -11,7 +11,9 @@ stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import heapq
 import inspect
 import logging
 import math
@@ -30,7 +32,8 @@ from .forwarding import LOCALHOST
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .named import flow, kept
+from .named import flow
+from .named.kept import KeptCluster
 from .named.policy import check_name
 from .placement import Placement, name_order, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
@@ -158,7 +161,7 @@ class SSHCluster(SpecCluster):
             max_lifetime=max_lifetime,
         )
         #: The named cluster this one keeps running after close() (None: an ordinary one).
-        self._kept = kept.KeptCluster.of(
+        self._kept = KeptCluster.of(
             plan, hosts=hosts, connect_options=connect_options, worker_options=worker_options,
             scheduler_options=scheduler_options, worker_class=worker_class,
             remote_python=remote_python, setup=setup, env=env,
@@ -257,6 +260,29 @@ class SSHCluster(SpecCluster):
         # distributed there) while the scheduler starts.
         worker_hosts = self._cluster_plan.placement.worker_hosts
         self._agents.prestart([hp.host for hp in worker_hosts.values()])
+        start = asyncio.ensure_future(self._start_scheduler())
+        doomed = asyncio.ensure_future(self._connect_failures(first))
+        try:
+            await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
+            failed = doomed.result() if doomed.done() and not start.done() else {}
+            if failed:
+                # Without min_workers the start cannot succeed: say so now, not after
+                # the scheduler and the good hosts' workers have started.
+                start.cancel()
+                self.status = Status.failed
+                await self._close()  # also ends a scheduler start that is slow to cancel
+                with contextlib.suppress(BaseException):
+                    await start
+                raise failures_by_host(failed, "start workers")
+            await start
+        finally:
+            doomed.cancel()
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
+
+    async def _start_scheduler(self) -> None:
         try:
             with compat.quiet_failed_start(), self._start_progress.starting():
                 await super()._start()
@@ -265,10 +291,23 @@ class SSHCluster(SpecCluster):
             if isinstance(cause, SSHDeployError):
                 raise cause from None
             raise
-        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
-        if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
+
+    async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
+        """The worker hosts that failed to connect, once every connect has ended.
+
+        Empty with ``min_workers`` (the start goes on without them), for a named
+        cluster (its own failure path decides what to keep), and when the
+        scheduler's host failed too (its own error is the one to raise).
+        """
+        if self._cluster_plan.min_workers is not None or self._kept is not None:
+            return {}
+        hosts = [hp.host for hp in self._cluster_plan.placement.worker_hosts.values()]
+        got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
+                                   return_exceptions=True)
+        if isinstance(got[0], BaseException):
+            return {}
+        return {self._pool.as_connected(h): e for h, e in zip(hosts, got[1:], strict=True)
+                if isinstance(e, SSHDeployError)}
 
     def _correct_state(self) -> Any:
         # The workers start here, after _start: the notebook display of the start ends with them.
@@ -282,7 +321,7 @@ class SSHCluster(SpecCluster):
         try:
             await super()._correct_state_internal()
             if self._kept is not None and self.status == Status.running:
-                await self._kept.note_wanted(self)
+                await self._note_wanted()
         except SSHDeployError:
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]
@@ -406,25 +445,41 @@ class SSHCluster(SpecCluster):
 
         Returns when nothing of it is left on any host, as ``close()`` of an
         ordinary cluster does. On an ordinary cluster, the same as ``close()``.
+        Also after ``close()`` (which detached it).
         """
+        if self.status == Status.closed:  # detached already: no loop of ours runs
+            if self.asynchronous:
+                return self._stop_everywhere()
+            return _run_sync(self._stop_everywhere())
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
+        await self._close()  # a named cluster detaches: our side goes, it stays...
+        await self._stop_everywhere()  # ... then it is stopped on every host
+
+    async def _stop_everywhere(self) -> None:
         kept = self._kept
-        if kept is None:
-            await self._close()
+        if kept is None or kept.record is None:
             return
-        record = kept.record
-        await self._close()  # detach: our side goes, the cluster stays...
         kept.stopping = True
-        if record is not None:  # ... then it is stopped on every host
-            report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
-            left = {h: r for h, r in report.items() if r != "stopped"}
-            if left:
-                logger.warning("cluster %r: not stopped on %s", record.name, left)
+        record = kept.record
+        report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
+        left = {h: r for h, r in report.items() if r != "stopped"}
+        if left:
+            logger.warning("cluster %r: not stopped on %s", record.name, left)
+
+    async def _note_wanted(self) -> None:
+        """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
+        assert self._kept is not None
+        try:
+            await self._kept.note_wanted(self)
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its worker count: %s",
+                           self._kept.policy.name, err)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
+        await self._note_wanted()  # its last scale is recorded before the connections go
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
@@ -453,6 +508,11 @@ class SSHCluster(SpecCluster):
         if self.scheduler_comm is not None:
             with contextlib.suppress(OSError):
                 await self.scheduler_comm.retire_workers(names=[name], close_workers=True)
+
+    @property
+    def kept(self) -> KeptCluster | None:
+        """The named-cluster side of this cluster (None for an ordinary one)."""
+        return self._kept
 
     @property
     def pool(self) -> HostPool:
@@ -603,14 +663,34 @@ class SSHCluster(SpecCluster):
         SpecCluster removes the most recently added; we remove from the host
         carrying the most workers relative to its slots, its highest name first.
         """
+        if n <= 0:
+            return {}
         hosts = self._cluster_plan.placement.worker_hosts
         keep = dict(self.worker_spec)
+        by_host: dict[ConnectionKey, list[str]] = {}
+        for name, spec in keep.items():
+            by_host.setdefault(spec["options"]["host"].key, []).append(name)
+        for names in by_host.values():
+            names.sort(key=name_order)
+
+        position = {name: i for i, name in enumerate(keep)}
+        firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
+
+        def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
+            # Most workers per slot first; among equals, the host met first in the specs.
+            return -len(by_host[k]) / max(1, hosts[k].slots), firsts[k][0], k
+
+        # One heap entry per host, renewed when it loses a worker: O(n log n), where a
+        # max over every host per removal took 20 s to close a 3000-host cluster.
+        heap = [entry(k) for k in by_host]
+        heapq.heapify(heap)
         while len(keep) > n:
-            by_host: dict[ConnectionKey, list[str]] = {}
-            for name, spec in keep.items():
-                by_host.setdefault(spec["options"]["host"].key, []).append(name)
-            key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
-            keep.pop(max(by_host[key], key=name_order))
+            key = heapq.heappop(heap)[2]
+            name = by_host[key].pop()
+            keep.pop(name)
+            firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))
+            if by_host[key]:
+                heapq.heappush(heap, entry(key))
         return keep
 
     # -- information --------------------------------------------------------

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import stat
@@ -205,4 +206,47 @@ def classify(
             cause="connection refused",
             remedy="Is sshd running on that host and port? Check --ssh-port / user@host:port.",
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ConnectError(
+            host=where,
+            cause=f"no route to that address ({cause})",
+            remedy="This machine cannot reach that network: check the address, a VPN or "
+            "firewall, or reach the host through a jump host (--jump-host / ProxyJump).",
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+        return ConnectError(
+            host=where,
+            cause=f"this machine ran out of file descriptors ({cause})",
+            remedy="Raise the open-files limit (`ulimit -n`, up to `ulimit -Hn`; sshdeploy "
+            "raises the soft limit to the hard one by itself) or use fewer hosts at once.",
+        )
     return ConnectError(host=where, cause=f"{type(exc).__name__}: {cause}")
+
+
+def dropped(where: str, exc: BaseException, attempts: int, jump: str | None = None) -> HostError:
+    """The error for a host whose server closed every attempt during the SSH handshake.
+
+    That is what sshd does past its ``MaxStartups`` (OpenSSH's client says
+    ``kex_exchange_identification: Connection closed by remote host``), or a
+    firewall that limits new connections. *jump* names the jump host the
+    attempts went through, whose sshd is then the likely one dropping them.
+
+    Examples
+    --------
+    >>> err = dropped("root@node7", ConnectionResetError(104, "reset"), 4)
+    >>> err.cause.startswith("the server closed the connection during the SSH handshake, 4 times")
+    True
+    >>> "connect-parallelism" in err.remedy
+    True
+    """
+    via = f" (through the jump host {jump})" if jump else ""
+    server = f"the jump host {jump}" if jump else "the host"
+    setting = "sshdeploy.jump-host-parallelism" if jump else "sshdeploy.connect-parallelism"
+    return ConnectError(
+        host=where,
+        cause=f"the server closed the connection during the SSH handshake{via}, "
+        f"{attempts} time{'s' if attempts != 1 else ''} ({type(exc).__name__}: {exc})",
+        remedy=f"sshd's MaxStartups (10:30:100 by default) drops new connections when too "
+        f"many are being opened at once: lower {setting}, raise "
+        f"sshdeploy.connect-attempts, or raise MaxStartups in the sshd_config of {server}.",
+    )

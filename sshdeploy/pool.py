@@ -4,7 +4,12 @@ Every process sshdeploy runs on a host (its scheduler agent, its workers
 agent, preflight probes) is a channel of the *same* connection, so a cluster
 opens exactly one TCP connection per distinct ``(user, host, port)`` and
 never trips sshd's ``MaxStartups``. Connection attempts run in parallel under
-a bound, retry transient drops with backoff, and fail with an error class that
+a bound (``connect-parallelism``), and under a second one per jump host that
+each target reaches with its own connection (``jump-host-parallelism``: the
+jump host's sshd has a ``MaxStartups`` too). A host name is resolved before
+a slot is taken, so names that do not resolve fail at once however many
+there are. Drops during the handshake are retried after a jittered,
+exponential pause (outside the slot); every failure is an error class that
 names the host and says what to do.
 """
 
@@ -15,13 +20,16 @@ import dataclasses
 import ipaddress
 import logging
 import random
-from collections.abc import Mapping
+import resource
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
-from .diagnose import build_options, classify
+from .diagnose import build_options, classify, dropped
 from .errors import ConnectError, HostError, HostfileError
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
@@ -84,7 +92,71 @@ def _transient(exc: BaseException) -> bool:
             asyncssh.DISC_CONNECTION_LOST,
             asyncssh.DISC_TOO_MANY_CONNECTIONS,
         )
-    return False
+    # What OpenSSH's client says (e.g. a ProxyCommand `ssh -W`) when sshd drops it.
+    return "kex_exchange_identification" in str(exc)
+
+
+#: Backoff after a dropped attempt: first pause (s) and the cap on one pause.
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 5.0
+
+
+def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt number *attempt* (1-based).
+
+    Exponential (0.25, 0.5, 1, 2, 4, then 5 s at most), times a random factor
+    between 0.5 and 1.5, so that hosts dropped together by one sshd do not
+    come back together.
+
+    Examples
+    --------
+    >>> [backoff(a, rand=lambda: 0.5) for a in (1, 2, 3, 6, 9)]
+    [0.25, 0.5, 1.0, 5.0, 5.0]
+    >>> backoff(1, rand=lambda: 0.0), backoff(1, rand=lambda: 1.0)
+    (0.125, 0.375)
+    """
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1)) * (0.5 + rand())
+
+
+#: Open files the controller keeps per host (its SSH socket, a jump host's, a
+#: log file with --log-directory, a forwarded port), and for itself.
+FILES_PER_HOST = 4
+FILES_BASE = 256
+
+
+def raise_open_files(hosts: int) -> tuple[int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to what *hosts* hosts need, if it is lower.
+
+    Never above the hard limit, never lowered. A limit still too low is
+    logged once as a warning; connects that then run out of descriptors fail
+    with an error that says so.
+
+    Returns
+    -------
+    (soft, wanted)
+        The soft limit now in force, and what the hosts need.
+    """
+    wanted = FILES_BASE + FILES_PER_HOST * hosts
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if new > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+            except (ValueError, OSError) as exc:  # pragma: no cover - hard limit race
+                logger.debug("cannot raise RLIMIT_NOFILE to %d: %s", new, exc)
+        if soft < wanted and wanted > _warned_files[0]:
+            _warned_files[0] = wanted
+            logger.warning(
+                "the open-files limit is %d (hard limit %s) but %d hosts need about %d: "
+                "raise it (`ulimit -n`) or connects will fail with 'Too many open files'",
+                soft, hard, hosts, wanted,
+            )
+    return soft, wanted
+
+
+_warned_files = [0]
 
 
 def _ip_address(peer: Any) -> str | None:
@@ -104,6 +176,94 @@ _CONNECT_ARGS = ("host", "port", "tunnel", "family", "flags", "local_addr", "soc
 
 def _connect_args(kw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: kw[k] for k in _CONNECT_ARGS if k in kw}
+
+
+def _direct(kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions) -> bool:
+    """Whether this machine resolves and dials the host itself (no jump, proxy or socket)."""
+    return not (
+        kw.get("tunnel") or kw.get("sock") is not None or options.tunnel
+        or options.proxy_command or getattr(options, "canonicalize_hostname", False)
+    )
+
+
+def _own_jump(
+    kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions,
+    extra: Mapping[str, Any],
+) -> str | None:
+    """The jump host this host's attempts open a connection of their own to, if any.
+
+    A pooled jump connection (in *extra*) is shared: its sshd sees one
+    connection however many hosts it leads to, so it needs no cap.
+    """
+    if "tunnel" in extra and not isinstance(extra["tunnel"], str):
+        return None
+    tunnel = kw.get("tunnel") or options.tunnel
+    if isinstance(tunnel, str):
+        return tunnel
+    if options.proxy_command:
+        return "ProxyCommand"  # usually one bastion behind every ProxyCommand: one cap
+    return None
+
+
+async def _resolve(
+    where: str, kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions
+) -> None:
+    """Look the host's name up (as asyncssh will); a name that does not resolve raises.
+
+    Raises
+    ------
+    ConnectError
+        The name does not resolve (what :func:`classify` says for it).
+    """
+    try:
+        await asyncio.get_running_loop().getaddrinfo(
+            options.host, options.port, family=options.family, type=socket.SOCK_STREAM,
+            flags=int(kw.get("flags", 0)),
+        )
+    except socket.gaierror as exc:
+        raise classify(where, exc, kw) from exc
+    except (OSError, UnicodeError):
+        pass  # let asyncssh.connect report it, in its own words
+
+
+@dataclass
+class FailureNotes:
+    """Say early, on sshdeploy's logger, that hosts fail to connect, when there are many hosts.
+
+    With many hosts the full list of failures comes when the start ends; this
+    says the first one at once and then, at most every *every* seconds, how
+    many have failed so far. Below *many* hosts it says nothing (the error
+    itself follows at once).
+    """
+
+    many: int = 20
+    every: float = 2.0
+    failed: int = 0
+    _last: float = 0.0
+    _pending: asyncio.TimerHandle | None = None
+
+    def note(self, err: HostError, hosts: int) -> None:
+        self.failed += 1
+        if hosts < self.many:
+            return
+        loop = asyncio.get_running_loop()
+        if self.failed == 1:
+            self._last = loop.time()
+            logger.warning("%s (the first of %d hosts to fail to connect; the others go on)",
+                           str(err).splitlines()[0], hosts)
+        elif self._pending is None:
+            due = max(0.0, self._last + self.every - loop.time())
+            self._pending = loop.call_later(due, self._say, hosts)
+
+    def _say(self, hosts: int) -> None:
+        self._pending = None
+        self._last = asyncio.get_running_loop().time()
+        logger.warning("%d of %d hosts failed to connect so far", self.failed, hosts)
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
 
 @dataclass
@@ -139,6 +299,11 @@ class HostPool:
         Timeouts, keepalive, parallelism and attempts (default: resolved now).
     parallelism : int
         How many connection attempts run at once.
+    jump_parallelism : int
+        How many of them at once through one jump host that each target
+        reaches with a connection of its own (``ProxyJump`` from an ssh
+        config, a chain of jumps, a ``ProxyCommand``). A jump host given as
+        ``tunnel="[user@]host[:port]"`` is one shared connection instead.
     attempts : int
         Attempts per host for transient failures.
 
@@ -154,14 +319,18 @@ class HostPool:
     connect_options: Mapping[str, Any] | None = None
     settings: Settings = field(default_factory=Settings.resolve)
     parallelism: int = 0
+    jump_parallelism: int = 0
     attempts: int = 0
     _per_host: dict[ConnectionKey, Mapping[str, Any]] = field(default_factory=dict)
     _built: dict[ConnectionKey, asyncssh.SSHClientConnectionOptions] = field(default_factory=dict)
     _conns: dict[ConnectionKey, asyncio.Future[Connection]] = field(default_factory=dict)
     _sem: asyncio.Semaphore | None = None
+    _jump_sems: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _failures: FailureNotes = field(default_factory=lambda: FailureNotes())
 
     def __post_init__(self) -> None:
         self.parallelism = self.parallelism or self.settings.connect_parallelism
+        self.jump_parallelism = self.jump_parallelism or self.settings.jump_host_parallelism
         self.attempts = self.attempts or self.settings.connect_attempts
 
     def set_options(self, host: Host, options: Mapping[str, Any] | None) -> None:
@@ -218,38 +387,63 @@ class HostPool:
         return await asyncio.shield(fut)
 
     async def _open(self, host: Host) -> Connection:
+        try:
+            return await self._attempts(host)
+        except HostError as err:
+            self._failures.note(err, len(self._conns))
+            raise
+
+    async def _attempts(self, host: Host) -> Connection:
         kw = self.kwargs(host)
         where = _display(kw)
         options = self.prepare(host)
+        raise_open_files(max(len(self._per_host), len(self._conns)))
         extra: dict[str, Any] = {}
         if isinstance(kw.get("tunnel"), str):
             extra["tunnel"] = await self._jump(host, kw, where)
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.parallelism)
-        delay = 0.2
+        elif _direct(kw, options):
+            await _resolve(where, kw, options)  # before a slot: a bad name fails at once
+        jump = _own_jump(kw, options, extra)
         for attempt in range(1, self.attempts + 1):
-            async with self._sem:
+            async with self._slot(jump):
                 try:
                     conn = await asyncssh.connect(
                         options=options, **{**_connect_args(kw), **extra}
                     )
                 except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-                    if attempt < self.attempts and _transient(exc):
-                        logger.debug("%s: transient connect failure (%s), retrying", where, exc)
-                    else:
-                        err = classify(where, exc, kw)
-                        if "tunnel" in extra:
-                            err = dataclasses.replace(
-                                err, cause=f"{err.cause} (seen from the jump host "
-                                f"{kw['tunnel']}, which works)")
-                        raise err from exc
+                    if not _transient(exc) or attempt == self.attempts:
+                        raise self._error(where, exc, kw, extra, attempt, jump) from exc
+                    logger.debug("%s: dropped during the handshake (%s), retrying", where, exc)
                 else:
                     address = _ip_address(conn.get_extra_info("peername"))
                     logger.debug("%s: connected (%s)", where, address)
                     return Connection(host=where, conn=conn, address=address)
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay *= 2
+            await asyncio.sleep(backoff(attempt))  # outside the slot: others go meanwhile
         raise ConnectError(host=where, cause="gave up")  # pragma: no cover - loop returns
+
+    @asynccontextmanager
+    async def _slot(self, jump: str | None) -> AsyncIterator[None]:
+        """Hold one connect slot, and one of *jump*'s slots when it is given."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.parallelism)
+        async with AsyncExitStack() as stack:
+            if jump is not None:
+                sem = self._jump_sems.get(jump)
+                if sem is None:
+                    sem = self._jump_sems[jump] = asyncio.Semaphore(self.jump_parallelism)
+                await stack.enter_async_context(sem)
+            await stack.enter_async_context(self._sem)
+            yield
+
+    def _error(self, where: str, exc: BaseException, kw: Mapping[str, Any],
+               extra: Mapping[str, Any], attempt: int, jump: str | None) -> HostError:
+        if _transient(exc):
+            return dropped(where, exc, attempt, jump)
+        err = classify(where, exc, kw)
+        if "tunnel" in extra:
+            err = dataclasses.replace(
+                err, cause=f"{err.cause} (seen from the jump host {kw['tunnel']}, which works)")
+        return err
 
     def state(self, host: Host) -> str:
         """Where the connection to *host* stands: waiting, connecting, connected or failed."""
@@ -296,6 +490,7 @@ class HostPool:
 
     async def close(self) -> None:
         """Close every connection (their remote processes see EOF and stop)."""
+        self._failures.cancel()
         futs = list(self._conns.values())
         self._conns.clear()
         conns = []

@@ -115,6 +115,7 @@ class Settings:
 
     connect_timeout: float
     connect_parallelism: int
+    jump_host_parallelism: int
     connect_attempts: int
     keepalive_interval: float
     keepalive_count_max: int
@@ -199,8 +200,8 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {value!r}")
         return value
-    integer = name in ("connect_parallelism", "connect_attempts", "keepalive_count_max",
-                       "worker_restarts", "log_buffer_lines")
+    integer = name in ("connect_parallelism", "jump_host_parallelism", "connect_attempts",
+                       "keepalive_count_max", "worker_restarts", "log_buffer_lines")
     try:
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):

@@ -115,6 +115,15 @@ whole Python line). Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes)
 stops everything on every host, also during start-up (exit status 130 then); a
 second Ctrl-C exits at once. If stdout's reader goes away (dask-ssh ... | head)
 the cluster is stopped too and dask-ssh exits with status 141, quietly.
+
+\b
+Named clusters that outlive the terminal (dask-ssh SUBCOMMAND --help):
+  dask-ssh up --name NAME [OPTIONS] HOST...   start one; return once it runs
+  dask-ssh list|ls [--json]                   every named cluster, probed now
+  dask-ssh status|logs|scale|attach NAME      operate one
+  dask-ssh down NAME|--all, dask-ssh clean    stop them, forget the gone ones
+A host literally named like a subcommand is given with its user or port
+(dask-ssh root@up node2) or after -- (dask-ssh -- up node2).
 """
 
 
@@ -147,7 +156,28 @@ def _version_message() -> str:
     )
 
 
+class DaskSSH(click.Command):
+    """The classic command, whose first argument may instead name a subcommand.
+
+    ``dask-ssh node1 node2`` runs a cluster in the foreground, as it always
+    did; ``dask-ssh up|list|ls|status|logs|scale|attach|down|clean ...`` runs
+    that subcommand. A host literally named like a subcommand is given with
+    its user or port (``root@up``) or after ``--``.
+    """
+
+    def main(  # type: ignore[override]  # click's overloads: one signature serves all
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        command = subcommands().get(argv[0]) if argv else None
+        if command is not None:
+            return command.main(argv[1:], prog_name=f"{prog_name or 'dask-ssh'} {argv[0]}",
+                                **extra)
+        return super().main(argv, prog_name=prog_name, **extra)
+
+
 @click.command(
+    cls=DaskSSH,
     name="dask-ssh",
     help=_HELP,
     epilog=_epilog(),
@@ -288,8 +318,9 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     ctx.exit(code)
 
 
-def _run(options: dict[str, Any], console: Console, err_console: Console) -> int:
-    """Do what the options ask; return the exit status."""
+def _run(options: dict[str, Any], console: Console, err_console: Console,
+         keep: dict[str, Any] | None = None) -> int:
+    """Do what the options ask; return the exit status (*keep*: ``dask-ssh up``)."""
     opts = CliOptions(**options)
     if opts.ask_passphrase and not opts.dry_run:  # a dry run connects nowhere
         key = opts.ssh_private_key or "your SSH private key"
@@ -323,8 +354,8 @@ def _run(options: dict[str, Any], console: Console, err_console: Console) -> int
     from sshdeploy.cli.run import run_cluster
 
     return run_cluster(args, console=console, err_console=err_console,
-                 log_directory=opts.log_directory, show_level=opts.show_level,
-                 progress=not opts.no_progress)
+                       log_directory=opts.log_directory, show_level=opts.show_level,
+                       progress=not opts.no_progress, keep=keep)
 
 
 class LogDirectoryError(click.ClickException):
@@ -348,6 +379,89 @@ def _make_log_directory(path: str) -> None:
         raise LogDirectoryError(path, f"cannot create it ({err.strerror or err})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise LogDirectoryError(path, "not writable by this user")
+
+
+# --------------------------------------------------------------------------- up
+
+_UP_HELP = """\
+Start a named cluster that outlives this command: the options and hosts of
+the classic dask-ssh, plus --name. It returns once every worker is ready,
+printing the banner and how to reach the cluster again; nothing of ours keeps
+running on this machine. The hosts supervise it: a worker that dies is
+restarted there, and the whole cluster stops when --idle-timeout or
+--max-lifetime says so (else at `dask-ssh down NAME`).
+
+\b
+Same name, same spec: it says the cluster already runs, and exits 0.
+Same name, another spec: refused (what differs is listed), unless --replace.
+"""
+
+
+def _up(ctx: click.Context, /, name: str, replace: bool, idle_timeout: str | None,
+        max_lifetime: str | None, **options: Any) -> None:
+    """``dask-ssh up``: the classic run, kept (see :data:`_UP_HELP`)."""
+    from sshdeploy.named.policy import check_name, parse_duration
+    from sshdeploy.named.state import StateStore
+
+    console = make_console(sys.stdout)
+    err_console = make_console(sys.stderr)
+    try:
+        check_name(name, "--name")
+        keep = {"name": name,
+                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout"),
+                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime")}
+        store = StateStore()
+        with store.locked(name):
+            if replace:
+                _replace(store, name, err_console)
+            code = _run(options, console, err_console, keep=keep)
+    except SSHDeployError as err:
+        err_console.print(f"Error: {err}")
+        code = getattr(err, "exit_code", exit_codes.FAILED)
+    except KeyboardInterrupt:
+        err_console.print("dask-ssh: interrupted")
+        code = exit_codes.INTERRUPTED
+    ctx.exit(code)
+
+
+def _replace(store: Any, name: str, err_console: Console) -> None:
+    """``--replace``: stop the cluster of that name, if any, before the start."""
+    import asyncio
+
+    from sshdeploy.named import flow
+
+    record = store.load(name)
+    if record is not None:
+        stopped = asyncio.run(flow.stop(record, store))
+        err_console.print(f"dask-ssh: replaced {name!r} (stopped on {len(stopped)} hosts)")
+
+
+up = click.Command(
+    "up",
+    help=_UP_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    callback=click.pass_context(_up),
+    params=[
+        click.Option(["--name"], required=True,
+                     help="The cluster's name: a letter, then up to 39 letters, digits, - or _."),
+        click.Option(["--replace"], is_flag=True,
+                     help="Stop a cluster of that name that runs another spec, then start."),
+        click.Option(["--idle-timeout"], default=None, metavar="DURATION",
+                     help="Stop after this long with no task and no client (10s, 30min, 2h). "
+                          "[default: sshdeploy.idle-timeout, else never]"),
+        click.Option(["--max-lifetime"], default=None, metavar="DURATION",
+                     help="Stop this long after the start. [default: sshdeploy.max-lifetime, "
+                          "else never]"),
+        *[p for p in main.params if p.name not in ("version",)],
+    ],
+)
+
+
+def subcommands() -> dict[str, click.Command]:
+    """``dask-ssh``'s subcommands by name (``up`` and those of :mod:`sshdeploy.cli.named`)."""
+    from sshdeploy.cli.named import SUBCOMMANDS
+
+    return {"up": up, **SUBCOMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover

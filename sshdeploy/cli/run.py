@@ -32,7 +32,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -187,8 +187,13 @@ def run_cluster(
     poll_interval: float = 0.2,
     close_timeout: float = 30.0,
     progress: bool = True,
+    keep: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the cluster until a signal, the scheduler's end or stdout's close; return the status.
+
+    With *keep* (``dask-ssh up``: ``name``, ``idle_timeout``, ``max_lifetime``)
+    the cluster is a named one that outlives this process: once every worker
+    is ready the banner is printed, this process detaches and returns 0.
 
     The cluster runs asynchronously in this thread's own event loop, so a
     signal during start-up cancels the start at once (what did start is
@@ -234,7 +239,7 @@ def run_cluster(
             _signal_handlers(stop), ClientCredentials() as credentials:
         stop.on_exit = credentials.remove  # a second Ctrl-C exits at once: remove them first
         run = _Run(args, stop, console, err_console, remote_log, credentials,
-                   poll_interval, close_timeout, progress)
+                   poll_interval, close_timeout, progress, keep)
         return asyncio.run(run.main())
 
 
@@ -324,8 +329,10 @@ class _Run:
     def __init__(self, args: ClusterArgs, stop: _Stop, console: Console,
                  err_console: Console, remote_log: remote_output.RemoteLogHandler,
                  credentials: ClientCredentials, poll_interval: float,
-                 close_timeout: float, progress: bool = True) -> None:
+                 close_timeout: float, progress: bool = True,
+                 keep: Mapping[str, Any] | None = None) -> None:
         self.args = args
+        self.keep = dict(keep) if keep is not None else None
         self.stop = stop
         self.console = console
         self.err_console = err_console
@@ -337,7 +344,8 @@ class _Run:
         self.where = args.hosts[0].as_written()
 
     async def main(self) -> int:
-        cluster = SSHCluster(asynchronous=True, **self.args.kwargs())
+        extra = {} if self.keep is None else {**self.keep, "shutdown_on_close": False}
+        cluster = SSHCluster(asynchronous=True, **self.args.kwargs(), **extra)
         starting = asyncio.ensure_future(_started(cluster))
         with self._progress(cluster) as show:
             show()
@@ -353,10 +361,39 @@ class _Run:
             await _close(cluster, self.close_timeout)
             raise
         try:
+            if self.keep is not None:
+                return await self._detach(cluster)
             return await self._run_until_stopped(cluster)
         except BaseException:
             await _close(cluster, self.close_timeout)
             raise
+
+    async def _detach(self, cluster: Any) -> int:
+        """``dask-ssh up``: print the banner and how to reach it again, then leave it running."""
+        assert self.keep is not None
+        name = str(self.keep["name"])
+        self.remote_log.flush()
+        kept = cluster.kept
+        if kept is not None and kept.adopted:
+            self.console.print(f"dask-ssh: cluster {name!r} already runs with this spec")
+        report.print_banner(
+            self.console,
+            scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
+            dashboard_link=getattr(cluster, "dashboard_link", None),
+            scheduler_host=self.where,
+            workers_by_host=_workers_by_host(cluster),
+            each_by_host=_each_by_host(cluster),
+            versions=package_versions(("sshdeploy", "distributed")),
+            forwarded_from=_forwarded_from(cluster),
+            failed_hosts=_failed_hosts(cluster),
+            connect_line=(f"from sshdeploy import SSHCluster; "
+                          f"cluster = SSHCluster.from_name({name!r})"),
+        )
+        policy = kept.policy.describe() if kept is not None else ""
+        self.console.print(f"  {name} {policy}; it keeps running after this command "
+                           f"(dask-ssh attach {name}, dask-ssh down {name})")
+        await _close(cluster, self.close_timeout)  # detaches: the cluster stays
+        return exit_codes.OK
 
     @contextmanager
     def _progress(self, cluster: Any) -> Iterator[Callable[[], None]]:

@@ -107,9 +107,9 @@ async def existing(name: str, spec: Mapping[str, Any], pool: HostPool,
         return None
     async with record_pool(record.spec, pool.settings) as own:  # its hosts' own options
         status = await probe(record, own)
-        if status.state in ("gone", "stopped"):
-            host, launch = scheduler_host(record)
-            await host_op(own, host, launch, name, "remove", timeout=OP_TIMEOUT)
+    if status.state in ("gone", "stopped"):  # what is left of it goes (a dying worker too)
+        await stop(record, store)
+        return None
     if status.state in ("running", "degraded"):
         diffs = differences(record.spec, spec)
         if diffs:
@@ -119,8 +119,8 @@ async def existing(name: str, spec: Mapping[str, Any], pool: HostPool,
         raise ClusterNotFoundError(
             name=name, state="unreachable", cause=status.reason,
             remedy=f"Its scheduler host ({record.scheduler_host}) did not answer, so it may "
-            f"still run: retry when it is back, or forget it with `dask-ssh down {name}`.")
-    store.remove(name)
+            f"still run: retry when the host is back (`dask-ssh down {name}` then stops it), "
+            "or use another name.")
     return None
 
 
@@ -136,7 +136,10 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
         killed = await on_hosts(pool, hosts, record.name, "kill", timeout=OP_TIMEOUT + grace)
-        await on_hosts(pool, hosts, record.name, "remove", timeout=OP_TIMEOUT)
+        await asyncio.gather(*(  # the scheduler's host (the first) owns the cluster's files
+            host_op(pool, h, launch, record.name, "remove", data={"owner": i == 0},
+                    timeout=OP_TIMEOUT) for i, (h, launch) in enumerate(hosts.items())),
+            return_exceptions=True)
         for host, result in killed.items():
             where = pool.as_connected(host)
             if isinstance(result, BaseException):

@@ -45,6 +45,17 @@ async def host_op(
         with the remote output).
     """
     assert op in OPS, op
+    try:
+        return await _host_op(pool, host, launch, name, op, data, timeout, grace)
+    except HostError as first:  # every op is idempotent: one more try, then the error
+        try:
+            return await _host_op(pool, host, launch, name, op, data, timeout, grace)
+        except HostError:
+            raise first from None
+
+
+async def _host_op(pool: HostPool, host: Host, launch: Launch, name: str, op: str, data: Any,
+                   timeout: float, grace: float) -> dict[str, Any]:
     conn = await pool.get(host)
     spec = AgentSpec(role="workers", label=f"{op} {host.hostname}", keep={"name": name},
                      op=op, data=data)

@@ -9,6 +9,8 @@ cluster detaches; ``shutdown()`` stops it everywhere.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ class KeptCluster:
         ``shutdown()`` was called: close for real.
     record : ClusterRecord or None
         Its record once it runs.
+    adopted : bool
+        It was running already (same spec): taken over, not started.
     """
 
     policy: KeepPolicy
@@ -80,6 +84,8 @@ class KeptCluster:
     store: StateStore
     stopping: bool = False
     record: ClusterRecord | None = None
+    adopted: bool = False
+    _lock: asyncio.Lock | None = None
 
     @classmethod
     def of(cls, plan: ClusterPlan, *, hosts: Sequence[str | Host] | None, **args: Any
@@ -137,12 +143,21 @@ class KeptCluster:
                 retire=cluster.retire_by_name, address=address, scheduler=record.scheduler_address,
                 name=name, host=hp.host, agents=cluster.agents)
         self.record = record
+        self.adopted = True
 
     async def note_wanted(self, cluster: SSHCluster) -> None:
-        """After a scale: record how many workers the cluster now wants (``list`` compares)."""
-        record = self.record
-        wanted = len(cluster.worker_spec)
-        if record is None or record.spec.get("wanted") == wanted:
-            return
-        record.spec["wanted"] = self.spec["wanted"] = wanted
-        await flow.save(record, cluster.pool, self.store)
+        """After a scale: record how many workers the cluster now wants (``list`` compares).
+
+        One save at a time; the record in memory changes only once it is saved.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            record = self.record
+            wanted = len(cluster.worker_spec)
+            if record is None or record.spec.get("wanted") == wanted:
+                return
+            updated = dataclasses.replace(record, spec={**record.spec, "wanted": wanted})
+            await flow.save(updated, cluster.pool, self.store)
+            self.record = updated
+            self.spec["wanted"] = wanted

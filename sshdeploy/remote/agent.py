@@ -954,9 +954,18 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
         import shutil
 
         shutil.rmtree(mine, ignore_errors=True)
-        hosts = os.path.join(directory, "hosts")
-        if not (os.path.isdir(hosts) and os.listdir(hosts)):  # the last host's files went
-            shutil.rmtree(directory, ignore_errors=True)
+        if (data or {}).get("owner"):  # the scheduler's host owns the cluster's own files
+            for name_ in (KEEP_CLUSTER, KEEP_STATUS, KEEP_END):
+                try:
+                    os.unlink(os.path.join(directory, name_))
+                except OSError:
+                    pass
+        # Whoever is last (hosts may share this directory over NFS) removes what is left.
+        for path in (os.path.join(directory, "hosts"), directory):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
     logs: dict[str, list[str]] = {}
     if op == "logs":
         logs = keep_logs(mine, int((data or {}).get("lines", 1000)))

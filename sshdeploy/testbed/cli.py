@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from sshdeploy.testbed.lifecycle import down, list_beds, status, up
-from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS, Bed, TestbedError
+from sshdeploy.testbed.model import DEFAULT_NAME, MAX_HOSTS_OWN_BLOCK, Bed, TestbedError
 from sshdeploy.testbed.system import tcp_ok
 
 
@@ -78,8 +78,9 @@ def _cli() -> Any:
     def main() -> None:
         pass
 
-    @main.command("up", help="Bring up N hosts (idempotent).")
-    @click.argument("n", type=click.IntRange(1, MAX_HOSTS))
+    @main.command("up", help="Bring up N hosts (idempotent; the default bed: up to 48, "
+                  "another --name: up to 200).")
+    @click.argument("n", type=click.IntRange(1, MAX_HOSTS_OWN_BLOCK))
     @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Bed name.")
     @click.option(
         "--sshd-option",

@@ -22,6 +22,7 @@ from sshdeploy.testbed.model import (
     N_BLOCKS,
     NAME_RE,
     NS_PREFIX,
+    SHARED_BLOCKS,
     Bed,
     BedHost,
     TestbedError,
@@ -34,6 +35,7 @@ from sshdeploy.testbed.model import (
     host_address,
     host_prefix,
     is_shared_block,
+    max_hosts,
     namespace_name,
     namespace_re,
     private_block_subnet,
@@ -122,7 +124,8 @@ def _machine_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _allocate_block(name: str) -> int:
+def _allocate_block(name: str, n: int) -> int:
+    """The address block for bed *name* of *n* hosts (more than MAX_HOSTS: a /24 of its own)."""
     if name == DEFAULT_NAME:
         return 0
     used = {0}
@@ -137,12 +140,15 @@ def _allocate_block(name: str) -> int:
         st = read_state(other)
         if st is not None:
             used.add(int(st["block"]))
-    for block in range(1, N_BLOCKS):
+    first = 1 if n <= MAX_HOSTS else SHARED_BLOCKS
+    for block in range(first, N_BLOCKS):
         if block not in used:
             return block
     raise TestbedError(
         f"no free address block for bed {name!r}",
-        f"{N_BLOCKS - 1} other beds exist",
+        f"{N_BLOCKS - 1} other beds exist" if first == 1 else
+        f"a bed of more than {MAX_HOSTS} hosts needs one of blocks {first}..{N_BLOCKS - 1}, "
+        "and other beds hold them all",
         "Take one down: `python -m sshdeploy.testbed down --name NAME`.",
     )
 
@@ -162,10 +168,11 @@ def up(
     Parameters
     ----------
     n : int
-        Number of hosts, 1 to 48.
+        Number of hosts, 1 to 48 for the default bed, 1 to 200 for another.
     name : str
         Bed name. The default bed has hosts ``node1..nodeN`` at 10.213.7.11...;
-        another bed ``NAME1..NAMEN`` in another block of the same /24.
+        another bed ``NAME1..NAMEN`` in another block of the same /24, or, above
+        48 hosts, in a /24 of its own.
     sshd_options : Mapping[str, str], optional
         Extra sshd_config lines for every host, e.g. ``{"MaxStartups": "10:30:100"}``;
         they take precedence over the template.
@@ -191,8 +198,13 @@ def up(
     'node2\\n'
     """
     check_name(name)
-    if not 1 <= n <= MAX_HOSTS:
-        raise TestbedError(f"cannot make a bed of {n} hosts", remedy=f"Use 1 to {MAX_HOSTS}.")
+    if not 1 <= n <= max_hosts(name):
+        raise TestbedError(
+            f"cannot make a bed of {n} hosts",
+            remedy=f"Use 1 to {max_hosts(name)}"
+            + (f" (up to {max_hosts('x')} in a bed with another --name)."
+               if name == DEFAULT_NAME else "."),
+        )
     check_requirements()
     options = {str(k): str(v) for k, v in (sshd_options or {}).items()}
     with _machine_lock():
@@ -271,7 +283,7 @@ def release(name: str = DEFAULT_NAME) -> bool:
 
 
 def _up_locked(n: int, name: str, options: Mapping[str, str]) -> Bed:
-    block = _allocate_block(name)
+    block = _allocate_block(name, n)
     sdir = state_dir(name)
     sdir.mkdir(parents=True, exist_ok=True)
     prefix = host_prefix(name)

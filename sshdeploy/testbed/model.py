@@ -18,10 +18,13 @@ PREFIX_LEN = 24
 DEFAULT_NAME = "sshdeploy"
 #: Locally administered, fixed MAC address of the bed's bridge.
 BRIDGE_MAC = "02:5d:de:b0:07:01"
-#: Hosts per bed; bed block ``k`` < 4 uses host numbers ``11 + 50*k`` .. ``58 + 50*k``
-#: of 10.213.7.0/24; block ``k`` >= 4 has a /24 and a bridge of its own:
-#: 10.213.(8+k).0/24 on bridge ``sdtb<k>``, hosts ``.11`` .. ``.58``.
+#: Hosts per bed in the shared /24 (the default bed is always there): bed block
+#: ``k`` < 4 uses host numbers ``11 + 50*k`` .. ``58 + 50*k`` of 10.213.7.0/24.
+#: Block ``k`` >= 4 has a /24 and a bridge of its own: 10.213.(8+k).0/24 on
+#: bridge ``sdtb<k>``, hosts ``.11`` .. ``.210``; a bed of more than
+#: ``MAX_HOSTS`` hosts takes such a block (up to ``MAX_HOSTS_OWN_BLOCK``).
 MAX_HOSTS = 48
+MAX_HOSTS_OWN_BLOCK = 200
 BLOCK_STRIDE = 50
 FIRST_HOST = 11
 SHARED_BLOCKS = 4
@@ -242,6 +245,17 @@ def veth_name(block: int, index: int) -> str:
 
 def is_shared_block(block: int) -> bool:
     return block < SHARED_BLOCKS
+
+
+def max_hosts(name: str) -> int:
+    """Return how many hosts bed *name* may have.
+
+    Examples
+    --------
+    >>> max_hosts(DEFAULT_NAME), max_hosts("big")
+    (48, 200)
+    """
+    return MAX_HOSTS if name == DEFAULT_NAME else MAX_HOSTS_OWN_BLOCK
 
 
 def host_address(block: int, index: int) -> str:

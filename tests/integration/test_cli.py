@@ -233,7 +233,8 @@ def test_hostfile_compute_then_ctrl_c(
         assert client.run_on_scheduler(socket.gethostname) == n1
     # The banner lists each worker host with its workers.
     for host in (n2, n3):
-        assert re.search(rf"^\s+root@{host}\S*\s+{host}-0$", run.stdout, re.M), run.describe()
+        assert re.search(rf"^\s+root@{host}\S*\s+{host}-0(  \(.* each\))?$", run.stdout, re.M), \
+            run.describe()
 
     run.proc.send_signal(signal.SIGINT)
     start = time.monotonic()

@@ -23,7 +23,8 @@ import yaml
 from distributed import utils_test
 
 import sshdeploy
-from sshdeploy import SSHCluster, config, errors
+from sshdeploy import SSHCluster, errors
+from sshdeploy import settings as config
 from sshdeploy.errors import ConfigError, MultiHostError, SSHDeployError, StartError
 
 pytestmark = pytest.mark.timeout(30)

@@ -169,7 +169,9 @@ def test_host_ops_see_only_this_hosts_agents(tmp_path: Path,
     assert alive == {"1.json": True, "2.json": False}
     assert stat.S_IMODE(os.stat(answer["dir"]).st_mode) == 0o700
     (mine / "1.json").unlink()
-    keep_op("remove", "demo")
+    keep_op("remove", "demo")  # a worker host: its own files go, the scheduler's stay
+    assert not Path(answer["host_dir"]).exists() and Path(answer["dir"], "cluster.json").exists()
+    keep_op("remove", "demo", {"owner": True})
     assert not Path(answer["dir"]).exists()
 
 

@@ -118,7 +118,10 @@ WHERE = "alice@node1:2222"
          "cannot connect: connection refused"),
         (asyncssh.ConnectionLost("Connection lost"), ConnectError,
          "cannot connect: ConnectionLost: Connection lost"),
-        (OSError(113, "No route to host"), ConnectError, "OSError: [Errno 113] No route to host"),
+        (OSError(113, "No route to host"), ConnectError,
+         "no route to that address ([Errno 113] No route to host)"),
+        (OSError(24, "Too many open files"), ConnectError,
+         "this machine ran out of file descriptors ([Errno 24] Too many open files)"),
     ],
 )
 def test_classify(exc: BaseException, cls: type, text: str) -> None:

@@ -9,6 +9,7 @@ cheap): the commands import what they need when they run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -344,25 +345,47 @@ def attach_command(name: str) -> None:
     """Hold cluster NAME in the foreground: its address, logs and status; Ctrl-C detaches.
 
     The scheduler and dashboard are forwarded through SSH when this machine
-    cannot reach them (the local addresses are printed); nothing stops when
-    you detach.
+    cannot reach them (the local addresses are printed, and stay open while
+    attached); the remote lines of every host are printed as they come, and
+    a line each time the number of workers changes. Nothing stops when you
+    detach.
     """
+    asyncio.run(_attach(_record(name)))
+
+
+async def _attach(record: ClusterRecord) -> None:
+    import signal
+
     from sshdeploy.cluster import SSHCluster
 
-    record = _record(name)
-    cluster = SSHCluster.from_name(name)
+    name = record.name
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only detaches
+        loop.add_signal_handler(sig, stop.set)
     console = _console()
+    cluster = await SSHCluster.from_name(name, asynchronous=True)
     try:
         console.print(f"attached to {name}: scheduler {cluster.scheduler_address}")
         console.print(f"  dashboard  {cluster.dashboard_link}")
         console.print(f"  workers    {len(cluster.workers)}: {', '.join(sorted(cluster.workers))}")
         console.print("  Ctrl-C detaches; the cluster keeps running.")
-        try:
-            asyncio.run(_logs(record, None, False, 20, True))
-        except KeyboardInterrupt:
-            pass
+        follow = asyncio.ensure_future(_logs(record, None, False, 20, True))
+        seen = len(cluster.scheduler_info.get("workers") or {})
+        while not stop.is_set() and not follow.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+            now = len(cluster.scheduler_info.get("workers") or {})
+            if now != seen:
+                console.print(f"dask-ssh: {name}: {now} worker{'s' if now != 1 else ''}")
+                seen = now
+        follow.cancel()
+        with contextlib.suppress(BaseException):
+            await follow
     finally:
-        cluster.close()
+        closing = cluster.close()
+        if closing is not None:
+            await closing
     console.print(f"detached from {name}; it keeps running (dask-ssh down {name} stops it)")
 
 

@@ -1,0 +1,65 @@
+"""Which workers ``SSHCluster.scale(n)`` removes, and that it stays fast with thousands.
+
+``_keep`` reads only the placement's slots and the worker specs, so it runs
+here on plain objects: against the simple rule it implements (remove from the
+host with the most workers per slot, the first such host in order, its
+highest name first), and on 3000 one-worker hosts (scaling them all down was
+quadratic: 20 s when a 3000-host start failed and was closed).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from sshdeploy.cluster import SSHCluster
+from sshdeploy.hosts import Host
+from sshdeploy.placement import name_order
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def fake_cluster(slots: dict[str, int], workers: dict[str, int]) -> Any:
+    hosts = {Host(h).key: SimpleNamespace(slots=s) for h, s in slots.items()}
+    spec = {f"{h}-{i}": {"options": {"host": Host(h)}}
+            for h, count in workers.items() for i in range(count)}
+    names = list(spec)
+    random.Random(len(names)).shuffle(names)  # spec order is not name order
+    plan = SimpleNamespace(placement=SimpleNamespace(worker_hosts=hosts))
+    return SimpleNamespace(_cluster_plan=plan, worker_spec={n: spec[n] for n in names})
+
+
+def keep_by_the_rule(cluster: Any, n: int) -> dict[str, Any]:
+    hosts = cluster._cluster_plan.placement.worker_hosts
+    keep = dict(cluster.worker_spec)
+    while len(keep) > n:
+        by_host: dict[Any, list[str]] = {}
+        for name, spec in keep.items():
+            by_host.setdefault(spec["options"]["host"].key, []).append(name)
+        key = max(by_host, key=lambda k: len(by_host[k]) / max(1, hosts[k].slots))
+        keep.pop(max(by_host[key], key=name_order))
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_scale_down_removes_what_the_rule_says(seed: int) -> None:
+    rng = random.Random(seed)
+    names = [f"h{i}" for i in range(rng.randint(1, 8))]
+    slots = {h: rng.randint(0, 4) for h in names}
+    workers = {h: rng.randint(0, 12) for h in names}
+    cluster = fake_cluster(slots, workers)
+    for n in range(len(cluster.worker_spec) + 1):
+        got = SSHCluster._keep(cluster, n)  # type: ignore[arg-type]
+        assert list(got) == list(keep_by_the_rule(cluster, n)), (slots, workers, n)
+
+
+def test_scaling_3000_hosts_down_is_fast() -> None:
+    cluster = fake_cluster({f"n{i}": 1 for i in range(3000)}, {f"n{i}": 1 for i in range(3000)})
+    t0 = time.perf_counter()
+    assert SSHCluster._keep(cluster, 0) == {}  # type: ignore[arg-type]
+    assert len(SSHCluster._keep(cluster, 10)) == 10  # type: ignore[arg-type]
+    assert time.perf_counter() - t0 < 2  # was ~20 s (quadratic)
