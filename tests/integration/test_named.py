@@ -191,3 +191,18 @@ class _ignore:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is ProcessLookupError
+
+
+def test_a_cluster_on_a_private_network_is_reached_again_through_a_fresh_forward(
+        bed: testbed.Bed, tmp_path: Path, state: StateStore) -> None:
+    name = unique("private")
+    iface = bed.private_interface
+    cluster = SSHCluster([n1, n2], connect_options=bed.connect_options(), name=name,
+                         shutdown_on_close=False, scheduler_options={"interface": iface},
+                         worker_options={"interface": iface})
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")  # forwarded
+    cluster.close()
+    with SSHCluster.from_name(name) as again:
+        assert again.scheduler_address.startswith("tcp://127.0.0.1:")
+        with Client(again) as client:
+            assert client.submit(lambda: 11).result(timeout=30) == 11
