@@ -260,6 +260,14 @@ class SSHCluster(SpecCluster):
         # distributed there) while the scheduler starts.
         worker_hosts = self._cluster_plan.placement.worker_hosts
         self._agents.prestart([hp.host for hp in worker_hosts.values()])
+        with self._start_progress.starting():  # ends on the failure, whichever path raised it
+            await self._start_or_fail_fast(first)
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
+
+    async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
         start = asyncio.ensure_future(self._start_scheduler())
         doomed = asyncio.ensure_future(self._connect_failures(first))
         try:
@@ -277,14 +285,10 @@ class SSHCluster(SpecCluster):
             await start
         finally:
             doomed.cancel()
-        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
-        if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
 
     async def _start_scheduler(self) -> None:
         try:
-            with compat.quiet_failed_start(), self._start_progress.starting():
+            with compat.quiet_failed_start():
                 await super()._start()
         except RuntimeError as exc:
             cause = compat.start_error_cause(exc)
