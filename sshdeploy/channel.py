@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -121,10 +122,14 @@ class AgentChannel:
         self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._stderr: list[str] = []
+        #: Lines on stdout that are not events (a login script, nologin's notice).
+        self._stdout: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._create: asyncio.Future[Any] | None = None
         self.exit_status: int | None = None
+        #: The signal that ended the remote process (``KILL``), if one did.
+        self.exit_signal: str | None = None
         #: The agent's output ended: it exited, or the connection was lost.
         self.gone = False
         #: How far the remote start got (a ``stage`` event), and the remote
@@ -211,6 +216,8 @@ class AgentChannel:
             self._check_versions(hello.get("versions", {}))
         except asyncio.TimeoutError:
             stage = self.stage
+            if stage == "login" and not (self.launch.setup or "").strip():
+                stage = "setup"  # no setup: the shell went on to start Python
             await self.abort()
             stalled = stage_info(stage)
             what, remedy = stalled.stalled, stalled.remedy
@@ -237,7 +244,11 @@ class AgentChannel:
             host=self.where, role=self.role, cause="; ".join(diffs)
         )
         if policy == "warn":
-            logger.warning("%s", err)
+            # Not the error's advice to set version-check to warn: it is set so.
+            warned = dataclasses.replace(
+                err, remedy="Going on (sshdeploy.version-check is 'warn'); install matching "
+                "versions on both sides to silence this.")
+            logger.warning("%s", warned)
             return
         raise err
 
@@ -254,6 +265,8 @@ class AgentChannel:
                 other, ev = split_event(raw)
                 if other:
                     # Not the agent's: a login script or setup printing to stdout.
+                    self._stdout.append(other)
+                    del self._stdout[:-50]
                     self.logbook.record(self.label, self.host.hostname, self._log_role(self.label),
                                         "stdout", other)
                 if ev is not None:
@@ -328,6 +341,13 @@ class AgentChannel:
         if self.on_exit is not None:
             self.on_exit(name, str(ev.get("reason")))
 
+    def fail_starts(self, reason: str) -> None:
+        """Answer every start still waiting with a failure (the cluster is closing)."""
+        for key, fut in list(self._waiters.items()):
+            if key[0] == "started" and not fut.done():
+                fut.set_result({"ev": "failed", "name": key[1], "error": reason})
+                self._waiters.pop(key, None)
+
     def _fail_waiters(self, name: str | None, reason: str) -> None:
         for key, fut in list(self._waiters.items()):
             if (name is None or key[1] == name) and not fut.done():
@@ -340,6 +360,8 @@ class AgentChannel:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait_closed(), 5)
         self.exit_status = self.process.exit_status
+        signal = self.process.exit_signal
+        self.exit_signal = str(signal[0]) if signal else None
         self.gone = True
         reason = self._exit_reason()
         if self._hello is not None and not self._hello.done():
@@ -351,11 +373,54 @@ class AgentChannel:
     def _exit_reason(self) -> str:
         if self.exit_status is None:
             return CONNECTION_LOST
-        return f"the remote agent exited with status {self.exit_status}"
+        return f"the remote agent {self._how_it_ended()}"
+
+    def _how_it_ended(self) -> str:
+        """``exited with status N``, or ``was killed by SIGKILL`` (not ``status -1``)."""
+        if self.exit_signal:
+            name = self.exit_signal.removeprefix("SIG")
+            return f"was killed by SIG{name}"
+        return f"exited with status {self.exit_status}"
 
     def _start_failure(self) -> HostError:
+        """Why the agent ended before its hello: blame the stage it had reached.
+
+        The remote output that explains it (nologin's notice, the shell's
+        syntax error) comes first in the cause.
+        """
         status = self.exit_status
-        tail = "\n".join(self._stderr[-20:])
+        tail = "\n".join((self._stdout + self._stderr)[-20:])
+        said = next((line.strip() for line in self._stdout + self._stderr if line.strip()), "")
+        setup = (self.launch.setup or "").strip()
+        how = self._how_it_ended()
+        if setup and self.stage in (None, "login") and "syntax error" in tail.lower():
+            return StartError(
+                host=self.where, role=self.role,
+                what="the setup command is not valid shell",
+                cause=f"{next(ln for ln in tail.splitlines() if 'syntax' in ln.lower())} "
+                      f"(setup: {setup!r})",
+                remedy="Fix the setup command's syntax (try it by hand: ssh host 'SETUP').",
+                stderr_tail=tail,
+            )
+        if self.stage is None:
+            return StartError(
+                host=self.where, role=self.role,
+                what="the login shell ended before running any command",
+                cause=(f"{said!r}; " if said else "") + f"it {how}",
+                remedy="The account may not allow logins (a nologin shell), or a login "
+                "script exits: `ssh user@host true` must succeed for that account.",
+                stderr_tail=tail,
+            )
+        if self.stage == "login" and setup and status != EXIT_SETUP_FAILED:
+            return StartError(
+                host=self.where, role=self.role,
+                what="the setup command ended the shell before Python started",
+                cause=f"the shell {how} (setup: {setup!r})" + (f"; it said {said!r}"
+                                                                if said else ""),
+                remedy="Do not `exit` in the setup command; it runs in the same shell as "
+                "Python (join commands with &&).",
+                stderr_tail=tail,
+            )
         if status == EXIT_NOT_FOUND or ("not found" in tail and "exec" in tail):
             return RemotePythonError(
                 host=self.where,
@@ -379,10 +444,13 @@ class AgentChannel:
                 remedy="Run the setup command by hand on that host over ssh and fix it.",
                 stderr_tail=tail,
             )
+        when = {"python": "while reading the agent",
+                "import": "while importing dask and distributed"}.get(
+                    str(self.stage), "before the agent started")
         return RemotePythonError(
             host=self.where,
             role=self.role,
-            cause=f"{self.launch.python!r} exited with status {status} before the agent started",
+            cause=(f"{said!r}; " if said else "") + f"{self.launch.python!r} {how} {when}",
             stderr_tail=tail,
         )
 

@@ -190,6 +190,10 @@ class SSHCluster(SpecCluster):
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
+        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, why).
+        self._start_failures: dict[str, tuple[ConnectionKey, str]] = {}
+        self._started_workers = False
+        self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
         settings = plan.settings
         self._logbook = LogBook(max_lines=settings.log_buffer_lines)
@@ -199,7 +203,8 @@ class SSHCluster(SpecCluster):
         self._stage = _stage_for(plan, self._pool)
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
-            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout
+            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
+            window=settings.worker_restart_window, reach=self._pool.get,
         )
         self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost)
         scheduler = {
@@ -284,6 +289,14 @@ class SSHCluster(SpecCluster):
         # distributed there) while the scheduler starts.
         worker_hosts = self._cluster_plan.placement.worker_hosts
         self._agents.prestart([hp.host for hp in worker_hosts.values()])
+        with self._start_progress.starting():  # ends on the failure, whichever path raised it
+            await self._start_or_fail_fast(first)
+        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
+        if fwd is not None:
+            logger.info("%s", fwd.reason)
+            compat.record_cluster_log(self, fwd.reason)
+
+    async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
         start = asyncio.ensure_future(self._start_scheduler())
         doomed = asyncio.ensure_future(self._connect_failures(first))
         try:
@@ -301,14 +314,10 @@ class SSHCluster(SpecCluster):
             await start
         finally:
             doomed.cancel()
-        fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
-        if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
 
     async def _start_scheduler(self) -> None:
         try:
-            with compat.quiet_failed_start(), self._start_progress.starting():
+            with compat.quiet_failed_start():
                 await super()._start()
         except RuntimeError as exc:
             cause = compat.start_error_cause(exc)
@@ -341,6 +350,7 @@ class SSHCluster(SpecCluster):
         for name, w in self.workers.items():
             if name not in self.worker_spec and isinstance(w, RemoteWorker):
                 w.retiring = True  # the scheduler retires it first: not a lost worker
+        initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
             if self._kept is not None and self.status == Status.running:
@@ -354,9 +364,33 @@ class SSHCluster(SpecCluster):
             for w in failed:
                 assert w.start_error is not None
                 by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
+            if not initial:
+                # scale/adapt/a restart runs in a callback: report, never raise into the loop.
+                self._report_failed(failed)
+                return
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
+
+    def _report_failed(self, failed: list[RemoteWorker]) -> None:
+        """Workers that failed to start after start-up: a warning, a log line, the row.
+
+        A worker being restarted is left to :mod:`sshdeploy.restarts` (its budget).
+        """
+        for w in failed:
+            name, err = str(w.name), w.start_error
+            assert err is not None
+            if self._restarts.restarting(name):
+                continue
+            first = str(err).splitlines()[0]
+            logger.warning("worker %s failed to start: %s", name, first)
+            compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
+            self._start_failures[name] = (w.host.key, f"{name}: failed to start: {first}")
+            self.worker_spec.pop(name, None)
+            if self.workers.get(name) is w:
+                del self.workers[name]
+            compat.forget_created(self, w)
+            w.start_error = None
 
     def _enough_without(self, failed: list[RemoteWorker]) -> bool:
         """Whether the workers that did start satisfy ``min_workers``."""
@@ -529,6 +563,8 @@ class SSHCluster(SpecCluster):
             return
         self._logbook.closing()
         await self._restarts.close()
+        # Workers still starting (a large scale) end now, not after start-timeout.
+        self._agents.closing()
         compat.forget_unstarted(self)  # a restart cancelled before its worker started
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
@@ -620,24 +656,62 @@ class SSHCluster(SpecCluster):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                               remedy="Give the number of workers wanted, e.g. scale(4).")
+        if self.status == Status.closed or (self.status == Status.closing and n):
+            raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
+                              remedy="Build a new SSHCluster to start workers again.")
         slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
         if cores is not None:
             wanted = max(wanted, math.ceil(cores / self._threads_per_worker()))
-        if wanted > n and slots and wanted > max(slots, n):
-            logger.warning("scale(memory=%s, cores=%s) asks for %d workers, more than the %d "
-                           "slots of the hosts: starting %d", memory, cores, wanted, slots,
-                           max(slots, n))
-            wanted = max(slots, n)
-        elif wanted > slots > 0 and wanted > len(self.worker_spec):
-            logger.warning("scaling to %d workers, more than the %d slots of the hosts: the "
-                           "extra workers share the hosts' cores", wanted, slots)
+        if slots and wanted > slots:
+            # Each host's cores and memory are divided among its slots: more workers
+            # than slots would overload the hosts (adapt asks again every interval:
+            # say it once per request).
+            if self._scale_warned != (wanted, slots):
+                self._scale_warned = (wanted, slots)
+                asked = f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
+                    + (f", cores={cores}" if cores is not None else "") + ")"
+                message = (f"{asked} asks for {wanted} workers, more than the {slots} slots "
+                           f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
+                           "a hostfile's slots=, or repeat a host)")
+                logger.warning("%s", message)
+                compat.record_cluster_log(self, message)
+            wanted = slots
         n = wanted
         if n < len(self.worker_spec):
             self.worker_spec = self._keep(n)
         return super().scale(n)
+
+    def adapt(  # type: ignore[override]  # same parameters, checked
+        self, Adaptive: Any = None, minimum: Any = 0,
+        maximum: Any = math.inf, **kwargs: Any,
+    ) -> Any:
+        """Adapt between *minimum* and *maximum* workers (as in SpecCluster), bounds checked.
+
+        Raises
+        ------
+        ConfigError
+            For a bound that is not a whole number >= 0, *minimum* above
+            *maximum*, or a closed cluster.
+        """
+        for arg, value in (("minimum", minimum), ("maximum", maximum)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    isinstance(value, float) and value != math.inf and not value.is_integer()):
+                raise ConfigError(f"adapt({arg}=...)",
+                                  f"must be a whole number >= 0, got {value!r}",
+                                  remedy="E.g. adapt(minimum=0, maximum=8).")
+        if minimum > maximum:
+            raise ConfigError("adapt(minimum=..., maximum=...)",
+                              f"minimum {minimum} is above maximum {maximum}",
+                              remedy="Give minimum <= maximum.")
+        if self.status in (Status.closing, Status.closed):
+            raise ConfigError("adapt()", f"the cluster is {self.status.name}",
+                              remedy="Build a new SSHCluster to adapt again.")
+        if Adaptive is not None:
+            kwargs["Adaptive"] = Adaptive
+        return super().adapt(minimum=minimum, maximum=maximum, **kwargs)
 
     def _keep(self, n: int) -> dict[str, Any]:
         """Return the worker specs kept when scaling down to *n*.
@@ -712,6 +786,8 @@ class SSHCluster(SpecCluster):
             worker = self.workers.get(name)
             if worker is not None and worker.status == Status.running:
                 row["running"] += 1
+            elif name in self._restarts.steps:
+                row["error"] = f"{name}: {self._restarts.steps[name]}"
             elif isinstance(worker, RemoteWorker) and worker.exit_reason:
                 row["error"] = f"{name}: {worker.exit_reason}"
             row["restarts"] += self._restarts.counts.get(str(name), 0)
@@ -719,6 +795,9 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
+        for name, (key, why) in self._start_failures.items():
+            if key in rows and name not in self.worker_spec and not rows[key]["error"]:
+                rows[key]["error"] = why
         for key, hp in plan.worker_hosts.items():
             if hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
@@ -757,7 +836,10 @@ class SSHCluster(SpecCluster):
             scheduler_running=sched is not None and sched.status == Status.running)
 
     def __repr__(self) -> str:
-        return f"{super().__repr__()}\n{rows_text(self.host_rows())}"
+        gone = self._restarts.given_up
+        none_left = (f"\nno workers left: {len(gone)} given up (see get_logs()['Cluster'])"
+                     if gone and not self.worker_spec else "")
+        return f"{super().__repr__()}\n{rows_text(self.host_rows())}{none_left}"
 
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         return str(super()._repr_html_(cluster_status=(cluster_status or "")

@@ -47,7 +47,9 @@ SPEC_CLUSTER_ATTRIBUTES = (
 PROCESS_ATTRIBUTES = ("_event_finished",)
 
 #: What the remote agent uses of distributed.Nanny.
-NANNY_MEMBERS = ("_on_worker_exit", "close_gracefully", "worker_address", "process")
+NANNY_MEMBERS = (
+    "_on_worker_exit", "close_gracefully", "worker_address", "process", "memory_manager",
+)
 
 #: The message SpecCluster starts its start-up failures with.
 START_FAILURE_PREFIX = "Cluster failed to start"

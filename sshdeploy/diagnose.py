@@ -39,6 +39,44 @@ def _paths(value: Any) -> list[str]:
     return []
 
 
+_checked_known_hosts: dict[tuple[str, float, int], str | None] = {}
+
+
+def known_hosts_problem(path: str) -> str | None:
+    """Return what is wrong with a known_hosts file (naming the line), or None.
+
+    asyncssh reads the file only when it connects, and then fails without
+    naming the file (``'utf-8' codec can't decode ...``). Cached by path,
+    modification time and size: a cluster checks it once per host.
+    """
+    try:
+        st = os.stat(path)
+        key = (path, st.st_mtime, st.st_size)
+        if key in _checked_known_hosts:
+            return _checked_known_hosts[key]
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    problem = None
+    try:
+        asyncssh.import_known_hosts(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, asyncssh.Error):
+        for number, raw in enumerate(data.splitlines(), 1):
+            try:
+                asyncssh.import_known_hosts(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                problem = f"line {number} is not text (binary data?)"
+            except (ValueError, asyncssh.Error) as exc:
+                problem = f"line {number} is not a known_hosts entry: {exc}"
+            if problem:
+                break
+        else:
+            problem = "it is not a known_hosts file"
+    _checked_known_hosts[key] = problem
+    return problem
+
+
 def check_files(where: str, kw: Mapping[str, Any]) -> None:
     """Check the key files and the known_hosts file named in *kw* (as OpenSSH would).
 
@@ -54,6 +92,18 @@ def check_files(where: str, kw: Mapping[str, Any]) -> None:
                 remedy="Give an existing known_hosts file (known_hosts= / --known-hosts), "
                 "or create it with the hosts' keys (`ssh-keyscan host >> FILE`, after "
                 "checking them).",
+            )
+    default = os.path.expanduser(DEFAULT_KNOWN_HOSTS)
+    in_use = (_paths(kw["known_hosts"]) if "known_hosts" in kw
+              else [default] if os.path.exists(default) else [])
+    for path in in_use:
+        problem = known_hosts_problem(path)
+        if problem is not None:
+            raise ConfigError(
+                f"known_hosts for {where}", f"{path}: {problem}",
+                remedy="Fix or remove that line (each line: host names, key type, key; "
+                "`@cert-authority` and `@revoked` need both), or give another file "
+                "(known_hosts= / --known-hosts).",
             )
     for path in _paths(kw.get("client_keys")):
         try:

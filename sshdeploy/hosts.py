@@ -87,6 +87,11 @@ MEMORY_HELP = (
 )
 
 
+#: Bare numbers of bytes below this are refused as memory limits: a worker
+#: cannot run in them, so ``10`` or ``2.0`` surely meant gigabytes.
+MIN_MEMORY_LIMIT = 16 * 2**20
+
+
 def check_memory_limit(value: str | int | float | None) -> str | int | float | None:
     """Check a memory limit per worker; return it in the form distributed takes.
 
@@ -97,6 +102,8 @@ def check_memory_limit(value: str | int | float | None) -> str | int | float | N
     * ``"auto"`` (any case): left to the worker (its share of the host's memory);
     * ``None`` or ``0``: no limit;
     * a whole number: bytes (``1`` is all of the memory, as in distributed);
+      below :data:`MIN_MEMORY_LIMIT` (16 MiB) it is refused, with the size
+      probably meant (``10``: did you mean 10GB?), and so is ``2.0``;
     * a fraction in (0, 1]: that part of the host's memory;
     * a size string such as ``"4GiB"`` or ``"500MB"`` (``dask.utils.parse_bytes``).
 
@@ -125,7 +132,11 @@ def check_memory_limit(value: str | int | float | None) -> str | int | float | N
     >>> check_memory_limit(1.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: 1.5 is neither a fraction of the host's memory (0 to 1) nor a whole number ...
+    ValueError: 1.5 means 1.5 bytes, too little for a worker (below 16 MiB): did you mean 1.5GB? ...
+    >>> check_memory_limit("10")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 10 means 10 bytes, too little for a worker (below 16 MiB): did you mean 10GB? ...
     >>> check_memory_limit("-1")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -138,10 +149,8 @@ def check_memory_limit(value: str | int | float | None) -> str | int | float | N
         text = value.strip()
         if text.lower() == "auto":
             return "auto"
-        if DIGITS_RE.fullmatch(text):
-            return int(text)
         try:
-            number = float(text)
+            number = int(text) if DIGITS_RE.fullmatch(text) else float(text)
         except ValueError:
             return _check_size(text, value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -152,11 +161,20 @@ def check_memory_limit(value: str | int | float | None) -> str | int | float | N
         raise ValueError(f"{value!r} is not a finite number: {MEMORY_HELP}")
     if number < 0:
         raise ValueError(f"{value} is negative: {MEMORY_HELP}")
-    if isinstance(number, int) or number == 0:
+    if number == 0 or (isinstance(number, int) and number == 1):
         return int(number)
-    if number <= 1:
+    if isinstance(number, float) and number <= 1:
         return number
-    if number.is_integer():
+    if number < MIN_MEMORY_LIMIT:
+        # 2, 10, 2.0, 1.5: bytes nobody means (a worker needs far more); 1.5 and 2.0 alike.
+        unit = "GB" if number <= 1024 else "MB"
+        shown = str(value).strip()
+        raise ValueError(
+            f"{shown} means {shown} bytes, too little for a worker (below "
+            f"{MIN_MEMORY_LIMIT // 2**20} MiB): did you mean {shown}{unit}? Give a size with "
+            f"its unit ('{shown}{unit}'), a fraction of the host's memory (0 to 1), or 'auto'"
+        )
+    if isinstance(number, int) or number.is_integer():
         return int(number)
     raise ValueError(
         f"{value} is neither a fraction of the host's memory (0 to 1) nor a whole number of bytes"

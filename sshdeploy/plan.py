@@ -16,6 +16,7 @@ from typing import Any
 
 from distributed.security import Security
 
+from .argcheck import check_arguments, check_min_workers, check_port
 from .bootstrap import build_command, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_CLASS
 from .errors import ConfigError
@@ -294,6 +295,10 @@ def plan_cluster(
     >>> [w.name for w in p.placement.workers], p.scheduler_options["dashboard_address"]
     (['b-0', 'b-1'], ':8787')
     """
+    check_arguments(hosts, connect_options, worker_options, scheduler_options, worker_class,
+                    remote_python, setup=setup, env=env, inherit_config=inherit_config,
+                    scheduler_class=scheduler_class, restart_workers=restart_workers,
+                    forward_ports=forward_ports)
     if worker_module is not None:
         worker_class = _from_worker_module(worker_module, worker_class)
     resolved = settings or Settings.resolve(inherit_config=inherit_config)
@@ -302,6 +307,7 @@ def plan_cluster(
         isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
     ):
         raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
+    check_min_workers(min_workers, sum(hp.slots for hp in placement.worker_hosts.values()))
     creds: Security | None
     if security is True:
         creds = Security.temporary()
@@ -406,10 +412,12 @@ def check_options(placement: Placement, scheduler_options: Mapping[str, Any]) ->
         from distributed.utils import clean_dashboard_address
 
         try:
-            clean_dashboard_address(dashboard)
+            parsed = clean_dashboard_address(dashboard)
         except (ValueError, TypeError) as exc:
             raise ConfigError("dashboard_address", f"{dashboard!r} cannot be parsed ({exc})",
                               remedy="Give ':PORT' or 'HOST:PORT' (--dashboard-address).") from None
+        for entry in parsed:
+            check_port("dashboard_address", entry.get("port"))
 
 
 def _fixed_port(port: Any) -> bool:

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import random
 import resource
 import socket
@@ -203,6 +204,24 @@ def _own_jump(
     if options.proxy_command:
         return "ProxyCommand"  # usually one bastion behind every ProxyCommand: one cap
     return None
+
+
+def _as_connect_sees(
+    kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions
+) -> asyncssh.SSHClientConnectionOptions:
+    """The options with ``~/.ssh/config`` applied, as ``asyncssh.connect`` applies it.
+
+    Options built without ``config`` do not read the default file (connect
+    does): an alias (``Host alpha`` / ``HostName 10.0.0.7``), its port and its
+    ProxyJump would be missed by the checks made before connecting.
+    """
+    default = os.path.expanduser("~/.ssh/config")
+    if "config" in kw or not os.path.isfile(default):
+        return options
+    try:
+        return asyncssh.SSHClientConnectionOptions(**{**kw, "config": [default]})
+    except (OSError, ValueError, TypeError, asyncssh.Error):
+        return options
 
 
 async def _resolve(
@@ -396,7 +415,7 @@ class HostPool:
     async def _attempts(self, host: Host) -> Connection:
         kw = self.kwargs(host)
         where = _display(kw)
-        options = self.prepare(host)
+        options = _as_connect_sees(kw, self.prepare(host))
         raise_open_files(max(len(self._per_host), len(self._conns)))
         extra: dict[str, Any] = {}
         if isinstance(kw.get("tunnel"), str):

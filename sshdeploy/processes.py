@@ -51,6 +51,23 @@ def _start_error(
     )
 
 
+def _fixed_dashboard_port(address: Any) -> int | None:
+    """The one port a ``dashboard_address`` asks for (None for any port, or several).
+
+    >>> _fixed_dashboard_port(":8787"), _fixed_dashboard_port(":0"), _fixed_dashboard_port(None)
+    (8787, None, None)
+    """
+    if address is None:
+        return None
+    from distributed.utils import clean_dashboard_address
+
+    try:
+        ports = [entry.get("port") for entry in clean_dashboard_address(address)]
+    except (ValueError, TypeError):
+        return None
+    return ports[0] if len(ports) == 1 and isinstance(ports[0], int) and ports[0] else None
+
+
 class RemoteScheduler(ProcessInterface):
     """A Dask scheduler on a remote host, in its own agent.
 
@@ -144,6 +161,11 @@ class RemoteScheduler(ProcessInterface):
         self.address = str(answer["address"])
         self.external_address = self.address
         self.dashboard_port = answer.get("dashboard_port")
+        wanted = _fixed_dashboard_port(kw.get("dashboard_address"))
+        if wanted and self.dashboard_port and self.dashboard_port != wanted:
+            logger.warning("[%s] scheduler: dashboard port %d was not free there; the "
+                           "dashboard is on port %d instead", ch.where, wanted,
+                           self.dashboard_port)
         self.pid = answer.get("pid")
         await self._reach(ch)
 
@@ -254,6 +276,18 @@ class WorkerAgents:
                 if w.exited(reason) and self.on_worker_exit is not None:
                     self.on_worker_exit(str(w.name), reason)
 
+    def closing(self) -> None:
+        """The cluster closes: every worker start still under way ends now.
+
+        Those waiting for their agent's answer fail; agents still starting are
+        cancelled (they abort themselves, see :meth:`AgentChannel.start`).
+        """
+        for ch in self._channels:
+            ch.fail_starts("the cluster is closing")
+        for fut in self._agents.values():
+            if not fut.done():
+                fut.cancel()
+
     async def detach(self) -> None:
         """Leave every kept agent running on its own (a named cluster the controller leaves)."""
         futs = list(self._agents.values())
@@ -356,7 +390,7 @@ class RemoteWorker(ProcessInterface):
         answer = await ch.call(
             "start_worker", str(self.name), kw, timeout, cls=self.cls, scheduler=self.scheduler,
             restart=self.restart, restart_limit=self.agents.pool.settings.worker_restarts,
-            share=self.share,
+            restart_window=self.agents.pool.settings.worker_restart_window, share=self.share,
         )
         if answer.get("ev") != "ready":
             raise _start_error(ch, "worker", str(self.name), answer, kw)

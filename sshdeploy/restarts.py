@@ -1,4 +1,12 @@
-"""A lost worker: tell the scheduler at once, then restart it, a bounded number of times.
+"""A lost worker: tell the scheduler at once, then restart it, at a bounded rate.
+
+The budget is a rate (:class:`sshdeploy.remote.agent.RestartBudget`:
+``sshdeploy.worker-restarts`` within ``sshdeploy.worker-restart-window``
+seconds), so a worker that ran fine for a while has its budget back. A worker
+lost with its host (agent or link) waits for the host to be reachable again,
+with backoff, without spending its budget meanwhile; each step is in
+:attr:`WorkerRestarts.steps` for the host rows. A worker given up is a
+WARNING on this logger and a line of ``get_logs()["Cluster"]``.
 
 :class:`WorkerRestarts` owns every task and timer it starts and cancels them
 on :meth:`WorkerRestarts.close`, so nothing it scheduled runs after the
@@ -9,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import time
+from collections.abc import Awaitable, Callable
+from time import monotonic, time
 from typing import Any
 
 from distributed.core import Status
@@ -17,11 +26,21 @@ from distributed.deploy.spec import SpecCluster
 
 from . import compat
 from .channel import CONNECTION_LOST
+from .errors import ConnectError, SSHDeployError
+from .remote.agent import RestartBudget
 
 logger = logging.getLogger(__name__)
 
 #: In the reason the agent gives for a Nanny whose worker process died too often.
 GAVE_UP = "not restarted again"
+#: Longest wait between two tries to reach a host again, in seconds.
+MAX_BACKOFF = 30.0
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its class name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class WorkerRestarts:
@@ -32,23 +51,35 @@ class WorkerRestarts:
     cluster : SpecCluster
         The cluster whose ``worker_spec`` names the workers wanted.
     limit : int
-        Restarts per worker (``sshdeploy.worker-restarts``).
+        Restarts per worker within *window* (``sshdeploy.worker-restarts``).
     enabled : bool
         False: a lost worker is only reported and dropped (``--no-restart``).
     heartbeat_timeout : float
         Seconds an agent cut off from the controller keeps running: a worker
         lost with its connection is restarted only after that.
+    window : float
+        Seconds of ``sshdeploy.worker-restart-window``.
+    reach : callable, optional
+        Awaited with a worker's host before a restart; raises an
+        :class:`~sshdeploy.errors.SSHDeployError` while the host cannot be
+        reached (the restart then waits, with backoff, spending no budget).
     """
 
     def __init__(
-        self, cluster: SpecCluster, limit: int, enabled: bool, heartbeat_timeout: float
+        self, cluster: SpecCluster, limit: int, enabled: bool, heartbeat_timeout: float,
+        window: float = 60.0, reach: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.limit = limit
+        self.window = window
         self.enabled = enabled
         self.heartbeat_timeout = heartbeat_timeout
-        #: Restarts so far, by worker name.
+        self.reach = reach
+        #: Restarts so far, by worker name (for the host rows).
         self.counts: dict[str, int] = {}
+        self.budgets: dict[str, RestartBudget] = {}
+        #: Where each pending restart stands, by worker name (for the host rows).
+        self.steps: dict[str, str] = {}
         #: Workers given up on: name -> (host key, why), for the per-host view.
         self.given_up: dict[str, tuple[Any, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -67,6 +98,13 @@ class WorkerRestarts:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _host(self, name: str) -> Any:
+        return self.cluster.worker_spec.get(name, {}).get("options", {}).get("host")
+
+    def restarting(self, name: str) -> bool:
+        """Whether a restart of *name* is pending or running."""
+        return name in self.steps
+
     def lost(self, name: str, reason: str) -> None:
         """A worker's Nanny or host agent went away: report it, and restart it if allowed."""
         if not self._wanted(name):
@@ -76,35 +114,51 @@ class WorkerRestarts:
             # Tell the scheduler now rather than after its own timeouts (~30 s
             # for a host cut off), so that the worker's tasks move on at once.
             self._spawn(self._unregister(str(worker.address), reason))
-        tries = self.counts.get(name, 0)
-        # The agent already restarted its worker process `limit` times and gave up.
+        budget = self.budgets.setdefault(name, RestartBudget(self.limit, self.window))
+        # The agent already restarted its worker process too often and gave up.
         looping = GAVE_UP in reason
-        if not self.enabled or tries >= self.limit or looping:
+        if not self.enabled or looping or not budget.spend(monotonic()):
             why = ("restarts are off" if not self.enabled else
-                   "it died in a loop" if looping else f"after {tries} restarts")
-            logger.warning("worker %s lost (%s); not restarted (%s)", name, reason, why)
-            spec = self.cluster.worker_spec.get(name, {})
-            host = spec.get("options", {}).get("host")
-            self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}")
-            self.cluster.worker_spec.pop(name, None)
-            self.cluster.workers.pop(name, None)
+                   "it died in a loop" if looping else
+                   f"it was lost {len(budget.deaths)} times within {self.window:.0f} s; "
+                   f"sshdeploy.worker-restarts allows {budget.describe()}")
+            self.give_up(name, reason, why)
             return
-        self.counts[name] = tries + 1
-        delay = 2.0**tries
+        tries = budget.used(monotonic())
+        self.counts[name] = self.counts.get(name, 0) + 1
+        delay = min(2.0 ** (tries - 1), MAX_BACKOFF)
         if reason == CONNECTION_LOST:
             # The old agent may still run there until its heartbeat timeout: a
             # new worker of the same name would be refused ("name taken") before.
             delay = max(delay, self.heartbeat_timeout)
-        logger.warning("worker %s lost (%s); restarting it in %.0f s (%d/%d)", name, reason,
-                       delay, tries + 1, self.limit)
+        step = f"lost ({reason}); restarting it in {delay:.0f} s ({tries}/{self.limit})"
+        self.steps[name] = step
+        logger.warning("worker %s %s", name, step)
+        compat.record_cluster_log(self.cluster, f"worker {name} {step}")
         timer: asyncio.TimerHandle
 
         def fire() -> None:
             self._timers.discard(timer)
-            self._spawn(self._restart(name))
+            self._spawn(self._restart(name, reason))
 
         timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
+
+    def give_up(self, name: str, reason: str, why: str) -> None:
+        """Drop *name* for good: a WARNING, a line in ``get_logs()["Cluster"]``, its row."""
+        message = f"worker {name} lost ({reason}); not restarted ({why})"
+        logger.warning("%s", message)
+        compat.record_cluster_log(self.cluster, message)
+        host = self._host(name)
+        self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}; not restarted")
+        self.steps.pop(name, None)
+        self.cluster.worker_spec.pop(name, None)
+        self.cluster.workers.pop(name, None)
+        if not self.cluster.worker_spec:
+            empty = (f"the cluster has no workers left: {len(self.given_up)} given up "
+                     f"(the last: {name}, {why}); scale() or restart the cluster")
+            logger.warning("%s", empty)
+            compat.record_cluster_log(self.cluster, empty)
 
     async def _unregister(self, address: str, reason: str) -> None:
         comm = self.cluster.scheduler_comm
@@ -119,17 +173,56 @@ class WorkerRestarts:
         except Exception as exc:  # the scheduler will notice by itself, later
             logger.debug("could not unregister %s (%s): %s", address, reason, exc)
 
-    async def _restart(self, name: str) -> None:
-        if not self._wanted(name):
+    async def _wait_reachable(self, name: str, reason: str) -> bool:
+        """Wait (backoff, no budget spent) until the worker's host answers again.
+
+        Returns False if the worker is no longer wanted meanwhile.
+        """
+        delay = 1.0
+        while self._wanted(name):
+            host = self._host(name)
+            if self.reach is None or host is None:
+                return True
+            try:
+                await self.reach(host)
+                return True
+            except SSHDeployError as exc:
+                step = (f"lost ({reason}); its host is not reachable ({first_line(exc)}); "
+                        f"trying again in {delay:.0f} s")
+                if self.steps.get(name, "").split("trying again")[0] != step.split(
+                        "trying again")[0]:
+                    logger.warning("worker %s %s", name, step)
+                    compat.record_cluster_log(self.cluster, f"worker {name} {step}")
+                self.steps[name] = step
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+        return False
+
+    async def _restart(self, name: str, reason: str, pause: float = 0.0) -> None:
+        await asyncio.sleep(pause)
+        if not await self._wait_reachable(name, reason):
             return
+        self.steps[name] = f"lost ({reason}); restarting it now"
         old = self.cluster.workers.pop(name, None)
         if old is not None:
             compat.forget_created(self.cluster, old)
         try:
-            await compat.correct_state(self.cluster)
-        except Exception as exc:  # reported, and counted against the restart limit
-            logger.warning("worker %s could not be restarted: %s", name, exc)
-            self.lost(name, "restart failed")
+            # Shielded: close() cancels this task, not SpecCluster's own (its workers'
+            # failures would then go unretrieved); close() ends the starts instead.
+            await asyncio.shield(compat.correct_state(self.cluster))
+            worker = self.cluster.workers.get(name)
+            error = getattr(worker, "start_error", None)
+            if error is not None:  # the cluster left it to us (see SSHCluster._report_failed)
+                assert worker is not None
+                worker.start_error = None
+                raise error
+        except ConnectError:  # the host went away again: wait for it, no budget spent
+            self._spawn(self._restart(name, reason, pause=1.0))
+        except Exception as exc:  # reported, and counted against the restart budget
+            logger.warning("worker %s could not be restarted: %s", name, first_line(exc))
+            self.lost(name, f"restart failed: {first_line(exc)}")
+        else:
+            self.steps.pop(name, None)
 
     async def close(self) -> None:
         """Cancel every pending restart and wait for running ones to end."""

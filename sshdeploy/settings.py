@@ -128,6 +128,7 @@ class Settings:
     inherit_config: bool
     version_check: VersionPolicy
     worker_restarts: int
+    worker_restart_window: float
     log_buffer_lines: int
     env_cache_size: int
     upload_warn_size: int

@@ -16,7 +16,8 @@ cancelled and what started is stopped) or a second Ctrl-C, 141 (128 +
 SIGPIPE, what a tool killed by SIGPIPE returns, so that ``set -o pipefail``
 sees the cut) when stdout's reader went away
 (``dask-ssh ... | head -3``): the cluster is then stopped cleanly and nothing
-more is printed.
+more is printed; also, at once and quietly, when stdout is closed from the start
+(``dask-ssh ... >&-``).
 """
 
 from __future__ import annotations
@@ -275,7 +276,8 @@ class DaskSSH(click.Command):
 @click.option("--no-restart", is_flag=True,
               help="Do not restart workers that die. By default each Nanny restarts its "
                    "worker process, and a worker whose Nanny or host agent is lost is "
-                   "started again up to sshdeploy.worker-restarts (3) times, with backoff.")
+                   "started again with backoff, up to sshdeploy.worker-restarts (5) times "
+                   "within sshdeploy.worker-restart-window (60 s).")
 @click.option("--forward-ports/--no-forward-ports", "forward_ports", default=None,
               help="Reach the scheduler and dashboard through the scheduler host's SSH "
                    "connection (the banner then shows 127.0.0.1 addresses), or never. "
@@ -310,8 +312,13 @@ def main(ctx: click.Context, /, **options: Any) -> None:
     Call ``main(argv, standalone_mode=False)`` to get the exit status back
     instead of :func:`sys.exit`.
     """
+    if sys.stdout is None:
+        # Started with stdout closed (dask-ssh ... >&-): its reader is gone from
+        # the start, so stop as when it goes (| head), before anything starts.
+        ctx.exit(exit_codes.OUTPUT_CLOSED)
     console = make_console(sys.stdout)
-    err_console = make_console(sys.stderr)
+    err_console = make_console(sys.stderr if sys.stderr is not None
+                               else open(os.devnull, "w"))
     try:
         code = _run(options, console, err_console)
     except SSHDeployError as err:

@@ -46,6 +46,7 @@ from sshdeploy.cli.console import output_closed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
 from sshdeploy.placement import name_order
+from sshdeploy.remote.agent import remove_stale_dirs, write_owner
 from sshdeploy.versions import package_versions
 from sshdeploy.views import livestatus
 from sshdeploy.views.hostrows import HostRow, worker_resources
@@ -246,7 +247,8 @@ class ClientCredentials:
     """The ``--tls`` client's files in a private local directory, removed on exit.
 
     The directory is made 0700 and each file 0600; :meth:`remove` (also run
-    on leaving the ``with`` block, whatever the reason) deletes them.
+    on leaving the ``with`` block, whatever the reason) deletes them; those
+    of a dask-ssh that was killed are removed by the next ``--tls`` run.
 
     Examples
     --------
@@ -255,10 +257,12 @@ class ClientCredentials:
     ...     line = creds.write(Security.temporary(), "tls://127.0.0.1:8786")
     ...     files = sorted(p.name for p in creds.directory.iterdir())
     >>> files, creds.directory.exists()
-    (['ca.pem', 'client.key', 'client.pem'], False)
+    (['ca.pem', 'client.key', 'client.pem', 'owner'], False)
     >>> line.startswith('from distributed import Client, Security; client = Client("tls://')
     True
     """
+
+    PREFIX = "dask-ssh-tls-"
 
     def __init__(self) -> None:
         self.directory: Path | None = None
@@ -271,8 +275,11 @@ class ClientCredentials:
 
     def write(self, security: Any, address: str) -> str:
         """Write the client's CA, certificate and key; return the Python line to connect."""
-        self.directory = Path(tempfile.mkdtemp(prefix="dask-ssh-tls-"))
+        # Those of a dask-ssh killed with SIGKILL: nothing else removes them.
+        remove_stale_dirs(tempfile.gettempdir(), self.PREFIX)
+        self.directory = Path(tempfile.mkdtemp(prefix=self.PREFIX))
         os.chmod(self.directory, 0o700)
+        write_owner(str(self.directory))
         paths = {}
         for name, attr in (("ca.pem", "tls_ca_file"), ("client.pem", "tls_client_cert"),
                            ("client.key", "tls_client_key")):

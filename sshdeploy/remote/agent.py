@@ -406,6 +406,56 @@ class ProcessGroup:
         # After KILL, every member found has ended (or is a zombie, or unkillable).
 
 
+class RestartBudget:
+    """At most *limit* restarts within any *window* seconds: a rate, not a lifetime count.
+
+    A worker that ran fine for *window* seconds has its whole budget back;
+    one dying in a loop (a memory limit it can never meet) spends it quickly.
+    Used by the agent for a Nanny's worker process and by the controller
+    (:mod:`sshdeploy.restarts`) for a lost Nanny or agent.
+
+    Examples
+    --------
+    >>> budget = RestartBudget(2, window=60)
+    >>> [budget.spend(t) for t in (0, 1, 2)], budget.spend(62), budget.used(62)
+    ([True, True, False], True, 1)
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.deaths: list[float] = []
+
+    def used(self, now: float) -> int:
+        """Return how many restarts fall within the window ending at *now*."""
+        self.deaths = [t for t in self.deaths if now - t < self.window]
+        return len(self.deaths)
+
+    def spend(self, now: float) -> bool:
+        """Record a death at *now*; return whether a restart is still allowed."""
+        allowed = self.used(now) < self.limit
+        self.deaths.append(now)
+        return allowed
+
+    def describe(self) -> str:
+        """The budget as a user reads it, e.g. ``3 restarts within 60 s``."""
+        return f"{self.limit} restarts within {self.window:.0f} s"
+
+
+def _size(value: Any) -> str:
+    """A byte count as a user reads it (``2.0 GiB``); anything else as given.
+
+    >>> _size(2 * 2**30), _size(10), _size("4GB")
+    ('2.0 GiB', '10 bytes', '4GB')
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} bytes"
+
+
 def no_restarts(server: Any) -> None:
     """Keep a Nanny from restarting its worker process (distributed's own switch)."""
     close_gracefully = getattr(server, "close_gracefully", None)
@@ -534,7 +584,8 @@ class Servers:
             server = cls(msg["scheduler"], **kw)
             if isinstance(server, Nanny):
                 self.limit_restarts(server, msg.get("restart") is not False,
-                                    msg.get("restart_limit"))
+                                    msg.get("restart_limit"), msg.get("restart_window"),
+                                    kw.get("memory_limit"))
             return server
 
         server = await self.start(msg, make)
@@ -546,23 +597,30 @@ class Servers:
         self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
 
     @staticmethod
-    def limit_restarts(server: Any, restart: bool, limit: Any) -> None:
-        """Let the Nanny restart its worker process at most *limit* times (never if not *restart*).
+    def limit_restarts(
+        server: Any, restart: bool, limit: Any, window: Any = None, memory_limit: Any = None
+    ) -> None:
+        """Let the Nanny restart its worker process at most *limit* times within *window* s.
 
         Past that it closes instead (a worker dying in a loop, e.g. a memory
-        limit it can never meet), and the controller hears why in "exited".
+        limit it can never meet), and the controller hears why in "exited",
+        with the memory limit named. Never restarted if not *restart*.
         """
         on_exit = server._on_worker_exit
-        deaths: list[Any] = []
+        budget = RestartBudget(limit if isinstance(limit, int) else 0,
+                               float(window) if window else 60.0)
 
         async def watched(exitcode: Any) -> None:
-            deaths.append(exitcode)
             if not restart:
                 no_restarts(server)
-            elif isinstance(limit, int) and len(deaths) > limit:
+            elif isinstance(limit, int) and not budget.spend(time.monotonic()):
+                memory = getattr(getattr(server, "memory_manager", None), "memory_limit",
+                                 None) or memory_limit
                 server._sshdeploy_gave_up = (
-                    f"its worker process died {len(deaths)} times (last exit code "
-                    f"{exitcode}); not restarted again (sshdeploy.worker-restarts: {limit})"
+                    f"its worker process died {len(budget.deaths)} times within "
+                    f"{budget.window:.0f} s (last exit code {exitcode}"
+                    + (f"; memory limit {_size(memory)}" if memory else "")
+                    + f"); not restarted again (sshdeploy.worker-restarts: {budget.describe()})"
                 )
                 no_restarts(server)
             await on_exit(exitcode)
@@ -1085,13 +1143,94 @@ class Inbox:
         return queue
 
 
+#: In a private directory (an agent's, a ``dask-ssh --tls`` client's): who made it,
+#: as ``hostname pid start-time``, so that a later run can remove it once its maker is gone.
+OWNER_FILE = "owner"
+
+
+def process_start(pid: int) -> str | None:
+    """Return when *pid* started (clock ticks since boot, from ``/proc``), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ")": split after the last ")".
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def write_owner(directory: str) -> None:
+    """Write :data:`OWNER_FILE` into *directory*: this host, this process, its start time."""
+    import socket
+
+    pid = os.getpid()
+    fd = os.open(os.path.join(directory, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{socket.gethostname()} {pid} {process_start(pid) or '-'}\n")
+
+
+def owner_gone(host: str, pid: int, start: str) -> bool:
+    """Whether the process an owner line names is gone (a reused pid counts as gone).
+
+    A directory made on another host (a shared file system) is never judged here.
+    """
+    import socket
+
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # running, as someone else
+    now = process_start(pid)
+    return start != "-" and now is not None and now != start
+
+
+def remove_stale_dirs(base: str, prefix: str) -> list[str]:
+    """Remove our directories ``base/prefix*`` whose owner process is gone; return them.
+
+    Only directories of this user with a readable :data:`OWNER_FILE` are
+    considered; anything else is left alone.
+    """
+    import shutil
+
+    removed: list[str] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(base, name)
+        if not name.startswith(prefix) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                host, pid, start = f.read().split()
+            gone = owner_gone(host, int(pid), start)
+        except (OSError, ValueError):
+            continue
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class TempDir:
     """Our private temporary directory: ``TMPDIR`` of the agent and all its children.
 
     Everything temporary (multiprocessing's ``pymp-*``, the forkserver's
     socket, dask's scratch space, the tagger) goes there; the agent removes
-    it on every way out, so nothing of ours stays on the host's disk.
+    it on every way out, so nothing of ours stays on the host's disk. An
+    agent killed with SIGKILL cannot: the next agent on that host removes the
+    directories of agents that are gone (:func:`remove_stale_dirs`).
     """
+
+    PREFIX = "sshdeploy-agent-"
 
     def __init__(self) -> None:
         self.path: str | None = None
@@ -1109,7 +1248,9 @@ class TempDir:
             # A long TMPDIR (deep scratch paths on clusters) would leave the
             # forkserver's socket unbindable ("AF_UNIX path too long").
             base = "/tmp"
-        self.path = tempfile.mkdtemp(prefix="sshdeploy-agent-", dir=base)  # mode 0700
+        remove_stale_dirs(base, self.PREFIX)
+        self.path = tempfile.mkdtemp(prefix=self.PREFIX, dir=base)  # mode 0700
+        write_owner(self.path)
         os.environ["TMPDIR"] = self.path
         tempfile.tempdir = self.path
 

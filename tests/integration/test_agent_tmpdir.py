@@ -11,9 +11,11 @@ would stay there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -117,3 +119,24 @@ def test_sigkill_of_the_controller_leaves_the_temp_dir_as_it_was(
                        "remote processes to stop after SIGKILL")
     testbed.wait_until(lambda: d.entries() == [], max(1.0, start + 10 - time.monotonic()),
                        f"{d.dirs} to be empty after the controller was killed: {d.tree()}")
+
+
+def test_the_next_agent_removes_the_temp_dir_of_a_sigkilled_one(
+    bed: testbed.Bed, remote_tmp: tuple[HostDirs, str]
+) -> None:
+    d, setup = remote_tmp
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                    setup=setup) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=60)
+        before = set(d.entries())
+        for pid, cmd in testbed.processes(bed.host(n2)):
+            if "python" in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        # The worker is restarted by a new agent on n2, which removes the dead one's dir.
+        testbed.wait_until(
+            lambda: len(set(d.entries()) - before) == 1 and len(d.entries()) == 2, 60,
+            f"a new agent on {n2} and the killed one's dir removed: {d.tree()}")
+        assert client.submit(lambda: 1).result(timeout=30) == 1
+        testbed.wait_until(lambda: len(cluster.workers) == 1, 30, "the restarted worker")
+    testbed.wait_until(lambda: d.entries() == [], 10, f"{d.dirs} to be empty after close")

@@ -143,7 +143,9 @@ def _tls_run(
     ca = Path(re.search(r'tls_ca_file="([^"]+)"', line).group(1))  # type: ignore[union-attr]
     creds = ca.parent
     assert creds.stat().st_mode & 0o777 == 0o700
-    assert sorted(p.name for p in creds.iterdir()) == ["ca.pem", "client.key", "client.pem"]
+    # owner: who made it, so that a later run removes it if this one is killed
+    assert sorted(p.name for p in creds.iterdir()) == ["ca.pem", "client.key", "client.pem",
+                                                       "owner"]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in creds.iterdir())
     return run, address, line, creds
 

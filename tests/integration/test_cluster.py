@@ -167,18 +167,21 @@ def test_ten_mib_of_worker_output_does_not_stall(bed: testbed.Bed) -> None:
 
 def test_scale_up_and_down_by_free_slots(bed: testbed.Bed) -> None:
     hosts = [n1, n2, n3]
-    with SSHCluster(hosts, connect_options=bed.connect_options()) as cluster:
+    with SSHCluster(hosts, connect_options=bed.connect_options(),
+                    worker_options={"n_workers": 2}) as cluster:
         with Client(cluster) as client:
-            cluster.scale(4)
+            client.wait_for_workers(4, timeout=60)
+            cluster.scale(1)
+            testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
+            testbed.wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to drop workers")
+            assert client.submit(lambda: 1).result() == 1
+            cluster.scale(40)  # capped at the 4 slots, with a warning
             client.wait_for_workers(4, timeout=60)
             assert sorted(worker_hosts(client).items()) == [
                 (f"{n2}-0", n2), (f"{n2}-1", n2),
                 (f"{n3}-0", n3), (f"{n3}-1", n3),
             ]
-            cluster.scale(1)
-            testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale(1)")
-            testbed.wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to drop workers")
-            assert client.submit(lambda: 1).result() == 1
+            assert len(cluster.worker_spec) == 4
 
 
 def test_adapt(bed: testbed.Bed) -> None:

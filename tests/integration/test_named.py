@@ -111,7 +111,10 @@ def test_a_worker_killed_on_its_host_comes_back_with_no_controller(
     os.kill(pid, signal.SIGKILL)
     with Client(address, timeout=30) as client:
         def back() -> bool:
-            pids = set(client.run(os.getpid).values())
+            try:  # a worker that is restarting may drop the call
+                pids = set(client.run(os.getpid, wait=True).values())
+            except (OSError, asyncio.TimeoutError):
+                return False
             return len(pids) == 1 and pid not in pids
         testbed.wait_until(back, 60, "the killed worker to be restarted by its Nanny")
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
@@ -172,7 +175,8 @@ def test_a_tls_cluster_is_reattached_with_its_kept_credentials(
         bed: testbed.Bed, tmp_path: Path, state: StateStore) -> None:
     name = unique("tls")
     cluster = SSHCluster([n1, n2], connect_options=bed.connect_options(), name=name,
-                         shutdown_on_close=False, security=True)
+                         shutdown_on_close=False, security=True,
+                         worker_options={"n_workers": 2})
     assert cluster.scheduler_address.startswith("tls://")
     cluster.close()
     record = state.load(name)
@@ -181,8 +185,10 @@ def test_a_tls_cluster_is_reattached_with_its_kept_credentials(
         assert os.stat(path).st_mode & 0o777 == 0o600
     with SSHCluster.from_name(name) as again, Client(again) as client:
         assert client.submit(lambda: 7).result(timeout=30) == 7
-        again.scale(2)
-        client.wait_for_workers(2, timeout=60)
+        again.scale(1)  # retires one worker through the TLS scheduler
+        testbed.wait_until(
+            lambda: len(client.scheduler_info(n_workers=-1)["workers"]) == 1, 60,
+            "one worker left")
 
 
 class _ignore:
@@ -191,3 +197,18 @@ class _ignore:
 
     def __exit__(self, *exc: object) -> bool:
         return exc[0] is ProcessLookupError
+
+
+def test_a_cluster_on_a_private_network_is_reached_again_through_a_fresh_forward(
+        bed: testbed.Bed, tmp_path: Path, state: StateStore) -> None:
+    name = unique("private")
+    iface = bed.private_interface
+    cluster = SSHCluster([n1, n2], connect_options=bed.connect_options(), name=name,
+                         shutdown_on_close=False, scheduler_options={"interface": iface},
+                         worker_options={"interface": iface})
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")  # forwarded
+    cluster.close()
+    with SSHCluster.from_name(name) as again:
+        assert again.scheduler_address.startswith("tcp://127.0.0.1:")
+        with Client(again) as client:
+            assert client.submit(lambda: 11).result(timeout=30) == 11

@@ -60,28 +60,28 @@ def test_up_then_list_status_logs_scale_and_down(bed: testbed.Bed,
                                                   env: dict[str, str]) -> None:
     name = f"cli-{uuid.uuid4().hex[:6]}"
     up = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
-                  "--dashboard-address", ":0", n1, n2, n3)
+                  "--dashboard-address", ":0", "--nworkers", "2", n1, n2, n3)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "scheduler  tcp://" in up.stdout and f"dask-ssh down {name}" in up.stdout
     assert f"SSHCluster.from_name({name!r})" in up.stdout
     # up returned: nothing of ours runs here, the cluster runs on its hosts
     assert {n1, n2, n3} <= set(testbed.python_processes(bed))
     again = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
-                     "--dashboard-address", ":0", n1, n2, n3)
+                     "--dashboard-address", ":0", "--nworkers", "2", n1, n2, n3)
     assert again.returncode == 0 and "already runs" in again.stdout, again.stdout + again.stderr
-    other = dask_ssh(env, "up", "--name", name, *credentials(bed), n1, n2)
+    other = dask_ssh(env, "up", "--name", name, *credentials(bed), "--nworkers", "2", n1, n2)
     assert other.returncode == 1 and "another spec (hosts:" in other.stderr, other.stderr
     (entry,) = listing(env)
-    assert (entry["name"], entry["state"], entry["workers"]) == (name, "running", "2/2")
+    assert (entry["name"], entry["state"], entry["workers"]) == (name, "running", "4/4")
     status = dask_ssh(env, "status", name)
     assert status.returncode == 0 and f"{n2}-0" in status.stdout, status.stdout
     logs = dask_ssh(env, "logs", name, "--worker", f"{n2}-0", "--lines", "100")
     assert logs.returncode == 0 and f"[{n2}-0]" in logs.stdout, logs.stdout + logs.stderr
     assert f"[{n3}-0]" not in logs.stdout
-    scaled = dask_ssh(env, "scale", name, "4")
-    assert scaled.returncode == 0 and "4 workers" in scaled.stdout, scaled.stdout + scaled.stderr
+    scaled = dask_ssh(env, "scale", name, "2")  # within the hosts' slots (2 each)
+    assert scaled.returncode == 0 and "2 workers" in scaled.stdout, scaled.stdout + scaled.stderr
     (entry,) = listing(env)
-    assert entry["workers"] == "4/4", entry
+    assert entry["workers"] == "2/2", entry
     down = dask_ssh(env, "down", name)
     assert down.returncode == 0, down.stdout + down.stderr
     assert testbed.python_processes(bed) == {}

@@ -172,6 +172,7 @@ def test_a_worker_dying_in_a_loop_is_reported_and_stopped(bed: testbed.Bed) -> N
         logs = cluster.get_logs()
         reasons = "\n".join(str(r.error) for r in cluster.host_rows())
         assert "died" in reasons and "not restarted again" in reasons, (reasons, logs)
+        assert "memory limit 28.6 MiB" in reasons, reasons  # 30MB: what it died of
 
 
 def test_tls_sigkill_of_the_controller_leaves_no_credentials_or_dirs(

@@ -556,7 +556,16 @@ def test_a_tmpdir_too_long_for_unix_sockets_falls_back_to_tmp(
     w = agents(role="workers", label="127.0.0.1", env={"TMPDIR": str(deep)})
     start_one_worker(w, address, 60)
     assert os.listdir(deep) == []  # the private dir went to /tmp instead
-    mine = {d for d in os.listdir("/tmp") if d.startswith("sshdeploy-agent-")} - before
+    # Only this agent's (its owner file names its pid): other test runs use /tmp too.
+
+    def owner_pid(d: str) -> str:
+        try:
+            return (Path("/tmp") / d / "owner").read_text().split()[1]
+        except (OSError, IndexError):  # another run's, gone meanwhile
+            return ""
+
+    mine = {d for d in set(os.listdir("/tmp")) - before if d.startswith("sshdeploy-agent-")
+            and owner_pid(d) == str(w.proc.pid)}
     assert len(mine) == 1, mine
     shut_down(w)
     assert not (Path("/tmp") / mine.pop()).exists()

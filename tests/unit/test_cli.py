@@ -288,7 +288,7 @@ def test_worker_options(argv: list[str], workers: dict[str, Any]) -> None:
     ("argv", "message"),
     [
         (["--memory-limit", "lots"], "'lots' is not a size"),
-        (["--memory-limit", "1.5"], "neither a fraction"),
+        (["--memory-limit", "1.5"], "did you mean 1.5GB?"),
         (["--memory-limit", "-1"], "-1 is negative"),
         (["--memory-limit", "-0.5"], "is negative"),
         (["--memory-limit", "-4GB"], "is negative"),
@@ -604,7 +604,7 @@ def test_bad_hostfile_line_exits_1_with_path_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setting", "phrase"),
     [
-        ("memory-limit=1.5", "neither a fraction of the host's memory"),
+        ("memory-limit=1.5", "1.5 means 1.5 bytes, too little for a worker"),
         ("memory-limit=-1", "-1 is negative"),
         ("nthreads=0", "expected a positive integer"),
         ("slots=-2", "expected a positive integer"),

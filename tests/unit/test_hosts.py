@@ -116,7 +116,7 @@ def test_with_defaults_keeps_settings_and_source() -> None:
         ({"hostname": "n", "slots": 0}, "'slots'"),
         ({"hostname": "n", "nthreads": -1}, "'nthreads'"),
         ({"hostname": "n", "memory_limit": "lots"}, "'memory-limit'"),
-        ({"hostname": "n", "memory_limit": "1.5"}, "neither a fraction"),
+        ({"hostname": "n", "memory_limit": "1.5"}, "did you mean 1.5GB?"),
         ({"hostname": "n", "memory_limit": "-1"}, "is negative"),
         ({"hostname": "n", "slots": 1.0}, "'slots'"),
         ({"hostname": "n", "slots": True}, "'slots'"),
@@ -239,7 +239,7 @@ ERROR_LINES = [
     ("n memory-limit=", "bad value for 'memory-limit'"),
     ("n memory-limit=-1GB", "bad value for 'memory-limit'"),
     ("n memory-limit=4XB", "bad value for 'memory-limit'"),
-    ("n memory-limit=1.5", "1.5 is neither a fraction of the host's memory (0 to 1) nor a whole"),
+    ("n memory-limit=1.5", "1.5 means 1.5 bytes, too little for a worker"),
     ("n memory-limit=-1", "bad value for 'memory-limit': -1 is negative"),
     ("n memory-limit=-0.5", "bad value for 'memory-limit': -0.5 is negative"),
     ("n memory-limit=nan", "bad value for 'memory-limit': 'nan' is not a finite number"),
@@ -782,6 +782,8 @@ if HAVE_HYPOTHESIS:
         ("4GiB", "4GiB"),
         ("500 MB", "500 MB"),
         ("1.5TiB", "1.5TiB"),
+        (2**24, 2**24),  # the smallest bare number taken as bytes
+        ("30MB", "30MB"),  # a unit says what is meant, however small
     ],
 )
 def test_check_memory_limit_accepts(value: object, expected: object) -> None:
@@ -792,9 +794,14 @@ def test_check_memory_limit_accepts(value: object, expected: object) -> None:
 @pytest.mark.parametrize(
     ("value", "phrase"),
     [
-        (1.5, "neither a fraction of the host's memory (0 to 1) nor a whole number of bytes"),
-        ("1.5", "neither a fraction"),
-        ("2.25", "neither a fraction"),
+        (1.5, "1.5 means 1.5 bytes, too little for a worker"),
+        ("1.5", "did you mean 1.5GB?"),
+        ("2.25", "did you mean 2.25GB?"),
+        (2.0, "2.0 means 2.0 bytes, too little for a worker (below 16 MiB): did you mean 2.0GB?"),
+        (10, "10 means 10 bytes, too little for a worker (below 16 MiB): did you mean 10GB?"),
+        ("10", "did you mean 10GB?"),
+        (4096, "did you mean 4096MB?"),
+        (2**24 - 1, "below 16 MiB"),
         (-1, "-1 is negative"),
         ("-1", "-1 is negative"),
         (-0.5, "is negative"),
@@ -827,7 +834,7 @@ def test_check_memory_limit_agrees_with_distributed() -> None:
     assert limit(None) is None and limit(0) is None and limit("0") is None
     assert limit(0.5) == int(0.5 * MEMORY_LIMIT)
     assert limit("1") == MEMORY_LIMIT
-    assert limit("1e6") == 1_000_000
+    assert limit("1e8") == 100_000_000
     assert limit("100MB") == 100_000_000
 
 

@@ -7,6 +7,7 @@ its timer (when it would fire) and run by hand.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from distributed.core import Status
 
 from sshdeploy.channel import CONNECTION_LOST
 from sshdeploy.hosts import Host
+from sshdeploy.remote.agent import RestartBudget
 from sshdeploy.restarts import GAVE_UP, WorkerRestarts
 
 pytestmark = pytest.mark.timeout(30)
@@ -47,11 +49,18 @@ class FakeCluster:
         self.scheduler_comm = FakeComm()
         self.corrected = 0
         self.fail_correct = False
+        self._cluster_manager_logs: list[Any] = []
 
     async def _correct_state(self) -> None:
         self.corrected += 1
         if self.fail_correct:
             raise RuntimeError("cannot start")
+
+
+def died(r: WorkerRestarts, name: str, times: int) -> None:
+    """Record *times* earlier deaths of *name*, just now (within the budget's window)."""
+    r.budgets[name] = RestartBudget(r.limit, r.window)
+    r.budgets[name].deaths = [time.monotonic()] * times
 
 
 def delays(r: WorkerRestarts) -> list[float]:
@@ -81,7 +90,7 @@ def test_each_restart_of_a_worker_waits_twice_as_long() -> None:
     async def main() -> None:
         c = FakeCluster(["a", "b"])
         r = WorkerRestarts(c, limit=5, enabled=True, heartbeat_timeout=30)
-        r.counts["a"] = 2
+        died(r, "a", 2)
         r.lost("a", "killed")
         r.lost("b", "killed")
         assert delays(r) == [1, 4]
@@ -101,7 +110,7 @@ def test_a_worker_lost_with_its_connection_waits_for_the_heartbeat_timeout() -> 
 
 @pytest.mark.parametrize(("enabled", "tries", "reason", "why"), [
     (False, 0, "killed", "restarts are off"),
-    (True, 3, "killed", "after 3 restarts"),
+    (True, 3, "killed", "it was lost 4 times within 60 s"),
     (True, 0, f"worker died; {GAVE_UP}", "it died in a loop"),
 ])
 def test_a_worker_given_up_on_leaves_the_spec_and_is_shown_on_its_host(
@@ -110,14 +119,14 @@ def test_a_worker_given_up_on_leaves_the_spec_and_is_shown_on_its_host(
     async def main() -> None:
         c = FakeCluster(["a"])
         r = WorkerRestarts(c, limit=3, enabled=enabled, heartbeat_timeout=30)
-        r.counts["a"] = tries
+        died(r, "a", tries)
         r.lost("a", reason)
         assert delays(r) == []
         assert "a" not in c.worker_spec and "a" not in c.workers
-        assert r.given_up == {"a": (("u", "node2", 22), f"a: {reason}")}
+        assert r.given_up == {"a": (("u", "node2", 22), f"a: {reason}; not restarted")}
         await r.close()
     run(main())
-    assert f"not restarted ({why})" in caplog.text
+    assert f"not restarted ({why}" in caplog.text
 
 
 def test_nothing_happens_for_a_closing_cluster_or_an_unwanted_worker() -> None:
@@ -137,7 +146,7 @@ def test_a_restart_forgets_the_old_process_and_corrects_the_state() -> None:
         c = FakeCluster(["a"])
         old = c.workers["a"]
         r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
-        await r._restart("a")
+        await r._restart("a", "killed")
         assert "a" not in c.workers and old not in c._created and c.corrected == 1
         await r.close()
     run(main())
@@ -148,9 +157,10 @@ def test_a_failed_restart_counts_against_the_limit() -> None:
         c = FakeCluster(["a"])
         c.fail_correct = True
         r = WorkerRestarts(c, limit=1, enabled=True, heartbeat_timeout=30)
-        r.counts["a"] = 1
-        await r._restart("a")
-        assert r.given_up["a"][1] == "a: restart failed" and "a" not in c.worker_spec
+        died(r, "a", 1)
+        await r._restart("a", "killed")
+        assert r.given_up["a"][1] == "a: restart failed: cannot start; not restarted"
+        assert "a" not in c.worker_spec
         await r.close()
     run(main())
 
