@@ -143,8 +143,11 @@ def test_uploaded_code_is_importable_by_every_worker_also_after_scale_up(
     (tmp_path / "helpers_mod.py").write_text("VALUE = 'v1'\n")
     uploads = [str(pkg), str(tmp_path / "helpers_mod.py")]
     with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(), upload=uploads,
-                    worker_options={"n_workers": 1}) as cluster, Client(cluster) as client:
-        client.wait_for_workers(2, timeout=60)
+                    worker_options={"n_workers": 2}) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4, timeout=60)
+        cluster.scale(2)  # then back up: the new workers must find the files too
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60,
+                           "the cluster to scale down to 2 workers")
         cluster.scale(4)
         client.wait_for_workers(4, timeout=60)
 
