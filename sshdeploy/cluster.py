@@ -277,20 +277,38 @@ class SSHCluster(SpecCluster):
         # where the scheduler awaits the same connection.)
         first = asyncio.ensure_future(self._pool.get(self._cluster_plan.placement.scheduler.host))
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
-        try:  # the version gate, the environment and the uploads, before anything starts
-            await self._stage.run()
-        except BaseException:
-            # Nothing started yet (not even SpecCluster's own state): close the connections.
-            first.cancel()
-            await self._pool.close()
-            self.status = Status.closed
-            raise
+        plan = self._stage.plan
+        gate: asyncio.Future[Any] | None = None
+        if plan.env is None and not plan.upload:
+            # Only the version gate: it runs beside the scheduler's start (no latency
+            # added) and fails the start before any worker starts.
+            gate = asyncio.ensure_future(self._stage.run())
+        else:
+            try:  # the environment and the uploads (and the gate) before anything starts
+                await self._stage.run()
+            except BaseException:
+                # Nothing started yet (not even SpecCluster's own state): close the connections.
+                first.cancel()
+                await self._pool.close()
+                self.status = Status.closed
+                raise
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         worker_hosts = self._cluster_plan.placement.worker_hosts
         self._agents.prestart([hp.host for hp in worker_hosts.values()])
-        with self._start_progress.starting():  # ends on the failure, whichever path raised it
-            await self._start_or_fail_fast(first)
+        try:
+            with self._start_progress.starting():  # ends on the failure, whichever path raised it
+                await self._start_or_fail_fast(first)
+                if gate is not None:
+                    try:
+                        await gate
+                    except BaseException:
+                        self.status = Status.failed
+                        await self._close()
+                        raise
+        finally:
+            if gate is not None and not gate.done():
+                gate.cancel()
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None:
             logger.info("%s", fwd.reason)
