@@ -319,9 +319,36 @@ def down_command(names: tuple[str, ...], every: bool) -> None:
 
 
 @click.command("clean")
+@click.argument("hosts", nargs=-1, metavar="[HOST]...")
+@click.option("--envs", is_flag=True,
+              help="Instead: remove the synced environments cached on HOSTs (--sync-env).")
+@click.option("--uploads", is_flag=True,
+              help="Instead: remove the uploaded contents cached on HOSTs (--upload).")
+@click.option("--known-hosts", default=None, type=click.Path(dir_okay=False),
+              help="known_hosts file for HOSTs. [default: ~/.ssh/known_hosts]")
+@click.option("--ssh-private-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Private key for HOSTs. [default: ssh-agent and ~/.ssh/id_*]")
 @handled
-def clean_command() -> None:
-    """Forget the named clusters that are gone or stopped (their files here and on their hosts)."""
+def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts: str | None,
+                  ssh_private_key: str | None) -> None:
+    """Forget the named clusters that are gone or stopped (their files here and on their hosts).
+
+    With --envs / --uploads: free the caches of synced environments / uploaded
+    code on the HOSTs named instead (as ``python -m sshdeploy.envsync clean``).
+    """
+    if envs or uploads:
+        if not hosts:
+            raise click.UsageError("--envs / --uploads clean the caches of the HOSTs named")
+        from sshdeploy import envsync
+
+        argv = ["clean", *(["--envs"] if envs else []), *(["--uploads"] if uploads else [])]
+        if known_hosts:
+            argv += ["--known-hosts", known_hosts]
+        if ssh_private_key:
+            argv += ["--ssh-private-key", ssh_private_key]
+        sys.exit(envsync.main([*argv, *hosts]))
+    if hosts:
+        raise click.UsageError("HOSTs go with --envs or --uploads")
     from sshdeploy.named import flow
     from sshdeploy.named.state import StateStore
 

@@ -230,3 +230,32 @@ def test_lifetime_policies_are_decided_on_the_scheduler_host(
     assert "maximum lifetime" in str(keep.scheduler_status(server, idle))
     status = json.loads((Path(keep.dir) / "status.json").read_text())
     assert status["clients"] == 0 and status["address"] == server.address
+
+
+def test_clean_envs_needs_the_hosts_and_hosts_need_envs() -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy.cli.named import clean_command
+
+    runner = CliRunner()
+    out = runner.invoke(clean_command, ["--envs"])
+    assert out.exit_code == 2 and "HOSTs named" in out.output
+    out = runner.invoke(clean_command, ["node1"])
+    assert out.exit_code == 2 and "go with --envs" in out.output
+
+
+def test_subcommands_dispatch_and_a_host_named_like_one_is_given_after_dashes() -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy.cli import main, subcommands
+
+    assert set(subcommands()) == {"up", "list", "ls", "status", "logs", "scale", "attach",
+                                  "down", "clean"}
+    runner = CliRunner()
+    out = runner.invoke(main, ["up", "--help"])
+    assert out.exit_code == 0 and "--idle-timeout" in out.output
+    out = runner.invoke(main, ["up", "--name", "1bad", "a"])
+    assert out.exit_code == 2 and "not a cluster name" in out.output
+    out = runner.invoke(main, ["--dry-run", "--", "up", "down"])  # hosts named up and down
+    assert out.exit_code == 0, out.output
+    assert "# up  scheduler" in out.output and "# down  worker" in out.output
