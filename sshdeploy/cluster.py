@@ -201,6 +201,8 @@ class SSHCluster(SpecCluster):
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
+        #: The version gate while it runs beside the scheduler's start.
+        self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
@@ -282,7 +284,7 @@ class SSHCluster(SpecCluster):
         if plan.env is None and not plan.upload:
             # Only the version gate: it runs beside the scheduler's start (no latency
             # added) and fails the start before any worker starts.
-            gate = asyncio.ensure_future(self._stage.run())
+            gate = self._gate = asyncio.ensure_future(self._stage.run())
         else:
             try:  # the environment and the uploads (and the gate) before anything starts
                 await self._stage.run()
@@ -307,12 +309,19 @@ class SSHCluster(SpecCluster):
                         await self._close()
                         raise
         finally:
-            if gate is not None and not gate.done():
-                gate.cancel()
+            await self._end_gate()
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None:
             logger.info("%s", fwd.reason)
             compat.record_cluster_log(self, fwd.reason)
+
+    async def _end_gate(self) -> None:
+        """Cancel a version gate still running, and wait until its remote probes are gone."""
+        gate, self._gate = self._gate, None
+        if gate is not None and not gate.done():
+            gate.cancel()
+            with contextlib.suppress(BaseException):
+                await gate
 
     async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
         start = asyncio.ensure_future(self._start_scheduler())
@@ -576,6 +585,7 @@ class SSHCluster(SpecCluster):
         return self._agents
 
     async def _close(self) -> None:
+        await self._end_gate()  # before the connections go: its probes are killed through them
         if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
             await self._detach()
             return

@@ -108,9 +108,11 @@ async def run_script(
     command = build_script_command(python, setup, login_shell)
 
     pgid: list[int] = []
+    procs: list[Any] = []
 
     async def go() -> tuple[str, str, int | None]:
         proc = await conn.conn.create_process(command, encoding=None)
+        procs.append(proc)
         try:
             first = await proc.stdout.readline()  # the login shell's pid: its process group
             if first.strip().isdigit():
@@ -148,6 +150,11 @@ async def run_script(
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(
                     conn.conn.run(build_kill_command(pgid[0]), check=False), 10))
+        elif procs:  # before its shell said its pid: it ends at EOF; wait for that (bounded)
+            with contextlib.suppress(Exception):
+                procs[0].stdin.write_eof()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.wait_for(procs[0].wait_closed(), 10))
 
     try:
         out, err, status = await asyncio.wait_for(go(), timeout)

@@ -831,7 +831,7 @@ KEEP_CLUSTER, KEEP_STATUS, KEEP_END = "cluster.json", "status.json", "end.json"
 #: A log file of a kept agent is rotated (one older copy, ``.1``) past this size.
 KEEP_LOG_MAX = 8 * 2**20
 #: Seconds between two writes of the scheduler's status file / scheduler probes.
-KEEP_TICK = 2.0
+KEEP_TICK = 1.0
 
 
 def keep_dir(name: str) -> str:

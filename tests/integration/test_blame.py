@@ -34,11 +34,21 @@ def test_a_setup_that_ends_or_breaks_the_shell_is_blamed(
 def test_a_python_that_hangs_after_printing_is_blamed_as_python_not_setup(
     bed: testbed.Bed, tmp_path: Path
 ) -> None:
-    fake = tmp_path / "python3"
-    fake.write_text("#!/bin/sh\necho 'I am not Python'\nexec sleep 60\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    with dask.config.set({"sshdeploy.start-timeout": 5}), pytest.raises(StartError) as info:
-        SSHCluster([n1, n2], connect_options=bed.connect_options(), remote_python=str(fake))
+    import shutil
+    import tempfile
+
+    # Not under /tmp: each bed host has a /tmp of its own; the home is shared.
+    home = Path(tempfile.mkdtemp(prefix=".sshdeploy-test-", dir=Path.home()))
+    try:
+        fake = home / "python3"
+        fake.write_text("#!/bin/sh\necho 'I am not Python'\nexec sleep 60\n")
+        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+        with dask.config.set({"sshdeploy.start-timeout": 5}), \
+                pytest.raises(StartError) as info:
+            SSHCluster([n1, n2], connect_options=bed.connect_options(),
+                       remote_python=str(fake))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert "start stalled while starting Python" in str(info.value)
     assert "setup command" not in str(info.value)
 

@@ -92,7 +92,7 @@ def test_a_named_cluster_survives_its_controller_killed_and_computes_again(
         rows = {r.host.split("@")[-1].split(":")[0]: r for r in cluster.host_rows()}
         assert rows[n2].running == 2
     # close() of from_name detached: it still runs
-    assert status_of(name) == "running"
+    testbed.wait_until(lambda: status_of(name) == "running", 15, "the cluster to run on")
     cluster = SSHCluster.from_name(name)
     cluster.shutdown()
     assert testbed.python_processes(bed) == {}
@@ -168,7 +168,8 @@ def test_up_of_a_running_name_takes_it_over_or_refuses_another_spec(
     with pytest.raises(ClusterExistsError, match=rf"hosts: .*{n2} -> .*{n3}"):
         SSHCluster([n1, n3], connect_options=bed.connect_options(), name=name,
                    shutdown_on_close=False)
-    assert status_of(name) == "running"
+    # (the scheduler's status file is rewritten every second: poll, bounded)
+    testbed.wait_until(lambda: status_of(name) == "running", 15, "the cluster to run on")
 
 
 def test_a_tls_cluster_is_reattached_with_its_kept_credentials(

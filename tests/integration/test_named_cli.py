@@ -50,10 +50,17 @@ def dask_ssh(env: dict[str, str], *args: str, timeout: float = 180
                           stdin=subprocess.DEVNULL)
 
 
-def listing(env: dict[str, str]) -> list[dict[str, object]]:
-    out = dask_ssh(env, "list", "--json")
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
+def listing(env: dict[str, str], settled: bool = True) -> list[dict[str, object]]:
+    """``dask-ssh list --json``; *settled*: poll until no cluster is ``degraded`` (the
+    scheduler's status file is rewritten every second, bounded wait)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out = dask_ssh(env, "list", "--json")
+        assert out.returncode == 0, out.stderr
+        found = list(json.loads(out.stdout))
+        if not settled or all(c["state"] != "degraded" for c in found) or \
+                time.monotonic() > deadline:
+            return found
 
 
 def test_up_then_list_status_logs_scale_and_down(bed: testbed.Bed,
