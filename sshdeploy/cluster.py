@@ -174,7 +174,7 @@ class SSHCluster(SpecCluster):
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
             worker_module=worker_module, security=security, forward_ports=forward_ports,
-            min_workers=min_workers, progress=progress, environment=environment,
+            min_workers=min_workers, environment=environment,
             packages=packages, upload=upload, login_shell=login_shell,
             name=name,
             shutdown_on_close=shutdown_on_close, idle_timeout=idle_timeout,
@@ -258,6 +258,7 @@ class SSHCluster(SpecCluster):
         >>> [(p.host, p.role, p.names) for p in SSHCluster.remote_commands(["a", "b"])]
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
+        kwargs.pop("progress", None)  # the notebook display: nothing that runs
         plan = plan_cluster(*args, **kwargs)
         return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 

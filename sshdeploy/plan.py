@@ -255,7 +255,6 @@ def plan_cluster(
     security: Security | bool | None = None,
     forward_ports: bool | None = None,
     min_workers: int | None = None,
-    progress: bool | None = None,
     name: str | None = None,
     shutdown_on_close: bool = True,
     idle_timeout: str | float | None = None,
@@ -270,9 +269,6 @@ def plan_cluster(
 
     ``environment``, ``packages`` and ``upload`` plan the stage before the
     start (:mod:`sshdeploy.stageplan`); ``setup`` may be a list of commands.
-
-    ``progress`` (the notebook display while the cluster starts) is accepted
-    and ignored: it changes nothing that runs.
 
     ``name`` with ``shutdown_on_close=False`` makes a named cluster that
     outlives its controller (:class:`~sshdeploy.named.policy.KeepPolicy`,

@@ -17,6 +17,7 @@ unit-tested.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -317,9 +318,9 @@ class ClusterArgs:
         ``--package`` and ``--upload`` values.
     env : dict
         Environment variables for every remote process.
-    restart : bool
+    restart_workers : bool
         Whether each Nanny restarts its worker process when it dies
-        (``--no-restart`` turns it off); passed as ``restart_workers``.
+        (``--no-restart`` turns it off).
     forward_ports : bool or None
         ``--forward-ports`` (True), ``--no-forward-ports`` (False), or None
         (forward only when the scheduler cannot be reached directly).
@@ -346,7 +347,7 @@ class ClusterArgs:
     remote_python: str | None = None
     setup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    restart: bool = True
+    restart_workers: bool = True
     forward_ports: bool | None = None
     security: bool | None = None
     min_workers: int | None = None
@@ -356,25 +357,15 @@ class ClusterArgs:
     upload: list[str] = field(default_factory=list)
 
     def kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``."""
-        return {
-            "hosts": list(self.hosts),
-            "connect_options": dict(self.connect_options),
-            "worker_options": dict(self.worker_options),
-            "scheduler_options": dict(self.scheduler_options),
-            "worker_class": self.worker_class,
-            "remote_python": self.remote_python,
-            "setup": self.setup,
-            "env": dict(self.env) or None,
-            "restart_workers": self.restart,
-            "forward_ports": self.forward_ports,
-            "security": self.security,
-            "min_workers": self.min_workers,
-            "login_shell": self.login_shell,
-            "environment": self.environment,
-            "packages": list(self.packages) or None,
-            "upload": list(self.upload) or None,
-        }
+        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``.
+
+        Every field is named as the SSHCluster parameter it fills: one call, no
+        mapping. An empty mapping or list (nothing given) is passed as None,
+        SSHCluster's own "not given".
+        """
+        values = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+        return {k: None if isinstance(v, (dict, list)) and not v else v
+                for k, v in values.items()}
 
 
 def resolve_hosts(
@@ -594,7 +585,7 @@ def build_cluster_args(
         remote_python=opts.remote_python,
         setup=join_setup(opts.setup),
         env=dict(opts.env),
-        restart=not opts.no_restart,
+        restart_workers=not opts.no_restart,
         forward_ports=opts.forward_ports,
         security=True if opts.tls else None,
         min_workers=opts.min_workers,

@@ -186,7 +186,7 @@ def test_defaults() -> None:
     assert args.scheduler_options == {"port": 8786, "dashboard_address": ":8787"}
     assert args.worker_class == "distributed.Nanny"
     assert args.remote_python is None and args.setup is None
-    assert args.env == {} and args.restart is True
+    assert args.env == {} and args.restart_workers is True
     assert args.kwargs()["env"] is None
 
 
@@ -345,7 +345,7 @@ def test_remaining_options() -> None:
     assert args.remote_python == "/opt/py"
     assert args.setup == "module load dask"
     assert args.env == {"A": "1"}
-    assert args.restart is False
+    assert args.restart_workers is False
 
 
 def test_env_items() -> None:
