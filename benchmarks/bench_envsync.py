@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bedprobe  # noqa: E402
-import _source  # noqa: E402,F401  (before anything imports sshdeploy)
+import _bedprobe
+import _source  # noqa: F401  (before anything imports sshdeploy)
 
 BARE = "/usr/bin/python3"
 
@@ -68,7 +68,7 @@ def start(bed: Any, **kw: Any) -> tuple[Any, float]:
 def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
     import dask
 
-    from sshdeploy.envstage import clean
+    from sshdeploy.env.stage import clean
 
     out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
     kw: dict[str, Any] = {}

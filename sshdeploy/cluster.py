@@ -27,7 +27,7 @@ from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
-from .envstage import HostStage, Stage
+from .env.stage import HostStage, Stage
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .forwarding import LOCALHOST
 from .hostfile import parse_host

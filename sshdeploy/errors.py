@@ -354,7 +354,7 @@ class EnvironmentMismatchError(SSHDeployError):
     ----------
     table : str
         One row per difference: host, package, theirs, ours
-        (:func:`sshdeploy.envgate.format_table`).
+        (:func:`sshdeploy.env.gate.format_table`).
     hosts : list of str
         The hosts that differ, ``user@host:port``.
     remedy : str
@@ -382,7 +382,7 @@ class EnvSyncError(HostError):
     what: str = "environment sync failed"
     remedy: str = (
         "Check the free space and permissions of ~/.cache/sshdeploy on that host "
-        "(python -m sshdeploy.envsync clean HOST frees it), then start again."
+        "(python -m sshdeploy.env.sync clean HOST frees it), then start again."
     )
 
 

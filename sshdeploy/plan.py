@@ -19,6 +19,7 @@ from distributed.security import Security
 from .argcheck import check_arguments, check_min_workers, check_port
 from .bootstrap import build_command, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_CLASS
+from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
@@ -26,7 +27,6 @@ from .placement import HostPlan, Placement, place
 from .remote.agent import describe_share
 from .roles import Role
 from .settings import Settings
-from .stageplan import StagePlan, plan_stage
 
 
 class Advertised:
@@ -268,7 +268,7 @@ def plan_cluster(
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
 
     ``environment``, ``packages`` and ``upload`` plan the stage before the
-    start (:mod:`sshdeploy.stageplan`); ``setup`` may be a list of commands.
+    start (:mod:`sshdeploy.env.stageplan`); ``setup`` may be a list of commands.
 
     ``name`` with ``shutdown_on_close=False`` makes a named cluster that
     outlives its controller (:class:`~sshdeploy.named.policy.KeepPolicy`,

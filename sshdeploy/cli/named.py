@@ -334,12 +334,12 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     """Forget the named clusters that are gone or stopped (their files here and on their hosts).
 
     With --envs / --uploads: free the caches of synced environments / uploaded
-    code on the HOSTs named instead (as ``python -m sshdeploy.envsync clean``).
+    code on the HOSTs named instead (as ``python -m sshdeploy.env.sync clean``).
     """
     if envs or uploads:
         if not hosts:
             raise click.UsageError("--envs / --uploads clean the caches of the HOSTs named")
-        from sshdeploy import envsync
+        from sshdeploy.env import sync as envsync
 
         argv = ["clean", *(["--envs"] if envs else []), *(["--uploads"] if uploads else [])]
         if known_hosts:

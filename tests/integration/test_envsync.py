@@ -21,9 +21,9 @@ import pytest
 from distributed import Client
 
 from sshdeploy import SSHCluster, testbed
-from sshdeploy.envgate import local_description
-from sshdeploy.envstage import clean
-from sshdeploy.envsync import local_pack
+from sshdeploy.env.gate import local_description
+from sshdeploy.env.stage import clean
+from sshdeploy.env.sync import local_pack
 from sshdeploy.errors import EnvironmentMismatchError
 
 pytestmark = pytest.mark.timeout(300)
@@ -210,7 +210,7 @@ def test_the_clean_command_empties_the_hosts_caches(bed: testbed.Bed) -> None:
     (envs / "leftover").mkdir(exist_ok=True)
     (envs / "leftover" / "x.py").write_text("x = 1\n" * 1000)
     out = subprocess.run(
-        [sys.executable, "-m", "sshdeploy.envsync", "clean", "--known-hosts",
+        [sys.executable, "-m", "sshdeploy.env.sync", "clean", "--known-hosts",
          str(bed.known_hosts), "--ssh-private-key", str(bed.client_key), f"root@{host.name}"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from sshdeploy import envgate
 from sshdeploy.bootstrap import build_command, join_setup, script_preamble
-from sshdeploy.envstage import remote_source
-from sshdeploy.envsync import build_tar, local_pack, pythonpath_setup
+from sshdeploy.env import gate as envgate
+from sshdeploy.env.stage import remote_source
+from sshdeploy.env.stageplan import plan_stage
+from sshdeploy.env.sync import build_tar, local_pack, pythonpath_setup
+from sshdeploy.env.uploads import blob_tar, collect
 from sshdeploy.errors import ConfigError, UploadError
 from sshdeploy.plan import plan_cluster
 from sshdeploy.settings import Settings
-from sshdeploy.stageplan import plan_stage
-from sshdeploy.uploads import blob_tar, collect
 
 pytestmark = pytest.mark.timeout(60)
 

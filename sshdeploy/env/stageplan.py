@@ -1,7 +1,7 @@
 """What a cluster checks and sends to every host before anything starts: pure, no network.
 
 Built once with the cluster's plan (:func:`plan_stage`) and carried out by
-:mod:`sshdeploy.envstage`: the version gate (always, unless
+:mod:`sshdeploy.env.stage`: the version gate (always, unless
 ``sshdeploy.version-check`` is ``ignore``), the synced environment
 (``environment="sync"``) and the uploaded code (``upload=[...]``). Both of
 the latter end up as one setup line that puts their remote directories
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .envgate import gated_packages
-from .envsync import EnvPack, local_pack, pythonpath_setup
-from .errors import ConfigError
-from .settings import Settings, VersionPolicy
+from sshdeploy.errors import ConfigError
+from sshdeploy.settings import Settings, VersionPolicy
+
+from .gate import gated_packages
+from .sync import EnvPack, local_pack, pythonpath_setup
 from .uploads import REMOTE_UPLOADS
 
 ENVIRONMENTS = ("sync", None)

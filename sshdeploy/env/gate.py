@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .remote.envremote import describe
+from sshdeploy.remote.envremote import describe
 
 #: The packages ``distributed.versions`` compares (required and optional), in that order.
 GATED = ("dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado", "numpy",

@@ -32,13 +32,14 @@ from typing import Any
 
 import asyncssh
 
-from .bootstrap import build_kill_command, build_script_command, script_preamble
-from .envgate import Difference, compare, format_table, local_description
-from .envsync import build_tar
-from .errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
-from .hosts import Host
-from .pool import HostPool
+from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
+from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
+from sshdeploy.hosts import Host
+from sshdeploy.pool import HostPool
+
+from .gate import Difference, compare, format_table, local_description
 from .stageplan import StagePlan
+from .sync import build_tar
 from .uploads import Manifest, blob_tar, collect
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _CHUNK = 1 << 20
 @functools.lru_cache(maxsize=1)
 def remote_source() -> bytes:
     """The source of :mod:`sshdeploy.remote.envremote`, as run on the hosts."""
-    return (Path(__file__).parent / "remote" / "envremote.py").read_bytes()
+    return (Path(__file__).parents[1] / "remote" / "envremote.py").read_bytes()
 
 
 @dataclass
@@ -210,7 +211,7 @@ def _by_cache(
 
 @dataclass
 class Stage:
-    """Carry out a :class:`~sshdeploy.stageplan.StagePlan` on a cluster's hosts.
+    """Carry out a :class:`~sshdeploy.env.stageplan.StagePlan` on a cluster's hosts.
 
     Parameters
     ----------
@@ -479,8 +480,8 @@ async def clean_async(
     dict
         Per host (``user@host:port``): the bytes removed from each, or ``error``.
     """
-    from .placement import as_hosts, per_host
-    from .settings import Settings
+    from sshdeploy.placement import as_hosts, per_host
+    from sshdeploy.settings import Settings
 
     settings = Settings.resolve()
     hs = as_hosts(hosts)
@@ -533,9 +534,10 @@ async def check_gate_async(
         probed with why (unreachable, no Python: the preflight table says more).
     """
     # Not through plan_cluster: ``dask-ssh --check`` does not import distributed.
-    from .bootstrap import join_setup
-    from .placement import place
-    from .settings import Settings
+    from sshdeploy.bootstrap import join_setup
+    from sshdeploy.placement import place
+    from sshdeploy.settings import Settings
+
     from .stageplan import plan_stage
 
     settings = Settings.resolve()

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UploadError
+from sshdeploy.errors import UploadError
 
 #: Remote directory of the uploaded trees, one per cluster, relative to $HOME.
 REMOTE_UPLOADS = ".cache/sshdeploy/uploads"

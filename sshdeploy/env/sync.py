@@ -3,7 +3,7 @@
 What is packed: the installed files of the distributions a cluster needs,
 read from their ``RECORD`` files (what pip installed, nothing else): the
 closure of ``distributed``, the gated packages installed here
-(:data:`sshdeploy.envgate.GATED`) and those the user names, through their
+(:data:`sshdeploy.env.gate.GATED`) and those the user names, through their
 requirements. Not the whole environment: test tools and editors would
 multiply the size (a development environment is easily ten times larger).
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .envgate import gated_packages
+from .gate import gated_packages
 
 #: Remote directory of the environments, relative to the remote home ($HOME).
 REMOTE_ENVS = ".cache/sshdeploy/envs"
@@ -196,7 +196,7 @@ def pythonpath_setup(dirs: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sshdeploy.envsync clean [--envs] [--uploads] HOST...``: free the hosts' caches.
+    """``python -m sshdeploy.env.sync clean [--envs] [--uploads] HOST...``: free the hosts' caches.
 
     Connects with asyncssh's defaults (``~/.ssh/config``, ``known_hosts``,
     keys) unless ``--known-hosts`` / ``--ssh-private-key`` are given. Prints
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m sshdeploy.envsync")
+    parser = argparse.ArgumentParser(prog="python -m sshdeploy.env.sync")
     sub = parser.add_subparsers(dest="command", required=True)
     cl = sub.add_parser("clean", help="remove cached environments / uploaded contents")
     cl.add_argument("hosts", nargs="+", metavar="HOST")
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cl.add_argument("--known-hosts", default=None)
     cl.add_argument("--ssh-private-key", default=None)
     args = parser.parse_args(argv)
-    from .envstage import clean
+    from .stage import clean
 
     options: dict[str, object] = {}
     if args.known_hosts:

@@ -1,0 +1,9 @@
+"""The same environment and code on every host: the version gate, the synced environment, uploads.
+
+``gate`` compares what matters between this machine and a host (pure);
+``sync`` packs this environment's distributions (content-addressed) and
+cleans hosts' caches (``python -m sshdeploy.env.sync clean HOST...``);
+``uploads`` lists and hashes the user's files; ``stageplan`` is the pure
+plan of the stage before a start; ``stage`` carries it out over the hosts'
+SSH connections (its remote side is ``sshdeploy/remote/envremote.py``).
+"""
