@@ -265,7 +265,7 @@ class SSHCluster(SpecCluster):
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
         if self._kept is not None:
-            record = await self._kept.running(self._pool)
+            record = await self._kept.running(self._cluster_plan.settings)
             if record is not None:  # it runs with this very spec: take it over
                 await self._kept.adopt(self, record)
                 return

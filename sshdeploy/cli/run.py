@@ -376,19 +376,8 @@ class _Run:
         kept = cluster.kept
         if kept is not None and kept.adopted:
             self.console.print(f"dask-ssh: cluster {name!r} already runs with this spec")
-        report.print_banner(
-            self.console,
-            scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
-            dashboard_link=getattr(cluster, "dashboard_link", None),
-            scheduler_host=self.where,
-            workers_by_host=_workers_by_host(cluster),
-            each_by_host=_each_by_host(cluster),
-            versions=package_versions(("sshdeploy", "distributed")),
-            forwarded_from=_forwarded_from(cluster),
-            failed_hosts=_failed_hosts(cluster),
-            connect_line=(f"from sshdeploy import SSHCluster; "
-                          f"cluster = SSHCluster.from_name({name!r})"),
-        )
+        self._banner(cluster, _workers_by_host(cluster),
+                     f"from sshdeploy import SSHCluster; cluster = SSHCluster.from_name({name!r})")
         policy = kept.policy.describe() if kept is not None else ""
         self.console.print(f"  {name} {policy}; it keeps running after this command "
                            f"(dask-ssh attach {name}, dask-ssh down {name})")
@@ -463,17 +452,12 @@ class _Run:
         await _close(cluster, self.close_timeout)
         return exit_codes.INTERRUPTED
 
-    async def _run_until_stopped(self, cluster: Any) -> int:
-        console, err_console, stop = self.console, self.err_console, self.stop
-        by_host = _workers_by_host(cluster)
-        self.remote_log.flush()  # the lines that came during start-up go before the banner
-        address = str(getattr(cluster, "scheduler_address", "?"))
-        connect_line = None
-        if self.args.security:
-            connect_line = self.credentials.write(cluster.security, address)
+    def _banner(self, cluster: Any, by_host: dict[str, list[str]],
+                connect_line: str | None) -> None:
+        """Print the banner of the running *cluster* (foreground run and ``up`` alike)."""
         report.print_banner(
-            console,
-            scheduler_address=address,
+            self.console,
+            scheduler_address=str(getattr(cluster, "scheduler_address", "?")),
             dashboard_link=getattr(cluster, "dashboard_link", None),
             scheduler_host=self.where,
             workers_by_host=by_host,
@@ -483,6 +467,16 @@ class _Run:
             failed_hosts=_failed_hosts(cluster),
             connect_line=connect_line,
         )
+
+    async def _run_until_stopped(self, cluster: Any) -> int:
+        console, err_console, stop = self.console, self.err_console, self.stop
+        by_host = _workers_by_host(cluster)
+        self.remote_log.flush()  # the lines that came during start-up go before the banner
+        connect_line = None
+        if self.args.security:
+            address = str(getattr(cluster, "scheduler_address", "?"))
+            connect_line = self.credentials.write(cluster.security, address)
+        self._banner(cluster, by_host, connect_line)
         scheduler_died = False
         while not stop.event.is_set():
             await asyncio.sleep(self.poll_interval)

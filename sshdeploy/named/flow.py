@@ -88,7 +88,7 @@ async def save(record: ClusterRecord, pool: HostPool, store: StateStore) -> None
     store.save(record)
 
 
-async def existing(name: str, spec: Mapping[str, Any], pool: HostPool,
+async def existing(name: str, spec: Mapping[str, Any], settings: Settings,
                    store: StateStore) -> ClusterRecord | None:
     """Return the record of the running cluster *name* if it runs *spec*; None if none runs.
 
@@ -105,7 +105,7 @@ async def existing(name: str, spec: Mapping[str, Any], pool: HostPool,
     record = store.load(name)
     if record is None:
         return None
-    async with record_pool(record.spec, pool.settings) as own:  # its hosts' own options
+    async with record_pool(record.spec, settings) as own:  # its hosts' own options
         status = await probe(record, own)
     if status.state in ("gone", "stopped"):  # what is left of it goes (a dying worker too)
         await stop(record, store)

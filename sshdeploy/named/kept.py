@@ -25,7 +25,7 @@ from sshdeploy.named.policy import KeepPolicy
 from sshdeploy.named.spec import cluster_spec
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.plan import ClusterPlan
-from sshdeploy.pool import HostPool
+from sshdeploy.settings import Settings
 
 if TYPE_CHECKING:
     from sshdeploy.cluster import SSHCluster
@@ -101,9 +101,9 @@ class KeptCluster:
                             **args)
         return cls(keep, spec, StateStore())
 
-    async def running(self, pool: HostPool) -> ClusterRecord | None:
+    async def running(self, settings: Settings) -> ClusterRecord | None:
         """Its record if a cluster of this name runs this spec (:func:`flow.existing`)."""
-        return await flow.existing(self.policy.name, self.spec, pool, self.store)
+        return await flow.existing(self.policy.name, self.spec, settings, self.store)
 
     async def save(self, cluster: SSHCluster) -> None:
         """Record the cluster that just started (here and on its scheduler host)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from sshdeploy.errors import ClusterStateError
 from sshdeploy.named.policy import check_name
+from sshdeploy.remote.agent import state_home
 
 #: Bumped when the record's fields change incompatibly.
 FORMAT = 1
@@ -35,9 +36,7 @@ FORMAT = 1
 
 def state_root() -> Path:
     """Return the directory of the local state files (not created)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "sshdeploy" / "named"
+    return Path(state_home()) / "sshdeploy" / "named"
 
 
 @dataclass

@@ -570,10 +570,10 @@ class Servers:
 
         name = msg["name"]
         self.scheduler_address = msg.get("scheduler") or self.scheduler_address
-        self.security = decode_kwargs(msg).get("security") or self.security
 
         def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
+            self.security = kw.get("security") or self.security  # for scheduler_answers
             kw.setdefault("name", name)
             for key, value in self.worker_defaults.items():
                 kw.setdefault(key, value)
@@ -834,11 +834,15 @@ KEEP_LOG_MAX = 8 * 2**20
 KEEP_TICK = 1.0
 
 
+def state_home() -> str:
+    """Return ``$XDG_STATE_HOME``, else ``~/.local/state`` (here and on the controller)."""
+    return os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+
+
 def keep_dir(name: str) -> str:
     """Return the directory of the named cluster *name* (its scheduler's files)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, *KEEP_ROOT, name)
+    return os.path.join(state_home(), *KEEP_ROOT, name)
 
 
 def keep_host_dir(name: str) -> str:
