@@ -109,11 +109,11 @@ async def run_script(
     command = build_script_command(python, setup, login_shell)
 
     pgid: list[int] = []
-    procs: list[Any] = []
+    creating: list[asyncio.Future[Any]] = []
 
     async def go() -> tuple[str, str, int | None]:
-        proc = await conn.conn.create_process(command, encoding=None)
-        procs.append(proc)
+        creating.append(asyncio.ensure_future(conn.conn.create_process(command, encoding=None)))
+        proc = await asyncio.shield(creating[0])
         try:
             first = await proc.stdout.readline()  # the login shell's pid: its process group
             if first.strip().isdigit():
@@ -151,11 +151,14 @@ async def run_script(
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(
                     conn.conn.run(build_kill_command(pgid[0]), check=False), 10))
-        elif procs:  # before its shell said its pid: it ends at EOF; wait for that (bounded)
-            with contextlib.suppress(Exception):
-                procs[0].stdin.write_eof()
+        elif creating:  # before its shell said its pid (or even opened): it ends at EOF
+            async def end() -> None:
+                proc = await asyncio.wait_for(creating[0], 10)
+                proc.stdin.write_eof()
+                await asyncio.wait_for(proc.wait_closed(), 10)
+
             with contextlib.suppress(BaseException):
-                await asyncio.shield(asyncio.wait_for(procs[0].wait_closed(), 10))
+                await asyncio.shield(end())
 
     try:
         out, err, status = await asyncio.wait_for(go(), timeout)
