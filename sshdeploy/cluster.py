@@ -345,8 +345,7 @@ class SSHCluster(SpecCluster):
 
     async def _start_scheduler(self) -> None:
         try:
-            with compat.quiet_failed_start():
-                await super()._start()
+            await super()._start()
         except RuntimeError as exc:
             cause = compat.start_error_cause(exc)
             if isinstance(cause, SSHDeployError):
@@ -600,7 +599,10 @@ class SSHCluster(SpecCluster):
             # retire workers or terminate; the workers' agents are stopped directly.
             self.shutdown_scheduler = False
         try:
-            await super()._close()
+            # A failed start (whichever path closes it) raises our own error, which names
+            # the host and the cause: SpecCluster's warning would come first and say less.
+            with compat.quiet_failed_start():
+                await super()._close()
         finally:
             await asyncio.gather(self._agents.close(), return_exceptions=True)
             if isinstance(self.scheduler, RemoteScheduler):
