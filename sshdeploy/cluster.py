@@ -18,6 +18,7 @@ import heapq
 import inspect
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -395,9 +396,13 @@ class SSHCluster(SpecCluster):
         return self._start_progress.follow(super()._correct_state())
 
     async def _correct_state_internal(self) -> None:
+        leaving = []
         for name, w in self.workers.items():
             if name not in self.worker_spec and isinstance(w, RemoteWorker):
                 w.retiring = True  # the scheduler retires it first: not a lost worker
+                leaving.append(str(name))
+        if leaving and self.status == Status.running:
+            await self._retire(leaving)
         initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
@@ -419,6 +424,23 @@ class SSHCluster(SpecCluster):
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
+
+    async def _retire(self, names: list[str]) -> None:
+        """Retire workers scaled or moved away through the scheduler, by name: the results
+        they hold are copied to the other workers first.
+
+        (SpecCluster asks the scheduler to retire them by *address* given their
+        names, which retires none: their data would be lost, then recomputed.)
+        Not while the cluster closes: there is nowhere to move it to.
+        """
+        comm = self.scheduler_comm
+        if comm is None:
+            return
+        try:
+            await comm.retire_workers(names=names, close_workers=False, remove=True,
+                                      stimulus_id=f"sshdeploy-retire-{time.time()}")
+        except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
+            logger.info("could not retire %s through the scheduler: %s", names, exc)
 
     def _report_failed(self, failed: list[RemoteWorker]) -> None:
         """Workers that failed to start after start-up: a warning, a log line, the row.
@@ -696,6 +718,11 @@ class SSHCluster(SpecCluster):
     def stage(self) -> Stage:
         """The stage before the start (version gate, environment, uploads)."""
         return self._stage
+
+    @property
+    def restarts(self) -> WorkerRestarts:
+        """The restart policy of lost workers."""
+        return self._restarts
 
     @property
     def fleet(self) -> Fleet:

@@ -135,6 +135,8 @@ class Fleet:
         if c.status != Status.running or not self.health.take_out(host.key, state, why):
             return
         names = self._names_on(host.key)
+        for name in [*also, *names]:
+            c.restarts.forget(name)
         for name in names:
             c.worker_spec.pop(name, None)
             worker = c.workers.pop(name, None)
@@ -270,13 +272,14 @@ class Fleet:
         c = self.cluster
         if isinstance(hosts, str):
             hosts = [hosts]
-        targets = [self._host_of(h) for h in hosts]
-        sched = c.cluster_plan.placement.scheduler.key
-        for h in targets:
-            if h.key == sched:
-                raise ConfigError("hosts", f"{self._show(h)} runs the scheduler",
+        sched = c.cluster_plan.placement.scheduler.host
+        for h in map(_as_host, hosts):
+            if h.key == sched.key or (h.hostname == sched.hostname and h.user is None
+                                      and h.port is None):
+                raise ConfigError("hosts", f"{self._show(sched)} runs the scheduler",
                                   remedy="Remove worker hosts only; scale() removes workers "
                                   "anywhere.")
+        targets = [self._host_of(h) for h in hosts]
         retired: list[str] = []
         for h in targets:
             for name in self._names_on(h.key):

@@ -120,6 +120,11 @@ class WorkerRestarts:
     def _host(self, name: str) -> Any:
         return self.cluster.worker_spec.get(name, {}).get("options", {}).get("host")
 
+    def forget(self, name: str) -> None:
+        """Drop what is pending for *name* (its host was taken out: it moved elsewhere)."""
+        self.steps.pop(name, None)
+        self.budgets.pop(name, None)
+
     def restarting(self, name: str) -> bool:
         """Whether a restart of *name* is pending or running."""
         return name in self.steps
