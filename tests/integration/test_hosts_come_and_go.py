@@ -3,7 +3,9 @@ a computation runs, adapt bringing hosts up only when it places a worker there."
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable
 
 import dask
@@ -109,3 +111,42 @@ def test_adapt_brings_hosts_up_only_when_it_places_a_worker_there(bed: testbed.B
         assert sum(client.gather(futures)) == sum(range(30))
         assert sorted(cluster.worker_spec) == [f"{n2}-0", f"{n3}-0", f"{n4}-0"]
         assert {row(cluster, h).health for h in (n2, n3, n4)} == {"ok"}
+
+
+def test_a_host_whose_workers_die_past_their_budget_is_quarantined(bed: testbed.Bed) -> None:
+    settings = {"sshdeploy.heartbeat-timeout": 6, "sshdeploy.worker-restarts": 1}
+    with dask.config.set(settings), SSHCluster(
+        [n1, n2, n3], connect_options=bed.connect_options(), spares=[n4],
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        for round_ in range(2):  # the first loss is restarted (1/1), the second is one too many
+            testbed.wait_until(lambda: f"{n3}-0" in {
+                w["name"] for w in client.scheduler_info()["workers"].values()}, 90,
+                f"{n3}-0 to run (round {round_})")
+            for pid, cmd in testbed.processes(bed.host(n3)):
+                if "python" in cmd:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            testbed.wait_until(lambda: f"{n3}-0" not in {
+                w["name"] for w in client.scheduler_info()["workers"].values()}, 60,
+                f"the scheduler to see {n3}-0 gone (round {round_})")
+        testbed.wait_until(lambda: f"{n4}-0" in cluster.worker_spec, 60,
+                           f"{n3}'s worker to move to the spare")
+        client.wait_for_workers(2, timeout=90)
+        assert row(cluster, n3).health == "quarantined"
+        assert "quarantined" in cluster.get_logs()["Cluster"]
+        assert client.submit(lambda: 3, workers=[f"{n4}-0"]).result(timeout=30) == 3
+        assert "quarantined" in repr(cluster)
+
+
+def test_scaling_down_moves_the_results_the_workers_hold(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options()) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        held = {name: client.scatter([name * 100], workers=[name])[0]
+                for name in (f"{n2}-0", f"{n3}-0")}  # whichever goes holds one
+        cluster.scale(1)
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+                           "the scale down")
+        assert {name: f.result(timeout=30) for name, f in held.items()} == {
+            name: name * 100 for name in held}
