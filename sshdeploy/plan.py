@@ -226,10 +226,13 @@ class ClusterPlan:
             options={**self.scheduler_options, **env}, settings=settings,
         )]
         for key, hp in p.worker_hosts.items():
-            if key not in names:
-                continue  # a host kept only for `scale`
+            if key not in names and not hp.slots:
+                continue  # the scheduler's host, kept only for `scale`
+            later = [f"no worker at the start; {hp.slots} slot(s) for scale/adapt"
+                     + (" and for the workers of a lost host" if key in p.spares else "")]
             out.append(RemotePlan(
-                host=show(hp.host), role="worker", names=names[key],
+                host=show(hp.host), role="spare" if key in p.spares else "worker",
+                names=names.get(key, later),
                 command=build_command(hp.python, self.setup, self.login_shell),
                 python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},

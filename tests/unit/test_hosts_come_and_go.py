@@ -200,3 +200,37 @@ def test_a_host_unreachable_past_host_lost_after_is_reported_lost() -> None:
     assert asyncio.run(main()) is False
     assert [(h.hostname, why.split(" (")[0]) for h, why in lost] == [
         ("node2", "unreachable for 6 s")]
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def test_dry_run_shows_spares_and_hosts_left_for_later(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy import cli
+
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("head\nw[1-2] slots=2\nw3 spare\n")
+    result = CliRunner().invoke(cli.main, ["--dry-run", "--hostfile", str(hostfile),
+                                           "--spare", "w[4-5]", "--initial-workers", "3"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    heads = [line for line in result.output.splitlines() if line.startswith("# ")
+             and not line.startswith(("# settings", "#  "))]
+    assert heads[0].split()[1:3] == ["head", "scheduler"]
+    assert heads[1].split()[1:] == ["w1", "worker", "w1-0,", "w1-1"]
+    assert heads[2].split()[1:4] == ["w2", "worker", "w2-0"]
+    assert [h.split()[1:3] for h in heads[3:]] == [
+        ["w3", "spare"], ["w4", "spare"], ["w5", "spare"]]
+    assert "for the workers of a lost host" in heads[3]
+
+
+def test_bad_initial_workers_on_the_command_line_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy import cli
+
+    result = CliRunner().invoke(cli.main, ["--dry-run", "--initial-workers", "5", "a", "b"])
+    assert result.exit_code != 0
+    assert "initial_workers" in result.output and "from 0 to 1" in result.output
