@@ -683,7 +683,13 @@ class SSHCluster(SpecCluster):
             Hosts whose workers could not start (named, with why); they are
             left out again.
         """
-        return self.sync(self._fleet.add_hosts, hosts, spare)
+        return self.sync(self._add_hosts, hosts, spare)
+
+    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
+        try:
+            return await self._fleet.add_hosts(hosts, spare)
+        finally:
+            await self._note_hosts()
 
     def remove_hosts(self, hosts: Sequence[str | Host]) -> Any:
         """Retire the workers of *hosts* through the scheduler, then drop the hosts.
@@ -697,7 +703,23 @@ class SSHCluster(SpecCluster):
         list of str
             The workers retired (awaitable when the cluster is asynchronous).
         """
-        return self.sync(self._fleet.remove_hosts, hosts)
+        return self.sync(self._remove_hosts, hosts)
+
+    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
+        try:
+            return await self._fleet.remove_hosts(hosts)
+        finally:
+            await self._note_hosts()
+
+    async def _note_hosts(self) -> None:
+        """A named cluster records its hosts (from_name and list find them); logged if not."""
+        if self._kept is None:
+            return
+        try:
+            await self._kept.note_hosts(self)
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its hosts: %s",
+                           self._kept.policy.name, err)
 
     def readmit(self, host: str | Host) -> bool:
         """Let a quarantined or lost host take workers again (scale, adapt, moves).

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 from distributed.core import Status
 
 from . import compat
-from .errors import ConfigError, failures_by_host
+from .errors import ConfigError, SSHDeployError, failures_by_host
 from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
-from .placement import extend, without
+from .named import flow
+from .placement import HostPlan, extend, without
 from .processes import RemoteWorker
 
 if TYPE_CHECKING:
@@ -306,9 +307,21 @@ class Fleet:
             if hp is not None:
                 with contextlib.suppress(Exception):
                     await c.agents.stop_host(hp.host)
+                if c.kept is not None:  # agents of an earlier controller may run there too
+                    await self._stop_kept(hp)
             self.health.readmit(key)
             self._staged.pop(key, None)
         c.replace_placement(without(placement, keys))
+
+    async def _stop_kept(self, hp: HostPlan) -> None:
+        c = self.cluster
+        assert c.kept is not None
+        try:
+            await flow.stop_on(c.kept.policy.name, hp.host, c.cluster_plan.launch(hp), c.pool)
+        except SSHDeployError as err:
+            self._say(f"host {self._show(hp.host)}: could not stop the cluster's processes "
+                      f"there ({str(err).splitlines()[0]}); its agents stop by themselves "
+                      "once they run no worker")
 
     async def close(self) -> None:
         """Cancel what runs in the background (moves, stops)."""

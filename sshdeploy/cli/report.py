@@ -180,7 +180,8 @@ def print_plan(
         first = False
         head = Text("# ")
         head.append(str(plan.host), style="bold")
-        head.append(f"  {plan.role}  ", style="magenta" if plan.role == "scheduler" else "cyan")
+        role = "spare" if getattr(plan, "spare", False) else plan.role
+        head.append(f"  {role}  ", style="magenta" if role == "scheduler" else "cyan")
         head.append(", ".join(plan.names))
         _emit(console, out, plain, head)
         _emit(console, out, plain, Text(f"#   python:  {plan.python}", style="dim"))
