@@ -151,7 +151,8 @@ def status_command(name: str) -> None:
     """Show one row per host of cluster NAME: role, agents, workers running / wanted."""
     from sshdeploy.named import flow
     from sshdeploy.named.hostops import on_hosts
-    from sshdeploy.named.status import classify
+    from sshdeploy.named.spec import hosts_of
+    from sshdeploy.named.status import classify, host_health
 
     record = _record(name)
 
@@ -172,17 +173,21 @@ def status_command(name: str) -> None:
         for w in (sched.get("status") or {}).get("workers") or []:
             workers_by_host.setdefault(str(w.get("name", "")).rpartition("-")[0], []).append(
                 str(w.get("name")))
+    spares = {h.hostname for h in hosts_of(record.spec) if h.spare}
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("host", "role", "agents", "workers", "error"):
+    for column in ("host", "role", "health", "agents", "workers", "error"):
         table.add_column(column)
     for i, (host, answer) in enumerate(answers.items()):
-        role = "scheduler" if i == 0 else "workers"
+        role = "scheduler" if i == 0 else "spare" if host.hostname in spares else "workers"
+        names = workers_by_host.get(host.hostname, [])
+        health = host_health(answer, runs_scheduler=i == 0, spare=host.hostname in spares,
+                             workers=len(names))
         if isinstance(answer, BaseException):
-            table.add_row(pool.as_connected(host), role, "-", "-", str(answer).splitlines()[0])
+            table.add_row(pool.as_connected(host), role, health, "-", "-",
+                          str(answer).splitlines()[0])
             continue
         alive = [a for a in answer.get("agents") or [] if a.get("alive")]
-        names = workers_by_host.get(host.hostname, [])
-        table.add_row(pool.as_connected(host), role, str(len(alive)),
+        table.add_row(pool.as_connected(host), role, health, str(len(alive)),
                       ", ".join(names) if names else "-", "")
     console.print(table)
 

@@ -154,6 +154,13 @@ def test_add_and_remove_hosts_of_a_named_cluster(bed: testbed.Bed, env: dict[str
     spare = dask_ssh(env, "add", name, "--spare", n4)
     assert spare.returncode == 0 and "as spares" in spare.stdout, spare.stdout + spare.stderr
     assert n4 not in testbed.python_processes(bed)  # a spare: nothing started there
+    status = dask_ssh(env, "status", name)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0].rpartition("@")[2].partition(":")[0]: line.split()[1:3]
+            for line in status.stdout.splitlines() if line.startswith("root@")}
+    # (the hosts added take the user of the first worker host: root@ on every row)
+    assert rows == {n1: ["scheduler", "ok"], n2: ["workers", "ok"], n3: ["workers", "ok"],
+                    n4: ["spare", "spare"]}, status.stdout
     removed = dask_ssh(env, "remove", name, n2)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert f"workers retired: {n2}-0" in removed.stdout
