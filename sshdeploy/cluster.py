@@ -1001,7 +1001,7 @@ class SSHCluster(SpecCluster):
         names = [n for n, s in self.worker_spec.items()
                  if "options" in s and s["options"]["host"].key == key]
         trouble = any(n in self._restarts.steps for n in names) or (
-            bool(row["error"]) and row["running"] < row["wanted"])
+            bool(row["error"]) and (row["running"] < row["wanted"] or not row["running"]))
         if runs_scheduler and not row["wanted"]:
             sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
             trouble = trouble or bool(sched is not None and sched.exit_reason)

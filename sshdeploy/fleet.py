@@ -35,7 +35,7 @@ from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .named import flow
-from .placement import HostPlan, extend, without
+from .placement import HostPlan, extend, without, worker_name
 from .processes import RemoteWorker
 
 if TYPE_CHECKING:
@@ -237,14 +237,14 @@ class Fleet:
         if spare:
             return []
         started: list[str] = []
-        for key in keys:
+        for key in keys:  # their own slots, whatever other hosts have free
+            host = placement.worker_hosts[key].host
+            i = 0
             for _ in range(placement.worker_hosts[key].slots):
-                spec = c.new_worker_spec()
-                name = next(iter(spec), None)
-                if name is None or c.worker_spec.get(name) is not None:
-                    break
-                c.worker_spec.update(spec)
-                started.append(name)
+                while worker_name(host, i) in c.worker_spec:
+                    i += 1
+                c.worker_spec[worker_name(host, i)] = c.worker_spec_for(host)
+                started.append(worker_name(host, i))
         await compat.correct_state(c)
         failed = {}
         for k in keys:
