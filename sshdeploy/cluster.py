@@ -629,6 +629,21 @@ class SSHCluster(SpecCluster):
         """The workers agents of the hosts."""
         return self._agents
 
+    @property
+    def stage(self) -> Stage:
+        """The stage before the start (version gate, environment, uploads)."""
+        return self._stage
+
+    @property
+    def restarts(self) -> WorkerRestarts:
+        """The restart policy of lost workers."""
+        return self._restarts
+
+    @property
+    def fleet(self) -> Fleet:
+        """The worker hosts' health, and the moves, additions and removals."""
+        return self._fleet
+
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
         if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
@@ -735,21 +750,6 @@ class SSHCluster(SpecCluster):
     def start_failure_on(self, key: ConnectionKey) -> SSHDeployError | None:
         """The error the last worker start on host *key* failed with, if any."""
         return self._host_start_errors.pop(key, None)
-
-    @property
-    def stage(self) -> Stage:
-        """The stage before the start (version gate, environment, uploads)."""
-        return self._stage
-
-    @property
-    def restarts(self) -> WorkerRestarts:
-        """The restart policy of lost workers."""
-        return self._restarts
-
-    @property
-    def fleet(self) -> Fleet:
-        """The worker hosts' health, and the moves, additions and removals."""
-        return self._fleet
 
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
