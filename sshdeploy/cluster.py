@@ -427,7 +427,8 @@ class SSHCluster(SpecCluster):
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
-        they hold are copied to the other workers first.
+        they hold are copied to the other workers first (within
+        ``sshdeploy.start-timeout``; then they are closed all the same).
 
         (SpecCluster asks the scheduler to retire them by *address* given their
         names, which retires none: their data would be lost, then recomputed.)
@@ -437,8 +438,12 @@ class SSHCluster(SpecCluster):
         if comm is None:
             return
         try:
-            await comm.retire_workers(names=names, close_workers=False, remove=True,
-                                      stimulus_id=f"sshdeploy-retire-{time.time()}")
+            # Bounded: a worker cut off from the network would hold the scale (and
+            # every later one) until the scheduler drops it, minutes later.
+            await asyncio.wait_for(
+                comm.retire_workers(names=names, close_workers=False, remove=True,
+                                    stimulus_id=f"sshdeploy-retire-{time.time()}"),
+                self._cluster_plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
 
