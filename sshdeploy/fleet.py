@@ -170,9 +170,10 @@ class Fleet:
         if went:
             text += "; its workers moved: " + ", ".join(went)
         if stuck:
-            free = sum(hp.slots for hp in plans.values())
-            text += (f"; no free slot or spare for {stuck} of its workers (the hosts hold "
-                     f"{free}): the cluster runs with fewer (add_hosts() or spares=[...])")
+            out = self.health.excluded()
+            free = sum(hp.slots for k, hp in plans.items() if k not in out)
+            text += (f"; no free slot or spare for {stuck} of its workers (the hosts in use "
+                     f"hold {free}): the cluster runs with fewer (add_hosts() or spares=[...])")
         if not moved:
             text += "; it ran no worker"
         return text + ". It gets no worker again unless readmitted (cluster.readmit)."
