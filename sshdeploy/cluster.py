@@ -11,10 +11,8 @@ stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
-import heapq
 import inspect
 import logging
 import math
@@ -40,7 +38,7 @@ from .logs import LogBook
 from .named import flow
 from .named.kept import KeptCluster
 from .named.policy import check_name
-from .placement import Placement, name_order, next_worker, with_spares
+from .placement import Placement, kept_on_scale_down, next_worker, with_spares
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
@@ -859,7 +857,8 @@ class SSHCluster(SpecCluster):
             wanted = slots
         n = wanted
         if n < len(self.worker_spec):
-            self.worker_spec = self._keep(n)
+            self.worker_spec = kept_on_scale_down(
+                self.worker_spec, self._cluster_plan.placement.worker_hosts, n)
         return super().scale(n)
 
     def adapt(  # type: ignore[override]  # same parameters, checked
@@ -890,42 +889,6 @@ class SSHCluster(SpecCluster):
         if Adaptive is not None:
             kwargs["Adaptive"] = Adaptive
         return super().adapt(minimum=minimum, maximum=maximum, **kwargs)
-
-    def _keep(self, n: int) -> dict[str, Any]:
-        """Return the worker specs kept when scaling down to *n*.
-
-        SpecCluster removes the most recently added; we remove from the host
-        carrying the most workers relative to its slots, its highest name first.
-        """
-        if n <= 0:
-            return {}
-        hosts = self._cluster_plan.placement.worker_hosts
-        keep = dict(self.worker_spec)
-        by_host: dict[ConnectionKey, list[str]] = {}
-        for name, spec in keep.items():
-            by_host.setdefault(spec["options"]["host"].key, []).append(name)
-        for names in by_host.values():
-            names.sort(key=name_order)
-
-        position = {name: i for i, name in enumerate(keep)}
-        firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
-
-        def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
-            # Most workers per slot first; among equals, the host met first in the specs.
-            return -len(by_host[k]) / max(1, hosts[k].slots), firsts[k][0], k
-
-        # One heap entry per host, renewed when it loses a worker: O(n log n), where a
-        # max over every host per removal took 20 s to close a 3000-host cluster.
-        heap = [entry(k) for k in by_host]
-        heapq.heapify(heap)
-        while len(keep) > n:
-            key = heapq.heappop(heap)[2]
-            name = by_host[key].pop()
-            keep.pop(name)
-            firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))
-            if by_host[key]:
-                heapq.heappush(heap, entry(key))
-        return keep
 
     # -- information --------------------------------------------------------
     @property

@@ -6,7 +6,9 @@ Pure functions, no network: the same placement drives :class:`sshdeploy.SSHClust
 
 from __future__ import annotations
 
+import bisect
 import getpass
+import heapq
 import os
 import sys
 from collections import Counter
@@ -449,3 +451,58 @@ def next_worker(
     while worker_name(host, i) in names:
         i += 1
     return host, worker_name(host, i)
+
+
+def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[ConnectionKey, Any],
+                       n: int) -> dict[str, Any]:
+    """Return the worker specs kept when ``scale`` goes down to *n* workers.
+
+    SpecCluster removes the most recently added; this removes from the host
+    carrying the most workers relative to its slots (among equals, the host
+    met first in the specs), its highest name first.
+
+    Parameters
+    ----------
+    worker_spec : dict
+        Worker name to spec (``spec["options"]["host"]`` is its Host).
+    worker_hosts : dict
+        Host key to something with ``slots`` (a :class:`HostPlan`).
+    n : int
+
+    Examples
+    --------
+    >>> spec = {w: {"options": {"host": Host(w[0])}} for w in ["a-0", "a-1", "b-0"]}
+    >>> plans = {Host("a").key: HostPlan(Host("a"), "py", slots=2),
+    ...          Host("b").key: HostPlan(Host("b"), "py", slots=2)}
+    >>> list(kept_on_scale_down(spec, plans, 2))
+    ['a-0', 'b-0']
+    """
+    if n <= 0:
+        return {}
+    keep = dict(worker_spec)
+    by_host: dict[ConnectionKey, list[str]] = {}
+    for name, spec in keep.items():
+        by_host.setdefault(spec["options"]["host"].key, []).append(name)
+    for names in by_host.values():
+        names.sort(key=name_order)
+
+    position = {name: i for i, name in enumerate(keep)}
+    firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
+
+    def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
+        # Most workers per slot first; among equals, the host met first in the specs.
+        slots = worker_hosts[k].slots if k in worker_hosts else 0
+        return -len(by_host[k]) / max(1, slots), firsts[k][0], k
+
+    # One heap entry per host, renewed when it loses a worker: O(n log n), where a
+    # max over every host per removal took 20 s to close a 3000-host cluster.
+    heap = [entry(k) for k in by_host]
+    heapq.heapify(heap)
+    while len(keep) > n:
+        key = heapq.heappop(heap)[2]
+        name = by_host[key].pop()
+        keep.pop(name)
+        firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))
+        if by_host[key]:
+            heapq.heappush(heap, entry(key))
+    return keep
