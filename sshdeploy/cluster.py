@@ -430,6 +430,8 @@ class SSHCluster(SpecCluster):
 
         (SpecCluster asks the scheduler to retire them by *address* given their
         names, which retires none: their data would be lost, then recomputed.)
+        They are closed by the scheduler too, as distributed's Adaptive does: a
+        worker only removed would register again with its next heartbeat.
         Not while the cluster closes: there is nowhere to move it to.
         """
         comm = self.scheduler_comm
@@ -439,7 +441,7 @@ class SSHCluster(SpecCluster):
             # Bounded: a worker cut off from the network would hold the scale (and
             # every later one) until the scheduler drops it, minutes later.
             await asyncio.wait_for(
-                comm.retire_workers(names=names, close_workers=False, remove=True,
+                comm.retire_workers(names=names, close_workers=True, remove=True,
                                     stimulus_id=f"sshdeploy-retire-{time.time()}"),
                 self._cluster_plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
@@ -785,7 +787,10 @@ class SSHCluster(SpecCluster):
             if "options" in spec
         ]
         placement = self._cluster_plan.placement
-        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded())
+        # A worker scaled away may still be retiring (its results moving): its name is
+        # not given to a new worker, which would then be taken for it and never start.
+        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded(),
+                             taken=set(self.workers))
         if chosen is None:
             return {}
         host, name = chosen

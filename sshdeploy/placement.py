@@ -412,7 +412,7 @@ def without(placement: Placement, keys: Collection[ConnectionKey]) -> Placement:
 
 def next_worker(
     placement: Placement, running: Sequence[tuple[Host, str]],
-    exclude: Collection[ConnectionKey] = (),
+    exclude: Collection[ConnectionKey] = (), taken: Collection[str] = (),
 ) -> tuple[Host, str] | None:
     """Choose where a worker added by ``scale`` goes, and its name.
 
@@ -420,7 +420,8 @@ def next_worker(
     only when no other host has a free slot; when every slot is taken, the
     host with the fewest workers relative to its slots. *running* lists
     ``(host, name)`` of the workers already planned; hosts in *exclude*
-    (quarantined, lost) get none.
+    (quarantined, lost) get none; names in *taken* (workers still retiring)
+    are not given again.
 
     Examples
     --------
@@ -431,12 +432,14 @@ def next_worker(
     'a-1'
     >>> next_worker(p, [], exclude=[p.workers[0].host.key])[1]
     'b-0'
+    >>> next_worker(p, [(p.workers[0].host, "a-0")], taken=["b-0"])[1]
+    'b-1'
     """
     keys = [k for k in placement.worker_hosts if k not in exclude]
     if not keys:
         return None
     used: Counter[ConnectionKey] = Counter(h.key for h, _ in running)
-    names = {n for _, n in running}
+    names = {n for _, n in running} | set(taken)
 
     def score(key: ConnectionKey) -> tuple[int, bool, float]:
         slots = placement.worker_hosts[key].slots

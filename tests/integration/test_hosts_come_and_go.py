@@ -150,3 +150,19 @@ def test_scaling_down_moves_the_results_the_workers_hold(bed: testbed.Bed) -> No
                            "the scale down")
         assert {name: f.result(timeout=30) for name, f in held.items()} == {
             name: name * 100 for name in held}
+
+
+def test_scaling_down_then_straight_up_starts_the_new_workers(bed: testbed.Bed) -> None:
+    """A scale up while the workers of a scale down still retire: the new ones start."""
+    with SSHCluster([n1, n2, n3], connect_options=bed.connect_options(),
+                    worker_options={"n_workers": 2}) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4, timeout=60)
+        for _ in range(3):
+            cluster.scale(2)
+            testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60,
+                               "the scale down")
+            cluster.scale(4)
+            testbed.wait_until(lambda: {w["name"] for w in client.scheduler_info()[
+                "workers"].values()} == set(cluster.worker_spec), 60,
+                "the scheduler to run exactly the workers of the spec")
+            assert len(cluster.worker_spec) == 4
