@@ -1,4 +1,4 @@
-"""Each bed host has its own /tmp, /var/tmp and ~/.cache, as separate machines do.
+"""Each bed host has its own /tmp, /var/tmp, ~/.cache and /etc/profile.d, as machines do.
 
 What a login on one host writes there is seen by no other host and not by
 this machine; the bed reads a host's own view through ``testbed.host_path``.
@@ -23,7 +23,7 @@ def ssh(bed: testbed.Bed, host: testbed.BedHost, command: str) -> subprocess.Com
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "~/.cache"])
+@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "~/.cache", "/etc/profile.d"])
 def test_a_file_written_on_one_host_is_seen_by_no_other_host_nor_here(
     bed: testbed.Bed, directory: str
 ) -> None:
