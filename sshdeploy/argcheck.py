@@ -152,7 +152,7 @@ def check_arguments(
 
 
 def check_min_workers(min_workers: int | None, slots: int) -> None:
-    """``min_workers`` cannot be above the slots of the hosts (it could never be met).
+    """``min_workers`` cannot be above the workers the start places (it could never be met).
 
     Examples
     --------
@@ -165,4 +165,5 @@ def check_min_workers(min_workers: int | None, slots: int) -> None:
         raise ConfigError(
             "min_workers", f"{min_workers} is more than the {slots} workers the hosts hold, "
             "so the start could never succeed",
-            remedy=f"Give min_workers <= {slots}, or more hosts or slots (n_workers).")
+            remedy=f"Give min_workers <= {slots}, or more hosts or slots (n_workers), "
+            "or more initial_workers.")

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import heapq
 import inspect
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,14 +31,16 @@ from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
+from .fleet import Fleet
 from .forwarding import LOCALHOST
+from .health import health_of
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow
 from .named.kept import KeptCluster
 from .named.policy import check_name
-from .placement import Placement, name_order, next_worker
+from .placement import Placement, name_order, next_worker, with_spares
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
@@ -119,6 +123,14 @@ class SSHCluster(SpecCluster):
     login_shell : bool
         Run the remote commands in the user's login shell (``$SHELL -l``),
         for hosts whose ``module`` or conda setup only happens there.
+    spares : list of str or Host, optional
+        Hosts kept in reserve: no worker at the start (not even connected
+        to); ``scale``/``adapt`` use them after every other host's slots,
+        and the workers of a host that is lost or quarantined move there.
+    initial_workers : int, optional
+        Start only this many workers, filling the hosts in order; the other
+        hosts are connected to only when ``scale``/``adapt`` place a worker
+        there. Default: a worker in every slot of every host but the spares.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
@@ -160,6 +172,8 @@ class SSHCluster(SpecCluster):
         packages: Sequence[str] | None = None,
         upload: Sequence[str] | None = None,
         login_shell: bool = False,
+        spares: Sequence[str | Host] | None = None,
+        initial_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
@@ -176,13 +190,14 @@ class SSHCluster(SpecCluster):
             worker_module=worker_module, security=security, forward_ports=forward_ports,
             min_workers=min_workers, environment=environment,
             packages=packages, upload=upload, login_shell=login_shell,
-            name=name,
+            spares=spares, initial_workers=initial_workers, name=name,
             shutdown_on_close=shutdown_on_close, idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
         )
         #: The named cluster this one keeps running after close() (None: an ordinary one).
         self._kept = KeptCluster.of(
-            plan, hosts=hosts, connect_options=connect_options, worker_options=worker_options,
+            plan, hosts=with_spares(hosts, spares, remote_python, connect_options),
+            connect_options=connect_options, worker_options=worker_options,
             scheduler_options=scheduler_options, worker_class=worker_class,
             remote_python=remote_python, setup=setup, env=env,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
@@ -201,14 +216,20 @@ class SSHCluster(SpecCluster):
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
+        self._fleet = Fleet(self, staged=list(placement.initial_hosts()))
+        #: The last start error of each host (add_hosts reports them).
+        self._host_start_errors: dict[ConnectionKey, SSHDeployError] = {}
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
         self._restarts = WorkerRestarts(
             self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
             window=settings.worker_restart_window, reach=self._pool.get,
+            lost_after=settings.host_lost_after, on_host_lost=self._fleet.host_lost,
+            on_give_up=self._fleet.worker_given_up,
         )
-        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost)
+        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost,
+                                    prepare=self._fleet.bring_up)
         scheduler = {
             "cls": RemoteScheduler,
             "options": {
@@ -299,8 +320,9 @@ class SSHCluster(SpecCluster):
                 raise
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
-        worker_hosts = self._cluster_plan.placement.worker_hosts
-        self._agents.prestart([hp.host for hp in worker_hosts.values()])
+        # Hosts with no worker yet (spares, initial_workers) are brought up when one is placed.
+        first_hosts = {w.host.key: w.host for w in self._cluster_plan.placement.workers}
+        self._agents.prestart(list(first_hosts.values()))
         try:
             with self._start_progress.starting():  # ends on the failure, whichever path raised it
                 await self._start_or_fail_fast(first)
@@ -368,7 +390,7 @@ class SSHCluster(SpecCluster):
         """
         if self._cluster_plan.min_workers is not None or self._kept is not None:
             return {}
-        hosts = [hp.host for hp in self._cluster_plan.placement.worker_hosts.values()]
+        hosts = list({w.host.key: w.host for w in self._cluster_plan.placement.workers}.values())
         got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
                                    return_exceptions=True)
         if isinstance(got[0], BaseException):
@@ -381,9 +403,13 @@ class SSHCluster(SpecCluster):
         return self._start_progress.follow(super()._correct_state())
 
     async def _correct_state_internal(self) -> None:
+        leaving = []
         for name, w in self.workers.items():
             if name not in self.worker_spec and isinstance(w, RemoteWorker):
                 w.retiring = True  # the scheduler retires it first: not a lost worker
+                leaving.append(str(name))
+        if leaving and self.status == Status.running:
+            await self._retire(leaving)
         initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
@@ -406,6 +432,23 @@ class SSHCluster(SpecCluster):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
 
+    async def _retire(self, names: list[str]) -> None:
+        """Retire workers scaled or moved away through the scheduler, by name: the results
+        they hold are copied to the other workers first.
+
+        (SpecCluster asks the scheduler to retire them by *address* given their
+        names, which retires none: their data would be lost, then recomputed.)
+        Not while the cluster closes: there is nowhere to move it to.
+        """
+        comm = self.scheduler_comm
+        if comm is None:
+            return
+        try:
+            await comm.retire_workers(names=names, close_workers=False, remove=True,
+                                      stimulus_id=f"sshdeploy-retire-{time.time()}")
+        except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
+            logger.info("could not retire %s through the scheduler: %s", names, exc)
+
     def _report_failed(self, failed: list[RemoteWorker]) -> None:
         """Workers that failed to start after start-up: a warning, a log line, the row.
 
@@ -420,6 +463,7 @@ class SSHCluster(SpecCluster):
             logger.warning("worker %s failed to start: %s", name, first)
             compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
             self._start_failures[name] = (w.host.key, f"{name}: failed to start: {first}")
+            self._host_start_errors[w.host.key] = err
             self.worker_spec.pop(name, None)
             if self.workers.get(name) is w:
                 del self.workers[name]
@@ -550,6 +594,7 @@ class SSHCluster(SpecCluster):
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
+        await self._fleet.close()
         await self._restarts.close()
         compat.forget_unstarted(self)
         await self._agents.detach()
@@ -597,6 +642,7 @@ class SSHCluster(SpecCluster):
             await self._detach()
             return
         self._logbook.closing()
+        await self._fleet.close()
         await self._restarts.close()
         # Workers still starting (a large scale) end now, not after start-timeout.
         self._agents.closing()
@@ -617,6 +663,78 @@ class SSHCluster(SpecCluster):
             await self._stage.remove_uploads()
             await self._pool.close()
             self._logbook.flush()
+
+    # -- hosts that come and go ---------------------------------------------------
+    def add_hosts(self, hosts: Sequence[str | Host], spare: bool = False) -> Any:
+        """Add worker hosts to the running cluster and start workers in their slots.
+
+        Parameters
+        ----------
+        hosts : list of str or Host
+            ``"host"``, ``"user@host:port slots=2"``...; they take the remote
+            Python and connect options of the first worker host.
+        spare : bool
+            Add them as spares (no workers now; used by scale, adapt and to
+            replace a lost host).
+
+        Returns
+        -------
+        list of str
+            The workers started (awaitable when the cluster is asynchronous).
+
+        Raises
+        ------
+        ConfigError
+            A host already in the cluster; a cluster that does not run.
+        SSHDeployError
+            Hosts whose workers could not start (named, with why); they are
+            left out again.
+        """
+        return self.sync(self._fleet.add_hosts, hosts, spare)
+
+    def remove_hosts(self, hosts: Sequence[str | Host]) -> Any:
+        """Retire the workers of *hosts* through the scheduler, then drop the hosts.
+
+        Retiring first moves the results those workers hold to other workers,
+        so no data is lost. The cluster then has fewer workers (scale up to
+        place them elsewhere).
+
+        Returns
+        -------
+        list of str
+            The workers retired (awaitable when the cluster is asynchronous).
+        """
+        return self.sync(self._fleet.remove_hosts, hosts)
+
+    def readmit(self, host: str | Host) -> bool:
+        """Let a quarantined or lost host take workers again (scale, adapt, moves).
+
+        Returns False if the host was not taken out.
+        """
+        return self._fleet.readmit(host)
+
+    def replace_placement(self, placement: Placement) -> None:
+        """Use *placement* from now on (hosts added or removed while it runs)."""
+        self._cluster_plan = dataclasses.replace(self._cluster_plan, placement=placement)
+
+    def start_failure_on(self, key: ConnectionKey) -> SSHDeployError | None:
+        """The error the last worker start on host *key* failed with, if any."""
+        return self._host_start_errors.pop(key, None)
+
+    @property
+    def stage(self) -> Stage:
+        """The stage before the start (version gate, environment, uploads)."""
+        return self._stage
+
+    @property
+    def restarts(self) -> WorkerRestarts:
+        """The restart policy of lost workers."""
+        return self._restarts
+
+    @property
+    def fleet(self) -> Fleet:
+        """The worker hosts' health, and the moves, additions and removals."""
+        return self._fleet
 
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
@@ -649,7 +767,7 @@ class SSHCluster(SpecCluster):
             if "options" in spec
         ]
         placement = self._cluster_plan.placement
-        chosen = next_worker(placement, running)
+        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded())
         if chosen is None:
             return {}
         host, name = chosen
@@ -697,7 +815,9 @@ class SSHCluster(SpecCluster):
         if self.status == Status.closed or (self.status == Status.closing and n):
             raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to start workers again.")
-        slots = sum(hp.slots for hp in self._cluster_plan.placement.worker_hosts.values())
+        out = self._fleet.health.excluded()
+        slots = sum(hp.slots for k, hp in self._cluster_plan.placement.worker_hosts.items()
+                    if k not in out)
         wanted = n
         if memory is not None:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
@@ -837,12 +957,15 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec and not rows[key]["error"]:
                 rows[key]["error"] = why
         for key, hp in plan.worker_hosts.items():
-            if hp.slots or rows[key]["wanted"]:
+            if key in plan.spares and not rows[key]["wanted"]:
+                rows[key]["roles"].append("spare")
+            elif hp.slots or rows[key]["wanted"]:
                 rows[key]["roles"].append("workers")
             failed = self.failed_hosts.get(show(hp.host))
             if failed is not None:
                 rows[key]["error"] = str(failed)
         for key, hp in plan.all_hosts().items():
+            rows[key]["health"] = self._host_health(key, rows[key], key == plan.scheduler.key)
             rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
         infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
         for info in dict(self.scheduler_info.get("workers") or {}).values():
@@ -852,11 +975,29 @@ class SSHCluster(SpecCluster):
         return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
                         running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
                         error=r["error"], state=r["state"],
-                        each=worker_resources(infos.get(key, ())))
+                        each=worker_resources(infos.get(key, ())), health=r["health"])
                 for key, r in rows.items()]
+
+    def _host_health(self, key: ConnectionKey, row: dict[str, Any], runs_scheduler: bool) -> str:
+        """One host's health (see :mod:`sshdeploy.health`); a host taken out says why."""
+        out = self._fleet.health.out.get(key)
+        if out is not None and not row["error"]:
+            row["error"] = out.reason
+        names = [n for n, s in self.worker_spec.items()
+                 if "options" in s and s["options"]["host"].key == key]
+        trouble = any(n in self._restarts.steps for n in names) or (
+            bool(row["error"]) and row["running"] < row["wanted"])
+        if runs_scheduler and not row["wanted"]:
+            sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
+            trouble = trouble or bool(sched is not None and sched.exit_reason)
+            return health_of(out, spare=False, running=1, wanted=1, trouble=trouble)
+        return health_of(out, spare=key in self._cluster_plan.placement.spares,
+                         running=row["running"], wanted=row["wanted"], trouble=trouble)
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
         """Where one host's start stands (for live status displays): see :func:`host_state`."""
+        if row["health"] in ("quarantined", "lost", "spare", "idle"):
+            return str(row["health"])  # not a start under way
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:
             row["error"] = self._pool.error(host)
@@ -917,9 +1058,9 @@ class SSHCluster(SpecCluster):
 
 
 def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
-    """Return the stage that runs before the start, on every distinct host."""
+    """Return the stage that runs before the start, on the hosts the start connects to."""
     assert plan.stage is not None
-    hosts = [(hp.host, hp.python) for hp in plan.placement.all_hosts().values()]
+    hosts = [(hp.host, hp.python) for hp in plan.placement.initial_hosts().values()]
     return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
                  timeout=plan.settings.start_timeout)
 

@@ -63,6 +63,9 @@ Hostfile format: one host per line.
                                    0 (no limit)
                 remote-python=PATH the Python to run on this host
               (memory_limit= and remote_python= are accepted too)
+  spare       the word `spare` after the host: no workers at the start;
+              scale/adapt use it last, and the workers of a host that is lost
+              or quarantined move there
   ranges      node[01-16] and node[1-3,7] expand to several hosts that share
               the line's settings; zero padding is kept
   '#' starts a comment anywhere on a line; blank lines are ignored.
@@ -73,6 +76,7 @@ Example:
   alice@head.lab:2222                               # the scheduler
   alice@gpu[01-04] slots=2 nthreads=8 memory-limit=16GiB
   10.0.0.7 remote-python=/opt/conda/bin/python
+  alice@gpu05 spare slots=2
 """
 
 
@@ -284,11 +288,16 @@ def _parse_settings(tokens: list[str], fail: _Fail) -> dict[str, Any]:
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for token in tokens:
+        if token == "spare":
+            if "spare" in values:
+                raise fail("duplicate word 'spare'")
+            values["spare"] = True
+            continue
         key, eq, value = token.partition("=")
         if not eq:
             raise fail(
                 f"unexpected {token!r} after the host: one host per line, "
-                "then settings as key=value"
+                "then settings as key=value (or the word spare)"
             )
         field_name = _KEY_FIELDS.get(key)
         if field_name is None:
@@ -366,7 +375,7 @@ def parse_host(text: str, *, path: str = "<hosts>", line: int = 0) -> Host:
     --------
     >>> parse_host("alice@node1:2222 nthreads=4")
     Host(hostname='node1', user='alice', port=2222, slots=None, nthreads=4, \
-memory_limit=None, remote_python=None, source='<hosts>')
+memory_limit=None, remote_python=None, spare=False, source='<hosts>')
     >>> parse_host("[::1]:2200").as_written()
     '[::1]:2200'
     """

@@ -266,6 +266,10 @@ class Host:
         Memory limit per worker, kept as text (``"4GiB"``, ``"auto"``, ``"0.5"``).
     remote_python : str, optional
         The Python interpreter to run on this host.
+    spare : bool
+        A spare: no workers at the start; ``scale``/``adapt`` use it after
+        every other host's slots, and a lost or quarantined host's workers
+        move there.
     source : str, optional
         ``"path:line"`` the host came from, for error messages.  Not part of
         equality or hashing.
@@ -295,6 +299,7 @@ class Host:
     nthreads: int | None = None
     memory_limit: str | None = None
     remote_python: str | None = None
+    spare: bool = False
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

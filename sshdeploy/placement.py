@@ -10,7 +10,7 @@ import getpass
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -115,15 +115,27 @@ class Placement:
         (the scheduler's host only if it runs workers too; see :meth:`all_hosts`).
     workers : list of WorkerEntry
         The workers to start, in order.
+    spares : frozenset of ConnectionKey
+        The worker hosts that are spares: no workers at the start, used by
+        ``scale``/``adapt`` after every other host's slots, and where a lost
+        host's workers go.
     """
 
     scheduler: HostPlan
     worker_hosts: dict[ConnectionKey, HostPlan] = field(default_factory=dict)
     workers: list[WorkerEntry] = field(default_factory=list)
+    spares: frozenset[ConnectionKey] = frozenset()
+    worker_options: Mapping[str, Any] = field(default_factory=dict)
 
     def all_hosts(self) -> dict[ConnectionKey, HostPlan]:
         """Every distinct host of the cluster, the scheduler's first."""
         return {self.scheduler.key: self.scheduler, **self.worker_hosts}
+
+    def initial_hosts(self) -> dict[ConnectionKey, HostPlan]:
+        """The hosts the start connects to: the scheduler's and those with a first worker."""
+        keys = {w.host.key for w in self.workers}
+        return {self.scheduler.key: self.scheduler,
+                **{k: hp for k, hp in self.worker_hosts.items() if k in keys}}
 
 
 def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,11 +223,46 @@ def same_spelling(hosts: Sequence[Host], options: Sequence[Mapping[str, Any] | N
     return out
 
 
+def with_spares(
+    hosts: Sequence[str | Host] | None,
+    spares: Sequence[str | Host] | None,
+    remote_python: str | Sequence[str] | None = None,
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+) -> list[Host] | None:
+    """Return *hosts* followed by *spares*, each marked ``spare``.
+
+    Raises
+    ------
+    ConfigError
+        When a per-host list (``remote_python``, ``connect_options``) is given:
+        it has no entries for the spares.
+
+    Examples
+    --------
+    >>> [(h.hostname, h.spare) for h in with_spares(["s", "a"], ["b"])]
+    [('s', False), ('a', False), ('b', True)]
+    """
+    if not spares:
+        return None if hosts is None else as_hosts(hosts)
+    if isinstance(spares, str):
+        raise ConfigError("spares", "expected a list of hosts, got a single string",
+                          remedy=f"Write spares=[{spares!r}].")
+    for setting, value in (("remote_python", remote_python),
+                           ("connect_options", connect_options)):
+        if isinstance(value, (list, tuple)):
+            raise ConfigError(
+                setting, "is a per-host list, with no entries for the spares",
+                remedy="Give the spares in hosts as Host(..., spare=True) (or hostfile "
+                "lines with the word spare), with their own entries.")
+    return [*as_hosts(hosts), *(replace(h, spare=True) for h in as_hosts(spares))]
+
+
 def place(
     hosts: Sequence[str | Host] | None,
     worker_options: Mapping[str, Any] | None = None,
     remote_python: str | Sequence[str] | None = None,
     connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    initial_workers: int | None = None,
 ) -> Placement:
     """Plan a cluster: ``hosts[0]`` runs the scheduler, every later entry workers.
 
@@ -230,10 +277,20 @@ def place(
         One interpreter for all, or one per host entry.
     connect_options : dict or list of dict
         ``asyncssh.connect`` keywords for all, or one per host entry.
+    initial_workers : int, optional
+        Start only this many workers, filling the hosts in order (the other
+        hosts are connected to only when ``scale``/``adapt`` place a worker
+        there). Default: every slot of every host that is not a spare.
 
     Returns
     -------
     Placement
+
+    Raises
+    ------
+    ConfigError
+        The scheduler's host is a spare, a host is listed both as a host
+        and as a spare, or *initial_workers* is not a count the hosts hold.
 
     Examples
     --------
@@ -253,6 +310,15 @@ def place(
         if opts is not None or h.key not in options:
             options[h.key] = opts
     first = hs[0]
+    if first.spare:
+        raise ConfigError("hosts[0]", f"{first.as_written()} runs the scheduler; it cannot "
+                          "be a spare", remedy="List the scheduler's host first, without spare.")
+    spare_keys = {h.key for h in hs[1:] if h.spare}
+    both = spare_keys & {h.key for h in hs[1:] if not h.spare}
+    if both:
+        host = next(h for h in hs if h.key in both)
+        raise ConfigError("spares", f"{host.as_written()} is listed both as a host and as a "
+                          "spare", remedy="List it once: as a host, or as a spare.")
     scheduler = HostPlan(
         host=first if first.slots is None else replace(first, slots=None),
         python=first.remote_python or pythons[0] or default_python,
@@ -265,13 +331,15 @@ def place(
         plan = plans.get(h.key)
         if plan is None:
             plan = plans[h.key] = HostPlan(
-                host=h if h.slots is None else replace(h, slots=None),
+                host=replace(h, slots=None, spare=False),
                 python=h.remote_python or pythons[i] or default_python,
                 connect_options=options[h.key],
                 template=worker_kwargs(h, wopts),
             )
         n = workers_per_entry(h, wopts)
         plans[h.key] = replace(plan, slots=plan.slots + n)
+        if h.spare:
+            continue  # slots, no workers at the start
         kw = worker_kwargs(h, wopts)
         for _ in range(n):
             workers.append(WorkerEntry(worker_name(h, counter[h.hostname]), plan.host, kw))
@@ -279,17 +347,76 @@ def place(
     if not plans:
         # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
         plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts))
-    return Placement(scheduler=scheduler, worker_hosts=plans, workers=workers)
+    if initial_workers is not None:
+        if (isinstance(initial_workers, bool) or not isinstance(initial_workers, int)
+                or not 0 <= initial_workers <= len(workers)):
+            raise ConfigError(
+                "initial_workers", f"must be a whole number from 0 to {len(workers)} (the "
+                f"slots of the hosts that are not spares), got {initial_workers!r}",
+                remedy="Give fewer initial workers, or more hosts or slots.")
+        workers = workers[:initial_workers]
+    return Placement(scheduler=scheduler, worker_hosts=plans, workers=workers,
+                     spares=frozenset(spare_keys), worker_options=wopts)
+
+
+def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = False) -> Placement:
+    """Return *placement* with more worker hosts (``cluster.add_hosts``).
+
+    A new host takes its slots from its own ``slots`` or ``n_workers``, and
+    the remote Python and connect options of the first worker host unless it
+    names its own Python.
+
+    Raises
+    ------
+    ConfigError
+        A host is already one of the cluster's worker hosts.
+
+    Examples
+    --------
+    >>> p = extend(place(["s", "a"], {"n_workers": 2}), ["b slots=3"], spare=True)
+    >>> [(hp.host.hostname, hp.slots) for hp in p.worker_hosts.values()], len(p.spares)
+    ([('a', 2), ('b', 3)], 1)
+    """
+    model = next(iter(placement.worker_hosts.values()), placement.scheduler)
+    plans = dict(placement.worker_hosts)
+    spares = set(placement.spares)
+    wopts = placement.worker_options
+    for h in same_spelling(as_hosts(hosts), [model.connect_options] * len(hosts)):
+        if h.key in plans:
+            raise ConfigError("hosts", f"{h.as_written()} is already a host of the cluster",
+                              remedy="Add hosts that are not in it (cluster.readmit() lets a "
+                              "quarantined or lost host take workers again).")
+        plans[h.key] = HostPlan(
+            host=replace(h, slots=None, spare=False),
+            python=h.remote_python or model.python,
+            connect_options=model.connect_options,
+            slots=workers_per_entry(h, wopts),
+            template=worker_kwargs(h, wopts),
+        )
+        if spare or h.spare:
+            spares.add(h.key)
+    return replace(placement, worker_hosts=plans, spares=frozenset(spares))
+
+
+def without(placement: Placement, keys: Collection[ConnectionKey]) -> Placement:
+    """Return *placement* without the worker hosts *keys* (``cluster.remove_hosts``)."""
+    plans = {k: hp for k, hp in placement.worker_hosts.items() if k not in keys}
+    workers = [w for w in placement.workers if w.host.key not in keys]
+    return replace(placement, worker_hosts=plans, workers=workers,
+                   spares=placement.spares - set(keys))
 
 
 def next_worker(
-    placement: Placement, running: Sequence[tuple[Host, str]]
+    placement: Placement, running: Sequence[tuple[Host, str]],
+    exclude: Collection[ConnectionKey] = (),
 ) -> tuple[Host, str] | None:
     """Choose where a worker added by ``scale`` goes, and its name.
 
-    The host with the most free slots wins (ties: first configured); when
-    every slot is taken, the host with the fewest workers relative to its
-    slots. *running* lists ``(host, name)`` of the workers already planned.
+    The host with the most free slots wins (ties: first configured), spares
+    only when no other host has a free slot; when every slot is taken, the
+    host with the fewest workers relative to its slots. *running* lists
+    ``(host, name)`` of the workers already planned; hosts in *exclude*
+    (quarantined, lost) get none.
 
     Examples
     --------
@@ -298,20 +425,23 @@ def next_worker(
     'b-0'
     >>> next_worker(p, [(w.host, w.name) for w in p.workers])[1]
     'a-1'
+    >>> next_worker(p, [], exclude=[p.workers[0].host.key])[1]
+    'b-0'
     """
-    if not placement.worker_hosts:
+    keys = [k for k in placement.worker_hosts if k not in exclude]
+    if not keys:
         return None
     used: Counter[ConnectionKey] = Counter(h.key for h, _ in running)
     names = {n for _, n in running}
 
-    def score(key: ConnectionKey) -> tuple[int, float]:
+    def score(key: ConnectionKey) -> tuple[int, bool, float]:
         slots = placement.worker_hosts[key].slots
         free = slots - used[key]
         if free > 0:
-            return (0, -free)
-        return (1, used[key] / max(1, slots))
+            return (0, key in placement.spares, -free)
+        return (1, key in placement.spares, used[key] / max(1, slots))
 
-    key = min(placement.worker_hosts, key=score)
+    key = min(keys, key=score)
     host = placement.worker_hosts[key].host
     i = 0
     while worker_name(host, i) in names:

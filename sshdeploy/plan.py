@@ -23,7 +23,7 @@ from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
-from .placement import HostPlan, Placement, place
+from .placement import HostPlan, Placement, place, with_spares
 from .remote.agent import describe_share
 from .roles import Role
 from .settings import Settings
@@ -226,10 +226,13 @@ class ClusterPlan:
             options={**self.scheduler_options, **env}, settings=settings,
         )]
         for key, hp in p.worker_hosts.items():
-            if key not in names:
-                continue  # a host kept only for `scale`
+            if key not in names and not hp.slots:
+                continue  # the scheduler's host, kept only for `scale`
+            later = [f"no worker at the start; {hp.slots} slot(s) for scale/adapt"
+                     + (" and for the workers of a lost host" if key in p.spares else "")]
             out.append(RemotePlan(
-                host=show(hp.host), role="worker", names=names[key],
+                host=show(hp.host), role="spare" if key in p.spares else "worker",
+                names=names.get(key, later),
                 command=build_command(hp.python, self.setup, self.login_shell),
                 python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
@@ -264,8 +267,14 @@ def plan_cluster(
     packages: Sequence[str] | None = None,
     upload: Sequence[str] | None = None,
     login_shell: bool = False,
+    spares: Sequence[str | Host] | None = None,
+    initial_workers: int | None = None,
 ) -> ClusterPlan:
     """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+
+    ``spares`` are hosts kept for ``scale``/``adapt`` and for the workers of
+    a lost host; ``initial_workers`` starts fewer workers than the slots (the
+    other hosts are brought up when a worker is placed there).
 
     ``environment``, ``packages`` and ``upload`` plan the stage before the
     start (:mod:`sshdeploy.env.stageplan`); ``setup`` may be a list of commands.
@@ -298,12 +307,13 @@ def plan_cluster(
     if worker_module is not None:
         worker_class = _from_worker_module(worker_module, worker_class)
     resolved = settings or Settings.resolve(inherit_config=inherit_config)
-    placement = place(hosts, worker_options, remote_python, connect_options)
+    placement = place(with_spares(hosts, spares, remote_python, connect_options),
+                      worker_options, remote_python, connect_options, initial_workers)
     if min_workers is not None and (
         isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
     ):
         raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
-    check_min_workers(min_workers, sum(hp.slots for hp in placement.worker_hosts.values()))
+    check_min_workers(min_workers, len(placement.workers))
     creds: Security | None
     if security is True:
         creds = Security.temporary()

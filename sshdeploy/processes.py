@@ -233,8 +233,12 @@ class WorkerAgents:
         launches: Mapping[ConnectionKey, Launch],
         logbook: LogBook,
         on_worker_exit: Callable[[str, str], None] | None = None,
+        prepare: Callable[[Host], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
+        #: Awaited with a host before its first agent starts (the stage of a host
+        #: brought up after the start).
+        self.prepare = prepare
         self.launches = dict(launches)
         self.logbook = logbook
         self.on_worker_exit = on_worker_exit
@@ -264,6 +268,8 @@ class WorkerAgents:
         return fut
 
     async def _start(self, host: Host) -> AgentChannel:
+        if self.prepare is not None:
+            await self.prepare(host)
         launch = self.launches[host.key]
         ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited)
         self._channels.append(ch)
@@ -287,6 +293,18 @@ class WorkerAgents:
             if w is not None and (name != "*" or w.channel is None or not w.channel.alive):
                 if w.exited(reason) and self.on_worker_exit is not None:
                     self.on_worker_exit(str(w.name), reason)
+
+    async def stop_host(self, host: Host) -> None:
+        """Stop the agent of *host* and everything it runs (a host taken out or removed)."""
+        fut = self._agents.pop(host.key, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+        timeout = self.pool.settings.stop_timeout
+        for ch in [c for c in self._channels if c.host.key == host.key]:
+            if ch.alive:
+                await ch.shutdown(timeout)
+            else:
+                await ch.ensure_gone()
 
     def closing(self) -> None:
         """The cluster closes: every worker start still under way ends now.

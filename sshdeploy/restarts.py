@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from time import monotonic, time
 from typing import Any
@@ -63,11 +64,23 @@ class WorkerRestarts:
         Awaited with a worker's host before a restart; raises an
         :class:`~sshdeploy.errors.SSHDeployError` while the host cannot be
         reached (the restart then waits, with backoff, spending no budget).
+    lost_after : float
+        Seconds a host may stay unreachable before *on_host_lost* is called
+        (``sshdeploy.host-lost-after``).
+    on_host_lost : callable, optional
+        Called with ``(host, why)`` when a host stayed unreachable for
+        *lost_after* seconds; its workers' restarts then end.
+    on_give_up : callable, optional
+        Called with ``(name, host, why)`` after a worker was given up past
+        its budget (not when restarts are off).
     """
 
     def __init__(
         self, cluster: SpecCluster, limit: int, enabled: bool, heartbeat_timeout: float,
         window: float = 60.0, reach: Callable[[Any], Awaitable[Any]] | None = None,
+        lost_after: float = math.inf,
+        on_host_lost: Callable[[Any, str], None] | None = None,
+        on_give_up: Callable[[str, Any, str], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.limit = limit
@@ -75,6 +88,11 @@ class WorkerRestarts:
         self.enabled = enabled
         self.heartbeat_timeout = heartbeat_timeout
         self.reach = reach
+        self.lost_after = lost_after
+        self.on_host_lost = on_host_lost
+        self.on_give_up = on_give_up
+        #: When each host was first found unreachable (monotonic), by host key.
+        self.unreachable_since: dict[Any, float] = {}
         #: Restarts so far, by worker name (for the host rows).
         self.counts: dict[str, int] = {}
         self.budgets: dict[str, RestartBudget] = {}
@@ -82,6 +100,7 @@ class WorkerRestarts:
         self.steps: dict[str, str] = {}
         #: Workers given up on: name -> (host key, why), for the per-host view.
         self.given_up: dict[str, tuple[Any, str]] = {}
+        self._last_host: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
@@ -100,6 +119,11 @@ class WorkerRestarts:
 
     def _host(self, name: str) -> Any:
         return self.cluster.worker_spec.get(name, {}).get("options", {}).get("host")
+
+    def forget(self, name: str) -> None:
+        """Drop what is pending for *name* (its host was taken out: it moved elsewhere)."""
+        self.steps.pop(name, None)
+        self.budgets.pop(name, None)
 
     def restarting(self, name: str) -> bool:
         """Whether a restart of *name* is pending or running."""
@@ -122,7 +146,11 @@ class WorkerRestarts:
                    "it died in a loop" if looping else
                    f"it was lost {len(budget.deaths)} times within {self.window:.0f} s; "
                    f"sshdeploy.worker-restarts allows {budget.describe()}")
-            self.give_up(name, reason, why)
+            moves = self.enabled and self.on_give_up is not None
+            self.give_up(name, reason, why, warn_empty=not moves)
+            if moves and self.on_give_up is not None:
+                # its host is quarantined: its workers (this one too) move elsewhere
+                self.on_give_up(name, self._last_host.get(name), why)
             return
         tries = budget.used(monotonic())
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -144,17 +172,17 @@ class WorkerRestarts:
         timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
 
-    def give_up(self, name: str, reason: str, why: str) -> None:
+    def give_up(self, name: str, reason: str, why: str, warn_empty: bool = True) -> None:
         """Drop *name* for good: a WARNING, a line in ``get_logs()["Cluster"]``, its row."""
         message = f"worker {name} lost ({reason}); not restarted ({why})"
         logger.warning("%s", message)
         compat.record_cluster_log(self.cluster, message)
-        host = self._host(name)
+        host = self._last_host[name] = self._host(name)
         self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}; not restarted")
         self.steps.pop(name, None)
         self.cluster.worker_spec.pop(name, None)
         self.cluster.workers.pop(name, None)
-        if not self.cluster.worker_spec:
+        if warn_empty and not self.cluster.worker_spec:
             empty = (f"the cluster has no workers left: {len(self.given_up)} given up "
                      f"(the last: {name}, {why}); scale() or restart the cluster")
             logger.warning("%s", empty)
@@ -185,8 +213,15 @@ class WorkerRestarts:
                 return True
             try:
                 await self.reach(host)
+                self.unreachable_since.pop(host.key, None)
                 return True
             except SSHDeployError as exc:
+                since = self.unreachable_since.setdefault(host.key, monotonic())
+                if monotonic() - since >= self.lost_after and self.on_host_lost is not None:
+                    self.unreachable_since.pop(host.key, None)
+                    self.on_host_lost(host, f"unreachable for {monotonic() - since:.0f} s "
+                                      f"({first_line(exc)})")
+                    return False
                 step = (f"lost ({reason}); its host is not reachable ({first_line(exc)}); "
                         f"trying again in {delay:.0f} s")
                 if self.steps.get(name, "").split("trying again")[0] != step.split(

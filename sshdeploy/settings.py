@@ -129,6 +129,7 @@ class Settings:
     version_check: VersionPolicy
     worker_restarts: int
     worker_restart_window: float
+    host_lost_after: float
     log_buffer_lines: int
     env_cache_size: int
     upload_warn_size: int

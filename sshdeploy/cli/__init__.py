@@ -293,6 +293,14 @@ class DaskSSH(click.Command):
 @click.option("--min-workers", default=None, type=click.IntRange(min=1), metavar="N",
               help="Come up when at least N workers started; hosts that failed are listed "
                    "in the banner and left out. [default: every worker must start]")
+@click.option("--spare", "spare", multiple=True, metavar="HOST",
+              help="A spare host (repeatable; or the word spare on a hostfile line): no "
+                   "worker at the start, not even connected to; the workers of a host that "
+                   "is lost or quarantined move there, and scale/adapt use it last.")
+@click.option("--initial-workers", default=None, type=click.IntRange(min=0), metavar="N",
+              help="Start only N workers, filling the hosts in order; the other hosts are "
+                   "connected to when scale/adapt place a worker there. [default: every "
+                   "slot of every host but the spares]")
 @click.option("--check-imports", is_flag=True,
               help="With --check: also import dask and distributed on each host (slower; "
                    "by default their versions are read from package metadata).")

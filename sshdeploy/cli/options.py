@@ -244,6 +244,8 @@ class CliOptions:
     interface: str | None
     tls: bool
     min_workers: int | None
+    spare: tuple[str, ...]
+    initial_workers: int | None
     check_imports: bool
     ask_passphrase: bool
     #: Not an option: what the ``--ask-passphrase`` prompt read (never shown).
@@ -328,15 +330,20 @@ class ClusterArgs:
         True for ``--tls``: new temporary TLS credentials, all traffic ``tls://``.
     min_workers : int or None
         ``--min-workers``: come up when at least this many workers started.
+    spares : list of Host
+        ``--spare`` hosts.
+    initial_workers : int or None
+        ``--initial-workers``.
 
     Examples
     --------
     >>> from sshdeploy.hostfile import parse_host
     >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
     >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
-    ['connect_options', 'env', 'environment', 'forward_ports', 'hosts', 'login_shell',
-     'min_workers', 'packages', 'remote_python', 'restart_workers', 'scheduler_options',
-     'security', 'setup', 'upload', 'worker_class', 'worker_options']
+    ['connect_options', 'env', 'environment', 'forward_ports', 'hosts', 'initial_workers',
+     'login_shell', 'min_workers', 'packages', 'remote_python', 'restart_workers',
+     'scheduler_options', 'security', 'setup', 'spares', 'upload', 'worker_class',
+     'worker_options']
     """
 
     hosts: list[Host]
@@ -355,6 +362,8 @@ class ClusterArgs:
     environment: str | None = None
     packages: list[str] = field(default_factory=list)
     upload: list[str] = field(default_factory=list)
+    spares: list[Host] = field(default_factory=list)
+    initial_workers: int | None = None
 
     def kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``.
@@ -593,4 +602,7 @@ def build_cluster_args(
         environment="sync" if opts.sync_env else None,
         packages=list(opts.package),
         upload=list(opts.upload),
+        spares=[h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
+                for text in opts.spare for h in parse_host_line(text, path="--spare")],
+        initial_workers=opts.initial_workers,
     )

@@ -254,14 +254,27 @@ class Stage:
         EnvSyncError
             A transfer failed.
         """
+        return await self._run(self.hosts)
+
+    async def run_on(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostStage]:
+        """Run the stage on hosts brought up after the start; they join :attr:`hosts`.
+
+        The uploads' manifest of the start is reused (``sync_uploads`` sends
+        later changes to every host).
+        """
+        reports = await self._run(hosts)
+        self.hosts = [*self.hosts, *hosts]
+        return reports
+
+    async def _run(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostStage]:
         if not self.plan.active:
             return {}
-        if self.plan.upload:
+        if self.plan.upload and self.manifest is None:
             self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
             self._warn_size(self.manifest)
-        probes = await self._probe_all()
-        self._gate([(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d])
-        todo = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
+        probes = await self._probe_all(hosts)
+        self._gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
+        todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
         await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
@@ -272,9 +285,9 @@ class Stage:
             report.shared_with = self.pool.as_connected(via)
         return self.reports
 
-    async def _probe_all(self) -> list[dict[str, Any] | None]:
-        """Probe every host; every probe ends (and cleans up) before any error is raised."""
-        done = await asyncio.gather(*(self._probe(h, py) for h, py in self.hosts),
+    async def _probe_all(self, hosts: Sequence[tuple[Host, str]]) -> list[dict[str, Any] | None]:
+        """Probe *hosts*; every probe ends (and cleans up) before any error is raised."""
+        done = await asyncio.gather(*(self._probe(h, py) for h, py in hosts),
                                     return_exceptions=True)
         for res in done:
             if isinstance(res, BaseException):
@@ -334,7 +347,7 @@ class Stage:
         (list of Difference, dict)
             The gate's rows, and the hosts that could not be probed, with why.
         """
-        probes = await self._probe_all()
+        probes = await self._probe_all(self.hosts)
         probed = [(h, py, d) for (h, py), d in zip(self.hosts, probes, strict=True) if d]
         skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
         return self.differences(probed), skipped

@@ -36,6 +36,9 @@ class HostRow:
     each : str
         What each of its running workers has, as the scheduler reports it
         (``"1 thread, 11.72 GiB"``; "" when none runs yet).
+    health : str
+        One of :data:`sshdeploy.health.HEALTH_STATES` (``ok``, ``degraded``,
+        ``quarantined``, ``lost``, ``spare``, ``idle``); "" when unknown.
     """
 
     host: str
@@ -46,6 +49,7 @@ class HostRow:
     error: str = ""
     state: str = ""
     each: str = ""
+    health: str = ""
 
 
 def worker_resources(infos: Iterable[Mapping[str, Any]]) -> str:
@@ -79,7 +83,7 @@ def rows_text(rows: Sequence[HostRow]) -> str:
     """Return the rows as an aligned text table.
 
     The ``each worker`` column (threads and memory of each worker) is shown
-    once some host reports it.
+    once some host reports it, the ``health`` column once some host has one.
 
     Examples
     --------
@@ -90,13 +94,18 @@ def rows_text(rows: Sequence[HostRow]) -> str:
     >>> print(rows_text([HostRow("node2", "workers", 2, 2, each="1 thread, 1.00 GiB")]))
     host   role     workers  each worker         restarts  last error
     node2  workers  2/2      1 thread, 1.00 GiB  0
+    >>> print(rows_text([HostRow("node2", "workers", 0, 0, health="lost")]))
+    host   role     health  workers  restarts  last error
+    node2  workers  lost    -        0
     """
     each = any(r.each for r in rows)
-    table = [_cells(("host", "role", "workers", "each worker", "restarts", "last error"), each)]
+    health = any(r.health for r in rows)
+    table = [_cells(("host", "role", "health", "workers", "each worker", "restarts",
+                     "last error"), each, health)]
     for r in rows:
         workers = f"{r.running}/{r.wanted}" if r.wanted or r.running else "-"
-        table.append(_cells((r.host, r.role, workers, r.each, str(r.restarts), _short(r.error)),
-                            each))
+        table.append(_cells((r.host, r.role, r.health, workers, r.each, str(r.restarts),
+                             _short(r.error)), each, health))
     n = len(table[0]) - 1
     widths = [max(len(row[i]) for row in table) for i in range(n)]
     return "\n".join(
@@ -109,21 +118,24 @@ def rows_text(rows: Sequence[HostRow]) -> str:
 def rows_html(rows: Sequence[HostRow]) -> str:
     """Return the rows as an HTML table (every value escaped)."""
     each = any(r.each for r in rows)
+    health = any(r.health for r in rows)
     head = "".join(f"<th style='text-align: left'>{h}</th>" for h in _cells(
-        ("Host", "Role", "Workers", "Each worker", "Restarts", "Last error"), each))
+        ("Host", "Role", "Health", "Workers", "Each worker", "Restarts", "Last error"), each,
+        health))
     body = []
     for r in rows:
         workers = f"{r.running}/{r.wanted}" if r.wanted or r.running else "-"
-        cells = _cells((r.host, r.role, workers, r.each, str(r.restarts), _short(r.error)), each)
+        cells = _cells((r.host, r.role, r.health, workers, r.each, str(r.restarts),
+                        _short(r.error)), each, health)
         body.append("<tr>" + "".join(f"<td style='text-align: left'>{html.escape(c)}</td>"
                                      for c in cells) + "</tr>")
     return (f"<details><summary><strong>Hosts</strong> ({len(rows)})</summary>"
             f"<table><tr>{head}</tr>{''.join(body)}</table></details>")
 
 
-def _cells(cells: tuple[str, ...], each: bool) -> tuple[str, ...]:
-    """Drop the fourth cell (each worker) when no row has it."""
-    return cells if each else cells[:3] + cells[4:]
+def _cells(cells: tuple[str, ...], each: bool, health: bool) -> tuple[str, ...]:
+    """Drop the health and each-worker cells (third, fifth) when no row has them."""
+    return tuple(c for i, c in enumerate(cells) if (i != 2 or health) and (i != 4 or each))
 
 
 def _short(error: str, limit: int = 100) -> str:

@@ -30,7 +30,7 @@ __all__ = ["STATE_ORDER", "StatusView", "changed_lines", "first_line", "summary_
 
 #: The states of a host's start, in the order a start goes through them.
 STATE_ORDER = HOST_STATES
-_STATE_STYLE = {"ready": "green", "failed": "bold red"}
+_STATE_STYLE = {"ready": "green", "failed": "bold red", "quarantined": "red", "lost": "red"}
 _STATE_WIDTH = max(len(s) for s in STATE_ORDER)  # the column does not jump as states change
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 

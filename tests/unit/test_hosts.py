@@ -494,7 +494,18 @@ def test_grammar_example_parses() -> None:
     example = HOSTFILE_GRAMMAR.split("Example:", 1)[1]
     hosts = parse_hostfile_text(example)
     assert [h.as_written() for h in hosts][:2] == ["alice@head.lab:2222", "alice@gpu01"]
-    assert len(hosts) == 6
+    assert len(hosts) == 7
+    assert [h.hostname for h in hosts if h.spare] == ["gpu05"]
+
+
+def test_spare_word_marks_spares_and_is_checked() -> None:
+    hosts = parse_hostfile_text("head\nn[1-2] slots=2\nn3 spare\n")
+    assert [(h.hostname, h.spare, h.slots) for h in hosts] == [
+        ("head", False, None), ("n1", False, 2), ("n2", False, 2), ("n3", True, None)]
+    with pytest.raises(HostfileError, match="duplicate word 'spare'"):
+        parse_hostfile_text("head\nn3 spare spare\n")
+    with pytest.raises(HostfileError, match="or the word spare"):
+        parse_hostfile_text("head\nn3 sparse\n")
 
 
 # ------------------------------------------------------------------- ranges
