@@ -434,7 +434,8 @@ class SSHCluster(SpecCluster):
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
-        they hold are copied to the other workers first.
+        they hold are copied to the other workers first (within
+        ``sshdeploy.start-timeout``; then they are closed all the same).
 
         (SpecCluster asks the scheduler to retire them by *address* given their
         names, which retires none: their data would be lost, then recomputed.)
@@ -444,8 +445,12 @@ class SSHCluster(SpecCluster):
         if comm is None:
             return
         try:
-            await comm.retire_workers(names=names, close_workers=False, remove=True,
-                                      stimulus_id=f"sshdeploy-retire-{time.time()}")
+            # Bounded: a worker cut off from the network would hold the scale (and
+            # every later one) until the scheduler drops it, minutes later.
+            await asyncio.wait_for(
+                comm.retire_workers(names=names, close_workers=False, remove=True,
+                                    stimulus_id=f"sshdeploy-retire-{time.time()}"),
+                self._cluster_plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
 
@@ -636,6 +641,21 @@ class SSHCluster(SpecCluster):
         """The workers agents of the hosts."""
         return self._agents
 
+    @property
+    def stage(self) -> Stage:
+        """The stage before the start (version gate, environment, uploads)."""
+        return self._stage
+
+    @property
+    def restarts(self) -> WorkerRestarts:
+        """The restart policy of lost workers."""
+        return self._restarts
+
+    @property
+    def fleet(self) -> Fleet:
+        """The worker hosts' health, and the moves, additions and removals."""
+        return self._fleet
+
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
         if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
@@ -690,7 +710,13 @@ class SSHCluster(SpecCluster):
             Hosts whose workers could not start (named, with why); they are
             left out again.
         """
-        return self.sync(self._fleet.add_hosts, hosts, spare)
+        return self.sync(self._add_hosts, hosts, spare)
+
+    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
+        try:
+            return await self._fleet.add_hosts(hosts, spare)
+        finally:
+            await self._note_hosts()
 
     def remove_hosts(self, hosts: Sequence[str | Host]) -> Any:
         """Retire the workers of *hosts* through the scheduler, then drop the hosts.
@@ -704,7 +730,23 @@ class SSHCluster(SpecCluster):
         list of str
             The workers retired (awaitable when the cluster is asynchronous).
         """
-        return self.sync(self._fleet.remove_hosts, hosts)
+        return self.sync(self._remove_hosts, hosts)
+
+    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
+        try:
+            return await self._fleet.remove_hosts(hosts)
+        finally:
+            await self._note_hosts()
+
+    async def _note_hosts(self) -> None:
+        """A named cluster records its hosts (from_name and list find them); logged if not."""
+        if self._kept is None:
+            return
+        try:
+            await self._kept.note_hosts(self)
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its hosts: %s",
+                           self._kept.policy.name, err)
 
     def readmit(self, host: str | Host) -> bool:
         """Let a quarantined or lost host take workers again (scale, adapt, moves).
@@ -720,21 +762,6 @@ class SSHCluster(SpecCluster):
     def start_failure_on(self, key: ConnectionKey) -> SSHDeployError | None:
         """The error the last worker start on host *key* failed with, if any."""
         return self._host_start_errors.pop(key, None)
-
-    @property
-    def stage(self) -> Stage:
-        """The stage before the start (version gate, environment, uploads)."""
-        return self._stage
-
-    @property
-    def restarts(self) -> WorkerRestarts:
-        """The restart policy of lost workers."""
-        return self._restarts
-
-    @property
-    def fleet(self) -> Fleet:
-        """The worker hosts' health, and the moves, additions and removals."""
-        return self._fleet
 
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
@@ -986,7 +1013,7 @@ class SSHCluster(SpecCluster):
         names = [n for n, s in self.worker_spec.items()
                  if "options" in s and s["options"]["host"].key == key]
         trouble = any(n in self._restarts.steps for n in names) or (
-            bool(row["error"]) and row["running"] < row["wanted"])
+            bool(row["error"]) and (row["running"] < row["wanted"] or not row["running"]))
         if runs_scheduler and not row["wanted"]:
             sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
             trouble = trouble or bool(sched is not None and sched.exit_reason)

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 from distributed.core import Status
 
 from . import compat
-from .errors import ConfigError, failures_by_host
+from .errors import ConfigError, SSHDeployError, failures_by_host
 from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
-from .placement import extend, without
+from .named import flow
+from .placement import HostPlan, extend, without, worker_name
 from .processes import RemoteWorker
 
 if TYPE_CHECKING:
@@ -169,9 +170,10 @@ class Fleet:
         if went:
             text += "; its workers moved: " + ", ".join(went)
         if stuck:
-            free = sum(hp.slots for hp in plans.values())
-            text += (f"; no free slot or spare for {stuck} of its workers (the hosts hold "
-                     f"{free}): the cluster runs with fewer (add_hosts() or spares=[...])")
+            out = self.health.excluded()
+            free = sum(hp.slots for k, hp in plans.items() if k not in out)
+            text += (f"; no free slot or spare for {stuck} of its workers (the hosts in use "
+                     f"hold {free}): the cluster runs with fewer (add_hosts() or spares=[...])")
         if not moved:
             text += "; it ran no worker"
         return text + ". It gets no worker again unless readmitted (cluster.readmit)."
@@ -236,14 +238,14 @@ class Fleet:
         if spare:
             return []
         started: list[str] = []
-        for key in keys:
+        for key in keys:  # their own slots, whatever other hosts have free
+            host = placement.worker_hosts[key].host
+            i = 0
             for _ in range(placement.worker_hosts[key].slots):
-                spec = c.new_worker_spec()
-                name = next(iter(spec), None)
-                if name is None or c.worker_spec.get(name) is not None:
-                    break
-                c.worker_spec.update(spec)
-                started.append(name)
+                while worker_name(host, i) in c.worker_spec:
+                    i += 1
+                c.worker_spec[worker_name(host, i)] = c.worker_spec_for(host)
+                started.append(worker_name(host, i))
         await compat.correct_state(c)
         failed = {}
         for k in keys:
@@ -306,9 +308,21 @@ class Fleet:
             if hp is not None:
                 with contextlib.suppress(Exception):
                     await c.agents.stop_host(hp.host)
+                if c.kept is not None:  # agents of an earlier controller may run there too
+                    await self._stop_kept(hp)
             self.health.readmit(key)
             self._staged.pop(key, None)
         c.replace_placement(without(placement, keys))
+
+    async def _stop_kept(self, hp: HostPlan) -> None:
+        c = self.cluster
+        assert c.kept is not None
+        try:
+            await flow.stop_on(c.kept.policy.name, hp.host, c.cluster_plan.launch(hp), c.pool)
+        except SSHDeployError as err:
+            self._say(f"host {self._show(hp.host)}: could not stop the cluster's processes "
+                      f"there ({str(err).splitlines()[0]}); its agents stop by themselves "
+                      "once they run no worker")
 
     async def close(self) -> None:
         """Cancel what runs in the background (moves, stops)."""

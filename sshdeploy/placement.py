@@ -363,8 +363,8 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
     """Return *placement* with more worker hosts (``cluster.add_hosts``).
 
     A new host takes its slots from its own ``slots`` or ``n_workers``, and
-    the remote Python and connect options of the first worker host unless it
-    names its own Python.
+    the user, port, remote Python and connect options of the first worker
+    host unless it gives its own.
 
     Raises
     ------
@@ -381,7 +381,9 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
     plans = dict(placement.worker_hosts)
     spares = set(placement.spares)
     wopts = placement.worker_options
-    for h in same_spelling(as_hosts(hosts), [model.connect_options] * len(hosts)):
+    given = [h.with_defaults(user=model.host.user, port=model.host.port)
+             for h in as_hosts(hosts)]
+    for h in same_spelling(given, [model.connect_options] * len(given)):
         if h.key in plans:
             raise ConfigError("hosts", f"{h.as_written()} is already a host of the cluster",
                               remedy="Add hosts that are not in it (cluster.readmit() lets a "

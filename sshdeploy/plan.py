@@ -122,6 +122,8 @@ class RemotePlan:
     share : str
         Workers only: what each worker gets of the host's cores and memory
         (:func:`sshdeploy.remote.agent.describe_share`).
+    spare : bool
+        Workers only: the host is a spare (no worker at the start).
     """
 
     host: str
@@ -132,6 +134,7 @@ class RemotePlan:
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     share: str = ""
+    spare: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ class ClusterPlan:
             later = [f"no worker at the start; {hp.slots} slot(s) for scale/adapt"
                      + (" and for the workers of a lost host" if key in p.spares else "")]
             out.append(RemotePlan(
-                host=show(hp.host), role="spare" if key in p.spares else "worker",
+                host=show(hp.host), role="worker", spare=key in p.spares,
                 names=names.get(key, later),
                 command=build_command(hp.python, self.setup, self.login_shell),
                 python=hp.python,

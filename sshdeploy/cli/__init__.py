@@ -121,6 +121,7 @@ Named clusters that outlive the terminal (dask-ssh SUBCOMMAND --help):
   dask-ssh up --name NAME [OPTIONS] HOST...   start one; return once it runs
   dask-ssh list|ls [--json]                   every named cluster, probed now
   dask-ssh status|logs|scale|attach NAME      operate one
+  dask-ssh add|remove NAME HOST...            add hosts (--spare), retire and remove
   dask-ssh down NAME|--all, dask-ssh clean    stop them, forget the gone ones
 A host literally named like a subcommand is given with its user or port
 (dask-ssh root@up node2) or after -- (dask-ssh -- up node2).
@@ -136,6 +137,7 @@ def _epilog() -> str:
         "  dask-ssh --check --hostfile hosts.txt\n"
         "  dask-ssh --interface eth1 --tls head node[1-8]\n"
         "  dask-ssh --min-workers 6 node[1-8]\n"
+        "  dask-ssh --spare 'node[9-10]' head node[1-8]\n"
         "  dask-ssh --dry-run alice@head:2222 'gpu[01-04] slots=2'\n"
     )
 
@@ -160,7 +162,7 @@ class DaskSSH(click.Command):
     """The classic command, whose first argument may instead name a subcommand.
 
     ``dask-ssh node1 node2`` runs a cluster in the foreground, as it always
-    did; ``dask-ssh up|list|ls|status|logs|scale|attach|down|clean ...`` runs
+    did; ``dask-ssh up|list|ls|status|logs|scale|add|remove|attach|down|clean ...`` runs
     that subcommand. A host literally named like a subcommand is given with
     its user or port (``root@up``) or after ``--``.
     """

@@ -1,4 +1,5 @@
-"""``dask-ssh`` subcommands for named clusters: list, status, logs, scale, attach, down, clean.
+"""``dask-ssh`` subcommands for named clusters: list, status, logs, scale, add, remove,
+attach, down, clean.
 
 Each is a small click command over :mod:`sshdeploy.named` (``up`` is the
 classic command with ``--name``, see :mod:`sshdeploy.cli`). Nothing here
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from sshdeploy.named.state import ClusterRecord
 
 #: The subcommands, and what ``dask-ssh HOST...`` (the classic form) is not.
-COMMANDS = ("up", "list", "ls", "status", "logs", "scale", "attach", "down", "clean")
+COMMANDS = ("up", "list", "ls", "status", "logs", "scale", "add", "remove", "attach", "down",
+            "clean")
 
 
 def _console(stream: Any = None) -> Console:
@@ -149,7 +151,8 @@ def status_command(name: str) -> None:
     """Show one row per host of cluster NAME: role, agents, workers running / wanted."""
     from sshdeploy.named import flow
     from sshdeploy.named.hostops import on_hosts
-    from sshdeploy.named.status import classify
+    from sshdeploy.named.spec import hosts_of
+    from sshdeploy.named.status import classify, host_health
 
     record = _record(name)
 
@@ -170,17 +173,21 @@ def status_command(name: str) -> None:
         for w in (sched.get("status") or {}).get("workers") or []:
             workers_by_host.setdefault(str(w.get("name", "")).rpartition("-")[0], []).append(
                 str(w.get("name")))
+    spares = {h.hostname for h in hosts_of(record.spec) if h.spare}
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("host", "role", "agents", "workers", "error"):
+    for column in ("host", "role", "health", "agents", "workers", "error"):
         table.add_column(column)
     for i, (host, answer) in enumerate(answers.items()):
-        role = "scheduler" if i == 0 else "workers"
+        role = "scheduler" if i == 0 else "spare" if host.hostname in spares else "workers"
+        names = workers_by_host.get(host.hostname, [])
+        health = host_health(answer, runs_scheduler=i == 0, spare=host.hostname in spares,
+                             workers=len(names))
         if isinstance(answer, BaseException):
-            table.add_row(pool.as_connected(host), role, "-", "-", str(answer).splitlines()[0])
+            table.add_row(pool.as_connected(host), role, health, "-", "-",
+                          str(answer).splitlines()[0])
             continue
         alive = [a for a in answer.get("agents") or [] if a.get("alive")]
-        names = workers_by_host.get(host.hostname, [])
-        table.add_row(pool.as_connected(host), role, str(len(alive)),
+        table.add_row(pool.as_connected(host), role, health, str(len(alive)),
                       ", ".join(names) if names else "-", "")
     console.print(table)
 
@@ -284,6 +291,54 @@ def scale_command(name: str, n: int) -> None:
     finally:
         cluster.close()
     _console().print(f"{name}: {running} worker{'s' if running != 1 else ''}")
+
+
+@click.command("add")
+@NAME_ARG
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--spare", is_flag=True,
+              help="Add them as spares: no worker now; used by scale and to replace lost hosts.")
+@handled
+def add_command(name: str, hosts: tuple[str, ...], spare: bool) -> None:
+    """Add HOSTS (``[user@]host[:port] [slots=N]``, ranges too) to cluster NAME.
+
+    Unless --spare, workers start in their slots; returns when they run. The
+    cluster records them (``from_name``, ``list`` and ``status`` see them).
+    """
+    from sshdeploy.cluster import SSHCluster
+    from sshdeploy.hostfile import parse_host_line
+
+    added = [h for text in hosts for h in parse_host_line(text, path="<command line>")]
+    cluster = SSHCluster.from_name(name)
+    try:
+        started = cluster.add_hosts(added, spare=spare)
+        total = len(cluster.worker_spec)
+    finally:
+        cluster.close()
+    what = "as spares" if spare else (f"workers started: {', '.join(started)}" if started
+                                      else "no worker started")
+    _console().print(f"{name}: {len(added)} host(s) added ({what}); {total} worker(s)")
+
+
+@click.command("remove")
+@NAME_ARG
+@click.argument("hosts", nargs=-1, required=True)
+@handled
+def remove_command(name: str, hosts: tuple[str, ...]) -> None:
+    """Remove HOSTS from cluster NAME: their workers are retired first (their results move
+    to the other workers), then the hosts are left alone."""
+    from sshdeploy.cluster import SSHCluster
+    from sshdeploy.hostfile import parse_host_line
+
+    gone = [h for text in hosts for h in parse_host_line(text, path="<command line>")]
+    cluster = SSHCluster.from_name(name)
+    try:
+        retired = cluster.remove_hosts(gone)
+        total = len(cluster.worker_spec)
+    finally:
+        cluster.close()
+    _console().print(f"{name}: {len(gone)} host(s) removed (workers retired: "
+                     f"{', '.join(retired) or 'none'}); {total} worker(s)")
 
 
 @click.command("down")
@@ -419,6 +474,7 @@ async def _attach(record: ClusterRecord) -> None:
 #: The subcommands by name (``ls`` is ``list``).
 SUBCOMMANDS: dict[str, click.Command] = {
     "list": list_command, "ls": list_command, "status": status_command,
-    "logs": logs_command, "scale": scale_command, "attach": attach_command,
+    "logs": logs_command, "scale": scale_command, "add": add_command,
+    "remove": remove_command, "attach": attach_command,
     "down": down_command, "clean": clean_command,
 }

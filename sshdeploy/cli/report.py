@@ -31,6 +31,7 @@ def print_banner(
     failed_hosts: Mapping[str, str] | None = None,
     connect_line: str | None = None,
     each_by_host: Mapping[str, str] | None = None,
+    later_hosts: Mapping[str, str] | None = None,
 ) -> None:
     """Print the banner shown once the cluster runs.
 
@@ -55,6 +56,9 @@ def print_banner(
         The Python line that connects a client (``--tls``), printed whole.
     each_by_host : Mapping[str, str], optional
         Host to what each of its workers has (``1 thread, 11.72 GiB``).
+    later_hosts : Mapping[str, str], optional
+        Hosts with no worker yet (spares, ``--initial-workers``) to what they
+        are kept for: one line each, not connected to yet.
 
     Examples
     --------
@@ -95,6 +99,9 @@ def print_banner(
         if each:
             line.append(f"  ({each} each)", style="dim")
         console.print(line)
+    for host, what in (later_hosts or {}).items():
+        console.print(Text(f"  {what.ljust(9)}  {host}  (no worker yet; not connected to)",
+                           style="dim"))
     for host, reason in (failed_hosts or {}).items():
         line = Text("  left out  ", style="bold yellow")
         line.append(f"{host}: {_one_line(reason)}")
@@ -180,7 +187,8 @@ def print_plan(
         first = False
         head = Text("# ")
         head.append(str(plan.host), style="bold")
-        head.append(f"  {plan.role}  ", style="magenta" if plan.role == "scheduler" else "cyan")
+        role = "spare" if getattr(plan, "spare", False) else plan.role
+        head.append(f"  {role}  ", style="magenta" if role == "scheduler" else "cyan")
         head.append(", ".join(plan.names))
         _emit(console, out, plain, head)
         _emit(console, out, plain, Text(f"#   python:  {plan.python}", style="dim"))

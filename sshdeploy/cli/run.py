@@ -305,6 +305,21 @@ class ClientCredentials:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _later_hosts(cluster: Any, by_host: Mapping[str, Any]) -> dict[str, str]:
+    """Worker hosts with no worker yet: ``spare`` or ``later`` (``--initial-workers``)."""
+    placement = getattr(cluster, "placement", None)
+    if placement is None:
+        return {}
+    pool = cluster.pool
+    out = {}
+    for key, hp in placement.worker_hosts.items():
+        where = pool.as_connected(hp.host)
+        if where in by_host or not hp.slots:
+            continue
+        out[where] = "spare" if key in placement.spares else "later"
+    return out
+
+
 def _failed_hosts(cluster: Any) -> dict[str, str]:
     """Host -> the first line of why it was left out (``--min-workers``)."""
     failed = dict(getattr(cluster, "failed_hosts", None) or {})
@@ -466,6 +481,7 @@ class _Run:
             forwarded_from=_forwarded_from(cluster),
             failed_hosts=_failed_hosts(cluster),
             connect_line=connect_line,
+            later_hosts=_later_hosts(cluster, by_host),
         )
 
     async def _run_until_stopped(self, cluster: Any) -> int:

@@ -155,6 +155,20 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     return report
 
 
+async def stop_on(name: str, host: Host, launch: Launch, pool: HostPool,
+                  grace: float = 5.0) -> None:
+    """Stop what cluster *name* runs on one host and remove its files there (a host removed).
+
+    Raises
+    ------
+    HostError
+        The host could not be reached.
+    """
+    await host_op(pool, host, launch, name, "kill", timeout=OP_TIMEOUT + grace)
+    await host_op(pool, host, launch, name, "remove", data={"owner": False},
+                  timeout=OP_TIMEOUT)
+
+
 async def fetch(name: str, host: Host, connect_options: Mapping[str, Any] | None,
                 python: str | None = None) -> ClusterRecord:
     """Read the authoritative record of *name* from its scheduler host *host*.

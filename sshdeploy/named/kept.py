@@ -22,7 +22,7 @@ from sshdeploy.hosts import Host
 from sshdeploy.named import flow
 from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy
-from sshdeploy.named.spec import cluster_spec
+from sshdeploy.named.spec import cluster_spec, with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.settings import Settings
@@ -144,6 +144,24 @@ class KeptCluster:
                 name=name, host=hp.host, agents=cluster.agents)
         self.record = record
         self.adopted = True
+
+    async def note_hosts(self, cluster: SSHCluster) -> None:
+        """After hosts were added or removed: record them (``from_name`` finds them)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            record = self.record
+            if record is None:
+                return
+            placement = cluster.cluster_plan.placement
+            spec = with_hosts(record.spec, [
+                (hp.host, hp.slots, hp.python, key in placement.spares)
+                for key, hp in placement.worker_hosts.items()])
+            spec["wanted"] = len(cluster.worker_spec)
+            updated = dataclasses.replace(record, spec=spec)
+            await flow.save(updated, cluster.pool, self.store)
+            self.record = updated
+            self.spec.update(spec)
 
     async def note_wanted(self, cluster: SSHCluster) -> None:
         """After a scale: record how many workers the cluster now wants (``list`` compares).

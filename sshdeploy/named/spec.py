@@ -75,8 +75,7 @@ def cluster_spec(
     pythons = per_host(remote_python, len(hs), "remote_python")
     copts = per_host(connect_options, len(hs), "connect_options")
     return {
-        "hosts": [{k: v for k, v in dataclasses.asdict(h).items() if v is not None}
-                  for h in hs],
+        "hosts": [host_json(h) for h in hs],
         "connect_options": [jsonable(dict(o or {}), dropped, "connect_options") for o in copts],
         "worker_options": jsonable(dict(worker_options or {}), dropped, "worker_options"),
         "scheduler_options": jsonable(dict(scheduler_options or {}), dropped,
@@ -94,6 +93,60 @@ def cluster_spec(
         "wanted": wanted,
         "dropped": dropped,
     }
+
+
+def host_json(host: Host) -> dict[str, Any]:
+    """One host of a stored spec: its set fields (``spare`` only when it is one)."""
+    return {k: v for k, v in dataclasses.asdict(host).items()
+            if v is not None and v is not False}
+
+
+def with_hosts(spec: Mapping[str, Any], worker_hosts: Sequence[tuple[Host, int, str, bool]]
+               ) -> dict[str, Any]:
+    """Return *spec* with the worker hosts a running cluster has now (added, removed).
+
+    Parameters
+    ----------
+    spec : dict
+        The stored spec; its first host (the scheduler's) always stays.
+    worker_hosts : list of (Host, slots, python, spare)
+        Every worker host of the cluster now.
+
+    Entries of hosts still there are kept as written (their per-host
+    ``connect_options`` and ``remote_python`` entries too); a new host is
+    appended with its slots, Python and spare flag, and the connect options
+    of the first worker host.
+
+    Examples
+    --------
+    >>> spec = {"hosts": [{"hostname": "s"}, {"hostname": "a"}, {"hostname": "b"}],
+    ...         "connect_options": [{}, {"port": 22}, {"port": 22}],
+    ...         "remote_python": ["/py", "/py", "/py"]}
+    >>> new = with_hosts(spec, [(Host("a"), 1, "/py", False), (Host("c"), 2, "/py", True)])
+    >>> new["hosts"]
+    [{'hostname': 's'}, {'hostname': 'a'}, {'hostname': 'c', 'slots': 2, 'spare': True}]
+    >>> new["connect_options"], new["remote_python"]
+    ([{}, {'port': 22}, {'port': 22}], ['/py', '/py', '/py'])
+    """
+    hosts = [Host(**h) for h in spec.get("hosts") or []]
+    n = len(hosts)
+    copts = list(spec.get("connect_options") or [{}] * n)
+    pythons = list(spec.get("remote_python") or [None] * n)
+    now = {h.hostname: h for h, *_ in worker_hosts}
+    keep = [0, *(i for i in range(1, n) if hosts[i].hostname in now)]
+    model = copts[keep[1]] if len(keep) > 1 else copts[0] if copts else {}
+    out_hosts = [spec["hosts"][i] for i in keep]
+    out_copts = [copts[i] for i in keep]
+    out_pythons = [pythons[i] for i in keep]
+    there = {hosts[i].hostname for i in keep[1:]}
+    for host, slots, python, spare in worker_hosts:
+        if host.hostname in there:
+            continue
+        out_hosts.append(host_json(dataclasses.replace(host, slots=slots, spare=spare)))
+        out_copts.append(model)
+        out_pythons.append(python)
+    return {**spec, "hosts": out_hosts, "connect_options": out_copts,
+            "remote_python": out_pythons}
 
 
 def hosts_of(spec: Mapping[str, Any]) -> list[Host]:

@@ -113,6 +113,33 @@ def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
                          clients=clients, **base)
 
 
+def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,
+                spare: bool, workers: int) -> str:
+    """One host's health as ``dask-ssh status`` sees it from the host's own answer.
+
+    No controller keeps the host states of a named cluster while none is
+    attached, so this is what the host says now: ``unreachable``, ``ok``,
+    ``spare`` or ``idle`` (a worker host running no worker).
+
+    Examples
+    --------
+    >>> host_health({"agents": [{"alive": True}]}, runs_scheduler=False, spare=False, workers=2)
+    'ok'
+    >>> host_health({"agents": []}, runs_scheduler=False, spare=True, workers=0)
+    'spare'
+    >>> host_health(OSError("timed out"), runs_scheduler=False, spare=False, workers=0)
+    'unreachable'
+    """
+    if isinstance(answer, BaseException):
+        return "unreachable"
+    alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+    if runs_scheduler:
+        return "ok" if alive else "degraded"
+    if workers:
+        return "ok"
+    return "spare" if spare else "idle"
+
+
 def format_age(seconds: float | None) -> str:
     """Return *seconds* as a short age: ``45s``, ``12m``, ``3h05m``, ``2d4h``, or ``-``.
 

@@ -141,3 +141,37 @@ def test_another_machine_reads_the_record_on_the_scheduler_host(
         assert testbed.python_processes(bed) == {}
     finally:
         os.environ["XDG_STATE_HOME"] = env["XDG_STATE_HOME"]
+
+
+def test_add_and_remove_hosts_of_a_named_cluster(bed: testbed.Bed, env: dict[str, str]) -> None:
+    name = f"hosts-{uuid.uuid4().hex[:6]}"
+    up = dask_ssh(env, "up", "--name", name, *credentials(bed), "--scheduler-port", "0",
+                  "--dashboard-address", ":0", n1, n2)
+    assert up.returncode == 0, up.stdout + up.stderr
+    added = dask_ssh(env, "add", name, f"{n3} slots=2")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert f"workers started: {n3}-0, {n3}-1" in added.stdout and "3 worker(s)" in added.stdout
+    spare = dask_ssh(env, "add", name, "--spare", n4)
+    assert spare.returncode == 0 and "as spares" in spare.stdout, spare.stdout + spare.stderr
+    assert n4 not in testbed.python_processes(bed)  # a spare: nothing started there
+    status = dask_ssh(env, "status", name)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0].rpartition("@")[2].partition(":")[0]: line.split()[1:3]
+            for line in status.stdout.splitlines() if line.startswith("root@")}
+    # (the hosts added take the user of the first worker host: root@ on every row)
+    assert rows == {n1: ["scheduler", "ok"], n2: ["workers", "ok"], n3: ["workers", "ok"],
+                    n4: ["spare", "spare"]}, status.stdout
+    removed = dask_ssh(env, "remove", name, n2)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert f"workers retired: {n2}-0" in removed.stdout
+    # a new controller finds the hosts as they are now
+    with SSHCluster.from_name(name) as cluster:
+        hosts = {hp.host.hostname: hp.slots for hp in cluster.placement.worker_hosts.values()}
+        assert hosts == {n3: 2, n4: 1}
+        assert {hp.host.hostname for k, hp in cluster.placement.worker_hosts.items()
+                if k in cluster.placement.spares} == {n4}
+        assert sorted(cluster.worker_spec) == [f"{n3}-0", f"{n3}-1"]
+    assert n2 not in testbed.python_processes(bed)
+    down = dask_ssh(env, "down", name)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert testbed.python_processes(bed) == {}

@@ -234,3 +234,18 @@ def test_bad_initial_workers_on_the_command_line_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli.main, ["--dry-run", "--initial-workers", "5", "a", "b"])
     assert result.exit_code != 0
     assert "initial_workers" in result.output and "from 0 to 1" in result.output
+
+
+def test_the_banner_lists_hosts_with_no_worker_yet() -> None:
+    import io
+
+    from sshdeploy.cli.console import make_console
+    from sshdeploy.cli.report import print_banner
+
+    buf = io.StringIO()
+    print_banner(make_console(buf), scheduler_address="tcp://n1:8786", dashboard_link=None,
+                 scheduler_host="n1", workers_by_host={"n2": ["n2-0"]},
+                 later_hosts={"n3": "later", "n4": "spare"})
+    lines = buf.getvalue().splitlines()
+    assert lines[-2:] == ["  later      n3  (no worker yet; not connected to)",
+                          "  spare      n4  (no worker yet; not connected to)"]
