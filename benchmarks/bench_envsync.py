@@ -23,6 +23,8 @@ Seconds run from the constructor to every worker connected. Prints a table;
 writes ``--out`` JSON and markdown. Only reports; asserts nothing.
 
     python benchmarks/bench_envsync.py --hosts 8 --repeats 2 --out benchmarks/results/
+
+``--modes plain-ignore,plain --stem gate`` measures the version gate's cost alone.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import _bedprobe
 import _source  # noqa: F401  (before anything imports sshdeploy)
 
 BARE = "/usr/bin/python3"
+MODES = ("plain-ignore", "plain", "sync-first", "sync-cached", "upload-1MiB", "upload-50MiB")
 
 
 def tree(root: Path, total: int, files: int) -> Path:
@@ -129,13 +132,17 @@ def main() -> None:
     parser.add_argument("--bed", default="sdbench")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated subset, e.g. plain-ignore,plain (the gate's cost)")
+    parser.add_argument("--stem", default="envsync", help="--out file names: STEM.json, STEM.md")
     args = parser.parse_args()
     from sshdeploy import testbed
 
     bed = _bedprobe.bring_up(args.hosts, args.bed)
     rows: list[dict[str, Any]] = []
-    modes = ["plain-ignore", "plain", "sync-first", "sync-cached", "upload-1MiB",
-             "upload-50MiB"]
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    if "plain-ignore" not in modes:
+        parser.error("--modes must include plain-ignore (the ratios' base)")
     try:
         with tempfile.TemporaryDirectory() as work:
             for _ in range(args.repeats):
@@ -153,8 +160,8 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = {"source": _bedprobe.source_state(), "rows": rows}
-        (args.out / "envsync.json").write_text(json.dumps(payload, indent=1) + "\n")
-        (args.out / "envsync.md").write_text(md)
+        (args.out / f"{args.stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (args.out / f"{args.stem}.md").write_text(md)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,7 @@ class SSHCluster(SpecCluster):
                 "kwargs": plan.scheduler_options,
                 "cls": plan.scheduler_class,
                 "forward": plan.forward_ports,
+                "gate": self._gate_passed,
             },
         }
         workers = {
@@ -302,8 +303,9 @@ class SSHCluster(SpecCluster):
         plan = self._stage.plan
         gate: asyncio.Future[Any] | None = None
         if plan.env is None and not plan.upload:
-            # Only the version gate: it runs beside the scheduler's start (no latency
-            # added) and fails the start before any worker starts.
+            # Only the version gate: it runs while the scheduler's agent starts and
+            # imports distributed (no latency added); the scheduler is created only
+            # once it has passed (_gate_passed), so a mismatch starts no scheduler.
             gate = self._gate = asyncio.ensure_future(self._stage.run())
         else:
             try:  # the environment and the uploads (and the gate) before anything starts
@@ -335,6 +337,11 @@ class SSHCluster(SpecCluster):
         if fwd is not None:
             logger.info("%s", fwd.reason)
             compat.record_cluster_log(self, fwd.reason)
+
+    async def _gate_passed(self) -> None:
+        """Return once the version gate (if one runs beside the start) has passed; else raise."""
+        if self._gate is not None:
+            await asyncio.shield(self._gate)  # cancelled and awaited by _end_gate, not here
 
     async def _end_gate(self) -> None:
         """Cancel a version gate still running, and wait until its remote probes are gone."""

@@ -88,6 +88,10 @@ class RemoteScheduler(ProcessInterface):
     forward : bool or None
         Reach it through the SSH connection: always (True), never (False),
         or when the controller cannot reach its address directly (None).
+    gate : callable, optional
+        Awaited once the agent has imported distributed and before it is asked
+        to create the scheduler (the version gate, run meanwhile): when it
+        raises, the agent is ended and no scheduler ever existed.
     """
 
     def __init__(
@@ -100,9 +104,11 @@ class RemoteScheduler(ProcessInterface):
         cls: str | None = None,
         on_exit: Callable[[str, str], None] | None = None,
         forward: bool | None = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self.host = host
+        self.gate = gate
         self.kwargs = dict(kwargs or {})
         self.cls = cls
         self._on_exit = on_exit
@@ -152,6 +158,12 @@ class RemoteScheduler(ProcessInterface):
         timeout = self.settings.start_timeout
         ch = self.channel
         await ch.start(timeout)
+        if self.gate is not None:
+            try:  # start_scheduler is the agent's "go": not sent unless the gate passed
+                await self.gate()
+            except BaseException:
+                await ch.abort()
+                raise
         assert ch.connection is not None
         kw = resolve_advertised(self.kwargs, ch.connection.address)
         answer = await ch.call("start_scheduler", "scheduler", kw, timeout, cls=self.cls)

@@ -70,6 +70,7 @@ from sshdeploy.testbed.procs import (
     processes,
     python_processes,
     run_in,
+    shared_directory,
     wait_until,
 )
 from sshdeploy.testbed.sshd import PROVISION, sshd_log
@@ -102,6 +103,7 @@ __all__ = [
     "release",
     "run_in",
     "set_link",
+    "shared_directory",
     "sshd_log",
     "state_dir",
     "status",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from sshdeploy.testbed.model import (
@@ -17,6 +19,7 @@ from sshdeploy.testbed.model import (
     TestbedError,
     bed_of_namespace,
     read_state,
+    state_dir,
 )
 from sshdeploy.testbed.system import cmdline, is_zombie, netns_pids
 
@@ -66,6 +69,53 @@ def _sshd_pid(host: BedHost) -> int | None:
         if h["namespace"] == host.namespace and h.get("sshd_pid"):
             return int(h["sshd_pid"])
     return None
+
+
+@contextlib.contextmanager
+def shared_directory(hosts: Sequence[BedHost], target: str) -> Iterator[Path]:
+    """Give *hosts* one directory at *target* (e.g. ``/root/.cache``), as NFS would.
+
+    A new directory of the bed's state (which every host's mount namespace
+    sees at the same path) is bind-mounted over *target* in each host's own
+    mount namespace (``nsenter`` into its sshd's); on exit the mounts are
+    removed, so each host has its own *target* again, and the directory is
+    deleted. Nothing outside the hosts' namespaces changes.
+
+    Yields
+    ------
+    Path
+        The shared directory, as this machine sees it.
+
+    Raises
+    ------
+    TestbedError
+        A host is not a host of a bed that is up, or the mount failed.
+    """
+    pids = [_sshd_pid(h) for h in hosts]
+    beds = {bed_of_namespace(h.namespace) for h in hosts}
+    if None in pids or len(beds) != 1 or None in beds:
+        raise TestbedError(f"not hosts of one bed that is up: {[h.name for h in hosts]}")
+    bed = next(iter(beds))
+    assert bed is not None
+    shared = state_dir(bed) / "shared" / uuid.uuid4().hex[:12]
+    shared.mkdir(parents=True)
+    mounted: list[int] = []
+    try:
+        for host, pid in zip(hosts, pids, strict=True):
+            assert pid is not None
+            done = subprocess.run(["nsenter", "-t", str(pid), "-m", "mount", "--bind",
+                                   str(shared), target], capture_output=True, text=True,
+                                  timeout=30)
+            if done.returncode != 0:
+                raise TestbedError(f"cannot share {target} on {host.name}", done.stderr,
+                                   "Is the bed up (python -m sshdeploy.testbed status)?")
+            mounted.append(pid)
+        yield shared
+    finally:
+        for pid in mounted:  # lazily: a process still inside must not keep the share
+            subprocess.run(["nsenter", "-t", str(pid), "-m", "umount", "-l", target],
+                           capture_output=True, timeout=30, check=False)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def processes(host: BedHost) -> list[tuple[int, str]]:

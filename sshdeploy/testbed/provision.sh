@@ -7,7 +7,9 @@
 #   * the docker-compose bed (docker/Dockerfile, docker-compose.yml), whose
 #     `keygen` service runs `client-key` and whose hosts run `container`.
 # so both get the same sshd_config (one template, below), the same kind of
-# ed25519 host key and the same key-only root login.
+# ed25519 host key and the same key-only root login. Each host has its own
+# /tmp, /var/tmp, ~/.cache and /etc/profile.d: a container by nature, a
+# namespace host through private mounts (sshd.py, private_disk_argv).
 #
 # Subcommands (POSIX sh, needs ssh-keygen; `container` also needs sshd):
 #   client-key DIR

@@ -1,9 +1,10 @@
 """One sshd per host (configured by provision.sh) and the client files that reach them.
 
 Each host's sshd starts in a mount namespace of its own where ``/tmp`` and
-``/var/tmp`` are fresh tmpfs and the login user's ``~/.cache`` is a per-host
-directory of the bed (:func:`private_disk_argv`): what one host writes there
-is seen by no other host and not by this machine, as on real machines.
+``/var/tmp`` are fresh tmpfs, and the login user's ``~/.cache`` and
+``/etc/profile.d`` (what a login shell reads) are per-host directories of the
+bed (:func:`private_disk_argv`): what one host writes there is seen by no
+other host and not by this machine, as on real machines.
 :func:`host_path` reads a host's own view of a path.
 """
 
@@ -33,6 +34,9 @@ SSHD = "/usr/sbin/sshd"
 KEEP_ROOT = Path("/run/sshdeploy-testbed")
 #: The host's own directories: tmpfs (gone with the host).
 PRIVATE_TMP = ("/tmp", "/var/tmp")
+#: The host's own login scripts (``bash -l`` sources them through /etc/profile),
+#: a per-host directory seeded with this machine's (kept across sshd restarts).
+PROFILE_D = Path("/etc/profile.d")
 #: The provisioning script shared with the docker bed (it sets up test beds only).
 PROVISION = Path(__file__).with_name("provision.sh")
 READY_TIMEOUT = 20.0
@@ -77,13 +81,15 @@ def start_host(
 
 
 def private_disk_argv(root: Path, host_dir: Path, namespace: str, argv: list[str]) -> list[str]:
-    """Return *argv* wrapped so that it runs with the host's own /tmp, /var/tmp and ~/.cache.
+    """Return *argv* wrapped so that it runs with the host's own /tmp, /var/tmp, ~/.cache
+    and /etc/profile.d.
 
     In a new private mount namespace: the beds' state directory *root* is
     bind-mounted aside (under :data:`KEEP_ROOT`), fresh tmpfs go over /tmp and
     /var/tmp, *root* is bound back (sshd's config, keys and logs live there),
-    and ``<host_dir>/cache`` (kept across sshd restarts) goes over root's
-    ``~/.cache``. Every login under that sshd inherits the namespace.
+    ``<host_dir>/cache`` goes over root's ``~/.cache`` and ``<host_dir>/profile.d``
+    (first a copy of this machine's) over ``/etc/profile.d``; both are kept
+    across sshd restarts. Every login under that sshd inherits the namespace.
 
     Examples
     --------
@@ -94,13 +100,17 @@ def private_disk_argv(root: Path, host_dir: Path, namespace: str, argv: list[str
     home = Path(pwd.getpwnam("root").pw_dir)
     keep = KEEP_ROOT / namespace
     cache = host_dir / "cache"
+    profile = host_dir / "profile.d"
+    seed = f"cp -a {_q(PROFILE_D)}/. {_q(profile)}/" if PROFILE_D.is_dir() else "true"
     script = " && ".join([
         f"mkdir -p {_q(keep)} {_q(cache)} {_q(home / '.cache')}",
+        f"{{ test -d {_q(profile)} || {{ mkdir -p {_q(profile)} && {seed}; }}; }}",
         f"mount --bind {_q(root)} {_q(keep)}",
         *(f"mount -t tmpfs -o mode=1777,size=2g tmpfs {d}" for d in PRIVATE_TMP),
         f"mkdir -p {_q(root)}",
         f"mount --bind {_q(keep)} {_q(root)}",
         f"mount --bind {_q(cache)} {_q(home / '.cache')}",
+        f"{{ test ! -d {_q(PROFILE_D)} || mount --bind {_q(profile)} {_q(PROFILE_D)}; }}",
         'exec "$@"',
     ])
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv]

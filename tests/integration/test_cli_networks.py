@@ -210,20 +210,31 @@ def test_without_min_workers_a_refusing_host_fails_the_run(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("who", ["every host", "the worker hosts"])
+@pytest.mark.parametrize("who", ["every host", "the worker hosts",
+                                 "the worker hosts, the gate waiting"])
 def test_ctrl_c_during_a_stalled_start_stops_at_once_and_leaves_nothing(
-    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], who: str
+    bed: testbed.Bed, dask_ssh: Callable[..., DaskSSH], who: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     n1, n2, n3 = first_three(bed)
     stalled = [bed.host(n) for n in ((n1, n2, n3) if who == "every host" else (n2, n3))]
     # The setup runs on every host; on the scheduler's host it may skip the sleep.
     setup = "sleep 300" if who == "every host" else f'[ "$(hostname)" = {n1} ] || sleep 300'
+    if who == "the worker hosts":
+        # Without the version gate (whose probes run the setup too, and stall with it,
+        # so the scheduler waits for them) the scheduler comes up while the workers stall.
+        monkeypatch.setenv("DASK_SSHDEPLOY__VERSION_CHECK", "ignore")
     run = dask_ssh("--setup", setup, "--scheduler-port", str(PORT + 6), n1, n2, n3)
     testbed.wait_until(
         lambda: all(any("sleep 300" in cmd for _, cmd in testbed.processes(h)) for h in stalled),
         30, f"the setup's sleep running on {who}")
     if who == "the worker hosts":  # the scheduler is up while the workers stall
         run.wait_for_output(r"Scheduler at:", 60)
+    elif who != "every host":  # the scheduler's agent (python -u) waits for the gate
+        testbed.wait_until(
+            lambda: any(" -u -c " in cmd for _, cmd in testbed.processes(bed.host(n1))),
+            30, "the scheduler's agent running")
+        assert "Scheduler at:" not in run.stdout + run.stderr, run.describe()
     run.proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     code = run.finish(15)

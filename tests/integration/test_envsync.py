@@ -161,7 +161,9 @@ def test_uploaded_code_is_importable_by_every_worker_also_after_scale_up(
         assert len(client.run(use)) == 4
         assert client.run_on_scheduler(use) == (42, "v1")
         # one file changes: only it is sent, and a fresh import sees it
-        (tmp_path / "helpers_mod.py").write_text("VALUE = 'v2'\n")
+        # a content no earlier run can have left on the hosts (they keep blobs by hash)
+        v2 = f"v2-{uuid.uuid4().hex[:8]}"
+        (tmp_path / "helpers_mod.py").write_text(f"VALUE = {v2!r}\n")
         before = {h: r.upload_files for h, r in cluster.stage_reports.items()}
         sent = cluster.sync_uploads()
         after = {h: r.upload_files for h, r in cluster.stage_reports.items()}
@@ -175,7 +177,7 @@ def test_uploaded_code_is_importable_by_every_worker_also_after_scale_up(
 
             return str(importlib.reload(helpers_mod).VALUE)
 
-        assert set(client.run(fresh).values()) == {"v2"}
+        assert set(client.run(fresh).values()) == {v2}
         upload_dir = cluster.cluster_plan.stage.upload_dir  # type: ignore[union-attr]
     # removed with the cluster, on every host
     for host in bed.hosts:

@@ -1,4 +1,4 @@
-"""Each bed host has its own /tmp, /var/tmp and ~/.cache, as separate machines do.
+"""Each bed host has its own /tmp, /var/tmp, ~/.cache and /etc/profile.d, as machines do.
 
 What a login on one host writes there is seen by no other host and not by
 this machine; the bed reads a host's own view through ``testbed.host_path``.
@@ -23,7 +23,7 @@ def ssh(bed: testbed.Bed, host: testbed.BedHost, command: str) -> subprocess.Com
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "~/.cache"])
+@pytest.mark.parametrize("directory", ["/tmp", "/var/tmp", "~/.cache", "/etc/profile.d"])
 def test_a_file_written_on_one_host_is_seen_by_no_other_host_nor_here(
     bed: testbed.Bed, directory: str
 ) -> None:
@@ -52,3 +52,19 @@ def test_the_home_cache_survives_logins_and_the_tmp_dirs_are_writable_by_all(
     assert ssh(bed, host, f"cat ~/.cache/{name} && rm ~/.cache/{name}").stdout.strip() == "1"
     modes = ssh(bed, host, "stat -c %a /tmp /var/tmp").stdout.split()
     assert modes == ["1777", "1777"]
+
+
+def test_a_shared_directory_joins_two_hosts_until_it_is_undone(bed: testbed.Bed) -> None:
+    first, second, third = bed.hosts[:3]
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    mine = ssh(bed, first, f"mkdir -p ~/.cache && echo own > ~/.cache/{name}")
+    assert mine.returncode == 0, mine.stderr
+    with testbed.shared_directory([first, second], "/root/.cache") as shared:
+        assert ssh(bed, first, f"echo both > ~/.cache/{name}").returncode == 0
+        assert ssh(bed, second, f"cat ~/.cache/{name}").stdout.strip() == "both"
+        assert (shared / name).read_text().strip() == "both"
+        assert ssh(bed, third, f"test -e ~/.cache/{name} || echo no").stdout.strip() == "no"
+    assert not shared.exists()
+    # each host has its own ~/.cache again, as it was
+    assert ssh(bed, first, f"cat ~/.cache/{name} && rm ~/.cache/{name}").stdout.strip() == "own"
+    assert ssh(bed, second, f"test -e ~/.cache/{name} || echo no").stdout.strip() == "no"
