@@ -408,12 +408,24 @@ class SSHCluster(SpecCluster):
                 leaving.append(str(name))
         if leaving and self.status == Status.running:
             await self._retire(leaving)
+            # A scale up while they retired may have given a new worker the name of
+            # one of them: the retired process is gone, so that name starts afresh
+            # (else it would be taken for the old one and never start).
+            for name in leaving:
+                old = self.workers.get(name)
+                if name in self.worker_spec and old is not None:
+                    del self.workers[name]
+                    compat.forget_created(self, old)
+                    with contextlib.suppress(Exception):
+                        await old.close()
         initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
             if self._kept is not None and self.status == Status.running:
                 await self._note_wanted()
         except SSHDeployError:
+            if not initial and self.status in (Status.closing, Status.closed):
+                return  # a scale's worker ended by close(): nothing to report
             failed = [w for w in compat.created(self)
                       if isinstance(w, RemoteWorker) and w.start_error is not None]
             if not failed:
@@ -794,10 +806,7 @@ class SSHCluster(SpecCluster):
             if "options" in spec
         ]
         placement = self._cluster_plan.placement
-        # A worker scaled away may still be retiring (its results moving): its name is
-        # not given to a new worker, which would then be taken for it and never start.
-        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded(),
-                             taken=set(self.workers))
+        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded())
         if chosen is None:
             return {}
         host, name = chosen
