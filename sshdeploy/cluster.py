@@ -421,6 +421,7 @@ class SSHCluster(SpecCluster):
         initial, self._started_workers = not self._started_workers, True
         try:
             await super()._correct_state_internal()
+            self._fleet.settle()
             if self._kept is not None and self.status == Status.running:
                 await self._note_wanted()
         except SSHDeployError:
@@ -475,6 +476,9 @@ class SSHCluster(SpecCluster):
             name, err = str(w.name), w.start_error
             assert err is not None
             if self._restarts.restarting(name):
+                continue
+            if self._fleet.move_on(name, w.host, err):  # a spare that is down too: the next
+                w.start_error = None
                 continue
             first = str(err).splitlines()[0]
             logger.warning("worker %s failed to start: %s", name, first)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from distributed.core import Status
 
 from . import compat
-from .errors import ConfigError, SSHDeployError, failures_by_host
+from .errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
 from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
@@ -66,6 +66,8 @@ class Fleet:
         self._staged: dict[ConnectionKey, asyncio.Future[Any]] = {}
         self._staged_at_start = set(staged)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Workers placed by a move (their first start on their new host).
+        self._moved: set[str] = set()
 
     # -- helpers --------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -119,7 +121,7 @@ class Fleet:
         if host is not None:
             self.take_out(host, QUARANTINED, f"worker {name}: {why}", also=[name])
 
-    def take_out(self, host: Host, state: str, why: str, also: Sequence[str] = ()) -> None:
+    def take_out(self, host: Host, state: str, why: str, also: Sequence[str] = ()) -> bool:
         """Take *host* out of the cluster and place its workers elsewhere.
 
         Parameters
@@ -131,10 +133,15 @@ class Fleet:
             What happened (for the warning and the host's row).
         also : list of str
             Workers of it already dropped (given up) that are replaced too.
+
+        Returns
+        -------
+        bool
+            False if it was taken out already (or the cluster does not run).
         """
         c = self.cluster
         if c.status != Status.running or not self.health.take_out(host.key, state, why):
-            return
+            return False
         names = self._names_on(host.key)
         for name in [*also, *names]:
             c.restarts.forget(name)
@@ -151,9 +158,30 @@ class Fleet:
                 continue
             c.worker_spec.update(spec)
             moved.append((old, next(iter(spec))))
+            self._moved.add(next(iter(spec)))
         self.health.note_moves(host.key, moved)
         self._say(self._moved_message(host, state, why, moved))
         self._spawn(self._after_take_out(host))
+        return True
+
+    def move_on(self, name: str, host: Host, error: BaseException) -> bool:
+        """A worker just moved could not reach its new host: take that host out too, move on.
+
+        Returns False (the failure is reported as any other) unless *name* was
+        placed by a move and its host could not be connected to.
+        """
+        if name not in self._moved or not isinstance(error, ConnectError):
+            return False
+        self._moved.discard(name)
+        first = str(error).strip().splitlines()[0]
+        return self.take_out(host, LOST, f"unreachable when {name} was moved there: {first}")
+
+    def settle(self) -> None:
+        """Moved workers that now run are no longer on their way to a new host."""
+        workers = self.cluster.workers
+        self._moved = {n for n in self._moved
+                       if n in self.cluster.worker_spec and (
+                           n not in workers or workers[n].status != Status.running)}
 
     def _moved_message(self, host: Host, state: str, why: str,
                        moved: list[tuple[str, str]]) -> str:

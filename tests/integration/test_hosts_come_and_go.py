@@ -167,3 +167,30 @@ def test_scaling_down_then_straight_up_starts_the_new_workers(bed: testbed.Bed) 
                 "workers"].values()} == set(cluster.worker_spec), 60,
                 "the scheduler to run exactly the workers of the spec")
             assert len(cluster.worker_spec) == 4
+
+
+def test_a_spare_that_is_down_too_is_passed_over_for_the_next(bed: testbed.Bed) -> None:
+    first_spare, lost = bed.host(n3), bed.host(n2)
+    settings = {"sshdeploy.heartbeat-timeout": 3, "sshdeploy.keepalive-interval": 1,
+                "sshdeploy.keepalive-count-max": 2, "sshdeploy.connect-timeout": 2,
+                "sshdeploy.connect-attempts": 1, "sshdeploy.host-lost-after": 4}
+    with dask.config.set(settings), SSHCluster(
+        [n1, n2], connect_options=bed.connect_options(), spares=[n3, n4],
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=60)
+        testbed.set_link(first_spare, False)  # down before it is ever needed
+        testbed.set_link(lost, False)
+        try:
+            testbed.wait_until(lambda: f"{n4}-0" in cluster.workers and len(
+                client.scheduler_info()["workers"]) == 1 and {w["name"] for w in client.
+                scheduler_info()["workers"].values()} == {f"{n4}-0"}, 120,
+                f"{n2}'s worker to end up on the second spare {n4}")
+            assert client.submit(lambda: 5).result(timeout=30) == 5
+            assert row(cluster, n2).health == "lost" and row(cluster, n3).health == "lost"
+            log = cluster.get_logs()["Cluster"]
+            assert f"{n2}-0 -> {n3}-0 (spare)" in log
+            assert f"unreachable when {n3}-0 was moved there" in log
+            assert f"{n3}-0 -> {n4}-0 (spare)" in log, log
+        finally:
+            testbed.set_link(first_spare, True)
+            testbed.set_link(lost, True)
