@@ -474,6 +474,8 @@ def test_lab_cluster_example_uses_every_feature() -> None:
     assert any(h.nthreads for h in hosts)
     assert any(h.memory_limit for h in hosts)
     assert len({h.remote_python for h in hosts}) > 1  # one host has its own Python
+    assert [h.hostname for h in hosts if h.spare] == [
+        "compute09.lab.example.org", "compute10.lab.example.org"]
 
 
 def test_readme_shows_the_grammar() -> None:
