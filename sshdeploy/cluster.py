@@ -31,7 +31,7 @@ from .env.stage import HostStage, Stage
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .fleet import Fleet
 from .forwarding import LOCALHOST
-from .health import health_of
+from .health import NOT_STARTING, health_of
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
@@ -941,7 +941,7 @@ class SSHCluster(SpecCluster):
         rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
             rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
-                         "restarts": 0, "error": ""}
+                         "restarts": 0, "error": "", "restarting": False}
         rows[plan.scheduler.key]["roles"].append("scheduler")
         sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
         if sched is not None and sched.exit_reason:
@@ -957,6 +957,7 @@ class SSHCluster(SpecCluster):
             elif isinstance(worker, RemoteWorker) and worker.exit_reason:
                 row["error"] = f"{name}: {worker.exit_reason}"
             row["restarts"] += self._restarts.counts.get(str(name), 0)
+            row["restarting"] = row["restarting"] or name in self._restarts.steps
         for name, (key, why) in self._restarts.given_up.items():
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
@@ -991,9 +992,7 @@ class SSHCluster(SpecCluster):
         out = self._fleet.health.out.get(key)
         if out is not None and not row["error"]:
             row["error"] = out.reason
-        names = [n for n, s in self.worker_spec.items()
-                 if "options" in s and s["options"]["host"].key == key]
-        trouble = any(n in self._restarts.steps for n in names) or (
+        trouble = row["restarting"] or (
             bool(row["error"]) and (row["running"] < row["wanted"] or not row["running"]))
         if runs_scheduler and not row["wanted"]:
             sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
@@ -1004,7 +1003,7 @@ class SSHCluster(SpecCluster):
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
         """Where one host's start stands (for live status displays): see :func:`host_state`."""
-        if row["health"] in ("quarantined", "lost", "spare", "idle"):
+        if row["health"] in NOT_STARTING:
             return str(row["health"])  # not a start under way
         conn = self._pool.state(host)
         if conn == "failed" and not row["error"]:

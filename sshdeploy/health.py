@@ -35,6 +35,9 @@ HEALTH_STATES: tuple[str, ...] = (OK, SPARE, IDLE, DEGRADED, QUARANTINED, LOST)
 #: The states of a host taken out of the cluster (no worker is placed there).
 TAKEN_OUT: tuple[str, ...] = (QUARANTINED, LOST)
 
+#: The states of a host with no start under way (the live status shows them as they are).
+NOT_STARTING: tuple[str, ...] = (*TAKEN_OUT, SPARE, IDLE)
+
 
 @dataclass(frozen=True)
 class TakenOut:
