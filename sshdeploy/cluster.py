@@ -319,8 +319,8 @@ class SSHCluster(SpecCluster):
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         # Hosts with no worker yet (spares, initial_workers) are brought up when one is placed.
-        first_hosts = {w.host.key: w.host for w in self._cluster_plan.placement.workers}
-        self._agents.prestart(list(first_hosts.values()))
+        first_hosts = self._cluster_plan.placement.first_worker_hosts().values()
+        self._agents.prestart([hp.host for hp in first_hosts])
         try:
             with self._start_progress.starting():  # ends on the failure, whichever path raised it
                 await self._start_or_fail_fast(first)
@@ -388,7 +388,7 @@ class SSHCluster(SpecCluster):
         """
         if self._cluster_plan.min_workers is not None or self._kept is not None:
             return {}
-        hosts = list({w.host.key: w.host for w in self._cluster_plan.placement.workers}.values())
+        hosts = [hp.host for hp in self._cluster_plan.placement.first_worker_hosts().values()]
         got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
                                    return_exceptions=True)
         if isinstance(got[0], BaseException):

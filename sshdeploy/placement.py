@@ -133,11 +133,14 @@ class Placement:
         """Every distinct host of the cluster, the scheduler's first."""
         return {self.scheduler.key: self.scheduler, **self.worker_hosts}
 
+    def first_worker_hosts(self) -> dict[ConnectionKey, HostPlan]:
+        """The worker hosts given a worker at the start (not spares, not left for later)."""
+        keys = {w.host.key for w in self.workers}
+        return {k: hp for k, hp in self.worker_hosts.items() if k in keys}
+
     def initial_hosts(self) -> dict[ConnectionKey, HostPlan]:
         """The hosts the start connects to: the scheduler's and those with a first worker."""
-        keys = {w.host.key for w in self.workers}
-        return {self.scheduler.key: self.scheduler,
-                **{k: hp for k, hp in self.worker_hosts.items() if k in keys}}
+        return {self.scheduler.key: self.scheduler, **self.first_worker_hosts()}
 
 
 def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:

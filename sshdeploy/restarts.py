@@ -100,7 +100,6 @@ class WorkerRestarts:
         self.steps: dict[str, str] = {}
         #: Workers given up on: name -> (host key, why), for the per-host view.
         self.given_up: dict[str, tuple[Any, str]] = {}
-        self._last_host: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
@@ -147,10 +146,10 @@ class WorkerRestarts:
                    f"it was lost {len(budget.deaths)} times within {self.window:.0f} s; "
                    f"sshdeploy.worker-restarts allows {budget.describe()}")
             moves = self.enabled and self.on_give_up is not None
-            self.give_up(name, reason, why, warn_empty=not moves)
+            host = self.give_up(name, reason, why, warn_empty=not moves)
             if moves and self.on_give_up is not None:
                 # its host is quarantined: its workers (this one too) move elsewhere
-                self.on_give_up(name, self._last_host.get(name), why)
+                self.on_give_up(name, host, why)
             return
         tries = budget.used(monotonic())
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -172,12 +171,15 @@ class WorkerRestarts:
         timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
 
-    def give_up(self, name: str, reason: str, why: str, warn_empty: bool = True) -> None:
-        """Drop *name* for good: a WARNING, a line in ``get_logs()["Cluster"]``, its row."""
+    def give_up(self, name: str, reason: str, why: str, warn_empty: bool = True) -> Any:
+        """Drop *name* for good: a WARNING, a line in ``get_logs()["Cluster"]``, its row.
+
+        Returns its host (None if it was not in the spec any more).
+        """
         message = f"worker {name} lost ({reason}); not restarted ({why})"
         logger.warning("%s", message)
         compat.record_cluster_log(self.cluster, message)
-        host = self._last_host[name] = self._host(name)
+        host = self._host(name)
         self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}; not restarted")
         self.steps.pop(name, None)
         self.cluster.worker_spec.pop(name, None)
@@ -187,6 +189,7 @@ class WorkerRestarts:
                      f"(the last: {name}, {why}); scale() or restart the cluster")
             logger.warning("%s", empty)
             compat.record_cluster_log(self.cluster, empty)
+        return host
 
     async def _unregister(self, address: str, reason: str) -> None:
         comm = self.cluster.scheduler_comm
