@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,35 +147,34 @@ class KeptCluster:
 
     async def note_hosts(self, cluster: SSHCluster) -> None:
         """After hosts were added or removed: record them (``from_name`` finds them)."""
+        placement = cluster.cluster_plan.placement
+        hosts = [(hp.host, hp.slots, hp.python, key in placement.spares)
+                 for key, hp in placement.worker_hosts.items()]
+        await self._update(cluster, lambda spec: {
+            **with_hosts(spec, hosts), "wanted": len(cluster.worker_spec)})
+
+    async def note_wanted(self, cluster: SSHCluster) -> None:
+        """After a scale: record how many workers the cluster now wants (``list`` compares)."""
+        await self._update(cluster, lambda spec: {**spec, "wanted": len(cluster.worker_spec)})
+
+    async def _update(self, cluster: SSHCluster,
+                      change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Save the record with its spec changed by *change* (here and on the scheduler host).
+
+        One save at a time; nothing is saved when the spec stays the same; the
+        record in memory (and the keys of :attr:`spec` that changed) change only
+        once it is saved.
+        """
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             record = self.record
             if record is None:
                 return
-            placement = cluster.cluster_plan.placement
-            spec = with_hosts(record.spec, [
-                (hp.host, hp.slots, hp.python, key in placement.spares)
-                for key, hp in placement.worker_hosts.items()])
-            spec["wanted"] = len(cluster.worker_spec)
+            spec = change(record.spec)
+            if spec == record.spec:
+                return
             updated = dataclasses.replace(record, spec=spec)
             await flow.save(updated, cluster.pool, self.store)
             self.record = updated
-            self.spec.update(spec)
-
-    async def note_wanted(self, cluster: SSHCluster) -> None:
-        """After a scale: record how many workers the cluster now wants (``list`` compares).
-
-        One save at a time; the record in memory changes only once it is saved.
-        """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            record = self.record
-            wanted = len(cluster.worker_spec)
-            if record is None or record.spec.get("wanted") == wanted:
-                return
-            updated = dataclasses.replace(record, spec={**record.spec, "wanted": wanted})
-            await flow.save(updated, cluster.pool, self.store)
-            self.record = updated
-            self.spec["wanted"] = wanted
+            self.spec.update({k: v for k, v in spec.items() if record.spec.get(k) != v})
