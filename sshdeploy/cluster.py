@@ -638,9 +638,7 @@ class SSHCluster(SpecCluster):
 
     async def retire_by_name(self, name: str) -> None:
         """Retire and close one worker through the scheduler (an adopted worker scaled away)."""
-        if self.scheduler_comm is not None:
-            with contextlib.suppress(OSError):
-                await self.scheduler_comm.retire_workers(names=[name], close_workers=True)
+        await self._retire([name])
 
     @property
     def kept(self) -> KeptCluster | None:
