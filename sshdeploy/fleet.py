@@ -48,6 +48,19 @@ def _as_host(host: str | Host) -> Host:
     return host if isinstance(host, Host) else parse_host(str(host))
 
 
+def _names(written: Host, host: Host) -> bool:
+    """Whether *written* (as a user gave it) names the cluster's *host*: the same
+    connection, or its host name alone (no user, no port).
+
+    Examples
+    --------
+    >>> _names(Host("n2"), Host("n2", "root", 22)), _names(Host("n2", port=2), Host("n2"))
+    (True, False)
+    """
+    return written.key == host.key or (
+        written.hostname == host.hostname and written.user is None and written.port is None)
+
+
 class Fleet:
     """The worker hosts of one running cluster.
 
@@ -91,9 +104,8 @@ class Fleet:
         """The cluster's own spelling of *host* (it must be one of its worker hosts)."""
         h = _as_host(host)
         plans = self.cluster.cluster_plan.placement.worker_hosts
-        for key, hp in plans.items():
-            if key == h.key or (hp.host.hostname == h.hostname and h.user is None
-                                and h.port is None):
+        for hp in plans.values():
+            if _names(h, hp.host):
                 return hp.host
         raise ConfigError("hosts", f"{h.as_written()} is not a worker host of the cluster",
                           remedy="host_rows() lists the cluster's hosts.")
@@ -304,8 +316,7 @@ class Fleet:
             hosts = [hosts]
         sched = c.cluster_plan.placement.scheduler.host
         for h in map(_as_host, hosts):
-            if h.key == sched.key or (h.hostname == sched.hostname and h.user is None
-                                      and h.port is None):
+            if _names(h, sched):
                 raise ConfigError("hosts", f"{self._show(sched)} runs the scheduler",
                                   remedy="Remove worker hosts only; scale() removes workers "
                                   "anywhere.")
