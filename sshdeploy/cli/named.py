@@ -295,20 +295,20 @@ def scale_command(name: str, n: int) -> None:
 
 @click.command("add")
 @NAME_ARG
-@click.argument("hosts", nargs=-1, required=True)
+@click.argument("hostnames", nargs=-1, required=True)
 @click.option("--spare", is_flag=True,
               help="Add them as spares: no worker now; used by scale and to replace lost hosts.")
 @handled
-def add_command(name: str, hosts: tuple[str, ...], spare: bool) -> None:
-    """Add HOSTS (``[user@]host[:port] [slots=N]``, ranges too) to cluster NAME.
+def add_command(name: str, hostnames: tuple[str, ...], spare: bool) -> None:
+    """Add HOSTNAMES (``[user@]host[:port] [slots=N]``, ranges too) to cluster NAME.
 
     Unless --spare, workers start in their slots; returns when they run. The
     cluster records them (``from_name``, ``list`` and ``status`` see them).
     """
+    from sshdeploy.cli.options import resolve_hosts
     from sshdeploy.cluster import SSHCluster
-    from sshdeploy.hostfile import parse_host_line
 
-    added = [h for text in hosts for h in parse_host_line(text, path="<command line>")]
+    added = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
         started = cluster.add_hosts(added, spare=spare)
@@ -322,15 +322,15 @@ def add_command(name: str, hosts: tuple[str, ...], spare: bool) -> None:
 
 @click.command("remove")
 @NAME_ARG
-@click.argument("hosts", nargs=-1, required=True)
+@click.argument("hostnames", nargs=-1, required=True)
 @handled
-def remove_command(name: str, hosts: tuple[str, ...]) -> None:
-    """Remove HOSTS from cluster NAME: their workers are retired first (their results move
+def remove_command(name: str, hostnames: tuple[str, ...]) -> None:
+    """Remove HOSTNAMES from cluster NAME: their workers are retired first (their results move
     to the other workers), then the hosts are left alone."""
+    from sshdeploy.cli.options import resolve_hosts
     from sshdeploy.cluster import SSHCluster
-    from sshdeploy.hostfile import parse_host_line
 
-    gone = [h for text in hosts for h in parse_host_line(text, path="<command line>")]
+    gone = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
         retired = cluster.remove_hosts(gone)
