@@ -297,14 +297,8 @@ class WorkerAgents:
     async def stop_host(self, host: Host) -> None:
         """Stop the agent of *host* and everything it runs (a host taken out or removed)."""
         fut = self._agents.pop(host.key, None)
-        if fut is not None and not fut.done():
-            fut.cancel()
-        timeout = self.pool.settings.stop_timeout
-        for ch in [c for c in self._channels if c.host.key == host.key]:
-            if ch.alive:
-                await ch.shutdown(timeout)
-            else:
-                await ch.ensure_gone()
+        await self._stop([fut] if fut is not None else [],
+                         [c for c in self._channels if c.host.key == host.key])
 
     def closing(self) -> None:
         """The cluster closes: every worker start still under way ends now.
@@ -330,9 +324,14 @@ class WorkerAgents:
 
     async def close(self) -> None:
         """Shut every agent down in parallel; return when all have exited."""
-        timeout = self.pool.settings.stop_timeout
         futs = list(self._agents.values())
         self._agents.clear()
+        await self._stop(futs, self._channels)
+
+    async def _stop(self, futs: list[asyncio.Future[AgentChannel]],
+                    channels: list[AgentChannel]) -> None:
+        """Shut the agents of *futs* down and wait until every one of *channels* is gone."""
+        timeout = self.pool.settings.stop_timeout
         for fut in futs:
             if not fut.done():
                 fut.cancel()  # a starting agent aborts itself (see AgentChannel.start)
@@ -340,7 +339,7 @@ class WorkerAgents:
         chans = [f.result() for f in futs if not f.cancelled() and f.exception() is None]
         await asyncio.gather(*(c.shutdown(timeout) for c in chans), return_exceptions=True)
         # Agents whose start failed or was cancelled mid-way: wait until they are gone too.
-        await asyncio.gather(*(c.ensure_gone() for c in self._channels), return_exceptions=True)
+        await asyncio.gather(*(c.ensure_gone() for c in channels), return_exceptions=True)
 
 
 class RemoteWorker(ProcessInterface):
