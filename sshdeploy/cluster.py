@@ -203,8 +203,8 @@ class SSHCluster(SpecCluster):
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
-        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, why).
-        self._start_failures: dict[str, tuple[ConnectionKey, str]] = {}
+        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, error).
+        self._start_failures: dict[str, tuple[ConnectionKey, SSHDeployError]] = {}
         self._started_workers = False
         self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
@@ -215,8 +215,6 @@ class SSHCluster(SpecCluster):
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
         self._fleet = Fleet(self, staged=list(placement.initial_hosts()))
-        #: The last start error of each host (add_hosts reports them).
-        self._host_start_errors: dict[ConnectionKey, SSHDeployError] = {}
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
@@ -483,8 +481,7 @@ class SSHCluster(SpecCluster):
             first = str(err).splitlines()[0]
             logger.warning("worker %s failed to start: %s", name, first)
             compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
-            self._start_failures[name] = (w.host.key, f"{name}: failed to start: {first}")
-            self._host_start_errors[w.host.key] = err
+            self._start_failures[name] = (w.host.key, err)
             self.worker_spec.pop(name, None)
             if self.workers.get(name) is w:
                 del self.workers[name]
@@ -773,9 +770,13 @@ class SSHCluster(SpecCluster):
         """Use *placement* from now on (hosts added or removed while it runs)."""
         self._cluster_plan = dataclasses.replace(self._cluster_plan, placement=placement)
 
-    def start_failure_on(self, key: ConnectionKey) -> SSHDeployError | None:
-        """The error the last worker start on host *key* failed with, if any."""
-        return self._host_start_errors.pop(key, None)
+    def start_failure(self, name: str) -> SSHDeployError | None:
+        """Why worker *name* is not running after its last start failed (None: it runs,
+        or its start did not fail)."""
+        if name in self.workers:
+            return None
+        failure = self._start_failures.get(name)
+        return None if failure is None else failure[1]
 
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
@@ -960,9 +961,9 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for name, (key, why) in self._start_failures.items():
+        for name, (key, err) in self._start_failures.items():
             if key in rows and name not in self.worker_spec and not rows[key]["error"]:
-                rows[key]["error"] = why
+                rows[key]["error"] = f"{name}: failed to start: {str(err).splitlines()[0]}"
         for key, hp in plan.worker_hosts.items():
             if key in plan.spares and not rows[key]["wanted"]:
                 rows[key]["roles"].append("spare")

@@ -277,7 +277,7 @@ class Fleet:
                   + ", ".join(self._show(h) for h in added))
         if spare:
             return []
-        started: list[str] = []
+        started: list[tuple[str, ConnectionKey]] = []
         for key in keys:  # their own slots, whatever other hosts have free
             host = placement.worker_hosts[key].host
             i = 0
@@ -285,18 +285,18 @@ class Fleet:
                 while worker_name(host, i) in c.worker_spec:
                     i += 1
                 c.worker_spec[worker_name(host, i)] = c.worker_spec_for(host)
-                started.append(worker_name(host, i))
+                started.append((worker_name(host, i), key))
         await compat.correct_state(c)
-        failed = {}
-        for k in keys:
-            err = c.start_failure_on(k)
+        failed: dict[ConnectionKey, SSHDeployError] = {}
+        for name, key in started:
+            err = c.start_failure(name)
             if err is not None:
-                failed[self._show(placement.worker_hosts[k].host)] = err
+                failed.setdefault(key, err)
         if failed:
-            bad = [k for k in keys if self._show(placement.worker_hosts[k].host) in failed]
-            await self._drop_hosts(bad)
-            raise failures_by_host(failed, "add hosts")
-        return [n for n in started if n in c.workers]
+            await self._drop_hosts(list(failed))
+            raise failures_by_host({self._show(placement.worker_hosts[k].host): e
+                                    for k, e in failed.items()}, "add hosts")
+        return [name for name, _ in started if name in c.workers]
 
     async def remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
         """Retire the workers of *hosts* (their data moves to others), then drop the hosts.

@@ -193,3 +193,16 @@ def test_a_spare_that_is_down_too_is_passed_over_for_the_next(bed: testbed.Bed) 
         finally:
             testbed.set_link(first_spare, True)
             testbed.set_link(lost, True)
+
+
+def test_a_host_that_cannot_be_added_is_named_and_left_out(bed: testbed.Bed) -> None:
+    with SSHCluster([n1, n2], connect_options=bed.connect_options()) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(1, timeout=60)
+        with pytest.raises(Exception, match=rf"{n4}:1.*refused") as info:
+            cluster.add_hosts([f"{n3} slots=1", f"{n4}:1"])  # nothing listens on port 1
+        assert f"{n3}" not in str(info.value)  # the good host is not blamed
+        hosts = {hp.host.hostname for hp in cluster.placement.worker_hosts.values()}
+        assert hosts == {n2, n3}  # the bad one is left out again, the good one stays
+        assert sorted(w["name"] for w in client.scheduler_info()["workers"].values()) == [
+            f"{n2}-0", f"{n3}-0"]
