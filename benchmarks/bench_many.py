@@ -65,7 +65,6 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
                 close_deadline: float) -> dict[str, Any]:
     """Start, compute on, sample and close one cluster of *n* worker hosts x 1 worker."""
     import _bedprobe
-    import asyncssh  # noqa: F401
     import bench_scale
     import distributed
     import psutil
@@ -75,6 +74,7 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
     import sshdeploy
     from sshdeploy import cluster as _cluster  # noqa: F401  (sshdeploy imports it lazily)
     from sshdeploy import testbed
+    from sshdeploy.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     out: dict[str, Any] = {"impl": impl, "hosts": n, "workers": n, "ok": False,

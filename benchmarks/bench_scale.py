@@ -233,7 +233,6 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
     """Start, sample, close and watch one cluster; return the measurements."""
     # Import everything first: the controller's RSS delta is the cluster's, not the imports'.
     import _bedprobe
-    import asyncssh  # noqa: F401
     import distributed
     import psutil
     from distributed import Client  # noqa: F401
@@ -242,6 +241,7 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
     import sshdeploy
     from sshdeploy import cluster as _cluster  # noqa: F401  (sshdeploy imports it lazily)
     from sshdeploy import testbed
+    from sshdeploy.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     out: dict[str, Any] = {"impl": impl, "hosts": n, "wph": k, "workers": n * k, "ok": False,

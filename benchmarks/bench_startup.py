@@ -127,7 +127,6 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
     """Start, sample, close and watch one cluster; return the measurements."""
     # Import everything first: the controller memory delta is the cluster's, not the imports'.
     import _bedprobe
-    import asyncssh  # noqa: F401
     import dask
     import distributed
     import psutil
@@ -136,6 +135,7 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
 
     import sshdeploy
     from sshdeploy import testbed
+    from sshdeploy.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     n = hosts * wph

@@ -2,6 +2,8 @@
 # Install what sshdeploy and its local test bed need on a fresh Debian machine (as root).
 #   bash scripts/install.sh          # the package, sshd and iproute2 (for the test bed)
 #   bash scripts/install.sh --test   # the same plus the test/lint tools
+#   bash scripts/install.sh --system-only   # only the Debian packages (CI's extra legs)
+# Run it inside a virtual environment to install there: `python` is the active one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +25,5 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+[ "${1:-}" = "--system-only" ] && exit 0
 python -m pip install -q --disable-pip-version-check -e ".${extra}"

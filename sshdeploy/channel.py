@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import asyncssh
 import dask
 from distributed.utils import Deadline
 
@@ -43,6 +42,7 @@ from .logs import LogBook
 from .plan import Launch
 from .pool import Connection, HostPool
 from .roles import AgentRole
+from .sshlib import asyncssh
 from .stages import HELLO, stage_info
 from .versions import compare_versions, local_versions
 

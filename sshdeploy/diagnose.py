@@ -17,8 +17,6 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-import asyncssh
-
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -26,6 +24,7 @@ from .errors import (
     HostError,
     HostKeyError,
 )
+from .sshlib import asyncssh
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 

@@ -15,8 +15,9 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import asyncssh
 from distributed.comm.addressing import get_address_host_port, parse_address, unparse_address
+
+from .sshlib import asyncssh
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncssh
-
 from .bootstrap import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -26,6 +24,7 @@ from .hosts import Host
 from .placement import as_hosts, per_host
 from .pool import HostPool
 from .settings import Settings, VersionPolicy
+from .sshlib import asyncssh
 from .versions import compare_versions, local_versions
 
 

@@ -13,14 +13,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import asyncssh
-
 from sshdeploy.bootstrap import AgentSpec, build_command, stdin_preamble
 from sshdeploy.channel import split_event
 from sshdeploy.errors import HostError
 from sshdeploy.hosts import Host
 from sshdeploy.plan import Launch
 from sshdeploy.pool import HostPool
+from sshdeploy.sshlib import asyncssh
 
 #: The operations an agent runs on a named cluster's files.
 OPS = ("probe", "write", "kill", "remove", "logs", "list")

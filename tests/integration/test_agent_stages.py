@@ -13,12 +13,12 @@ import contextlib
 import sys
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from sshdeploy import testbed
 from sshdeploy.bootstrap import AgentSpec, build_command, build_kill_command, stdin_preamble
 from sshdeploy.channel import split_event
+from sshdeploy.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(60)
 

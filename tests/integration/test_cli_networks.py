@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import asyncssh
 import pytest
 from distributed import Client
 
 from sshdeploy import testbed
+from sshdeploy.sshlib import asyncssh
 
 
 def _sibling(name: str) -> ModuleType:

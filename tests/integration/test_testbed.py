@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from sshdeploy import testbed
+from sshdeploy.sshlib import asyncssh
 
 # Beds of their own, so the session bed is not disturbed; named after the session
 # bed (SSHDEPLOY_TEST_BED), so that test sessions of different beds do not collide.

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 from click.testing import CliRunner
 
 from sshdeploy import SSHCluster
 from sshdeploy.cli import main
 from sshdeploy.errors import ConfigError
+from sshdeploy.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(60)
 

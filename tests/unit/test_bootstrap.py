@@ -8,6 +8,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,11 +117,24 @@ def events(stdout: bytes) -> list[dict[str, object]]:
 @pytest.fixture
 def nasty_python(tmp_path: Path) -> str:
     """The controller's interpreter, reachable through a path full of shell syntax."""
-    d = tmp_path / NASTY
-    d.mkdir()
-    link = d / "python 3"
+    return str(link_interpreter(tmp_path / NASTY, "python 3"))
+
+
+def link_interpreter(where: Path, name: str) -> Path:
+    """Return *where*/*name*: a link to this interpreter that keeps its virtual environment.
+
+    A bare symlink to a venv's ``python`` outside the venv is the base interpreter
+    without the venv's packages: Python finds ``pyvenv.cfg`` beside the path it was
+    started as and takes that folder's parent as the venv. So *where* gets the venv's
+    ``pyvenv.cfg`` and its parent the venv's ``lib``.
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    link = where / name
     link.symlink_to(sys.executable)
-    return str(link)
+    if sys.prefix != sys.base_prefix:
+        shutil.copy(Path(sys.prefix, "pyvenv.cfg"), where / "pyvenv.cfg")
+        (where.parent / "lib").symlink_to(Path(sys.prefix, "lib"))
+    return link
 
 
 # ------------------------------------------------------------------ build_command
@@ -166,8 +180,7 @@ def test_agent_starts_through_sh_and_says_hello(nasty_python: str) -> None:
 
 def test_setup_runs_in_the_same_shell_before_the_agent(tmp_path: Path) -> None:
     bindir = tmp_path / "bin dir"
-    bindir.mkdir()
-    (bindir / "mypython").symlink_to(sys.executable)
+    link_interpreter(bindir, "mypython")
     setup = f"export PATH={shlex.quote(str(bindir))}:\"$PATH\"  # a trailing comment"
     spec = AgentSpec(role="workers", label="local")
     status, evs = start_agent(build_command("mypython", setup), spec)

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import asyncssh
 import click
 import pytest
 from distributed import Security
@@ -29,6 +28,7 @@ from sshdeploy import cli
 from sshdeploy.cli import console, report
 from sshdeploy.cli import run as serve
 from sshdeploy.cli.run import ClientCredentials
+from sshdeploy.sshlib import asyncssh
 
 
 def _sibling(name: str) -> ModuleType:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from sshdeploy.diagnose import build_options, check_files, classify, key_changed
 from sshdeploy.errors import ConfigError, HostKeyError
+from sshdeploy.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import asyncssh
 import pytest
 
 from sshdeploy import settings as config
@@ -27,6 +26,7 @@ from sshdeploy.errors import (
 )
 from sshdeploy.hosts import Host
 from sshdeploy.pool import Connection, HostPool, classify, connect_kwargs
+from sshdeploy.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(30)
 

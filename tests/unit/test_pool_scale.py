@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncssh
 import pytest
 
 from sshdeploy import pool as pool_mod
 from sshdeploy.errors import ConnectError
 from sshdeploy.hosts import Host
 from sshdeploy.pool import Connection, HostPool, backoff, raise_open_files
+from sshdeploy.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(30)
 
