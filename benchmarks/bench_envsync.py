@@ -71,7 +71,7 @@ def start(bed: Any, **kw: Any) -> tuple[Any, float]:
 def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
     import dask
 
-    from sshdeploy.env.stage import clean
+    from sshdeploy.env.clean import clean
 
     out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
     kw: dict[str, Any] = {}

@@ -382,7 +382,7 @@ class EnvSyncError(HostError):
     what: str = "environment sync failed"
     remedy: str = (
         "Check the free space and permissions of ~/.cache/sshdeploy on that host "
-        "(python -m sshdeploy.env.sync clean HOST frees it), then start again."
+        "(dask-ssh clean --envs --uploads HOST frees it), then start again."
     )
 
 

@@ -373,6 +373,29 @@ def down_command(names: tuple[str, ...], every: bool) -> None:
         sys.exit(1)
 
 
+def _clean_caches(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts: str | None,
+                  ssh_private_key: str | None) -> int:
+    """Free the HOSTs' caches; one line per host. Return the exit status (1 if any failed)."""
+    from sshdeploy.env.clean import clean
+
+    options: dict[str, object] = {}
+    if known_hosts:
+        options["known_hosts"] = known_hosts
+    if ssh_private_key:
+        options["client_keys"] = [ssh_private_key]
+    results = clean(list(hosts), options or None, envs=envs, blobs=uploads)
+    console = _console()
+    failed = 0
+    for host, res in results.items():
+        if "error" in res:
+            failed += 1
+            click.echo(f"{host}: {res['error']}", err=True)
+        else:
+            freed = sum(v for k, v in res.items() if k in ("envs", "blobs"))
+            console.print(f"{host}: removed {freed / 1e6:.1f} MB")
+    return 1 if failed else 0
+
+
 @click.command("clean")
 @click.argument("hosts", nargs=-1, metavar="[HOST]...")
 @click.option("--envs", is_flag=True,
@@ -389,19 +412,12 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     """Forget the named clusters that are gone or stopped (their files here and on their hosts).
 
     With --envs / --uploads: free the caches of synced environments / uploaded
-    code on the HOSTs named instead (as ``python -m sshdeploy.env.sync clean``).
+    code on the HOSTs named instead.
     """
     if envs or uploads:
         if not hosts:
             raise click.UsageError("--envs / --uploads clean the caches of the HOSTs named")
-        from sshdeploy.env import sync as envsync
-
-        argv = ["clean", *(["--envs"] if envs else []), *(["--uploads"] if uploads else [])]
-        if known_hosts:
-            argv += ["--known-hosts", known_hosts]
-        if ssh_private_key:
-            argv += ["--ssh-private-key", ssh_private_key]
-        sys.exit(envsync.main([*argv, *hosts]))
+        sys.exit(_clean_caches(hosts, envs, uploads, known_hosts, ssh_private_key))
     if hosts:
         raise click.UsageError("HOSTs go with --envs or --uploads")
     from sshdeploy.named import flow

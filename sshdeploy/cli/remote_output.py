@@ -160,8 +160,7 @@ class RemoteLogHandler(logging.Handler):
     >>> record = logging.makeLogRecord({"name": "sshdeploy.remote.scheduler", "msg": "ready",
     ...     "levelno": logging.INFO,
     ...     "sshdeploy_label": "scheduler node1", "sshdeploy_role": "scheduler"})
-    >>> handler.handle(record)
-    True
+    >>> handler.emit(record)
     >>> handler.flush()
     >>> buf.getvalue()
     '[scheduler node1] ready\\n'

@@ -22,7 +22,7 @@ from distributed import Client
 
 from sshdeploy import SSHCluster, testbed
 from sshdeploy.env.gate import local_description
-from sshdeploy.env.stage import clean
+from sshdeploy.env.clean import clean
 from sshdeploy.env.sync import local_pack
 from sshdeploy.errors import EnvironmentMismatchError
 
@@ -212,7 +212,7 @@ def test_the_clean_command_empties_the_hosts_caches(bed: testbed.Bed) -> None:
     (envs / "leftover").mkdir(exist_ok=True)
     (envs / "leftover" / "x.py").write_text("x = 1\n" * 1000)
     out = subprocess.run(
-        [sys.executable, "-m", "sshdeploy.env.sync", "clean", "--known-hosts",
+        [sys.executable, "-m", "sshdeploy.cli", "clean", "--envs", "--uploads", "--known-hosts",
          str(bed.known_hosts), "--ssh-private-key", str(bed.client_key), f"root@{host.name}"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

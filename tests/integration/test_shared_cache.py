@@ -19,7 +19,7 @@ import pytest
 from distributed import Client
 
 from sshdeploy import SSHCluster, testbed
-from sshdeploy.env.stage import clean
+from sshdeploy.env.clean import clean
 from sshdeploy.remote.envremote import DONE
 
 pytestmark = pytest.mark.timeout(300)

@@ -39,7 +39,7 @@ HOST_ERRORS = [
     (RemoteImportError, "distributed is not importable", "pip install", "agent"),
     (VersionMismatchError, "version mismatch", "version-check", "agent"),
     (StartError, "failed to start", "Read the remote output", "agent"),
-    (EnvSyncError, "environment sync failed", "sshdeploy.env.sync clean", "sync"),
+    (EnvSyncError, "environment sync failed", "dask-ssh clean --envs", "sync"),
 ]
 
 
