@@ -15,13 +15,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
+from sshdeploy.errors import ClusterNotFoundError, ClusterStateError, SSHDeployError
 from sshdeploy.named.policy import check_name
 
 if TYPE_CHECKING:
@@ -105,22 +106,31 @@ def list_command(as_json: bool, host: str | None, known_hosts: str | None,
         if ssh_private_key:
             options["client_keys"] = [ssh_private_key]
         records = asyncio.run(_records_on(host, options or None))
+        problems: list[ClusterStateError] = []
     else:
-        records = StateStore().records()
+        records, problems = StateStore().scan()
     statuses = asyncio.run(flow.probe_all(records)) if records else []
     if as_json:
-        click.echo(json.dumps([s.as_json() for s in statuses], indent=1))
+        rows = [s.as_json() for s in statuses]
+        rows += [{"name": Path(p.path).stem, "state": "unreadable", "reason": p.reason,
+                  "path": p.path} for p in problems]
+        click.echo(json.dumps(rows, indent=1))
         return
     console = _console()
-    if not statuses:
+    if not statuses and not problems:
         console.print("no named clusters (start one with `dask-ssh up --name NAME HOST...`)")
         return
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in COLUMNS:
-        table.add_column(column, no_wrap=column != "state")
-    for s in statuses:
-        table.add_row(*table_row(s))
-    console.print(table)
+    if statuses:
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        for column in COLUMNS:
+            table.add_column(column, no_wrap=column != "state")
+        for s in statuses:
+            table.add_row(*table_row(s))
+        console.print(table)
+    for p in problems:
+        click.echo(f"{Path(p.path).stem}: unreadable state file {p.path}: {p.reason}. `dask-ssh "
+                   "clean` removes it; a cluster that still runs is found with `dask-ssh list "
+                   "--host HOST` on its scheduler host.", err=True)
 
 
 async def _records_on(host: str, options: dict[str, Any] | None) -> list[ClusterRecord]:
@@ -424,10 +434,14 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     from sshdeploy.named.state import StateStore
 
     store = StateStore()
-    records = store.records()
+    records, problems = store.scan()
     statuses = asyncio.run(flow.probe_all(records)) if records else []
     console = _console()
     removed = []
+    for problem in problems:
+        name = Path(problem.path).stem
+        store.remove(name)
+        removed.append(f"{name} (unreadable state file: {problem.reason})")
     for record, status in zip(records, statuses, strict=True):
         if status.state in ("gone", "stopped"):
             asyncio.run(flow.stop(record, store))

@@ -21,7 +21,7 @@ async def discover() -> AsyncIterator[tuple[str, Any]]:
     from sshdeploy.named import flow
     from sshdeploy.named.state import StateStore
 
-    records = StateStore().records()
+    records, _unreadable = StateStore().scan()
     for status in await flow.probe_all(records) if records else []:
         if status.state in ("running", "degraded"):
             yield status.name, SSHCluster

@@ -9,7 +9,13 @@ is ``cluster.json`` on its scheduler host, read with ``--host``. TLS client
 credentials of a cluster live beside it, in ``NAME.tls/`` (0700, files 0600).
 
 One ``up`` of a name at a time: :func:`locked` holds an exclusive ``flock`` on
-``NAME.lock`` while a cluster of that name starts or stops.
+``NAME.lock`` while a cluster of that name starts or stops, and removes the
+file when it lets go (a lock file is only there while someone holds it).
+
+A file that cannot be read (truncated, not UTF-8, not JSON) is one problem of
+that file, never of the others: :meth:`StateStore.scan` returns the readable
+records and a :class:`~sshdeploy.errors.ClusterStateError` per unreadable one,
+so ``dask-ssh list`` and ``clean`` go on working beside it.
 
 No network, no distributed: cheap to unit-test.
 """
@@ -122,8 +128,19 @@ class StateStore:
         return self.root / f"{check_name(name)}.tls"
 
     def _ensure_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.root, 0o700)
+        except FileExistsError:
+            raise ClusterStateError(
+                str(self.root), "is not a directory (sshdeploy keeps its named clusters there)",
+                remedy="Move that file away, or set XDG_STATE_HOME to another directory."
+            ) from None
+        except OSError as exc:
+            raise ClusterStateError(
+                str(self.root), f"cannot be made a private directory ({exc.strerror})",
+                remedy="Fix its permissions, or set XDG_STATE_HOME to a directory you own."
+            ) from None
 
     def save(self, record: ClusterRecord) -> None:
         """Write *record* atomically; its TLS credentials go to files of their own."""
@@ -156,15 +173,18 @@ class StateStore:
         """
         path = self.path(name)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise ClusterStateError(str(path), f"cannot be read ({exc.strerror})") from None
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClusterStateError(str(path), "is not UTF-8 text (damaged)") from None
         except ValueError as exc:
-            raise ClusterStateError(str(path), f"is not valid JSON ({exc})") from None
+            reason = "is empty" if not raw.strip() else f"is not valid JSON ({exc})"
+            raise ClusterStateError(str(path), reason) from None
         record = ClusterRecord.from_json(data, str(path))
         if record.name != name:
             raise ClusterStateError(str(path), f"names another cluster ({record.name!r})")
@@ -186,11 +206,42 @@ class StateStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.json"))
+        names = []
+        for p in self.root.glob("*.json"):
+            with contextlib.suppress(ValueError):   # a stray file whose stem is no valid name
+                names.append(check_name(p.stem))
+        return sorted(names)
 
     def records(self) -> list[ClusterRecord]:
         """Every readable record (an unreadable one raises: it is named)."""
         return [r for r in (self.load(n) for n in self.names()) if r is not None]
+
+    def scan(self) -> tuple[list[ClusterRecord], list[ClusterStateError]]:
+        """Every readable record, and the problem of each file that cannot be read.
+
+        One damaged file never hides the others (``list``, ``clean``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = StateStore(Path(tempfile.mkdtemp()))
+        >>> store.save(ClusterRecord("good", "root@node1:22", "tcp://10.0.0.1:8786"))
+        >>> _ = store.path("bad").write_text('{"name": "ba')
+        >>> records, problems = store.scan()
+        >>> [r.name for r in records], [p.reason.split(" (")[0] for p in problems]
+        (['good'], ['is not valid JSON'])
+        """
+        records: list[ClusterRecord] = []
+        problems: list[ClusterStateError] = []
+        for name in self.names():
+            try:
+                record = self.load(name)
+            except ClusterStateError as exc:
+                problems.append(exc)
+            else:
+                if record is not None:
+                    records.append(record)
+        return records, problems
 
     def remove(self, name: str) -> bool:
         """Remove the record of *name* and its credentials; return whether it existed."""
@@ -216,17 +267,35 @@ class StateStore:
         """
         self._ensure_root()
         path = self.root / f"{check_name(name)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _lock_file(path, name)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ClusterStateError(
-                    str(path), f"another dask-ssh is starting or stopping cluster {name!r}",
-                    remedy="Wait for it to finish, then try again.") from None
             yield
         finally:
+            # Unlink while still holding it: whoever opened the old file finds, once it
+            # holds the lock, that the path names no file or another one, and tries again.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             os.close(fd)
+
+
+def _lock_file(path: Path, name: str) -> int:
+    """Open and exclusively ``flock`` *path*; return the descriptor of the file it still names."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterStateError(
+                str(path), f"another dask-ssh is starting or stopping cluster {name!r}",
+                remedy="Wait for it to finish, then try again.") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)   # its holder removed it as we opened it: take the new one
 
 
 def write_private_json(path: Path, data: Any) -> None:

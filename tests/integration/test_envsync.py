@@ -21,8 +21,8 @@ import pytest
 from distributed import Client
 
 from sshdeploy import SSHCluster, testbed
-from sshdeploy.env.gate import local_description
 from sshdeploy.env.clean import clean
+from sshdeploy.env.gate import local_description
 from sshdeploy.env.sync import local_pack
 from sshdeploy.errors import EnvironmentMismatchError
 
