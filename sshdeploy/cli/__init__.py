@@ -34,7 +34,13 @@ import click
 from rich.console import Console
 
 from sshdeploy.cli import exit_codes, report
-from sshdeploy.cli.console import make_console, output_closed
+from sshdeploy.cli.console import (
+    make_console,
+    open_missing_streams,
+    output_closed,
+    output_failed,
+    output_full,
+)
 from sshdeploy.cli.options import (
     ENV_ITEM,
     HOST,
@@ -170,12 +176,18 @@ class DaskSSH(click.Command):
     def main(  # type: ignore[override]  # click's overloads: one signature serves all
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
     ) -> Any:
+        open_missing_streams()
         argv = list(sys.argv[1:] if args is None else args)
         command = subcommands().get(argv[0]) if argv else None
-        if command is not None:
-            return command.main(argv[1:], prog_name=f"{prog_name or 'dask-ssh'} {argv[0]}",
-                                **extra)
-        return super().main(argv, prog_name=prog_name, **extra)
+        try:
+            if command is not None:
+                return command.main(argv[1:], prog_name=f"{prog_name or 'dask-ssh'} {argv[0]}",
+                                    **extra)
+            return super().main(argv, prog_name=prog_name, **extra)
+        except OSError as err:   # click's own output (--help, usage errors) that cannot be written
+            if not output_failed(err):
+                raise
+            sys.exit(exit_codes.FAILED)
 
 
 @click.command(
@@ -338,7 +350,8 @@ def main(ctx: click.Context, /, **options: Any) -> None:
         err_console.print("dask-ssh: interrupted")
         code = exit_codes.INTERRUPTED
     if code == exit_codes.OK and output_closed(console):
-        code = exit_codes.OUTPUT_CLOSED
+        # a reader that left is SIGPIPE's status; an output that took no more is a failure
+        code = exit_codes.FAILED if output_full(console) else exit_codes.OUTPUT_CLOSED
     ctx.exit(code)
 
 

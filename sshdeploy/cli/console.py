@@ -4,7 +4,11 @@
   none with ``NO_COLOR`` (https://no-color.org), on a non-terminal too with
   ``FORCE_COLOR``; ``COLUMNS`` sets the width.
 * :class:`GuardedStream` turns a reader that went away (``dask-ssh ... | head``)
-  into a flag (:func:`output_closed`) instead of an exception in every print.
+  or an output that cannot take more (``> /dev/full``, a full disk) into a flag
+  (:func:`output_closed`) instead of an exception in every print.
+* :func:`open_missing_streams` gives a command started with a standard stream
+  closed (``dask-ssh up ... >&-``, some cron and service managers) ``/dev/null``
+  there, before anything else can take that descriptor.
 
 The module imports neither asyncssh nor distributed.
 """
@@ -20,7 +24,8 @@ from typing import IO
 
 from rich.console import Console
 
-__all__ = ["GuardedStream", "make_console", "output_closed"]
+__all__ = ["GuardedStream", "make_console", "open_missing_streams", "output_closed",
+           "output_failed", "output_full"]
 
 
 class GuardedStream:
@@ -54,6 +59,8 @@ class GuardedStream:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.closed_by_reader = threading.Event()
+        #: Whether the output took no more (ENOSPC...), rather than its reader leaving.
+        self.full = False
 
     def write(self, text: str) -> int:
         """Write *text*, or drop it once the reader has gone."""
@@ -75,7 +82,10 @@ class GuardedStream:
             self._gone(err)
 
     def _gone(self, err: OSError) -> None:
-        if err.errno not in _READER_GONE and not isinstance(err, BrokenPipeError):
+        if err.errno in _OUTPUT_FULL:
+            self.full = True
+            _note(f"dask-ssh: output dropped from here on: {err.strerror}\n")
+        elif err.errno not in _READER_GONE and not isinstance(err, BrokenPipeError):
             raise err
         self.closed_by_reader.set()
         try:
@@ -126,12 +136,68 @@ class GuardedStream:
 
 
 _READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.ENXIO})
+#: An output that takes no more (``/dev/full``, a full disk or quota): dropped, and said once.
+_OUTPUT_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def output_failed(err: OSError) -> bool:
+    """Whether *err* says stdout is gone or full (said on stderr, for one that is full).
+
+    If so, stdout now writes to ``/dev/null``, so that Python's last flush at exit
+    does not fail again.
+    """
+    if err.errno in _OUTPUT_FULL:
+        _note(f"dask-ssh: cannot write the output: {err.strerror}\n")
+    elif err.errno not in _READER_GONE and not isinstance(err, BrokenPipeError):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+    finally:
+        os.close(devnull)
+    return True
+
+
+def _note(text: str) -> None:
+    """Say *text* on stderr if it can be said (stderr may be the full one)."""
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
+
+
+def open_missing_streams() -> None:
+    """Open ``/dev/null`` on each of descriptors 0, 1, 2 that is closed; fix ``sys.std*``.
+
+    Without this, the first file or socket the command opens takes descriptor 1,
+    and a print would write into it. Called first by ``dask-ssh``.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
 
 
 def output_closed(console: Console) -> bool:
     """Whether the reader of *console*'s stream has gone (see :class:`GuardedStream`)."""
     stream = console.file
     return isinstance(stream, GuardedStream) and stream.reader_gone()
+
+
+def output_full(console: Console) -> bool:
+    """Whether *console*'s stream stopped because it took no more (``/dev/full``, a full disk)."""
+    stream = console.file
+    return isinstance(stream, GuardedStream) and stream.full
 
 
 def make_console(stream: IO[str] | None = None, *, width: int | None = None) -> Console:
