@@ -313,6 +313,36 @@ class ClusterNotFoundError(SSHDeployError):
 
 
 @dataclass(eq=False)
+class WorkersNotReadyError(SSHDeployError):
+    """A named cluster did not reach the number of workers asked for in time.
+
+    Parameters
+    ----------
+    name : str
+        The cluster's name.
+    wanted : int
+        The workers it was scaled to.
+    running : int
+        The workers running when the wait ended.
+    waited : float
+        Seconds waited (``sshdeploy.start-timeout``).
+    remedy : str
+        What to do.
+    """
+
+    name: str
+    wanted: int
+    running: int
+    waited: float
+    remedy: str = ("The cluster keeps trying; `dask-ssh status NAME` shows each host and its "
+                   "error, `dask-ssh logs NAME` what the workers wrote.")
+
+    def message(self) -> str:
+        return (f"cluster {self.name!r}: {self.running} of {self.wanted} worker(s) running "
+                f"after {self.waited:.0f} s. {self.remedy.replace('NAME', self.name)}")
+
+
+@dataclass(eq=False)
 class ClusterExistsError(SSHDeployError):
     """A named cluster of that name runs with another spec.
 

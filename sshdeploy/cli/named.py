@@ -287,20 +287,45 @@ async def _follow(pool: Any, hosts: dict[Any, Any], answers: list[Any], worker: 
 @click.argument("n", type=click.IntRange(min=0))
 @handled
 def scale_command(name: str, n: int) -> None:
-    """Scale cluster NAME to N workers; return when they run (it keeps running)."""
+    """Scale cluster NAME to N workers (0 too); return when they run (it keeps running).
+
+    N beyond the hosts' slots is said at once: the cluster scales to the slots.
+    """
     from distributed import Client
 
     from sshdeploy.cluster import SSHCluster
 
     cluster = SSHCluster.from_name(name)
+    console = _console()
     try:
         cluster.scale(n)
+        target = len(cluster.worker_spec)
+        if target < n:
+            slots = f"{target} slot{'s' if target != 1 else ''}"
+            console.print(f"{name}: {n} workers asked, the hosts have {slots}: scaling to "
+                          f"{target} (add hosts with `dask-ssh add {name} HOST...`, or give "
+                          "them more slots)")
         with Client(cluster) as client:
-            client.wait_for_workers(n, timeout=cluster.cluster_plan.settings.start_timeout)
-            running = len(client.scheduler_info(n_workers=-1)["workers"])
+            running = _wait_for_count(client, name, target,
+                                      cluster.cluster_plan.settings.start_timeout)
     finally:
         cluster.close()
-    _console().print(f"{name}: {running} worker{'s' if running != 1 else ''}")
+    console.print(f"{name}: {running} worker{'s' if running != 1 else ''}")
+
+
+def _wait_for_count(client: Any, name: str, wanted: int, timeout: float) -> int:
+    """Wait until the scheduler has exactly *wanted* workers (up or down); return the count."""
+    from sshdeploy.errors import WorkersNotReadyError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        running = len(client.scheduler_info(n_workers=-1)["workers"])
+        if running == wanted:
+            return running
+        if time.monotonic() > deadline:
+            raise WorkersNotReadyError(name=name, wanted=wanted, running=running,
+                                       waited=timeout)
+        time.sleep(0.2)
 
 
 @click.command("add")

@@ -23,6 +23,7 @@ from sshdeploy.errors import (
     StartError,
     UploadError,
     VersionMismatchError,
+    WorkersNotReadyError,
     failures_by_host,
 )
 
@@ -177,6 +178,7 @@ def _every_error() -> list[SSHDeployError]:
         ClusterStateError(path="/s/a.json", reason="is not valid JSON"),
         ClusterNotFoundError(name="a", state="gone", cause="its scheduler no longer runs"),
         ClusterExistsError(name="a", differences=["hosts: a -> b"]),
+        WorkersNotReadyError(name="a", wanted=4, running=2, waited=60.0),
     ]
 
 
