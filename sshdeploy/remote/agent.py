@@ -1,7 +1,8 @@
 """The remote agent: the program that runs on every host, sent over SSH.
 
 This file is read as *text* by the controller and executed by the remote
-Python (``python -c`` reads it from stdin): sshdeploy need not be installed
+Python (the loader, :mod:`sshdeploy.remote.loader`, reads it from stdin as the
+part ``main`` and calls :func:`main`): sshdeploy need not be installed
 on the hosts. It must therefore import nothing from sshdeploy and only the
 standard library until the spec has been read; distributed is imported once,
 after that. Importing it as :mod:`sshdeploy.remote.agent` is cheap (standard
@@ -1525,6 +1526,3 @@ class Agent:
 def main() -> None:
     Agent().run()
 
-
-if __name__ == "__main__" or __name__ == "sshdeploy-agent":
-    main()

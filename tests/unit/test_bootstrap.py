@@ -25,8 +25,9 @@ from sshdeploy.bootstrap import (
     EXIT_SETUP_FAILED,
     LAUNCHER,
     PROBE,
+    REMOTE,
     AgentSpec,
-    agent_source,
+    agent_bundle,
     build_command,
     build_kill_command,
     build_probe_command,
@@ -239,9 +240,15 @@ def test_spec_to_json() -> None:
 def test_stdin_preamble_is_length_prefixed_agent_and_tagger_then_spec() -> None:
     spec = AgentSpec(role="scheduler", label="scheduler node1")
     data = stdin_preamble(spec)
-    first, rest = data.split(b"\n", 1)
+    assert data.startswith(agent_bundle())
+    first, rest = data.split(b"\n", 1)  # the loader, which the launcher reads
     n = int(first)
-    assert rest[:n] == agent_source() == Path(agent_module.__file__).read_bytes()
+    assert rest[:n] == (REMOTE / "loader.py").read_bytes()
+    names, rest = rest[n:].split(b"\n", 1)  # the agent's parts, which the loader reads
+    assert names.split() == [b"main"]
+    first, rest = rest.split(b"\n", 1)
+    n = int(first)
+    assert rest[:n] == Path(agent_module.__file__).read_bytes()
     second, rest = rest[n:].split(b"\n", 1)
     m = int(second)
     assert rest[:m] == tagger_source() == Path(tagger_module.__file__).read_bytes()

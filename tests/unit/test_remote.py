@@ -40,8 +40,8 @@ def module_level_imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_remote_folder_holds_every_program_sent_to_the_hosts() -> None:
-    assert {p.stem for p in PROGRAMS} == {"agent", "tagger", "launcher", "probe", "deep_probe",
-                                          "envremote"}
+    assert {p.stem for p in PROGRAMS} == {"agent", "tagger", "launcher", "loader", "probe",
+                                          "deep_probe", "envremote"}
 
 
 @pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
@@ -79,3 +79,44 @@ def test_launcher_says_python_started_then_runs_the_code_on_stdin() -> None:
     event = json.loads(line[len(agent.EVENT):])
     assert event["ev"] == "stage" and event["stage"] == "python" and event["pid"] > 1
     assert rest == b"ran __main__"
+
+
+#: Two parts of a pretend agent: a dataclass under postponed annotations (it needs
+#: its module in sys.modules while it runs), and a main part importing it relatively.
+PARTS = [
+    ("values", b"""from __future__ import annotations
+import dataclasses
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+"""),
+    ("main", b"""from __future__ import annotations
+import os, sys
+from .values import Point
+def main() -> None:
+    if sys.stdin.buffer.readline() == b"fail\\n":
+        raise RuntimeError("boom")
+    os.write(1, f"{__name__} {__package__} {Point(1)}".encode())
+"""),
+]
+
+
+def run_bundle(rest: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run the launcher on the bundle of :data:`PARTS`, then *rest* on stdin."""
+    return subprocess.run([sys.executable, "-u", "-c", bootstrap.LAUNCHER],
+                          input=bootstrap.build_bundle(PARTS) + rest, capture_output=True,
+                          timeout=30)
+
+
+def test_loader_runs_the_parts_as_one_package_then_main_reads_the_rest() -> None:
+    proc = run_bundle(b"go\n")
+    assert proc.returncode == 0, proc.stderr
+    _stage, out = proc.stdout.split(b"\n", 1)
+    assert out == b"sshdeploy_agent.main sshdeploy_agent Point(x=1)"
+
+
+def test_a_remote_traceback_names_the_part() -> None:
+    proc = run_bundle(b"fail\n")
+    assert proc.returncode == 1
+    assert b'File "sshdeploy-agent/main.py", line 6, in main' in proc.stderr, proc.stderr
+    assert b"RuntimeError: boom" in proc.stderr
