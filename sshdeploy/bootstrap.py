@@ -20,9 +20,10 @@ from typing import Any
 import cloudpickle
 
 # The wire constants live in the agent (it cannot import them: it travels alone);
-# importing it is cheap, it imports only the standard library at top level.
-from .remote.agent import EVENT as EVENT_MARK
-from .remote.agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+# importing its protocol part is cheap, it imports only the standard library at top level.
+from .remote.agent import PARTS as AGENT_PARTS
+from .remote.agent.protocol import EVENT as EVENT_MARK
+from .remote.agent.protocol import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 from .roles import AgentRole
 
 __all__ = [
@@ -92,10 +93,6 @@ REMOTE = Path(__file__).with_name("remote")
 LAUNCHER = program_text("launcher", one_line=True)
 
 
-#: The agent's parts: each name, the file of its source (the ``main`` part runs the agent).
-_AGENT_PARTS = {"main": REMOTE / "agent.py"}
-
-
 def build_bundle(parts: Sequence[tuple[str, bytes]]) -> bytes:
     """Return what the launcher reads: the loader, then the *parts* it runs as one package.
 
@@ -121,8 +118,13 @@ def build_bundle(parts: Sequence[tuple[str, bytes]]) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def agent_bundle() -> bytes:
-    """Return the remote agent as sent to every host: the loader and the agent's parts."""
-    return build_bundle([(name, path.read_bytes()) for name, path in _AGENT_PARTS.items()])
+    """Return the remote agent as sent to every host: the loader and the agent's parts.
+
+    The parts (:mod:`sshdeploy.remote.agent`) go in the order of its ``PARTS``:
+    each after the parts it imports.
+    """
+    return build_bundle([(name, (REMOTE / "agent" / f"{name}.py").read_bytes())
+                         for name in AGENT_PARTS])
 
 
 @functools.lru_cache(maxsize=1)
@@ -244,7 +246,7 @@ class AgentSpec:
     op : str, optional
         Instead of running anything, one operation on the files of the named
         cluster ``keep["name"]`` (``probe``, ``write``, ``kill``, ``remove``:
-        :func:`sshdeploy.remote.agent.keep_op`), answered by one ``answer`` event.
+        :func:`sshdeploy.remote.agent.keep.keep_op`), answered by one ``answer`` event.
     data : object, optional
         What ``op="write"`` stores.
     """
