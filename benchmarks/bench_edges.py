@@ -28,9 +28,12 @@ Usage (root for ``line``'s end-to-end part and ``cli``: they use a 2-host bed)::
 Writes ``edges.json`` and ``edges.md`` into ``--out``. Only reports.
 
 Which code is measured: see ``_source.py`` (``PYTHONPATH=/work/main`` measures
-main's). The tagger and pump are found by :func:`line_impls`: the agent's
-``CHILD_TAGGER`` text and ``Agent.pump_logs`` today, or a ``sshdeploy/tagger.py``
-module when there is one.
+main's). The tagger and pump are found by :func:`line_impls` in whichever layout
+the measured code has: ``sshdeploy/remote/tagger.py`` and the agent part
+``sshdeploy/remote/agent/wire.py`` (``Wire.pump_logs``) today; before, a single
+agent file (``sshdeploy/remote/agent.py``, earlier ``sshdeploy/agent.py``) with
+``Wire.pump_logs`` or ``Agent.pump_logs``, and a ``tagger.py`` or its
+``CHILD_TAGGER`` text.
 """
 
 from __future__ import annotations
@@ -156,26 +159,59 @@ def _load(name: str) -> Any:
     path = _source.SOURCE / "sshdeploy" / f"{name}.py"
     if not path.exists():
         return None
-    spec = importlib.util.spec_from_file_location(f"bench_sshdeploy_{name}", path)
+    spec = importlib.util.spec_from_file_location(
+        f"bench_sshdeploy_{name.replace('/', '_')}", path)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
+#: Where the worker-side tagger's file was, newest layout first.
+_TAGGERS = ("remote/tagger", "tagger")
+#: Where a single agent file was, before the agent was split into parts.
+_AGENTS = ("remote/agent", "agent")
+
+
+def _agent() -> tuple[str, Any]:
+    """The measured code's agent module holding the pump, and its path under ``sshdeploy/``.
+
+    The agent's parts import each other, so its wire part is imported as a
+    package module (``_source`` put the measured code first on ``sys.path``).
+    """
+    if (_source.SOURCE / "sshdeploy" / "remote" / "agent" / "wire.py").exists():
+        return "remote/agent/wire", importlib.import_module("sshdeploy.remote.agent.wire")
+    for name in _AGENTS:
+        agent = _load(name)
+        if agent is not None:
+            return name, agent
+    return "", None
+
+
+def _tagger_text() -> tuple[str, str] | None:
+    """The worker-side tagger's source and where it is (a file, or the agent's text)."""
+    for name in _TAGGERS:
+        path = _source.SOURCE / "sshdeploy" / f"{name}.py"
+        if path.exists():
+            return f"sshdeploy/{name}.py", path.read_text()
+    for name in _AGENTS:
+        agent = _load(name)
+        if agent is not None and hasattr(agent, "CHILD_TAGGER"):
+            return f"sshdeploy/{name}.py CHILD_TAGGER", agent.CHILD_TAGGER
+    return None
+
+
 def line_impls() -> dict[str, str]:
     """Which tagger and pump the measured code has: {"tagger": how, "pump": how}."""
     found: dict[str, str] = {}
-    tagger = _source.SOURCE / "sshdeploy" / "tagger.py"
-    agent = _load("agent")
-    if tagger.exists():
-        found["tagger"] = "sshdeploy/tagger.py run as the worker preload"
-    elif agent is not None and hasattr(agent, "CHILD_TAGGER"):
-        found["tagger"] = "sshdeploy/agent.py CHILD_TAGGER run as the worker preload"
+    tagger = _tagger_text()
+    if tagger is not None:
+        found["tagger"] = f"{tagger[0]} run as the worker preload"
+    name, agent = _agent()
     if agent is not None and hasattr(getattr(agent, "Wire", None), "pump_logs"):
-        found["pump"] = "sshdeploy/agent.py Wire.pump_logs"
+        found["pump"] = f"sshdeploy/{name}.py Wire.pump_logs"
     elif agent is not None and hasattr(getattr(agent, "Agent", None), "pump_logs"):
-        found["pump"] = "sshdeploy/agent.py Agent.pump_logs"
+        found["pump"] = f"sshdeploy/{name}.py Agent.pump_logs"
     return found
 
 
@@ -192,11 +228,9 @@ def _ready() -> None:
 
 def child_tagger(size: int) -> None:
     """Install the worker-side tagger, write *size* bytes without a newline to fd 1."""
-    tagger = _source.SOURCE / "sshdeploy" / "tagger.py"
-    if tagger.exists():
-        text = tagger.read_text()
-    else:
-        text = _load("agent").CHILD_TAGGER
+    tagger = _tagger_text()
+    assert tagger is not None, "no worker-side tagger in the measured code"
+    text = tagger[1]
     os.environ["SSHDEPLOY_LABEL"] = LABEL
     exec(compile(text, "sshdeploy_tagger", "exec"), {"__name__": "sshdeploy_tagger"})
     _ready()
@@ -210,7 +244,7 @@ def child_tagger(size: int) -> None:
 
 def child_pump(size: int) -> None:
     """Run the agent's log pump on a pipe; write *size* bytes, then a newline."""
-    pump = _agent_pump(_load("agent"))
+    pump = _agent_pump(_agent()[1])
     r, w = os.pipe()
     threading.Thread(target=pump, args=(r,), daemon=True).start()
     _ready()

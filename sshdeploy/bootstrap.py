@@ -20,9 +20,10 @@ from typing import Any
 import cloudpickle
 
 # The wire constants live in the agent (it cannot import them: it travels alone);
-# importing it is cheap, it imports only the standard library at top level.
-from .remote.agent import EVENT as EVENT_MARK
-from .remote.agent import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+# importing its protocol part is cheap, it imports only the standard library at top level.
+from .remote.agent import PARTS as AGENT_PARTS
+from .remote.agent.protocol import EVENT as EVENT_MARK
+from .remote.agent.protocol import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
 from .roles import AgentRole
 
 __all__ = [
@@ -34,7 +35,8 @@ __all__ = [
     "LAUNCHER",
     "PROBE",
     "AgentSpec",
-    "agent_source",
+    "agent_bundle",
+    "build_bundle",
     "build_command",
     "build_probe_command",
     "build_script_command",
@@ -86,15 +88,43 @@ def program_text(name: str, one_line: bool = False) -> str:
 #: Where the programs that run on the hosts live (:mod:`sshdeploy.remote`).
 REMOTE = Path(__file__).with_name("remote")
 
-#: Say "python started" (stage event with our pid), read the agent's source
+#: Say "python started" (stage event with our pid), read the agent's loader
 #: from stdin (length-prefixed) and run it (:mod:`sshdeploy.remote.launcher`).
 LAUNCHER = program_text("launcher", one_line=True)
 
 
+def build_bundle(parts: Sequence[tuple[str, bytes]]) -> bytes:
+    """Return what the launcher reads: the loader, then the *parts* it runs as one package.
+
+    The loader (:mod:`sshdeploy.remote.loader`) comes length-prefixed, as the
+    launcher reads it; then one line of the parts' names, in the order given
+    (each before the parts that import it), then each part's source,
+    length-prefixed.
+
+    Examples
+    --------
+    >>> data = build_bundle([("a", b"A = 1\\n"), ("main", b"def main(): pass\\n")])
+    >>> data.split(b"\\n", 1)[0] == b"%d" % len((REMOTE / "loader.py").read_bytes())
+    True
+    >>> data.endswith(b"a main\\n6\\nA = 1\\n17\\ndef main(): pass\\n")
+    True
+    """
+    out = _block((REMOTE / "loader.py").read_bytes())
+    out += " ".join(name for name, _ in parts).encode() + b"\n"
+    for _, source in parts:
+        out += _block(source)
+    return out
+
+
 @functools.lru_cache(maxsize=1)
-def agent_source() -> bytes:
-    """Return the source of the remote agent, as sent to every host."""
-    return (REMOTE / "agent.py").read_bytes()
+def agent_bundle() -> bytes:
+    """Return the remote agent as sent to every host: the loader and the agent's parts.
+
+    The parts (:mod:`sshdeploy.remote.agent`) go in the order of its ``PARTS``:
+    each after the parts it imports.
+    """
+    return build_bundle([(name, (REMOTE / "agent" / f"{name}.py").read_bytes())
+                         for name in AGENT_PARTS])
 
 
 @functools.lru_cache(maxsize=1)
@@ -216,7 +246,7 @@ class AgentSpec:
     op : str, optional
         Instead of running anything, one operation on the files of the named
         cluster ``keep["name"]`` (``probe``, ``write``, ``kill``, ``remove``:
-        :func:`sshdeploy.remote.agent.keep_op`), answered by one ``answer`` event.
+        :func:`sshdeploy.remote.agent.keep.keep_op`), answered by one ``answer`` event.
     data : object, optional
         What ``op="write"`` stores.
     """
@@ -252,12 +282,15 @@ def stdin_preamble(spec: AgentSpec) -> bytes:
     """Return the bytes written first to the agent's stdin: its code, the tagger's, its spec.
 
     Each code block is length-prefixed (``b"<n>\\n"`` then n bytes): the
-    launcher reads the agent's, the agent reads the tagger's, then one JSON line.
+    launcher reads the loader, the loader the agent's parts (:func:`agent_bundle`),
+    the agent the tagger's code, then one JSON line.
     """
-    out = b""
-    for source in (agent_source(), tagger_source()):
-        out += b"%d\n" % len(source) + source
-    return out + spec.to_json().encode() + b"\n"
+    return agent_bundle() + _block(tagger_source()) + spec.to_json().encode() + b"\n"
+
+
+def _block(data: bytes) -> bytes:
+    """Return *data* length-prefixed: ``b"<n>\\n"`` then its n bytes."""
+    return b"%d\n" % len(data) + data
 
 
 def encode_kwargs(kwargs: Mapping[str, Any]) -> str:

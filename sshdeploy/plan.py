@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .hosts import Host, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place, with_spares
-from .remote.agent import describe_share
+from .remote.agent.servers import describe_share
 from .roles import Role
 from .settings import Settings
 

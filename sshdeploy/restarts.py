@@ -28,7 +28,7 @@ from distributed.deploy.spec import SpecCluster
 from . import compat
 from .channel import CONNECTION_LOST
 from .errors import ConnectError, SSHDeployError
-from .remote.agent import RestartBudget
+from .remote.agent.servers import RestartBudget
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from sshdeploy.cli.console import output_closed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
 from sshdeploy.placement import name_order
-from sshdeploy.remote.agent import remove_stale_dirs, write_owner
+from sshdeploy.remote.agent.group import remove_stale_dirs, write_owner
 from sshdeploy.versions import package_versions
 from sshdeploy.views import livestatus
 from sshdeploy.views.hostrows import HostRow, worker_resources

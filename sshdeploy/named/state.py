@@ -34,7 +34,7 @@ from typing import Any
 
 from sshdeploy.errors import ClusterStateError
 from sshdeploy.named.policy import check_name
-from sshdeploy.remote.agent import state_home
+from sshdeploy.remote.agent.keep import state_home
 
 #: Bumped when the record's fields change incompatibly.
 FORMAT = 1

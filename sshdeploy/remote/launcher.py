@@ -1,7 +1,8 @@
 # Run by `python -u -c` from the login shell (sshdeploy.bootstrap.build_command): say
-# "python started" (a stage event with our pid), then read the agent's source from stdin
-# (length-prefixed) and run it. Standard library only. Sent as one line: comment lines
-# are dropped and the statements (each on one line, none indented) joined with ";".
+# "python started" (a stage event with our pid), then read the agent's loader from stdin
+# (length-prefixed; remote/loader.py) and run it. Standard library only. Sent as one line:
+# comment lines are dropped and the statements (each on one line, none indented) joined
+# with ";".
 import os
 import sys
 

@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Iterable
 
-#: Starts every tagged line; the same value as :data:`sshdeploy.remote.agent.TAG`.
+#: Starts every tagged line; the same value as :data:`sshdeploy.remote.agent.protocol.TAG`.
 TAG = "\x1esshdeploy\x1f"
 #: Environment variable naming the worker whose output this process writes.
 LABEL_ENV = "SSHDEPLOY_LABEL"

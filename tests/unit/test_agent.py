@@ -687,7 +687,7 @@ def test_the_resource_tracker_is_forked_from_the_agent_too(
 REAP_SCRIPT = r'''
 import os, signal, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from sshdeploy.remote.agent import ProcessGroup
+from sshdeploy.remote.agent.group import ProcessGroup
 group = ProcessGroup()
 group.lead()
 kids = [

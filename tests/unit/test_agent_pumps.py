@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from sshdeploy.remote import agent, tagger
+from sshdeploy.remote import tagger
+from sshdeploy.remote.agent import protocol
+from sshdeploy.remote.agent.wire import Wire
 
 BIG = 64 * 1024 * 1024
 
@@ -25,7 +27,7 @@ def naive_lines(data: bytes) -> list[bytes]:
     return [*lines, rest] if rest else lines
 
 
-@pytest.mark.parametrize("splitter_cls", [tagger.LineSplitter, agent.LineSplitter])
+@pytest.mark.parametrize("splitter_cls", [tagger.LineSplitter, protocol.LineSplitter])
 def test_splitter_gives_the_lines_of_any_chunking(splitter_cls: Callable[..., object]) -> None:
     rng = random.Random(7)
     data = b"".join(rng.choice([b"a", b"bb", b"\n", b"cccc", b"\n\n"]) for _ in range(5000))
@@ -41,7 +43,7 @@ def test_splitter_gives_the_lines_of_any_chunking(splitter_cls: Callable[..., ob
         assert out == naive_lines(data)
 
 
-@pytest.mark.parametrize("splitter_cls", [tagger.LineSplitter, agent.LineSplitter])
+@pytest.mark.parametrize("splitter_cls", [tagger.LineSplitter, protocol.LineSplitter])
 def test_splitter_hands_out_a_long_line_in_bounded_pieces(
     splitter_cls: Callable[..., object],
 ) -> None:
@@ -104,7 +106,7 @@ def test_tagger_pump_passes_a_64_mib_line_without_newline() -> None:
 def test_agent_pump_passes_a_64_mib_line_without_newline() -> None:
     src_r, src_w = os.pipe()
     out_r, out_w = os.pipe()
-    wire = agent.Wire(out_w)
+    wire = Wire(out_w)
     wire.label = "node2"
     result: list[bytes] = []
     reader = threading.Thread(target=lambda: result.append(drain(out_r)))
@@ -118,12 +120,12 @@ def test_agent_pump_passes_a_64_mib_line_without_newline() -> None:
     os.close(src_r)
     total = 0
     for raw in result[0].splitlines():
-        assert raw.startswith(agent.EVENT)
-        ev = json.loads(raw[len(agent.EVENT):])
+        assert raw.startswith(protocol.EVENT)
+        ev = json.loads(raw[len(protocol.EVENT):])
         assert ev["ev"] == "logs"
         for src, stream, line in ev["lines"]:
             assert (src, stream) == ("node2", "stderr")
-            assert set(line) == {"x"} and len(line) <= 2 * agent.MAX_LINE
+            assert set(line) == {"x"} and len(line) <= 2 * protocol.MAX_LINE
             total += len(line)
     assert total == BIG
 
@@ -131,12 +133,12 @@ def test_agent_pump_passes_a_64_mib_line_without_newline() -> None:
 def test_agent_pump_attributes_tagged_lines() -> None:
     src_r, src_w = os.pipe()
     out_r, out_w = os.pipe()
-    wire = agent.Wire(out_w)
+    wire = Wire(out_w)
     wire.label = "node2"
     os.write(src_w, tagger.line_prefix("node2-0", "stdout") + b"hello\nplain\n")
     os.close(src_w)
     wire.pump_logs(src_r)
     os.close(out_w)
     (raw,) = drain(out_r).splitlines()
-    assert json.loads(raw[len(agent.EVENT):]) == {
+    assert json.loads(raw[len(protocol.EVENT):]) == {
         "ev": "logs", "lines": [["node2-0", "stdout", "hello"], ["node2", "stderr", "plain"]]}

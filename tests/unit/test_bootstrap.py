@@ -25,8 +25,9 @@ from sshdeploy.bootstrap import (
     EXIT_SETUP_FAILED,
     LAUNCHER,
     PROBE,
+    REMOTE,
     AgentSpec,
-    agent_source,
+    agent_bundle,
     build_command,
     build_kill_command,
     build_probe_command,
@@ -35,8 +36,9 @@ from sshdeploy.bootstrap import (
     stdin_preamble,
     tagger_source,
 )
-from sshdeploy.remote import agent as agent_module
+from sshdeploy.remote import agent as agent_package
 from sshdeploy.remote import tagger as tagger_module
+from sshdeploy.remote.agent import protocol
 from sshdeploy.versions import local_versions
 
 pytestmark = pytest.mark.timeout(30)
@@ -239,22 +241,30 @@ def test_spec_to_json() -> None:
 def test_stdin_preamble_is_length_prefixed_agent_and_tagger_then_spec() -> None:
     spec = AgentSpec(role="scheduler", label="scheduler node1")
     data = stdin_preamble(spec)
-    first, rest = data.split(b"\n", 1)
+    assert data.startswith(agent_bundle())
+    first, rest = data.split(b"\n", 1)  # the loader, which the launcher reads
     n = int(first)
-    assert rest[:n] == agent_source() == Path(agent_module.__file__).read_bytes()
-    second, rest = rest[n:].split(b"\n", 1)
+    assert rest[:n] == (REMOTE / "loader.py").read_bytes()
+    names, rest = rest[n:].split(b"\n", 1)  # the agent's parts, which the loader reads
+    assert names.decode().split() == list(agent_package.PARTS)
+    for name in agent_package.PARTS:
+        first, rest = rest.split(b"\n", 1)
+        n = int(first)
+        assert rest[:n] == (REMOTE / "agent" / f"{name}.py").read_bytes()
+        rest = rest[n:]
+    second, rest = rest.split(b"\n", 1)
     m = int(second)
     assert rest[:m] == tagger_source() == Path(tagger_module.__file__).read_bytes()
     assert rest[m:] == spec.to_json().encode() + b"\n"
 
 
 def test_wire_constants_have_one_home() -> None:
-    assert EVENT_MARK is agent_module.EVENT
-    assert tagger_module.TAG == agent_module.TAG
-    assert tagger_module.MODULE == agent_module.TAGGER_MODULE
+    assert EVENT_MARK is protocol.EVENT
+    assert tagger_module.TAG == protocol.TAG
+    assert tagger_module.MODULE == protocol.TAGGER_MODULE
     assert (EXIT_SETUP_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND) == (
-        agent_module.EXIT_SETUP_FAILED, agent_module.EXIT_NOT_EXECUTABLE,
-        agent_module.EXIT_NOT_FOUND)
+        protocol.EXIT_SETUP_FAILED, protocol.EXIT_NOT_EXECUTABLE,
+        protocol.EXIT_NOT_FOUND)
 
 
 # ------------------------------------------------------------------ messages
@@ -280,7 +290,7 @@ def test_encode_message_round_trips_pickled_kwargs() -> None:
     msg = json.loads(raw)
     assert (msg["cmd"], msg["name"], msg["scheduler"]) == ("start_worker", "node2-0", "tcp://h:1")
     # what the agent does with "kw" (it has only the standard library's pickle)
-    back = agent_module.decode_kwargs(msg)
+    back = protocol.decode_kwargs(msg)
     assert back["nested"] == {"a": [1, 2]} and back["host"] == "127.0.0.1"
     assert back["obj"].v == 7 and back["fn"](1) == 2
     assert cloudpickle.loads(base64.b64decode(encode_kwargs({"x": 1}))) == {"x": 1}

@@ -17,7 +17,7 @@ from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
 from sshdeploy.pool import HostPool
-from sshdeploy.remote.agent import EVENT
+from sshdeploy.remote.agent.protocol import EVENT
 
 pytestmark = pytest.mark.timeout(30)
 

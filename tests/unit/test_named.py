@@ -17,7 +17,7 @@ from sshdeploy.named.spec import cluster_spec, differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
-from sshdeploy.remote.agent import keep_op, start_time
+from sshdeploy.remote.agent.keep import keep_op, start_time
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -204,7 +204,7 @@ class _FakeScheduler:
 
 def test_lifetime_policies_are_decided_on_the_scheduler_host(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sshdeploy.remote.agent import Keep
+    from sshdeploy.remote.agent.keep import Keep
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     keep = Keep({"name": "demo", "idle_timeout": 10, "max_lifetime": 100}, "scheduler",
@@ -212,7 +212,7 @@ def test_lifetime_policies_are_decided_on_the_scheduler_host(
     keep.begin("scheduler n1")
     server, idle = _FakeScheduler(), {"since": 0.0}
     now = [1000.0]
-    monkeypatch.setattr("sshdeploy.remote.agent.time.time", lambda: now[0])
+    monkeypatch.setattr("sshdeploy.remote.agent.keep.time.time", lambda: now[0])
     keep.started = 1000.0
     assert keep.scheduler_status(server, idle) is None  # first look: idle from now
     now[0] = 1009.0

@@ -11,7 +11,7 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.errors import ConnectError
-from sshdeploy.remote.agent import RestartBudget, Servers
+from sshdeploy.remote.agent.servers import RestartBudget, Servers
 from sshdeploy.restarts import WorkerRestarts
 
 pytestmark = pytest.mark.timeout(30)

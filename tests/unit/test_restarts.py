@@ -15,7 +15,7 @@ from distributed.core import Status
 
 from sshdeploy.channel import CONNECTION_LOST
 from sshdeploy.hosts import Host
-from sshdeploy.remote.agent import RestartBudget
+from sshdeploy.remote.agent.servers import RestartBudget
 from sshdeploy.restarts import GAVE_UP, WorkerRestarts
 
 pytestmark = pytest.mark.timeout(30)

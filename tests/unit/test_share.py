@@ -6,7 +6,7 @@ import pytest
 
 from sshdeploy.hostfile import parse_host_line
 from sshdeploy.plan import plan_cluster
-from sshdeploy.remote.agent import describe_share, worker_share
+from sshdeploy.remote.agent.servers import describe_share, worker_share
 
 GiB = 2**30
 

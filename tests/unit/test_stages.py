@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
 from sshdeploy import bootstrap, stages
 from sshdeploy.remote import agent
+from sshdeploy.remote.agent import protocol
 from sshdeploy.views import livestatus
 
-REMOTE = Path(agent.__file__).parent
+AGENT = Path(agent.__file__).parent
 
 
 def stages_sent() -> set[str]:
-    """Every stage name the remote side can send: the agent, the launcher, the login shell."""
+    """Every stage name the remote side can send: the agent's parts, the launcher, the shell."""
     sent: set[str] = set()
-    tree = ast.parse((REMOTE / "agent.py").read_text())
-    for node in ast.walk(tree):  # wire.emit(ev="stage", stage=X): X a literal or a constant
-        if isinstance(node, ast.Call):
-            kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
-            if kw.get("ev") == "'stage'":
-                name = kw["stage"]
-                sent.add(ast.literal_eval(name) if name[0] in "'\"" else getattr(agent, name))
+    for part in agent.PARTS:
+        module = importlib.import_module(f"{agent.__name__}.{part}")
+        tree = ast.parse((AGENT / f"{part}.py").read_text())
+        for node in ast.walk(tree):  # wire.emit(ev="stage", stage=X): X a literal or a constant
+            if isinstance(node, ast.Call):
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if kw.get("ev") == "'stage'":
+                    name = kw["stage"]
+                    sent.add(ast.literal_eval(name) if name[0] in "'\""
+                             else getattr(module, name))
     found = re.compile(r'\\?"stage\\?": \\?"(\w+)')
     sent.update(found.findall(bootstrap.program_text("launcher", one_line=True)))
     sent.update(found.findall(bootstrap.build_command("python3", setup="true")))
@@ -32,12 +37,12 @@ def stages_sent() -> set[str]:
 def test_every_stage_the_remote_side_sends_has_a_row() -> None:
     sent = stages_sent()
     assert {"login", "setup", "python", "import"} <= sent  # the scan finds them all
-    assert sent == set(agent.STAGES)
+    assert sent == set(protocol.STAGES)
     assert sent <= {s.name for s in stages.STAGES}
 
 
 def test_the_table_and_the_agent_list_the_stages_in_the_same_order() -> None:
-    assert tuple(s.name for s in stages.STAGES[1:]) == agent.STAGES
+    assert tuple(s.name for s in stages.STAGES[1:]) == protocol.STAGES
     assert stages.STAGES[0] is stages.BEFORE_ANY and stages.BEFORE_ANY.name is None
 
 

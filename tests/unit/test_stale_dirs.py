@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sshdeploy.cli.run import ClientCredentials
-from sshdeploy.remote.agent import OWNER_FILE, process_start, remove_stale_dirs, write_owner
+from sshdeploy.remote.agent.group import OWNER_FILE, process_start, remove_stale_dirs, write_owner
 
 pytestmark = pytest.mark.timeout(30)
 

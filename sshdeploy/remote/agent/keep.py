@@ -1,0 +1,281 @@
+"""A named cluster's files on a host, and what a kept agent adds (:class:`Keep`).
+
+A named cluster's agents outlive their controller. Its files (``cluster.json``,
+the scheduler's status, the agents' records and logs) live under
+:func:`state_home` (the controller keeps its own records there too:
+:mod:`sshdeploy.named.state`); :func:`keep_op` runs the controller's
+operations on them (:mod:`sshdeploy.named.hostops`).
+"""
+
+# Keep this file Python 3.10 compatible: the standard library and other parts only.
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from .protocol import Message
+
+#: Where a named cluster keeps its files on a host, under ``$XDG_STATE_HOME``
+#: (default ``~/.local/state``): ``sshdeploy/clusters/<name>/``.
+KEEP_ROOT = ("sshdeploy", "clusters")
+#: Files of a named cluster's directory on a host.
+KEEP_CLUSTER, KEEP_STATUS, KEEP_END = "cluster.json", "status.json", "end.json"
+#: A log file of a kept agent is rotated (one older copy, ``.1``) past this size.
+KEEP_LOG_MAX = 8 * 2**20
+#: Seconds between two writes of the scheduler's status file / scheduler probes.
+KEEP_TICK = 1.0
+
+
+def state_home() -> str:
+    """Return ``$XDG_STATE_HOME``, else ``~/.local/state`` (here and on the controller)."""
+    return os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state")
+
+
+def keep_dir(name: str) -> str:
+    """Return the directory of the named cluster *name* (its scheduler's files)."""
+    return os.path.join(state_home(), *KEEP_ROOT, name)
+
+
+def keep_host_dir(name: str) -> str:
+    """Return this host's own part of it: ``hosts/<hostname>/`` (agent records, logs).
+
+    Home directories are often shared by several hosts (NFS): pids and log
+    files of one host must never be taken for another's.
+    """
+    import platform
+
+    return os.path.join(keep_dir(name), "hosts", platform.node() or "localhost")
+
+
+def private_dirs(path: str) -> None:
+    """Make *path* and its missing parents, each 0700 (only this user reads a cluster's files)."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, exist_ok=True)
+    finally:
+        os.umask(old)
+
+
+def start_time(pid: int) -> str | None:
+    """Return when *pid* started (clock ticks since boot), or None if it does not run.
+
+    With the pid it names one process for good: a pid reused after a reboot
+    or a crash has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write *data* as JSON to *path* atomically (a temporary file, then rename), mode 0600."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def keep_agents(directory: str) -> list[Message]:
+    """Return the agent records of a cluster directory, each with ``alive``."""
+    out = []
+    agents = os.path.join(directory, "agents")
+    for entry in sorted(os.listdir(agents)) if os.path.isdir(agents) else []:
+        rec = read_json(os.path.join(agents, entry))
+        if not isinstance(rec, dict):
+            continue
+        rec["alive"] = start_time(int(rec.get("pid", 0))) == rec.get("start")
+        rec["file"] = entry
+        out.append(rec)
+    return out
+
+
+def keep_logs(directory: str, lines: int) -> dict[str, list[str]]:
+    """Return the last *lines* lines of each log file of a cluster directory."""
+    out: dict[str, list[str]] = {}
+    logs = os.path.join(directory, "logs")
+    for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        if not entry.endswith(".log"):
+            continue
+        text: list[str] = []
+        for path in (os.path.join(logs, entry + ".1"), os.path.join(logs, entry)):
+            try:
+                with open(path, errors="replace") as f:
+                    text.extend(f.read().splitlines())
+            except OSError:
+                pass
+        out[entry[:-4]] = text[-lines:] if lines > 0 else text
+    return out
+
+
+def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message:
+    """Run one operation on the files and agents of the named cluster *name* on this host.
+
+    ``probe``: its files and which of its agents run; ``write``: store *data*
+    as its ``cluster.json``; ``kill``: TERM the process group of every agent
+    that runs, KILL what is left after *grace* seconds; ``remove``: delete its
+    directory once no agent of it runs; ``logs``: also the last
+    ``data["lines"]`` lines of each log file. Each answers with a probe.
+    """
+    directory = keep_dir(name)
+    mine = keep_host_dir(name)
+    if op == "write":
+        private_dirs(directory)
+        write_json(os.path.join(directory, KEEP_CLUSTER), data)
+    elif op == "kill":
+        live = [a for a in keep_agents(mine) if a["alive"]]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for a in live:
+                try:
+                    os.killpg(int(a["pid"]), sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            while live and time.monotonic() < deadline:
+                time.sleep(0.05)
+                live = [a for a in live if start_time(int(a["pid"])) == a["start"]]
+    elif op == "remove" and not any(a["alive"] for a in keep_agents(mine)):
+        import shutil
+
+        shutil.rmtree(mine, ignore_errors=True)
+        if (data or {}).get("owner"):  # the scheduler's host owns the cluster's own files
+            for name_ in (KEEP_CLUSTER, KEEP_STATUS, KEEP_END):
+                try:
+                    os.unlink(os.path.join(directory, name_))
+                except OSError:
+                    pass
+        # Whoever is last (hosts may share this directory over NFS) removes what is left.
+        for path in (os.path.join(directory, "hosts"), directory):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+    logs: dict[str, list[str]] = {}
+    if op == "logs":
+        logs = keep_logs(mine, int((data or {}).get("lines", 1000)))
+    if op == "list":  # every named cluster of this host, each probed
+        root = os.path.dirname(directory)
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        return {"clusters": {n: keep_op("probe", n) for n in names}}
+    return {
+        "logs": logs,
+        "exists": os.path.isdir(directory),
+        "dir": directory,
+        "host_dir": mine,
+        "now": time.time(),
+        "agents": keep_agents(mine),
+        "cluster": read_json(os.path.join(directory, KEEP_CLUSTER)),
+        "status": read_json(os.path.join(directory, KEEP_STATUS)),
+        "end": read_json(os.path.join(directory, KEEP_END)),
+    }
+
+
+class Keep:
+    """What a kept agent (a named cluster that outlives its controller) adds.
+
+    Its record (``agents/<pid>.json``: pid and start time) says it runs; its
+    log file keeps every line it forwards; the scheduler's agent writes the
+    status file and enforces the lifetime policies (idle timeout, maximum
+    lifetime); the workers' agent stops everything when the scheduler stays
+    unreachable for the death timeout. On every way out it removes its record.
+    """
+
+    def __init__(self, spec: Message, role: str, label: str) -> None:
+        self.name = str(spec["name"])
+        self.dir = keep_dir(self.name)
+        self.host_dir = keep_host_dir(self.name)
+        self.role = role
+        self.idle_timeout = spec.get("idle_timeout")
+        self.max_lifetime = spec.get("max_lifetime")
+        self.death_timeout = float(spec.get("death_timeout") or 60)
+        self.started = time.time()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        self.log_path = os.path.join(self.host_dir, "logs", f"{safe}.{os.getpid()}.log")
+        self.record = os.path.join(self.host_dir, "agents", f"{os.getpid()}.json")
+        self.log_lock = threading.Lock()
+        self.detached = False
+        self.end_reason: str | None = None
+
+    def begin(self, label: str) -> None:
+        for sub in ("agents", "logs"):
+            private_dirs(os.path.join(self.host_dir, sub))
+        write_json(self.record, {"pid": os.getpid(), "start": start_time(os.getpid()),
+                                 "role": self.role, "label": label, "started": self.started,
+                                 "log": self.log_path})
+
+    def log(self, lines: list[tuple[str, str, str]]) -> None:
+        """Append forwarded lines to the log file (rotated past :data:`KEEP_LOG_MAX`)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        data = "".join(f"{stamp} [{src}] {line}\n" for src, _stream, line in lines)
+        with self.log_lock:
+            try:
+                if os.path.getsize(self.log_path) > KEEP_LOG_MAX:
+                    os.replace(self.log_path, self.log_path + ".1")
+            except OSError:
+                pass
+            try:
+                with open(self.log_path, "a") as f:
+                    f.write(data)
+            except OSError:
+                pass
+
+    def end(self) -> None:
+        """Leave: the scheduler's agent says why in ``end.json``; the record goes."""
+        if self.role == "scheduler":
+            try:
+                write_json(os.path.join(self.dir, KEEP_END),
+                           {"reason": self.end_reason or "stopped", "time": time.time()})
+            except OSError:
+                pass
+        else:
+            for path in (self.log_path, self.log_path + ".1"):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        try:
+            os.unlink(self.record)
+        except OSError:
+            pass
+
+    def scheduler_status(self, server: Any, idle: Message) -> str | None:
+        """Write the status file; return why the scheduler must stop now (a policy), or None."""
+        now = time.time()
+        busy = bool(getattr(server, "queued", None) or getattr(server, "unrunnable", None)
+                    or any(ws.processing for ws in server.workers.values()))
+        clients = [c for c in server.clients if c != "fire-and-forget"]
+        counter = getattr(server, "transition_counter", 0)
+        if busy or clients or counter != idle.get("counter"):
+            idle["since"] = now
+            idle["counter"] = counter
+        workers = [{"name": str(ws.name), "host": ws.host, "nthreads": ws.nthreads,
+                    "memory_limit": ws.memory_limit} for ws in server.workers.values()]
+        try:
+            write_json(os.path.join(self.dir, KEEP_STATUS), {
+                "time": now, "pid": os.getpid(), "address": server.address,
+                "workers": workers, "clients": len(clients),
+                "idle_since": idle["since"], "started": self.started,
+                "idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime})
+        except OSError:
+            pass
+        if self.idle_timeout and now - idle["since"] > float(self.idle_timeout):
+            return f"idle timeout: no tasks and no clients for {self.idle_timeout:g} s"
+        if self.max_lifetime and now - self.started > float(self.max_lifetime):
+            return f"maximum lifetime of {self.max_lifetime:g} s reached"
+        return None

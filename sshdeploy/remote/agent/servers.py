@@ -1,0 +1,352 @@
+"""The scheduler or Nannies an agent runs (:class:`Servers`), and the rules it shares.
+
+:func:`worker_share` (a worker's share of its host) and :class:`RestartBudget`
+(how often a worker may be restarted) are applied here and also used by the
+controller (:mod:`sshdeploy.plan`, :mod:`sshdeploy.restarts`).
+"""
+
+# Keep this file Python 3.10 compatible: the standard library and other parts only.
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from .protocol import Message, decode_kwargs
+from .wire import Wire
+
+
+def worker_share(kw: Mapping[str, Any], slots: int, cores: int, memory: int) -> Message:
+    """Return a worker's keywords with its share of the host filled in.
+
+    The one rule, for ``dask-ssh`` and :class:`sshdeploy.SSHCluster` alike (as
+    ``dask worker --nworkers`` and LocalCluster): a host planned to hold
+    *slots* worker processes gives each ``nthreads = cores // slots`` (at
+    least 1) and ``memory_limit = memory // slots``, *cores* and *memory*
+    measured on the host itself. An explicit ``nthreads`` (not 0) or
+    ``memory_limit`` (anything but ``"auto"``/None) wins.
+
+    Examples
+    --------
+    >>> worker_share({}, 2, 8, 16 * 2**30) == {"nthreads": 4, "memory_limit": 8 * 2**30}
+    True
+    >>> worker_share({"nthreads": 3, "memory_limit": "4GiB"}, 2, 8, 2**34)
+    {'nthreads': 3, 'memory_limit': '4GiB'}
+    >>> worker_share({"memory_limit": "auto"}, 3, 2, 3000)   # more slots than cores
+    {'memory_limit': 1000, 'nthreads': 1}
+    """
+    out = dict(kw)
+    n = max(1, int(slots))
+    if not out.get("nthreads"):
+        out["nthreads"] = max(1, int(cores) // n)
+    if out.get("memory_limit") in (None, "auto"):
+        out["memory_limit"] = int(memory) // n
+    return out
+
+
+def describe_share(kw: Mapping[str, Any], slots: int) -> str:
+    """Say what :func:`worker_share` will give each worker of a host (the dry run).
+
+    Examples
+    --------
+    >>> describe_share({}, 2)
+    "nthreads = the host's cores // 2 (at least 1), memory_limit = the host's memory / 2"
+    >>> describe_share({"nthreads": 4, "memory_limit": "2GiB"}, 2)
+    'nthreads = 4, memory_limit = 2GiB (given)'
+    """
+    n = max(1, int(slots))
+    per = "" if n == 1 else f" // {n} (at least 1)"
+    threads = (f"nthreads = {kw['nthreads']}" if kw.get("nthreads")
+               else f"nthreads = the host's cores{per}")
+    memory = ("memory_limit = the host's memory" + ("" if n == 1 else f" / {n}")
+              if kw.get("memory_limit") in (None, "auto")
+              else f"memory_limit = {kw['memory_limit']}")
+    given = kw.get("nthreads") and kw.get("memory_limit") not in (None, "auto")
+    return f"{threads}, {memory}" + (" (given)" if given else "")
+
+
+def host_resources() -> tuple[int, int]:
+    """This host's cores and memory as distributed counts them (cgroup limits included)."""
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    return int(CPU_COUNT), int(MEMORY_LIMIT)
+
+
+class RestartBudget:
+    """At most *limit* restarts within any *window* seconds: a rate, not a lifetime count.
+
+    A worker that ran fine for *window* seconds has its whole budget back;
+    one dying in a loop (a memory limit it can never meet) spends it quickly.
+    Used by the agent for a Nanny's worker process and by the controller
+    (:mod:`sshdeploy.restarts`) for a lost Nanny or agent.
+
+    Examples
+    --------
+    >>> budget = RestartBudget(2, window=60)
+    >>> [budget.spend(t) for t in (0, 1, 2)], budget.spend(62), budget.used(62)
+    ([True, True, False], True, 1)
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.deaths: list[float] = []
+
+    def used(self, now: float) -> int:
+        """Return how many restarts fall within the window ending at *now*."""
+        self.deaths = [t for t in self.deaths if now - t < self.window]
+        return len(self.deaths)
+
+    def spend(self, now: float) -> bool:
+        """Record a death at *now*; return whether a restart is still allowed."""
+        allowed = self.used(now) < self.limit
+        self.deaths.append(now)
+        return allowed
+
+    def describe(self) -> str:
+        """The budget as a user reads it, e.g. ``3 restarts within 60 s``."""
+        return f"{self.limit} restarts within {self.window:.0f} s"
+
+
+def _size(value: Any) -> str:
+    """A byte count as a user reads it (``2.0 GiB``); anything else as given.
+
+    >>> _size(2 * 2**30), _size(10), _size("4GB")
+    ('2.0 GiB', '10 bytes', '4GB')
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} bytes"
+
+
+def no_restarts(server: Any) -> None:
+    """Keep a Nanny from restarting its worker process (distributed's own switch)."""
+    close_gracefully = getattr(server, "close_gracefully", None)
+    if close_gracefully is not None and str(getattr(server, "status", "")).endswith("running"):
+        try:
+            close_gracefully(reason="sshdeploy: no restarts")
+        except Exception:
+            pass
+
+
+class Servers:
+    """The scheduler or Nannies this agent runs: start, stop, watch.
+
+    Parameters
+    ----------
+    wire : Wire
+        Where ``ready``, ``failed``, ``stopped`` and ``exited`` go.
+    on_exit : callable
+        Awaited with the server's name when a server closes by itself.
+    """
+
+    def __init__(self, wire: Wire, on_exit: Callable[[str], Awaitable[None]]) -> None:
+        self.wire = wire
+        self.on_exit = on_exit
+        self.running: dict[str, Any] = {}
+        self.stopping: set[str] = set()
+        #: One task per running server, awaiting its end (kept: tasks are weakly held).
+        self.watchers: dict[str, asyncio.Task[None]] = {}
+        #: Path of the worker-side tagger, given to every Nanny as a preload.
+        self.tagger_path: str | None = None
+        #: Keywords every worker gets unless its own say otherwise (a kept agent's death timeout).
+        self.worker_defaults: dict[str, Any] = {}
+        #: The scheduler the workers of this agent report to, and their credentials.
+        self.scheduler_address: str | None = None
+        self.security: Any = None
+
+    async def start(self, msg: Message, make: Callable[[dict[str, Any]], Any]) -> Any:
+        """Build a server with *make*, start it within the deadline, watch it.
+
+        Returns the running server, or None after emitting a ``failed`` event
+        with the exception and its traceback.
+        """
+        name = str(msg.get("name", "scheduler"))
+        if name in self.running:
+            self.wire.emit(ev="failed", name=name, error=f"{name} is already running here", tb="")
+            return None
+        self.stopping.discard(name)
+        timeout = float(msg.get("timeout", 60))
+        try:
+            server = make(decode_kwargs(msg))
+            await asyncio.wait_for(server, timeout)
+        except asyncio.TimeoutError:
+            where = f" (is {msg['scheduler']} reachable from this host?)" if msg.get(
+                "scheduler") else ""
+            self.wire.emit(ev="failed", name=name,
+                           error=f"did not start within {timeout:.0f} s{where}",
+                           tb=traceback.format_exc())
+            return None
+        except BaseException as exc:
+            self.wire.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
+                           tb=traceback.format_exc())
+            return None
+        self.running[name] = server
+        watcher = asyncio.ensure_future(self.watch(name, server))
+        self.watchers[name] = watcher
+        watcher.add_done_callback(lambda task: self.forget_watcher(name, task))
+        return server
+
+    async def scheduler_answers(self, timeout: float = 5.0) -> bool:
+        """Whether the workers' scheduler answers an ``identity`` call (a full handshake)."""
+        from distributed.core import rpc
+
+        assert self.scheduler_address is not None
+        args = self.security.get_connection_args("worker") if self.security else {}
+        try:
+            async with rpc(self.scheduler_address, timeout=timeout,
+                           connection_args=args) as r:
+                await asyncio.wait_for(r.identity(), timeout)
+        except Exception:
+            return False
+        return True
+
+    def forget_watcher(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.watchers.get(name) is task:
+            del self.watchers[name]
+
+    async def watch(self, name: str, server: Any) -> None:
+        """Report a server that closes by itself (not through stop or shutdown)."""
+        await server.finished()
+        if name in self.running and name not in self.stopping:
+            del self.running[name]
+            reason = getattr(server, "_sshdeploy_gave_up", None)
+            self.wire.emit(ev="exited", name=name,
+                           reason=reason or f"closed by itself (status {server.status})")
+            await self.on_exit(name)
+
+    async def start_scheduler(self, msg: Message) -> None:
+        from distributed import Scheduler
+        from distributed.utils import import_term
+
+        cls = import_term(msg["cls"]) if msg.get("cls") else Scheduler
+        server = await self.start(msg, lambda kw: cls(**kw))
+        if server is None:
+            return
+        http = getattr(server, "http_server", None)
+        self.wire.emit(ev="ready", name=msg.get("name", "scheduler"), address=server.address,
+                       pid=os.getpid(), dashboard_port=http.port if http is not None else None)
+
+    async def start_worker(self, msg: Message) -> None:
+        from distributed import Nanny, Worker
+        from distributed.utils import import_term
+
+        name = msg["name"]
+        self.scheduler_address = msg.get("scheduler") or self.scheduler_address
+
+        def make(kw: dict[str, Any]) -> Any:
+            cls = import_term(msg.get("cls") or "distributed.Nanny")
+            self.security = kw.get("security") or self.security  # for scheduler_answers
+            kw.setdefault("name", name)
+            for key, value in self.worker_defaults.items():
+                kw.setdefault(key, value)
+            if msg.get("share") and isinstance(cls, type) and issubclass(cls, (Nanny, Worker)):
+                kw = worker_share(kw, int(msg["share"]), *host_resources())
+            if isinstance(cls, type) and issubclass(cls, Nanny):
+                self.add_tagger(name, kw)
+            server = cls(msg["scheduler"], **kw)
+            if isinstance(server, Nanny):
+                self.limit_restarts(server, msg.get("restart") is not False,
+                                    msg.get("restart_limit"), msg.get("restart_window"),
+                                    kw.get("memory_limit"))
+            return server
+
+        server = await self.start(msg, make)
+        if server is None:
+            return
+        process = getattr(server, "process", None)
+        pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
+        address = getattr(server, "worker_address", None) or server.address
+        self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
+
+    @staticmethod
+    def limit_restarts(
+        server: Any, restart: bool, limit: Any, window: Any = None, memory_limit: Any = None
+    ) -> None:
+        """Let the Nanny restart its worker process at most *limit* times within *window* s.
+
+        Past that it closes instead (a worker dying in a loop, e.g. a memory
+        limit it can never meet), and the controller hears why in "exited",
+        with the memory limit named. Never restarted if not *restart*.
+        """
+        on_exit = server._on_worker_exit
+        budget = RestartBudget(limit if isinstance(limit, int) else 0,
+                               float(window) if window else 60.0)
+
+        async def watched(exitcode: Any) -> None:
+            if not restart:
+                no_restarts(server)
+            elif isinstance(limit, int) and not budget.spend(time.monotonic()):
+                memory = getattr(getattr(server, "memory_manager", None), "memory_limit",
+                                 None) or memory_limit
+                server._sshdeploy_gave_up = (
+                    f"its worker process died {len(budget.deaths)} times within "
+                    f"{budget.window:.0f} s (last exit code {exitcode}"
+                    + (f"; memory limit {_size(memory)}" if memory else "")
+                    + f"); not restarted again (sshdeploy.worker-restarts: {budget.describe()})"
+                )
+                no_restarts(server)
+            await on_exit(exitcode)
+
+        server._on_worker_exit = watched
+
+    def add_tagger(self, name: str, kw: dict[str, Any]) -> None:
+        """Make the Nanny's worker process tag its output with *name* (a preload)."""
+        import dask
+
+        kw["env"] = {**(kw.get("env") or {}), "SSHDEPLOY_LABEL": name}
+        preload = kw.get("preload")
+        if preload is None:
+            preload = dask.config.get("distributed.worker.preload")
+        if isinstance(preload, str):
+            preload = [preload]
+        if self.tagger_path is not None:
+            kw["preload"] = [self.tagger_path, *list(preload or [])]
+
+    async def stop(self, msg: Message) -> None:
+        name = msg["name"]
+        server = self.running.get(name)
+        if server is not None:
+            self.stopping.add(name)
+            await self.close(server, float(msg.get("timeout", 10)))
+            self.running.pop(name, None)
+            self.stopping.discard(name)
+        self.wire.emit(ev="stopped", name=name)
+
+    @staticmethod
+    async def close(server: Any, timeout: float) -> None:
+        """Close *server* within *timeout*, then kill its worker process if any is left."""
+        try:
+            await asyncio.wait_for(server.close(), timeout)
+        except BaseException:
+            pass
+        process = getattr(getattr(server, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    async def close_all(self, timeout: float) -> None:
+        self.stopping.update(self.running)
+        await asyncio.gather(*(self.close(s, timeout) for s in self.running.values()),
+                             return_exceptions=True)
+        self.running.clear()
+        me = asyncio.current_task()  # a watcher may be the one shutting down
+        for watcher in list(self.watchers.values()):
+            if watcher is not me:
+                watcher.cancel()
+
+    def no_restarts(self) -> None:
+        """Keep every Nanny from restarting the worker we are about to kill."""
+        for server in list(self.running.values()):
+            no_restarts(server)
