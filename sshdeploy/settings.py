@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, cast
 
@@ -190,7 +191,6 @@ def _coerce(name: str, value: Any) -> Any:
     """Check one setting's type and range; return it in its Python type."""
     key = "sshdeploy." + name.replace("_", "-")
     if name in ("idle_timeout", "max_lifetime"):
-        from sshdeploy.named.policy import parse_duration
 
         return parse_duration(value, key)
     if name == "version_check":
@@ -234,3 +234,30 @@ def _size(key: str, value: Any) -> int:
     if isinstance(value, bool) or number < 0:
         raise ConfigError(key, f"must be a size >= 0, got {value!r}")
     return int(number)
+
+
+def parse_duration(value: Any, setting: str) -> float | None:
+    """Return *value* in seconds (None stays None); a dask duration string or a number.
+
+    Examples
+    --------
+    >>> parse_duration("30min", "idle_timeout"), parse_duration(90, "max_lifetime")
+    (1800.0, 90.0)
+    >>> parse_duration(None, "idle_timeout") is None
+    True
+    """
+    if value is None:
+        return None
+    from dask.utils import parse_timedelta
+
+    text = value
+    if isinstance(value, str):  # dask spells minutes "m"/"minutes"; "30min" is common too
+        text = re.sub(r"(?<=[0-9. ])mins?$", "m", value.strip())
+    try:
+        seconds = float(parse_timedelta(text, default="seconds"))
+    except (TypeError, ValueError, KeyError):
+        seconds = -1.0
+    if isinstance(value, bool) or seconds <= 0:
+        raise ConfigError(setting, f"must be a duration > 0 such as '10s', '30min' or '2h', "
+                          f"got {value!r}")
+    return seconds

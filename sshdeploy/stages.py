@@ -10,7 +10,7 @@ while it lasts, and, if the start stalls after it, where and what to do.
 A leaf module: it imports nothing of sshdeploy (the CLI and the views use it).
 
 To add a stage: emit it on the remote side, add a :class:`Stage` row here (in
-start order), and add its name to :data:`sshdeploy.remote.agent.STAGES`.
+start order), and add its name to :data:`sshdeploy.remote.agent.protocol.STAGES`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A named cluster (``SSHCluster(..., name="NAME", shutdown_on_close=False)``,
 ``dask-ssh up --name NAME``) keeps running when its controller goes: its
-agents are *kept* (:class:`sshdeploy.remote.agent.Keep`). This package holds what
+agents are *kept* (:class:`sshdeploy.remote.agent.keep.Keep`). This package holds what
 the controller needs to find it again and to operate it:
 
 ``policy``

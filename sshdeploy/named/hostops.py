@@ -1,6 +1,6 @@
 """Operations on a host's copy of a named cluster: probe, write, kill, remove.
 
-Each is run by the agent itself (:func:`sshdeploy.remote.agent.keep_op`), started
+Each is run by the agent itself (:func:`sshdeploy.remote.agent.keep.keep_op`), started
 the usual way (login shell, setup, the host's Python) but stopping before it
 imports distributed: it reads or changes the cluster's directory on that host
 and answers with one ``answer`` event, then exits. No port is opened and

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sshdeploy.errors import ConfigError
+from sshdeploy.settings import parse_duration
+
+__all__ = ["DEFAULT_DEATH_TIMEOUT", "NAME_PATTERN", "KeepPolicy", "check_name", "parse_duration"]
 
 #: What a cluster name may be: a letter, then up to 39 letters, digits, '-' or '_'.
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
@@ -39,33 +42,6 @@ def check_name(name: Any, setting: str = "name") -> str:
             remedy="Give a short identifier, e.g. name='analysis' (dask-ssh up --name analysis).",
         )
     return name
-
-
-def parse_duration(value: Any, setting: str) -> float | None:
-    """Return *value* in seconds (None stays None); a dask duration string or a number.
-
-    Examples
-    --------
-    >>> parse_duration("30min", "idle_timeout"), parse_duration(90, "max_lifetime")
-    (1800.0, 90.0)
-    >>> parse_duration(None, "idle_timeout") is None
-    True
-    """
-    if value is None:
-        return None
-    from dask.utils import parse_timedelta
-
-    text = value
-    if isinstance(value, str):  # dask spells minutes "m"/"minutes"; "30min" is common too
-        text = re.sub(r"(?<=[0-9. ])mins?$", "m", value.strip())
-    try:
-        seconds = float(parse_timedelta(text, default="seconds"))
-    except (TypeError, ValueError, KeyError):
-        seconds = -1.0
-    if isinstance(value, bool) or seconds <= 0:
-        raise ConfigError(setting, f"must be a duration > 0 such as '10s', '30min' or '2h', "
-                          f"got {value!r}")
-    return seconds
 
 
 @dataclass(frozen=True)
