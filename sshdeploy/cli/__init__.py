@@ -401,17 +401,20 @@ def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool) ->
     from sshdeploy.env.stage import check_gate
 
     kw = args.kwargs()
-    rows, _skipped = check_gate(
+    rows, skipped = check_gate(
         hosts, args.connect_options, args.remote_python, setup=kw["setup"],
         login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"])
     if rows:
         console.print(f"version gate: {len({r.host for r in rows})} host(s) differ from this "
                       "machine:", markup=False, highlight=False)
         console.print(format_table(rows), markup=False, highlight=False)
-    else:
-        console.print("version gate: every host probed matches this machine", markup=False,
-                      highlight=False)
-    return exit_codes.OK if ok and not rows else exit_codes.FAILED
+    if skipped:
+        console.print(f"version gate: {len(skipped)} host(s) not compared (the table above says "
+                      "why): " + ", ".join(sorted(skipped)), markup=False, highlight=False)
+    if not rows and not skipped:
+        what = "every host matches" if ok else "the hosts that passed match"
+        console.print(f"version gate: {what} this machine", markup=False, highlight=False)
+    return exit_codes.OK if ok and not rows and not skipped else exit_codes.FAILED
 
 
 class LogDirectoryError(click.ClickException):

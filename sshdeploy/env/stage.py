@@ -332,10 +332,11 @@ class Stage:
         ours = local_description(self.plan.packages)
         rows: list[Difference] = []
         for host, _py, theirs in probed:
-            if self.plan.env is None and "distributed" not in (theirs.get("packages") or {}):
-                continue  # no distributed at all: the start says so (RemoteImportError)
+            # No distributed at all: the start says so (RemoteImportError), but another
+            # Python or platform is said here, before anything starts.
+            bare = self.plan.env is None and "distributed" not in (theirs.get("packages") or {})
             rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
-                            platform_only=self.plan.env is not None)
+                            platform_only=bare or self.plan.env is not None)
         return rows
 
     async def check(self) -> tuple[list[Difference], dict[str, str]]:
