@@ -99,10 +99,42 @@ def describe(packages: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def _census(path: str) -> dict[str, int]:
+    """Count the files of an unpacked environment and their bytes (``__pycache__`` aside:
+    the host compiles its own there)."""
+    files = size = 0
+    for top, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            if name == DONE or name.endswith(".pyc"):
+                continue
+            try:
+                size += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                continue
+            files += 1
+    return {"files": files, "bytes": size}
+
+
 def env_present(digest: str) -> bool:
-    """Whether environment *digest* is unpacked here (and mark it as just used)."""
+    """Whether environment *digest* is unpacked here, whole (and mark it as just used).
+
+    The completion mark records how many files and bytes were unpacked: an
+    environment damaged since (files removed or truncated by hand, a cleaner, a
+    failing disk) is not taken for present, so it is sent and unpacked anew.
+    """
     path = os.path.join(ENVS, digest)
-    if not os.path.exists(os.path.join(path, DONE)):
+    try:
+        with open(os.path.join(path, DONE)) as f:
+            text = f.read()
+    except OSError:
+        return False
+    try:
+        recorded = json.loads(text) if text.strip() else None
+    except ValueError:
+        return False
+    if isinstance(recorded, dict) and _census(path) != recorded:
+        shutil.rmtree(path, ignore_errors=True)
         return False
     try:
         os.utime(path)
@@ -205,7 +237,7 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     final = os.path.join(ENVS, digest)
     os.makedirs(ENVS, exist_ok=True)
     unpacked = False
-    if not os.path.exists(os.path.join(final, DONE)):
+    if not env_present(digest):
         tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -213,7 +245,9 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for member in _safe_members(tar, tmp):
                     tar.extract(member, tmp, **_FILTER)
-            open(os.path.join(tmp, DONE), "w").close()
+            census = _census(tmp)
+            with open(os.path.join(tmp, DONE), "w") as f:
+                json.dump(census, f)
             try:
                 os.rename(tmp, final)
                 unpacked = True
