@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from distributed.security import Security
 
-from sshdeploy.hosts import Host
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.named import flow
 from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy
 from sshdeploy.named.spec import cluster_spec, with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
+from sshdeploy.placement import with_spares
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.settings import Settings
 
@@ -88,17 +89,19 @@ class KeptCluster:
     _lock: asyncio.Lock | None = None
 
     @classmethod
-    def of(cls, plan: ClusterPlan, *, hosts: Sequence[str | Host] | None, **args: Any
-           ) -> KeptCluster | None:
+    def of(cls, plan: ClusterPlan, args: ClusterArgs) -> KeptCluster | None:
         """Return the named-cluster side of a cluster planned by *plan* (None if not kept)."""
         keep = plan.keep
         if keep is None:
             return None
-        args["security"] = plan.security is not None
-        spec = cluster_spec(hosts, idle_timeout=keep.idle_timeout,
-                            max_lifetime=keep.max_lifetime,
-                            wanted=len(plan.placement.workers), forward_ports=plan.forward_ports,
-                            **args)
+        spec = cluster_spec(
+            with_spares(args.hosts, args.spares, args.remote_python, args.connect_options),
+            args.connect_options, args.worker_options, args.scheduler_options,
+            args.worker_class, args.remote_python, setup=args.setup, env=args.env,
+            scheduler_class=args.scheduler_class, restart_workers=args.restart_workers,
+            security=plan.security is not None, idle_timeout=keep.idle_timeout,
+            max_lifetime=keep.max_lifetime, wanted=len(plan.placement.workers),
+            forward_ports=plan.forward_ports)
         return cls(keep, spec, StateStore())
 
     async def running(self, settings: Settings) -> ClusterRecord | None:

@@ -59,7 +59,7 @@ def cluster_spec(
     worker_class: str,
     remote_python: str | Sequence[str] | None,
     *,
-    setup: str | None,
+    setup: str | Sequence[str] | None,
     env: Mapping[str, str] | None,
     scheduler_class: str | None,
     restart_workers: bool,

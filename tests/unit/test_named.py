@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.errors import ClusterStateError, ConfigError
 from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
 from sshdeploy.named.spec import cluster_spec, differences, hosts_of
@@ -45,16 +46,17 @@ def test_a_bad_duration_names_its_setting(bad: object) -> None:
 
 
 def test_the_plan_keeps_only_a_named_cluster_that_does_not_shut_down() -> None:
-    assert plan_cluster(["a", "b"]).keep is None
-    keep = plan_cluster(["a", "b"], name="x", shutdown_on_close=False, idle_timeout="1min",
-                        worker_options={"death_timeout": "7s"}).keep
+    assert plan_cluster(ClusterArgs(["a", "b"])).keep is None
+    keep = plan_cluster(ClusterArgs(["a", "b"], name="x", shutdown_on_close=False,
+                                    idle_timeout="1min",
+                                    worker_options={"death_timeout": "7s"})).keep
     assert keep == KeepPolicy("x", idle_timeout=60.0, death_timeout=7.0)
-    assert plan_cluster(["a", "b"], name="x", shutdown_on_close=False).launch(
-        plan_cluster(["a", "b"]).placement.scheduler).keep is not None
+    assert plan_cluster(ClusterArgs(["a", "b"], name="x", shutdown_on_close=False)).launch(
+        plan_cluster(ClusterArgs(["a", "b"])).placement.scheduler).keep is not None
     with pytest.raises(ConfigError, match="needs a name"):
-        plan_cluster(["a", "b"], shutdown_on_close=False)
+        plan_cluster(ClusterArgs(["a", "b"], shutdown_on_close=False))
     with pytest.raises(ConfigError, match="idle_timeout: applies to a named cluster"):
-        plan_cluster(["a", "b"], idle_timeout="1h")
+        plan_cluster(ClusterArgs(["a", "b"], idle_timeout="1h"))
 
 
 def test_state_files_are_private_and_written_whole(tmp_path: Path) -> None:
