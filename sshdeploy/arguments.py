@@ -366,7 +366,7 @@ class ClusterArgs:
         record="value", cli="--login-shell", example=True)
     spares: Sequence[str | Host] | None = keyword(
         None, "hosts kept in reserve for scale/adapt and lost hosts' workers",
-        record="spares", cli="--spare spare1", example=[Host("spare1")])
+        record="spares", compared=True, cli="--spare spare1", example=[Host("spare1")])
     initial_workers: int | None = keyword(
         None, "start only this many workers, filling the hosts in order",
         record="no", cli="--initial-workers 1", example=1)

@@ -29,16 +29,14 @@ from . import compat
 from .arguments import ClusterArgs
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
-from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
+from .errors import ConfigError, SSHDeployError, failures_by_host
 from .fleet import Fleet
 from .forwarding import LOCALHOST
 from .health import NOT_STARTING, health_of
-from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow
-from .named.kept import KeptCluster
-from .named.policy import check_name
+from .named.kept import KeptCluster, reattach
 from .placement import Placement, kept_on_scale_down, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
@@ -540,32 +538,16 @@ class SSHCluster(SpecCluster):
         asynchronous : bool
             As for SSHCluster.
         **kwargs
-            Other SpecCluster keywords.
+            Other keywords of SSHCluster (``progress``...) or SpecCluster;
+            they win over the record's.
 
         Raises
         ------
         ClusterNotFoundError
             No cluster of that name is known, or it no longer runs.
         """
-        from .named.kept import security_from
-        from .named.spec import arguments
-        from .named.state import StateStore
-
-        store = StateStore()
-        check_name(name)
-        if host is not None:
-            target = host if isinstance(host, Host) else parse_host(str(host))
-            record = _run_sync(flow.fetch(name, target, connect_options))
-            store.save(record)
-        record = store.load(name)
-        if record is None:
-            raise ClusterNotFoundError(name=name, cause="no record of it on this machine",
-                                       remedy="`dask-ssh list` shows the named clusters; give "
-                                       "host='HEAD' to read its record on its scheduler host.")
-        args = arguments(record.spec)
-        security = security_from(store.tls_pems(record))
-        return cls(**args, security=security, name=name, shutdown_on_close=False,
-                   asynchronous=asynchronous, **kwargs)
+        args = _run_sync(reattach(name, host, connect_options))
+        return cls(**{**args.kwargs(), **kwargs}, asynchronous=asynchronous)
 
     def shutdown(self) -> Any:
         """Stop a named cluster everywhere (every process, every host) and forget it.
