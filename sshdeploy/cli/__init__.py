@@ -49,6 +49,7 @@ from sshdeploy.defaults import DEFAULT_DASHBOARD, DEFAULT_SCHEDULER_PORT, DEFAUL
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hostfile import HOSTFILE_GRAMMAR
 from sshdeploy.hosts import Host
+from sshdeploy.placement import as_hosts
 from sshdeploy.versions import package_versions
 
 __all__ = ["check_hosts", "main"]
@@ -58,10 +59,10 @@ log = logging.getLogger("sshdeploy.cli")
 
 def check_hosts(
     hosts: Sequence[Host],
-    connect_options: Mapping[str, Any] | None = None,
-    remote_python: str | None = None,
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    remote_python: str | Sequence[str] | None = None,
     *,
-    setup: str | None = None,
+    setup: str | Sequence[str] | None = None,
     deep: bool = False,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.preflight.check_hosts`.
@@ -71,9 +72,9 @@ def check_hosts(
     Parameters
     ----------
     hosts : sequence of Host
-    connect_options : Mapping, optional
-    remote_python : str, optional
-    setup : str, optional
+    connect_options : Mapping or list of Mapping, optional
+    remote_python : str or list of str, optional
+    setup : str or list of str, optional
     deep : bool
         Also import dask and distributed on each host (``--check-imports``);
         by default their versions are read from the package metadata.
@@ -82,9 +83,11 @@ def check_hosts(
     -------
     list of HostCheck
     """
+    from sshdeploy.bootstrap import join_setup
     from sshdeploy.preflight import check_hosts as run_checks
 
-    return list(run_checks(hosts, connect_options, remote_python, setup=setup, deep=deep))
+    return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
+                           deep=deep))
 
 
 # --------------------------------------------------------------------------- command
@@ -363,7 +366,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
             "man-in-the-middle could impersonate the hosts and see everything sent."
         )
     if opts.check:
-        unique = list({h.as_written(): h for h in args.hosts}.values())
+        unique = list({h.as_written(): h for h in as_hosts(args.hosts)}.values())
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,

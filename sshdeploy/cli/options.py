@@ -5,10 +5,12 @@ The click command (:mod:`sshdeploy.cli`) declares each option once, with its
 :data:`ENV_ITEM`, :data:`HOST`, :data:`JUMP_HOST`), so a bad value is a
 :class:`click.BadParameter` (exit status 2) naming the option. Click's dict
 of parsed values becomes one frozen :class:`CliOptions`, and
-:func:`build_cluster_args` turns that into :class:`ClusterArgs`, the keyword
-arguments of :class:`~sshdeploy.cluster.SSHCluster` and of
-``SSHCluster.remote_commands``. Which hosts (:func:`resolve_hosts`) and
-which host runs what (:func:`place_hosts`) are here too.
+:func:`build_cluster_args` turns that into a
+:class:`~sshdeploy.arguments.ClusterArgs`, the keyword arguments of
+:class:`~sshdeploy.cluster.SSHCluster` and of ``SSHCluster.remote_commands``
+(their one declaration, which names the option that sets each). Which hosts
+(:func:`resolve_hosts`) and which host runs what (:func:`place_hosts`) are
+here too.
 
 No network, no processes: reading the hostfile (and, with no hosts at all,
 the batch job's node list) is the only I/O, so every option can be
@@ -17,7 +19,6 @@ unit-tested.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 import click
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.defaults import CLASSIC_WORKER_MODULES, DEFAULT_WORKER_CLASS
 from sshdeploy.errors import HostfileError
 from sshdeploy.hostfile import load_hostfile, parse_host, parse_host_line
@@ -42,7 +44,6 @@ __all__ = [
     "MEMORY_LIMIT",
     "PORT_SPEC",
     "CliOptions",
-    "ClusterArgs",
     "build_cluster_args",
     "place_hosts",
     "resolve_hosts",
@@ -288,95 +289,6 @@ class CliOptions:
         return [f.name for f in fields(cls) if f.metadata.get("option", True)]
 
 
-@dataclass(frozen=True)
-class ClusterArgs:
-    """Everything ``dask-ssh`` passes to :class:`~sshdeploy.cluster.SSHCluster`.
-
-    Built by :func:`build_cluster_args`; :meth:`kwargs` gives the keyword
-    arguments of both ``SSHCluster(...)`` and ``SSHCluster.remote_commands(...)``.
-
-    Parameters
-    ----------
-    hosts : list of Host
-        Placed: ``hosts[0]`` runs the scheduler, every later entry runs workers.
-    connect_options : dict
-        ``asyncssh.connect`` keywords for every host (``client_keys``,
-        ``known_hosts``, ``connect_timeout``, ``tunnel``).
-    worker_options : dict
-        ``n_workers`` and the worker keywords that were given.
-    scheduler_options : dict
-        ``port`` and ``dashboard_address``.
-    worker_class : str
-        Dotted path of the worker class.
-    remote_python : str or None
-        The remote interpreter, unless a host says otherwise.
-    setup : str or None
-        Shell commands run before the remote Python (``--setup`` lines joined).
-    login_shell : bool
-        ``--login-shell``.
-    environment : {"sync"} or None
-        ``--sync-env``.
-    packages, upload : list of str
-        ``--package`` and ``--upload`` values.
-    env : dict
-        Environment variables for every remote process.
-    restart_workers : bool
-        Whether each Nanny restarts its worker process when it dies
-        (``--no-restart`` turns it off).
-    forward_ports : bool or None
-        ``--forward-ports`` (True), ``--no-forward-ports`` (False), or None
-        (forward only when the scheduler cannot be reached directly).
-    security : bool or None
-        True for ``--tls``: new temporary TLS credentials, all traffic ``tls://``.
-    min_workers : int or None
-        ``--min-workers``: come up when at least this many workers started.
-    spares : list of Host
-        ``--spare`` hosts.
-    initial_workers : int or None
-        ``--initial-workers``.
-
-    Examples
-    --------
-    >>> from sshdeploy.hostfile import parse_host
-    >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
-    >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
-    ['connect_options', 'env', 'environment', 'forward_ports', 'hosts', 'initial_workers',
-     'login_shell', 'min_workers', 'packages', 'remote_python', 'restart_workers',
-     'scheduler_options', 'security', 'setup', 'spares', 'upload', 'worker_class',
-     'worker_options']
-    """
-
-    hosts: list[Host]
-    connect_options: dict[str, Any] = field(default_factory=dict)
-    worker_options: dict[str, Any] = field(default_factory=dict)
-    scheduler_options: dict[str, Any] = field(default_factory=dict)
-    worker_class: str = DEFAULT_WORKER_CLASS
-    remote_python: str | None = None
-    setup: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    restart_workers: bool = True
-    forward_ports: bool | None = None
-    security: bool | None = None
-    min_workers: int | None = None
-    login_shell: bool = False
-    environment: str | None = None
-    packages: list[str] = field(default_factory=list)
-    upload: list[str] = field(default_factory=list)
-    spares: list[Host] = field(default_factory=list)
-    initial_workers: int | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``.
-
-        Every field is named as the SSHCluster parameter it fills: one call, no
-        mapping. An empty mapping or list (nothing given) is passed as None,
-        SSHCluster's own "not given".
-        """
-        values = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-        return {k: None if isinstance(v, (dict, list)) and not v else v
-                for k, v in values.items()}
-
-
 def resolve_hosts(
     hostnames: Sequence[str] = (),
     hostfile: str | os.PathLike[str] | None = None,
@@ -585,24 +497,24 @@ def build_cluster_args(
                                  "dashboard_address": opts.dashboard_address}
     if opts.interface is not None:
         scheduler["interface"] = opts.interface
-    return ClusterArgs(
+    return ClusterArgs(  # (nothing given: None, SSHCluster's own "not given")
         hosts=placed,
-        connect_options=_connect_options(opts),
+        connect_options=_connect_options(opts) or None,
         worker_options=_worker_options(opts, cls),
         scheduler_options=scheduler,
         worker_class=cls,
         remote_python=opts.remote_python,
         setup=join_setup(opts.setup),
-        env=dict(opts.env),
+        env=dict(opts.env) or None,
         restart_workers=not opts.no_restart,
         forward_ports=opts.forward_ports,
         security=True if opts.tls else None,
         min_workers=opts.min_workers,
         login_shell=opts.login_shell,
         environment="sync" if opts.sync_env else None,
-        packages=list(opts.package),
-        upload=list(opts.upload),
+        packages=list(opts.package) or None,
+        upload=list(opts.upload) or None,
         spares=[h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
-                for text in opts.spare for h in parse_host_line(text, path="--spare")],
+                for text in opts.spare for h in parse_host_line(text, path="--spare")] or None,
         initial_workers=opts.initial_workers,
     )
