@@ -66,7 +66,8 @@ class Keyword:
     example : Any
         A value other than the default.
     compared : bool
-        Recorded and compared: an ``up`` that changes it asks for another cluster.
+        Recorded and compared: an ``up`` that changes it asks for another
+        cluster (``spares``: as part of the hosts).
     check : callable or None
         ``check(keyword, value)`` raises ConfigError for a value that cannot work.
     """
