@@ -26,19 +26,18 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
 from . import compat
+from .arguments import ClusterArgs
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
-from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
+from .errors import ConfigError, SSHDeployError, failures_by_host
 from .fleet import Fleet
 from .forwarding import LOCALHOST
 from .health import NOT_STARTING, health_of
-from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .named import flow
-from .named.kept import KeptCluster
-from .named.policy import check_name
-from .placement import Placement, kept_on_scale_down, next_worker, with_spares
+from .named.kept import KeptCluster, reattach
+from .placement import Placement, kept_on_scale_down, next_worker
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
@@ -109,6 +108,19 @@ class SSHCluster(SpecCluster):
         Come up with the workers that started when at least this many did;
         each host that failed is reported (``failed_hosts``, a warning,
         ``get_logs()``) and not retried. Default: any failure fails the start.
+    progress : bool, optional
+        Show the start host by host in a notebook (None, default: when in
+        Jupyter; False: never).
+    name : str, optional
+        The cluster's name. With ``shutdown_on_close=False`` it is a named
+        cluster that outlives this controller (:meth:`from_name` finds it).
+    shutdown_on_close : bool
+        False (with a ``name``): ``close()`` leaves the cluster running on
+        its hosts; :meth:`shutdown` stops it.
+    idle_timeout, max_lifetime : str or float, optional
+        A named cluster stops after this long with no task and no client, or
+        this long after its start (``"30min"``, seconds). Default: the
+        ``sshdeploy.idle-timeout`` / ``max-lifetime`` settings.
     environment : {"sync"}, optional
         ``"sync"``: send this machine's packages (distributed's closure, the
         gated packages and ``packages``) to every host once, content-addressed,
@@ -131,7 +143,7 @@ class SSHCluster(SpecCluster):
         there. Default: a worker in every slot of every host but the spares.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
-        (``asynchronous``, ``name``, ``security``, ``shutdown_on_close``...).
+        (``asynchronous``...).
 
     Examples
     --------
@@ -174,6 +186,7 @@ class SSHCluster(SpecCluster):
         initial_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
+        args = ClusterArgs.of(locals())  # first: the keywords, and nothing else yet
         unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
         if unknown:
             raise ConfigError(
@@ -181,25 +194,9 @@ class SSHCluster(SpecCluster):
                 remedy="Options of the workers go in worker_options={...}, of the scheduler "
                 "in scheduler_options={...}, of SSH in connect_options={...}.",
             )
-        plan = self._cluster_plan = plan_cluster(
-            hosts, connect_options, worker_options, scheduler_options, worker_class,
-            remote_python, setup=setup, env=env, inherit_config=inherit_config,
-            scheduler_class=scheduler_class, restart_workers=restart_workers,
-            worker_module=worker_module, security=security, forward_ports=forward_ports,
-            min_workers=min_workers, environment=environment,
-            packages=packages, upload=upload, login_shell=login_shell,
-            spares=spares, initial_workers=initial_workers, name=name,
-            shutdown_on_close=shutdown_on_close, idle_timeout=idle_timeout,
-            max_lifetime=max_lifetime,
-        )
+        plan = self._cluster_plan = plan_cluster(args)
         #: The named cluster this one keeps running after close() (None: an ordinary one).
-        self._kept = KeptCluster.of(
-            plan, hosts=with_spares(hosts, spares, remote_python, connect_options),
-            connect_options=connect_options, worker_options=worker_options,
-            scheduler_options=scheduler_options, worker_class=worker_class,
-            remote_python=remote_python, setup=setup, env=env,
-            scheduler_class=scheduler_class, restart_workers=restart_workers,
-            security=security)
+        self._kept = KeptCluster.of(plan, args)
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
         self.failed_hosts: dict[str, SSHDeployError] = {}
@@ -276,8 +273,7 @@ class SSHCluster(SpecCluster):
         >>> [(p.host, p.role, p.names) for p in SSHCluster.remote_commands(["a", "b"])]
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
-        kwargs.pop("progress", None)  # the notebook display: nothing that runs
-        plan = plan_cluster(*args, **kwargs)
+        plan = plan_cluster(ClusterArgs(*args, **kwargs))
         return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
@@ -542,32 +538,16 @@ class SSHCluster(SpecCluster):
         asynchronous : bool
             As for SSHCluster.
         **kwargs
-            Other SpecCluster keywords.
+            Other keywords of SSHCluster (``progress``...) or SpecCluster;
+            they win over the record's.
 
         Raises
         ------
         ClusterNotFoundError
             No cluster of that name is known, or it no longer runs.
         """
-        from .named.kept import security_from
-        from .named.spec import arguments
-        from .named.state import StateStore
-
-        store = StateStore()
-        check_name(name)
-        if host is not None:
-            target = host if isinstance(host, Host) else parse_host(str(host))
-            record = _run_sync(flow.fetch(name, target, connect_options))
-            store.save(record)
-        record = store.load(name)
-        if record is None:
-            raise ClusterNotFoundError(name=name, cause="no record of it on this machine",
-                                       remedy="`dask-ssh list` shows the named clusters; give "
-                                       "host='HEAD' to read its record on its scheduler host.")
-        args = arguments(record.spec)
-        security = security_from(store.tls_pems(record))
-        return cls(**args, security=security, name=name, shutdown_on_close=False,
-                   asynchronous=asynchronous, **kwargs)
+        args = _run_sync(reattach(name, host, connect_options))
+        return cls(**{**args.kwargs(), **kwargs}, asynchronous=asynchronous)
 
     def shutdown(self) -> Any:
         """Stop a named cluster everywhere (every process, every host) and forget it.

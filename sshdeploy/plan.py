@@ -10,18 +10,18 @@ its specs from it, and the dry run (``SSHCluster.remote_commands``,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from distributed.security import Security
 
-from .argcheck import check_arguments, check_min_workers, check_port
+from .arguments import ClusterArgs, check_min_workers, check_port
 from .bootstrap import build_command, join_setup
-from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD, DEFAULT_WORKER_CLASS
+from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD
 from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
-from .hosts import Host, check_memory_limit
+from .hosts import check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place, with_spares
 from .remote.agent.servers import describe_share
@@ -244,36 +244,8 @@ class ClusterPlan:
         return out
 
 
-def plan_cluster(
-    hosts: Sequence[str | Host] | None = None,
-    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-    worker_options: Mapping[str, Any] | None = None,
-    scheduler_options: Mapping[str, Any] | None = None,
-    worker_class: str = DEFAULT_WORKER_CLASS,
-    remote_python: str | Sequence[str] | None = None,
-    *,
-    setup: str | Sequence[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    inherit_config: bool | None = None,
-    scheduler_class: str | None = None,
-    restart_workers: bool = True,
-    worker_module: str | None = None,
-    security: Security | bool | None = None,
-    forward_ports: bool | None = None,
-    min_workers: int | None = None,
-    name: str | None = None,
-    shutdown_on_close: bool = True,
-    idle_timeout: str | float | None = None,
-    max_lifetime: str | float | None = None,
-    settings: Settings | None = None,
-    environment: str | None = None,
-    packages: Sequence[str] | None = None,
-    upload: Sequence[str] | None = None,
-    login_shell: bool = False,
-    spares: Sequence[str | Host] | None = None,
-    initial_workers: int | None = None,
-) -> ClusterPlan:
-    """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan (same parameters).
+def plan_cluster(args: ClusterArgs, settings: Settings | None = None) -> ClusterPlan:
+    """Turn :class:`sshdeploy.SSHCluster`'s arguments into its plan.
 
     ``spares`` are hosts kept for ``scale``/``adapt`` and for the workers of
     a lost host; ``initial_workers`` starts fewer workers than the slots (the
@@ -291,6 +263,13 @@ def plan_cluster(
     certificate, in memory): every process then listens on ``tls://`` and
     receives them pickled on its agent's stdin, never on a command line.
 
+    Parameters
+    ----------
+    args : ClusterArgs
+        SSHCluster's keywords (``progress`` aside, which plans nothing).
+    settings : Settings, optional
+        The ``sshdeploy.*`` settings (default: resolved from dask.config now).
+
     Raises
     ------
     ConfigError
@@ -299,24 +278,21 @@ def plan_cluster(
 
     Examples
     --------
-    >>> p = plan_cluster(["a", "b"], worker_options={"n_workers": 2})
+    >>> p = plan_cluster(ClusterArgs(["a", "b"], worker_options={"n_workers": 2}))
     >>> [w.name for w in p.placement.workers], p.scheduler_options["dashboard_address"]
     (['b-0', 'b-1'], ':8787')
     """
-    check_arguments(hosts, connect_options, worker_options, scheduler_options, worker_class,
-                    remote_python, setup=setup, env=env, inherit_config=inherit_config,
-                    scheduler_class=scheduler_class, restart_workers=restart_workers,
-                    forward_ports=forward_ports)
-    if worker_module is not None:
-        worker_class = _from_worker_module(worker_module, worker_class)
-    resolved = settings or Settings.resolve(inherit_config=inherit_config)
-    placement = place(with_spares(hosts, spares, remote_python, connect_options),
-                      worker_options, remote_python, connect_options, initial_workers)
-    if min_workers is not None and (
-        isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0
-    ):
-        raise ConfigError("min_workers", f"must be a whole number >= 0, got {min_workers!r}")
-    check_min_workers(min_workers, len(placement.workers))
+    args.check()
+    worker_class = args.worker_class
+    if args.worker_module is not None:
+        worker_class = _from_worker_module(args.worker_module, worker_class)
+    resolved = settings or Settings.resolve(inherit_config=args.inherit_config)
+    placement = place(with_spares(args.hosts, args.spares, args.remote_python,
+                                  args.connect_options),
+                      args.worker_options, args.remote_python, args.connect_options,
+                      args.initial_workers)
+    check_min_workers(args.min_workers, len(placement.workers))
+    security = args.security
     creds: Security | None
     if security is True:
         creds = Security.temporary()
@@ -326,30 +302,30 @@ def plan_cluster(
         creds = security
     else:
         raise ConfigError("security", f"must be True or a distributed.Security, got {security!r}")
-    sched = _secured(advertise(scheduler_options or {}), creds)
+    sched = _secured(advertise(args.scheduler_options or {}), creds)
     sched.setdefault("dashboard_address", DEFAULT_DASHBOARD)
     check_options(placement, sched)
-    user_setup = join_setup(setup)
-    keep = _keep_policy(name, shutdown_on_close, idle_timeout, max_lifetime, resolved,
-                        (worker_options or {}).get("death_timeout"))
-    # A named cluster's uploads are found again by its name (attach, down).
-    stage = plan_stage(environment, packages, upload, resolved,
+    user_setup = join_setup(args.setup)
+    keep = _keep_policy(args.name, args.shutdown_on_close, args.idle_timeout, args.max_lifetime,
+                        resolved, (args.worker_options or {}).get("death_timeout"))
+    # A named cluster's uploads are found again by its name (attach, down, from_name).
+    stage = plan_stage(args.environment, args.packages, args.upload, resolved,
                        owner=f"named-{keep.name}" if keep is not None else None)
     return ClusterPlan(
         placement=placement,
         scheduler_options=sched,
         worker_class=worker_class,
-        scheduler_class=scheduler_class,
+        scheduler_class=args.scheduler_class,
         setup=join_setup([user_setup or "", *stage.setup_lines()]),
-        env={str(k): str(v) for k, v in (env or {}).items()},
-        restart_workers=restart_workers,
+        env={str(k): str(v) for k, v in (args.env or {}).items()},
+        restart_workers=args.restart_workers,
         settings=resolved,
         security=creds,
-        forward_ports=forward_ports,
-        min_workers=min_workers,
+        forward_ports=args.forward_ports,
+        min_workers=args.min_workers,
         stage=stage,
         user_setup=user_setup,
-        login_shell=bool(login_shell),
+        login_shell=bool(args.login_shell),
         keep=keep,
     )
 

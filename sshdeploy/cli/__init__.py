@@ -1,8 +1,9 @@
 """The ``dask-ssh`` command: parse, build the cluster, wait, report.
 
-The command is thin on purpose. Each option is declared once, below, with
-its type from :mod:`sshdeploy.cli.options`; click's parsed values become one
-:class:`~sshdeploy.cli.options.CliOptions`, and the pure function
+The command is thin on purpose. Each option is declared once, in
+:mod:`sshdeploy.cli.options` (:func:`~sshdeploy.cli.options.dask_ssh_options`)
+beside its field of :class:`~sshdeploy.cli.options.CliOptions`, which click's
+parsed values become, and the pure function
 :func:`~sshdeploy.cli.options.build_cluster_args` (no network, no processes) turns
 them into :class:`SSHCluster` arguments, so every option can be unit-tested;
 :func:`~sshdeploy.cli.run.run_cluster` runs a cluster until a signal or the
@@ -41,20 +42,11 @@ from sshdeploy.cli.console import (
     output_failed,
     output_full,
 )
-from sshdeploy.cli.options import (
-    ENV_ITEM,
-    HOST,
-    JUMP_HOST,
-    LOG_LEVELS,
-    MEMORY_LIMIT,
-    PORT_SPEC,
-    CliOptions,
-    build_cluster_args,
-)
-from sshdeploy.defaults import DEFAULT_DASHBOARD, DEFAULT_SCHEDULER_PORT, DEFAULT_WORKER_CLASS
+from sshdeploy.cli.options import CliOptions, build_cluster_args, dask_ssh_options
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hostfile import HOSTFILE_GRAMMAR
 from sshdeploy.hosts import Host
+from sshdeploy.placement import as_hosts
 from sshdeploy.versions import package_versions
 
 __all__ = ["check_hosts", "main"]
@@ -64,10 +56,10 @@ log = logging.getLogger("sshdeploy.cli")
 
 def check_hosts(
     hosts: Sequence[Host],
-    connect_options: Mapping[str, Any] | None = None,
-    remote_python: str | None = None,
+    connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    remote_python: str | Sequence[str] | None = None,
     *,
-    setup: str | None = None,
+    setup: str | Sequence[str] | None = None,
     deep: bool = False,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.preflight.check_hosts`.
@@ -77,9 +69,9 @@ def check_hosts(
     Parameters
     ----------
     hosts : sequence of Host
-    connect_options : Mapping, optional
-    remote_python : str, optional
-    setup : str, optional
+    connect_options : Mapping or list of Mapping, optional
+    remote_python : str or list of str, optional
+    setup : str or list of str, optional
     deep : bool
         Also import dask and distributed on each host (``--check-imports``);
         by default their versions are read from the package metadata.
@@ -88,9 +80,11 @@ def check_hosts(
     -------
     list of HostCheck
     """
+    from sshdeploy.bootstrap import join_setup
     from sshdeploy.preflight import check_hosts as run_checks
 
-    return list(run_checks(hosts, connect_options, remote_python, setup=setup, deep=deep))
+    return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
+                           deep=deep))
 
 
 # --------------------------------------------------------------------------- command
@@ -148,14 +142,6 @@ def _epilog() -> str:
     )
 
 
-def _deprecated_nprocs(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None:
-        click.echo(
-            "dask-ssh: --nprocs is deprecated and will be removed; use --nworkers.", err=True
-        )
-    return value
-
-
 def _version_message() -> str:
     found = package_versions(("sshdeploy", "distributed"))
     return (
@@ -198,134 +184,7 @@ class DaskSSH(click.Command):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("hostnames", nargs=-1, type=str)
-@click.option("--scheduler", default=None, type=HOST, metavar="[USER@]HOST[:PORT]",
-              help="Host that runs the scheduler; every listed host then runs workers. "
-                   "[default: the first host]")
-@click.option("--scheduler-port", default=DEFAULT_SCHEDULER_PORT, show_default=True,
-              type=click.IntRange(0, 65535), help="Scheduler port (0: random).")
-@click.option("--nthreads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Threads per worker process; 0: the host's cores // its worker processes "
-                   "(at least 1), counted on each host.")
-@click.option("--nworkers", "nworkers", default=None, type=click.IntRange(min=1),
-              help="Worker processes per worker host (a hostfile's slots=N wins). [default: 1]")
-@click.option("--nprocs", "nprocs", default=None, type=click.IntRange(min=1),
-              callback=_deprecated_nprocs, help="Deprecated name of --nworkers.")
-@click.option("--hostfile", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="File with one host per line (format below).")
-@click.option("--ssh-username", default=None,
-              help="User for hosts that name none. [default: ~/.ssh/config, else your user]")
-@click.option("--ssh-port", default=None, type=click.IntRange(1, 65535),
-              help="Port for hosts that name none. [default: ~/.ssh/config, else 22]")
-@click.option("--ssh-private-key", default=None,
-              type=click.Path(exists=True, dir_okay=False),
-              help="Private key file to log in with (on this machine). "
-                   "[default: ssh-agent and ~/.ssh/id_*]")
-@click.option("--nohost", is_flag=True,
-              help="Do not pass the host address to the workers: each picks its own "
-                   "listening address.")
-@click.option("--log-directory", default=None, type=click.Path(file_okay=False),
-              help="Directory ON THIS MACHINE (created if missing) where each scheduler, "
-                   "worker and host agent also gets its own log file, e.g. node2-0.log "
-                   "(classic dask-ssh wrote them on the remote hosts).")
-@click.option("--local-directory", default=None, metavar="PATH",
-              help="Directory on each worker host for worker files (checked there).")
-@click.option("--remote-python", default=None, metavar="PATH",
-              help="Python on the remote hosts (a hostfile's remote-python= wins). "
-                   "[default: the same path as this machine's Python]")
-@click.option("--memory-limit", default="auto", show_default=True, type=MEMORY_LIMIT,
-              help="Memory per worker process: bytes, a size (4GB, 500MiB), a fraction of "
-                   "the host's memory (0.5), 0 for no limit, or 'auto': the host's memory / its "
-                   "worker processes.")
-@click.option("--worker-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
-              help="Worker port or range. [default: random]")
-@click.option("--nanny-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
-              help="Nanny port or range. [default: random]")
-@click.option("--remote-dask-worker", default="distributed.cli.dask_worker", show_default=True,
-              help="Classic option. Its classic values (distributed.cli.dask_worker, "
-                   "distributed.cli.dask_spec) mean the default worker class; another "
-                   "value is taken as a worker class, like --worker-class.")
-@click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
-              help="Address of the scheduler's dashboard (':0': a random port).")
-@click.option("--worker-class", default=None, metavar="DOTTED.PATH",
-              help=f"Worker class to start. [default: {DEFAULT_WORKER_CLASS}]")
-@click.option("--connect-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
-              metavar="SECONDS",
-              help="Seconds for TCP, SSH handshake and login per host. "
-                   "[default: the sshdeploy.connect-timeout setting, 10]")
-@click.option("--known-hosts", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="known_hosts file to check host keys against. [default: ~/.ssh/known_hosts]")
-@click.option("--insecure-skip-host-key-check", is_flag=True,
-              help="Accept any host key (open to man-in-the-middle attacks; prints a warning).")
-@click.option("--jump-host", default=None, type=JUMP_HOST, metavar="[USER@]HOST[:PORT]",
-              help="Reach every host through this SSH jump host (like ssh -J).")
-@click.option("--env", "env", multiple=True, type=ENV_ITEM, metavar="KEY=VALUE",
-              help="Environment variable for every remote process; repeatable.")
-@click.option("--setup", multiple=True, metavar="COMMAND",
-              help="Shell command run on each host before the remote Python, e.g. "
-                   "'conda activate x' or 'module load y'; repeatable (run in turn, "
-                   "stopping at the first that fails).")
-@click.option("--login-shell", is_flag=True,
-              help="Run the remote commands in the user's login shell ($SHELL -l), for "
-                   "hosts whose module or conda setup only happens there.")
-@click.option("--sync-env", is_flag=True,
-              help="Send this machine's packages (distributed's closure, the compared ones "
-                   "and --package ones) to every host over SSH, once per content hash, and "
-                   "run them on the host's Python of the same major.minor.")
-@click.option("--package", "package", multiple=True, metavar="NAME",
-              help="Also compare this package's version on every host (and carry it with "
-                   "--sync-env); repeatable.")
-@click.option("--upload", "upload", multiple=True, metavar="PATH",
-              help="File or directory put on the scheduler's and workers' sys.path on every "
-                   "host before they start; repeatable.")
-@click.option("--dry-run", is_flag=True,
-              help="Print, per host, the exact remote command, its Python and what it will "
-                   "start (--env values masked: NAME=***); start nothing.")
-@click.option("--check", is_flag=True,
-              help="Check every host (reachable, login, Python, dask/distributed versions "
-                   "beside this machine's) and print a table; start nothing; exit 1 if any "
-                   "host fails.")
-@click.option("--no-progress", is_flag=True,
-              help="Show no start-up status (per host, live on a terminal, else one line "
-                   "on stderr per change).")
-@click.option("--no-restart", is_flag=True,
-              help="Do not restart workers that die. By default each Nanny restarts its "
-                   "worker process, and a worker whose Nanny or host agent is lost is "
-                   "started again with backoff, up to sshdeploy.worker-restarts (5) times "
-                   "within sshdeploy.worker-restart-window (60 s).")
-@click.option("--forward-ports/--no-forward-ports", "forward_ports", default=None,
-              help="Reach the scheduler and dashboard through the scheduler host's SSH "
-                   "connection (the banner then shows 127.0.0.1 addresses), or never. "
-                   "[default: only when this machine cannot reach the scheduler directly]")
-@click.option("--interface", default=None, metavar="IFACE",
-              help="Network interface the scheduler and workers listen on, on their hosts "
-                   "(e.g. eth1 for a private cluster network), as dask scheduler/worker "
-                   "--interface.")
-@click.option("--tls", is_flag=True,
-              help="Encrypt all traffic with new temporary TLS credentials (tls://); the "
-                   "client's files go to a private local directory, deleted on exit, and "
-                   "the banner prints the Python line that connects with them.")
-@click.option("--min-workers", default=None, type=click.IntRange(min=1), metavar="N",
-              help="Come up when at least N workers started; hosts that failed are listed "
-                   "in the banner and left out. [default: every worker must start]")
-@click.option("--spare", "spare", multiple=True, metavar="HOST",
-              help="A spare host (repeatable; or the word spare on a hostfile line): no "
-                   "worker at the start, not even connected to; the workers of a host that "
-                   "is lost or quarantined move there, and scale/adapt use it last.")
-@click.option("--initial-workers", default=None, type=click.IntRange(min=0), metavar="N",
-              help="Start only N workers, filling the hosts in order; the other hosts are "
-                   "connected to when scale/adapt place a worker there. [default: every "
-                   "slot of every host but the spares]")
-@click.option("--check-imports", is_flag=True,
-              help="With --check: also import dask and distributed on each host (slower; "
-                   "by default their versions are read from package metadata).")
-@click.option("--ask-passphrase", is_flag=True,
-              help="Prompt for the passphrase of the private key(s) (hidden input).")
-@click.option("--log-level", default=None, metavar="LEVEL",
-              type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              help="Show the remote lines at LEVEL and above (DEBUG, INFO, WARNING, ERROR, "
-                   "CRITICAL); WARNING and ERROR lines and dask-ssh's own lines always show, "
-                   "--log-directory files keep every line. [default: every line]")
-@click.option("-q", "--quiet", is_flag=True, help="Same as --log-level WARNING.")
+@dask_ssh_options
 @click.version_option(message=_version_message(), package_name="sshdeploy")
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
@@ -376,7 +235,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
             "man-in-the-middle could impersonate the hosts and see everything sent."
         )
     if opts.check:
-        unique = list({h.as_written(): h for h in args.hosts}.values())
+        unique = list({h.as_written(): h for h in as_hosts(args.hosts)}.values())
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,

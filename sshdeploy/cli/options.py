@@ -1,14 +1,16 @@
-"""The pure part of ``dask-ssh``: parsed options to :class:`SSHCluster` arguments.
+"""The pure part of ``dask-ssh``: its options, parsed, to :class:`SSHCluster` arguments.
 
-The click command (:mod:`sshdeploy.cli`) declares each option once, with its
-:class:`click.ParamType` from here (:data:`MEMORY_LIMIT`, :data:`PORT_SPEC`,
-:data:`ENV_ITEM`, :data:`HOST`, :data:`JUMP_HOST`), so a bad value is a
-:class:`click.BadParameter` (exit status 2) naming the option. Click's dict
+Each option of the command (:mod:`sshdeploy.cli`) is declared once, here
+(:data:`OPTIONS`), with its :class:`click.ParamType` (:data:`MEMORY_LIMIT`,
+:data:`PORT_SPEC`, :data:`ENV_ITEM`, :data:`HOST`, :data:`JUMP_HOST`), so a
+bad value is a :class:`click.BadParameter` (exit status 2) naming the option. Click's dict
 of parsed values becomes one frozen :class:`CliOptions`, and
-:func:`build_cluster_args` turns that into :class:`ClusterArgs`, the keyword
-arguments of :class:`~sshdeploy.cluster.SSHCluster` and of
-``SSHCluster.remote_commands``. Which hosts (:func:`resolve_hosts`) and
-which host runs what (:func:`place_hosts`) are here too.
+:func:`build_cluster_args` turns that into a
+:class:`~sshdeploy.arguments.ClusterArgs`, the keyword arguments of
+:class:`~sshdeploy.cluster.SSHCluster` and of ``SSHCluster.remote_commands``
+(their one declaration, which names the option that sets each). Which hosts
+(:func:`resolve_hosts`) and which host runs what (:func:`place_hosts`) are
+here too.
 
 No network, no processes: reading the hostfile (and, with no hosts at all,
 the batch job's node list) is the only I/O, so every option can be
@@ -17,17 +19,22 @@ unit-tested.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import click
 
-from sshdeploy.defaults import CLASSIC_WORKER_MODULES, DEFAULT_WORKER_CLASS
+from sshdeploy.arguments import ClusterArgs
+from sshdeploy.defaults import (
+    CLASSIC_WORKER_MODULES,
+    DEFAULT_DASHBOARD,
+    DEFAULT_SCHEDULER_PORT,
+    DEFAULT_WORKER_CLASS,
+)
 from sshdeploy.errors import HostfileError
 from sshdeploy.hostfile import load_hostfile, parse_host, parse_host_line
 from sshdeploy.hosts import Host, check_memory_limit
@@ -40,10 +47,11 @@ __all__ = [
     "JUMP_HOST",
     "LOG_LEVELS",
     "MEMORY_LIMIT",
+    "OPTIONS",
     "PORT_SPEC",
     "CliOptions",
-    "ClusterArgs",
     "build_cluster_args",
+    "dask_ssh_options",
     "place_hosts",
     "resolve_hosts",
 ]
@@ -179,6 +187,159 @@ HOST = HostType()
 JUMP_HOST = HostType(settings=False)
 
 
+# --------------------------------------------------------------------------- the options
+
+
+def _deprecated_nprocs(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        click.echo(
+            "dask-ssh: --nprocs is deprecated and will be removed; use --nworkers.", err=True
+        )
+    return value
+
+
+#: The options of ``dask-ssh`` (and ``dask-ssh up``), in ``--help`` order. Each is declared
+#: once, here, beside its :class:`CliOptions` field and what :func:`build_cluster_args`
+#: makes of it (``sshdeploy.arguments`` names the option that sets each SSHCluster keyword).
+OPTIONS: tuple[Callable[[Any], Any], ...] = (
+    click.option("--scheduler", default=None, type=HOST, metavar="[USER@]HOST[:PORT]",
+                 help="Host that runs the scheduler; every listed host then runs workers. "
+                      "[default: the first host]"),
+    click.option("--scheduler-port", default=DEFAULT_SCHEDULER_PORT, show_default=True,
+                 type=click.IntRange(0, 65535), help="Scheduler port (0: random)."),
+    click.option("--nthreads", default=0, show_default=True, type=click.IntRange(min=0),
+                 help="Threads per worker process; 0: the host's cores // its worker processes "
+                      "(at least 1), counted on each host."),
+    click.option("--nworkers", "nworkers", default=None, type=click.IntRange(min=1),
+                 help="Worker processes per worker host (a hostfile's slots=N wins). [default: 1]"),
+    click.option("--nprocs", "nprocs", default=None, type=click.IntRange(min=1),
+                 callback=_deprecated_nprocs, help="Deprecated name of --nworkers."),
+    click.option("--hostfile", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="File with one host per line (format below)."),
+    click.option("--ssh-username", default=None,
+                 help="User for hosts that name none. [default: ~/.ssh/config, else your user]"),
+    click.option("--ssh-port", default=None, type=click.IntRange(1, 65535),
+                 help="Port for hosts that name none. [default: ~/.ssh/config, else 22]"),
+    click.option("--ssh-private-key", default=None,
+                 type=click.Path(exists=True, dir_okay=False),
+                 help="Private key file to log in with (on this machine). "
+                      "[default: ssh-agent and ~/.ssh/id_*]"),
+    click.option("--nohost", is_flag=True,
+                 help="Do not pass the host address to the workers: each picks its own "
+                      "listening address."),
+    click.option("--log-directory", default=None, type=click.Path(file_okay=False),
+                 help="Directory ON THIS MACHINE (created if missing) where each scheduler, "
+                      "worker and host agent also gets its own log file, e.g. node2-0.log "
+                      "(classic dask-ssh wrote them on the remote hosts)."),
+    click.option("--local-directory", default=None, metavar="PATH",
+                 help="Directory on each worker host for worker files (checked there)."),
+    click.option("--remote-python", default=None, metavar="PATH",
+                 help="Python on the remote hosts (a hostfile's remote-python= wins). "
+                      "[default: the same path as this machine's Python]"),
+    click.option("--memory-limit", default="auto", show_default=True, type=MEMORY_LIMIT,
+                 help="Memory per worker process: bytes, a size (4GB, 500MiB), a fraction of "
+                      "the host's memory (0.5), 0 for no limit, or 'auto': the host's memory / its "
+                      "worker processes."),
+    click.option("--worker-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
+                 help="Worker port or range. [default: random]"),
+    click.option("--nanny-port", default=None, type=PORT_SPEC, metavar="PORT|START:END",
+                 help="Nanny port or range. [default: random]"),
+    click.option("--remote-dask-worker", default="distributed.cli.dask_worker", show_default=True,
+                 help="Classic option. Its classic values (distributed.cli.dask_worker, "
+                      "distributed.cli.dask_spec) mean the default worker class; another "
+                      "value is taken as a worker class, like --worker-class."),
+    click.option("--dashboard-address", default=DEFAULT_DASHBOARD, show_default=True,
+                 help="Address of the scheduler's dashboard (':0': a random port)."),
+    click.option("--worker-class", default=None, metavar="DOTTED.PATH",
+                 help=f"Worker class to start. [default: {DEFAULT_WORKER_CLASS}]"),
+    click.option("--connect-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+                 metavar="SECONDS",
+                 help="Seconds for TCP, SSH handshake and login per host. "
+                      "[default: the sshdeploy.connect-timeout setting, 10]"),
+    click.option("--known-hosts", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="known_hosts file to check host keys against. [default: ~/.ssh/known_hosts]"),
+    click.option("--insecure-skip-host-key-check", is_flag=True,
+                 help="Accept any host key (open to man-in-the-middle attacks; prints a warning)."),
+    click.option("--jump-host", default=None, type=JUMP_HOST, metavar="[USER@]HOST[:PORT]",
+                 help="Reach every host through this SSH jump host (like ssh -J)."),
+    click.option("--env", "env", multiple=True, type=ENV_ITEM, metavar="KEY=VALUE",
+                 help="Environment variable for every remote process; repeatable."),
+    click.option("--setup", multiple=True, metavar="COMMAND",
+                 help="Shell command run on each host before the remote Python, e.g. "
+                      "'conda activate x' or 'module load y'; repeatable (run in turn, "
+                      "stopping at the first that fails)."),
+    click.option("--login-shell", is_flag=True,
+                 help="Run the remote commands in the user's login shell ($SHELL -l), for "
+                      "hosts whose module or conda setup only happens there."),
+    click.option("--sync-env", is_flag=True,
+                 help="Send this machine's packages (distributed's closure, the compared ones "
+                      "and --package ones) to every host over SSH, once per content hash, and "
+                      "run them on the host's Python of the same major.minor."),
+    click.option("--package", "package", multiple=True, metavar="NAME",
+                 help="Also compare this package's version on every host (and carry it with "
+                      "--sync-env); repeatable."),
+    click.option("--upload", "upload", multiple=True, metavar="PATH",
+                 help="File or directory put on the scheduler's and workers' sys.path on every "
+                      "host before they start; repeatable."),
+    click.option("--dry-run", is_flag=True,
+                 help="Print, per host, the exact remote command, its Python and what it will "
+                      "start (--env values masked: NAME=***); start nothing."),
+    click.option("--check", is_flag=True,
+                 help="Check every host (reachable, login, Python, dask/distributed versions "
+                      "beside this machine's) and print a table; start nothing; exit 1 if any "
+                      "host fails."),
+    click.option("--no-progress", is_flag=True,
+                 help="Show no start-up status (per host, live on a terminal, else one line "
+                      "on stderr per change)."),
+    click.option("--no-restart", is_flag=True,
+                 help="Do not restart workers that die. By default each Nanny restarts its "
+                      "worker process, and a worker whose Nanny or host agent is lost is "
+                      "started again with backoff, up to sshdeploy.worker-restarts (5) times "
+                      "within sshdeploy.worker-restart-window (60 s)."),
+    click.option("--forward-ports/--no-forward-ports", "forward_ports", default=None,
+                 help="Reach the scheduler and dashboard through the scheduler host's SSH "
+                      "connection (the banner then shows 127.0.0.1 addresses), or never. "
+                      "[default: only when this machine cannot reach the scheduler directly]"),
+    click.option("--interface", default=None, metavar="IFACE",
+                 help="Network interface the scheduler and workers listen on, on their hosts "
+                      "(e.g. eth1 for a private cluster network), as dask scheduler/worker "
+                      "--interface."),
+    click.option("--tls", is_flag=True,
+                 help="Encrypt all traffic with new temporary TLS credentials (tls://); the "
+                      "client's files go to a private local directory, deleted on exit, and "
+                      "the banner prints the Python line that connects with them."),
+    click.option("--min-workers", default=None, type=click.IntRange(min=1), metavar="N",
+                 help="Come up when at least N workers started; hosts that failed are listed "
+                      "in the banner and left out. [default: every worker must start]"),
+    click.option("--spare", "spare", multiple=True, metavar="HOST",
+                 help="A spare host (repeatable; or the word spare on a hostfile line): no "
+                      "worker at the start, not even connected to; the workers of a host that "
+                      "is lost or quarantined move there, and scale/adapt use it last."),
+    click.option("--initial-workers", default=None, type=click.IntRange(min=0), metavar="N",
+                 help="Start only N workers, filling the hosts in order; the other hosts are "
+                      "connected to when scale/adapt place a worker there. [default: every "
+                      "slot of every host but the spares]"),
+    click.option("--check-imports", is_flag=True,
+                 help="With --check: also import dask and distributed on each host (slower; "
+                      "by default their versions are read from package metadata)."),
+    click.option("--ask-passphrase", is_flag=True,
+                 help="Prompt for the passphrase of the private key(s) (hidden input)."),
+    click.option("--log-level", default=None, metavar="LEVEL",
+                 type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                 help="Show the remote lines at LEVEL and above (DEBUG, INFO, WARNING, ERROR, "
+                      "CRITICAL); WARNING and ERROR lines and dask-ssh's own lines always show, "
+                      "--log-directory files keep every line. [default: every line]"),
+    click.option("-q", "--quiet", is_flag=True, help="Same as --log-level WARNING."),
+)
+
+
+def dask_ssh_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give *command* every option of :data:`OPTIONS`, in their order."""
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
 # --------------------------------------------------------------------------- parsed options
 
 
@@ -187,7 +348,7 @@ class CliOptions:
     """The parsed ``dask-ssh`` options: click's dict of values, typed and frozen.
 
     The options themselves (names, defaults, types, help) are declared once,
-    on the click command; build one with ``CliOptions(**ctx.params)`` (a
+    in :data:`OPTIONS`; build one with ``CliOptions(**ctx.params)`` (a
     missing or unknown name is a TypeError, so the two cannot drift apart).
     Combinations of options that contradict each other are refused here.
 
@@ -286,95 +447,6 @@ class CliOptions:
     def names(cls) -> list[str]:
         """Return the option names, as click names the parameters."""
         return [f.name for f in fields(cls) if f.metadata.get("option", True)]
-
-
-@dataclass(frozen=True)
-class ClusterArgs:
-    """Everything ``dask-ssh`` passes to :class:`~sshdeploy.cluster.SSHCluster`.
-
-    Built by :func:`build_cluster_args`; :meth:`kwargs` gives the keyword
-    arguments of both ``SSHCluster(...)`` and ``SSHCluster.remote_commands(...)``.
-
-    Parameters
-    ----------
-    hosts : list of Host
-        Placed: ``hosts[0]`` runs the scheduler, every later entry runs workers.
-    connect_options : dict
-        ``asyncssh.connect`` keywords for every host (``client_keys``,
-        ``known_hosts``, ``connect_timeout``, ``tunnel``).
-    worker_options : dict
-        ``n_workers`` and the worker keywords that were given.
-    scheduler_options : dict
-        ``port`` and ``dashboard_address``.
-    worker_class : str
-        Dotted path of the worker class.
-    remote_python : str or None
-        The remote interpreter, unless a host says otherwise.
-    setup : str or None
-        Shell commands run before the remote Python (``--setup`` lines joined).
-    login_shell : bool
-        ``--login-shell``.
-    environment : {"sync"} or None
-        ``--sync-env``.
-    packages, upload : list of str
-        ``--package`` and ``--upload`` values.
-    env : dict
-        Environment variables for every remote process.
-    restart_workers : bool
-        Whether each Nanny restarts its worker process when it dies
-        (``--no-restart`` turns it off).
-    forward_ports : bool or None
-        ``--forward-ports`` (True), ``--no-forward-ports`` (False), or None
-        (forward only when the scheduler cannot be reached directly).
-    security : bool or None
-        True for ``--tls``: new temporary TLS credentials, all traffic ``tls://``.
-    min_workers : int or None
-        ``--min-workers``: come up when at least this many workers started.
-    spares : list of Host
-        ``--spare`` hosts.
-    initial_workers : int or None
-        ``--initial-workers``.
-
-    Examples
-    --------
-    >>> from sshdeploy.hostfile import parse_host
-    >>> args = ClusterArgs([parse_host("node1"), parse_host("node2")])
-    >>> sorted(args.kwargs())  # doctest: +NORMALIZE_WHITESPACE
-    ['connect_options', 'env', 'environment', 'forward_ports', 'hosts', 'initial_workers',
-     'login_shell', 'min_workers', 'packages', 'remote_python', 'restart_workers',
-     'scheduler_options', 'security', 'setup', 'spares', 'upload', 'worker_class',
-     'worker_options']
-    """
-
-    hosts: list[Host]
-    connect_options: dict[str, Any] = field(default_factory=dict)
-    worker_options: dict[str, Any] = field(default_factory=dict)
-    scheduler_options: dict[str, Any] = field(default_factory=dict)
-    worker_class: str = DEFAULT_WORKER_CLASS
-    remote_python: str | None = None
-    setup: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    restart_workers: bool = True
-    forward_ports: bool | None = None
-    security: bool | None = None
-    min_workers: int | None = None
-    login_shell: bool = False
-    environment: str | None = None
-    packages: list[str] = field(default_factory=list)
-    upload: list[str] = field(default_factory=list)
-    spares: list[Host] = field(default_factory=list)
-    initial_workers: int | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``SSHCluster`` and ``SSHCluster.remote_commands``.
-
-        Every field is named as the SSHCluster parameter it fills: one call, no
-        mapping. An empty mapping or list (nothing given) is passed as None,
-        SSHCluster's own "not given".
-        """
-        values = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-        return {k: None if isinstance(v, (dict, list)) and not v else v
-                for k, v in values.items()}
 
 
 def resolve_hosts(
@@ -585,24 +657,24 @@ def build_cluster_args(
                                  "dashboard_address": opts.dashboard_address}
     if opts.interface is not None:
         scheduler["interface"] = opts.interface
-    return ClusterArgs(
+    return ClusterArgs(  # (nothing given: None, SSHCluster's own "not given")
         hosts=placed,
-        connect_options=_connect_options(opts),
+        connect_options=_connect_options(opts) or None,
         worker_options=_worker_options(opts, cls),
         scheduler_options=scheduler,
         worker_class=cls,
         remote_python=opts.remote_python,
         setup=join_setup(opts.setup),
-        env=dict(opts.env),
+        env=dict(opts.env) or None,
         restart_workers=not opts.no_restart,
         forward_ports=opts.forward_ports,
         security=True if opts.tls else None,
         min_workers=opts.min_workers,
         login_shell=opts.login_shell,
         environment="sync" if opts.sync_env else None,
-        packages=list(opts.package),
-        upload=list(opts.upload),
+        packages=list(opts.package) or None,
+        upload=list(opts.upload) or None,
         spares=[h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
-                for text in opts.spare for h in parse_host_line(text, path="--spare")],
+                for text in opts.spare for h in parse_host_line(text, path="--spare")] or None,
         initial_workers=opts.initial_workers,
     )

@@ -45,14 +45,14 @@ from sshdeploy.cli import exit_codes, remote_output, report
 from sshdeploy.cli.console import output_closed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.hosts import Host
-from sshdeploy.placement import name_order
+from sshdeploy.placement import as_hosts, name_order
 from sshdeploy.remote.agent.group import remove_stale_dirs, write_owner
 from sshdeploy.versions import package_versions
 from sshdeploy.views import livestatus
 from sshdeploy.views.hostrows import HostRow, worker_resources
 
 if TYPE_CHECKING:
-    from sshdeploy.cli.options import ClusterArgs
+    from sshdeploy.arguments import ClusterArgs
 
 __all__ = ["ClientCredentials", "run_cluster"]
 
@@ -356,11 +356,11 @@ class _Run:
         self.poll_interval = poll_interval
         self.close_timeout = close_timeout
         self.progress = progress
-        self.where = args.hosts[0].as_written()
+        self.where = as_hosts(args.hosts)[0].as_written()
 
     async def main(self) -> int:
         extra = {} if self.keep is None else {**self.keep, "shutdown_on_close": False}
-        cluster = SSHCluster(asynchronous=True, **self.args.kwargs(), **extra)
+        cluster = SSHCluster(asynchronous=True, **{**self.args.kwargs(), **extra})
         starting = asyncio.ensure_future(_started(cluster))
         with self._progress(cluster) as show:
             show()

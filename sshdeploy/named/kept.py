@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from distributed.security import Security
 
+from sshdeploy.arguments import ClusterArgs
+from sshdeploy.errors import ClusterNotFoundError
+from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
 from sshdeploy.named import flow
 from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
-from sshdeploy.named.policy import KeepPolicy
-from sshdeploy.named.spec import cluster_spec, with_hosts
+from sshdeploy.named.policy import KeepPolicy, check_name
+from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.settings import Settings
@@ -61,6 +64,36 @@ def security_from(pems: Mapping[str, str]) -> Security | None:
                     tls_worker_key=key, require_encryption=True)
 
 
+async def reattach(name: str, host: str | Host | None = None,
+                   connect_options: Mapping[str, Any] | None = None,
+                   store: StateStore | None = None) -> ClusterArgs:
+    """Return the arguments that plan the running named cluster *name* again (``from_name``).
+
+    They come from its record: this machine's, or with *host* the authoritative
+    copy on that (scheduler) host, then kept here too. Everything the record
+    keeps is there (environment, uploads, login shell... so hosts added or
+    restarted later are prepared as at the start), with its TLS credentials.
+
+    Raises
+    ------
+    ClusterNotFoundError
+        No record of that name here (nor on *host*).
+    """
+    store = store if store is not None else StateStore()
+    check_name(name)
+    if host is not None:
+        target = host if isinstance(host, Host) else parse_host(str(host))
+        store.save(await flow.fetch(name, target, connect_options))
+    record = store.load(name)
+    if record is None:
+        raise ClusterNotFoundError(name=name, cause="no record of it on this machine",
+                                   remedy="`dask-ssh list` shows the named clusters; give "
+                                   "host='HEAD' to read its record on its scheduler host.")
+    return dataclasses.replace(ClusterArgs.from_record(record.spec), name=name,
+                               shutdown_on_close=False,
+                               security=security_from(store.tls_pems(record)))
+
+
 @dataclass
 class KeptCluster:
     """The named-cluster side of one SSHCluster.
@@ -69,7 +102,7 @@ class KeptCluster:
     ----------
     policy : KeepPolicy
     spec : dict
-        The JSON form of its arguments (:func:`sshdeploy.named.spec.cluster_spec`).
+        The JSON form of its arguments (:meth:`~sshdeploy.arguments.ClusterArgs.to_record`).
     store : StateStore
     stopping : bool
         ``shutdown()`` was called: close for real.
@@ -88,17 +121,15 @@ class KeptCluster:
     _lock: asyncio.Lock | None = None
 
     @classmethod
-    def of(cls, plan: ClusterPlan, *, hosts: Sequence[str | Host] | None, **args: Any
-           ) -> KeptCluster | None:
+    def of(cls, plan: ClusterPlan, args: ClusterArgs) -> KeptCluster | None:
         """Return the named-cluster side of a cluster planned by *plan* (None if not kept)."""
         keep = plan.keep
         if keep is None:
             return None
-        args["security"] = plan.security is not None
-        spec = cluster_spec(hosts, idle_timeout=keep.idle_timeout,
-                            max_lifetime=keep.max_lifetime,
-                            wanted=len(plan.placement.workers), forward_ports=plan.forward_ports,
-                            **args)
+        # The record keeps the policy's durations as resolved (the settings' defaults too).
+        kept = dataclasses.replace(args, idle_timeout=keep.idle_timeout,
+                                   max_lifetime=keep.max_lifetime)
+        spec = {**kept.to_record(), "wanted": len(plan.placement.workers)}
         return cls(keep, spec, StateStore())
 
     async def running(self, settings: Settings) -> ClusterRecord | None:

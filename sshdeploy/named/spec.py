@@ -1,9 +1,10 @@
-"""The JSON form of a named cluster's arguments: stored, compared, turned back into arguments.
+"""A named cluster's recorded arguments (its ``spec``): hosts as they are now, what differs.
 
-Pure, no I/O. Only JSON values are kept (an ``asyncssh`` key object or a
-callable in an option cannot be stored and is left out, by name); what is
-kept is enough to rebuild the cluster's plan (``from_name``, ``scale``) and
-to tell whether an ``up`` asks for the running cluster or another one.
+Pure, no I/O. The spec itself is written and read back by
+:meth:`sshdeploy.arguments.ClusterArgs.to_record` / ``from_record`` (one entry
+per keyword its declaration keeps, plus ``wanted`` and ``dropped``); here is
+what changes it while the cluster runs (hosts added and removed) and what
+tells whether an ``up`` asks for the running cluster or another one.
 """
 
 from __future__ import annotations
@@ -12,93 +13,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sshdeploy.arguments import KEYWORDS, host_json
 from sshdeploy.hosts import Host
-from sshdeploy.placement import as_hosts, per_host
 
 #: The arguments that make a cluster what it is (an ``up`` that changes one is another cluster).
-COMPARED = ("hosts", "worker_options", "scheduler_options", "worker_class", "scheduler_class",
-            "remote_python", "setup", "env", "security", "idle_timeout", "max_lifetime")
-
-
-def jsonable(value: Any, dropped: list[str], where: str) -> Any:
-    """Return *value* with what JSON cannot hold left out (its place named in *dropped*).
-
-    Examples
-    --------
-    >>> dropped = []
-    >>> jsonable({"a": 1, "b": [1, "x"], "c": object()}, dropped, "opts")
-    {'a': 1, 'b': [1, 'x']}
-    >>> dropped
-    ['opts.c']
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                dropped.append(f"{where}[{k!r}]")
-                continue
-            item = jsonable(v, dropped, f"{where}.{k}")
-            if item is not None or v is None:
-                out[k] = item
-        return out
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, dropped, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    dropped.append(where)
-    return None
-
-
-def cluster_spec(
-    hosts: Sequence[str | Host] | None,
-    connect_options: Any,
-    worker_options: Mapping[str, Any] | None,
-    scheduler_options: Mapping[str, Any] | None,
-    worker_class: str,
-    remote_python: str | Sequence[str] | None,
-    *,
-    setup: str | None,
-    env: Mapping[str, str] | None,
-    scheduler_class: str | None,
-    restart_workers: bool,
-    security: bool,
-    forward_ports: bool | None,
-    idle_timeout: float | None,
-    max_lifetime: float | None,
-    wanted: int,
-) -> dict[str, Any]:
-    """Return the JSON form of SSHCluster's arguments (what ``from_name`` rebuilds from)."""
-    hs = as_hosts(hosts)
-    dropped: list[str] = []
-    pythons = per_host(remote_python, len(hs), "remote_python")
-    copts = per_host(connect_options, len(hs), "connect_options")
-    return {
-        "hosts": [host_json(h) for h in hs],
-        "connect_options": [jsonable(dict(o or {}), dropped, "connect_options") for o in copts],
-        "worker_options": jsonable(dict(worker_options or {}), dropped, "worker_options"),
-        "scheduler_options": jsonable(dict(scheduler_options or {}), dropped,
-                                      "scheduler_options"),
-        "worker_class": worker_class,
-        "scheduler_class": scheduler_class,
-        "remote_python": pythons,
-        "setup": setup,
-        "env": dict(env or {}),
-        "restart_workers": restart_workers,
-        "security": bool(security),
-        "forward_ports": forward_ports,
-        "idle_timeout": idle_timeout,
-        "max_lifetime": max_lifetime,
-        "wanted": wanted,
-        "dropped": dropped,
-    }
-
-
-def host_json(host: Host) -> dict[str, Any]:
-    """One host of a stored spec: its set fields (``spare`` only when it is one)."""
-    return {k: v for k, v in dataclasses.asdict(host).items()
-            if v is not None and v is not False}
+COMPARED = tuple(kw.name for kw in KEYWORDS if kw.compared)
 
 
 def with_hosts(spec: Mapping[str, Any], worker_hosts: Sequence[tuple[Host, int, str, bool]]
@@ -152,25 +71,6 @@ def with_hosts(spec: Mapping[str, Any], worker_hosts: Sequence[tuple[Host, int, 
 def hosts_of(spec: Mapping[str, Any]) -> list[Host]:
     """Return the hosts of a stored spec."""
     return [Host(**h) for h in spec.get("hosts") or []]
-
-
-def arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Return SSHCluster keyword arguments rebuilt from a stored spec (security aside)."""
-    return {
-        "hosts": hosts_of(spec),
-        "connect_options": list(spec.get("connect_options") or []) or None,
-        "worker_options": dict(spec.get("worker_options") or {}),
-        "scheduler_options": dict(spec.get("scheduler_options") or {}),
-        "worker_class": spec.get("worker_class") or "distributed.Nanny",
-        "scheduler_class": spec.get("scheduler_class"),
-        "remote_python": list(spec.get("remote_python") or []) or None,
-        "setup": spec.get("setup"),
-        "env": dict(spec.get("env") or {}),
-        "restart_workers": bool(spec.get("restart_workers", True)),
-        "forward_ports": spec.get("forward_ports"),
-        "idle_timeout": spec.get("idle_timeout"),
-        "max_lifetime": spec.get("max_lifetime"),
-    }
 
 
 def differences(running: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:

@@ -218,3 +218,43 @@ def test_the_clean_command_empties_the_hosts_caches(bed: testbed.Bed) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"root@{host.name}: removed 0.0 MB"
     assert not envs.exists()
+
+
+def test_a_host_added_to_a_named_cluster_later_gets_its_synced_environment(
+    bed: testbed.Bed, bare_hosts: list[testbed.BedHost], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import subprocess
+
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+
+    def dask_ssh(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sshdeploy.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=240,
+                              stdin=subprocess.DEVNULL)
+
+    name = f"sync-{uuid.uuid4().hex[:6]}"
+    try:
+        up = dask_ssh("up", "--name", name, "--known-hosts", str(bed.known_hosts),
+                      "--ssh-private-key", str(bed.client_key), "--ssh-username", "root",
+                      "--scheduler-port", "0", "--dashboard-address", ":0",
+                      "--remote-python", BARE, "--sync-env", n1, n2)
+        assert up.returncode == 0, up.stdout + up.stderr
+        # a later controller: n3's bare Python gets the environment, not a version table
+        added = dask_ssh("add", name, n3)
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert f"workers started: {n3}-0" in added.stdout, added.stdout
+        with SSHCluster.from_name(name) as cluster, Client(cluster) as client:
+            where = client.run(lambda: (__import__("sys").executable,
+                                        __import__("distributed").__version__))
+            ours = __import__("distributed").__version__
+            assert len(where) == 2 and set(where.values()) == {(BARE, ours)}, where
+    finally:
+        store = StateStore()
+        for record in store.records():
+            asyncio.run(flow.stop(record, store))

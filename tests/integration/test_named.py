@@ -213,3 +213,32 @@ def test_a_cluster_on_a_private_network_is_reached_again_through_a_fresh_forward
         assert again.scheduler_address.startswith("tcp://127.0.0.1:")
         with Client(again) as client:
             assert client.submit(lambda: 11).result(timeout=30) == 11
+
+
+def test_a_named_clusters_upload_reaches_a_host_added_by_a_later_controller(
+        bed: testbed.Bed, tmp_path: Path, state: StateStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given as a relative path from where the cluster was started; the controller that
+    # adds the host runs elsewhere (the record keeps where the file is).
+    module = f"shipped_{uuid.uuid4().hex[:8]}"
+    start_dir = tmp_path / "project"
+    start_dir.mkdir()
+    (start_dir / f"{module}.py").write_text("VALUE = 'uploaded'\n")
+    name = unique("upload")
+    monkeypatch.chdir(start_dir)
+    cluster = SSHCluster([n1, n2], connect_options=bed.connect_options(), name=name,
+                         shutdown_on_close=False, upload=[f"{module}.py"])
+    cluster.close()
+    monkeypatch.chdir(tmp_path)
+
+    def use() -> str:
+        import importlib
+
+        return str(importlib.import_module(module).VALUE)
+
+    with SSHCluster.from_name(name) as again, Client(again) as client:
+        assert again.add_hosts([n3]) == [f"{n3}-0"]
+        client.wait_for_workers(2, timeout=60)
+        assert client.run(use) == {w: "uploaded" for w in client.scheduler_info()["workers"]}
+    SSHCluster.from_name(name).shutdown()
+    assert testbed.python_processes(bed) == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import types
@@ -23,9 +24,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sshdeploy import cli, cluster
+from sshdeploy.arguments import KEYWORDS, ClusterArgs, Keyword
 from sshdeploy.cli import options as cliargs
 from sshdeploy.cli import run as serve
-from sshdeploy.cli.options import CliOptions, ClusterArgs
+from sshdeploy.cli.options import CliOptions
 from sshdeploy.errors import ConnectError, HostfileError
 from sshdeploy.hostfile import HOSTFILE_GRAMMAR, parse_host
 from sshdeploy.hosts import Host
@@ -158,17 +160,7 @@ def build(*args: str) -> ClusterArgs:
     result = run(*args)
     assert result.exit_code == 0, result.output
     (cluster,) = FakeCluster.instances
-    kw = cluster.kwargs
-    return ClusterArgs(
-        hosts=kw["hosts"],
-        connect_options=kw["connect_options"],
-        worker_options=kw["worker_options"],
-        scheduler_options=kw["scheduler_options"],
-        worker_class=kw["worker_class"],
-        remote_python=kw["remote_python"],
-        setup=kw["setup"],
-        env=kw["env"] or {},
-    )
+    return ClusterArgs.of(cluster.kwargs)
 
 
 def names(hosts: list[Host]) -> list[str]:
@@ -181,13 +173,13 @@ def names(hosts: list[Host]) -> list[str]:
 def test_defaults() -> None:
     args = args_of("a", "b")
     assert names(args.hosts) == ["a", "b"]
-    assert args.connect_options == {}
     assert args.worker_options == {"n_workers": 1}
     assert args.scheduler_options == {"port": 8786, "dashboard_address": ":8787"}
     assert args.worker_class == "distributed.Nanny"
+    assert args.restart_workers is True
+    # nothing given: None, SSHCluster's own default
+    assert args.connect_options is None and args.env is None and args.spares is None
     assert args.remote_python is None and args.setup is None
-    assert args.env == {} and args.restart_workers is True
-    assert args.kwargs()["env"] is None
 
 
 def test_every_click_option_is_a_field_of_cli_options() -> None:
@@ -201,6 +193,16 @@ def test_kwargs_match_sshcluster_signature() -> None:
     kwargs = args_of("a", "b").kwargs()
     inspect.signature(REAL_SSHCLUSTER).bind(**kwargs)
     inspect.signature(REAL_SSHCLUSTER.remote_commands).bind(**kwargs)
+
+
+@pytest.mark.parametrize("kw", [kw for kw in KEYWORDS if kw.cli is not None],
+                         ids=lambda kw: kw.name)
+def test_the_option_the_declaration_names_sets_its_keyword(kw: Keyword) -> None:
+    """``sshdeploy.arguments`` names, per keyword, the ``dask-ssh`` option that sets it."""
+    assert kw.cli is not None
+    given = args_of("a", "b", *shlex.split(kw.cli))
+    assert getattr(given, kw.name) != getattr(args_of("a", "b"), kw.name)
+    assert getattr(given, kw.name) != kw.default
 
 
 @pytest.mark.parametrize(
@@ -231,7 +233,7 @@ def test_ssh_username_and_port_are_defaults_only() -> None:
         ("a", "bob", 2222),
         ("b", "al", 23),
     ]
-    assert "username" not in args.connect_options and "port" not in args.connect_options
+    assert args.connect_options is None  # neither username nor port
 
 
 def test_command_line_hosts_take_ranges_and_settings() -> None:

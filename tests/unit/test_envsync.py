@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.bootstrap import build_command, join_setup, script_preamble
 from sshdeploy.env import gate as envgate
 from sshdeploy.env.stage import remote_source
@@ -184,8 +185,8 @@ def test_the_pack_is_the_closure_of_distributed_and_its_tar_is_built_once(
 
 
 def test_setup_lists_login_shell_and_sync_are_in_the_dry_run() -> None:
-    plan = plan_cluster(["a", "b"], setup=["module load python", "conda activate x"],
-                        login_shell=True, environment="sync", upload=[__file__])
+    plan = plan_cluster(ClusterArgs(["a", "b"], setup=["module load python", "conda activate x"],
+                                    login_shell=True, environment="sync", upload=[__file__]))
     (sched, worker) = plan.remote_plans()
     assert sched.command.startswith('exec "${SHELL:-/bin/sh}" -l -c ')
     assert "module load python &&" in worker.command and "conda activate x" in worker.command

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.errors import ConfigError, SSHDeployError
 from sshdeploy.health import LOST, QUARANTINED, HostHealth, TakenOut, health_of
 from sshdeploy.hosts import Host
@@ -76,13 +77,13 @@ def test_initial_workers_fill_the_hosts_in_order() -> None:
 def test_bad_spares_and_initial_workers_say_what_to_do(
         hosts: Any, spares: Any, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
-        plan_cluster(hosts, spares=spares, **kwargs)
+        plan_cluster(ClusterArgs(hosts, spares=spares, **kwargs))
     assert info.value.remedy
 
 
 def test_min_workers_counts_the_initial_workers() -> None:
     with pytest.raises(ConfigError, match="min_workers: 2 is more than the 1 workers"):
-        plan_cluster(["s", "a", "b"], min_workers=2, initial_workers=1)
+        plan_cluster(ClusterArgs(["s", "a", "b"], min_workers=2, initial_workers=1))
 
 
 def test_the_scheduler_host_may_also_be_a_spare() -> None:

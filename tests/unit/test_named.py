@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.errors import ClusterStateError, ConfigError
 from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
-from sshdeploy.named.spec import cluster_spec, differences, hosts_of
+from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
@@ -45,16 +46,17 @@ def test_a_bad_duration_names_its_setting(bad: object) -> None:
 
 
 def test_the_plan_keeps_only_a_named_cluster_that_does_not_shut_down() -> None:
-    assert plan_cluster(["a", "b"]).keep is None
-    keep = plan_cluster(["a", "b"], name="x", shutdown_on_close=False, idle_timeout="1min",
-                        worker_options={"death_timeout": "7s"}).keep
+    assert plan_cluster(ClusterArgs(["a", "b"])).keep is None
+    keep = plan_cluster(ClusterArgs(["a", "b"], name="x", shutdown_on_close=False,
+                                    idle_timeout="1min",
+                                    worker_options={"death_timeout": "7s"})).keep
     assert keep == KeepPolicy("x", idle_timeout=60.0, death_timeout=7.0)
-    assert plan_cluster(["a", "b"], name="x", shutdown_on_close=False).launch(
-        plan_cluster(["a", "b"]).placement.scheduler).keep is not None
+    assert plan_cluster(ClusterArgs(["a", "b"], name="x", shutdown_on_close=False)).launch(
+        plan_cluster(ClusterArgs(["a", "b"])).placement.scheduler).keep is not None
     with pytest.raises(ConfigError, match="needs a name"):
-        plan_cluster(["a", "b"], shutdown_on_close=False)
+        plan_cluster(ClusterArgs(["a", "b"], shutdown_on_close=False))
     with pytest.raises(ConfigError, match="idle_timeout: applies to a named cluster"):
-        plan_cluster(["a", "b"], idle_timeout="1h")
+        plan_cluster(ClusterArgs(["a", "b"], idle_timeout="1h"))
 
 
 def test_state_files_are_private_and_written_whole(tmp_path: Path) -> None:
@@ -126,10 +128,8 @@ def test_a_corrupt_state_file_is_refused_naming_it(tmp_path: Path, content: str,
 
 
 def test_the_spec_round_trips_and_names_what_differs() -> None:
-    spec = cluster_spec(["u@a:2222", "b"], {"known_hosts": "/kh", "key": object()},
-                        {"n_workers": 2}, None, "distributed.Nanny", None, setup=None, env=None,
-                        scheduler_class=None, restart_workers=True, security=False,
-                        forward_ports=None, idle_timeout=None, max_lifetime=None, wanted=2)
+    spec = ClusterArgs(["u@a:2222", "b"], {"known_hosts": "/kh", "key": object()},
+                       {"n_workers": 2}).to_record()
     assert json.loads(json.dumps(spec)) == spec
     assert [h.as_written() for h in hosts_of(spec)] == ["u@a:2222", "b"]
     assert spec["dropped"] == ["connect_options.key", "connect_options.key"]
@@ -259,3 +259,57 @@ def test_subcommands_dispatch_and_a_host_named_like_one_is_given_after_dashes() 
     out = runner.invoke(main, ["--dry-run", "--", "up", "down"])  # hosts named up and down
     assert out.exit_code == 0, out.output
     assert "# up  scheduler" in out.output and "# down  worker" in out.output
+
+
+def test_a_later_controller_plans_the_hosts_and_workers_as_the_start_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``up`` records the cluster; ``from_name`` (``add``, ``scale``, restarts) re-plans it
+    from the record: hosts brought up later get the same stage (synced environment,
+    uploads) and their agents the same launch (setup, env, login shell, dask config)."""
+    import asyncio
+    import dataclasses
+
+    from sshdeploy.named.flow import new_record
+    from sshdeploy.named.kept import KeptCluster, reattach
+
+    monkeypatch.chdir(tmp_path)
+    args = ClusterArgs(["s", "a", "b"], {"known_hosts": None}, {"nthreads": 2},
+                       remote_python="/opt/py/bin/python", setup=["module load py"],
+                       env={"A": "1"}, inherit_config=False, restart_workers=False,
+                       name="demo", shutdown_on_close=False, idle_timeout="1h",
+                       environment="sync", packages=["cloudpickle"], upload=["helpers.py"],
+                       login_shell=True, spares=["c"])
+    plan = plan_cluster(args)
+    kept = KeptCluster.of(plan, args)
+    assert kept is not None
+    store = StateStore(tmp_path / "state")
+    store.save(new_record("demo", kept.spec, "s", "tcp://s:8786", None, {}, {}))
+    monkeypatch.chdir("/")  # another controller, elsewhere
+
+    again = asyncio.run(reattach("demo", store=store))
+    assert (again.name, again.shutdown_on_close, again.security) == ("demo", False, None)
+    later = plan_cluster(again)
+    assert plan.stage is not None and later.stage is not None
+    # the same files (found from here: recorded as absolute paths), the same remote directory
+    assert [later.stage.base / p for p in later.stage.upload] == [tmp_path / "helpers.py"]
+    assert later.stage == dataclasses.replace(plan.stage, base=later.stage.base,
+                                              upload=later.stage.upload)
+    for key, hp in plan.placement.worker_hosts.items():
+        assert later.launch(later.placement.worker_hosts[key]) == plan.launch(hp)
+        assert later.worker_options(later.placement.worker_hosts[key]) == plan.worker_options(hp)
+    assert later.placement.spares == plan.placement.spares
+    assert (later.restart_workers, later.keep) == (plan.restart_workers, plan.keep)
+    # the same cluster: taken over, not "another spec"
+    relaunched = KeptCluster.of(later, again)
+    assert relaunched is not None and differences(kept.spec, relaunched.spec) == []
+    assert relaunched.spec == kept.spec
+
+
+def test_from_name_of_an_unknown_name_says_where_to_look(tmp_path: Path) -> None:
+    import asyncio
+
+    from sshdeploy.errors import ClusterNotFoundError
+    from sshdeploy.named.kept import reattach
+
+    with pytest.raises(ClusterNotFoundError, match="no record of it on this machine"):
+        asyncio.run(reattach("nosuch", store=StateStore(tmp_path)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.hostfile import parse_host_line
 from sshdeploy.plan import plan_cluster
 from sshdeploy.remote.agent.servers import describe_share, worker_share
@@ -46,7 +47,7 @@ def test_uneven_hosts_each_get_their_own_share() -> None:
 def test_hostfile_keys_override_and_slots_set_the_share() -> None:
     hosts = [*parse_host_line("head"), *parse_host_line("n[1-2] slots=3"),
              *parse_host_line("n3 slots=2 nthreads=5 memory-limit=1GiB")]
-    plan = plan_cluster(hosts, worker_options={"n_workers": 4})
+    plan = plan_cluster(ClusterArgs(hosts, worker_options={"n_workers": 4}))
     slots = {hp.host.hostname: hp.slots for hp in plan.placement.worker_hosts.values()}
     assert slots == {"n1": 3, "n2": 3, "n3": 2}
     n1 = next(hp for hp in plan.placement.worker_hosts.values() if hp.host.hostname == "n1")
@@ -58,7 +59,8 @@ def test_hostfile_keys_override_and_slots_set_the_share() -> None:
 
 
 def test_the_dry_run_says_how_the_share_is_computed() -> None:
-    plans = plan_cluster(["a", "b", "c"], worker_options={"n_workers": 2}).remote_plans()
+    plans = plan_cluster(ClusterArgs(["a", "b", "c"],
+                                     worker_options={"n_workers": 2})).remote_plans()
     workers = [p for p in plans if p.role == "worker"]
     assert [p.share for p in workers] == [
         "nthreads = the host's cores // 2 (at least 1), memory_limit = the host's memory / 2"
@@ -73,7 +75,8 @@ def test_cluster_specs_carry_the_hosts_slots(n_workers: int) -> None:
     from sshdeploy import SSHCluster
 
     cluster = SSHCluster.__new__(SSHCluster)  # only the spec builder, nothing started
-    cluster._cluster_plan = plan_cluster(["a", "b"], worker_options={"n_workers": n_workers})
+    cluster._cluster_plan = plan_cluster(ClusterArgs(["a", "b"],
+                                                     worker_options={"n_workers": n_workers}))
     cluster._agents = None
     hp = next(iter(cluster._cluster_plan.placement.worker_hosts.values()))
     spec = cluster._worker_spec(hp.host, {})
