@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -38,11 +38,12 @@ from .logs import LogBook
 from .named import flow
 from .named.kept import KeptCluster
 from .named.policy import check_name
-from .placement import Placement, kept_on_scale_down, next_worker, with_spares
+from .placement import HostPlan, Placement, with_spares
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .roster import Roster
 from .views import notebook
 from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
 
@@ -181,7 +182,7 @@ class SSHCluster(SpecCluster):
                 remedy="Options of the workers go in worker_options={...}, of the scheduler "
                 "in scheduler_options={...}, of SSH in connect_options={...}.",
             )
-        plan = self._cluster_plan = plan_cluster(
+        plan = plan_cluster(
             hosts, connect_options, worker_options, scheduler_options, worker_class,
             remote_python, setup=setup, env=env, inherit_config=inherit_config,
             scheduler_class=scheduler_class, restart_workers=restart_workers,
@@ -201,10 +202,6 @@ class SSHCluster(SpecCluster):
             scheduler_class=scheduler_class, restart_workers=restart_workers,
             security=security)
         self._start_progress = notebook.start_progress(self.host_rows, progress)
-        #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
-        self.failed_hosts: dict[str, SSHDeployError] = {}
-        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, error).
-        self._start_failures: dict[str, tuple[ConnectionKey, SSHDeployError]] = {}
         self._started_workers = False
         self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
@@ -214,18 +211,27 @@ class SSHCluster(SpecCluster):
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
-        self._fleet = Fleet(self, staged=list(placement.initial_hosts()))
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
+        # The agents report lost workers to the restarts, and have the fleet stage a
+        # host before its first agent there; both are built below, from the agents.
+        self._agents = WorkerAgents(
+            self._pool, launches, self._logbook,
+            lambda name, why: self._restarts.lost(name, why),
+            prepare=lambda host: self._fleet.bring_up(host))
+        #: The only writer of the workers wanted and running, and of the placement in force.
+        self._roster = Roster(self, plan, functools.partial(
+            _worker_spec, plan=plan, agents=self._agents))
+        self._fleet = Fleet(self._roster, self._pool, self._agents, self._stage,
+                            staged=list(placement.initial_hosts()),
+                            forget=lambda name: self._restarts.forget(name), kept=self._kept)
         self._restarts = WorkerRestarts(
-            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
-            window=settings.worker_restart_window, reach=self._pool.get,
-            lost_after=settings.host_lost_after, on_host_lost=self._fleet.host_lost,
-            on_give_up=self._fleet.worker_given_up,
+            self._roster, settings.worker_restarts, plan.restart_workers,
+            settings.heartbeat_timeout, window=settings.worker_restart_window,
+            reach=self._pool.get, lost_after=settings.host_lost_after,
+            on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
-        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost,
-                                    prepare=self._fleet.bring_up)
         scheduler = {
             "cls": RemoteScheduler,
             "options": {
@@ -239,29 +245,12 @@ class SSHCluster(SpecCluster):
                 "gate": self._gate_passed,
             },
         }
-        workers = {
-            w.name: self._worker_spec(
-                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
-            for w in placement.workers
-        }
+        workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
-        template = self._worker_spec(first.host, plan.worker_options(first))
+        template = self._roster.spec_for(first.host)
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, name=name,
                          shutdown_on_close=shutdown_on_close, **kwargs)
-
-    def _worker_spec(self, host: Host, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "cls": RemoteWorker,
-            "options": {
-                "host": host,
-                "agents": self._agents,
-                "cls": self._cluster_plan.worker_class,
-                "kwargs": dict(kwargs),
-                "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
-            },
-        }
 
     # -- dry run ---------------------------------------------------------------
     @staticmethod
@@ -283,7 +272,7 @@ class SSHCluster(SpecCluster):
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
         if self._kept is not None:
-            record = await self._kept.running(self._cluster_plan.settings)
+            record = await self._kept.running(self._roster.plan.settings)
             if record is not None:  # it runs with this very spec: take it over
                 await self._kept.adopt(self, record)
                 return
@@ -296,7 +285,7 @@ class SSHCluster(SpecCluster):
         # The scheduler is on the critical path: its host's connection takes
         # the first of the connect-parallelism slots. (Its errors are raised
         # where the scheduler awaits the same connection.)
-        first = asyncio.ensure_future(self._pool.get(self._cluster_plan.placement.scheduler.host))
+        first = asyncio.ensure_future(self._pool.get(self._roster.placement.scheduler.host))
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
         plan = self._stage.plan
         gate: asyncio.Future[Any] | None = None
@@ -317,7 +306,7 @@ class SSHCluster(SpecCluster):
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         # Hosts with no worker yet (spares, initial_workers) are brought up when one is placed.
-        first_hosts = self._cluster_plan.placement.first_worker_hosts().values()
+        first_hosts = self._roster.placement.first_worker_hosts().values()
         self._agents.prestart([hp.host for hp in first_hosts])
         try:
             with self._start_progress.starting():  # ends on the failure, whichever path raised it
@@ -333,8 +322,7 @@ class SSHCluster(SpecCluster):
             await self._end_gate()
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
+            self._roster.say(fwd.reason, log=logger, level=logging.INFO)
 
     async def _gate_passed(self) -> None:
         """Return once the version gate (if one runs beside the start) has passed; else raise."""
@@ -384,9 +372,9 @@ class SSHCluster(SpecCluster):
         cluster (its own failure path decides what to keep), and when the
         scheduler's host failed too (its own error is the one to raise).
         """
-        if self._cluster_plan.min_workers is not None or self._kept is not None:
+        if self._roster.plan.min_workers is not None or self._kept is not None:
             return {}
-        hosts = [hp.host for hp in self._cluster_plan.placement.first_worker_hosts().values()]
+        hosts = [hp.host for hp in self._roster.placement.first_worker_hosts().values()]
         got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
                                    return_exceptions=True)
         if isinstance(got[0], BaseException):
@@ -410,10 +398,8 @@ class SSHCluster(SpecCluster):
             # one of them: the retired process is gone, so that name starts afresh
             # (else it would be taken for the old one and never start).
             for name in leaving:
-                old = self.workers.get(name)
-                if name in self.worker_spec and old is not None:
-                    del self.workers[name]
-                    compat.forget_created(self, old)
+                old = self._roster.release(name) if name in self._roster else None
+                if old is not None:
                     with contextlib.suppress(Exception):
                         await old.close()
         initial, self._started_workers = not self._started_workers, True
@@ -425,8 +411,7 @@ class SSHCluster(SpecCluster):
         except SSHDeployError:
             if not initial and self.status in (Status.closing, Status.closed):
                 return  # a scale's worker ended by close(): nothing to report
-            failed = [w for w in compat.created(self)
-                      if isinstance(w, RemoteWorker) and w.start_error is not None]
+            failed = self._roster.failed_starts()
             if not failed:
                 raise
             by_host: dict[str, SSHDeployError] = {}
@@ -437,9 +422,10 @@ class SSHCluster(SpecCluster):
                 # scale/adapt/a restart runs in a callback: report, never raise into the loop.
                 self._report_failed(failed)
                 return
-            if not self._enough_without(failed):
+            wanted = self._roster.plan.min_workers
+            if wanted is None or self._roster.running_count(besides=failed) < wanted:
                 raise failures_by_host(by_host, "start workers") from None
-            self._give_up(failed, by_host)
+            self._roster.leave_out(failed, by_host, log=logger)
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
@@ -461,7 +447,7 @@ class SSHCluster(SpecCluster):
             await asyncio.wait_for(
                 comm.retire_workers(names=names, close_workers=True, remove=True,
                                     stimulus_id=f"sshdeploy-retire-{time.time()}"),
-                self._cluster_plan.settings.start_timeout)
+                self._roster.plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
 
@@ -478,40 +464,9 @@ class SSHCluster(SpecCluster):
             if self._fleet.move_on(name, w.host, err):  # a spare that is down too: the next
                 w.start_error = None
                 continue
-            first = str(err).splitlines()[0]
-            logger.warning("worker %s failed to start: %s", name, first)
-            compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
-            self._start_failures[name] = (w.host.key, err)
-            self.worker_spec.pop(name, None)
-            if self.workers.get(name) is w:
-                del self.workers[name]
-            compat.forget_created(self, w)
-            w.start_error = None
-
-    def _enough_without(self, failed: list[RemoteWorker]) -> bool:
-        """Whether the workers that did start satisfy ``min_workers``."""
-        wanted = self._cluster_plan.min_workers
-        if wanted is None:
-            return False
-        started = sum(1 for name, w in self.workers.items()
-                      if w not in failed and w.status == Status.running)
-        return started >= wanted
-
-    def _give_up(self, failed: list[RemoteWorker], by_host: dict[str, SSHDeployError]) -> None:
-        """Drop workers that failed to start (never retried); report each host once."""
-        for w in failed:
-            self.worker_spec.pop(str(w.name), None)
-            if self.workers.get(str(w.name)) is w:
-                del self.workers[str(w.name)]
-            compat.forget_created(self, w)
-            w.start_error = None
-        for host, err in by_host.items():
-            if host not in self.failed_hosts:
-                self.failed_hosts[host] = err
-                first = str(err).splitlines()[0]
-                logger.warning("%s: no workers started there; going on without it (%s)",
-                               host, first)
-                compat.record_cluster_log(self, f"host {host} failed and is left out: {first}")
+            self._roster.say(f"worker {name} failed to start: {str(err).splitlines()[0]}",
+                             log=logger)
+            self._roster.note_start_failure(w)
 
     # -- named clusters -----------------------------------------------------
     @classmethod
@@ -592,7 +547,7 @@ class SSHCluster(SpecCluster):
             return
         kept.stopping = True
         record = kept.record
-        report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
+        report = await flow.stop(record, kept.store, self._roster.plan.settings.stop_timeout)
         left = {h: r for h, r in report.items() if r != "stopped"}
         if left:
             logger.warning("cluster %r: not stopped on %s", record.name, left)
@@ -614,7 +569,7 @@ class SSHCluster(SpecCluster):
             self._adaptive.stop()
         await self._fleet.close()
         await self._restarts.close()
-        compat.forget_unstarted(self)
+        self._roster.forget_unstarted()
         await self._agents.detach()
         if isinstance(self.scheduler, RemoteScheduler):
             await self.scheduler.detach()
@@ -630,8 +585,7 @@ class SSHCluster(SpecCluster):
 
     def worker_spec_for(self, host: Host) -> dict[str, Any]:
         """The spec of one more worker on *host* (its template options)."""
-        hp = self._cluster_plan.placement.worker_hosts[host.key]
-        return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
+        return self._roster.spec_for(host)
 
     async def retire_by_name(self, name: str) -> None:
         """Retire and close one worker through the scheduler (an adopted worker scaled away)."""
@@ -652,21 +606,6 @@ class SSHCluster(SpecCluster):
         """The workers agents of the hosts."""
         return self._agents
 
-    @property
-    def stage(self) -> Stage:
-        """The stage before the start (version gate, environment, uploads)."""
-        return self._stage
-
-    @property
-    def restarts(self) -> WorkerRestarts:
-        """The restart policy of lost workers."""
-        return self._restarts
-
-    @property
-    def fleet(self) -> Fleet:
-        """The worker hosts' health, and the moves, additions and removals."""
-        return self._fleet
-
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
         if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
@@ -677,7 +616,7 @@ class SSHCluster(SpecCluster):
         await self._restarts.close()
         # Workers still starting (a large scale) end now, not after start-timeout.
         self._agents.closing()
-        compat.forget_unstarted(self)  # a restart cancelled before its worker started
+        self._roster.forget_unstarted()  # a restart cancelled before its worker started
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
             # retire workers or terminate; the workers' agents are stopped directly.
@@ -766,18 +705,6 @@ class SSHCluster(SpecCluster):
         """
         return self._fleet.readmit(host)
 
-    def replace_placement(self, placement: Placement) -> None:
-        """Use *placement* from now on (hosts added or removed while it runs)."""
-        self._cluster_plan = dataclasses.replace(self._cluster_plan, placement=placement)
-
-    def start_failure(self, name: str) -> SSHDeployError | None:
-        """Why worker *name* is not running after its last start failed (None: it runs,
-        or its start did not fail)."""
-        if name in self.workers:
-            return None
-        failure = self._start_failures.get(name)
-        return None if failure is None else failure[1]
-
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
         """Send the files of ``upload=`` that changed since the start to every host.
@@ -803,21 +730,10 @@ class SSHCluster(SpecCluster):
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:
         """Return the next worker for ``scale``/``adapt``, placed by free slots."""
-        running = [
-            (spec["options"]["host"], name)
-            for name, spec in self.worker_spec.items()
-            if "options" in spec
-        ]
-        placement = self._cluster_plan.placement
-        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded())
-        if chosen is None:
-            return {}
-        host, name = chosen
-        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
-        return {name: self._worker_spec(host, options)}
+        return self._roster.next_spec(self._fleet.health.excluded())
 
     def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.worker_hosts.values():
+        for hp in self._roster.placement.worker_hosts.values():
             for key in keys:
                 if hp.template.get(key) not in (None, "auto"):
                     return hp.template[key]
@@ -858,7 +774,7 @@ class SSHCluster(SpecCluster):
             raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to start workers again.")
         out = self._fleet.health.excluded()
-        slots = sum(hp.slots for k, hp in self._cluster_plan.placement.worker_hosts.items()
+        slots = sum(hp.slots for k, hp in self._roster.placement.worker_hosts.items()
                     if k not in out)
         wanted = n
         if memory is not None:
@@ -876,13 +792,11 @@ class SSHCluster(SpecCluster):
                 message = (f"{asked} asks for {wanted} workers, more than the {slots} slots "
                            f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
                            "a hostfile's slots=, or repeat a host)")
-                logger.warning("%s", message)
-                compat.record_cluster_log(self, message)
+                self._roster.say(message, log=logger)
             wanted = slots
         n = wanted
-        if n < len(self.worker_spec):
-            self.worker_spec = kept_on_scale_down(
-                self.worker_spec, self._cluster_plan.placement.worker_hosts, n)
+        if n < len(self._roster):
+            self._roster.shrink(n)
         return super().scale(n)
 
     def adapt(  # type: ignore[override]  # same parameters, checked
@@ -935,7 +849,7 @@ class SSHCluster(SpecCluster):
 
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
-        plan = self._cluster_plan.placement
+        plan = self._roster.placement
         show = self._pool.as_connected
         rows: dict[ConnectionKey, dict[str, Any]] = {}
         for key, hp in plan.all_hosts().items():
@@ -961,7 +875,7 @@ class SSHCluster(SpecCluster):
             if key in rows and name not in self.worker_spec:
                 rows[key]["error"] = why
                 rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for name, (key, err) in self._start_failures.items():
+        for name, (key, err) in self._roster.start_failures.items():
             if key in rows and name not in self.worker_spec and not rows[key]["error"]:
                 rows[key]["error"] = f"{name}: failed to start: {str(err).splitlines()[0]}"
         for key, hp in plan.worker_hosts.items():
@@ -997,7 +911,7 @@ class SSHCluster(SpecCluster):
             sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
             trouble = trouble or bool(sched is not None and sched.exit_reason)
             return health_of(out, spare=False, running=1, wanted=1, trouble=trouble)
-        return health_of(out, spare=key in self._cluster_plan.placement.spares,
+        return health_of(out, spare=key in self._roster.placement.spares,
                          running=row["running"], wanted=row["wanted"], trouble=trouble)
 
     def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
@@ -1033,12 +947,18 @@ class SSHCluster(SpecCluster):
     @property
     def cluster_plan(self) -> ClusterPlan:
         """The plan this cluster was built from (hosts, options, settings)."""
-        return self._cluster_plan
+        return self._roster.plan
+
+    @property
+    def failed_hosts(self) -> dict[str, SSHDeployError]:
+        """Hosts that failed to start workers while the cluster came up anyway
+        (``min_workers``): ``user@host:port`` -> the error."""
+        return self._roster.failed_hosts
 
     @property
     def placement(self) -> Placement:
         """Where every worker goes (``cluster_plan.placement``)."""
-        return self._cluster_plan.placement
+        return self._roster.placement
 
     @property
     def logbook(self) -> LogBook:
@@ -1053,7 +973,7 @@ class SSHCluster(SpecCluster):
         if cluster:
             logs["Cluster"] = Log("\n".join(compat.cluster_log_lines(self)))
         if scheduler:
-            label = f"scheduler {self._cluster_plan.placement.scheduler.host.hostname}"
+            label = f"scheduler {self._roster.placement.scheduler.host.hostname}"
             logs["Scheduler"] = Log("\n".join(self._logbook.lines(label)))
         if workers:
             wanted = None if workers is True else set(workers)
@@ -1061,6 +981,22 @@ class SSHCluster(SpecCluster):
                 if wanted is None or name in wanted:
                     logs[name] = Log("\n".join(self._logbook.lines(str(name))))
         return logs
+
+
+def _worker_spec(hp: HostPlan, kwargs: Mapping[str, Any], *, plan: ClusterPlan,
+                 agents: WorkerAgents) -> dict[str, Any]:
+    """The spec of one worker on *hp* with the keywords *kwargs* (a :class:`RemoteWorker`)."""
+    return {
+        "cls": RemoteWorker,
+        "options": {
+            "host": hp.host,
+            "agents": agents,
+            "cls": plan.worker_class,
+            "kwargs": dict(kwargs),
+            "restart": plan.restart_workers,
+            "share": hp.slots or 1,
+        },
+    }
 
 
 def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
