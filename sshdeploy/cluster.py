@@ -271,15 +271,27 @@ class SSHCluster(SpecCluster):
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
-        if self._kept is not None:
-            record = await self._kept.running(self._roster.plan.settings)
+        kept, roster = self._kept, self._roster
+        if kept is not None:
+            record = await kept.running(roster.plan.settings)
             if record is not None:  # it runs with this very spec: take it over
-                await self._kept.adopt(self, record)
+                adoption = kept.adoption(record, roster.plan, self._pool, self._logbook)
+                self.scheduler = await adoption.scheduler
+                roster.clear()
+                await super()._start()  # SpecCluster's start, around a scheduler that runs
+                assert self.scheduler_comm is not None
+                identity = await self.scheduler_comm.identity()
+                for worker in adoption.workers(identity, lambda name: self._retire([name]),
+                                               self._agents):
+                    roster.install(worker)
+                kept.adopted_from(adoption, self._pool)
                 return
         await self._start_new()
-        if self._kept is not None:
-            await self._kept.save(self)
-            logger.info("cluster %r %s", self._kept.policy.name, self._kept.policy.describe())
+        if kept is not None:
+            sched = self.scheduler
+            await kept.save(str(getattr(sched, "address", "")),
+                            getattr(sched, "dashboard_port", None), roster.plan, self._pool)
+            logger.info("cluster %r %s", kept.policy.name, kept.policy.describe())
 
     async def _start_new(self) -> None:
         # The scheduler is on the critical path: its host's connection takes
@@ -407,7 +419,7 @@ class SSHCluster(SpecCluster):
             await super()._correct_state_internal()
             self._fleet.settle()
             if self._kept is not None and self.status == Status.running:
-                await self._note_wanted()
+                await self._kept.note_wanted(len(self._roster))
         except SSHDeployError:
             if not initial and self.status in (Status.closing, Status.closed):
                 return  # a scale's worker ended by close(): nothing to report
@@ -532,38 +544,20 @@ class SSHCluster(SpecCluster):
         Also after ``close()`` (which detached it).
         """
         if self.status == Status.closed:  # detached already: no loop of ours runs
-            if self.asynchronous:
-                return self._stop_everywhere()
-            return _run_sync(self._stop_everywhere())
+            stop = _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
+            return stop if self.asynchronous else _run_sync(stop)
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
         await self._close()  # a named cluster detaches: our side goes, it stays...
-        await self._stop_everywhere()  # ... then it is stopped on every host
-
-    async def _stop_everywhere(self) -> None:
-        kept = self._kept
-        if kept is None or kept.record is None:
-            return
-        kept.stopping = True
-        record = kept.record
-        report = await flow.stop(record, kept.store, self._roster.plan.settings.stop_timeout)
-        left = {h: r for h, r in report.items() if r != "stopped"}
-        if left:
-            logger.warning("cluster %r: not stopped on %s", record.name, left)
-
-    async def _note_wanted(self) -> None:
-        """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
-        assert self._kept is not None
-        try:
-            await self._kept.note_wanted(self)
-        except SSHDeployError as err:
-            logger.warning("cluster %r: could not record its worker count: %s",
-                           self._kept.policy.name, err)
+        # ... then it is stopped on every host
+        await _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
-        await self._note_wanted()  # its last scale is recorded before the connections go
+        assert self._kept is not None
+        # Its last scale is recorded before the connections go.
+        await self._kept.note_wanted(len(self._roster))
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
@@ -579,32 +573,16 @@ class SSHCluster(SpecCluster):
         self._logbook.flush()
         await compat.close_base(self)
 
-    async def start_adopted(self) -> None:
-        """SpecCluster's start around a scheduler that already runs (``from_name``)."""
-        await super()._start()
-
-    def worker_spec_for(self, host: Host) -> dict[str, Any]:
-        """The spec of one more worker on *host* (its template options)."""
-        return self._roster.spec_for(host)
-
-    async def retire_by_name(self, name: str) -> None:
-        """Retire and close one worker through the scheduler (an adopted worker scaled away)."""
-        await self._retire([name])
-
     @property
     def kept(self) -> KeptCluster | None:
-        """The named-cluster side of this cluster (None for an ordinary one)."""
+        """The named-cluster side of this cluster (None for an ordinary one): whether it
+        took over a running cluster, its policy (``dask-ssh up`` reports them)."""
         return self._kept
 
     @property
     def pool(self) -> HostPool:
-        """The cluster's SSH connections."""
+        """The cluster's SSH connections (``pool.as_connected(host)``: how a host is reached)."""
         return self._pool
-
-    @property
-    def agents(self) -> WorkerAgents:
-        """The workers agents of the hosts."""
-        return self._agents
 
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
@@ -660,13 +638,7 @@ class SSHCluster(SpecCluster):
             Hosts whose workers could not start (named, with why); they are
             left out again.
         """
-        return self.sync(self._add_hosts, hosts, spare)
-
-    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
-        try:
-            return await self._fleet.add_hosts(hosts, spare)
-        finally:
-            await self._note_hosts()
+        return self.sync(self._fleet.add_hosts, hosts, spare)
 
     def remove_hosts(self, hosts: Sequence[str | Host]) -> Any:
         """Retire the workers of *hosts* through the scheduler, then drop the hosts.
@@ -680,23 +652,7 @@ class SSHCluster(SpecCluster):
         list of str
             The workers retired (awaitable when the cluster is asynchronous).
         """
-        return self.sync(self._remove_hosts, hosts)
-
-    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
-        try:
-            return await self._fleet.remove_hosts(hosts)
-        finally:
-            await self._note_hosts()
-
-    async def _note_hosts(self) -> None:
-        """A named cluster records its hosts (from_name and list find them); logged if not."""
-        if self._kept is None:
-            return
-        try:
-            await self._kept.note_hosts(self)
-        except SSHDeployError as err:
-            logger.warning("cluster %r: could not record its hosts: %s",
-                           self._kept.policy.name, err)
+        return self.sync(self._fleet.remove_hosts, hosts)
 
     def readmit(self, host: str | Host) -> bool:
         """Let a quarantined or lost host take workers again (scale, adapt, moves).
@@ -960,11 +916,6 @@ class SSHCluster(SpecCluster):
         """Where every worker goes (``cluster_plan.placement``)."""
         return self._roster.placement
 
-    @property
-    def logbook(self) -> LogBook:
-        """Every remote output line, by source."""
-        return self._logbook
-
     async def _get_logs(
         self, cluster: bool = True, scheduler: bool = True, workers: Any = True
     ) -> Logs:
@@ -1005,6 +956,12 @@ def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
     hosts = [(hp.host, hp.python) for hp in plan.placement.initial_hosts().values()]
     return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
                  timeout=plan.settings.start_timeout)
+
+
+async def _stop_everywhere(kept: KeptCluster | None, timeout: float) -> None:
+    """Stop a named cluster on every host (nothing for an ordinary one)."""
+    if kept is not None:
+        await kept.stop_everywhere(timeout)
 
 
 def _run_sync(coro: Any) -> Any:

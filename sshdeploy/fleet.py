@@ -269,6 +269,12 @@ class Fleet:
             The hosts that could not start their workers (named, with why);
             they are removed again.
         """
+        try:
+            return await self._add_hosts(hosts, spare)
+        finally:
+            await self._note_hosts()
+
+    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
         roster = self.roster
         if not roster.running():
             raise ConfigError("add_hosts()", f"the cluster is {roster.status.name}",
@@ -323,6 +329,12 @@ class Fleet:
         ConfigError
             A host is not a worker host of the cluster, or runs its scheduler.
         """
+        try:
+            return await self._remove_hosts(hosts)
+        finally:
+            await self._note_hosts()
+
+    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
         roster = self.roster
         if isinstance(hosts, str):
             hosts = [hosts]
@@ -364,6 +376,11 @@ class Fleet:
             self.health.readmit(key)
             self._staged.pop(key, None)
         roster.replace_placement(without(placement, keys))
+
+    async def _note_hosts(self) -> None:
+        """A named cluster records its hosts (from_name and list find them)."""
+        if self.kept is not None:
+            await self.kept.note_hosts(self.roster.placement, len(self.roster))
 
     async def _stop_kept(self, kept: KeptCluster, hp: HostPlan) -> None:
         try:
