@@ -25,15 +25,14 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat
+from . import compat, host_status
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
 from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
 from .fleet import Fleet
 from .forwarding import LOCALHOST
-from .health import NOT_STARTING, health_of
 from .hostfile import parse_host
-from .hosts import ConnectionKey, Host
+from .hosts import Host
 from .logs import LogBook
 from .named import flow
 from .named.kept import KeptCluster
@@ -45,7 +44,7 @@ from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
 from .roster import Roster
 from .views import notebook
-from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
+from .views.hostrows import HostRow, rows_html, rows_text
 
 logger = logging.getLogger(__name__)
 
@@ -805,90 +804,10 @@ class SSHCluster(SpecCluster):
 
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
-        plan = self._roster.placement
-        show = self._pool.as_connected
-        rows: dict[ConnectionKey, dict[str, Any]] = {}
-        for key, hp in plan.all_hosts().items():
-            rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
-                         "restarts": 0, "error": "", "restarting": False}
-        rows[plan.scheduler.key]["roles"].append("scheduler")
-        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-        if sched is not None and sched.exit_reason:
-            rows[plan.scheduler.key]["error"] = sched.exit_reason
-        for name, spec in self.worker_spec.items():
-            row = rows[spec["options"]["host"].key]
-            row["wanted"] += 1
-            worker = self.workers.get(name)
-            if worker is not None and worker.status == Status.running:
-                row["running"] += 1
-            elif name in self._restarts.steps:
-                row["error"] = f"{name}: {self._restarts.steps[name]}"
-            elif isinstance(worker, RemoteWorker) and worker.exit_reason:
-                row["error"] = f"{name}: {worker.exit_reason}"
-            row["restarts"] += self._restarts.counts.get(str(name), 0)
-            row["restarting"] = row["restarting"] or name in self._restarts.steps
-        for name, (key, why) in self._restarts.given_up.items():
-            if key in rows and name not in self.worker_spec:
-                rows[key]["error"] = why
-                rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for name, (key, err) in self._roster.start_failures.items():
-            if key in rows and name not in self.worker_spec and not rows[key]["error"]:
-                rows[key]["error"] = f"{name}: failed to start: {str(err).splitlines()[0]}"
-        for key, hp in plan.worker_hosts.items():
-            if key in plan.spares and not rows[key]["wanted"]:
-                rows[key]["roles"].append("spare")
-            elif hp.slots or rows[key]["wanted"]:
-                rows[key]["roles"].append("workers")
-            failed = self.failed_hosts.get(show(hp.host))
-            if failed is not None:
-                rows[key]["error"] = str(failed)
-        for key, hp in plan.all_hosts().items():
-            rows[key]["health"] = self._host_health(key, rows[key], key == plan.scheduler.key)
-            rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
-        for info in dict(self.scheduler_info.get("workers") or {}).values():
-            spec = self.worker_spec.get(info.get("name"))
-            if spec is not None and "options" in spec:
-                infos.setdefault(spec["options"]["host"].key, []).append(info)
-        return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
-                        running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
-                        error=r["error"], state=r["state"],
-                        each=worker_resources(infos.get(key, ())), health=r["health"])
-                for key, r in rows.items()]
-
-    def _host_health(self, key: ConnectionKey, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """One host's health (see :mod:`sshdeploy.health`); a host taken out says why."""
-        out = self._fleet.health.out.get(key)
-        if out is not None and not row["error"]:
-            row["error"] = out.reason
-        trouble = row["restarting"] or (
-            bool(row["error"]) and (row["running"] < row["wanted"] or not row["running"]))
-        if runs_scheduler and not row["wanted"]:
-            sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-            trouble = trouble or bool(sched is not None and sched.exit_reason)
-            return health_of(out, spare=False, running=1, wanted=1, trouble=trouble)
-        return health_of(out, spare=key in self._roster.placement.spares,
-                         running=row["running"], wanted=row["wanted"], trouble=trouble)
-
-    def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays): see :func:`host_state`."""
-        if row["health"] in NOT_STARTING:
-            return str(row["health"])  # not a start under way
-        conn = self._pool.state(host)
-        if conn == "failed" and not row["error"]:
-            row["error"] = self._pool.error(host)
-        phase = self._stage.phase.get(self._pool.as_connected(host))
-        if phase is not None and conn not in ("waiting", "connecting", "failed"):
-            return phase  # the version gate, the environment, the uploads
-        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-        channels = [self._agents.channel_of(host)]
-        if runs_scheduler and sched is not None:
-            channels.append(sched.channel)
-        return host_state(
-            failed=bool(row["error"]) and not row["running"], connection=conn,
-            stages=[ch.stage for ch in channels if ch is not None],
-            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
-            scheduler_running=sched is not None and sched.status == Status.running)
+        return host_status.host_rows(
+            self._roster, self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None,
+            restarts=self._restarts, health=self._fleet.health, pool=self._pool,
+            stage=self._stage, agents=self._agents, scheduler_info=self.scheduler_info)
 
     def __repr__(self) -> str:
         gone = self._restarts.given_up
