@@ -17,7 +17,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -222,6 +222,9 @@ class SSHCluster(SpecCluster):
         #: The only writer of the workers wanted and running, and of the placement in force.
         self._roster = Roster(self, plan, functools.partial(
             _worker_spec, plan=plan, agents=self._agents))
+        #: Hosts that failed to start workers while the cluster came up anyway (min_workers):
+        #: ``user@host:port`` -> the error (the roster's, which alone writes it).
+        self.failed_hosts = self._roster.failed_hosts
         self._fleet = Fleet(self._roster, self._pool, self._agents, self._stage,
                             staged=list(placement.initial_hosts()),
                             forget=lambda name: self._restarts.forget(name), kept=self._kept)
@@ -349,7 +352,7 @@ class SSHCluster(SpecCluster):
                 await gate
 
     async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
-        start = asyncio.ensure_future(self._start_scheduler())
+        start = asyncio.ensure_future(_unwrapped(super()._start()))
         doomed = asyncio.ensure_future(self._connect_failures(first))
         try:
             await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
@@ -366,15 +369,6 @@ class SSHCluster(SpecCluster):
             await start
         finally:
             doomed.cancel()
-
-    async def _start_scheduler(self) -> None:
-        try:
-            await super()._start()
-        except RuntimeError as exc:
-            cause = compat.start_error_cause(exc)
-            if isinstance(cause, SSHDeployError):
-                raise cause from None
-            raise
 
     async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
         """The worker hosts that failed to connect, once every connect has ended.
@@ -687,25 +681,13 @@ class SSHCluster(SpecCluster):
         """Return the next worker for ``scale``/``adapt``, placed by free slots."""
         return self._roster.next_spec(self._fleet.health.excluded())
 
-    def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._roster.placement.worker_hosts.values():
-            for key in keys:
-                if hp.template.get(key) not in (None, "auto"):
-                    return hp.template[key]
-        for w in self.scheduler_info.get("workers", {}).values():  # what running workers have
-            if w.get(keys[0]):
-                return w[keys[0]]
-        raise ConfigError(
-            f"worker_options['{keys[0]}']",
-            f"unknown, so the cluster cannot scale by {what}",
-            remedy=f"Give worker_options={{'{keys[0]}': ...}} or scale by a number of workers.",
-        )
-
     def _threads_per_worker(self) -> int:
-        return int(self._template_value(("nthreads",), "cores"))
+        return int(_template_value(self._roster.placement, self.scheduler_info, "nthreads",
+                                   "cores"))
 
     def _memory_per_worker(self) -> int:
-        return int(parse_bytes(self._template_value(("memory_limit",), "memory")))
+        return int(parse_bytes(_template_value(self._roster.placement, self.scheduler_info,
+                                               "memory_limit", "memory")))
 
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
         """Scale to *n* workers, added by free slots, removed from the fullest hosts.
@@ -825,12 +807,6 @@ class SSHCluster(SpecCluster):
         return self._roster.plan
 
     @property
-    def failed_hosts(self) -> dict[str, SSHDeployError]:
-        """Hosts that failed to start workers while the cluster came up anyway
-        (``min_workers``): ``user@host:port`` -> the error."""
-        return self._roster.failed_hosts
-
-    @property
     def placement(self) -> Placement:
         """Where every worker goes (``cluster_plan.placement``)."""
         return self._roster.placement
@@ -867,6 +843,35 @@ def _worker_spec(hp: HostPlan, kwargs: Mapping[str, Any], *, plan: ClusterPlan,
             "share": hp.slots or 1,
         },
     }
+
+
+async def _unwrapped(start: Awaitable[None]) -> None:
+    """Await SpecCluster's start; raise our own error where it wrapped one in its
+    ``RuntimeError("Cluster failed to start")`` (it names the host and the cause)."""
+    try:
+        await start
+    except RuntimeError as exc:
+        cause = compat.start_error_cause(exc)
+        if isinstance(cause, SSHDeployError):
+            raise cause from None
+        raise
+
+
+def _template_value(placement: Placement, scheduler_info: Mapping[str, Any], key: str,
+                    what: str) -> Any:
+    """A worker's *key* (``nthreads``, ``memory_limit``) as planned, else as a running
+    worker has it, for ``scale(cores=...)`` / ``scale(memory=...)`` (*what*)."""
+    for hp in placement.worker_hosts.values():
+        if hp.template.get(key) not in (None, "auto"):
+            return hp.template[key]
+    for w in scheduler_info.get("workers", {}).values():  # what running workers have
+        if w.get(key):
+            return w[key]
+    raise ConfigError(
+        f"worker_options['{key}']",
+        f"unknown, so the cluster cannot scale by {what}",
+        remedy=f"Give worker_options={{'{key}': ...}} or scale by a number of workers.",
+    )
 
 
 def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
