@@ -213,8 +213,9 @@ class SSHCluster(SpecCluster):
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
-        # The agents report lost workers to the restarts, and have the fleet stage a
-        # host before its first agent there; both are built below, from the agents.
+        # The agents report lost workers to the restarts and have the fleet stage a host
+        # before its first agent there; the fleet ends the restarts of the workers it moves;
+        # the restarts report lost hosts to the fleet. Lambdas reach what is built below.
         self._agents = WorkerAgents(
             self._pool, launches, self._logbook,
             lambda name, why: self._restarts.lost(name, why),

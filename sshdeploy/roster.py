@@ -138,10 +138,6 @@ class Roster:
         process: ProcessInterface | None = self._cluster.workers.get(name)
         return process
 
-    def processes(self) -> dict[str, ProcessInterface]:
-        """Every worker process, by name (a copy)."""
-        return dict(self._cluster.workers)
-
     def running_count(self, besides: Collection[ProcessInterface] = ()) -> int:
         """How many worker processes run, *besides* excepted."""
         return sum(1 for w in self._cluster.workers.values()

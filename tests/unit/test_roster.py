@@ -180,5 +180,4 @@ def test_install_takes_over_a_running_process_with_its_spec() -> None:
     host = r.placement.workers[0].host
     w = RemoteWorker("tcp://s:8786", name="a-7", host=host, agents=None)  # type: ignore[arg-type]
     r.install(w)
-    assert r.worker("a-7") is w and r.host_of("a-7") == host
-    assert r.processes() == {"a-7": w}
+    assert r.worker("a-7") is w and r.host_of("a-7") == host and list(r) == ["a-7"]
