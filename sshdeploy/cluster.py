@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import inspect
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -25,25 +25,24 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs, format_dashboard_link
 
-from . import compat
+from . import compat, host_status
 from .arguments import ClusterArgs
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
 from .errors import ConfigError, SSHDeployError, failures_by_host
 from .fleet import Fleet
 from .forwarding import LOCALHOST
-from .health import NOT_STARTING, health_of
-from .hosts import ConnectionKey, Host
+from .hosts import Host
 from .logs import LogBook
-from .named import flow
 from .named.kept import KeptCluster, reattach
-from .placement import Placement, kept_on_scale_down, next_worker
+from .placement import HostPlan, Placement
 from .plan import ClusterPlan, RemotePlan, plan_cluster
 from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
+from .roster import Roster
 from .views import notebook
-from .views.hostrows import HostRow, host_state, rows_html, rows_text, worker_resources
+from .views.hostrows import HostRow, rows_html, rows_text
 
 logger = logging.getLogger(__name__)
 
@@ -194,14 +193,10 @@ class SSHCluster(SpecCluster):
                 remedy="Options of the workers go in worker_options={...}, of the scheduler "
                 "in scheduler_options={...}, of SSH in connect_options={...}.",
             )
-        plan = self._cluster_plan = plan_cluster(args)
+        plan = plan_cluster(args)
         #: The named cluster this one keeps running after close() (None: an ordinary one).
         self._kept = KeptCluster.of(plan, args)
         self._start_progress = notebook.start_progress(self.host_rows, progress)
-        #: Hosts that failed to start workers while the cluster came up anyway (min_workers).
-        self.failed_hosts: dict[str, SSHDeployError] = {}
-        #: Workers that failed to start after start-up (scale, adapt): name -> (host key, error).
-        self._start_failures: dict[str, tuple[ConnectionKey, SSHDeployError]] = {}
         self._started_workers = False
         self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
@@ -211,18 +206,31 @@ class SSHCluster(SpecCluster):
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
         self._stage = _stage_for(plan, self._pool)
-        self._fleet = Fleet(self, staged=list(placement.initial_hosts()))
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
+        # The agents report lost workers to the restarts and have the fleet stage a host
+        # before its first agent there; the fleet ends the restarts of the workers it moves;
+        # the restarts report lost hosts to the fleet. Lambdas reach what is built below.
+        self._agents = WorkerAgents(
+            self._pool, launches, self._logbook,
+            lambda name, why: self._restarts.lost(name, why),
+            prepare=lambda host: self._fleet.bring_up(host))
+        #: The only writer of the workers wanted and running, and of the placement in force.
+        self._roster = Roster(self, plan, functools.partial(
+            _worker_spec, plan=plan, agents=self._agents))
+        #: Hosts that failed to start workers while the cluster came up anyway (min_workers):
+        #: ``user@host:port`` -> the error (the roster's, which alone writes it).
+        self.failed_hosts = self._roster.failed_hosts
+        self._fleet = Fleet(self._roster, self._pool, self._agents, self._stage,
+                            staged=list(placement.initial_hosts()),
+                            forget=lambda name: self._restarts.forget(name), kept=self._kept)
         self._restarts = WorkerRestarts(
-            self, settings.worker_restarts, plan.restart_workers, settings.heartbeat_timeout,
-            window=settings.worker_restart_window, reach=self._pool.get,
-            lost_after=settings.host_lost_after, on_host_lost=self._fleet.host_lost,
-            on_give_up=self._fleet.worker_given_up,
+            self._roster, settings.worker_restarts, plan.restart_workers,
+            settings.heartbeat_timeout, window=settings.worker_restart_window,
+            reach=self._pool.get, lost_after=settings.host_lost_after,
+            on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
-        self._agents = WorkerAgents(self._pool, launches, self._logbook, self._restarts.lost,
-                                    prepare=self._fleet.bring_up)
         scheduler = {
             "cls": RemoteScheduler,
             "options": {
@@ -236,29 +244,12 @@ class SSHCluster(SpecCluster):
                 "gate": self._gate_passed,
             },
         }
-        workers = {
-            w.name: self._worker_spec(
-                w.host, plan.worker_options(placement.worker_hosts[w.host.key], w.kwargs))
-            for w in placement.workers
-        }
+        workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
-        template = self._worker_spec(first.host, plan.worker_options(first))
+        template = self._roster.spec_for(first.host)
         super().__init__(workers=workers, scheduler=scheduler, worker=template,
                          security=plan.security, name=name,
                          shutdown_on_close=shutdown_on_close, **kwargs)
-
-    def _worker_spec(self, host: Host, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "cls": RemoteWorker,
-            "options": {
-                "host": host,
-                "agents": self._agents,
-                "cls": self._cluster_plan.worker_class,
-                "kwargs": dict(kwargs),
-                "restart": self._cluster_plan.restart_workers,
-                "share": self._cluster_plan.placement.worker_hosts[host.key].slots or 1,
-            },
-        }
 
     # -- dry run ---------------------------------------------------------------
     @staticmethod
@@ -278,21 +269,33 @@ class SSHCluster(SpecCluster):
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
-        if self._kept is not None:
-            record = await self._kept.running(self._cluster_plan.settings)
+        kept, roster = self._kept, self._roster
+        if kept is not None:
+            record = await kept.running(roster.plan.settings)
             if record is not None:  # it runs with this very spec: take it over
-                await self._kept.adopt(self, record)
+                adoption = kept.adoption(record, roster.plan, self._pool, self._logbook)
+                self.scheduler = await adoption.scheduler
+                roster.clear()
+                await super()._start()  # SpecCluster's start, around a scheduler that runs
+                assert self.scheduler_comm is not None
+                identity = await self.scheduler_comm.identity()
+                for worker in adoption.workers(identity, lambda name: self._retire([name]),
+                                               self._agents):
+                    roster.install(worker)
+                kept.adopted_from(adoption, self._pool)
                 return
         await self._start_new()
-        if self._kept is not None:
-            await self._kept.save(self)
-            logger.info("cluster %r %s", self._kept.policy.name, self._kept.policy.describe())
+        if kept is not None:
+            sched = self.scheduler
+            await kept.save(str(getattr(sched, "address", "")),
+                            getattr(sched, "dashboard_port", None), roster.plan, self._pool)
+            logger.info("cluster %r %s", kept.policy.name, kept.policy.describe())
 
     async def _start_new(self) -> None:
         # The scheduler is on the critical path: its host's connection takes
         # the first of the connect-parallelism slots. (Its errors are raised
         # where the scheduler awaits the same connection.)
-        first = asyncio.ensure_future(self._pool.get(self._cluster_plan.placement.scheduler.host))
+        first = asyncio.ensure_future(self._pool.get(self._roster.placement.scheduler.host))
         first.add_done_callback(lambda f: f.cancelled() or f.exception())
         plan = self._stage.plan
         gate: asyncio.Future[Any] | None = None
@@ -313,7 +316,7 @@ class SSHCluster(SpecCluster):
         # Connect to every worker host and start its agent (importing
         # distributed there) while the scheduler starts.
         # Hosts with no worker yet (spares, initial_workers) are brought up when one is placed.
-        first_hosts = self._cluster_plan.placement.first_worker_hosts().values()
+        first_hosts = self._roster.placement.first_worker_hosts().values()
         self._agents.prestart([hp.host for hp in first_hosts])
         try:
             with self._start_progress.starting():  # ends on the failure, whichever path raised it
@@ -329,8 +332,7 @@ class SSHCluster(SpecCluster):
             await self._end_gate()
         fwd = self.scheduler.forwarding if isinstance(self.scheduler, RemoteScheduler) else None
         if fwd is not None:
-            logger.info("%s", fwd.reason)
-            compat.record_cluster_log(self, fwd.reason)
+            self._roster.say(fwd.reason, log=logger, level=logging.INFO)
 
     async def _gate_passed(self) -> None:
         """Return once the version gate (if one runs beside the start) has passed; else raise."""
@@ -346,7 +348,7 @@ class SSHCluster(SpecCluster):
                 await gate
 
     async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
-        start = asyncio.ensure_future(self._start_scheduler())
+        start = asyncio.ensure_future(_unwrapped(super()._start()))
         doomed = asyncio.ensure_future(self._connect_failures(first))
         try:
             await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
@@ -364,15 +366,6 @@ class SSHCluster(SpecCluster):
         finally:
             doomed.cancel()
 
-    async def _start_scheduler(self) -> None:
-        try:
-            await super()._start()
-        except RuntimeError as exc:
-            cause = compat.start_error_cause(exc)
-            if isinstance(cause, SSHDeployError):
-                raise cause from None
-            raise
-
     async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
         """The worker hosts that failed to connect, once every connect has ended.
 
@@ -380,9 +373,9 @@ class SSHCluster(SpecCluster):
         cluster (its own failure path decides what to keep), and when the
         scheduler's host failed too (its own error is the one to raise).
         """
-        if self._cluster_plan.min_workers is not None or self._kept is not None:
+        if self._roster.plan.min_workers is not None or self._kept is not None:
             return {}
-        hosts = [hp.host for hp in self._cluster_plan.placement.first_worker_hosts().values()]
+        hosts = [hp.host for hp in self._roster.placement.first_worker_hosts().values()]
         got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
                                    return_exceptions=True)
         if isinstance(got[0], BaseException):
@@ -406,10 +399,8 @@ class SSHCluster(SpecCluster):
             # one of them: the retired process is gone, so that name starts afresh
             # (else it would be taken for the old one and never start).
             for name in leaving:
-                old = self.workers.get(name)
-                if name in self.worker_spec and old is not None:
-                    del self.workers[name]
-                    compat.forget_created(self, old)
+                old = self._roster.release(name) if name in self._roster else None
+                if old is not None:
                     with contextlib.suppress(Exception):
                         await old.close()
         initial, self._started_workers = not self._started_workers, True
@@ -417,12 +408,11 @@ class SSHCluster(SpecCluster):
             await super()._correct_state_internal()
             self._fleet.settle()
             if self._kept is not None and self.status == Status.running:
-                await self._note_wanted()
+                await self._kept.note_wanted(len(self._roster))
         except SSHDeployError:
             if not initial and self.status in (Status.closing, Status.closed):
                 return  # a scale's worker ended by close(): nothing to report
-            failed = [w for w in compat.created(self)
-                      if isinstance(w, RemoteWorker) and w.start_error is not None]
+            failed = self._roster.failed_starts()
             if not failed:
                 raise
             by_host: dict[str, SSHDeployError] = {}
@@ -433,9 +423,10 @@ class SSHCluster(SpecCluster):
                 # scale/adapt/a restart runs in a callback: report, never raise into the loop.
                 self._report_failed(failed)
                 return
-            if not self._enough_without(failed):
+            wanted = self._roster.plan.min_workers
+            if wanted is None or self._roster.running_count(besides=failed) < wanted:
                 raise failures_by_host(by_host, "start workers") from None
-            self._give_up(failed, by_host)
+            self._roster.leave_out(failed, by_host, log=logger)
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
@@ -457,7 +448,7 @@ class SSHCluster(SpecCluster):
             await asyncio.wait_for(
                 comm.retire_workers(names=names, close_workers=True, remove=True,
                                     stimulus_id=f"sshdeploy-retire-{time.time()}"),
-                self._cluster_plan.settings.start_timeout)
+                self._roster.plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
 
@@ -474,40 +465,9 @@ class SSHCluster(SpecCluster):
             if self._fleet.move_on(name, w.host, err):  # a spare that is down too: the next
                 w.start_error = None
                 continue
-            first = str(err).splitlines()[0]
-            logger.warning("worker %s failed to start: %s", name, first)
-            compat.record_cluster_log(self, f"worker {name} failed to start: {first}")
-            self._start_failures[name] = (w.host.key, err)
-            self.worker_spec.pop(name, None)
-            if self.workers.get(name) is w:
-                del self.workers[name]
-            compat.forget_created(self, w)
-            w.start_error = None
-
-    def _enough_without(self, failed: list[RemoteWorker]) -> bool:
-        """Whether the workers that did start satisfy ``min_workers``."""
-        wanted = self._cluster_plan.min_workers
-        if wanted is None:
-            return False
-        started = sum(1 for name, w in self.workers.items()
-                      if w not in failed and w.status == Status.running)
-        return started >= wanted
-
-    def _give_up(self, failed: list[RemoteWorker], by_host: dict[str, SSHDeployError]) -> None:
-        """Drop workers that failed to start (never retried); report each host once."""
-        for w in failed:
-            self.worker_spec.pop(str(w.name), None)
-            if self.workers.get(str(w.name)) is w:
-                del self.workers[str(w.name)]
-            compat.forget_created(self, w)
-            w.start_error = None
-        for host, err in by_host.items():
-            if host not in self.failed_hosts:
-                self.failed_hosts[host] = err
-                first = str(err).splitlines()[0]
-                logger.warning("%s: no workers started there; going on without it (%s)",
-                               host, first)
-                compat.record_cluster_log(self, f"host {host} failed and is left out: {first}")
+            self._roster.say(f"worker {name} failed to start: {str(err).splitlines()[0]}",
+                             log=logger)
+            self._roster.note_start_failure(w)
 
     # -- named clusters -----------------------------------------------------
     @classmethod
@@ -557,44 +517,26 @@ class SSHCluster(SpecCluster):
         Also after ``close()`` (which detached it).
         """
         if self.status == Status.closed:  # detached already: no loop of ours runs
-            if self.asynchronous:
-                return self._stop_everywhere()
-            return _run_sync(self._stop_everywhere())
+            stop = _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
+            return stop if self.asynchronous else _run_sync(stop)
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
         await self._close()  # a named cluster detaches: our side goes, it stays...
-        await self._stop_everywhere()  # ... then it is stopped on every host
-
-    async def _stop_everywhere(self) -> None:
-        kept = self._kept
-        if kept is None or kept.record is None:
-            return
-        kept.stopping = True
-        record = kept.record
-        report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
-        left = {h: r for h, r in report.items() if r != "stopped"}
-        if left:
-            logger.warning("cluster %r: not stopped on %s", record.name, left)
-
-    async def _note_wanted(self) -> None:
-        """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
-        assert self._kept is not None
-        try:
-            await self._kept.note_wanted(self)
-        except SSHDeployError as err:
-            logger.warning("cluster %r: could not record its worker count: %s",
-                           self._kept.policy.name, err)
+        # ... then it is stopped on every host
+        await _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
-        await self._note_wanted()  # its last scale is recorded before the connections go
+        assert self._kept is not None
+        # Its last scale is recorded before the connections go.
+        await self._kept.note_wanted(len(self._roster))
         self.status = Status.closing
         if self._adaptive is not None:
             self._adaptive.stop()
         await self._fleet.close()
         await self._restarts.close()
-        compat.forget_unstarted(self)
+        self._roster.forget_unstarted()
         await self._agents.detach()
         if isinstance(self.scheduler, RemoteScheduler):
             await self.scheduler.detach()
@@ -604,48 +546,16 @@ class SSHCluster(SpecCluster):
         self._logbook.flush()
         await compat.close_base(self)
 
-    async def start_adopted(self) -> None:
-        """SpecCluster's start around a scheduler that already runs (``from_name``)."""
-        await super()._start()
-
-    def worker_spec_for(self, host: Host) -> dict[str, Any]:
-        """The spec of one more worker on *host* (its template options)."""
-        hp = self._cluster_plan.placement.worker_hosts[host.key]
-        return self._worker_spec(hp.host, self._cluster_plan.worker_options(hp))
-
-    async def retire_by_name(self, name: str) -> None:
-        """Retire and close one worker through the scheduler (an adopted worker scaled away)."""
-        await self._retire([name])
-
     @property
     def kept(self) -> KeptCluster | None:
-        """The named-cluster side of this cluster (None for an ordinary one)."""
+        """The named-cluster side of this cluster (None for an ordinary one): whether it
+        took over a running cluster, its policy (``dask-ssh up`` reports them)."""
         return self._kept
 
     @property
     def pool(self) -> HostPool:
-        """The cluster's SSH connections."""
+        """The cluster's SSH connections (``pool.as_connected(host)``: how a host is reached)."""
         return self._pool
-
-    @property
-    def agents(self) -> WorkerAgents:
-        """The workers agents of the hosts."""
-        return self._agents
-
-    @property
-    def stage(self) -> Stage:
-        """The stage before the start (version gate, environment, uploads)."""
-        return self._stage
-
-    @property
-    def restarts(self) -> WorkerRestarts:
-        """The restart policy of lost workers."""
-        return self._restarts
-
-    @property
-    def fleet(self) -> Fleet:
-        """The worker hosts' health, and the moves, additions and removals."""
-        return self._fleet
 
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
@@ -657,7 +567,7 @@ class SSHCluster(SpecCluster):
         await self._restarts.close()
         # Workers still starting (a large scale) end now, not after start-timeout.
         self._agents.closing()
-        compat.forget_unstarted(self)  # a restart cancelled before its worker started
+        self._roster.forget_unstarted()  # a restart cancelled before its worker started
         if isinstance(self.scheduler, RemoteScheduler) and not self.scheduler.expect_close():
             # The scheduler is gone: don't spend connect timeouts asking it to
             # retire workers or terminate; the workers' agents are stopped directly.
@@ -701,13 +611,7 @@ class SSHCluster(SpecCluster):
             Hosts whose workers could not start (named, with why); they are
             left out again.
         """
-        return self.sync(self._add_hosts, hosts, spare)
-
-    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
-        try:
-            return await self._fleet.add_hosts(hosts, spare)
-        finally:
-            await self._note_hosts()
+        return self.sync(self._fleet.add_hosts, hosts, spare)
 
     def remove_hosts(self, hosts: Sequence[str | Host]) -> Any:
         """Retire the workers of *hosts* through the scheduler, then drop the hosts.
@@ -721,23 +625,7 @@ class SSHCluster(SpecCluster):
         list of str
             The workers retired (awaitable when the cluster is asynchronous).
         """
-        return self.sync(self._remove_hosts, hosts)
-
-    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
-        try:
-            return await self._fleet.remove_hosts(hosts)
-        finally:
-            await self._note_hosts()
-
-    async def _note_hosts(self) -> None:
-        """A named cluster records its hosts (from_name and list find them); logged if not."""
-        if self._kept is None:
-            return
-        try:
-            await self._kept.note_hosts(self)
-        except SSHDeployError as err:
-            logger.warning("cluster %r: could not record its hosts: %s",
-                           self._kept.policy.name, err)
+        return self.sync(self._fleet.remove_hosts, hosts)
 
     def readmit(self, host: str | Host) -> bool:
         """Let a quarantined or lost host take workers again (scale, adapt, moves).
@@ -745,18 +633,6 @@ class SSHCluster(SpecCluster):
         Returns False if the host was not taken out.
         """
         return self._fleet.readmit(host)
-
-    def replace_placement(self, placement: Placement) -> None:
-        """Use *placement* from now on (hosts added or removed while it runs)."""
-        self._cluster_plan = dataclasses.replace(self._cluster_plan, placement=placement)
-
-    def start_failure(self, name: str) -> SSHDeployError | None:
-        """Why worker *name* is not running after its last start failed (None: it runs,
-        or its start did not fail)."""
-        if name in self.workers:
-            return None
-        failure = self._start_failures.get(name)
-        return None if failure is None else failure[1]
 
     # -- environment and uploads ------------------------------------------------
     def sync_uploads(self) -> Any:
@@ -783,38 +659,15 @@ class SSHCluster(SpecCluster):
     # -- scaling ------------------------------------------------------------
     def new_worker_spec(self) -> dict[str, dict[str, Any]]:
         """Return the next worker for ``scale``/``adapt``, placed by free slots."""
-        running = [
-            (spec["options"]["host"], name)
-            for name, spec in self.worker_spec.items()
-            if "options" in spec
-        ]
-        placement = self._cluster_plan.placement
-        chosen = next_worker(placement, running, exclude=self._fleet.health.excluded())
-        if chosen is None:
-            return {}
-        host, name = chosen
-        options = self._cluster_plan.worker_options(placement.worker_hosts[host.key])
-        return {name: self._worker_spec(host, options)}
-
-    def _template_value(self, keys: tuple[str, ...], what: str) -> Any:
-        for hp in self._cluster_plan.placement.worker_hosts.values():
-            for key in keys:
-                if hp.template.get(key) not in (None, "auto"):
-                    return hp.template[key]
-        for w in self.scheduler_info.get("workers", {}).values():  # what running workers have
-            if w.get(keys[0]):
-                return w[keys[0]]
-        raise ConfigError(
-            f"worker_options['{keys[0]}']",
-            f"unknown, so the cluster cannot scale by {what}",
-            remedy=f"Give worker_options={{'{keys[0]}': ...}} or scale by a number of workers.",
-        )
+        return self._roster.next_spec(self._fleet.health.excluded())
 
     def _threads_per_worker(self) -> int:
-        return int(self._template_value(("nthreads",), "cores"))
+        return int(_template_value(self._roster.placement, self.scheduler_info, "nthreads",
+                                   "cores"))
 
     def _memory_per_worker(self) -> int:
-        return int(parse_bytes(self._template_value(("memory_limit",), "memory")))
+        return int(parse_bytes(_template_value(self._roster.placement, self.scheduler_info,
+                                               "memory_limit", "memory")))
 
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
         """Scale to *n* workers, added by free slots, removed from the fullest hosts.
@@ -838,7 +691,7 @@ class SSHCluster(SpecCluster):
             raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to start workers again.")
         out = self._fleet.health.excluded()
-        slots = sum(hp.slots for k, hp in self._cluster_plan.placement.worker_hosts.items()
+        slots = sum(hp.slots for k, hp in self._roster.placement.worker_hosts.items()
                     if k not in out)
         wanted = n
         if memory is not None:
@@ -856,13 +709,11 @@ class SSHCluster(SpecCluster):
                 message = (f"{asked} asks for {wanted} workers, more than the {slots} slots "
                            f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
                            "a hostfile's slots=, or repeat a host)")
-                logger.warning("%s", message)
-                compat.record_cluster_log(self, message)
+                self._roster.say(message, log=logger)
             wanted = slots
         n = wanted
-        if n < len(self.worker_spec):
-            self.worker_spec = kept_on_scale_down(
-                self.worker_spec, self._cluster_plan.placement.worker_hosts, n)
+        if n < len(self._roster):
+            self._roster.shrink(n)
         return super().scale(n)
 
     def adapt(  # type: ignore[override]  # same parameters, checked
@@ -915,90 +766,10 @@ class SSHCluster(SpecCluster):
 
     def host_rows(self) -> list[HostRow]:
         """One row per host: role, workers running / wanted, restarts, last error."""
-        plan = self._cluster_plan.placement
-        show = self._pool.as_connected
-        rows: dict[ConnectionKey, dict[str, Any]] = {}
-        for key, hp in plan.all_hosts().items():
-            rows[key] = {"host": show(hp.host), "roles": [], "running": 0, "wanted": 0,
-                         "restarts": 0, "error": "", "restarting": False}
-        rows[plan.scheduler.key]["roles"].append("scheduler")
-        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-        if sched is not None and sched.exit_reason:
-            rows[plan.scheduler.key]["error"] = sched.exit_reason
-        for name, spec in self.worker_spec.items():
-            row = rows[spec["options"]["host"].key]
-            row["wanted"] += 1
-            worker = self.workers.get(name)
-            if worker is not None and worker.status == Status.running:
-                row["running"] += 1
-            elif name in self._restarts.steps:
-                row["error"] = f"{name}: {self._restarts.steps[name]}"
-            elif isinstance(worker, RemoteWorker) and worker.exit_reason:
-                row["error"] = f"{name}: {worker.exit_reason}"
-            row["restarts"] += self._restarts.counts.get(str(name), 0)
-            row["restarting"] = row["restarting"] or name in self._restarts.steps
-        for name, (key, why) in self._restarts.given_up.items():
-            if key in rows and name not in self.worker_spec:
-                rows[key]["error"] = why
-                rows[key]["restarts"] += self._restarts.counts.get(name, 0)
-        for name, (key, err) in self._start_failures.items():
-            if key in rows and name not in self.worker_spec and not rows[key]["error"]:
-                rows[key]["error"] = f"{name}: failed to start: {str(err).splitlines()[0]}"
-        for key, hp in plan.worker_hosts.items():
-            if key in plan.spares and not rows[key]["wanted"]:
-                rows[key]["roles"].append("spare")
-            elif hp.slots or rows[key]["wanted"]:
-                rows[key]["roles"].append("workers")
-            failed = self.failed_hosts.get(show(hp.host))
-            if failed is not None:
-                rows[key]["error"] = str(failed)
-        for key, hp in plan.all_hosts().items():
-            rows[key]["health"] = self._host_health(key, rows[key], key == plan.scheduler.key)
-            rows[key]["state"] = self._host_state(hp.host, rows[key], key == plan.scheduler.key)
-        infos: dict[ConnectionKey, list[Mapping[str, Any]]] = {}
-        for info in dict(self.scheduler_info.get("workers") or {}).values():
-            spec = self.worker_spec.get(info.get("name"))
-            if spec is not None and "options" in spec:
-                infos.setdefault(spec["options"]["host"].key, []).append(info)
-        return [HostRow(host=r["host"], role=", ".join(r["roles"]) or "-",
-                        running=r["running"], wanted=r["wanted"], restarts=r["restarts"],
-                        error=r["error"], state=r["state"],
-                        each=worker_resources(infos.get(key, ())), health=r["health"])
-                for key, r in rows.items()]
-
-    def _host_health(self, key: ConnectionKey, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """One host's health (see :mod:`sshdeploy.health`); a host taken out says why."""
-        out = self._fleet.health.out.get(key)
-        if out is not None and not row["error"]:
-            row["error"] = out.reason
-        trouble = row["restarting"] or (
-            bool(row["error"]) and (row["running"] < row["wanted"] or not row["running"]))
-        if runs_scheduler and not row["wanted"]:
-            sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-            trouble = trouble or bool(sched is not None and sched.exit_reason)
-            return health_of(out, spare=False, running=1, wanted=1, trouble=trouble)
-        return health_of(out, spare=key in self._cluster_plan.placement.spares,
-                         running=row["running"], wanted=row["wanted"], trouble=trouble)
-
-    def _host_state(self, host: Host, row: dict[str, Any], runs_scheduler: bool) -> str:
-        """Where one host's start stands (for live status displays): see :func:`host_state`."""
-        if row["health"] in NOT_STARTING:
-            return str(row["health"])  # not a start under way
-        conn = self._pool.state(host)
-        if conn == "failed" and not row["error"]:
-            row["error"] = self._pool.error(host)
-        phase = self._stage.phase.get(self._pool.as_connected(host))
-        if phase is not None and conn not in ("waiting", "connecting", "failed"):
-            return phase  # the version gate, the environment, the uploads
-        sched = self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None
-        channels = [self._agents.channel_of(host)]
-        if runs_scheduler and sched is not None:
-            channels.append(sched.channel)
-        return host_state(
-            failed=bool(row["error"]) and not row["running"], connection=conn,
-            stages=[ch.stage for ch in channels if ch is not None],
-            running=row["running"], wanted=row["wanted"], runs_scheduler=runs_scheduler,
-            scheduler_running=sched is not None and sched.status == Status.running)
+        return host_status.host_rows(
+            self._roster, self.scheduler if isinstance(self.scheduler, RemoteScheduler) else None,
+            restarts=self._restarts, health=self._fleet.health, pool=self._pool,
+            stage=self._stage, agents=self._agents, scheduler_info=self.scheduler_info)
 
     def __repr__(self) -> str:
         gone = self._restarts.given_up
@@ -1013,17 +784,12 @@ class SSHCluster(SpecCluster):
     @property
     def cluster_plan(self) -> ClusterPlan:
         """The plan this cluster was built from (hosts, options, settings)."""
-        return self._cluster_plan
+        return self._roster.plan
 
     @property
     def placement(self) -> Placement:
         """Where every worker goes (``cluster_plan.placement``)."""
-        return self._cluster_plan.placement
-
-    @property
-    def logbook(self) -> LogBook:
-        """Every remote output line, by source."""
-        return self._logbook
+        return self._roster.placement
 
     async def _get_logs(
         self, cluster: bool = True, scheduler: bool = True, workers: Any = True
@@ -1033,7 +799,7 @@ class SSHCluster(SpecCluster):
         if cluster:
             logs["Cluster"] = Log("\n".join(compat.cluster_log_lines(self)))
         if scheduler:
-            label = f"scheduler {self._cluster_plan.placement.scheduler.host.hostname}"
+            label = f"scheduler {self._roster.placement.scheduler.host.hostname}"
             logs["Scheduler"] = Log("\n".join(self._logbook.lines(label)))
         if workers:
             wanted = None if workers is True else set(workers)
@@ -1043,12 +809,63 @@ class SSHCluster(SpecCluster):
         return logs
 
 
+def _worker_spec(hp: HostPlan, kwargs: Mapping[str, Any], *, plan: ClusterPlan,
+                 agents: WorkerAgents) -> dict[str, Any]:
+    """The spec of one worker on *hp* with the keywords *kwargs* (a :class:`RemoteWorker`)."""
+    return {
+        "cls": RemoteWorker,
+        "options": {
+            "host": hp.host,
+            "agents": agents,
+            "cls": plan.worker_class,
+            "kwargs": dict(kwargs),
+            "restart": plan.restart_workers,
+            "share": hp.slots or 1,
+        },
+    }
+
+
+async def _unwrapped(start: Awaitable[None]) -> None:
+    """Await SpecCluster's start; raise our own error where it wrapped one in its
+    ``RuntimeError("Cluster failed to start")`` (it names the host and the cause)."""
+    try:
+        await start
+    except RuntimeError as exc:
+        cause = compat.start_error_cause(exc)
+        if isinstance(cause, SSHDeployError):
+            raise cause from None
+        raise
+
+
+def _template_value(placement: Placement, scheduler_info: Mapping[str, Any], key: str,
+                    what: str) -> Any:
+    """A worker's *key* (``nthreads``, ``memory_limit``) as planned, else as a running
+    worker has it, for ``scale(cores=...)`` / ``scale(memory=...)`` (*what*)."""
+    for hp in placement.worker_hosts.values():
+        if hp.template.get(key) not in (None, "auto"):
+            return hp.template[key]
+    for w in scheduler_info.get("workers", {}).values():  # what running workers have
+        if w.get(key):
+            return w[key]
+    raise ConfigError(
+        f"worker_options['{key}']",
+        f"unknown, so the cluster cannot scale by {what}",
+        remedy=f"Give worker_options={{'{key}': ...}} or scale by a number of workers.",
+    )
+
+
 def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
     """Return the stage that runs before the start, on the hosts the start connects to."""
     assert plan.stage is not None
     hosts = [(hp.host, hp.python) for hp in plan.placement.initial_hosts().values()]
     return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
                  timeout=plan.settings.start_timeout)
+
+
+async def _stop_everywhere(kept: KeptCluster | None, timeout: float) -> None:
+    """Stop a named cluster on every host (nothing for an ordinary one)."""
+    if kept is not None:
+        await kept.stop_everywhere(timeout)
 
 
 def _run_sync(coro: Any) -> Any:

@@ -24,22 +24,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from distributed.core import Status
 
-from . import compat
+from .env.stage import Stage
 from .errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
 from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .named import flow
+from .named.kept import KeptCluster
 from .placement import HostPlan, extend, without, worker_name
-from .processes import RemoteWorker
-
-if TYPE_CHECKING:
-    from .cluster import SSHCluster
+from .pool import HostPool
+from .processes import RemoteWorker, WorkerAgents
+from .roster import Roster
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +66,34 @@ class Fleet:
 
     Parameters
     ----------
-    cluster : SSHCluster
-        The cluster (its plan, specs, pool, agents and stage).
+    roster : Roster
+        The cluster's workers and the plan in force.
+    pool : HostPool
+        The cluster's connections.
+    agents : WorkerAgents
+        The hosts' workers agents.
+    stage : Stage
+        The stage before the start (run by :meth:`bring_up`).
     staged : iterable of ConnectionKey
         The hosts the start's stage covers (the others are staged by
         :meth:`bring_up`).
+    forget : callable
+        Called with the name of each worker of a host taken out (its pending
+        restart ends: it moves elsewhere).
+    kept : KeptCluster, optional
+        The named-cluster side of the cluster (its processes on a host removed
+        are stopped; its record notes the hosts).
     """
 
-    def __init__(self, cluster: SSHCluster, staged: Sequence[ConnectionKey]) -> None:
-        self.cluster = cluster
+    def __init__(self, roster: Roster, pool: HostPool, agents: WorkerAgents, stage: Stage,
+                 staged: Sequence[ConnectionKey], forget: Callable[[str], None],
+                 kept: KeptCluster | None = None) -> None:
+        self.roster = roster
+        self.pool = pool
+        self.agents = agents
+        self.stage = stage
+        self.forget = forget
+        self.kept = kept
         self.health = HostHealth()
         self._staged: dict[ConnectionKey, asyncio.Future[Any]] = {}
         self._staged_at_start = set(staged)
@@ -84,8 +103,7 @@ class Fleet:
 
     # -- helpers --------------------------------------------------------------
     def _say(self, message: str) -> None:
-        logger.warning("%s", message)
-        compat.record_cluster_log(self.cluster, message)
+        self.roster.say(message, log=logger)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -93,17 +111,13 @@ class Fleet:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    def _names_on(self, key: ConnectionKey) -> list[str]:
-        return [str(name) for name, spec in self.cluster.worker_spec.items()
-                if "options" in spec and spec["options"]["host"].key == key]
-
     def _show(self, host: Host) -> str:
-        return self.cluster.pool.as_connected(host)
+        return self.pool.as_connected(host)
 
     def _host_of(self, host: str | Host) -> Host:
         """The cluster's own spelling of *host* (it must be one of its worker hosts)."""
         h = _as_host(host)
-        plans = self.cluster.cluster_plan.placement.worker_hosts
+        plans = self.roster.placement.worker_hosts
         for hp in plans.values():
             if _names(h, hp.host):
                 return hp.host
@@ -117,9 +131,9 @@ class Fleet:
             return
         fut = self._staged.get(host.key)
         if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
-            hp = self.cluster.cluster_plan.placement.worker_hosts[host.key]
+            hp = self.roster.placement.worker_hosts[host.key]
             fut = self._staged[host.key] = asyncio.ensure_future(
-                self.cluster.stage.run_on([(hp.host, hp.python)]))
+                self.stage.run_on([(hp.host, hp.python)]))
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         await asyncio.shield(fut)
 
@@ -151,26 +165,24 @@ class Fleet:
         bool
             False if it was taken out already (or the cluster does not run).
         """
-        c = self.cluster
-        if c.status != Status.running or not self.health.take_out(host.key, state, why):
+        roster = self.roster
+        if not roster.running() or not self.health.take_out(host.key, state, why):
             return False
-        names = self._names_on(host.key)
+        names = roster.names_on(host.key)
         for name in [*also, *names]:
-            c.restarts.forget(name)
+            self.forget(name)
         for name in names:
-            c.worker_spec.pop(name, None)
-            worker = c.workers.pop(name, None)
-            if worker is not None:  # not retired through the scheduler: it is gone
-                compat.forget_created(c, worker)
+            roster.drop(name)  # not retired through the scheduler: it is gone
         moved: list[tuple[str, str]] = []
         for old in [*also, *names]:
-            spec = c.new_worker_spec()
+            spec = roster.next_spec(self.health.excluded())
             if not spec:
                 moved.append((old, ""))
                 continue
-            c.worker_spec.update(spec)
-            moved.append((old, next(iter(spec))))
-            self._moved.add(next(iter(spec)))
+            new, new_spec = next(iter(spec.items()))
+            roster.want(new, new_spec)
+            moved.append((old, new))
+            self._moved.add(new)
         self.health.note_moves(host.key, moved)
         self._say(self._moved_message(host, state, why, moved))
         self._spawn(self._after_take_out(host))
@@ -190,20 +202,20 @@ class Fleet:
 
     def settle(self) -> None:
         """Moved workers that now run are no longer on their way to a new host."""
-        workers = self.cluster.workers
-        self._moved = {n for n in self._moved
-                       if n in self.cluster.worker_spec and (
-                           n not in workers or workers[n].status != Status.running)}
+        roster = self.roster
+        self._moved = {n for n in self._moved if n in roster and (
+            (w := roster.worker(n)) is None or w.status != Status.running)}
 
     def _moved_message(self, host: Host, state: str, why: str,
                        moved: list[tuple[str, str]]) -> str:
-        spares = self.cluster.cluster_plan.placement.spares
-        plans = self.cluster.cluster_plan.placement.worker_hosts
+        spares = self.roster.placement.spares
+        plans = self.roster.placement.worker_hosts
         went = []
+        hosts = self.roster.hosts()
         for old, new in moved:
             if not new:
                 continue
-            key = self.cluster.worker_spec[new]["options"]["host"].key
+            key = hosts[new].key
             went.append(f"{old} -> {new}" + (" (spare)" if key in spares else ""))
         stuck = sum(1 for _, new in moved if not new)
         text = f"host {self._show(host)} {state} ({why})"
@@ -222,9 +234,9 @@ class Fleet:
         """Start the moved workers; stop what is left of ours there (if it answers)."""
         async def stop() -> None:
             with contextlib.suppress(Exception):
-                await self.cluster.agents.stop_host(host)
+                await self.agents.stop_host(host)
 
-        await asyncio.gather(compat.correct_state(self.cluster), stop())
+        await asyncio.gather(self.roster.correct(), stop())
 
     def readmit(self, host: str | Host) -> bool:
         """Let a quarantined or lost host take workers again (``scale``, ``adapt``, moves).
@@ -257,21 +269,27 @@ class Fleet:
             The hosts that could not start their workers (named, with why);
             they are removed again.
         """
-        c = self.cluster
-        if c.status != Status.running:
-            raise ConfigError("add_hosts()", f"the cluster is {c.status.name}",
+        try:
+            return await self._add_hosts(hosts, spare)
+        finally:
+            await self._note_hosts()
+
+    async def _add_hosts(self, hosts: Sequence[str | Host], spare: bool) -> list[str]:
+        roster = self.roster
+        if not roster.running():
+            raise ConfigError("add_hosts()", f"the cluster is {roster.status.name}",
                               remedy="Add hosts to a running cluster.")
         if isinstance(hosts, str):
             hosts = [hosts]
         new = [_as_host(h) for h in hosts]
-        placement = extend(c.cluster_plan.placement, new, spare=spare)
-        keys = [k for k in placement.worker_hosts if k not in c.cluster_plan.placement.worker_hosts]
+        placement = extend(roster.placement, new, spare=spare)
+        keys = [k for k in placement.worker_hosts if k not in roster.placement.worker_hosts]
         for key in keys:
             hp = placement.worker_hosts[key]
-            c.pool.set_options(hp.host, hp.connect_options)
-            c.pool.prepare(hp.host)  # a bad key file fails here
-            c.agents.launches[key] = c.cluster_plan.launch(hp)
-        c.replace_placement(placement)
+            self.pool.set_options(hp.host, hp.connect_options)
+            self.pool.prepare(hp.host)  # a bad key file fails here
+            self.agents.add_host(hp.host, roster.plan.launch(hp))
+        roster.replace_placement(placement)
         added = [hp.host for k, hp in placement.worker_hosts.items() if k in keys]
         self._say(f"hosts added{' as spares' if spare else ''}: "
                   + ", ".join(self._show(h) for h in added))
@@ -282,21 +300,21 @@ class Fleet:
             host = placement.worker_hosts[key].host
             i = 0
             for _ in range(placement.worker_hosts[key].slots):
-                while worker_name(host, i) in c.worker_spec:
+                while worker_name(host, i) in roster:
                     i += 1
-                c.worker_spec[worker_name(host, i)] = c.worker_spec_for(host)
+                roster.want(worker_name(host, i), roster.spec_for(host))
                 started.append((worker_name(host, i), key))
-        await compat.correct_state(c)
+        await roster.correct()
         failed: dict[ConnectionKey, SSHDeployError] = {}
         for name, key in started:
-            err = c.start_failure(name)
+            err = roster.start_failure(name)
             if err is not None:
                 failed.setdefault(key, err)
         if failed:
             await self._drop_hosts(list(failed))
             raise failures_by_host({self._show(placement.worker_hosts[k].host): e
                                     for k, e in failed.items()}, "add hosts")
-        return [name for name, _ in started if name in c.workers]
+        return [name for name, _ in started if roster.worker(name) is not None]
 
     async def remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
         """Retire the workers of *hosts* (their data moves to others), then drop the hosts.
@@ -311,10 +329,16 @@ class Fleet:
         ConfigError
             A host is not a worker host of the cluster, or runs its scheduler.
         """
-        c = self.cluster
+        try:
+            return await self._remove_hosts(hosts)
+        finally:
+            await self._note_hosts()
+
+    async def _remove_hosts(self, hosts: Sequence[str | Host]) -> list[str]:
+        roster = self.roster
         if isinstance(hosts, str):
             hosts = [hosts]
-        sched = c.cluster_plan.placement.scheduler.host
+        sched = roster.placement.scheduler.host
         for h in map(_as_host, hosts):
             if _names(h, sched):
                 raise ConfigError("hosts", f"{self._show(sched)} runs the scheduler",
@@ -323,41 +347,44 @@ class Fleet:
         targets = [self._host_of(h) for h in hosts]
         retired: list[str] = []
         for h in targets:
-            for name in self._names_on(h.key):
-                c.worker_spec.pop(name, None)
-                worker = c.workers.get(name)
+            for name in roster.names_on(h.key):
+                roster.retire(name)
+                worker = roster.worker(name)
                 if isinstance(worker, RemoteWorker):
                     worker.retiring = True  # the scheduler retires it: not a lost worker
                 retired.append(name)
         # SpecCluster retires the workers gone from the spec through the scheduler
         # (their results are copied to other workers), then closes them.
-        await compat.correct_state(c)
+        await roster.correct()
         await self._drop_hosts([h.key for h in targets])
         self._say("hosts removed: " + ", ".join(self._show(h) for h in targets)
                   + (f" (workers retired: {', '.join(retired)})" if retired else ""))
         return retired
 
     async def _drop_hosts(self, keys: Sequence[ConnectionKey]) -> None:
-        c = self.cluster
-        placement = c.cluster_plan.placement
+        roster = self.roster
+        placement = roster.placement
         for key in keys:
-            for name in self._names_on(key):
-                c.worker_spec.pop(name, None)
+            for name in roster.names_on(key):
+                roster.retire(name)
             hp = placement.worker_hosts.get(key)
             if hp is not None:
                 with contextlib.suppress(Exception):
-                    await c.agents.stop_host(hp.host)
-                if c.kept is not None:  # agents of an earlier controller may run there too
-                    await self._stop_kept(hp)
+                    await self.agents.stop_host(hp.host)
+                if self.kept is not None:  # agents of an earlier controller may run there too
+                    await self._stop_kept(self.kept, hp)
             self.health.readmit(key)
             self._staged.pop(key, None)
-        c.replace_placement(without(placement, keys))
+        roster.replace_placement(without(placement, keys))
 
-    async def _stop_kept(self, hp: HostPlan) -> None:
-        c = self.cluster
-        assert c.kept is not None
+    async def _note_hosts(self) -> None:
+        """A named cluster records its hosts (from_name and list find them)."""
+        if self.kept is not None:
+            await self.kept.note_hosts(self.roster.placement, len(self.roster))
+
+    async def _stop_kept(self, kept: KeptCluster, hp: HostPlan) -> None:
         try:
-            await flow.stop_on(c.kept.policy.name, hp.host, c.cluster_plan.launch(hp), c.pool)
+            await flow.stop_on(kept.policy.name, hp.host, self.roster.plan.launch(hp), self.pool)
         except SSHDeployError as err:
             self._say(f"host {self._show(hp.host)}: could not stop the cluster's processes "
                       f"there ({str(err).splitlines()[0]}); its agents stop by themselves "

@@ -249,6 +249,10 @@ class WorkerAgents:
             weakref.WeakValueDictionary()
         )
 
+    def add_host(self, host: Host, launch: Launch) -> None:
+        """Start the agent of *host* (added while the cluster runs) with *launch*."""
+        self.launches[host.key] = launch
+
     def prestart(self, hosts: list[Host]) -> None:
         """Begin connecting and starting agents now (overlaps the scheduler's start)."""
         for h in hosts:

@@ -22,13 +22,10 @@ from collections.abc import Awaitable, Callable
 from time import monotonic, time
 from typing import Any
 
-from distributed.core import Status
-from distributed.deploy.spec import SpecCluster
-
-from . import compat
 from .channel import CONNECTION_LOST
 from .errors import ConnectError, SSHDeployError
 from .remote.agent.servers import RestartBudget
+from .roster import Roster
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +46,8 @@ class WorkerRestarts:
 
     Parameters
     ----------
-    cluster : SpecCluster
-        The cluster whose ``worker_spec`` names the workers wanted.
+    roster : Roster
+        The cluster's workers: those wanted, and their processes.
     limit : int
         Restarts per worker within *window* (``sshdeploy.worker-restarts``).
     enabled : bool
@@ -76,13 +73,13 @@ class WorkerRestarts:
     """
 
     def __init__(
-        self, cluster: SpecCluster, limit: int, enabled: bool, heartbeat_timeout: float,
+        self, roster: Roster, limit: int, enabled: bool, heartbeat_timeout: float,
         window: float = 60.0, reach: Callable[[Any], Awaitable[Any]] | None = None,
         lost_after: float = math.inf,
         on_host_lost: Callable[[Any, str], None] | None = None,
         on_give_up: Callable[[str, Any, str], None] | None = None,
     ) -> None:
-        self.cluster = cluster
+        self.roster = roster
         self.limit = limit
         self.window = window
         self.enabled = enabled
@@ -105,19 +102,12 @@ class WorkerRestarts:
         self._closed = False
 
     def _wanted(self, name: str) -> bool:
-        return (
-            not self._closed
-            and self.cluster.status == Status.running
-            and name in self.cluster.worker_spec
-        )
+        return not self._closed and self.roster.running() and name in self.roster
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _host(self, name: str) -> Any:
-        return self.cluster.worker_spec.get(name, {}).get("options", {}).get("host")
 
     def forget(self, name: str) -> None:
         """Drop what is pending for *name* (its host was taken out: it moved elsewhere)."""
@@ -132,7 +122,7 @@ class WorkerRestarts:
         """A worker's Nanny or host agent went away: report it, and restart it if allowed."""
         if not self._wanted(name):
             return
-        worker = self.cluster.workers.get(name)
+        worker = self.roster.worker(name)
         if worker is not None and worker.address:
             # Tell the scheduler now rather than after its own timeouts (~30 s
             # for a host cut off), so that the worker's tasks move on at once.
@@ -160,8 +150,7 @@ class WorkerRestarts:
             delay = max(delay, self.heartbeat_timeout)
         step = f"lost ({reason}); restarting it in {delay:.0f} s ({tries}/{self.limit})"
         self.steps[name] = step
-        logger.warning("worker %s %s", name, step)
-        compat.record_cluster_log(self.cluster, f"worker {name} {step}")
+        self.roster.say(f"worker {name} {step}", log=logger)
         timer: asyncio.TimerHandle
 
         def fire() -> None:
@@ -176,23 +165,19 @@ class WorkerRestarts:
 
         Returns its host (None if it was not in the spec any more).
         """
-        message = f"worker {name} lost ({reason}); not restarted ({why})"
-        logger.warning("%s", message)
-        compat.record_cluster_log(self.cluster, message)
-        host = self._host(name)
+        self.roster.say(f"worker {name} lost ({reason}); not restarted ({why})", log=logger)
+        host = self.roster.host_of(name)
         self.given_up[name] = (getattr(host, "key", None), f"{name}: {reason}; not restarted")
         self.steps.pop(name, None)
-        self.cluster.worker_spec.pop(name, None)
-        self.cluster.workers.pop(name, None)
-        if warn_empty and not self.cluster.worker_spec:
-            empty = (f"the cluster has no workers left: {len(self.given_up)} given up "
-                     f"(the last: {name}, {why}); scale() or restart the cluster")
-            logger.warning("%s", empty)
-            compat.record_cluster_log(self.cluster, empty)
+        self.roster.drop(name)
+        if warn_empty and not len(self.roster):
+            self.roster.say(f"the cluster has no workers left: {len(self.given_up)} given up "
+                            f"(the last: {name}, {why}); scale() or restart the cluster",
+                            log=logger)
         return host
 
     async def _unregister(self, address: str, reason: str) -> None:
-        comm = self.cluster.scheduler_comm
+        comm = self.roster.scheduler_comm
         if comm is None:
             return
         try:
@@ -211,7 +196,7 @@ class WorkerRestarts:
         """
         delay = 1.0
         while self._wanted(name):
-            host = self._host(name)
+            host = self.roster.host_of(name)
             if self.reach is None or host is None:
                 return True
             try:
@@ -229,8 +214,7 @@ class WorkerRestarts:
                         f"trying again in {delay:.0f} s")
                 if self.steps.get(name, "").split("trying again")[0] != step.split(
                         "trying again")[0]:
-                    logger.warning("worker %s %s", name, step)
-                    compat.record_cluster_log(self.cluster, f"worker {name} {step}")
+                    self.roster.say(f"worker {name} {step}", log=logger)
                 self.steps[name] = step
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
@@ -241,14 +225,12 @@ class WorkerRestarts:
         if not await self._wait_reachable(name, reason):
             return
         self.steps[name] = f"lost ({reason}); restarting it now"
-        old = self.cluster.workers.pop(name, None)
-        if old is not None:
-            compat.forget_created(self.cluster, old)
+        self.roster.release(name)
         try:
             # Shielded: close() cancels this task, not SpecCluster's own (its workers'
             # failures would then go unretrieved); close() ends the starts instead.
-            await asyncio.shield(compat.correct_state(self.cluster))
-            worker = self.cluster.workers.get(name)
+            await asyncio.shield(self.roster.correct())
+            worker: Any = self.roster.worker(name)
             error = getattr(worker, "start_error", None)
             if error is not None:  # the cluster left it to us (see SSHCluster._report_failed)
                 assert worker is not None

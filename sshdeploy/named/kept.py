@@ -11,27 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distributed.security import Security
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.errors import ClusterNotFoundError
+from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
+from sshdeploy.logs import LogBook
 from sshdeploy.named import flow
 from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy, check_name
 from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
+from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan
+from sshdeploy.pool import HostPool
+from sshdeploy.processes import WorkerAgents
 from sshdeploy.settings import Settings
 
-if TYPE_CHECKING:
-    from sshdeploy.cluster import SSHCluster
+logger = logging.getLogger(__name__)
 
 #: The attributes of a distributed.Security a TLS cluster's record keeps (as PEM text).
 TLS_FIELDS = {"ca": "tls_ca_file", "cert": "tls_client_cert", "key": "tls_client_key"}
@@ -95,6 +99,50 @@ async def reattach(name: str, host: str | Host | None = None,
 
 
 @dataclass
+class Adoption:
+    """A running named cluster being taken over: its scheduler, then its workers.
+
+    Attributes
+    ----------
+    record : ClusterRecord
+        The cluster's record.
+    scheduler : AdoptedScheduler
+        Its scheduler, to be reached (``await``) instead of started.
+    placement : Placement
+        Where the cluster's workers may run (the hosts of its spec).
+    """
+
+    record: ClusterRecord
+    scheduler: AdoptedScheduler
+    placement: Placement
+
+    def workers(self, identity: Mapping[str, Any], retire: Callable[[str], Awaitable[None]],
+                agents: WorkerAgents) -> list[AdoptedWorker]:
+        """The workers of the scheduler's *identity* that run on the cluster's hosts.
+
+        Parameters
+        ----------
+        identity : dict
+            What the scheduler says of itself (``scheduler_comm.identity()``).
+        retire : callable
+            Awaited with a worker's name to retire and close it through the scheduler.
+        agents : WorkerAgents
+            The cluster's agents (workers added later start in them).
+        """
+        by_name = {h.host.hostname: h for h in self.placement.worker_hosts.values()}
+        found = []
+        for address, info in dict(identity.get("workers") or {}).items():
+            name = str(info.get("name"))
+            hp = by_name.get(name.rpartition("-")[0])
+            if hp is None:
+                continue  # not one of ours (a worker started by hand)
+            found.append(AdoptedWorker(
+                retire=retire, address=address, scheduler=self.record.scheduler_address,
+                name=name, host=hp.host, agents=agents))
+        return found
+
+
+@dataclass
 class KeptCluster:
     """The named-cluster side of one SSHCluster.
 
@@ -110,6 +158,8 @@ class KeptCluster:
         Its record once it runs.
     adopted : bool
         It was running already (same spec): taken over, not started.
+    pool : HostPool or None
+        The connections its record is saved through (on its scheduler host).
     """
 
     policy: KeepPolicy
@@ -118,6 +168,7 @@ class KeptCluster:
     stopping: bool = False
     record: ClusterRecord | None = None
     adopted: bool = False
+    pool: HostPool | None = None
     _lock: asyncio.Lock | None = None
 
     @classmethod
@@ -136,60 +187,84 @@ class KeptCluster:
         """Its record if a cluster of this name runs this spec (:func:`flow.existing`)."""
         return await flow.existing(self.policy.name, self.spec, settings, self.store)
 
-    async def save(self, cluster: SSHCluster) -> None:
-        """Record the cluster that just started (here and on its scheduler host)."""
-        sched = cluster.scheduler
-        plan = cluster.cluster_plan
+    async def save(self, address: str, dashboard_port: int | None, plan: ClusterPlan,
+                   pool: HostPool) -> None:
+        """Record the cluster that just started (here and on its scheduler host).
+
+        Parameters
+        ----------
+        address : str
+            Its scheduler's address.
+        dashboard_port : int or None
+            Its dashboard's port.
+        plan : ClusterPlan
+            Its plan (the scheduler's host, the TLS credentials).
+        pool : HostPool
+            Its connections (its record is also saved on the scheduler host).
+        """
         host = plan.placement.scheduler.host
         record = flow.new_record(
-            self.policy.name, self.spec, scheduler_host=cluster.pool.as_connected(host),
-            address=str(getattr(sched, "address", "")),
-            dashboard_port=getattr(sched, "dashboard_port", None),
+            self.policy.name, self.spec, scheduler_host=pool.as_connected(host),
+            address=address, dashboard_port=dashboard_port,
             policy=self.policy.spec(), tls=tls_pems(plan.security))
-        await flow.save(record, cluster.pool, self.store)
-        self.record = record
+        await flow.save(record, pool, self.store)
+        self.record, self.pool = record, pool
 
-    async def adopt(self, cluster: SSHCluster, record: ClusterRecord) -> None:
-        """Take over the running cluster of *record*: its scheduler and its workers."""
-        plan = cluster.cluster_plan
+    def adoption(self, record: ClusterRecord, plan: ClusterPlan, pool: HostPool,
+                 logbook: LogBook) -> Adoption:
+        """How to take over the running cluster of *record*: its scheduler (reached through
+        *pool*, its output kept in *logbook*), then its workers.
+
+        Once they are installed, :meth:`adopted_from` records that it was taken over.
+        """
         placement = plan.placement
         sched = AdoptedScheduler(
             address=record.scheduler_address, dashboard_port=record.dashboard_port,
-            host=placement.scheduler.host, pool=cluster.pool,
-            launch=plan.launch(placement.scheduler), logbook=cluster.logbook,
+            host=placement.scheduler.host, pool=pool,
+            launch=plan.launch(placement.scheduler), logbook=logbook,
             forward=plan.forward_ports)
-        cluster.scheduler = await sched
-        cluster.worker_spec = {}
-        await cluster.start_adopted()
-        assert cluster.scheduler_comm is not None
-        identity = await cluster.scheduler_comm.identity()
-        by_name = {h.host.hostname: h for h in placement.worker_hosts.values()}
-        for address, info in dict(identity.get("workers") or {}).items():
-            name = str(info.get("name"))
-            hp = by_name.get(name.rpartition("-")[0])
-            if hp is None:
-                continue  # not one of ours (a worker started by hand)
-            cluster.worker_spec[name] = cluster.worker_spec_for(hp.host)
-            cluster.workers[name] = AdoptedWorker(
-                retire=cluster.retire_by_name, address=address, scheduler=record.scheduler_address,
-                name=name, host=hp.host, agents=cluster.agents)
-        self.record = record
+        return Adoption(record, sched, placement)
+
+    def adopted_from(self, adoption: Adoption, pool: HostPool) -> None:
+        """The running cluster of *adoption* was taken over: its record is this one's."""
+        self.record, self.pool = adoption.record, pool
         self.adopted = True
 
-    async def note_hosts(self, cluster: SSHCluster) -> None:
-        """After hosts were added or removed: record them (``from_name`` finds them)."""
-        placement = cluster.cluster_plan.placement
+    async def note_hosts(self, placement: Placement, wanted: int) -> None:
+        """After hosts were added or removed: record them (``from_name`` finds them).
+
+        A failure is logged, not raised.
+        """
         hosts = [(hp.host, hp.slots, hp.python, key in placement.spares)
                  for key, hp in placement.worker_hosts.items()]
-        await self._update(cluster, lambda spec: {
-            **with_hosts(spec, hosts), "wanted": len(cluster.worker_spec)})
+        try:
+            await self._update(lambda spec: {**with_hosts(spec, hosts), "wanted": wanted})
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its hosts: %s", self.policy.name, err)
 
-    async def note_wanted(self, cluster: SSHCluster) -> None:
-        """After a scale: record how many workers the cluster now wants (``list`` compares)."""
-        await self._update(cluster, lambda spec: {**spec, "wanted": len(cluster.worker_spec)})
+    async def note_wanted(self, wanted: int) -> None:
+        """After a scale: record how many workers the cluster now wants (``list`` compares).
 
-    async def _update(self, cluster: SSHCluster,
-                      change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        A failure is logged, not raised.
+        """
+        try:
+            await self._update(lambda spec: {**spec, "wanted": wanted})
+        except SSHDeployError as err:
+            logger.warning("cluster %r: could not record its worker count: %s",
+                           self.policy.name, err)
+
+    async def stop_everywhere(self, timeout: float) -> None:
+        """Stop it on every host (every process) and forget it; what is left is logged."""
+        record = self.record
+        if record is None:
+            return
+        self.stopping = True
+        report = await flow.stop(record, self.store, timeout)
+        left = {h: r for h, r in report.items() if r != "stopped"}
+        if left:
+            logger.warning("cluster %r: not stopped on %s", record.name, left)
+
+    async def _update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Save the record with its spec changed by *change* (here and on the scheduler host).
 
         One save at a time; nothing is saved when the spec stays the same; the
@@ -205,7 +280,8 @@ class KeptCluster:
             spec = change(record.spec)
             if spec == record.spec:
                 return
+            assert self.pool is not None  # set with the record
             updated = dataclasses.replace(record, spec=spec)
-            await flow.save(updated, cluster.pool, self.store)
+            await flow.save(updated, self.pool, self.store)
             self.record = updated
             self.spec.update({k: v for k, v in spec.items() if record.spec.get(k) != v})

@@ -21,7 +21,7 @@ from sshdeploy.plan import plan_cluster
 from sshdeploy.restarts import WorkerRestarts
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
-from .test_restarts import FakeCluster, died
+from .test_restarts import FakeCluster, died, roster_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -154,7 +154,7 @@ def test_a_worker_past_its_budget_reports_its_host_to_be_quarantined() -> None:
 
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=1, enabled=True, heartbeat_timeout=30,
+        r = WorkerRestarts(roster_of(c), limit=1, enabled=True, heartbeat_timeout=30,
                            on_give_up=lambda *args: calls.append(args))
         died(r, "a", 1)
         r.lost("a", "killed")
@@ -169,7 +169,7 @@ def test_restarts_off_never_quarantine() -> None:
 
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=1, enabled=False, heartbeat_timeout=30,
+        r = WorkerRestarts(roster_of(c), limit=1, enabled=False, heartbeat_timeout=30,
                            on_give_up=lambda *args: calls.append(args))
         r.lost("a", "killed")
         await r.close()
@@ -190,7 +190,7 @@ def test_a_host_unreachable_past_host_lost_after_is_reported_lost() -> None:
 
     async def main() -> bool:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30, reach=reach,
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=True, heartbeat_timeout=30, reach=reach,
                            lost_after=5.0, on_host_lost=lambda h, why: lost.append((h, why)))
         host = c.worker_spec["a"]["options"]["host"]
         r.unreachable_since[host.key] = time.monotonic() - 6.0  # unreachable for 6 s already

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import stat
@@ -12,12 +14,15 @@ from pathlib import Path
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.errors import ClusterStateError, ConfigError
+from sshdeploy.errors import ClusterStateError, ConfigError, ConnectError
+from sshdeploy.logs import LogBook
+from sshdeploy.named.kept import KeptCluster
 from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
 from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
+from sshdeploy.pool import HostPool
 from sshdeploy.remote.agent.keep import keep_op, start_time
 
 pytestmark = pytest.mark.timeout(30)
@@ -313,3 +318,48 @@ def test_from_name_of_an_unknown_name_says_where_to_look(tmp_path: Path) -> None
 
     with pytest.raises(ClusterNotFoundError, match="no record of it on this machine"):
         asyncio.run(reattach("nosuch", store=StateStore(tmp_path)))
+
+
+def test_taking_over_a_running_cluster_adopts_only_the_workers_of_its_hosts(
+        tmp_path: Path) -> None:
+    plan = plan_cluster(ClusterArgs(["s", "a", "b"], name="demo", shutdown_on_close=False))
+    assert plan.keep is not None
+    kept = KeptCluster(plan.keep, {}, StateStore(tmp_path))
+    pool = HostPool(settings=plan.settings)
+    adoption = kept.adoption(record(), plan, pool, LogBook())
+    assert adoption.scheduler.address == "tcp://10.0.0.1:8786"
+    assert adoption.scheduler.host.hostname == "s"
+    assert kept.record is None and not kept.adopted  # nothing is its own before the workers
+
+    async def retire(name: str) -> None:
+        return None
+
+    identity = {"workers": {"tcp://10.0.0.2:1": {"name": "a-0"},
+                            "tcp://10.0.0.9:1": {"name": "by-hand"},
+                            "tcp://10.0.0.3:1": {"name": "b-3"}}}
+    workers = adoption.workers(identity, retire, agents=None)  # type: ignore[arg-type]
+    assert [(w.name, w.host.hostname, w.address) for w in workers] == [
+        ("a-0", "a", "tcp://10.0.0.2:1"), ("b-3", "b", "tcp://10.0.0.3:1")]
+    kept.adopted_from(adoption, pool)
+    assert kept.record is adoption.record and kept.adopted and kept.pool is pool
+
+
+def test_a_record_that_cannot_be_saved_is_logged_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    plan = plan_cluster(ClusterArgs(["s", "a"], name="demo", shutdown_on_close=False))
+    assert plan.keep is not None
+    kept = KeptCluster(plan.keep, {"wanted": 1}, StateStore(tmp_path),
+                       record=record(spec={"wanted": 1}),
+                       pool=HostPool(settings=plan.settings))
+
+    async def unreachable(*args: object) -> None:
+        raise ConnectError(host="root@s:22", cause="connection refused")
+
+    monkeypatch.setattr("sshdeploy.named.flow.save", unreachable)
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.named.kept"):
+        asyncio.run(kept.note_wanted(2))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("cluster 'demo': could not record its worker count: ")
+    assert "connection refused" in message
+    assert kept.record is not None and kept.record.spec == {"wanted": 1}  # unchanged

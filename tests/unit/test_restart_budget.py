@@ -14,6 +14,8 @@ from sshdeploy.errors import ConnectError
 from sshdeploy.remote.agent.servers import RestartBudget, Servers
 from sshdeploy.restarts import WorkerRestarts
 
+from .test_restarts import roster_of
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -51,7 +53,7 @@ def test_a_worker_lost_too_often_is_given_up_with_a_warning_and_a_log_line(
     cluster = FakeCluster(["h-0"])
 
     async def main() -> None:
-        restarts = WorkerRestarts(cluster, 1, True, 0.0, window=60)  # type: ignore[arg-type]
+        restarts = WorkerRestarts(roster_of(cluster), 1, True, 0.0, window=60)
         restarts.lost("h-0", "the remote agent was killed by SIGKILL")
         assert "restarting it in 1 s (1/1)" in restarts.steps["h-0"]
         restarts.lost("h-0", "the remote agent was killed by SIGKILL")
@@ -80,7 +82,7 @@ def test_a_restart_waits_for_an_unreachable_host_without_spending_its_budget() -
 
     async def main() -> None:
         nonlocal restarts
-        restarts = WorkerRestarts(cluster, 1, True, 0.0, window=60,  # type: ignore[arg-type]
+        restarts = WorkerRestarts(roster_of(cluster), 1, True, 0.0, window=60,
                                   reach=reach)
         restarts.lost("h-0", "the SSH connection was lost")
         for _ in range(500):

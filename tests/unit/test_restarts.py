@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 from distributed.core import Status
 
+from sshdeploy.arguments import ClusterArgs
 from sshdeploy.channel import CONNECTION_LOST
 from sshdeploy.hosts import Host
+from sshdeploy.plan import plan_cluster
 from sshdeploy.remote.agent.servers import RestartBudget
 from sshdeploy.restarts import GAVE_UP, WorkerRestarts
+from sshdeploy.roster import Roster
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,6 +60,12 @@ class FakeCluster:
             raise RuntimeError("cannot start")
 
 
+def roster_of(cluster: Any) -> Roster:
+    """A roster of a fake cluster (its plan only places specs, which these tests never do)."""
+    return Roster(cluster, plan_cluster(ClusterArgs(["s", "node2"])),
+                  lambda hp, kw: {"options": {"host": hp.host}})
+
+
 def died(r: WorkerRestarts, name: str, times: int) -> None:
     """Record *times* earlier deaths of *name*, just now (within the budget's window)."""
     r.budgets[name] = RestartBudget(r.limit, r.window)
@@ -76,7 +85,7 @@ def run(coro: Any) -> Any:
 def test_a_lost_worker_is_unregistered_at_once_and_restarted_after_a_second() -> None:
     async def main() -> None:
         c = FakeCluster(["node2-0"])
-        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=True, heartbeat_timeout=30)
         r.lost("node2-0", "the agent exited")
         assert delays(r) == [1]
         await asyncio.gather(*r._tasks)
@@ -89,7 +98,7 @@ def test_a_lost_worker_is_unregistered_at_once_and_restarted_after_a_second() ->
 def test_each_restart_of_a_worker_waits_twice_as_long() -> None:
     async def main() -> None:
         c = FakeCluster(["a", "b"])
-        r = WorkerRestarts(c, limit=5, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=5, enabled=True, heartbeat_timeout=30)
         died(r, "a", 2)
         r.lost("a", "killed")
         r.lost("b", "killed")
@@ -101,7 +110,7 @@ def test_each_restart_of_a_worker_waits_twice_as_long() -> None:
 def test_a_worker_lost_with_its_connection_waits_for_the_heartbeat_timeout() -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=5, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=5, enabled=True, heartbeat_timeout=30)
         r.lost("a", CONNECTION_LOST)
         assert delays(r) == [30]
         await r.close()
@@ -118,7 +127,7 @@ def test_a_worker_given_up_on_leaves_the_spec_and_is_shown_on_its_host(
         caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=3, enabled=enabled, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=enabled, heartbeat_timeout=30)
         died(r, "a", tries)
         r.lost("a", reason)
         assert delays(r) == []
@@ -132,7 +141,7 @@ def test_a_worker_given_up_on_leaves_the_spec_and_is_shown_on_its_host(
 def test_nothing_happens_for_a_closing_cluster_or_an_unwanted_worker() -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=True, heartbeat_timeout=30)
         r.lost("scaled-away", "killed")
         c.status = Status.closing
         r.lost("a", "killed")
@@ -145,7 +154,7 @@ def test_a_restart_forgets_the_old_process_and_corrects_the_state() -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
         old = c.workers["a"]
-        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=True, heartbeat_timeout=30)
         await r._restart("a", "killed")
         assert "a" not in c.workers and old not in c._created and c.corrected == 1
         await r.close()
@@ -156,7 +165,7 @@ def test_a_failed_restart_counts_against_the_limit() -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
         c.fail_correct = True
-        r = WorkerRestarts(c, limit=1, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=1, enabled=True, heartbeat_timeout=30)
         died(r, "a", 1)
         await r._restart("a", "killed")
         assert r.given_up["a"][1] == "a: restart failed: cannot start; not restarted"
@@ -168,7 +177,7 @@ def test_a_failed_restart_counts_against_the_limit() -> None:
 def test_close_cancels_pending_restarts_and_nothing_runs_after() -> None:
     async def main() -> None:
         c = FakeCluster(["a"])
-        r = WorkerRestarts(c, limit=3, enabled=True, heartbeat_timeout=30)
+        r = WorkerRestarts(roster_of(c), limit=3, enabled=True, heartbeat_timeout=30)
         r.lost("a", "killed")
         timers = list(r._timers)
         await r.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
@@ -74,10 +76,13 @@ def test_the_dry_run_says_how_the_share_is_computed() -> None:
 def test_cluster_specs_carry_the_hosts_slots(n_workers: int) -> None:
     from sshdeploy import SSHCluster
 
-    cluster = SSHCluster.__new__(SSHCluster)  # only the spec builder, nothing started
-    cluster._cluster_plan = plan_cluster(ClusterArgs(["a", "b"],
-                                                     worker_options={"n_workers": n_workers}))
-    cluster._agents = None
-    hp = next(iter(cluster._cluster_plan.placement.worker_hosts.values()))
-    spec = cluster._worker_spec(hp.host, {})
-    assert spec["options"]["share"] == n_workers
+    async def main() -> list[int]:
+        # Built, never started: nothing connects.
+        cluster = SSHCluster(["s", "a", "b"], worker_options={"n_workers": n_workers},
+                             asynchronous=True)
+        try:
+            return [spec["options"]["share"] for spec in cluster.worker_spec.values()]
+        finally:
+            await cluster.close()  # type: ignore[misc]
+
+    assert asyncio.run(main()) == [n_workers] * 2 * n_workers
