@@ -407,3 +407,16 @@ def build_kill_command(pgid: int) -> str:
     if pgid <= 1:
         raise ValueError(f"refusing to kill process group {pgid}")
     return f"kill -KILL -- -{pgid} 2>/dev/null; pkill -KILL -s {pgid} 2>/dev/null; true"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start agents on a host: interpreter, setup commands, environment."""
+
+    python: str
+    setup: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_config: bool = True
+    login_shell: bool = False
+    #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
+    keep: Mapping[str, Any] | None = None

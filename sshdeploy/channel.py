@@ -25,6 +25,7 @@ from .bootstrap import (
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     AgentSpec,
+    Launch,
     build_command,
     build_kill_command,
     encode_message,
@@ -39,7 +40,6 @@ from .errors import (
 )
 from .hosts import Host
 from .logs import LogBook
-from .plan import Launch
 from .pool import Connection, HostPool
 from .roles import AgentRole
 from .sshlib import asyncssh

@@ -17,7 +17,7 @@ from typing import Any
 from distributed.security import Security
 
 from .arguments import ClusterArgs, check_min_workers, check_port
-from .bootstrap import build_command, join_setup
+from .bootstrap import Launch, build_command, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD
 from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
@@ -26,6 +26,8 @@ from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_d
 from .placement import HostPlan, Placement, place, with_spares
 from .remote.agent.servers import describe_share
 from .roles import Role
+
+__all__ = ["ClusterPlan", "Launch", "RemotePlan", "plan_cluster", "resolve_advertised"]
 from .settings import Settings
 
 
@@ -85,19 +87,6 @@ def resolve_advertised(kwargs: Mapping[str, Any], address: str | None) -> dict[s
         else:
             del out["host"]
     return out
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to start agents on a host: interpreter, setup commands, environment."""
-
-    python: str
-    setup: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    inherit_config: bool = True
-    login_shell: bool = False
-    #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
-    keep: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
