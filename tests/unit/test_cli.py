@@ -1177,8 +1177,8 @@ def test_help_and_check_do_not_import_distributed() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
     lines = out.stdout.strip().splitlines()
-    assert lines[-2:] == ["False False", "sshdeploy.cluster sshdeploy.plan"], (out.stdout,
-                                                                              out.stderr)
+    assert lines[-2:] == ["False False", "sshdeploy.cluster.core sshdeploy.plan"], (
+        out.stdout, out.stderr)
 
 
 def test_check_never_says_every_host_matches_when_the_gate_could_not_compare_one(

@@ -13,43 +13,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dask.utils import parse_bytes
 from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
-from distributed.utils import Log, Logs, format_dashboard_link
+from distributed.utils import Logs, format_dashboard_link
 
-from . import compat, host_status
-from .arguments import ClusterArgs
-from .defaults import DEFAULT_WORKER_CLASS
-from .env.stage import HostStage, Stage
-from .errors import ConfigError, SSHDeployError, failures_by_host
-from .fleet import Fleet
-from .forwarding import LOCALHOST
-from .hosts import Host
-from .logs import LogBook
-from .named.kept import KeptCluster, reattach
-from .placement import HostPlan, Placement
-from .plan import ClusterPlan, RemotePlan, plan_cluster
-from .pool import HostPool
-from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
-from .restarts import WorkerRestarts
-from .roster import Roster
-from .views import notebook
-from .views.hostrows import HostRow, rows_html, rows_text
+from sshdeploy import compat, host_status
+from sshdeploy.arguments import ClusterArgs
+from sshdeploy.defaults import DEFAULT_WORKER_CLASS
+from sshdeploy.env.stage import HostStage
+from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
+from sshdeploy.fleet import Fleet
+from sshdeploy.forwarding import LOCALHOST
+from sshdeploy.hosts import Host
+from sshdeploy.logs import LogBook
+from sshdeploy.named.kept import KeptCluster, reattach
+from sshdeploy.placement import Placement
+from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
+from sshdeploy.pool import HostPool
+from sshdeploy.processes import RemoteScheduler, RemoteWorker, WorkerAgents
+from sshdeploy.restarts import WorkerRestarts
+from sshdeploy.roster import Roster
+from sshdeploy.views import notebook
+from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
+
+from . import build, scaling
 
 logger = logging.getLogger(__name__)
-
-_SPEC_CLUSTER_KEYWORDS = frozenset(
-    name for name in inspect.signature(SpecCluster.__init__).parameters
-    if name not in ("self", "workers", "scheduler", "worker", "security")
-)
 
 
 class SSHCluster(SpecCluster):
@@ -186,13 +182,7 @@ class SSHCluster(SpecCluster):
         **kwargs: Any,
     ) -> None:
         args = ClusterArgs.of(locals())  # first: the keywords, and nothing else yet
-        unknown = sorted(set(kwargs) - _SPEC_CLUSTER_KEYWORDS)
-        if unknown:
-            raise ConfigError(
-                unknown[0], "is not an argument of SSHCluster",
-                remedy="Options of the workers go in worker_options={...}, of the scheduler "
-                "in scheduler_options={...}, of SSH in connect_options={...}.",
-            )
+        build.check_spec_cluster_keywords(kwargs)
         plan = plan_cluster(args)
         #: The named cluster this one keeps running after close() (None: an ordinary one).
         self._kept = KeptCluster.of(plan, args)
@@ -202,10 +192,10 @@ class SSHCluster(SpecCluster):
         placement = plan.placement
         settings = plan.settings
         self._logbook = LogBook(max_lines=settings.log_buffer_lines)
-        self._pool = _pool_for(plan)
+        self._pool = build.pool_for(plan)
         for hp in placement.all_hosts().values():
             self._pool.prepare(hp.host)  # a bad keyword or key file fails here, not mid-start
-        self._stage = _stage_for(plan, self._pool)
+        self._stage = build.stage_for(plan, self._pool)
         #: The version gate while it runs beside the scheduler's start.
         self._gate: asyncio.Future[Any] | None = None
         launches = {key: plan.launch(hp) for key, hp in placement.worker_hosts.items()}
@@ -218,7 +208,7 @@ class SSHCluster(SpecCluster):
             prepare=lambda host: self._fleet.bring_up(host))
         #: The only writer of the workers wanted and running, and of the placement in force.
         self._roster = Roster(self, plan, functools.partial(
-            _worker_spec, plan=plan, agents=self._agents))
+            build.worker_spec, plan=plan, agents=self._agents))
         #: Hosts that failed to start workers while the cluster came up anyway (min_workers):
         #: ``user@host:port`` -> the error (the roster's, which alone writes it).
         self.failed_hosts = self._roster.failed_hosts
@@ -231,19 +221,7 @@ class SSHCluster(SpecCluster):
             reach=self._pool.get, lost_after=settings.host_lost_after,
             on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
-        scheduler = {
-            "cls": RemoteScheduler,
-            "options": {
-                "host": placement.scheduler.host,
-                "pool": self._pool,
-                "launch": plan.launch(placement.scheduler),
-                "logbook": self._logbook,
-                "kwargs": plan.scheduler_options,
-                "cls": plan.scheduler_class,
-                "forward": plan.forward_ports,
-                "gate": self._gate_passed,
-            },
-        }
+        scheduler = build.scheduler_spec(plan, self._pool, self._logbook, self._gate_passed)
         workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
         template = self._roster.spec_for(first.host)
@@ -265,7 +243,7 @@ class SSHCluster(SpecCluster):
         [('a', 'scheduler', ['scheduler']), ('b', 'worker', ['b-0'])]
         """
         plan = plan_cluster(ClusterArgs(*args, **kwargs))
-        return plan.remote_plans(as_connected=_pool_for(plan).as_connected)
+        return plan.remote_plans(as_connected=build.pool_for(plan).as_connected)
 
     # -- life cycle -----------------------------------------------------------
     async def _start(self) -> None:
@@ -348,8 +326,9 @@ class SSHCluster(SpecCluster):
                 await gate
 
     async def _start_or_fail_fast(self, first: asyncio.Future[Any]) -> None:
-        start = asyncio.ensure_future(_unwrapped(super()._start()))
-        doomed = asyncio.ensure_future(self._connect_failures(first))
+        start = asyncio.ensure_future(build.unwrapped(super()._start()))
+        doomed = asyncio.ensure_future(build.connect_failures(
+            self._roster.plan, self._pool, first, self._kept is not None))
         try:
             await asyncio.wait({start, doomed}, return_when=asyncio.FIRST_COMPLETED)
             failed = doomed.result() if doomed.done() and not start.done() else {}
@@ -365,23 +344,6 @@ class SSHCluster(SpecCluster):
             await start
         finally:
             doomed.cancel()
-
-    async def _connect_failures(self, scheduler: asyncio.Future[Any]) -> dict[str, SSHDeployError]:
-        """The worker hosts that failed to connect, once every connect has ended.
-
-        Empty with ``min_workers`` (the start goes on without them), for a named
-        cluster (its own failure path decides what to keep), and when the
-        scheduler's host failed too (its own error is the one to raise).
-        """
-        if self._roster.plan.min_workers is not None or self._kept is not None:
-            return {}
-        hosts = [hp.host for hp in self._roster.placement.first_worker_hosts().values()]
-        got = await asyncio.gather(scheduler, *(self._pool.get(h) for h in hosts),
-                                   return_exceptions=True)
-        if isinstance(got[0], BaseException):
-            return {}
-        return {self._pool.as_connected(h): e for h, e in zip(hosts, got[1:], strict=True)
-                if isinstance(e, SSHDeployError)}
 
     def _correct_state(self) -> Any:
         # The workers start here, after _start: the notebook display of the start ends with them.
@@ -506,7 +468,7 @@ class SSHCluster(SpecCluster):
         ClusterNotFoundError
             No cluster of that name is known, or it no longer runs.
         """
-        args = _run_sync(reattach(name, host, connect_options))
+        args = build.run_sync(reattach(name, host, connect_options))
         return cls(**{**args.kwargs(), **kwargs}, asynchronous=asynchronous)
 
     def shutdown(self) -> Any:
@@ -517,14 +479,14 @@ class SSHCluster(SpecCluster):
         Also after ``close()`` (which detached it).
         """
         if self.status == Status.closed:  # detached already: no loop of ours runs
-            stop = _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
-            return stop if self.asynchronous else _run_sync(stop)
+            stop = build.stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
+            return stop if self.asynchronous else build.run_sync(stop)
         return self.sync(self._shutdown)
 
     async def _shutdown(self) -> None:
         await self._close()  # a named cluster detaches: our side goes, it stays...
         # ... then it is stopped on every host
-        await _stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
+        await build.stop_everywhere(self._kept, self._roster.plan.settings.stop_timeout)
 
     async def _detach(self) -> None:
         """Leave a named cluster running: close our side (channels, forwards, connections)."""
@@ -662,11 +624,11 @@ class SSHCluster(SpecCluster):
         return self._roster.next_spec(self._fleet.health.excluded())
 
     def _threads_per_worker(self) -> int:
-        return int(_template_value(self._roster.placement, self.scheduler_info, "nthreads",
+        return int(build.template_value(self._roster.placement, self.scheduler_info, "nthreads",
                                    "cores"))
 
     def _memory_per_worker(self) -> int:
-        return int(parse_bytes(_template_value(self._roster.placement, self.scheduler_info,
+        return int(parse_bytes(build.template_value(self._roster.placement, self.scheduler_info,
                                                "memory_limit", "memory")))
 
     def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
@@ -684,32 +646,22 @@ class SSHCluster(SpecCluster):
         ConfigError
             For a negative or non-integer count (nothing is changed).
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
-                              remedy="Give the number of workers wanted, e.g. scale(4).")
+        scaling.check_count(n)
         if self.status == Status.closed or (self.status == Status.closing and n):
             raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to start workers again.")
         out = self._fleet.health.excluded()
         slots = sum(hp.slots for k, hp in self._roster.placement.worker_hosts.items()
                     if k not in out)
-        wanted = n
-        if memory is not None:
-            wanted = max(wanted, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
-        if cores is not None:
-            wanted = max(wanted, math.ceil(cores / self._threads_per_worker()))
+        wanted = scaling.wanted(n, memory, cores, self._memory_per_worker,
+                                self._threads_per_worker)
         if slots and wanted > slots:
             # Each host's cores and memory are divided among its slots: more workers
             # than slots would overload the hosts (adapt asks again every interval:
             # say it once per request).
             if self._scale_warned != (wanted, slots):
                 self._scale_warned = (wanted, slots)
-                asked = f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
-                    + (f", cores={cores}" if cores is not None else "") + ")"
-                message = (f"{asked} asks for {wanted} workers, more than the {slots} slots "
-                           f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
-                           "a hostfile's slots=, or repeat a host)")
-                self._roster.say(message, log=logger)
+                self._roster.say(scaling.over_slots(n, memory, cores, wanted, slots), log=logger)
             wanted = slots
         n = wanted
         if n < len(self._roster):
@@ -728,16 +680,7 @@ class SSHCluster(SpecCluster):
             For a bound that is not a whole number >= 0, *minimum* above
             *maximum*, or a closed cluster.
         """
-        for arg, value in (("minimum", minimum), ("maximum", maximum)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    isinstance(value, float) and value != math.inf and not value.is_integer()):
-                raise ConfigError(f"adapt({arg}=...)",
-                                  f"must be a whole number >= 0, got {value!r}",
-                                  remedy="E.g. adapt(minimum=0, maximum=8).")
-        if minimum > maximum:
-            raise ConfigError("adapt(minimum=..., maximum=...)",
-                              f"minimum {minimum} is above maximum {maximum}",
-                              remedy="Give minimum <= maximum.")
+        scaling.check_bounds(minimum, maximum)
         if self.status in (Status.closing, Status.closed):
             raise ConfigError("adapt()", f"the cluster is {self.status.name}",
                               remedy="Build a new SSHCluster to adapt again.")
@@ -795,90 +738,7 @@ class SSHCluster(SpecCluster):
         self, cluster: bool = True, scheduler: bool = True, workers: Any = True
     ) -> Logs:
         """Return the captured remote output of the scheduler and every worker."""
-        logs = Logs()
-        if cluster:
-            logs["Cluster"] = Log("\n".join(compat.cluster_log_lines(self)))
-        if scheduler:
-            label = f"scheduler {self._roster.placement.scheduler.host.hostname}"
-            logs["Scheduler"] = Log("\n".join(self._logbook.lines(label)))
-        if workers:
-            wanted = None if workers is True else set(workers)
-            for name in self.worker_spec:
-                if wanted is None or name in wanted:
-                    logs[name] = Log("\n".join(self._logbook.lines(str(name))))
-        return logs
-
-
-def _worker_spec(hp: HostPlan, kwargs: Mapping[str, Any], *, plan: ClusterPlan,
-                 agents: WorkerAgents) -> dict[str, Any]:
-    """The spec of one worker on *hp* with the keywords *kwargs* (a :class:`RemoteWorker`)."""
-    return {
-        "cls": RemoteWorker,
-        "options": {
-            "host": hp.host,
-            "agents": agents,
-            "cls": plan.worker_class,
-            "kwargs": dict(kwargs),
-            "restart": plan.restart_workers,
-            "share": hp.slots or 1,
-        },
-    }
-
-
-async def _unwrapped(start: Awaitable[None]) -> None:
-    """Await SpecCluster's start; raise our own error where it wrapped one in its
-    ``RuntimeError("Cluster failed to start")`` (it names the host and the cause)."""
-    try:
-        await start
-    except RuntimeError as exc:
-        cause = compat.start_error_cause(exc)
-        if isinstance(cause, SSHDeployError):
-            raise cause from None
-        raise
-
-
-def _template_value(placement: Placement, scheduler_info: Mapping[str, Any], key: str,
-                    what: str) -> Any:
-    """A worker's *key* (``nthreads``, ``memory_limit``) as planned, else as a running
-    worker has it, for ``scale(cores=...)`` / ``scale(memory=...)`` (*what*)."""
-    for hp in placement.worker_hosts.values():
-        if hp.template.get(key) not in (None, "auto"):
-            return hp.template[key]
-    for w in scheduler_info.get("workers", {}).values():  # what running workers have
-        if w.get(key):
-            return w[key]
-    raise ConfigError(
-        f"worker_options['{key}']",
-        f"unknown, so the cluster cannot scale by {what}",
-        remedy=f"Give worker_options={{'{key}': ...}} or scale by a number of workers.",
-    )
-
-
-def _stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
-    """Return the stage that runs before the start, on the hosts the start connects to."""
-    assert plan.stage is not None
-    hosts = [(hp.host, hp.python) for hp in plan.placement.initial_hosts().values()]
-    return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
-                 timeout=plan.settings.start_timeout)
-
-
-async def _stop_everywhere(kept: KeptCluster | None, timeout: float) -> None:
-    """Stop a named cluster on every host (nothing for an ordinary one)."""
-    if kept is not None:
-        await kept.stop_everywhere(timeout)
-
-
-def _run_sync(coro: Any) -> Any:
-    """Run *coro* to its end in a thread of its own (callable with or without a running loop)."""
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()
-
-
-def _pool_for(plan: ClusterPlan) -> HostPool:
-    """Return a (not yet connected) pool with each host's connect options."""
-    pool = HostPool(settings=plan.settings)
-    for hp in plan.placement.all_hosts().values():
-        pool.set_options(hp.host, hp.connect_options)
-    return pool
+        return build.logs(
+            self._logbook, compat.cluster_log_lines(self) if cluster else None,
+            self._roster.placement.scheduler.host.hostname if scheduler else None,
+            [str(n) for n in self.worker_spec if workers is True or (workers and n in workers)])
