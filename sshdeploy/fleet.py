@@ -29,7 +29,7 @@ from typing import Any
 
 from distributed.core import Status
 
-from .env.stage import Stage
+from .env.prestart import PreStart
 from .errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
 from .health import LOST, QUARANTINED, HostHealth
 from .hostfile import parse_host
@@ -72,7 +72,7 @@ class Fleet:
         The cluster's connections.
     agents : WorkerAgents
         The hosts' workers agents.
-    stage : Stage
+    stage : PreStart
         The stage before the start (run by :meth:`bring_up`).
     staged : iterable of ConnectionKey
         The hosts the start's stage covers (the others are staged by
@@ -85,7 +85,7 @@ class Fleet:
         are stopped; its record notes the hosts).
     """
 
-    def __init__(self, roster: Roster, pool: HostPool, agents: WorkerAgents, stage: Stage,
+    def __init__(self, roster: Roster, pool: HostPool, agents: WorkerAgents, stage: PreStart,
                  staged: Sequence[ConnectionKey], forget: Callable[[str], None],
                  kept: KeptCluster | None = None) -> None:
         self.roster = roster

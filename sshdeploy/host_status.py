@@ -15,7 +15,7 @@ from typing import Any
 
 from distributed.core import Status
 
-from .env.stage import Stage
+from .env.prestart import PreStart
 from .health import NOT_STARTING, HostHealth, health_of
 from .hosts import ConnectionKey, Host
 from .pool import HostPool
@@ -26,7 +26,7 @@ from .views.hostrows import HostRow, host_state, worker_resources
 
 
 def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: WorkerRestarts,
-              health: HostHealth, pool: HostPool, stage: Stage, agents: WorkerAgents,
+              health: HostHealth, pool: HostPool, stage: PreStart, agents: WorkerAgents,
               scheduler_info: Mapping[str, Any]) -> list[HostRow]:
     """One row per host: role, workers running / wanted, restarts, last error.
 
@@ -42,7 +42,7 @@ def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: Wo
         The hosts taken out.
     pool : HostPool
         The connections (how each host is spelled, and its connection's state).
-    stage : Stage
+    stage : PreStart
         The stage before the start (its phase on each host).
     agents : WorkerAgents
         The hosts' workers agents (their start stage).
@@ -119,7 +119,7 @@ def _host_health(key: ConnectionKey, row: dict[str, Any], runs_scheduler: bool,
 
 
 def _host_state(host: Host, row: dict[str, Any], runs_scheduler: bool,
-                scheduler: RemoteScheduler | None, pool: HostPool, stage: Stage,
+                scheduler: RemoteScheduler | None, pool: HostPool, stage: PreStart,
                 agents: WorkerAgents) -> str:
     """Where one host's start stands (for live status displays): see :func:`host_state`."""
     if row["health"] in NOT_STARTING:

@@ -257,7 +257,7 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
 def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool) -> int:
     """Print the version gate's table after the ``--check`` table; return the exit status."""
     from sshdeploy.env.gate import format_table
-    from sshdeploy.env.stage import check_gate
+    from sshdeploy.env.prestart import check_gate
 
     kw = args.kwargs()
     rows, skipped = check_gate(

@@ -15,7 +15,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
 from sshdeploy import compat
-from sshdeploy.env.stage import Stage
+from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import ConfigError, SSHDeployError
 from sshdeploy.logs import LogBook
 from sshdeploy.named.kept import KeptCluster
@@ -126,11 +126,11 @@ def template_value(placement: Placement, scheduler_info: Mapping[str, Any], key:
     )
 
 
-def stage_for(plan: ClusterPlan, pool: HostPool) -> Stage:
+def stage_for(plan: ClusterPlan, pool: HostPool) -> PreStart:
     """Return the stage that runs before the start, on the hosts the start connects to."""
     assert plan.stage is not None
     hosts = [(hp.host, hp.python) for hp in plan.placement.initial_hosts().values()]
-    return Stage(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
+    return PreStart(plan.stage, pool, hosts, setup=plan.user_setup, login_shell=plan.login_shell,
                  timeout=plan.settings.start_timeout)
 
 

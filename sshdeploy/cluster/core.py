@@ -27,7 +27,7 @@ from distributed.utils import Logs, format_dashboard_link
 from sshdeploy import compat, host_status
 from sshdeploy.arguments import ClusterArgs
 from sshdeploy.defaults import DEFAULT_WORKER_CLASS
-from sshdeploy.env.stage import HostStage
+from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.fleet import Fleet
 from sshdeploy.forwarding import LOCALHOST
@@ -614,7 +614,7 @@ class SSHCluster(SpecCluster):
         return self.sync(self._stage.sync_uploads)
 
     @property
-    def stage_reports(self) -> dict[str, HostStage]:
+    def stage_reports(self) -> dict[str, HostPreStart]:
         """What the stage before the start did on each host (bytes sent, cached, seconds)."""
         return dict(self._stage.reports)
 

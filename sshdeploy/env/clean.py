@@ -2,7 +2,7 @@
 
 ``dask-ssh clean --envs/--uploads HOST...`` calls :func:`clean`; the hosts'
 side is the stdlib-only script that the environment stage runs
-(:func:`sshdeploy.env.stage.run_script`, op ``clean``).
+(:func:`sshdeploy.env.prestart.run_script`, op ``clean``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sshdeploy.hosts import Host
 from sshdeploy.pool import HostPool
 
-from .stage import run_script
+from .prestart import run_script
 
 
 async def clean_async(

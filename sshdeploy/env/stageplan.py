@@ -1,7 +1,7 @@
 """What a cluster checks and sends to every host before anything starts: pure, no network.
 
 Built once with the cluster's plan (:func:`plan_stage`) and carried out by
-:mod:`sshdeploy.env.stage`: the version gate (always, unless
+:mod:`sshdeploy.env.prestart`: the version gate (always, unless
 ``sshdeploy.version-check`` is ``ignore``), the synced environment
 (``environment="sync"``) and the uploaded code (``upload=[...]``). Both of
 the latter end up as one setup line that puts their remote directories

@@ -1,6 +1,6 @@
 """What runs on a host to describe it, unpack a synced environment and place uploads.
 
-Sent as text on the command line (``python -c``) by :mod:`sshdeploy.env.stage`,
+Sent as text on the command line (``python -c``) by :mod:`sshdeploy.env.prestart`,
 so it imports only the standard library. It reads one JSON line from stdin
 (the operation), then, for ``env`` and ``upload``, a tar stream (the rest of
 stdin), and prints one JSON line. Everything lives under the host's

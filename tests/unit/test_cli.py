@@ -730,9 +730,9 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
 
     monkeypatch.setattr(cli, "check_hosts", check_hosts)
     # the version gate that follows the table: every host that passed compared, no row
-    from sshdeploy.env import stage
+    from sshdeploy.env import prestart
 
-    monkeypatch.setattr(stage, "check_gate", lambda *a, **kw: ([], {}))
+    monkeypatch.setattr(prestart, "check_gate", lambda *a, **kw: ([], {}))
     return calls
 
 
@@ -1184,9 +1184,9 @@ def test_help_and_check_do_not_import_distributed() -> None:
 def test_check_never_says_every_host_matches_when_the_gate_could_not_compare_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_check(monkeypatch, bad=set())
-    from sshdeploy.env import stage
+    from sshdeploy.env import prestart
 
-    monkeypatch.setattr(stage, "check_gate", lambda *a, **kw: ([], {"b": "connection lost"}))
+    monkeypatch.setattr(prestart, "check_gate", lambda *a, **kw: ([], {"b": "connection lost"}))
     result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.main, ["--check", "a", "b"])
     assert result.exit_code == 1, result.output
     assert "version gate: 1 host(s) not compared" in result.output

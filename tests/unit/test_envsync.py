@@ -23,7 +23,7 @@ import pytest
 from sshdeploy.arguments import ClusterArgs
 from sshdeploy.bootstrap import build_command, join_setup, script_preamble
 from sshdeploy.env import gate as envgate
-from sshdeploy.env.stage import remote_source
+from sshdeploy.env.prestart import remote_source
 from sshdeploy.env.stageplan import plan_stage
 from sshdeploy.env.sync import build_tar, local_pack, pythonpath_setup
 from sshdeploy.env.uploads import blob_tar, collect

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sshdeploy.env.gate import local_description
-from sshdeploy.env.stage import Stage
+from sshdeploy.env.prestart import PreStart
 from sshdeploy.env.stageplan import plan_stage
 from sshdeploy.hostfile import parse_host
 from sshdeploy.settings import Settings
@@ -22,9 +22,9 @@ class _Pool:
         return f"root@{host.hostname}"
 
 
-def _stage() -> Stage:
+def _stage() -> PreStart:
     plan = plan_stage(None, None, None, Settings.resolve())
-    return Stage(plan, _Pool(), [])  # type: ignore[arg-type]
+    return PreStart(plan, _Pool(), [])  # type: ignore[arg-type]
 
 
 def test_a_bare_host_of_another_minor_python_differs_before_anything_starts() -> None:

@@ -8,7 +8,7 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.env.stage import Stage
+from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import StartError
 from sshdeploy.health import LOST, HostHealth
 from sshdeploy.host_status import host_rows
@@ -63,7 +63,7 @@ def rows(health: HostHealth | None = None, *, lose: str = "", fail: str = "",
         assert left[0].start_error is not None
         roster.leave_out(left, {"b": left[0].start_error})
     assert plan.stage is not None
-    stage = Stage(plan.stage, pool, [])
+    stage = PreStart(plan.stage, pool, [])
     info: dict[str, Any] = {"workers": {}}
     got = host_rows(roster, None, restarts=restarts, health=health or HostHealth(),
                     pool=pool, stage=stage, agents=agents, scheduler_info=info)

@@ -53,7 +53,7 @@ def remote_source() -> bytes:
 
 
 @dataclass
-class HostStage:
+class HostPreStart:
     """What the stage did on one host.
 
     Attributes
@@ -212,7 +212,7 @@ def _by_cache(
 
 
 @dataclass
-class Stage:
+class PreStart:
     """Carry out a :class:`~sshdeploy.env.stageplan.StagePlan` on a cluster's hosts.
 
     Parameters
@@ -235,14 +235,14 @@ class Stage:
     setup: str | None = None
     login_shell: bool = False
     timeout: float = 60.0
-    reports: dict[str, HostStage] = field(default_factory=dict)
+    reports: dict[str, HostPreStart] = field(default_factory=dict)
     manifest: Manifest | None = None
     #: What each host is doing now (``user@host:port`` to a state for the live
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
     _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
 
-    async def run(self) -> dict[str, HostStage]:
+    async def run(self) -> dict[str, HostPreStart]:
         """Probe, gate, sync, upload; return one report per host.
 
         Raises
@@ -255,7 +255,7 @@ class Stage:
         """
         return await self._run(self.hosts)
 
-    async def run_on(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostStage]:
+    async def run_on(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostPreStart]:
         """Run the stage on hosts brought up after the start; they join :attr:`hosts`.
 
         The uploads' manifest of the start is reused (``sync_uploads`` sends
@@ -265,7 +265,7 @@ class Stage:
         self.hosts = [*self.hosts, *hosts]
         return reports
 
-    async def _run(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostStage]:
+    async def _run(self, hosts: Sequence[tuple[Host, str]]) -> dict[str, HostPreStart]:
         if not self.plan.active:
             return {}
         if self.plan.upload and self.manifest is None:
@@ -295,7 +295,7 @@ class Stage:
 
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
         where = self.pool.as_connected(host)
-        report = self.reports[where] = HostStage(host=where)
+        report = self.reports[where] = HostPreStart(host=where)
         op: dict[str, Any] = {"op": "probe", "packages": list(self.plan.packages)}
         if self.plan.env is not None:
             op["env"] = self.plan.env.digest
@@ -410,7 +410,7 @@ class Stage:
         manifest = self.manifest
         assert manifest is not None and self.plan.upload_dir is not None
         report = self.reports.setdefault(self.pool.as_connected(host),
-                                         HostStage(host=self.pool.as_connected(host)))
+                                         HostPreStart(host=self.pool.as_connected(host)))
         started = time.monotonic()
         sent: list[bytes] = []
         counted: list[int] = []
@@ -506,7 +506,7 @@ async def check_gate_async(
     async with HostPool(settings=settings) as pool:
         for hp in every:
             pool.set_options(hp.host, hp.connect_options)
-        runner = Stage(st, pool, [(hp.host, hp.python) for hp in every],
+        runner = PreStart(st, pool, [(hp.host, hp.python) for hp in every],
                        setup=join_setup(stage.get("setup")),
                        login_shell=bool(stage.get("login_shell")),
                        timeout=settings.start_timeout)
