@@ -291,7 +291,7 @@ async def run_everywhere(hosts: Iterable[str], connect_options: dict[str, Any], 
     done, unless *conns* is given: they are appended to it for the caller to
     close (to measure before they go).
     """
-    from sshdeploy.sshlib import asyncssh
+    from sshdeploy.ssh.sshlib import asyncssh
 
     handshakes = asyncio.Semaphore(HANDSHAKES)
 

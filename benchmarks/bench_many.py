@@ -74,7 +74,7 @@ def run_cluster(impl: str, n: int, bed_name: str, ready_deadline: float,
     import sshdeploy
     from sshdeploy import cluster as _cluster  # noqa: F401  (sshdeploy imports it lazily)
     from sshdeploy import testbed
-    from sshdeploy.sshlib import asyncssh  # noqa: F401
+    from sshdeploy.ssh.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     out: dict[str, Any] = {"impl": impl, "hosts": n, "workers": n, "ok": False,

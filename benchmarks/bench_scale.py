@@ -241,7 +241,7 @@ def run_one(impl: str, n: int, k: int, bed_name: str, ready_deadline: float,
     import sshdeploy
     from sshdeploy import cluster as _cluster  # noqa: F401  (sshdeploy imports it lazily)
     from sshdeploy import testbed
-    from sshdeploy.sshlib import asyncssh  # noqa: F401
+    from sshdeploy.ssh.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     out: dict[str, Any] = {"impl": impl, "hosts": n, "wph": k, "workers": n * k, "ok": False,

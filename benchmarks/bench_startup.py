@@ -135,7 +135,7 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
 
     import sshdeploy
     from sshdeploy import testbed
-    from sshdeploy.sshlib import asyncssh  # noqa: F401
+    from sshdeploy.ssh.sshlib import asyncssh  # noqa: F401
 
     me = psutil.Process()
     n = hosts * wph

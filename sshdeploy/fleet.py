@@ -37,9 +37,9 @@ from .hosts import ConnectionKey, Host
 from .named import flow
 from .named.kept import KeptCluster
 from .placement import HostPlan, extend, without, worker_name
-from .pool import HostPool
 from .processes import RemoteWorker, WorkerAgents
 from .roster import Roster
+from .ssh.pool import HostPool
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from distributed.core import Status
 from .env.prestart import PreStart
 from .health import NOT_STARTING, HostHealth, health_of
 from .hosts import ConnectionKey, Host
-from .pool import HostPool
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
 from .roster import Roster
+from .ssh.pool import HostPool
 from .views.hostrows import HostRow, host_state, worker_resources
 
 

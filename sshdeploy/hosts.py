@@ -317,7 +317,7 @@ class Host:
 
         An IPv6 address is bracketed when a port follows: ``[::1]:22``. The host
         as it will be connected to (after ``~/.ssh/config`` and the defaults) is
-        :meth:`sshdeploy.pool.HostPool.as_connected`.
+        :meth:`sshdeploy.ssh.pool.HostPool.as_connected`.
         """
         host = self.hostname
         if ":" in host and self.port is not None:

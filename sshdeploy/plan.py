@@ -199,7 +199,7 @@ class ClusterPlan:
         ----------
         as_connected : callable, optional
             ``Host -> "user@host:port"`` as the connection will be made
-            (:meth:`~sshdeploy.pool.HostPool.as_connected`; default: the host
+            (:meth:`~sshdeploy.ssh.pool.HostPool.as_connected`; default: the host
             as written).
         """
         show = as_connected or (lambda h: h.as_written())

@@ -3,7 +3,7 @@
 :class:`RemoteScheduler` runs the scheduler in its own agent;
 :class:`RemoteWorker` asks the host's workers agent (shared by every worker on
 that host, see :class:`WorkerAgents`) to start or stop one worker. The agent
-channels themselves are in :mod:`sshdeploy.channel`.
+channels themselves are in :mod:`sshdeploy.ssh.channel`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from . import compat
-from .causes import explain
-from .channel import AgentChannel
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import SSHDeployError, StartError
-from .forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
 from .plan import Launch, resolve_advertised
-from .pool import HostPool
 from .roles import Role
+from .ssh.causes import explain
+from .ssh.channel import AgentChannel
+from .ssh.forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
+from .ssh.pool import HostPool
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from time import monotonic, time
 from typing import Any
 
-from .channel import CONNECTION_LOST
 from .errors import ConnectError, SSHDeployError
 from .remote.agent.servers import RestartBudget
 from .roster import Roster
+from .ssh.channel import CONNECTION_LOST
 
 logger = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def check_hosts(
     setup: str | Sequence[str] | None = None,
     deep: bool = False,
 ) -> list[Any]:
-    """Run the ``--check`` preflight: :func:`sshdeploy.preflight.check_hosts`.
+    """Run the ``--check`` preflight: :func:`sshdeploy.ssh.preflight.check_hosts`.
 
     Imported when called, so the rest of the command does not depend on it.
 
@@ -81,7 +81,7 @@ def check_hosts(
     list of HostCheck
     """
     from sshdeploy.bootstrap import join_setup
-    from sshdeploy.preflight import check_hosts as run_checks
+    from sshdeploy.ssh.preflight import check_hosts as run_checks
 
     return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
                            deep=deep))

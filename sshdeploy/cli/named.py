@@ -139,8 +139,8 @@ async def _records_on(host: str, options: dict[str, Any] | None) -> list[Cluster
     from sshdeploy.named.hostops import host_op
     from sshdeploy.named.state import ClusterRecord
     from sshdeploy.plan import Launch
-    from sshdeploy.pool import HostPool
     from sshdeploy.settings import Settings
+    from sshdeploy.ssh.pool import HostPool
 
     target = parse_host(host)
     pool = HostPool(settings=Settings.resolve())

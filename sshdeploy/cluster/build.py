@@ -21,8 +21,8 @@ from sshdeploy.logs import LogBook
 from sshdeploy.named.kept import KeptCluster
 from sshdeploy.placement import HostPlan, Placement
 from sshdeploy.plan import ClusterPlan
-from sshdeploy.pool import HostPool
 from sshdeploy.processes import RemoteScheduler, RemoteWorker, WorkerAgents
+from sshdeploy.ssh.pool import HostPool
 
 _SPEC_CLUSTER_KEYWORDS = frozenset(
     name for name in inspect.signature(SpecCluster.__init__).parameters

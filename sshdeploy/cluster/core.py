@@ -30,16 +30,16 @@ from sshdeploy.defaults import DEFAULT_WORKER_CLASS
 from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.fleet import Fleet
-from sshdeploy.forwarding import LOCALHOST
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.named.kept import KeptCluster, reattach
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
-from sshdeploy.pool import HostPool
 from sshdeploy.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.restarts import WorkerRestarts
 from sshdeploy.roster import Roster
+from sshdeploy.ssh.forwarding import LOCALHOST
+from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views import notebook
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sshdeploy.hosts import Host
-from sshdeploy.pool import HostPool
+from sshdeploy.ssh.pool import HostPool
 
 from .prestart import run_script
 

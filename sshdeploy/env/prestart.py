@@ -33,8 +33,8 @@ from typing import Any
 from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
 from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from sshdeploy.hosts import Host
-from sshdeploy.pool import HostPool
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.pool import HostPool
+from sshdeploy.ssh.sshlib import asyncssh
 
 from .gate import Difference, compare, format_table, local_description
 from .stageplan import StagePlan

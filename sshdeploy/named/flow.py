@@ -21,8 +21,8 @@ from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import ClusterStatus, classify
 from sshdeploy.plan import Launch
-from sshdeploy.pool import HostPool
 from sshdeploy.settings import Settings
+from sshdeploy.ssh.pool import HostPool
 
 #: Seconds an operation on a host's files may take (login, setup, Python start, answer).
 OP_TIMEOUT = 30.0

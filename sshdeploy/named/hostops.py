@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sshdeploy.bootstrap import AgentSpec, build_command, stdin_preamble
-from sshdeploy.channel import split_event
 from sshdeploy.errors import HostError
 from sshdeploy.hosts import Host
 from sshdeploy.plan import Launch
-from sshdeploy.pool import HostPool
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.channel import split_event
+from sshdeploy.ssh.pool import HostPool
+from sshdeploy.ssh.sshlib import asyncssh
 
 #: The operations an agent runs on a named cluster's files.
 OPS = ("probe", "write", "kill", "remove", "logs", "list")

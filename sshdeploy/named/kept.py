@@ -31,9 +31,9 @@ from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan
-from sshdeploy.pool import HostPool
 from sshdeploy.processes import WorkerAgents
 from sshdeploy.settings import Settings
+from sshdeploy.ssh.pool import HostPool
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import pytest
 
 from sshdeploy import testbed
 from sshdeploy.bootstrap import AgentSpec, build_command, build_kill_command, stdin_preamble
-from sshdeploy.channel import split_event
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.channel import split_event
+from sshdeploy.ssh.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,7 +23,7 @@ import pytest
 from distributed import Client
 
 from sshdeploy import testbed
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.sshlib import asyncssh
 
 
 def _sibling(name: str) -> ModuleType:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import sshdeploy.channel
+import sshdeploy.ssh.channel
 from sshdeploy import testbed
 from sshdeploy.cluster import SSHCluster
 from sshdeploy.errors import (
@@ -25,7 +25,7 @@ from sshdeploy.errors import (
     StartError,
     VersionMismatchError,
 )
-from sshdeploy.preflight import check_hosts
+from sshdeploy.ssh.preflight import check_hosts
 
 n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
 
@@ -134,8 +134,8 @@ def test_distributed_not_importable(bed: testbed.Bed, tmp_path: Path) -> None:
 
 
 def test_version_mismatch(bed: testbed.Bed, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sshdeploy.channel.local_versions()
-    monkeypatch.setattr(sshdeploy.channel, "local_versions",
+    real = sshdeploy.ssh.channel.local_versions()
+    monkeypatch.setattr(sshdeploy.ssh.channel, "local_versions",
                         lambda: {**real, "distributed": "1999.1.0"})
     err = assert_fails(bed, VersionMismatchError, [n1, n2],
                        connect_options=bed.connect_options())

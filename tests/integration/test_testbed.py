@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sshdeploy import testbed
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.sshlib import asyncssh
 
 # Beds of their own, so the session bed is not disturbed; named after the session
 # bed (SSHDEPLOY_TEST_BED), so that test sessions of different beds do not collide.

@@ -36,8 +36,7 @@ FLOORS: list[tuple[str, ...]] = [
     # that outlive the controller
     ("sshdeploy.plan", "sshdeploy.env", "sshdeploy.named"),
     # how the controller reaches the hosts
-    ("sshdeploy.channel", "sshdeploy.pool", "sshdeploy.forwarding", "sshdeploy.diagnose",
-     "sshdeploy.causes", "sshdeploy.preflight", "sshdeploy.sshlib"),
+    ("sshdeploy.ssh",),
     # the pure ground floor: values, rules and plans (the test bed builds on it too)
     ("sshdeploy.placement", "sshdeploy.hostfile", "sshdeploy.hosts",
      "sshdeploy.nodelists", "sshdeploy.settings", "sshdeploy.bootstrap", "sshdeploy.defaults",

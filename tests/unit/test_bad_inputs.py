@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sshdeploy import SSHCluster
 from sshdeploy.cli import main
 from sshdeploy.errors import ConfigError
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sshdeploy.bootstrap import EXIT_SETUP_FAILED
-from sshdeploy.channel import AgentChannel
 from sshdeploy.errors import RemotePythonError, StartError
 from sshdeploy.hostfile import parse_host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
-from sshdeploy.pool import HostPool
+from sshdeploy.ssh.channel import AgentChannel
+from sshdeploy.ssh.pool import HostPool
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -73,7 +73,7 @@ def test_a_version_mismatch_under_warn_does_not_advise_setting_warn(
 
     pool = HostPool(settings=Settings.resolve(version_check="warn"))
     ch = AgentChannel(pool, parse_host("node1"), "workers", Launch(python="python3"), LogBook())
-    with caplog.at_level("WARNING", logger="sshdeploy.channel"):
+    with caplog.at_level("WARNING", logger="sshdeploy.ssh.channel"):
         ch._check_versions({**local_versions(), "dask": "1999.1.0"})
     (message,) = [r.getMessage() for r in caplog.records]
     assert "version mismatch: dask 1999.1.0" in message

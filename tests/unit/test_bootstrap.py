@@ -363,7 +363,7 @@ def test_probe_with_setup() -> None:
 
 
 def test_foreign_stdout_is_never_taken_for_an_event() -> None:
-    from sshdeploy.channel import split_event
+    from sshdeploy.ssh.channel import split_event
 
     assert split_event(EVENT_MARK + b'{"ev": "hello"}\n') == ("", {"ev": "hello"})
     assert split_event(b"Welcome" + EVENT_MARK + b'{"ev": "bye"}\n') == ("Welcome", {"ev": "bye"})

@@ -1,10 +1,10 @@
-"""Unit tests for sshdeploy.causes: the cause of a remote failure and the option behind it."""
+"""Unit tests for sshdeploy.ssh.causes: the cause of a remote failure and the option behind it."""
 
 from __future__ import annotations
 
 import pytest
 
-from sshdeploy.causes import explain, root_exception
+from sshdeploy.ssh.causes import explain, root_exception
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -1,4 +1,4 @@
-"""The controller's end of an agent (sshdeploy.channel): events in, state and answers out.
+"""The controller's end of an agent (sshdeploy.ssh.channel): events in, state and answers out.
 
 No connection is opened: the events an agent sends are dispatched by hand, as
 ``_read_events`` does with each line it reads.
@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from sshdeploy.channel import AgentChannel, split_event
 from sshdeploy.errors import RemoteImportError
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
-from sshdeploy.pool import HostPool
 from sshdeploy.remote.agent.protocol import EVENT
+from sshdeploy.ssh.channel import AgentChannel, split_event
+from sshdeploy.ssh.pool import HostPool
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -969,7 +969,7 @@ def test_check_hosts_calls_preflight(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append((hosts, connect_options, remote_python, setup, deep))
         return [FakeCheck("a")]
 
-    monkeypatch.setitem(sys.modules, "sshdeploy.preflight",
+    monkeypatch.setitem(sys.modules, "sshdeploy.ssh.preflight",
                         types.SimpleNamespace(check_hosts=check_hosts))
     host = parse_host("a")
     result = cli.check_hosts([host], {"connect_timeout": 1}, "/py", setup="true")

@@ -28,7 +28,7 @@ from sshdeploy import cli
 from sshdeploy.cli import console, report
 from sshdeploy.cli import run as serve
 from sshdeploy.cli.run import ClientCredentials
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.sshlib import asyncssh
 
 
 def _sibling(name: str) -> ModuleType:

@@ -1,4 +1,4 @@
-"""Unit tests for sshdeploy.diagnose: what can be told before and after a failed connect."""
+"""Unit tests for sshdeploy.ssh.diagnose: what can be told before and after a failed connect."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sshdeploy.diagnose import build_options, check_files, classify, key_changed
 from sshdeploy.errors import ConfigError, HostKeyError
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.diagnose import build_options, check_files, classify, key_changed
+from sshdeploy.ssh.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(20)
 

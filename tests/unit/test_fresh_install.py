@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sshdeploy import sshlib
+from sshdeploy.ssh import sshlib
 
 ROOT = Path(__file__).parents[2]
 #: The installed ``dask-ssh`` script beside this interpreter (as a user runs it), else the module.

@@ -14,10 +14,10 @@ from sshdeploy.health import LOST, HostHealth
 from sshdeploy.host_status import host_rows
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import plan_cluster
-from sshdeploy.pool import HostPool
 from sshdeploy.processes import RemoteWorker, WorkerAgents
 from sshdeploy.restarts import WorkerRestarts
 from sshdeploy.roster import Roster
+from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views.hostrows import HostRow
 
 from .test_roster import FakeCluster, FakeProcess

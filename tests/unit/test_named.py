@@ -22,8 +22,8 @@ from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
-from sshdeploy.pool import HostPool
 from sshdeploy.remote.agent.keep import keep_op, start_time
+from sshdeploy.ssh.pool import HostPool
 
 pytestmark = pytest.mark.timeout(30)
 

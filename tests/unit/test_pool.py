@@ -1,4 +1,4 @@
-"""Unit tests for sshdeploy.pool: connect options, error classes, and the connection flow.
+"""Unit tests for sshdeploy.ssh.pool: connect options, error classes, and the connection flow.
 
 The flow tests run against in-process asyncssh servers on 127.0.0.1, port 0,
 with throwaway keys and a known_hosts built for the test; a small TCP proxy in
@@ -25,8 +25,8 @@ from sshdeploy.errors import (
     failures_by_host,
 )
 from sshdeploy.hosts import Host
-from sshdeploy.pool import Connection, HostPool, classify, connect_kwargs
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh.pool import Connection, HostPool, classify, connect_kwargs
+from sshdeploy.ssh.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(30)
 

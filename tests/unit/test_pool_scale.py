@@ -1,4 +1,4 @@
-"""Unit tests for sshdeploy.pool with many hosts: slots, jump-host caps, backoff, limits.
+"""Unit tests for sshdeploy.ssh.pool with many hosts: slots, jump-host caps, backoff, limits.
 
 ``asyncssh.connect`` is replaced by a fake that records how many attempts run
 at once (overall and per jump host) and answers per host name: connected,
@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sshdeploy import pool as pool_mod
 from sshdeploy.errors import ConnectError
 from sshdeploy.hosts import Host
-from sshdeploy.pool import Connection, HostPool, backoff, raise_open_files
-from sshdeploy.sshlib import asyncssh
+from sshdeploy.ssh import pool as pool_mod
+from sshdeploy.ssh.pool import Connection, HostPool, backoff, raise_open_files
+from sshdeploy.ssh.sshlib import asyncssh
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -281,7 +281,7 @@ def test_an_open_files_hard_limit_too_low_is_a_warning(
     monkeypatch.setattr(pool_mod.resource, "getrlimit", lambda _: (256, 1024))
     monkeypatch.setattr(pool_mod.resource, "setrlimit", lambda _, v: set_to.append(v))
     monkeypatch.setattr(pool_mod, "_warned_files", [0])
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.pool"):
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.ssh.pool"):
         assert raise_open_files(3000) == (1024, 12256)
     assert set_to == [(1024, 1024)]
     assert "the open-files limit is 1024 (hard limit 1024) but 3000 hosts need about 12256" \
@@ -310,7 +310,7 @@ def test_with_many_hosts_the_first_failure_is_said_at_once_then_a_count(
         assert "the first of 31 hosts to fail to connect; the others go on" in msgs[0]
         assert msgs[1] == "30 of 31 hosts failed to connect so far"
 
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.pool"):
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.ssh.pool"):
         run(flow())
 
 
@@ -322,6 +322,6 @@ def test_with_few_hosts_a_failure_is_not_said_twice(
         async with HostPool(connect_options=NO_FILES) as pool:
             await connect_all(pool, [Host("bad1"), Host("good")])
 
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.pool"):
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.ssh.pool"):
         run(flow())
     assert caplog.records == []

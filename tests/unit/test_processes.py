@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from sshdeploy.channel import AgentChannel
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
-from sshdeploy.pool import HostPool
 from sshdeploy.processes import _start_error
+from sshdeploy.ssh.channel import AgentChannel
+from sshdeploy.ssh.pool import HostPool
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,12 +14,12 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.channel import CONNECTION_LOST
 from sshdeploy.hosts import Host
 from sshdeploy.plan import plan_cluster
 from sshdeploy.remote.agent.servers import RestartBudget
 from sshdeploy.restarts import GAVE_UP, WorkerRestarts
 from sshdeploy.roster import Roster
+from sshdeploy.ssh.channel import CONNECTION_LOST
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,7 +1,7 @@
 """The agent's protocol: what the controller and the agent say to each other.
 
 The controller imports the wire constants from here (:mod:`sshdeploy.bootstrap`,
-:mod:`sshdeploy.channel`); the agent's other parts too.
+:mod:`sshdeploy.ssh.channel`); the agent's other parts too.
 
 Protocol (one JSON object per line):
 

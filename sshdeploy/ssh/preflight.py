@@ -13,19 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bootstrap import (
+from sshdeploy.bootstrap import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     build_probe_command,
 )
-from .errors import AuthenticationError, HostKeyError, SSHDeployError
-from .hosts import Host
-from .placement import as_hosts, per_host
+from sshdeploy.errors import AuthenticationError, HostKeyError, SSHDeployError
+from sshdeploy.hosts import Host
+from sshdeploy.placement import as_hosts, per_host
+from sshdeploy.settings import Settings, VersionPolicy
+from sshdeploy.versions import compare_versions, local_versions
+
 from .pool import HostPool
-from .settings import Settings, VersionPolicy
 from .sshlib import asyncssh
-from .versions import compare_versions, local_versions
 
 
 @dataclass

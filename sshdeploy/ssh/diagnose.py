@@ -17,13 +17,14 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import (
+from sshdeploy.errors import (
     AuthenticationError,
     ConfigError,
     ConnectError,
     HostError,
     HostKeyError,
 )
+
 from .sshlib import asyncssh
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"

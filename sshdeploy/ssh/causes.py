@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .roles import Role
+from sshdeploy.roles import Role
 
 #: A line that states an exception: ``OSError: [Errno 98] ...``.
 _EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit|Interrupt)): (.*)$")

@@ -19,7 +19,7 @@ from typing import Any
 import dask
 from distributed.utils import Deadline
 
-from .bootstrap import (
+from sshdeploy.bootstrap import (
     EVENT_MARK,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -31,20 +31,21 @@ from .bootstrap import (
     encode_message,
     stdin_preamble,
 )
-from .errors import (
+from sshdeploy.errors import (
     HostError,
     RemoteImportError,
     RemotePythonError,
     StartError,
     VersionMismatchError,
 )
-from .hosts import Host
-from .logs import LogBook
+from sshdeploy.hosts import Host
+from sshdeploy.logs import LogBook
+from sshdeploy.roles import AgentRole
+from sshdeploy.stages import HELLO, stage_info
+from sshdeploy.versions import compare_versions, local_versions
+
 from .pool import Connection, HostPool
-from .roles import AgentRole
 from .sshlib import asyncssh
-from .stages import HELLO, stage_info
-from .versions import compare_versions, local_versions
 
 logger = logging.getLogger(__name__)
 

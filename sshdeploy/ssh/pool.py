@@ -28,11 +28,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sshdeploy.errors import ConnectError, HostError, HostfileError
+from sshdeploy.hostfile import parse_host
+from sshdeploy.hosts import ConnectionKey, Host
+from sshdeploy.settings import Settings
+
 from .diagnose import build_options, classify, dropped
-from .errors import ConnectError, HostError, HostfileError
-from .hostfile import parse_host
-from .hosts import ConnectionKey, Host
-from .settings import Settings
 from .sshlib import asyncssh
 
 logger = logging.getLogger(__name__)

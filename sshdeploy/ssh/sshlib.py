@@ -1,7 +1,7 @@
 """asyncssh, imported through one door, without its known import-time noise.
 
 Every module of sshdeploy that needs asyncssh writes
-``from sshdeploy.sshlib import asyncssh``. The door exists for one reason:
+``from sshdeploy.ssh.sshlib import asyncssh``. The door exists for one reason:
 cryptography 47 and newer deprecate DSA, and asyncssh (2.24 and older)
 touches the DSA classes while it is imported, so each import printed five
 ``CryptographyDeprecationWarning: DSA is deprecated ...`` warnings, with
