@@ -70,7 +70,7 @@ HOST_STATES: tuple[str, ...] = (
     "waiting", "connecting", "checking versions", "packing environment",
     "sending environment", "uploading files", "running setup", "starting", "starting Python",
     "importing distributed", "starting workers", "starting scheduler", "ready", "failed",
-    # after the start (sshdeploy.health): hosts with no worker yet, and hosts taken out
+    # after the start (sshdeploy.cluster.health): hosts with no worker yet, and hosts taken out
     "spare", "idle", "quarantined", "lost",
 )
 

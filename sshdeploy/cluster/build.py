@@ -15,13 +15,13 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
 from sshdeploy import compat
+from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import ConfigError, SSHDeployError
 from sshdeploy.logs import LogBook
 from sshdeploy.named.kept import KeptCluster
 from sshdeploy.placement import HostPlan, Placement
 from sshdeploy.plan import ClusterPlan
-from sshdeploy.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.ssh.pool import HostPool
 
 _SPEC_CLUSTER_KEYWORDS = frozenset(

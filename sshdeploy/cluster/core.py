@@ -4,8 +4,8 @@ It turns hosts and options into a plan (:mod:`sshdeploy.plan`), the plan into
 specs, and lets :class:`distributed.deploy.spec.SpecCluster` do the rest, so
 ``Client(cluster)``, ``scale``, ``adapt``, ``get_logs``, ``dashboard_link``,
 sync and async use and context managers all work. Each process starts and
-stops itself (:mod:`sshdeploy.processes`); lost workers are handled by
-:mod:`sshdeploy.restarts`.
+stops itself (:mod:`sshdeploy.cluster.processes`); lost workers are handled by
+:mod:`sshdeploy.cluster.restarts`.
 """
 
 from __future__ import annotations
@@ -24,26 +24,26 @@ from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.utils import Logs, format_dashboard_link
 
-from sshdeploy import compat, host_status
+from sshdeploy import compat
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.fleet import Fleet
+from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker, WorkerAgents
+from sshdeploy.cluster.restarts import WorkerRestarts
+from sshdeploy.cluster.roster import Roster
 from sshdeploy.defaults import DEFAULT_WORKER_CLASS
 from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
-from sshdeploy.fleet import Fleet
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.named.kept import KeptCluster, reattach
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
-from sshdeploy.processes import RemoteScheduler, RemoteWorker, WorkerAgents
-from sshdeploy.restarts import WorkerRestarts
-from sshdeploy.roster import Roster
 from sshdeploy.ssh.forwarding import LOCALHOST
 from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views import notebook
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
-from . import build, scaling
+from . import build, host_status, scaling
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ class SSHCluster(SpecCluster):
     def _report_failed(self, failed: list[RemoteWorker]) -> None:
         """Workers that failed to start after start-up: a warning, a log line, the row.
 
-        A worker being restarted is left to :mod:`sshdeploy.restarts` (its budget).
+        A worker being restarted is left to :mod:`sshdeploy.cluster.restarts` (its budget).
         """
         for w in failed:
             name, err = str(w.name), w.start_error

@@ -15,7 +15,7 @@ from typing import Any
 
 from distributed.core import Status
 
-from sshdeploy.processes import RemoteScheduler, RemoteWorker
+from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker
 
 
 class AdoptedScheduler(RemoteScheduler):

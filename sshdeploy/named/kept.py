@@ -20,6 +20,7 @@ from typing import Any
 from distributed.security import Security
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.processes import WorkerAgents
 from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
@@ -31,7 +32,6 @@ from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan
-from sshdeploy.processes import WorkerAgents
 from sshdeploy.settings import Settings
 from sshdeploy.ssh.pool import HostPool
 

@@ -37,7 +37,7 @@ class HostRow:
         What each of its running workers has, as the scheduler reports it
         (``"1 thread, 11.72 GiB"``; "" when none runs yet).
     health : str
-        One of :data:`sshdeploy.health.HEALTH_STATES` (``ok``, ``degraded``,
+        One of :data:`sshdeploy.cluster.health.HEALTH_STATES` (``ok``, ``degraded``,
         ``quarantined``, ``lost``, ``spare``, ``idle``); "" when unknown.
     """
 

@@ -68,7 +68,7 @@ def test_a_dashboard_port_in_use_on_the_scheduler_host_is_said(
     try:
         assert holder.stdout is not None
         port = int(holder.stdout.readline())
-        with caplog.at_level("WARNING", logger="sshdeploy.processes"), SSHCluster(
+        with caplog.at_level("WARNING", logger="sshdeploy.cluster.processes"), SSHCluster(
             [n1, n2], connect_options=bed.connect_options(),
             scheduler_options={"dashboard_address": f":{port}"},
         ) as cluster:

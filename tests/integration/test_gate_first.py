@@ -20,8 +20,8 @@ import dask
 import pytest
 
 from sshdeploy import SSHCluster, testbed
+from sshdeploy.cluster.processes import RemoteScheduler
 from sshdeploy.errors import EnvironmentMismatchError
-from sshdeploy.processes import RemoteScheduler
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -29,9 +29,8 @@ FLOORS: list[tuple[str, ...]] = [
     # the faces: what a user runs or imports first
     ("sshdeploy", "sshdeploy.demo", "sshdeploy.cli"),
     # the running cluster: the only place that holds live SpecCluster state
-    ("sshdeploy.cluster", "sshdeploy.fleet", "sshdeploy.roster", "sshdeploy.restarts",
-     "sshdeploy.processes", "sshdeploy.host_status", "sshdeploy.health",
-     "sshdeploy.named.kept", "sshdeploy.named.adopted", "sshdeploy.named.discovery"),
+    ("sshdeploy.cluster", "sshdeploy.named.kept", "sshdeploy.named.adopted",
+     "sshdeploy.named.discovery"),
     # the plan of a cluster, and the two features: the stage before a start, clusters
     # that outlive the controller
     ("sshdeploy.plan", "sshdeploy.env", "sshdeploy.named"),

@@ -8,15 +8,15 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.health import LOST, HostHealth
+from sshdeploy.cluster.host_status import host_rows
+from sshdeploy.cluster.processes import RemoteWorker, WorkerAgents
+from sshdeploy.cluster.restarts import WorkerRestarts
+from sshdeploy.cluster.roster import Roster
 from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import StartError
-from sshdeploy.health import LOST, HostHealth
-from sshdeploy.host_status import host_rows
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import plan_cluster
-from sshdeploy.processes import RemoteWorker, WorkerAgents
-from sshdeploy.restarts import WorkerRestarts
-from sshdeploy.roster import Roster
 from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views.hostrows import HostRow
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.health import LOST, QUARANTINED, HostHealth, TakenOut, health_of
+from sshdeploy.cluster.restarts import WorkerRestarts
 from sshdeploy.errors import ConfigError, SSHDeployError
-from sshdeploy.health import LOST, QUARANTINED, HostHealth, TakenOut, health_of
 from sshdeploy.hosts import Host
 from sshdeploy.placement import extend, next_worker, place, with_spares, without
 from sshdeploy.plan import plan_cluster
-from sshdeploy.restarts import WorkerRestarts
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
 from .test_restarts import FakeCluster, died, roster_of

@@ -47,7 +47,7 @@ WORKER_STATE = ("worker_spec", "workers", "_created")
 #: Calls that change a dict or set in place.
 MUTATORS = ("pop", "popitem", "update", "setdefault", "clear", "add", "discard", "remove")
 #: Writes that are not to SpecCluster's state: WorkerAgents keeps its own ``workers``.
-NOT_SPECCLUSTERS = {"processes.py": {"workers"}}
+NOT_SPECCLUSTERS = {"cluster/processes.py": {"workers"}}
 
 
 def worker_state_writes() -> dict[str, list[str]]:
@@ -79,7 +79,7 @@ def worker_state_writes() -> dict[str, list[str]]:
 
 def test_only_the_roster_changes_the_workers_of_speccluster() -> None:
     # compat writes the private _created, called by the roster alone (the test below).
-    assert set(worker_state_writes()) == {"roster.py", "compat.py"}, worker_state_writes()
+    assert set(worker_state_writes()) == {"cluster/roster.py", "compat.py"}, worker_state_writes()
 
 
 def test_only_the_roster_forgets_workers_and_tells_the_user() -> None:
@@ -97,13 +97,17 @@ def test_only_the_roster_forgets_workers_and_tells_the_user() -> None:
 
 def test_the_clusters_collaborators_never_import_it() -> None:
     """They get the roster and what else they need, not SSHCluster (not even for mypy)."""
-    for name in ("roster.py", "fleet.py", "restarts.py", "processes.py", "host_status.py",
-                 "named/kept.py", "named/adopted.py", "health.py"):
+    for name in ("cluster/roster.py", "cluster/fleet.py", "cluster/restarts.py",
+                 "cluster/processes.py", "cluster/host_status.py", "named/kept.py",
+                 "named/adopted.py", "cluster/health.py"):
         tree = ast.parse((PACKAGE / name).read_text())
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
                      for a in n.names]
-        assert not [m for m in imported if m in ("cluster", "sshdeploy.cluster")], name
+        imported += [f"{n.module}.{a.name}" for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module for a in n.names]
+        core = ("cluster", "sshdeploy.cluster", "core", "sshdeploy.cluster.core", ".core")
+        assert not [m for m in imported if m in core or m.endswith(".SSHCluster")], name
 
 
 #: What Python itself puts in a class's namespace.

@@ -1,4 +1,4 @@
-"""What sshdeploy.processes does without a connection: the error of a process that failed.
+"""What sshdeploy.cluster.processes does without a connection: the error of a process that failed.
 
 Starting and stopping real processes is covered on the test bed
 (tests/integration/test_cluster.py, test_errors.py); this is the part that
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from sshdeploy.cluster.processes import _start_error
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import Launch
-from sshdeploy.processes import _start_error
 from sshdeploy.ssh.channel import AgentChannel
 from sshdeploy.ssh.pool import HostPool
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from distributed.core import Status
 
+from sshdeploy.cluster.restarts import WorkerRestarts
 from sshdeploy.errors import ConnectError
 from sshdeploy.remote.agent.servers import RestartBudget, Servers
-from sshdeploy.restarts import WorkerRestarts
 
 from .test_restarts import roster_of
 
@@ -59,7 +59,7 @@ def test_a_worker_lost_too_often_is_given_up_with_a_warning_and_a_log_line(
         restarts.lost("h-0", "the remote agent was killed by SIGKILL")
         await restarts.close()
 
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.restarts"):
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.cluster.restarts"):
         asyncio.run(main())
     assert cluster.worker_spec == {}
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

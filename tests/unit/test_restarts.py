@@ -1,4 +1,4 @@
-"""The restart policy of lost workers (sshdeploy.restarts), against a fake cluster.
+"""The restart policy of lost workers (sshdeploy.cluster.restarts), against a fake cluster.
 
 No network and no real timers are waited for: a scheduled restart is read from
 its timer (when it would fire) and run by hand.
@@ -14,11 +14,11 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.restarts import GAVE_UP, WorkerRestarts
+from sshdeploy.cluster.roster import Roster
 from sshdeploy.hosts import Host
 from sshdeploy.plan import plan_cluster
 from sshdeploy.remote.agent.servers import RestartBudget
-from sshdeploy.restarts import GAVE_UP, WorkerRestarts
-from sshdeploy.roster import Roster
 from sshdeploy.ssh.channel import CONNECTION_LOST
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,11 +10,11 @@ import pytest
 from distributed.core import Status
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.processes import RemoteWorker
+from sshdeploy.cluster.roster import Roster
 from sshdeploy.errors import StartError
 from sshdeploy.placement import extend, without
 from sshdeploy.plan import plan_cluster
-from sshdeploy.processes import RemoteWorker
-from sshdeploy.roster import Roster
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -124,16 +124,16 @@ def test_the_placement_in_force_changes_the_plan_it_belongs_to() -> None:
 
 def test_say_logs_and_keeps_a_cluster_log_line(caplog: pytest.LogCaptureFixture) -> None:
     cluster, r = roster()
-    mine = logging.getLogger("sshdeploy.fleet")
+    mine = logging.getLogger("sshdeploy.cluster.fleet")
     with caplog.at_level(logging.INFO, logger="sshdeploy"):
         r.say("host b lost")
         r.say("reached through SSH", log=mine, level=logging.INFO)
         r.say("b: left out", logged="b: no workers started there")
     assert cluster.log() == ["host b lost", "reached through SSH", "b: left out"]
     assert [(rec.name, rec.levelname, rec.getMessage()) for rec in caplog.records] == [
-        ("sshdeploy.roster", "WARNING", "host b lost"),
-        ("sshdeploy.fleet", "INFO", "reached through SSH"),
-        ("sshdeploy.roster", "WARNING", "b: no workers started there"),
+        ("sshdeploy.cluster.roster", "WARNING", "host b lost"),
+        ("sshdeploy.cluster.fleet", "INFO", "reached through SSH"),
+        ("sshdeploy.cluster.roster", "WARNING", "b: no workers started there"),
     ]
 
 

@@ -2,7 +2,7 @@
 
 :func:`worker_share` (a worker's share of its host) and :class:`RestartBudget`
 (how often a worker may be restarted) are applied here and also used by the
-controller (:mod:`sshdeploy.plan`, :mod:`sshdeploy.restarts`).
+controller (:mod:`sshdeploy.plan`, :mod:`sshdeploy.cluster.restarts`).
 """
 
 # Keep this file Python 3.10 compatible: the standard library and other parts only.
@@ -83,7 +83,7 @@ class RestartBudget:
     A worker that ran fine for *window* seconds has its whole budget back;
     one dying in a loop (a memory limit it can never meet) spends it quickly.
     Used by the agent for a Nanny's worker process and by the controller
-    (:mod:`sshdeploy.restarts`) for a lost Nanny or agent.
+    (:mod:`sshdeploy.cluster.restarts`) for a lost Nanny or agent.
 
     Examples
     --------

@@ -2,7 +2,7 @@
 
 Pure bookkeeping, no I/O: :class:`HostHealth` remembers the hosts taken out
 of a cluster and why; :func:`health_of` tells the state of any other host
-from what its row shows. :mod:`sshdeploy.fleet` acts on it (moves workers),
+from what its row shows. :mod:`sshdeploy.cluster.fleet` acts on it (moves workers),
 the views show it.
 
 - ``ok``: every worker wanted there runs (or none is wanted and it has run some).
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hosts import ConnectionKey
+from sshdeploy.hosts import ConnectionKey
 
 OK = "ok"
 DEGRADED = "degraded"

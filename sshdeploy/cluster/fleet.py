@@ -16,7 +16,7 @@
 
 What moved where is a WARNING on this logger and a line of
 ``get_logs()["Cluster"]``. The health of each host is kept in
-:class:`~sshdeploy.health.HostHealth`.
+:class:`~sshdeploy.cluster.health.HostHealth`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ from typing import Any
 
 from distributed.core import Status
 
-from .env.prestart import PreStart
-from .errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
+from sshdeploy.env.prestart import PreStart
+from sshdeploy.errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
+from sshdeploy.hostfile import parse_host
+from sshdeploy.hosts import ConnectionKey, Host
+from sshdeploy.named import flow
+from sshdeploy.named.kept import KeptCluster
+from sshdeploy.placement import HostPlan, extend, without, worker_name
+from sshdeploy.ssh.pool import HostPool
+
 from .health import LOST, QUARANTINED, HostHealth
-from .hostfile import parse_host
-from .hosts import ConnectionKey, Host
-from .named import flow
-from .named.kept import KeptCluster
-from .placement import HostPlan, extend, without, worker_name
 from .processes import RemoteWorker, WorkerAgents
 from .roster import Roster
-from .ssh.pool import HostPool
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,17 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
-from . import compat
-from .defaults import DEFAULT_WORKER_CLASS
-from .errors import SSHDeployError, StartError
-from .hosts import ConnectionKey, Host
-from .logs import LogBook
-from .plan import Launch, resolve_advertised
-from .roles import Role
-from .ssh.causes import explain
-from .ssh.channel import AgentChannel
-from .ssh.forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
-from .ssh.pool import HostPool
+from sshdeploy import compat
+from sshdeploy.defaults import DEFAULT_WORKER_CLASS
+from sshdeploy.errors import SSHDeployError, StartError
+from sshdeploy.hosts import ConnectionKey, Host
+from sshdeploy.logs import LogBook
+from sshdeploy.plan import Launch, resolve_advertised
+from sshdeploy.roles import Role
+from sshdeploy.ssh.causes import explain
+from sshdeploy.ssh.channel import AgentChannel
+from sshdeploy.ssh.forwarding import PROBE_TIMEOUT, Forwarding, forward, reachable
+from sshdeploy.ssh.pool import HostPool
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from time import monotonic, time
 from typing import Any
 
-from .errors import ConnectError, SSHDeployError
-from .remote.agent.servers import RestartBudget
+from sshdeploy.errors import ConnectError, SSHDeployError
+from sshdeploy.remote.agent.servers import RestartBudget
+from sshdeploy.ssh.channel import CONNECTION_LOST
+
 from .roster import Roster
-from .ssh.channel import CONNECTION_LOST
 
 logger = logging.getLogger(__name__)
 

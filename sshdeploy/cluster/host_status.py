@@ -15,14 +15,15 @@ from typing import Any
 
 from distributed.core import Status
 
-from .env.prestart import PreStart
+from sshdeploy.env.prestart import PreStart
+from sshdeploy.hosts import ConnectionKey, Host
+from sshdeploy.ssh.pool import HostPool
+from sshdeploy.views.hostrows import HostRow, host_state, worker_resources
+
 from .health import NOT_STARTING, HostHealth, health_of
-from .hosts import ConnectionKey, Host
 from .processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from .restarts import WorkerRestarts
 from .roster import Roster
-from .ssh.pool import HostPool
-from .views.hostrows import HostRow, host_state, worker_resources
 
 
 def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: WorkerRestarts,
@@ -105,7 +106,7 @@ def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: Wo
 
 def _host_health(key: ConnectionKey, row: dict[str, Any], runs_scheduler: bool,
                  scheduler: RemoteScheduler | None, health: HostHealth, spare: bool) -> str:
-    """One host's health (see :mod:`sshdeploy.health`); a host taken out says why."""
+    """One host's health (see :mod:`sshdeploy.cluster.health`); a host taken out says why."""
     out = health.out.get(key)
     if out is not None and not row["error"]:
         row["error"] = out.reason

@@ -12,8 +12,8 @@ that failed to start, and is the one voice that tells the user what happened
 
 It is typed against distributed's SpecCluster, not against
 :class:`sshdeploy.SSHCluster`: the collaborators it is handed to
-(:mod:`sshdeploy.fleet`, :mod:`sshdeploy.restarts`,
-:mod:`sshdeploy.host_status`) never see the cluster itself.
+(:mod:`sshdeploy.cluster.fleet`, :mod:`sshdeploy.cluster.restarts`,
+:mod:`sshdeploy.cluster.host_status`) never see the cluster itself.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-from . import compat
-from .errors import SSHDeployError
-from .hosts import ConnectionKey, Host
-from .placement import HostPlan, Placement, kept_on_scale_down, next_worker
-from .plan import ClusterPlan
+from sshdeploy import compat
+from sshdeploy.errors import SSHDeployError
+from sshdeploy.hosts import ConnectionKey, Host
+from sshdeploy.placement import HostPlan, Placement, kept_on_scale_down, next_worker
+from sshdeploy.plan import ClusterPlan
+
 from .processes import RemoteWorker
 
 logger = logging.getLogger(__name__)
