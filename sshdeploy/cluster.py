@@ -880,6 +880,8 @@ class SSHCluster(SpecCluster):
                 compat.record_cluster_log(self, message)
             wanted = slots
         n = wanted
+        if self._kept is not None:
+            self._kept.missing = 0  # the user says how many: those missing are not added
         if n < len(self.worker_spec):
             self.worker_spec = kept_on_scale_down(
                 self.worker_spec, self._cluster_plan.placement.worker_hosts, n)

@@ -24,6 +24,7 @@ from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy
 from sshdeploy.named.spec import cluster_spec, with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
+from sshdeploy.named.status import wanted_workers
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.settings import Settings
 
@@ -77,6 +78,11 @@ class KeptCluster:
         Its record once it runs.
     adopted : bool
         It was running already (same spec): taken over, not started.
+    missing : int
+        Workers its record wants that did not run when it was taken over
+        (their kept agents start them again after an outage): still wanted,
+        until the user scales it. Taking a cluster over never changes the
+        worker count it wants.
     """
 
     policy: KeepPolicy
@@ -85,6 +91,7 @@ class KeptCluster:
     stopping: bool = False
     record: ClusterRecord | None = None
     adopted: bool = False
+    missing: int = 0
     _lock: asyncio.Lock | None = None
 
     @classmethod
@@ -144,6 +151,7 @@ class KeptCluster:
                 name=name, host=hp.host, agents=cluster.agents)
         self.record = record
         self.adopted = True
+        self.missing = max(0, wanted_workers(record) - len(cluster.worker_spec))
 
     async def note_hosts(self, cluster: SSHCluster) -> None:
         """After hosts were added or removed: record them (``from_name`` finds them)."""
@@ -151,11 +159,12 @@ class KeptCluster:
         hosts = [(hp.host, hp.slots, hp.python, key in placement.spares)
                  for key, hp in placement.worker_hosts.items()]
         await self._update(cluster, lambda spec: {
-            **with_hosts(spec, hosts), "wanted": len(cluster.worker_spec)})
+            **with_hosts(spec, hosts), "wanted": len(cluster.worker_spec) + self.missing})
 
     async def note_wanted(self, cluster: SSHCluster) -> None:
         """After a scale: record how many workers the cluster now wants (``list`` compares)."""
-        await self._update(cluster, lambda spec: {**spec, "wanted": len(cluster.worker_spec)})
+        await self._update(cluster, lambda spec: {
+            **spec, "wanted": len(cluster.worker_spec) + self.missing})
 
     async def _update(self, cluster: SSHCluster,
                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
