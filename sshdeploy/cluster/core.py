@@ -260,7 +260,7 @@ class SSHCluster(SpecCluster):
                 for worker in adoption.workers(identity, lambda name: self._retire([name]),
                                                self._agents):
                     roster.install(worker)
-                kept.adopted_from(adoption, self._pool)
+                kept.adopted_from(adoption, self._pool, len(roster))
                 return
         await self._start_new()
         if kept is not None:
@@ -664,6 +664,8 @@ class SSHCluster(SpecCluster):
                 self._roster.say(scaling.over_slots(n, memory, cores, wanted, slots), log=logger)
             wanted = slots
         n = wanted
+        if self._kept is not None:
+            self._kept.missing = 0  # the user says how many: those missing are not added
         if n < len(self._roster):
             self._roster.shrink(n)
         return super().scale(n)

@@ -30,6 +30,7 @@ from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy, check_name
 from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
+from sshdeploy.named.status import wanted_workers
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.settings import Settings
@@ -160,6 +161,11 @@ class KeptCluster:
         It was running already (same spec): taken over, not started.
     pool : HostPool or None
         The connections its record is saved through (on its scheduler host).
+    missing : int
+        Workers its record wants that did not run when it was taken over
+        (their kept agents start them again after an outage): still wanted,
+        until the user scales it. Taking a cluster over never changes the
+        worker count it wants.
     """
 
     policy: KeepPolicy
@@ -169,6 +175,7 @@ class KeptCluster:
     record: ClusterRecord | None = None
     adopted: bool = False
     pool: HostPool | None = None
+    missing: int = 0
     _lock: asyncio.Lock | None = None
 
     @classmethod
@@ -225,10 +232,12 @@ class KeptCluster:
             forward=plan.forward_ports)
         return Adoption(record, sched, placement)
 
-    def adopted_from(self, adoption: Adoption, pool: HostPool) -> None:
-        """The running cluster of *adoption* was taken over: its record is this one's."""
+    def adopted_from(self, adoption: Adoption, pool: HostPool, running: int) -> None:
+        """The running cluster of *adoption* was taken over (*running* of its workers run):
+        its record is this one's, and the workers it wants but did not find stay wanted."""
         self.record, self.pool = adoption.record, pool
         self.adopted = True
+        self.missing = max(0, wanted_workers(adoption.record) - running)
 
     async def note_hosts(self, placement: Placement, wanted: int) -> None:
         """After hosts were added or removed: record them (``from_name`` finds them).
@@ -238,7 +247,8 @@ class KeptCluster:
         hosts = [(hp.host, hp.slots, hp.python, key in placement.spares)
                  for key, hp in placement.worker_hosts.items()]
         try:
-            await self._update(lambda spec: {**with_hosts(spec, hosts), "wanted": wanted})
+            await self._update(lambda spec: {**with_hosts(spec, hosts),
+                                             "wanted": wanted + self.missing})
         except SSHDeployError as err:
             logger.warning("cluster %r: could not record its hosts: %s", self.policy.name, err)
 
@@ -248,7 +258,7 @@ class KeptCluster:
         A failure is logged, not raised.
         """
         try:
-            await self._update(lambda spec: {**spec, "wanted": wanted})
+            await self._update(lambda spec: {**spec, "wanted": wanted + self.missing})
         except SSHDeployError as err:
             logger.warning("cluster %r: could not record its worker count: %s",
                            self.policy.name, err)

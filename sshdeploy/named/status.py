@@ -6,7 +6,9 @@ in, a :class:`ClusterStatus` out); :func:`probe_cluster` asks the host.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -111,6 +113,57 @@ def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
     reason = f"{wanted - running} worker(s) missing" if state == "degraded" else ""
     return ClusterStatus(state=state, running=running, idle=idle, reason=reason,
                          clients=clients, **base)
+
+
+def worker_names(sources: Iterable[str], hosts: Iterable[str]) -> list[str]:
+    """The workers among the sources of a cluster's log lines: ``HOST-N`` of one of its hosts.
+
+    Examples
+    --------
+    >>> worker_names(["n2", "n2-0", "scheduler n1", "n3-10", "x-0", "n2-a"], ["n1", "n2", "n3"])
+    ['n2-0', 'n3-10']
+    """
+    names = set(hosts)
+    return sorted(s for s in set(sources)
+                  if re.fullmatch(r".+-[0-9]+", s) and s.rpartition("-")[0] in names)
+
+
+def ending(record: ClusterRecord, answer: dict[str, Any] | BaseException
+           ) -> tuple[str, str] | None:
+    """How the cluster of *record* has ended, from its scheduler host's answer: its state
+    and why; None while it may run.
+
+    A host that does not answer says nothing (the cluster may run on
+    through the outage); a record there that is not *record* is another
+    cluster of the same name.
+
+    Examples
+    --------
+    >>> rec = ClusterRecord("a", "root@n1:22", "tcp://n1:8786", created=100.0)
+    >>> alive = {"exists": True, "cluster": rec.to_json(), "agents": [
+    ...     {"role": "scheduler", "alive": True}]}
+    >>> ending(rec, alive) is None, ending(rec, OSError("no route")) is None
+    (True, True)
+    >>> ending(rec, {"exists": False})
+    ('stopped', '`dask-ssh down a` stopped it')
+    >>> ending(rec, {**alive, "cluster": {**rec.to_json(), "created": 200.0}})[0]
+    'replaced'
+    >>> ending(rec, {"exists": True, "end": {"reason": "idle timeout"}})
+    ('stopped', 'idle timeout')
+    """
+    if isinstance(answer, BaseException):
+        return None
+    theirs = answer.get("cluster") or {}
+    if theirs and (theirs.get("created") != record.created
+                   or theirs.get("scheduler_address") != record.scheduler_address):
+        return "replaced", "another cluster of that name was started (`dask-ssh up --replace`)"
+    if not answer.get("exists"):
+        return "stopped", f"`dask-ssh down {record.name}` stopped it"
+    if any(a.get("role") == "scheduler" and a.get("alive") for a in answer.get("agents") or []):
+        return None
+    if (answer.get("end") or {}).get("reason"):
+        return "stopped", str(answer["end"]["reason"])
+    return "gone", "its scheduler no longer runs (a reboot, a kill)"
 
 
 def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,

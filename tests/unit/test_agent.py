@@ -718,3 +718,111 @@ def test_reap_ends_every_member_and_descendant(
     assert out.returncode == 0, out.stderr
     _took, *alive, members = out.stdout.split()
     assert alive == ["0", "0", "0"] and members == "0", out.stdout
+
+
+# ------------------------------------------------------- kept agents supervise themselves
+
+
+KEEP = {"name": "demo", "death_timeout": 20}
+
+
+def drop_connection(scheduler: str, name: str) -> None:
+    """Break the scheduler's connection to worker *name*, as a network cut does."""
+    from distributed import Client
+
+    def abort(dask_scheduler: Any, name: str) -> int:
+        found = [a for a, ws in dask_scheduler.workers.items() if ws.name == name]
+        for address in found:
+            dask_scheduler.stream_comms[address].comm.abort()
+        return len(found)
+
+    with Client(scheduler, timeout=20) as client:
+        assert client.run_on_scheduler(abort, name=name) == 1
+
+
+def registered(scheduler: str) -> dict[str, str]:
+    """The workers the scheduler lists now: name -> their Nanny's address."""
+    async def ask() -> dict[str, str]:
+        async with rpc(scheduler) as r:
+            identity = await r.identity()
+        return {str(w["name"]): str(w["nanny"]) for w in identity["workers"].values()}
+
+    return asyncio.run(asyncio.wait_for(ask(), 10))
+
+
+def kept_log(state: Path, label: str) -> str:
+    """Every line the kept agents labelled *label* wrote to their log files."""
+    return "".join(p.read_text() for p in sorted(state.glob(f"sshdeploy/clusters/demo/hosts/*/"
+                                                            f"logs/{label}.*.log")))
+
+
+def start_kept_worker(agents: Callable[..., LocalAgent], scheduler: str, names: list[str],
+                      death_timeout: float = 20, **fields: Any) -> LocalAgent:
+    """A kept workers agent running *names*, detached (no controller from now on)."""
+    w = agents(role="workers", label="local", keep={**KEEP, "death_timeout": death_timeout})
+    w.ev("hello")
+    for name in names:
+        w.send(encode_message("start_worker", {"host": "127.0.0.1", "nthreads": 1,
+                                               "dashboard_address": ":0"},
+                              name=name, scheduler=scheduler, timeout=30, **fields))
+        assert w.wait_for(lambda e: e.get("ev") in ("ready", "failed"), 40)["ev"] == "ready", \
+            w.summary()
+    w.send(encode_message("detach"))
+    return w
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The kept agents' files (``XDG_STATE_HOME``) in the test's own directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def test_a_kept_worker_lost_with_its_connection_starts_again_within_its_budget(
+        agents: Callable[..., LocalAgent], state: Path) -> None:
+    scheduler = scheduler_address(agents)
+    w = start_kept_worker(agents, scheduler, ["local-0"], restart_limit=1, restart_window=60)
+    first = registered(scheduler)["local-0"]
+    drop_connection(scheduler, "local-0")
+    wait_until(lambda: registered(scheduler).get("local-0") not in (None, first), 30,
+               "the lost worker to register again, started by its agent")
+    assert w.proc.poll() is None
+    # A second loss within the window is past the budget (1): a loop ends there.
+    drop_connection(scheduler, "local-0")
+    assert w.wait_exit(30) == 0
+    assert "local-0" not in registered(scheduler)
+    log = kept_log(state, "local")  # kept after the agent ended (until `down`)
+    assert "worker local-0 lost (worker-handle-scheduler-connection-broken)" in log
+    assert "worker local-0 started again" in log
+    assert "worker local-0 not started again: lost 2 times within 60 s" in log
+    assert "ended: no worker left" in log
+
+
+def test_a_kept_worker_retired_by_its_scheduler_is_not_started_again(
+        agents: Callable[..., LocalAgent], state: Path) -> None:
+    from distributed import Client
+
+    scheduler = scheduler_address(agents)
+    w = start_kept_worker(agents, scheduler, ["local-0"])
+    with Client(scheduler, timeout=20) as client:
+        client.retire_workers(names=["local-0"], close_workers=True)
+    assert w.wait_exit(30) == 0
+    assert registered(scheduler) == {}
+    log = kept_log(state, "local")
+    assert "ended: no worker left" in log and "lost" not in log
+
+
+def test_a_lost_worker_does_not_start_again_past_the_count_the_cluster_wants(
+        agents: Callable[..., LocalAgent], state: Path) -> None:
+    from sshdeploy.remote.agent.keep import keep_op
+
+    keep_op("write", "demo", {"name": "demo", "spec": {"wanted": 1}})  # after a scale to 1
+    s = agents(keep=KEEP)  # its scheduler says how many workers the record wants
+    ready = start_scheduler(s)
+    assert ready["ev"] == "ready", s.summary()
+    scheduler = str(ready["address"])
+    w = start_kept_worker(agents, scheduler, ["local-0", "local-1"], death_timeout=3)
+    drop_connection(scheduler, "local-0")
+    wait_until(lambda: "the cluster has the workers it wants" in kept_log(state, "local"), 30,
+               "the agent to leave the lost worker out")
+    assert list(registered(scheduler)) == ["local-1"] and w.proc.poll() is None

@@ -180,6 +180,43 @@ def test_host_ops_see_only_this_hosts_agents(tmp_path: Path,
     assert not Path(answer["dir"]).exists()
 
 
+def test_a_kept_agents_log_outlives_it_until_the_cluster_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdeploy.remote.agent.keep import Keep
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    keep = Keep({"name": "demo"}, "workers", "n2")
+    keep.begin("n2")
+    keep.log([("n2-0", "stderr", "a worker's line"), ("n2", "stderr", "the agent's")])
+    keep.end_reason = "no worker left"
+    keep.end()
+    answer = keep_op("logs", "demo", {"lines": 0, "sources": True})
+    assert answer["agents"] == []  # its record went with it; its log did not
+    (text,) = answer["logs"].values()
+    assert text[0].endswith("[n2-0] a worker's line")
+    assert text[-1].endswith("[n2] sshdeploy agent: ended: no worker left")
+    assert answer["sources"] == ["n2", "n2-0"]
+    assert keep_op("logs", "demo", {"lines": 1})["sources"] == []  # only when asked
+    keep_op("remove", "demo", {"owner": True})  # `down`: now it goes
+    assert not Path(answer["dir"]).exists()
+
+
+def test_the_scheduler_says_how_many_workers_the_record_wants(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdeploy.remote.agent.keep import Keep
+    from sshdeploy.remote.agent.servers import WANTED_OP
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    keep = Keep({"name": "demo"}, "scheduler", "scheduler n1")
+    keep.begin("scheduler n1")
+    server = _FakeScheduler()
+    keep.scheduler_status(server, {"since": 0.0})
+    ask = server.handlers[WANTED_OP]
+    assert ask() is None  # no record yet: not known
+    keep_op("write", "demo", {"name": "demo", "spec": {"wanted": 3}})
+    assert ask() == 3
+
+
 def test_dask_ctl_finds_the_discovery_entry_point(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
@@ -205,6 +242,7 @@ class _FakeScheduler:
         self.clients: dict[str, object] = {"fire-and-forget": object()}
         self.transition_counter = 0
         self.address = "tcp://10.0.0.1:8786"
+        self.handlers: dict[str, object] = {}
 
 
 def test_lifetime_policies_are_decided_on_the_scheduler_host(
@@ -340,7 +378,7 @@ def test_taking_over_a_running_cluster_adopts_only_the_workers_of_its_hosts(
     workers = adoption.workers(identity, retire, agents=None)  # type: ignore[arg-type]
     assert [(w.name, w.host.hostname, w.address) for w in workers] == [
         ("a-0", "a", "tcp://10.0.0.2:1"), ("b-3", "b", "tcp://10.0.0.3:1")]
-    kept.adopted_from(adoption, pool)
+    kept.adopted_from(adoption, pool, len(workers))
     assert kept.record is adoption.record and kept.adopted and kept.pool is pool
 
 

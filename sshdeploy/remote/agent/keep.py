@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from .protocol import Message
+from .servers import WANTED_OP
 
 #: Where a named cluster keeps its files on a host, under ``$XDG_STATE_HOME``
 #: (default ``~/.local/state``): ``sshdeploy/clusters/<name>/``.
@@ -124,6 +125,23 @@ def keep_logs(directory: str, lines: int) -> dict[str, list[str]]:
     return out
 
 
+def keep_sources(directory: str) -> list[str]:
+    """Return every source (``[name]`` of a line: a worker, an agent) of a cluster directory's
+    log files, all their lines read: the workers that ran there, even long ago."""
+    found: set[str] = set()
+    logs = os.path.join(directory, "logs")
+    for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        try:
+            with open(os.path.join(logs, entry), errors="replace") as f:
+                for line in f:  # "YYYY-mm-dd HH:MM:SS [source] text"
+                    end = line.find("] ", 20)
+                    if line[20:21] == "[" and end > 0:
+                        found.add(line[21:end])
+        except OSError:
+            pass
+    return sorted(found)
+
+
 def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message:
     """Run one operation on the files and agents of the named cluster *name* on this host.
 
@@ -131,7 +149,8 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     as its ``cluster.json``; ``kill``: TERM the process group of every agent
     that runs, KILL what is left after *grace* seconds; ``remove``: delete its
     directory once no agent of it runs; ``logs``: also the last
-    ``data["lines"]`` lines of each log file. Each answers with a probe.
+    ``data["lines"]`` lines of each log file, and with ``data["sources"]``
+    every source of their lines (:func:`keep_sources`). Each answers with a probe.
     """
     directory = keep_dir(name)
     mine = keep_host_dir(name)
@@ -167,14 +186,18 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
             except OSError:
                 pass
     logs: dict[str, list[str]] = {}
+    sources: list[str] = []
     if op == "logs":
         logs = keep_logs(mine, int((data or {}).get("lines", 1000)))
+        if (data or {}).get("sources"):
+            sources = keep_sources(mine)
     if op == "list":  # every named cluster of this host, each probed
         root = os.path.dirname(directory)
         names = sorted(os.listdir(root)) if os.path.isdir(root) else []
         return {"clusters": {n: keep_op("probe", n) for n in names}}
     return {
         "logs": logs,
+        "sources": sources,
         "exists": os.path.isdir(directory),
         "dir": directory,
         "host_dir": mine,
@@ -190,10 +213,14 @@ class Keep:
     """What a kept agent (a named cluster that outlives its controller) adds.
 
     Its record (``agents/<pid>.json``: pid and start time) says it runs; its
-    log file keeps every line it forwards; the scheduler's agent writes the
-    status file and enforces the lifetime policies (idle timeout, maximum
-    lifetime); the workers' agent stops everything when the scheduler stays
-    unreachable for the death timeout. On every way out it removes its record.
+    log file keeps every line it forwards, and stays when it ends (``down``
+    removes it with the cluster's files: the cause of an ending can be read
+    after it); the scheduler's agent writes the status file, enforces the
+    lifetime policies (idle timeout, maximum lifetime) and tells the workers'
+    agents how many workers the cluster wants (:meth:`wanted`); the workers'
+    agent starts again the workers lost in an outage and stops everything when
+    the scheduler stays unreachable for the death timeout. On every way out it
+    removes its record.
     """
 
     def __init__(self, spec: Message, role: str, label: str) -> None:
@@ -201,6 +228,7 @@ class Keep:
         self.dir = keep_dir(self.name)
         self.host_dir = keep_host_dir(self.name)
         self.role = role
+        self.label = label
         self.idle_timeout = spec.get("idle_timeout")
         self.max_lifetime = spec.get("max_lifetime")
         self.death_timeout = float(spec.get("death_timeout") or 60)
@@ -236,26 +264,39 @@ class Keep:
                 pass
 
     def end(self) -> None:
-        """Leave: the scheduler's agent says why in ``end.json``; the record goes."""
+        """Leave: say why (the log; the scheduler's agent in ``end.json`` too); the record goes.
+
+        The log file stays: ``dask-ssh logs`` reads it until ``down``.
+        """
+        why = self.end_reason or "stopped"
+        self.log([(self.label, "stderr", f"sshdeploy agent: ended: {why}")])
         if self.role == "scheduler":
             try:
                 write_json(os.path.join(self.dir, KEEP_END),
                            {"reason": self.end_reason or "stopped", "time": time.time()})
             except OSError:
                 pass
-        else:
-            for path in (self.log_path, self.log_path + ".1"):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
         try:
             os.unlink(self.record)
         except OSError:
             pass
 
+    def wanted(self, **_: Any) -> int | None:
+        """How many workers the cluster wants, as its record here says (None: not known).
+
+        A handler of the scheduler (:data:`~.servers.WANTED_OP`): a workers
+        agent asks it before it starts a lost worker again.
+        """
+        record = read_json(os.path.join(self.dir, KEEP_CLUSTER))
+        spec = record.get("spec") if isinstance(record, dict) else None
+        wanted = spec.get("wanted") if isinstance(spec, dict) else None
+        return wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
+
     def scheduler_status(self, server: Any, idle: Message) -> str | None:
         """Write the status file; return why the scheduler must stop now (a policy), or None."""
+        handlers = getattr(server, "handlers", None)
+        if isinstance(handlers, dict):
+            handlers.setdefault(WANTED_OP, self.wanted)
         now = time.time()
         busy = bool(getattr(server, "queued", None) or getattr(server, "unrunnable", None)
                     or any(ws.processing for ws in server.workers.values()))

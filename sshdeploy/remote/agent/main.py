@@ -23,6 +23,11 @@ pump), :class:`Inbox` (commands in, EOF and heartbeat), :class:`ProcessGroup`
 (the group it leads and reaps), :class:`Servers` (the scheduler or Nannies it
 runs: start, stop, watch), :class:`TempDir` (its private temporary directory)
 and :class:`Keep` (a kept agent's files).
+
+A kept agent (a named cluster's) outlives its controller: once detached, it
+alone looks after its workers, starting again those lost in an outage
+(:meth:`Agent.revive`) and stopping when its scheduler stays unreachable for
+the death timeout (:meth:`Agent.keep_watch`).
 """
 
 # Keep this file Python 3.10 compatible: the standard library and other parts only.
@@ -37,6 +42,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .group import ProcessGroup, TempDir
 from .keep import KEEP_TICK, Keep, keep_op
@@ -48,7 +54,7 @@ from .protocol import (
     Message,
     read_block,
 )
-from .servers import Servers
+from .servers import RestartBudget, Servers
 from .wire import Inbox, Wire
 from .zygote import start_tracker, start_zygote
 
@@ -68,12 +74,19 @@ class Agent:
         self.spec: Message = {}
         self.tagger_source = b""
         self.shutting_down = False
+        #: The agent is on its way out (:meth:`finish`): nothing starts any more.
+        self.ending = False
+        self.finishing: asyncio.Future[None] | None = None
         #: Pid of the forkserver forked from this interpreter (see start_zygote), if any.
         self.zygote: int | None = None
         #: Pid of the resource tracker forked from this interpreter (see start_tracker), if any.
         self.tracker: int | None = None
+        #: Lost workers a kept agent is starting again (see :meth:`revive`), and their budgets.
+        self.reviving: set[str] = set()
+        self.revivals: dict[str, RestartBudget] = {}
+        self.revivers: set[asyncio.Future[None]] = set()
         #: Commands by name: each handler takes the message (``ping`` never gets here).
-        self.handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
+        self.handlers: dict[str, Callable[[Message], Awaitable[Any]]] = {
             "start_scheduler": self.servers.start_scheduler,
             "start_worker": self.servers.start_worker,
             "stop": self.servers.stop,
@@ -93,10 +106,81 @@ class Agent:
         if keep is None or keep.detached:
             return
         keep.detached = self.inbox.closed = self.wire.detached = True
-        keep.log([(self.wire.label, "stderr",
-                   f"sshdeploy agent: {why}; running on without a controller")])
+        self.note(f"{why}; running on without a controller")
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.end_if_idle)
+            self.loop.call_soon_threadsafe(self.supervise)
+
+    def note(self, line: str) -> None:
+        """Say *line* in a kept agent's log file (no controller reads the wire any more)."""
+        if self.keep is not None:
+            self.keep.log([(self.wire.label, "stderr", f"sshdeploy agent: {line}")])
+
+    def supervise(self) -> None:
+        """From now on this agent alone looks after its workers: those lost meanwhile too."""
+        for name in list(self.servers.ended):
+            self.revive_if_lost(name)
+        self.end_if_idle()
+
+    def revive_if_lost(self, name: str) -> bool:
+        """Start lost worker *name* again if this is a detached kept workers agent."""
+        keep = self.keep
+        why = self.servers.lost(name)
+        if keep is None or not keep.detached or self.ending or why is None or \
+                self.spec.get("role") != "workers" or name in self.servers.running or \
+                name in self.reviving:
+            return False
+        self.reviving.add(name)
+        task = asyncio.ensure_future(self.revive(name, why))
+        self.revivers.add(task)  # kept: tasks are weakly held
+        task.add_done_callback(self.revivers.discard)
+        return True
+
+    async def revive(self, name: str, why: str) -> None:
+        """Start lost worker *name* again, with no controller, within its restart budget.
+
+        A worker lost with its scheduler (an outage: see
+        :data:`~.servers.LOST_REASONS`) is started again, as it was, once the
+        scheduler answers and has dropped the lost one; meanwhile the scheduler
+        watchdog (:meth:`keep_watch`) ends the agent if the scheduler stays
+        unreachable for the death timeout. A worker of that name running
+        elsewhere, a cluster that has the workers it wants, or a spent budget
+        (``sshdeploy.worker-restarts`` within ``worker-restart-window``: a
+        loop is bounded) ends it instead, said in the log.
+        """
+        keep = self.keep
+        assert keep is not None
+        try:
+            msg = self.servers.messages.get(name)
+            limit = (msg or {}).get("restart_limit")
+            budget = self.revivals.setdefault(name, RestartBudget(
+                limit if isinstance(limit, int) else 5,
+                float((msg or {}).get("restart_window") or 60)))
+            while msg is not None and not self.ending:
+                if not budget.spend(time.monotonic()):
+                    self.note(f"worker {name} not started again: lost {len(budget.deaths)} "
+                              f"times within {budget.window:.0f} s (sshdeploy.worker-restarts: "
+                              f"{budget.describe()})")
+                    return
+                self.note(f"worker {name} lost ({why}); it starts again once its scheduler "
+                          f"{self.servers.scheduler_address} answers")
+                deadline = time.monotonic() + keep.death_timeout
+                while (wait := await self.servers.revival(name)) is not None:
+                    if wait == "taken" or time.monotonic() > deadline:
+                        self.note(f"worker {name} not started again: " + (
+                            "a worker of that name runs already" if wait == "taken" else
+                            "the cluster has the workers it wants" if wait == "enough" else
+                            f"{wait} after {keep.death_timeout:g} s"))
+                        return
+                    await asyncio.sleep(KEEP_TICK)
+                if self.ending:
+                    return
+                if await self.servers.start_worker(msg) is not None:
+                    self.note(f"worker {name} started again")
+                    return
+                why = f"its start failed: {self.servers.errors.get(name, 'unknown error')}"
+        finally:
+            self.reviving.discard(name)
+            self.end_if_idle()
 
     async def on_detach(self, msg: Message) -> None:
         self.detach("detached by the controller")
@@ -105,11 +189,12 @@ class Agent:
         """A detached workers agent with no worker left has nothing to keep."""
         keep = self.keep
         if keep is not None and keep.detached and self.spec.get("role") == "workers" and \
-                not self.servers.running:
+                not self.servers.running and not self.reviving and not self.ending:
             keep.end_reason = keep.end_reason or "no worker left"
             self.finishing = asyncio.ensure_future(self.finish())  # kept: tasks are weakly held
 
     async def finish(self) -> None:
+        self.ending = True  # from now on no worker starts again
         await self.shutdown(5.0)
         os._exit(0)
 
@@ -142,7 +227,7 @@ class Agent:
         """The controller is gone: leave nothing behind, whatever state we are in."""
         if self.shutting_down:
             return
-        self.shutting_down = self.inbox.closed = True
+        self.shutting_down = self.ending = self.inbox.closed = True
         try:
             # A Nanny would restart the worker we are about to kill: stop that first.
             self.servers.no_restarts()
@@ -158,6 +243,7 @@ class Agent:
 
     async def shutdown(self, timeout: float) -> None:
         """Stop every server, then every process of the group; say ``bye``."""
+        self.ending = True
         await self.servers.close_all(timeout)
         self.shutting_down = self.inbox.closed = True
         await asyncio.get_running_loop().run_in_executor(None, self.group.reap, 2.0)
@@ -174,7 +260,8 @@ class Agent:
             if self.keep is not None:
                 self.keep.end_reason = self.keep.end_reason or "the scheduler closed"
             await self.finish()
-        self.end_if_idle()
+        if not self.revive_if_lost(name):
+            self.end_if_idle()
 
     # -- commands ------------------------------------------------------------
     async def serve(self) -> None:

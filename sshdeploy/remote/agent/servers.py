@@ -2,7 +2,10 @@
 
 :func:`worker_share` (a worker's share of its host) and :class:`RestartBudget`
 (how often a worker may be restarted) are applied here and also used by the
-controller (:mod:`sshdeploy.plan`, :mod:`sshdeploy.cluster.restarts`).
+controller (:mod:`sshdeploy.plan`, :mod:`sshdeploy.cluster.restarts`). Why a Nanny
+closed is kept (:func:`note_close_reason`): a kept agent starts again a worker
+that was lost with its scheduler (:data:`LOST_REASONS`), never one that was
+meant to stop.
 """
 
 # Keep this file Python 3.10 compatible: the standard library and other parts only.
@@ -127,6 +130,52 @@ def _size(value: Any) -> str:
     return f"{value:.0f} bytes"
 
 
+#: Why a Nanny closes when its worker lost the scheduler (an outage), in distributed's
+#: words: distributed never reconnects a worker, it closes it and its Nanny once
+#: the connection breaks (``distributed.comm.timeouts.tcp``, 30 s, into a cut).
+#: A kept agent starts such a worker again (:meth:`~.main.Agent.revive`). Any other
+#: reason was meant: retired or removed by the scheduler (``scheduler-...``), the
+#: scheduler closed, a crash loop given up, stopped by us.
+LOST_REASONS = (
+    "worker-handle-scheduler-connection-broken",
+    "worker-heartbeat-missing",
+    "nanny-unregister-failed",
+    "nanny-instantiate-failed",
+    "nanny-instantiate-timeout",
+)
+#: The scheduler's handler that says how many workers its named cluster wants
+#: (added by the scheduler's kept agent: :meth:`~.keep.Keep.scheduler_status`).
+WANTED_OP = "sshdeploy_wanted"
+
+
+def note_close_reason(server: Any) -> None:
+    """Keep the first reason a Nanny is given to close, as ``server._sshdeploy_reason``.
+
+    Its worker says why through ``close_gracefully`` (a lost scheduler, a
+    retirement); the Nanny closes itself through ``close``. Both the methods
+    and the handlers that call them are wrapped.
+    """
+    for attr, op, default in (("close_gracefully", "close_gracefully", "nanny-close-gracefully"),
+                              ("close", "terminate", "nanny-close")):
+        original = getattr(server, attr, None)
+        if original is None:
+            continue
+
+        def wrapped(*args: Any, _original: Any = original, _default: str = default,
+                    **kwargs: Any) -> Any:
+            if getattr(server, "_sshdeploy_reason", None) is None:
+                given = kwargs.get("reason")
+                if given is None and args and isinstance(args[-1], str):
+                    given = args[-1]
+                server._sshdeploy_reason = str(given or _default)
+            return _original(*args, **kwargs)
+
+        setattr(server, attr, wrapped)
+        handlers = getattr(server, "handlers", None)
+        if isinstance(handlers, dict) and op in handlers:
+            handlers[op] = wrapped
+
+
 def no_restarts(server: Any) -> None:
     """Keep a Nanny from restarting its worker process (distributed's own switch)."""
     close_gracefully = getattr(server, "close_gracefully", None)
@@ -162,6 +211,14 @@ class Servers:
         #: The scheduler the workers of this agent report to, and their credentials.
         self.scheduler_address: str | None = None
         self.security: Any = None
+        #: The ``start_worker`` message of each worker (what starts it again), until stopped.
+        self.messages: dict[str, Message] = {}
+        #: Why each server that closed by itself closed (its Nanny's first reason).
+        self.ended: dict[str, str] = {}
+        #: Each worker's Nanny address (the scheduler lists it beside the worker).
+        self.nannies: dict[str, str] = {}
+        #: The last start error of each server that failed to start.
+        self.errors: dict[str, str] = {}
 
     async def start(self, msg: Message, make: Callable[[dict[str, Any]], Any]) -> Any:
         """Build a server with *make*, start it within the deadline, watch it.
@@ -181,13 +238,10 @@ class Servers:
         except asyncio.TimeoutError:
             where = f" (is {msg['scheduler']} reachable from this host?)" if msg.get(
                 "scheduler") else ""
-            self.wire.emit(ev="failed", name=name,
-                           error=f"did not start within {timeout:.0f} s{where}",
-                           tb=traceback.format_exc())
+            self.failed(name, f"did not start within {timeout:.0f} s{where}")
             return None
         except BaseException as exc:
-            self.wire.emit(ev="failed", name=name, error=f"{type(exc).__name__}: {exc}",
-                           tb=traceback.format_exc())
+            self.failed(name, f"{type(exc).__name__}: {exc}")
             return None
         self.running[name] = server
         watcher = asyncio.ensure_future(self.watch(name, server))
@@ -195,8 +249,13 @@ class Servers:
         watcher.add_done_callback(lambda task: self.forget_watcher(name, task))
         return server
 
-    async def scheduler_answers(self, timeout: float = 5.0) -> bool:
-        """Whether the workers' scheduler answers an ``identity`` call (a full handshake)."""
+    def failed(self, name: str, error: str) -> None:
+        """Report a server that did not start (and keep why, for a kept agent's log)."""
+        self.errors[name] = error
+        self.wire.emit(ev="failed", name=name, error=error, tb=traceback.format_exc())
+
+    async def ask_scheduler(self, op: str, timeout: float = 5.0) -> Any:
+        """Call *op* on the workers' scheduler (a full handshake); None if it does not answer."""
         from distributed.core import rpc
 
         assert self.scheduler_address is not None
@@ -204,10 +263,35 @@ class Servers:
         try:
             async with rpc(self.scheduler_address, timeout=timeout,
                            connection_args=args) as r:
-                await asyncio.wait_for(r.identity(), timeout)
+                return await asyncio.wait_for(getattr(r, op)(), timeout)
         except Exception:
-            return False
-        return True
+            return None
+
+    async def scheduler_answers(self, timeout: float = 5.0) -> bool:
+        """Whether the workers' scheduler answers an ``identity`` call (a full handshake)."""
+        return await self.ask_scheduler("identity", timeout) is not None
+
+    async def revival(self, name: str) -> str | None:
+        """Whether lost worker *name* may start again now: None to start it, else why not yet.
+
+        Asks its scheduler (one that does not answer: the caller waits). Not while
+        the scheduler still lists the lost worker (it drops it once it notices
+        the broken connection); never when a worker of that name runs elsewhere
+        ("taken") or the cluster already has the workers it wants ("enough").
+        """
+        identity = await self.ask_scheduler("identity")
+        if not isinstance(identity, dict):
+            return "the scheduler does not answer"
+        workers = dict(identity.get("workers") or {})
+        mine = [w for w in workers.values() if str(w.get("name")) == name]
+        if mine:
+            if any(w.get("nanny") == self.nannies.get(name) for w in mine):
+                return "the scheduler still lists the lost worker"
+            return "taken"
+        wanted = await self.ask_scheduler(WANTED_OP)
+        if isinstance(wanted, int) and not isinstance(wanted, bool) and len(workers) >= wanted:
+            return "enough"
+        return None
 
     def forget_watcher(self, name: str, task: asyncio.Task[None]) -> None:
         if self.watchers.get(name) is task:
@@ -219,9 +303,17 @@ class Servers:
         if name in self.running and name not in self.stopping:
             del self.running[name]
             reason = getattr(server, "_sshdeploy_gave_up", None)
+            self.ended[name] = reason or str(getattr(server, "_sshdeploy_reason", None)
+                                             or f"status {server.status}")
             self.wire.emit(ev="exited", name=name,
                            reason=reason or f"closed by itself (status {server.status})")
             await self.on_exit(name)
+
+    def lost(self, name: str) -> str | None:
+        """Why worker *name* closed if it was lost with its scheduler (None: meant, or unknown)."""
+        why = self.ended.get(name)
+        restart = self.messages.get(name, {}).get("restart") is not False
+        return why if why in LOST_REASONS and restart else None
 
     async def start_scheduler(self, msg: Message) -> None:
         from distributed import Scheduler
@@ -235,12 +327,15 @@ class Servers:
         self.wire.emit(ev="ready", name=msg.get("name", "scheduler"), address=server.address,
                        pid=os.getpid(), dashboard_port=http.port if http is not None else None)
 
-    async def start_worker(self, msg: Message) -> None:
+    async def start_worker(self, msg: Message) -> Any:
+        """Start the worker of *msg* (a Nanny by default); return it, or None if it failed."""
         from distributed import Nanny, Worker
         from distributed.utils import import_term
 
         name = msg["name"]
         self.scheduler_address = msg.get("scheduler") or self.scheduler_address
+        self.messages[name] = msg
+        self.ended.pop(name, None)
 
         def make(kw: dict[str, Any]) -> Any:
             cls = import_term(msg.get("cls") or "distributed.Nanny")
@@ -257,15 +352,18 @@ class Servers:
                 self.limit_restarts(server, msg.get("restart") is not False,
                                     msg.get("restart_limit"), msg.get("restart_window"),
                                     kw.get("memory_limit"))
+                note_close_reason(server)
             return server
 
         server = await self.start(msg, make)
         if server is None:
-            return
+            return None
         process = getattr(server, "process", None)
         pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
         address = getattr(server, "worker_address", None) or server.address
+        self.nannies[name] = str(server.address)
         self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
+        return server
 
     @staticmethod
     def limit_restarts(
@@ -313,6 +411,7 @@ class Servers:
 
     async def stop(self, msg: Message) -> None:
         name = msg["name"]
+        self.messages.pop(name, None)  # stopped on purpose: never started again
         server = self.running.get(name)
         if server is not None:
             self.stopping.add(name)
