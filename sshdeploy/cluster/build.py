@@ -15,11 +15,11 @@ from distributed.deploy.spec import SpecCluster
 from distributed.utils import Log, Logs
 
 from sshdeploy import compat
+from sshdeploy.cluster.kept import KeptCluster
 from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import ConfigError, SSHDeployError
 from sshdeploy.logs import LogBook
-from sshdeploy.named.kept import KeptCluster
 from sshdeploy.placement import HostPlan, Placement
 from sshdeploy.plan import ClusterPlan
 from sshdeploy.ssh.pool import HostPool

@@ -27,6 +27,7 @@ from distributed.utils import Logs, format_dashboard_link
 from sshdeploy import compat
 from sshdeploy.arguments import ClusterArgs
 from sshdeploy.cluster.fleet import Fleet
+from sshdeploy.cluster.kept import KeptCluster, reattach
 from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.cluster.restarts import WorkerRestarts
 from sshdeploy.cluster.roster import Roster
@@ -35,7 +36,6 @@ from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
-from sshdeploy.named.kept import KeptCluster, reattach
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
 from sshdeploy.ssh.forwarding import LOCALHOST

@@ -29,12 +29,12 @@ from typing import Any
 
 from distributed.core import Status
 
+from sshdeploy.cluster.kept import KeptCluster
 from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import ConfigError, ConnectError, SSHDeployError, failures_by_host
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import ConnectionKey, Host
 from sshdeploy.named import flow
-from sshdeploy.named.kept import KeptCluster
 from sshdeploy.placement import HostPlan, extend, without, worker_name
 from sshdeploy.ssh.pool import HostPool
 

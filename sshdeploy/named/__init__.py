@@ -18,13 +18,11 @@ the controller needs to find it again and to operate it:
     a record's hosts as they are now (add, remove) and what differs between two specs (pure).
 ``flow``
     find, record, probe and stop a named cluster across its hosts.
-``kept``
-    the named side of one live SSHCluster: take over, record, detach, reattach.
-``adopted``
-    the scheduler and workers of a running cluster, as distributed's process
-    objects, for :meth:`sshdeploy.SSHCluster.from_name`.
-``discovery``
-    dask-ctl's ``dask_cluster_discovery`` entry point.
+
+The live side of a named cluster (taking one over, recording it, its adopted
+processes, dask-ctl's discovery) belongs to the running cluster:
+:mod:`sshdeploy.cluster.kept`, :mod:`sshdeploy.cluster.adopted`,
+:mod:`sshdeploy.cluster.discovery`.
 
 One word, one meaning: a *named* cluster is what the user makes; its agents
 are *kept* on the hosts (``Keep``); a controller that takes one over

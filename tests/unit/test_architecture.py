@@ -29,8 +29,8 @@ FLOORS: list[tuple[str, ...]] = [
     # the faces: what a user runs or imports first
     ("sshdeploy", "sshdeploy.demo", "sshdeploy.cli"),
     # the running cluster: the only place that holds live SpecCluster state
-    ("sshdeploy.cluster", "sshdeploy.named.kept", "sshdeploy.named.adopted",
-     "sshdeploy.named.discovery"),
+    ("sshdeploy.cluster", "sshdeploy.cluster.kept", "sshdeploy.cluster.adopted",
+     "sshdeploy.cluster.discovery"),
     # the plan of a cluster, and the two features: the stage before a start, clusters
     # that outlive the controller
     ("sshdeploy.plan", "sshdeploy.env", "sshdeploy.named"),
@@ -81,6 +81,13 @@ def _imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 yield target
+                # Python runs the __init__ of each package above the target first, unless
+                # it is one of this module's own (already running, or done)
+                parent = target.rpartition(".")[0]
+                while parent and parent != "sshdeploy":
+                    if not (name == parent or name.startswith(parent + ".")):
+                        yield parent
+                    parent = parent.rpartition(".")[0]
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -98,8 +98,8 @@ def test_only_the_roster_forgets_workers_and_tells_the_user() -> None:
 def test_the_clusters_collaborators_never_import_it() -> None:
     """They get the roster and what else they need, not SSHCluster (not even for mypy)."""
     for name in ("cluster/roster.py", "cluster/fleet.py", "cluster/restarts.py",
-                 "cluster/processes.py", "cluster/host_status.py", "named/kept.py",
-                 "named/adopted.py", "cluster/health.py"):
+                 "cluster/processes.py", "cluster/host_status.py", "cluster/kept.py",
+                 "cluster/adopted.py", "cluster/health.py"):
         tree = ast.parse((PACKAGE / name).read_text())
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import)

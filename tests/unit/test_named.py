@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.kept import KeptCluster
 from sshdeploy.errors import ClusterStateError, ConfigError, ConnectError
 from sshdeploy.logs import LogBook
-from sshdeploy.named.kept import KeptCluster
 from sshdeploy.named.policy import KeepPolicy, check_name, parse_duration
 from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
@@ -312,8 +312,8 @@ def test_a_later_controller_plans_the_hosts_and_workers_as_the_start_did(
     import asyncio
     import dataclasses
 
+    from sshdeploy.cluster.kept import KeptCluster, reattach
     from sshdeploy.named.flow import new_record
-    from sshdeploy.named.kept import KeptCluster, reattach
 
     monkeypatch.chdir(tmp_path)
     args = ClusterArgs(["s", "a", "b"], {"known_hosts": None}, {"nthreads": 2},
@@ -351,8 +351,8 @@ def test_a_later_controller_plans_the_hosts_and_workers_as_the_start_did(
 def test_from_name_of_an_unknown_name_says_where_to_look(tmp_path: Path) -> None:
     import asyncio
 
+    from sshdeploy.cluster.kept import reattach
     from sshdeploy.errors import ClusterNotFoundError
-    from sshdeploy.named.kept import reattach
 
     with pytest.raises(ClusterNotFoundError, match="no record of it on this machine"):
         asyncio.run(reattach("nosuch", store=StateStore(tmp_path)))
@@ -395,7 +395,7 @@ def test_a_record_that_cannot_be_saved_is_logged_not_raised(
         raise ConnectError(host="root@s:22", cause="connection refused")
 
     monkeypatch.setattr("sshdeploy.named.flow.save", unreachable)
-    with caplog.at_level(logging.WARNING, logger="sshdeploy.named.kept"):
+    with caplog.at_level(logging.WARNING, logger="sshdeploy.cluster.kept"):
         asyncio.run(kept.note_wanted(2))
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("cluster 'demo': could not record its worker count: ")

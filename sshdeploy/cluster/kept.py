@@ -20,13 +20,13 @@ from typing import Any
 from distributed.security import Security
 
 from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cluster.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.cluster.processes import WorkerAgents
 from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.named import flow
-from sshdeploy.named.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.named.policy import KeepPolicy, check_name
 from sshdeploy.named.spec import with_hosts
 from sshdeploy.named.state import ClusterRecord, StateStore
