@@ -10,6 +10,7 @@ import bisect
 import getpass
 import heapq
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -39,8 +40,15 @@ def as_hosts(hosts: Sequence[str | Host] | None) -> list[Host]:
             remedy="Pass e.g. hosts=['node1', 'node2', 'node3'].",
         )
     if isinstance(hosts, str):
+        split = [h for h in re.split(r"[\s,]+", hosts) if h]
+        remedy = (f"Write hosts={split!r}." if len(split) > 1 else f"Write hosts=[{hosts!r}].")
         raise ConfigError("hosts", "expected a list of hosts, got a single string",
-                          remedy=f"Write hosts=[{hosts!r}] or hosts={hosts.split()!r}.")
+                          remedy=remedy)
+    if isinstance(hosts, Host):
+        return [hosts]
+    if not isinstance(hosts, (list, tuple)):
+        raise ConfigError("hosts", f"expected a list of hosts, got {type(hosts).__name__} "
+                          f"{hosts!r}", remedy="Pass e.g. hosts=['node1', 'node2', 'node3'].")
     return [h if isinstance(h, Host) else parse_host(str(h)) for h in hosts]
 
 

@@ -46,7 +46,7 @@ def test_as_hosts_single_string_is_refused_with_a_suggestion() -> None:
         as_hosts("node1 node2")  # type: ignore[arg-type]
     text = str(info.value)
     assert text.startswith("hosts: expected a list of hosts, got a single string")
-    assert "hosts=['node1 node2']" in text and "hosts=['node1', 'node2']" in text
+    assert "hosts=['node1 node2']" not in text and text.endswith("Write hosts=['node1', 'node2'].")
 
 
 def test_as_hosts_single_host_string_is_not_split_into_characters() -> None:
