@@ -184,7 +184,8 @@ class RemoteScheduler(ProcessInterface):
     async def _reach(self, ch: AgentChannel) -> None:
         """Make the scheduler reachable from the controller: directly or through SSH."""
         address = str(self.address)
-        if self.forward is not True and await reachable(address, PROBE_TIMEOUT):
+        security = (self.kwargs or {}).get("security")
+        if self.forward is not True and await reachable(address, PROBE_TIMEOUT, security):
             return
         if self.forward is False:
             raise StartError(

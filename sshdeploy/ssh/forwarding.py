@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from distributed.comm.addressing import get_address_host_port, parse_address, unparse_address
 
@@ -26,8 +27,14 @@ PROBE_TIMEOUT = 2.0
 LOCALHOST = "127.0.0.1"
 
 
-async def reachable(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Return whether a TCP connection to a Dask *address* opens within *timeout*.
+async def reachable(address: str, timeout: float = PROBE_TIMEOUT, security: Any = None) -> bool:
+    """Return whether a Dask *address* answers a client's connection within *timeout*.
+
+    A real Dask connection (with the handshake, and TLS with the cluster's
+    *security*), then closed: the scheduler sees an ordinary client that left
+    (logged at debug), not a connection torn down mid-handshake ("TLS handshake
+    failed" warnings on a TLS cluster), and an address whose connect succeeds
+    but never answers (a firewall that swallows packets) is not taken for reachable.
 
     Examples
     --------
@@ -35,14 +42,17 @@ async def reachable(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
     >>> asyncio.run(reachable("tcp://127.0.0.1:1", 1))
     False
     """
-    host, port = get_address_host_port(address)
+    from distributed.comm.core import connect
+
+    args = security.get_connection_args("client") if security is not None else {}
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        comm = await asyncio.wait_for(
+            connect(address, timeout=timeout, **args),  # type: ignore[no-untyped-call]
+            timeout + 1)
     except (OSError, asyncio.TimeoutError):
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    with contextlib.suppress(Exception):
+        await comm.close()
     return True
 
 

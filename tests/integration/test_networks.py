@@ -85,6 +85,8 @@ def test_tls_everywhere_and_a_plain_client_is_refused(bed: testbed.Bed) -> None:
         assert cluster.scheduler_address.startswith("tls://" + bed.host(n1).address)
         with Client(cluster) as client:
             assert client.submit(lambda x: x * 2, 21).result() == 42
+            # the controller's reachability probe was a client that connected and left
+            assert "TLS handshake failed" not in str(cluster.get_logs()["Scheduler"])
             workers = client.scheduler_info()["workers"]
             assert len(workers) == 2 and all(a.startswith("tls://") for a in workers)
         plain = cluster.scheduler_address.replace("tls://", "tcp://")
