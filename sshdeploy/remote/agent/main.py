@@ -68,6 +68,8 @@ class Agent:
         self.servers = Servers(self.wire, self.on_server_exit)
         self.inbox = Inbox(self.controller_gone)
         self.tmp = TempDir()
+        #: The thread that forwards the log pipe (started once output is captured).
+        self.pump: threading.Thread | None = None
         #: Set for an agent of a named cluster kept without a controller (spec ``keep``).
         self.keep: Keep | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -252,7 +254,25 @@ class Agent:
             self.keep.end()
         sys.stdout.flush()
         sys.stderr.flush()
+        self.drain_logs(2.0)
         self.wire.emit(ev="bye")
+
+    def drain_logs(self, timeout: float) -> None:
+        """Forward every line written so far before a last word (``bye`` is the last).
+
+        Our own ends of the log pipe are closed (the group is gone: nobody else
+        holds one), so the pump reads what is left, meets EOF and ends.
+        """
+        pump = self.pump
+        if pump is None:
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        pump.join(timeout)
 
     async def on_server_exit(self, name: str) -> None:
         """A scheduler that closed by itself ends its agent (so does a kept agent's last worker)."""
@@ -338,7 +358,8 @@ class Agent:
             # A file: a preload given as text would be logged by distributed.
             self.servers.tagger_path = self.tmp.write(TAGGER_MODULE + ".py", self.tagger_source)
             self.start_forkserver(close_fds=[self.wire.fd, log_pipe])
-        threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True).start()
+        self.pump = threading.Thread(target=self.wire.pump_logs, args=(log_pipe,), daemon=True)
+        self.pump.start()
         self.inbox.start(float(spec.get("heartbeat", 30)))
         import platform
         self.wire.emit(ev="hello", pid=os.getpid(), python=sys.executable,
