@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from .jobs import JOB_OPS, job_op, jobs_running
 from .protocol import Message
 
 #: Where a named cluster keeps its files on a host, under ``$XDG_STATE_HOME``
@@ -134,6 +135,8 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     ``data["lines"]`` lines of each log file. Each answers with a probe.
     """
     directory = keep_dir(name)
+    if op in JOB_OPS:  # the cluster's jobs (dask-ssh submit, jobs, job)
+        return job_op(op, directory, data)
     mine = keep_host_dir(name)
     if op == "write":
         private_dirs(directory)
@@ -258,7 +261,8 @@ class Keep:
         """Write the status file; return why the scheduler must stop now (a policy), or None."""
         now = time.time()
         busy = bool(getattr(server, "queued", None) or getattr(server, "unrunnable", None)
-                    or any(ws.processing for ws in server.workers.values()))
+                    or any(ws.processing for ws in server.workers.values())
+                    or jobs_running(self.dir))  # a running job is activity, with or without tasks
         clients = [c for c in server.clients if c != "fire-and-forget"]
         counter = getattr(server, "transition_counter", 0)
         if busy or clients or counter != idle.get("counter"):
