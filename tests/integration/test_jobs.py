@@ -219,17 +219,30 @@ def test_a_running_job_keeps_an_idle_cluster_up_and_ends_with_its_lifetime(
     assert job["status"] == "stopped" and "maximum lifetime" in job["reason"], job
 
 
-def test_a_job_of_a_tls_cluster_connects_with_its_credentials(
-        bed: testbed.Bed, env: dict[str, str], scripts: Path) -> None:
+def test_a_job_has_the_clusters_environment_and_a_tls_clusters_credentials(
+        bed: testbed.Bed, env: dict[str, str], scripts: Path, tmp_path: Path) -> None:
     name = f"jtls-{uuid.uuid4().hex[:6]}"
-    up(bed, env, name, n1, n2, extra=("--tls",))
-    done = dask_ssh(env, "submit", name, "--env", "EXTRA=1", str(scripts / "compute.py"), "10")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "helpers.py").write_text("WHERE = 'uploaded with the cluster'\n")
+    (scripts / "uses.py").write_text(
+        "import os, helpers\n"
+        "print(helpers.WHERE, os.environ['FROM_SETUP'], os.environ['OF_CLUSTER'],\n"
+        "      os.environ['OF_JOB'])\n")
+    up(bed, env, name, n1, n2, extra=("--tls", "--upload", str(shared / "helpers.py"),
+                                      "--setup", "export FROM_SETUP=setup",
+                                      "--env", "OF_CLUSTER=cluster"))
+    done = dask_ssh(env, "submit", name, str(scripts / "compute.py"), "10")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout == "workers: 1\nresult: 45\n"
+    assert done.stdout == "workers: 1\nresult: 45\n"  # Client() over TLS, no arguments
     # the credentials were the job's only while it ran
     jobdir = testbed.host_path(bed.hosts[0], f"/root/.local/state/sshdeploy/clusters/{name}/"
                                              "jobs/1")
     assert sorted(p.name for p in jobdir.iterdir()) == ["job.json", "output.log"]
+    # the scheduler's environment: its setup, its uploads on PYTHONPATH, its env; then the job's
+    done = dask_ssh(env, "submit", name, "--env", "OF_JOB=job", str(scripts / "uses.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "uploaded with the cluster setup cluster job\n"
 
 
 def test_exec_runs_on_every_host_and_fails_when_one_host_does(

@@ -128,3 +128,55 @@ def test_bad_submits_are_usage_errors_that_start_nothing(tmp_path: Path,
     assert out.exit_code == 2 and "--timeout" in out.output
     out = runner.invoke(submit_command, ["lab", str(script)])
     assert out.exit_code == 1 and "cluster 'lab' is unknown" in out.output
+
+
+# ------------------------------------------------------------------ what the host answers
+
+def cluster_jobs(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> Any:
+    """A ClusterJobs of a recorded cluster whose scheduler host answers *answer*."""
+    import dataclasses
+
+    from sshdeploy.named import jobops
+    from sshdeploy.named.jobclient import ClusterJobs
+    from sshdeploy.named.state import ClusterRecord
+
+    async def run_op(*args: Any, **kw: Any) -> dict[str, Any]:
+        return answer
+
+    monkeypatch.setattr(jobops, "run_op", run_op)
+    record = ClusterRecord("lab", "root@n1:22", "tcp://10.0.0.1:8786",
+                           spec={"hosts": [{"hostname": h} for h in ("n1", "n2", "n3")],
+                                 "login_shell": True})
+    jobs = ClusterJobs(record)
+    assert dataclasses.replace(jobs.launch).login_shell  # the record's login shell is kept
+    return jobs
+
+
+def test_what_the_scheduler_host_answers_becomes_records_or_clear_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from sshdeploy.errors import ClusterNotFoundError, JobError
+
+    jobs = cluster_jobs(monkeypatch, {"jobs": [{"id": "1", "state": "running", "alive": True}]})
+    assert [j.status for j in asyncio.run(jobs.jobs())] == ["running"]
+    jobs = cluster_jobs(monkeypatch, {"error": "unknown-job", "known": ["1", "2"]})
+    with pytest.raises(JobError, match=r"job 9: no such job on .*\(known: 1, 2\)"):
+        asyncio.run(jobs.stop("9"))
+    jobs = cluster_jobs(monkeypatch, {"error": "not-running",
+                                      "end": {"reason": "maximum lifetime of 60 s reached"}})
+    with pytest.raises(ClusterNotFoundError, match="is stopped: maximum lifetime"):
+        asyncio.run(jobs.wait("1"))
+    jobs = cluster_jobs(monkeypatch, {"job": {"id": "1", "state": "stopped"}, "was": "stopped"})
+    job, was_running = asyncio.run(jobs.stop("1"))
+    assert (job.status, was_running) == ("stopped", False)
+
+
+def test_exec_names_the_hosts_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdeploy.errors import JobError
+
+    jobs = cluster_jobs(monkeypatch, {})
+    assert [h.hostname for h in jobs.hosts()] == ["n1", "n2", "n3"]
+    assert [h.hostname for h in jobs.hosts(["n3", "n1"])] == ["n3", "n1"]
+    with pytest.raises(JobError, match=r"'n9' is not one of its hosts \(n1, n2, n3\)"):
+        jobs.hosts(["n9"])
