@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sshdeploy.env.uploads import REMOTE_UPLOADS, Manifest, collect
-from sshdeploy.errors import ClusterNotFoundError, JobError, UploadError
+from sshdeploy.errors import ClusterNotFoundError, ConfigError, JobError, UploadError
 from sshdeploy.hosts import Host
 from sshdeploy.named import flow, jobops
 from sshdeploy.named.jobs import JobRecord, job_files, upload_dir
@@ -252,3 +252,120 @@ def with_script(manifest: Manifest, name: str, path: Path) -> Manifest:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Manifest(files={**manifest.files, name: digest},
                     sources={**manifest.sources, name: path})
+
+
+def _run(work: Callable[[ClusterJobs], Awaitable[Any]], name: str) -> Any:
+    """Run *work* on the jobs of cluster *name* to its end, from any thread (in Jupyter too:
+    a thread of its own runs the event loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def main() -> Any:
+        async with ClusterJobs.of(name) as jobs:
+            return await work(jobs)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def cluster_name(cluster: Any) -> str:
+    """The name of *cluster*: a named cluster's name, or an SSHCluster that is one.
+
+    Raises
+    ------
+    ConfigError
+        An SSHCluster that is not named (jobs live beside a named cluster's scheduler).
+    """
+    if isinstance(cluster, str):
+        return cluster
+    kept = getattr(cluster, "kept", None)
+    if kept is None:
+        raise ConfigError("cluster", "jobs need a named cluster (they run beside its scheduler "
+                          "and outlive this process)",
+                          remedy="Start it with SSHCluster(..., name='NAME', "
+                          "shutdown_on_close=False) or `dask-ssh up --name NAME`.")
+    return str(kept.policy.name)
+
+
+class Job:
+    """A job of a named cluster, seen from Python (synchronous; see :func:`submit_script`).
+
+    Attributes
+    ----------
+    cluster : str
+        The cluster's name.
+    id : str
+        The job's id.
+    record : JobRecord
+        Its record as last read (:meth:`refresh` reads it again).
+    """
+
+    def __init__(self, cluster: str, record: JobRecord) -> None:
+        self.cluster = cluster
+        self.id = record.id
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} of {self.cluster}: {self.record.describe()}>"
+
+    def refresh(self) -> JobRecord:
+        """Read its record on the scheduler host now."""
+        found = _run(lambda jobs: jobs.jobs(), self.cluster)
+        self.record = next((j for j in found if j.id == self.id), self.record)
+        return self.record
+
+    @property
+    def status(self) -> str:
+        """``running``, ``succeeded``, ``failed``, ``stopped`` or ``lost``, probed now."""
+        return self.refresh().status
+
+    @property
+    def exit_code(self) -> int | None:
+        """Its exit status (128+N for signal N) once it ended, else None."""
+        record = self.record if self.record.done else self.refresh()
+        return record.exit_status() if record.done else None
+
+    def logs(self) -> str:
+        """What it wrote so far (stdout and stderr, kept on the scheduler host)."""
+        chunks: list[bytes] = []
+        _run(lambda jobs: jobs.follow(self.id, chunks.append, follow=False), self.cluster)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until it ends (at most *timeout* seconds: ``TimeoutError``); its exit status."""
+        async def wait(jobs: ClusterJobs) -> JobRecord:
+            return await asyncio.wait_for(jobs.wait(self.id), timeout)
+
+        self.record = _run(wait, self.cluster)
+        return self.record.exit_status()
+
+    def stop(self, grace: float = 5.0) -> JobRecord:
+        """Stop it (SIGINT, SIGTERM, SIGKILL to all of it, *grace* s apart); its record."""
+        self.record, _ = _run(lambda jobs: jobs.stop(self.id, grace), self.cluster)
+        return self.record
+
+
+def submit_script(cluster: Any, path: str | Path, args: Sequence[str] = (),
+                  upload: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                  name: str | None = None, timeout: float | None = None) -> Job:
+    """Run the script *path* as a job of the named *cluster* (its name, or its SSHCluster).
+
+    As ``dask-ssh submit --detach``: returns once it runs; :meth:`Job.wait`,
+    :meth:`Job.logs` and :meth:`Job.stop` follow it (also from another
+    process: :func:`jobs`).
+
+    Examples
+    --------
+    >>> job = submit_script("lab", "train.py", ["--epochs", "3"])    # doctest: +SKIP
+    >>> job.wait(), job.logs()                                       # doctest: +SKIP
+    (0, 'epoch 0: ...')
+    """
+    target = cluster_name(cluster)
+    record = _run(lambda jobs: jobs.submit(path, args, upload=upload, env=env, name=name,
+                                           timeout=timeout), target)
+    return Job(target, record)
+
+
+def jobs(cluster: Any) -> list[Job]:
+    """Every job of the named *cluster* (its name, or its SSHCluster), oldest first."""
+    target = cluster_name(cluster)
+    return [Job(target, r) for r in _run(lambda c: c.jobs(), target)]

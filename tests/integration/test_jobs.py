@@ -22,6 +22,8 @@ import pytest
 
 from sshdeploy import testbed
 from sshdeploy.named import flow
+from sshdeploy.named.jobclient import jobs as all_jobs
+from sshdeploy.named.jobclient import submit_script
 from sshdeploy.named.state import StateStore
 
 n1, n2, n3, n4 = testbed.host_names(4, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))
@@ -131,6 +133,12 @@ def test_a_script_computes_on_the_cluster_streams_and_exits_with_its_code(
     unknown = dask_ssh(env, "job", "logs", name, "7")
     assert unknown.returncode == 1 and "job 7: no such job" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+    # the same from Python
+    job = submit_script(name, scripts / "fail.py", name="py")
+    assert (job.id, job.wait(timeout=60), job.exit_code) == ("3", 3, 3)
+    assert job.logs() == "failing now\n" and job.status == "failed"
+    assert [(j.id, j.record.name) for j in all_jobs(name)] == [("1", ""), ("2", "bad"),
+                                                              ("3", "py")]
 
 
 def test_a_job_outlives_its_submitter_and_its_logs_stay_on_the_scheduler_host(

@@ -180,3 +180,15 @@ def test_exec_names_the_hosts_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> Non
     assert [h.hostname for h in jobs.hosts(["n3", "n1"])] == ["n3", "n1"]
     with pytest.raises(JobError, match=r"'n9' is not one of its hosts \(n1, n2, n3\)"):
         jobs.hosts(["n9"])
+
+
+def test_jobs_from_python_need_a_named_cluster() -> None:
+    from types import SimpleNamespace
+
+    from sshdeploy.named.jobclient import cluster_name
+
+    assert cluster_name("lab") == "lab"
+    named = SimpleNamespace(kept=SimpleNamespace(policy=SimpleNamespace(name="lab")))
+    assert cluster_name(named) == "lab"
+    with pytest.raises(ConfigError, match="jobs need a named cluster"):
+        cluster_name(SimpleNamespace(kept=None))  # an SSHCluster that is not named
