@@ -436,3 +436,36 @@ class UploadError(SSHDeployError, ValueError):
 
     def message(self) -> str:
         return f"upload {self.path!r}: {self.reason}. {self.remedy}"
+
+
+@dataclass(eq=False)
+class JobError(SSHDeployError):
+    """A job of a named cluster cannot be found, started or stopped (``dask-ssh submit``,
+    ``jobs``, ``job``).
+
+    Parameters
+    ----------
+    cluster : str
+        The named cluster.
+    job : str
+        The job's id or name as given ("" before it has one).
+    what : str
+        What went wrong.
+    remedy : str
+        What to do.
+
+    Examples
+    --------
+    >>> print(JobError("lab", "7", "no such job (known: 1, 2)"))
+    cluster 'lab': job 7: no such job (known: 1, 2). `dask-ssh jobs lab` lists its jobs.
+    """
+
+    cluster: str
+    job: str
+    what: str
+    remedy: str = ""
+
+    def message(self) -> str:
+        job = f"job {self.job}: " if self.job else ""
+        remedy = self.remedy or f"`dask-ssh jobs {self.cluster}` lists its jobs."
+        return f"cluster {self.cluster!r}: {job}{self.what}. {remedy}"

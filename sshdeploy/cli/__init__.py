@@ -123,6 +123,11 @@ Named clusters that outlive the terminal (dask-ssh SUBCOMMAND --help):
   dask-ssh status|logs|scale|attach NAME      operate one
   dask-ssh add|remove NAME HOST...            add hosts (--spare), retire and remove
   dask-ssh down NAME|--all, dask-ssh clean    stop them, forget the gone ones
+Run work on one (beside its scheduler; it outlives this terminal):
+  dask-ssh submit NAME [-d] SCRIPT [ARGS]...  run a script as a job, show its output
+  dask-ssh jobs NAME                          its jobs and their states
+  dask-ssh job logs|wait|stop NAME JOB        follow, wait for or stop one
+  dask-ssh exec NAME -- COMMAND...            run a command on every host
 A host literally named like a subcommand is given with its user or port
 (dask-ssh root@up node2) or after -- (dask-ssh -- up node2).
 """
@@ -154,9 +159,9 @@ class DaskSSH(click.Command):
     """The classic command, whose first argument may instead name a subcommand.
 
     ``dask-ssh node1 node2`` runs a cluster in the foreground, as it always
-    did; ``dask-ssh up|list|ls|status|logs|scale|add|remove|attach|down|clean ...`` runs
-    that subcommand. A host literally named like a subcommand is given with
-    its user or port (``root@up``) or after ``--``.
+    did; ``dask-ssh up|list|ls|status|logs|scale|add|remove|attach|down|clean ...`` (and
+    ``submit|jobs|job|exec``) runs that subcommand. A host literally named like a
+    subcommand is given with its user or port (``root@up``) or after ``--``.
     """
 
     def main(  # type: ignore[override]  # click's overloads: one signature serves all
@@ -376,10 +381,12 @@ up = click.Command(
 
 
 def subcommands() -> dict[str, click.Command]:
-    """``dask-ssh``'s subcommands by name (``up`` and those of :mod:`sshdeploy.cli.named`)."""
+    """``dask-ssh``'s subcommands by name (``up``, those of :mod:`sshdeploy.cli.named` and
+    of :mod:`sshdeploy.cli.jobs`)."""
+    from sshdeploy.cli.jobs import JOB_COMMANDS
     from sshdeploy.cli.named import SUBCOMMANDS
 
-    return {"up": up, **SUBCOMMANDS}
+    return {"up": up, **SUBCOMMANDS, **JOB_COMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from typing import Any
 from sshdeploy.errors import ClusterExistsError, ClusterNotFoundError, HostError
 from sshdeploy.hosts import Host
 from sshdeploy.named.hostops import host_op, on_hosts
+from sshdeploy.named.jobops import stop_jobs
 from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import ClusterStatus, classify
@@ -135,6 +136,7 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     report: dict[str, str] = {}
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
+        await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # its jobs first, whole
         killed = await on_hosts(pool, hosts, record.name, "kill", timeout=OP_TIMEOUT + grace)
         await asyncio.gather(*(  # the scheduler's host (the first) owns the cluster's files
             host_op(pool, h, launch, record.name, "remove", data={"owner": i == 0},

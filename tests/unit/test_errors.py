@@ -16,6 +16,7 @@ from sshdeploy.errors import (
     HostError,
     HostfileError,
     HostKeyError,
+    JobError,
     MultiHostError,
     RemoteImportError,
     RemotePythonError,
@@ -179,6 +180,7 @@ def _every_error() -> list[SSHDeployError]:
         ClusterNotFoundError(name="a", state="gone", cause="its scheduler no longer runs"),
         ClusterExistsError(name="a", differences=["hosts: a -> b"]),
         WorkersNotReadyError(name="a", wanted=4, running=2, waited=60.0),
+        JobError(cluster="a", job="7", what="no such job (known: 1, 2)"),
     ]
 
 

@@ -293,7 +293,8 @@ def test_subcommands_dispatch_and_a_host_named_like_one_is_given_after_dashes() 
     from sshdeploy.cli import main, subcommands
 
     assert set(subcommands()) == {"up", "list", "ls", "status", "logs", "scale", "add",
-                                  "remove", "attach", "down", "clean"}
+                                  "remove", "attach", "down", "clean",
+                                  "submit", "jobs", "job", "exec"}
     runner = CliRunner()
     out = runner.invoke(main, ["up", "--help"])
     assert out.exit_code == 0 and "--idle-timeout" in out.output

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from .jobs import JOB_OPS, job_op, jobs_running
 from .protocol import Message
 from .servers import WANTED_OP
 
@@ -153,6 +154,8 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     every source of their lines (:func:`keep_sources`). Each answers with a probe.
     """
     directory = keep_dir(name)
+    if op in JOB_OPS:  # the cluster's jobs (dask-ssh submit, jobs, job)
+        return job_op(op, directory, data)
     mine = keep_host_dir(name)
     if op == "write":
         private_dirs(directory)
@@ -299,7 +302,8 @@ class Keep:
             handlers.setdefault(WANTED_OP, self.wanted)
         now = time.time()
         busy = bool(getattr(server, "queued", None) or getattr(server, "unrunnable", None)
-                    or any(ws.processing for ws in server.workers.values()))
+                    or any(ws.processing for ws in server.workers.values())
+                    or jobs_running(self.dir))  # a running job is activity, with or without tasks
         clients = [c for c in server.clients if c != "fire-and-forget"]
         counter = getattr(server, "transition_counter", 0)
         if busy or clients or counter != idle.get("counter"):
