@@ -450,3 +450,6 @@ class Launch:
     login_shell: bool = False
     #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
     keep: Mapping[str, Any] | None = None
+    #: The workers' multiprocessing start method here (None: the setting); ``spawn``
+    #: on GPU hosts (a worker must not inherit a parent's CUDA state).
+    mp_method: str | None = None

@@ -1,16 +1,24 @@
-"""GPU hosts (issue 28) without a GPU: which GPUs a request gets, and their workers.
+"""GPU hosts (issue 28) without a GPU: which GPUs a request gets, their workers, the start.
 
 The placement rules (``sshdeploy.gpus``) against inventories as the probe
-reports them (``tests/unit/test_gpu_probe.py`` tests the probe itself).
+reports them (``tests/unit/test_gpu_probe.py`` tests the probe itself); the
+plan and the dry run; the cluster's GPU step with the probe replaced by a
+function; ``dask-ssh --check`` with the checks replaced.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+import click
 import pytest
 
-from sshdeploy.errors import GPUError, MultiHostError
+from sshdeploy import SSHCluster
+from sshdeploy.arguments import ClusterArgs
+from sshdeploy.cli.options import GPUS
+from sshdeploy.cluster import scaling
+from sshdeploy.errors import ConfigError, GPUError, MultiHostError
 from sshdeploy.gpus import (
     Gpu,
     GpuProcess,
@@ -20,7 +28,9 @@ from sshdeploy.gpus import (
     requests,
 )
 from sshdeploy.hostfile import parse_hostfile_text
+from sshdeploy.hosts import Host
 from sshdeploy.placement import next_worker, place
+from sshdeploy.plan import plan_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,11 +208,18 @@ def test_auto_that_finds_no_gpu_anywhere_fails_naming_each_host() -> None:
            "not found on PATH)" in text
 
 
-def test_a_worker_added_to_a_gpu_host_takes_the_gpu_that_has_none_by_its_name() -> None:
+def test_scale_places_by_gpu_slots_and_says_the_arithmetic_beyond_them() -> None:
     p, invs = mixed()
     q = place_gpus(p, {k: choose("auto", inv, 0.1, False) for k, inv in invs.items()})
     running = [(w.host, w.name) for w in q.workers if w.name != "n4-gpu2"]
-    assert next_worker(q, running)[1] == "n4-gpu2"
+    assert next_worker(q, running)[1] == "n4-gpu2"  # the free GPU, by its name
+    n4 = q.workers[-1].host
+    assert scaling.slots(q) == 8
+    said = scaling.over_slots(20, None, None, 20, scaling.slots(q), q)
+    assert said == ("scale(20) asks for 20 workers, more than the 8 slots of the hosts (n2: 2, "
+                    "n3: 2 GPUs, n4: 4 GPUs; one worker per GPU): starting 8 (a GPU host takes "
+                    "no more workers than its GPUs and cpu_workers)")
+    assert "n4: " not in scaling.gpu_slots(q, excluded=[n4.key])
 
 
 def test_requests_are_per_host_and_a_hosts_own_is_required() -> None:
@@ -211,3 +228,151 @@ def test_requests_are_per_host_and_a_hosts_own_is_required() -> None:
         (None, "n2", None): ("auto", False), (None, "n3", None): ("free", True),
         (None, "n4", None): ("0,2", True)}
     assert requests(hosts, None)[(None, "n3", None)] == ("free", True)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def test_the_plan_starts_gpu_hosts_workers_with_spawn_and_the_dry_run_says_the_rule() -> None:
+    plan = plan_cluster(ClusterArgs(["s", "a", Host("b", gpus="0,2")], gpus=None,
+                                    cpu_workers=1))
+    hp = {h.host.hostname: h for h in plan.placement.worker_hosts.values()}
+    assert (plan.launch(hp["a"]).mp_method, plan.launch(hp["b"]).mp_method) == (None, "spawn")
+    _, a, b = SSHCluster.remote_commands(["s", "a", Host("b", gpus="0,2")], cpu_workers=1)
+    assert (a.names, a.gpus) == (["a-0"], "")
+    assert b.names == ["b-gpu<index> per GPU"]
+    assert b.gpus.startswith("gpus=0,2: one worker on each of GPUs 0,2 (b-gpu<index>), "
+                             "CUDA_VISIBLE_DEVICES=its UUID, resources GPU=1, nthreads 1, "
+                             "started with spawn; plus 1 CPU-only workers")
+    assert b.share == "memory_limit = the host's memory / its workers (GPU and CPU-only)"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"gpus": 0}, "gpus: 0 is not a GPU request: give 'auto'"),
+    ({"gpus": "all"}, "gpus: 'all' is not a GPU request"),
+    ({"cpu_workers": 2}, "cpu_workers: adds CPU-only workers beside the GPU workers"),
+    ({"gpus": "auto", "worker_class": "distributed.Worker"},
+     "worker_class: distributed.Worker runs in its host's agent process, so gpus= cannot pin"),
+    ({"gpus": "auto", "worker_class": "dask_cuda.CUDAWorker"},
+     "worker_class: dask_cuda.CUDAWorker starts its own worker per GPU"),
+])
+def test_what_cannot_work_is_refused_before_anything_starts(kwargs: dict[str, Any],
+                                                            message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SSHCluster.remote_commands(["s", "a"], **kwargs)
+    assert str(info.value).startswith(message), info.value
+
+
+def test_the_hostfile_and_the_command_line_take_the_same_requests() -> None:
+    (host,) = parse_hostfile_text("n3 gpus=FREE")
+    assert host.gpus == "free" and Host("n3", gpus=2).gpus == "2"
+    assert GPUS.convert("0, 2", None, None) == "0,2"
+    with pytest.raises(click.BadParameter, match="is not a GPU request"):
+        GPUS.convert("some", None, None)
+
+
+# --------------------------------------------------------------------------- the start
+
+
+def test_the_start_probes_the_gpu_hosts_and_wants_one_worker_per_gpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's GPU step (``cluster/gpustart.py``) with the probe replaced."""
+    import asyncio
+
+    from sshdeploy.cluster import gpustart
+    from sshdeploy.cluster.roster import Roster
+
+    _, invs = mixed(gpus="free")
+    plan = plan_cluster(ClusterArgs(["n1", "n2", "n3", "n4"], worker_options={"n_workers": 2},
+                                    gpus="free",
+                                    min_workers=1))
+    by_host = {inv.host.split("@")[1].split(":")[0]: inv for inv in invs.values()}
+    seen: list[tuple[str, str | None]] = []
+
+    async def probe_gpus(pool: Any, host: Host, python: str, setup: Any, login_shell: bool,
+                         visible: str | None, timeout: float) -> Inventory:
+        seen.append((host.hostname, visible))
+        return by_host[host.hostname]
+
+    monkeypatch.setattr(gpustart, "probe_gpus", probe_gpus)
+    logs: list[str] = []
+    monkeypatch.setattr("sshdeploy.compat.record_cluster_log",
+                        lambda cluster, message: logs.append(message))
+    cluster = SimpleNamespace(worker_spec={"old": {}}, workers={}, _created=set())
+    roster = Roster(cluster, plan, lambda hp, kw: {"options": {"host": hp.host, "kwargs": kw,
+                                                               "share": hp.slots}})
+
+    async def start() -> None:
+        step = gpustart.GpuStart(roster, pool=SimpleNamespace())
+        step.begin()
+        await step.placed()
+        await step.placed()  # once
+
+    asyncio.run(start())
+    assert sorted(seen) == [("n2", None), ("n3", None), ("n4", None)]
+    assert list(cluster.worker_spec) == ["n2-0", "n2-1", "n3-gpu0", "n4-gpu0", "n4-gpu1",
+                                         "n4-gpu2", "n4-gpu3"]
+    spec = cluster.worker_spec["n4-gpu3"]["options"]
+    assert spec["kwargs"]["env"] == {"CUDA_VISIBLE_DEVICES": "GPU-ddd"} and spec["share"] == 4
+    assert any(line.startswith("root@n3:22: gpus=free: 2 GPUs (nvml) -> n3-gpu0; skipped gpu1")
+               for line in logs)
+
+
+# --------------------------------------------------------------------------- dask-ssh
+
+
+def test_the_dry_run_says_each_gpu_hosts_rule() -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy.cli import main
+
+    result = CliRunner().invoke(main, ["--dry-run", "--gpus", "free", "--cpu-workers", "1",
+                                       "head", "gpu1"])
+    assert result.exit_code == 0, result.output
+    assert "# gpu1  worker  gpu1-gpu<index> per GPU" in result.output
+    assert ("#   gpus:    gpus=free: one worker per GPU found there that nobody else uses "
+            "(gpu1-gpu<index>)") in result.output
+    bad = CliRunner().invoke(main, ["--dry-run", "--gpus", "all", "head", "gpu1"])
+    assert bad.exit_code == 2 and "'all' is not a GPU request" in bad.output
+
+
+def test_check_probes_the_hosts_asked_and_lists_their_gpus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sshdeploy import cli
+    from sshdeploy.env import prestart
+
+    _, invs = mixed()
+    by_host = {inv.host.split("@")[1].split(":")[0]: inv for inv in invs.values()}
+    asked: list[Any] = []
+
+    def check_hosts(hosts: list[Host], connect_options: Any = None, remote_python: Any = None,
+                    *, setup: Any = None, deep: bool = False, gpus: Any = None) -> list[Any]:
+        asked.append(gpus)
+        return [SimpleNamespace(
+            host=f"root@{h.hostname}:22", reachable=True, authenticated=True, python="/py",
+            versions={}, local_versions={}, error=None, ok=True,
+            gpus=choose(gpus[h.key][0], by_host[h.hostname], 0.1, gpus[h.key][1])
+            if gpus and h.key in gpus else None) for h in hosts]
+
+    monkeypatch.setattr(cli, "check_hosts", check_hosts)
+    monkeypatch.setattr(prestart, "check_gate", lambda *a, **kw: ([], {}))
+    result = CliRunner().invoke(cli.main, ["--check", "--gpus", "free", "n1", "n2", "n3", "n4"])
+    assert result.exit_code == 0, result.output
+    assert asked == [{(None, h, None): ("free", False) for h in ("n2", "n3", "n4")}]
+    lines = result.output.split("GPUs (gpus=free):\n", 1)[1].splitlines()
+    assert lines[:4] == [
+        "  root@n2:22  no GPU (NVML: not found; nvidia-smi: not found) -> its workers run "
+        "without GPU",
+        "  root@n3:22  2 GPUs (nvml) -> n3-gpu0",
+        "    gpu0  GPU-aaa  Tesla T4  16.0 GiB, 0.0 GiB used",
+        f"    gpu1  GPU-bbb  Tesla T4  16.0 GiB, 9.0 GiB used  skipped: in use by pid {GONE_PID} "
+        "(a user not visible on the host, 9.0 GiB)"]
+    assert lines[4] == "  root@n4:22  4 GPUs (nvml) -> n4-gpu0, n4-gpu1, n4-gpu2, n4-gpu3"
+    # no GPU anywhere: the check fails (the start would)
+    by_host = {h: Inventory(f"root@{h}:22", tried=("nvidia-smi: not found on PATH",))
+               for h in by_host}
+    none = CliRunner().invoke(cli.main, ["--check", "--gpus", "auto", "n1", "n2"])
+    assert none.exit_code == 1
+    assert "FAILED gpus=auto found no GPU on any host: the start would fail" in none.output
