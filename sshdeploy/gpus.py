@@ -497,8 +497,9 @@ resources GPU=1, nthreads 1, started with spawn; plus 2 CPU-only workers on the 
     text = (f"gpus={hp.gpus}: {kind} ({hp.host.hostname}-gpu<index>), CUDA_VISIBLE_DEVICES=its "
             f"UUID, resources GPU=1, nthreads {nthreads}, started with spawn")
     if hp.cpu_workers:
-        text += (f"; plus {hp.cpu_workers} CPU-only workers on the cores left (resources "
-                 "CPU=<threads>)")
+        n = hp.cpu_workers
+        text += (f"; plus {n} CPU-only worker{'s' if n != 1 else ''} on the cores left "
+                 "(resources CPU=<threads>)")
     if hp.gpus in ("auto", "free"):
         text += f"; a host with no GPU runs its {hp.slots} worker(s) without"
     return text + f"; dask-ssh --check --gpus {hp.gpus} lists them"

@@ -243,7 +243,7 @@ def test_the_plan_starts_gpu_hosts_workers_with_spawn_and_the_dry_run_says_the_r
     assert b.names == ["b-gpu<index> per GPU"]
     assert b.gpus.startswith("gpus=0,2: one worker on each of GPUs 0,2 (b-gpu<index>), "
                              "CUDA_VISIBLE_DEVICES=its UUID, resources GPU=1, nthreads 1, "
-                             "started with spawn; plus 1 CPU-only workers")
+                             "started with spawn; plus 1 CPU-only worker on")
     assert b.share == "memory_limit = the host's memory / its workers (GPU and CPU-only)"
 
 
