@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .defaults import DEFAULT_WORKER_CLASS
 from .errors import ConfigError
-from .hosts import Host
+from .hosts import Host, check_gpus
 from .placement import as_hosts, per_host, with_spares
 
 #: How a named cluster's record keeps a keyword:
@@ -256,6 +256,14 @@ def _flag(kw: Keyword, value: Any) -> None:
                           f"got {value!r}")
 
 
+def _gpus(kw: Keyword, value: Any) -> None:
+    try:
+        check_gpus(value)
+    except ValueError as err:
+        raise ConfigError("gpus", str(err), remedy="E.g. gpus='auto' (dask-ssh --gpus auto).") \
+            from None
+
+
 def _count(kw: Keyword, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ConfigError(kw.name, f"must be a whole number >= 0, got {value!r}")
@@ -302,7 +310,7 @@ class ClusterArgs:
     worker_class: str = keyword(
         DEFAULT_WORKER_CLASS, "import path of the worker class",
         record="value", compared=True, cli="--worker-class distributed.Worker",
-        example="distributed.Worker", check=_import_path)
+        example="mylab.workers.LabNanny", check=_import_path)
     remote_python: str | Sequence[str] | None = keyword(
         None, "the remote interpreter, for all hosts or one per host",
         record="per-host", compared=True, cli="--remote-python /opt/py/bin/python",
@@ -371,6 +379,12 @@ class ClusterArgs:
     initial_workers: int | None = keyword(
         None, "start only this many workers, filling the hosts in order",
         record="no", cli="--initial-workers 1", example=1)
+    gpus: str | int | None = keyword(
+        None, "one worker per GPU of each worker host: 'auto', 'free', a count or '0,2'",
+        record="value", compared=True, cli="--gpus auto", example="auto", check=_gpus)
+    cpu_workers: int | None = keyword(
+        None, "CPU-only workers beside the GPU workers of each GPU host",
+        record="value", compared=True, cli="--cpu-workers 2", example=2, check=_count)
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> ClusterArgs:

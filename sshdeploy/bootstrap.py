@@ -38,6 +38,7 @@ __all__ = [
     "agent_bundle",
     "build_bundle",
     "build_command",
+    "build_gpu_probe_command",
     "build_probe_command",
     "build_script_command",
     "encode_kwargs",
@@ -353,6 +354,35 @@ def build_probe_command(python: str, setup: str | None = None, deep: bool = Fals
         _after_setup(setup, f"exec {shlex.quote(python)} -c {shlex.quote(probe)}"), login_shell)
 
 
+def build_gpu_probe_command(python: str, setup: str | None = None, login_shell: bool = False,
+                            visible: str | None = None) -> tuple[str, bytes]:
+    """Return the remote command that finds the host's GPUs, and its stdin (starts nothing).
+
+    The probe (:mod:`sshdeploy.remote.gpus`) comes on stdin, as the environment
+    stage's script does (:func:`build_script_command`), and runs where the
+    workers will: after the setup commands, in the login shell if asked, with
+    the cluster's own ``CUDA_VISIBLE_DEVICES`` (*visible*, from ``env=``) if
+    it sets one. Its last line of output is one JSON line.
+
+    Examples
+    --------
+    >>> cmd, stdin = build_gpu_probe_command("python3", visible="0,1")
+    >>> cmd.splitlines()[1], stdin.startswith(b"%d\\n" % len(gpu_probe_source()))
+    ('export CUDA_VISIBLE_DEVICES=0,1', True)
+    """
+    launch = f"exec {shlex.quote(python)} -c {shlex.quote(SCRIPT_LAUNCHER)}"
+    if visible is not None:  # after the setup: the cluster's env wins, as in the agent
+        launch = f"export CUDA_VISIBLE_DEVICES={shlex.quote(visible)}\n{launch}"
+    command = in_login_shell(f'echo "$$"\n{_after_setup(setup, launch)}', login_shell)
+    return command, script_preamble(gpu_probe_source())
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_probe_source() -> bytes:
+    """Return the GPU probe's source (:mod:`sshdeploy.remote.gpus`), run as ``__main__``."""
+    return (REMOTE / "gpus.py").read_bytes()
+
+
 #: Read a length-prefixed script from stdin and run it (the rest of stdin is the script's).
 SCRIPT_LAUNCHER = (
     "import sys;exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())),"
@@ -420,3 +450,6 @@ class Launch:
     login_shell: bool = False
     #: For a named cluster kept without its controller: :meth:`KeepPolicy.spec`.
     keep: Mapping[str, Any] | None = None
+    #: The workers' multiprocessing start method here (None: the setting); ``spawn``
+    #: on GPU hosts (a worker must not inherit a parent's CUDA state).
+    mp_method: str | None = None

@@ -82,7 +82,7 @@ class HostfileError(SSHDeployError, ValueError):
     text: str = ""
     remedy: str = (
         "Fix the line: one host per line, [user@]host[:port] followed by optional "
-        "key=value settings (slots=, nthreads=, memory-limit=, remote-python=); "
+        "key=value settings (slots=, nthreads=, memory-limit=, remote-python=, gpus=); "
         "'#' starts a comment."
     )
 
@@ -213,6 +213,20 @@ class StartError(HostError):
 
     what: str = "failed to start"
     remedy: str = "Read the remote output below; fix the option or the environment it names."
+
+
+@dataclass(eq=False)
+class GPUError(HostError):
+    """A host asked for GPUs (``gpus=``) does not have the GPUs asked for, or they
+    could not be read; *cause* says what was found there."""
+
+    role: str = "gpus"
+    what: str = "the GPUs asked for are not there"
+    remedy: str = (
+        "Check the host with `dask-ssh --gpus auto --check HOST` (and `nvidia-smi` there); "
+        "ask for GPUs it has (gpus='auto', a smaller count, other indexes), or leave "
+        "gpus= off that host."
+    )
 
 
 @dataclass(eq=False)

@@ -29,6 +29,7 @@ from .hosts import (
     MEMORY_HELP,
     USER_RE,
     Host,
+    check_gpus,
     check_memory_limit,
     check_positive_int,
     hostname_problem,
@@ -62,6 +63,8 @@ Hostfile format: one host per line.
                 memory-limit=X     per worker: 4GiB, 500MB, 0.5 (of RAM), auto,
                                    0 (no limit)
                 remote-python=PATH the Python to run on this host
+                gpus=auto|free|N|0,2  one worker per GPU found there, pinned
+                                   to it (see dask-ssh --gpus)
               (memory_limit= and remote_python= are accepted too)
   spare       the word `spare` after the host: no workers at the start;
               scale/adapt use it last, and the workers of a host that is lost
@@ -77,11 +80,12 @@ Example:
   alice@gpu[01-04] slots=2 nthreads=8 memory-limit=16GiB
   10.0.0.7 remote-python=/opt/conda/bin/python
   alice@gpu05 spare slots=2
+  alice@dgx1 gpus=free
 """
 
 
 #: The setting keys a hostfile accepts, in their canonical spelling.
-KNOWN_KEYS: tuple[str, ...] = ("slots", "nthreads", "memory-limit", "remote-python")
+KNOWN_KEYS: tuple[str, ...] = ("slots", "nthreads", "memory-limit", "remote-python", "gpus")
 
 
 #: The most hosts one range pattern may expand to (guards against typos like [1-1000000]).
@@ -95,6 +99,7 @@ _KEY_FIELDS: dict[str, str] = {
     "memory_limit": "memory_limit",
     "remote-python": "remote_python",
     "remote_python": "remote_python",
+    "gpus": "gpus",
 }
 
 
@@ -278,6 +283,11 @@ def _parse_value(key: str, field_name: str, value: str, fail: _Fail) -> Any:
         except ValueError as err:
             raise fail(f"bad value for {key!r}: {err}") from None
         return value
+    if field_name == "gpus":
+        try:
+            return check_gpus(value)
+        except ValueError as err:
+            raise fail(f"bad value for {key!r}: {err}") from None
     if not value:  # remote_python
         raise fail(f"bad value for {key!r}: empty path")
     return value
@@ -375,7 +385,7 @@ def parse_host(text: str, *, path: str = "<hosts>", line: int = 0) -> Host:
     --------
     >>> parse_host("alice@node1:2222 nthreads=4")
     Host(hostname='node1', user='alice', port=2222, slots=None, nthreads=4, \
-memory_limit=None, remote_python=None, spare=False, source='<hosts>')
+memory_limit=None, remote_python=None, spare=False, gpus=None, source='<hosts>')
     >>> parse_host("[::1]:2200").as_written()
     '[::1]:2200'
     """

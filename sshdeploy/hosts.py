@@ -32,6 +32,7 @@ __all__ = [
     "USER_RE",
     "ConnectionKey",
     "Host",
+    "check_gpus",
     "check_memory_limit",
     "check_positive_int",
     "hostname_problem",
@@ -241,6 +242,64 @@ def _positive_int_problem(name: str, value: object) -> str | None:
     return None
 
 
+#: The GPU requests that are words (the others are a count or a list of GPUs).
+GPU_WORDS = ("auto", "free")
+
+GPUS_HELP = (
+    "give 'auto' (every GPU found), 'free' (those nobody else uses), a count (2), "
+    "or a list of GPUs by index or UUID ('0,2', 'GPU-5f1c...'; one index: '3,')"
+)
+
+_GPU_ID_RE = re.compile(r"[0-9]+|(GPU|MIG)-[A-Za-z0-9-]+")
+
+
+def check_gpus(value: object) -> str | None:
+    """Check a GPU request (``gpus=``); return it as text: a word, a count or a list.
+
+    The one rule for ``SSHCluster(gpus=...)``, ``dask-ssh --gpus`` and the
+    hostfile's ``gpus=``: ``"auto"`` or ``"free"``, a count of at least 1
+    (an int or digits), or GPUs by index or UUID, comma-separated (a list is
+    always written with a comma: ``"0,2"``, ``"3,"``; a UUID alone is one GPU).
+    None (no GPU placement) stays None.
+
+    Raises
+    ------
+    ValueError
+        For anything else (0, a bool, a negative count, an unknown word).
+
+    Examples
+    --------
+    >>> [check_gpus(v) for v in ("AUTO", 2, "2", "0, 2", [1], "GPU-5f1c", None)]
+    ['auto', '2', '2', '0,2', '1,', 'GPU-5f1c,', None]
+    >>> check_gpus(0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 0 is not a GPU request: give 'auto' ...
+    """
+    if value is None:
+        return None
+    entries: list[str] = []
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 1:
+            return str(value)
+    elif isinstance(value, (list, tuple)):
+        entries = [str(v).strip() for v in value]
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lower() in GPU_WORDS:
+            return text.lower()
+        if DIGITS_RE.fullmatch(text) and int(text) >= 1:
+            return str(int(text))
+        if "," in text or text.startswith(("GPU-", "MIG-")):
+            entries = [e.strip() for e in text.split(",")]
+            if len(entries) > 1 and entries[-1] == "":
+                entries.pop()  # "3,": one GPU by index
+    if not entries or not all(_GPU_ID_RE.fullmatch(e) for e in entries) \
+            or len(set(entries)) != len(entries):
+        raise ValueError(f"{value!r} is not a GPU request: {GPUS_HELP}")
+    return ",".join(entries) + ("," if len(entries) == 1 else "")
+
+
 #: The identity of one SSH connection: ``(user, hostname, port)`` (see :attr:`Host.key`).
 #: Not an SSH host key (:class:`~sshdeploy.errors.HostKeyError` is about those).
 ConnectionKey = tuple[str | None, str, int | None]
@@ -266,6 +325,9 @@ class Host:
         Memory limit per worker, kept as text (``"4GiB"``, ``"auto"``, ``"0.5"``).
     remote_python : str, optional
         The Python interpreter to run on this host.
+    gpus : str, optional
+        One worker per GPU of this host (:func:`check_gpus`: ``auto``,
+        ``free``, a count or a list); wins over ``SSHCluster(gpus=...)``.
     spare : bool
         A spare: no workers at the start; ``scale``/``adapt`` use it after
         every other host's slots, and a lost or quarantined host's workers
@@ -300,6 +362,7 @@ class Host:
     memory_limit: str | None = None
     remote_python: str | None = None
     spare: bool = False
+    gpus: str | None = None
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -366,5 +429,10 @@ def _host_problem(host: Host) -> str | None:
         isinstance(host.remote_python, str) and host.remote_python.strip()
     ):
         return f"bad value for 'remote-python': {host.remote_python!r}"
+    if host.gpus is not None:
+        try:
+            object.__setattr__(host, "gpus", check_gpus(host.gpus))  # Host("a", gpus=2)
+        except ValueError as err:
+            return f"bad value for 'gpus': {err}"
     return None
 

@@ -83,6 +83,28 @@ class WorkerEntry:
 
 
 @dataclass(frozen=True)
+class GpuSlot:
+    """One GPU of a host and the worker pinned to it (:mod:`sshdeploy.gpus` makes them).
+
+    Attributes
+    ----------
+    name : str
+        The worker's name, ``<host>-gpu<index>``.
+    kwargs : Mapping
+        Its keywords (``env={"CUDA_VISIBLE_DEVICES": uuid}``, ``resources``...).
+    uuid : str
+        The GPU's UUID.
+    about : str
+        The GPU as a user reads it (``gpu1 GPU-5f1c... Tesla T4 15.0 GiB``).
+    """
+
+    name: str
+    kwargs: Mapping[str, Any]
+    uuid: str = ""
+    about: str = ""
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Everything planned for one host.
 
@@ -97,7 +119,14 @@ class HostPlan:
     slots : int
         Worker processes configured on this host (``scale`` fills them first).
     template : Mapping
-        Keyword arguments of this host's workers (also those added by ``scale``).
+        Keyword arguments of this host's workers (also those added by ``scale``);
+        on a GPU host, of its CPU-only workers.
+    gpus : str or None
+        The GPU request (:func:`sshdeploy.hosts.check_gpus`); None: no GPU placement.
+    cpu_workers : int
+        CPU-only workers beside a GPU host's GPU workers.
+    gpu_slots : tuple of GpuSlot
+        Once the host was probed: one worker per GPU chosen, counted in ``slots``.
     """
 
     host: Host
@@ -105,6 +134,9 @@ class HostPlan:
     connect_options: Mapping[str, Any] | None = None
     slots: int = 0
     template: Mapping[str, Any] = field(default_factory=dict)
+    gpus: str | None = None
+    cpu_workers: int = 0
+    gpu_slots: tuple[GpuSlot, ...] = ()
 
     @property
     def key(self) -> ConnectionKey:
@@ -136,6 +168,14 @@ class Placement:
     workers: list[WorkerEntry] = field(default_factory=list)
     spares: frozenset[ConnectionKey] = frozenset()
     worker_options: Mapping[str, Any] = field(default_factory=dict)
+    #: With GPU hosts: the workers to start, applied once the hosts were probed.
+    initial_workers: int | None = None
+    #: The cluster's own GPU request (``SSHCluster(gpus=...)``); a host's may differ.
+    gpus: str | None = None
+
+    def gpu_hosts(self) -> dict[ConnectionKey, HostPlan]:
+        """The worker hosts with a GPU request (spares have none): the start probes them."""
+        return {k: hp for k, hp in self.worker_hosts.items() if hp.gpus is not None}
 
     def all_hosts(self) -> dict[ConnectionKey, HostPlan]:
         """Every distinct host of the cluster, the scheduler's first."""
@@ -159,6 +199,14 @@ def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, An
     if host.memory_limit is not None:
         kw["memory_limit"] = host.memory_limit
     return kw
+
+
+def slot_kwargs(hp: HostPlan, name: str) -> Mapping[str, Any]:
+    """The keywords of worker *name* on *hp*: its GPU slot's, else the host's template."""
+    for slot in hp.gpu_slots:
+        if slot.name == name:
+            return slot.kwargs
+    return hp.template
 
 
 def workers_per_entry(host: Host, worker_options: Mapping[str, Any]) -> int:
@@ -276,6 +324,8 @@ def place(
     remote_python: str | Sequence[str] | None = None,
     connect_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     initial_workers: int | None = None,
+    gpus: str | None = None,
+    cpu_workers: int | None = None,
 ) -> Placement:
     """Plan a cluster: ``hosts[0]`` runs the scheduler, every later entry workers.
 
@@ -294,6 +344,13 @@ def place(
         Start only this many workers, filling the hosts in order (the other
         hosts are connected to only when ``scale``/``adapt`` place a worker
         there). Default: every slot of every host that is not a spare.
+    gpus : str, optional
+        The GPU request of every worker host whose entries give none
+        (``Host.gpus``); spares get none. Such a host keeps its ordinary slots
+        until it is probed (:func:`sshdeploy.gpus.place_gpus`), which also
+        applies *initial_workers* then.
+    cpu_workers : int, optional
+        CPU-only workers beside the GPU workers of each GPU host.
 
     Returns
     -------
@@ -344,11 +401,15 @@ def place(
         plan = plans.get(h.key)
         if plan is None:
             plan = plans[h.key] = HostPlan(
-                host=replace(h, slots=None, spare=False),
+                host=replace(h, slots=None, spare=False, gpus=None),
                 python=h.remote_python or pythons[i] or default_python,
                 connect_options=options[h.key],
                 template=worker_kwargs(h, wopts),
+                gpus=None if h.key in spare_keys else (h.gpus or gpus),
+                cpu_workers=cpu_workers or 0,
             )
+        elif h.gpus and plan.gpus != h.gpus and h.key not in spare_keys:
+            plan = replace(plan, gpus=h.gpus)  # a later line of the host that names its GPUs
         n = workers_per_entry(h, wopts)
         plans[h.key] = replace(plan, slots=plan.slots + n)
         if h.spare:
@@ -360,6 +421,11 @@ def place(
     if not plans:
         # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
         plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts))
+    if any(hp.gpus is not None for hp in plans.values()):
+        # How many workers the hosts hold is known once they are probed: applied then.
+        return Placement(scheduler=scheduler, worker_hosts=plans, workers=workers,
+                         spares=frozenset(spare_keys), worker_options=wopts,
+                         initial_workers=initial_workers, gpus=gpus)
     if initial_workers is not None:
         if (isinstance(initial_workers, bool) or not isinstance(initial_workers, int)
                 or not 0 <= initial_workers <= len(workers)):
@@ -397,6 +463,11 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
     given = [h.with_defaults(user=model.host.user, port=model.host.port)
              for h in as_hosts(hosts)]
     for h in same_spelling(given, [model.connect_options] * len(given)):
+        if h.gpus is not None:
+            raise ConfigError("hosts", f"{h.as_written()}: gpus={h.gpus} cannot be given to a "
+                              "host added to a running cluster (it is not probed for GPUs)",
+                              remedy="Add it without gpus= (its workers run without GPU "
+                              "placement), or list it when the cluster is built.")
         if h.key in plans:
             raise ConfigError("hosts", f"{h.as_written()} is already a host of the cluster",
                               remedy="Add hosts that are not in it (cluster.readmit() lets a "
@@ -461,6 +532,9 @@ def next_worker(
 
     key = min(keys, key=score)
     host = placement.worker_hosts[key].host
+    for slot in placement.worker_hosts[key].gpu_slots:  # a GPU host: its GPUs first
+        if slot.name not in names:
+            return host, slot.name
     i = 0
     while worker_name(host, i) in names:
         i += 1

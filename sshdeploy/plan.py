@@ -21,7 +21,8 @@ from .bootstrap import Launch, build_command, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD
 from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
-from .hosts import check_memory_limit
+from .gpus import describe_request
+from .hosts import check_gpus, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place, with_spares
 from .remote.agent.servers import describe_share
@@ -113,6 +114,9 @@ class RemotePlan:
         (:func:`sshdeploy.remote.agent.describe_share`).
     spare : bool
         Workers only: the host is a spare (no worker at the start).
+    gpus : str
+        Workers only, on a host with a GPU request: its GPU workers (once the
+        host was probed), else the rule that will place them.
     """
 
     host: str
@@ -124,6 +128,7 @@ class RemotePlan:
     settings: dict[str, Any] = field(default_factory=dict)
     share: str = ""
     spare: bool = False
+    gpus: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,8 @@ class ClusterPlan:
         return Launch(python=host.python, setup=self.setup, env=self.env,
                       inherit_config=self.settings.inherit_config,
                       login_shell=self.login_shell,
-                      keep=self.keep.spec() if self.keep is not None else None)
+                      keep=self.keep.spec() if self.keep is not None else None,
+                      mp_method="spawn" if host.gpus is not None else None)
 
     def worker_options(
         self, host: HostPlan, kwargs: Mapping[str, Any] | None = None
@@ -222,13 +228,22 @@ class ClusterPlan:
                 continue  # the scheduler's host, kept only for `scale`
             later = [f"no worker at the start; {hp.slots} slot(s) for scale/adapt"
                      + (" and for the workers of a lost host" if key in p.spares else "")]
+            shown, gpus = names.get(key, later), ""
+            share = describe_share(hp.template, hp.slots)
+            if hp.gpu_slots:
+                gpus = "; ".join(f"{s.name}: {s.about}" for s in hp.gpu_slots)
+            elif hp.gpus is not None:  # the workers are known once the host is probed
+                shown, gpus = [f"{hp.host.hostname}-gpu<index> per GPU"], describe_request(hp)
+                memory = hp.template.get("memory_limit")
+                share = "memory_limit = " + (f"{memory} (given)" if memory not in (
+                    None, "auto") else "the host's memory / its workers (GPU and CPU-only)")
             out.append(RemotePlan(
                 host=show(hp.host), role="worker", spare=key in p.spares,
-                names=names.get(key, later),
+                names=shown,
                 command=build_command(hp.python, self.setup, self.login_shell),
                 python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
-                settings=settings, share=describe_share(hp.template, hp.slots),
+                settings=settings, share=share, gpus=gpus,
             ))
         return out
 
@@ -279,8 +294,15 @@ def plan_cluster(args: ClusterArgs, settings: Settings | None = None) -> Cluster
     placement = place(with_spares(args.hosts, args.spares, args.remote_python,
                                   args.connect_options),
                       args.worker_options, args.remote_python, args.connect_options,
-                      args.initial_workers)
-    check_min_workers(args.min_workers, len(placement.workers))
+                      args.initial_workers, check_gpus(args.gpus), args.cpu_workers)
+    if placement.gpu_hosts():
+        _check_gpu_worker_class(worker_class)
+    elif args.cpu_workers:
+        raise ConfigError("cpu_workers", "adds CPU-only workers beside the GPU workers of a GPU "
+                          "host, and no host is asked for GPUs", remedy="Give gpus= too "
+                          "(dask-ssh --gpus, or a hostfile's gpus=), or n_workers for CPU hosts.")
+    else:  # (with GPU hosts: once they are probed, see sshdeploy.gpus.place_gpus)
+        check_min_workers(args.min_workers, len(placement.workers))
     security = args.security
     creds: Security | None
     if security is True:
@@ -411,6 +433,18 @@ def _secured(kwargs: dict[str, Any], security: Security | None) -> dict[str, Any
     if security.require_encryption:
         kwargs.setdefault("protocol", "tls://")
     return kwargs
+
+
+def _check_gpu_worker_class(worker_class: str) -> None:
+    """GPU workers are pinned through their Nanny's environment: refuse what has none."""
+    if worker_class in ("distributed.Worker", "distributed.worker.Worker"):
+        raise ConfigError("worker_class", f"{worker_class} runs in its host's agent process, "
+                          "so gpus= cannot pin it to a GPU", remedy="Leave worker_class at "
+                          "distributed.Nanny (or a Nanny subclass) with gpus=.")
+    if worker_class.startswith("dask_cuda."):
+        raise ConfigError("worker_class", f"{worker_class} starts its own worker per GPU; "
+                          "with gpus= sshdeploy does that", remedy="Give gpus= with the default "
+                          "worker class, or worker_class=dask_cuda.CUDAWorker without gpus=.")
 
 
 def _from_worker_module(worker_module: str, worker_class: str) -> str:

@@ -134,6 +134,7 @@ class Settings:
     log_buffer_lines: int
     env_cache_size: int
     upload_warn_size: int
+    gpu_busy_memory: float
     idle_timeout: float | None = None
     max_lifetime: float | None = None
 
@@ -207,6 +208,11 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     if name in _SIZES:
         return _size(key, value)
+    if name == "gpu_busy_memory":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ConfigError(key, f"must be a share of a GPU's memory, above 0 and at most 1 "
+                              f"(0.1: a tenth), got {value!r}")
+        return float(value)
     integer = name in ("connect_parallelism", "jump_host_parallelism", "connect_attempts",
                        "keepalive_count_max", "worker_restarts", "log_buffer_lines")
     try:

@@ -61,6 +61,7 @@ def check_hosts(
     *,
     setup: str | Sequence[str] | None = None,
     deep: bool = False,
+    gpus: Mapping[Any, tuple[str, bool]] | None = None,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.ssh.preflight.check_hosts`.
 
@@ -75,6 +76,8 @@ def check_hosts(
     deep : bool
         Also import dask and distributed on each host (``--check-imports``);
         by default their versions are read from the package metadata.
+    gpus : dict, optional
+        The hosts asked for GPUs (``--gpus``, a hostfile's ``gpus=``): probed too.
 
     Returns
     -------
@@ -83,8 +86,9 @@ def check_hosts(
     from sshdeploy.bootstrap import join_setup
     from sshdeploy.ssh.preflight import check_hosts as run_checks
 
+    extra = {"gpus": gpus} if gpus else {}
     return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
-                           deep=deep))
+                           deep=deep, **extra))
 
 
 # --------------------------------------------------------------------------- command
@@ -240,16 +244,22 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
             "man-in-the-middle could impersonate the hosts and see everything sent."
         )
     if opts.check:
+        from sshdeploy.gpus import requests
+        from sshdeploy.hosts import check_gpus
+
         unique = list({h.as_written(): h for h in as_hosts(args.hosts)}.values())
+        asks = requests(as_hosts(args.hosts), check_gpus(args.gpus))
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,
             remote_python=args.remote_python,
             setup=args.setup,
             deep=opts.check_imports,
+            **({"gpus": asks} if asks else {}),
         )
         report.print_check_table(console, checks)
-        return _check_gate(console, args, unique, all(c.ok for c in checks))
+        gpus_ok = report.print_gpus(console, checks, args.cpu_workers or 0)
+        return _check_gate(console, args, unique, all(c.ok for c in checks) and gpus_ok)
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
     from sshdeploy.cli.run import run_cluster

@@ -37,12 +37,13 @@ from sshdeploy.defaults import (
 )
 from sshdeploy.errors import HostfileError
 from sshdeploy.hostfile import load_hostfile, parse_host, parse_host_line
-from sshdeploy.hosts import Host, check_memory_limit
+from sshdeploy.hosts import Host, check_gpus, check_memory_limit
 from sshdeploy.nodelists import hosts_from_environment
 
 __all__ = [
     "CLASSIC_REMOTE_DASK_WORKERS",
     "ENV_ITEM",
+    "GPUS",
     "HOST",
     "JUMP_HOST",
     "LOG_LEVELS",
@@ -84,6 +85,25 @@ class MemoryLimitType(click.ParamType):
                 ctx: click.Context | None) -> str | int | float | None:
         try:
             return check_memory_limit(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+class GpusType(click.ParamType):
+    """``--gpus``: :func:`sshdeploy.hosts.check_gpus`, the one rule.
+
+    Examples
+    --------
+    >>> [GPUS.convert(v, None, None) for v in ("auto", "FREE", "2", "0,2")]
+    ['auto', 'free', '2', '0,2']
+    """
+
+    name = "auto|free|N|0,2"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str | None:
+        try:
+            return check_gpus(value)
         except ValueError as err:
             self.fail(str(err), param, ctx)
 
@@ -174,13 +194,14 @@ class HostType(click.ParamType):
             self.fail(str(err), param, ctx)
         if not self.settings and any(
             v is not None for v in (host.slots, host.nthreads, host.memory_limit,
-                                    host.remote_python)
+                                    host.remote_python, host.gpus)
         ):
             self.fail(f"{value!r}: give [user@]host[:port] without settings", param, ctx)
         return host
 
 
 MEMORY_LIMIT = MemoryLimitType()
+GPUS = GpusType()
 PORT_SPEC = PortSpecType()
 ENV_ITEM = EnvItemType()
 HOST = HostType()
@@ -319,6 +340,15 @@ OPTIONS: tuple[Callable[[Any], Any], ...] = (
                  help="Start only N workers, filling the hosts in order; the other hosts are "
                       "connected to when scale/adapt place a worker there. [default: every "
                       "slot of every host but the spares]"),
+    click.option("--gpus", default=None, type=GPUS, metavar="auto|free|N|0,2",
+                 help="One worker per GPU on each worker host, pinned to it by UUID "
+                      "(CUDA_VISIBLE_DEVICES), with resources GPU=1 and 1 thread: auto (every "
+                      "GPU found; a host without runs --nworkers workers), free (those no other "
+                      "user's process runs on), N (the first N) or 0,2 (those, by index or "
+                      "UUID); a hostfile's gpus= wins. With --check: lists each host's GPUs."),
+    click.option("--cpu-workers", default=None, type=click.IntRange(min=0), metavar="N",
+                 help="With --gpus: also N CPU-only workers on each GPU host, on the cores "
+                      "the GPU workers leave (resources CPU=<threads>). [default: 0]"),
     click.option("--check-imports", is_flag=True,
                  help="With --check: also import dask and distributed on each host (slower; "
                       "by default their versions are read from package metadata)."),
@@ -407,6 +437,8 @@ class CliOptions:
     min_workers: int | None
     spare: tuple[str, ...]
     initial_workers: int | None
+    gpus: str | None
+    cpu_workers: int | None
     check_imports: bool
     ask_passphrase: bool
     #: Not an option: what the ``--ask-passphrase`` prompt read (never shown).
@@ -677,4 +709,6 @@ def build_cluster_args(
         spares=[h.with_defaults(user=opts.ssh_username, port=opts.ssh_port)
                 for text in opts.spare for h in parse_host_line(text, path="--spare")] or None,
         initial_workers=opts.initial_workers,
+        gpus=opts.gpus,
+        cpu_workers=opts.cpu_workers,
     )

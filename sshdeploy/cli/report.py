@@ -16,7 +16,7 @@ from rich.text import Text
 
 from sshdeploy.cli.remote_output import remote_prefix
 
-__all__ = ["MASK", "mask_env", "print_banner", "print_check_table", "print_plan"]
+__all__ = ["MASK", "mask_env", "print_banner", "print_check_table", "print_gpus", "print_plan"]
 
 
 def print_banner(
@@ -199,6 +199,9 @@ def print_plan(
         share = getattr(plan, "share", "")
         if share:
             _emit(console, out, plain, Text(f"#   each worker: {share}", style="dim"))
+        gpus = getattr(plan, "gpus", "")
+        if gpus:
+            _emit(console, out, plain, Text(f"#   gpus:    {gpus}", style="dim"))
         _emit(console, out, plain, Text(mask_env(str(plan.command), env)))
         if len(out) > 4096:
             console.file.write("".join(out))
@@ -297,6 +300,83 @@ def print_check_table(console: Console, checks: Sequence[Any]) -> None:
 
 
 _UNWRAPPED = 100_000
+
+
+def print_gpus(console: Console, checks: Sequence[Any], cpu_workers: int = 0) -> bool:
+    """Print, per host asked for GPUs, what ``--check`` found there and who gets what.
+
+    One line per host (what was found, the workers it will run), then one
+    line per GPU: index, UUID, name, memory, who else uses it, and whether
+    the request skips it. Returns False when ``auto`` / ``free`` found no GPU
+    on any host (the start would fail).
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    checks : sequence of HostCheck
+        Those with ``gpus`` (a :class:`~sshdeploy.gpus.GpuChoice`) are shown.
+    cpu_workers : int
+        CPU-only workers beside the GPU workers of each GPU host.
+
+    Examples
+    --------
+    >>> import io, types
+    >>> from sshdeploy.cli.console import make_console
+    >>> from sshdeploy.gpus import Gpu, Inventory, choose
+    >>> inv = Inventory("root@n3:22", "nvidia-smi", (Gpu(0, "GPU-a", "T4", 2**34, 2**28),))
+    >>> check = types.SimpleNamespace(host="root@n3:22", gpus=choose("auto", inv, 0.1))
+    >>> buf = io.StringIO()
+    >>> print_gpus(make_console(buf), [check])
+    True
+    >>> print(buf.getvalue().rstrip())
+    GPUs (gpus=auto):
+      root@n3:22  1 GPU (nvidia-smi) -> n3-gpu0
+        gpu0  GPU-a  T4  16.0 GiB, 0.2 GiB used
+    """
+    shown = [c for c in checks if getattr(c, "gpus", None) is not None]
+    if not shown:
+        return True
+    from sshdeploy.gpus import size
+
+    asks = sorted({c.gpus.ask for c in shown})
+    console.print(Text(f"GPUs (gpus={', '.join(asks)}):", style="bold"), soft_wrap=True)
+    for check in shown:
+        choice = check.gpus
+        hostname = str(check.host).rpartition("@")[2].rsplit(":", 1)[0].strip("[]")
+        names = choice.names(hostname, cpu_workers)
+        then = ", ".join(names) if names else (
+            "its workers run without GPU" if choice.no_gpu else "no worker there")
+        line = Text(f"  {check.host}  ", style="bold")
+        line.append(f"{choice.inventory.found()} -> {then}")
+        console.print(line, soft_wrap=True)
+        skipped = dict((g.index, why) for g, why in choice.skipped)
+        chosen = {g.index for g in choice.chosen}
+        visible = {g.index for g in choice.inventory.shown()[0]}
+        for gpu in choice.inventory.gpus:
+            row = Text(f"    gpu{gpu.index}  {gpu.uuid}  {gpu.name}  {size(gpu.memory_total)}, "
+                       f"{size(gpu.memory_used)} used", style="" if gpu.index in chosen
+                       else "dim")
+            others = [p.who() for p in gpu.processes or ()
+                      if p.uid is None or p.uid != choice.inventory.uid]
+            if gpu.index in skipped:  # (why says who uses it)
+                row.append(f"  skipped: {skipped[gpu.index]}", style="yellow")
+            else:
+                if others:
+                    row.append("  in use by " + ", ".join(others), style="yellow")
+                if gpu.index not in visible:
+                    row.append("  hidden by CUDA_VISIBLE_DEVICES", style="dim")
+                elif gpu.index not in chosen:
+                    row.append("  not asked for", style="dim")
+            console.print(row, soft_wrap=True)
+        for note in choice.notes:
+            console.print(Text(f"    note: {note}", style="yellow"), soft_wrap=True)
+    if not any(c.gpus.chosen for c in shown) and all(c.gpus.ask in ("auto", "free")
+                                                      for c in shown):
+        console.print(Text(f"FAILED gpus={', '.join(asks)} found no "
+                           f"{'free ' if 'free' in asks else ''}GPU on any host: the start "
+                           "would fail", style="bold red"), soft_wrap=True)
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:

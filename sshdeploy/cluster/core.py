@@ -43,7 +43,7 @@ from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views import notebook
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
-from . import build, host_status, scaling
+from . import build, gpustart, host_status, scaling
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class SSHCluster(SpecCluster):
         Start only this many workers, filling the hosts in order; the other
         hosts are connected to only when ``scale``/``adapt`` place a worker
         there. Default: a worker in every slot of every host but the spares.
+    gpus, cpu_workers : str or int, optional
+        ``"auto"``, ``"free"``, N or ``"0,2"``: one worker per GPU found on each worker host,
+        pinned by UUID (README "GPU hosts"); plus *cpu_workers* CPU-only workers there.
     **kwargs
         Passed to :class:`~distributed.deploy.spec.SpecCluster`
         (``asynchronous``...).
@@ -179,6 +182,7 @@ class SSHCluster(SpecCluster):
         login_shell: bool = False,
         spares: Sequence[str | Host] | None = None,
         initial_workers: int | None = None,
+        gpus: str | int | None = None, cpu_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         args = ClusterArgs.of(locals())  # first: the keywords, and nothing else yet
@@ -221,6 +225,7 @@ class SSHCluster(SpecCluster):
             reach=self._pool.get, lost_after=settings.host_lost_after,
             on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
+        self._gpus = gpustart.GpuStart(self._roster, self._pool)  # GPU hosts: probed at start
         scheduler = build.scheduler_spec(plan, self._pool, self._logbook, self._gate_passed)
         workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
@@ -295,6 +300,7 @@ class SSHCluster(SpecCluster):
         # distributed there) while the scheduler starts.
         # Hosts with no worker yet (spares, initial_workers) are brought up when one is placed.
         first_hosts = self._roster.placement.first_worker_hosts().values()
+        self._gpus.begin()
         self._agents.prestart([hp.host for hp in first_hosts])
         try:
             with self._start_progress.starting():  # ends on the failure, whichever path raised it
@@ -316,6 +322,7 @@ class SSHCluster(SpecCluster):
         """Return once the version gate (if one runs beside the start) has passed; else raise."""
         if self._gate is not None:
             await asyncio.shield(self._gate)  # cancelled and awaited by _end_gate, not here
+        await self._gpus.placed()  # the GPU hosts' workers, before the scheduler exists
 
     async def _end_gate(self) -> None:
         """Cancel a version gate still running, and wait until its remote probes are gone."""
@@ -647,21 +654,18 @@ class SSHCluster(SpecCluster):
             For a negative or non-integer count (nothing is changed).
         """
         scaling.check_count(n)
-        if self.status == Status.closed or (self.status == Status.closing and n):
-            raise ConfigError(f"scale({n})", f"the cluster is {self.status.name}",
-                              remedy="Build a new SSHCluster to start workers again.")
+        scaling.check_open(self.status.name, n)
         out = self._fleet.health.excluded()
-        slots = sum(hp.slots for k, hp in self._roster.placement.worker_hosts.items()
-                    if k not in out)
+        slots = scaling.slots(self._roster.placement, out)
         wanted = scaling.wanted(n, memory, cores, self._memory_per_worker,
                                 self._threads_per_worker)
         if slots and wanted > slots:
-            # Each host's cores and memory are divided among its slots: more workers
-            # than slots would overload the hosts (adapt asks again every interval:
-            # say it once per request).
+            # Each host's cores and memory are divided among its slots: more workers than
+            # slots would overload the hosts (adapt asks again every interval: say it once).
             if self._scale_warned != (wanted, slots):
                 self._scale_warned = (wanted, slots)
-                self._roster.say(scaling.over_slots(n, memory, cores, wanted, slots), log=logger)
+                self._roster.say(scaling.over_slots(n, memory, cores, wanted, slots,
+                                                    self._roster.placement, out), log=logger)
             wanted = slots
         n = wanted
         if self._kept is not None:

@@ -29,7 +29,13 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 from sshdeploy import compat
 from sshdeploy.errors import SSHDeployError
 from sshdeploy.hosts import ConnectionKey, Host
-from sshdeploy.placement import HostPlan, Placement, kept_on_scale_down, next_worker
+from sshdeploy.placement import (
+    HostPlan,
+    Placement,
+    kept_on_scale_down,
+    next_worker,
+    slot_kwargs,
+)
 from sshdeploy.plan import ClusterPlan
 
 from .processes import RemoteWorker
@@ -156,9 +162,13 @@ class Roster:
         return self._cluster.scheduler_comm
 
     # -- specs ------------------------------------------------------------------
-    def spec_for(self, host: Host, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The spec of one more worker on *host* (its template's keywords by default)."""
+    def spec_for(self, host: Host, kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> dict[str, Any]:
+        """The spec of one more worker on *host*: *kwargs*, else worker *name*'s own
+        (its GPU's on a GPU host), else the host's template."""
         hp = self.placement.worker_hosts[host.key]
+        if kwargs is None and name is not None:
+            kwargs = slot_kwargs(hp, name)
         return self._spec_of(hp, self._plan.worker_options(hp, kwargs))
 
     def next_spec(self, excluded: Collection[ConnectionKey]) -> dict[str, dict[str, Any]]:
@@ -171,7 +181,7 @@ class Roster:
         if chosen is None:
             return {}
         host, name = chosen
-        return {name: self.spec_for(host)}
+        return {name: self.spec_for(host, name=name)}
 
     # -- changing them -------------------------------------------------------------
     def want(self, name: str, spec: dict[str, Any]) -> None:
@@ -220,7 +230,7 @@ class Roster:
     def install(self, worker: RemoteWorker) -> None:
         """Take over *worker*, a process that already runs (it is wanted, with its spec)."""
         name = str(worker.name)
-        self._cluster.worker_spec[name] = self.spec_for(worker.host)
+        self._cluster.worker_spec[name] = self.spec_for(worker.host, name=name)
         self._cluster.workers[name] = worker
 
     def forget_unstarted(self) -> None:

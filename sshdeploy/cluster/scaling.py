@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from dask.utils import parse_bytes
 
 from sshdeploy.errors import ConfigError
+from sshdeploy.hosts import ConnectionKey
+from sshdeploy.placement import Placement
 
 
 def check_count(n: Any) -> None:
@@ -24,6 +26,23 @@ def check_count(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError("scale(n)", f"must be a whole number >= 0, got {n!r}",
                           remedy="Give the number of workers wanted, e.g. scale(4).")
+
+
+def check_open(status: str, n: int) -> None:
+    """Refuse a scale of a closed cluster, or one up of a closing cluster (*status* by name).
+
+    Examples
+    --------
+    >>> check_open("running", 3), check_open("closing", 0)
+    (None, None)
+    >>> check_open("closed", 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sshdeploy.errors.ConfigError: scale(0): the cluster is closed. Build a new SSHCluster ...
+    """
+    if status == "closed" or (status == "closing" and n):
+        raise ConfigError(f"scale({n})", f"the cluster is {status}",
+                          remedy="Build a new SSHCluster to start workers again.")
 
 
 def check_bounds(minimum: Any, maximum: Any) -> None:
@@ -68,8 +87,42 @@ def wanted(n: int, memory: str | None, cores: int | None,
     return count
 
 
-def over_slots(n: int, memory: str | None, cores: int | None, wanted: int, slots: int) -> str:
+def slots(placement: Placement, excluded: Collection[ConnectionKey] = ()) -> int:
+    """The worker slots of the hosts in use (quarantined and lost hosts *excluded*)."""
+    return sum(hp.slots for k, hp in placement.worker_hosts.items() if k not in excluded)
+
+
+def gpu_slots(placement: Placement, excluded: Collection[ConnectionKey] = ()) -> str:
+    """How the GPU hosts' slots add up (empty without GPU hosts), for :func:`over_slots`.
+
+    Examples
+    --------
+    >>> from sshdeploy.placement import GpuSlot, place
+    >>> from dataclasses import replace
+    >>> p = place(["s", "a", "b"])
+    >>> a, b = p.worker_hosts
+    >>> g = replace(p.worker_hosts[a], slots=3, gpu_slots=(GpuSlot("a-gpu0", {}),) * 2)
+    >>> gpu_slots(replace(p, worker_hosts={a: g, b: p.worker_hosts[b]}))
+    'a: 2 GPUs + 1 CPU-only, b: 1'
+    """
+    hosts = {k: hp for k, hp in placement.worker_hosts.items() if k not in excluded}
+    if not any(hp.gpu_slots for hp in hosts.values()):
+        return ""
+    parts = []
+    for hp in hosts.values():
+        n = len(hp.gpu_slots)
+        text = f"{n} GPU{'s' if n != 1 else ''}" + (
+            f" + {hp.slots - n} CPU-only" if hp.slots > n else "") if n else str(hp.slots)
+        parts.append(f"{hp.host.hostname}: {text}")
+    return ", ".join(parts)
+
+
+def over_slots(n: int, memory: str | None, cores: int | None, wanted: int, slots: int,
+               placement: Placement | None = None,
+               excluded: Collection[ConnectionKey] = ()) -> str:
     """What to say when a scale asks for more workers than the hosts have slots.
+
+    With GPU hosts, how the slots add up (one per GPU) is said too.
 
     Examples
     --------
@@ -78,6 +131,11 @@ def over_slots(n: int, memory: str | None, cores: int | None, wanted: int, slots
     """
     asked = f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
         + (f", cores={cores}" if cores is not None else "") + ")"
+    detail = gpu_slots(placement, excluded) if placement is not None else ""
+    if detail:
+        return (f"{asked} asks for {wanted} workers, more than the {slots} slots of the "
+                f"hosts ({detail}; one worker per GPU): starting {slots} (a GPU host takes "
+                "no more workers than its GPUs and cpu_workers)")
     return (f"{asked} asks for {wanted} workers, more than the {slots} slots "
             f"of the hosts: starting {slots} (give hosts more slots: n_workers, "
             "a hostfile's slots=, or repeat a host)")

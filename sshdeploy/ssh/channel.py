@@ -167,7 +167,7 @@ class AgentChannel:
             else "",
             env=dict(self.launch.env),
             heartbeat=self.pool.settings.heartbeat_timeout,
-            mp_method=self.pool.settings.multiprocessing_method,
+            mp_method=self.launch.mp_method or self.pool.settings.multiprocessing_method,
             keep=self.launch.keep,
         )
         loop = asyncio.get_running_loop()

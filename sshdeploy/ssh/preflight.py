@@ -1,7 +1,8 @@
 """Preflight: can every host run a cluster? Reach, log in, find Python, dask, distributed.
 
 Starts nothing. ``dask-ssh --check`` shows the result as a table; the same
-checks are what a partial start will build on.
+checks are what a partial start will build on. Hosts asked for GPUs are
+probed for them too (:func:`probe_gpus`, which the start uses as well).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from sshdeploy.bootstrap import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
+    build_gpu_probe_command,
     build_probe_command,
 )
-from sshdeploy.errors import AuthenticationError, HostKeyError, SSHDeployError
-from sshdeploy.hosts import Host
+from sshdeploy.errors import AuthenticationError, GPUError, HostKeyError, SSHDeployError
+from sshdeploy.gpus import GpuChoice, Inventory, choose
+from sshdeploy.hosts import ConnectionKey, Host
 from sshdeploy.placement import as_hosts, per_host
 from sshdeploy.settings import Settings, VersionPolicy
 from sshdeploy.versions import compare_versions, local_versions
@@ -49,6 +52,8 @@ class HostCheck:
         Why the host is not usable, with what to do.
     version_check : {"error", "warn", "ignore"}
         Whether a version mismatch makes the host unusable.
+    gpus : GpuChoice or None
+        Asked for GPUs: what was found there and which the request gets.
     """
 
     host: str
@@ -59,6 +64,7 @@ class HostCheck:
     local_versions: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     version_check: VersionPolicy = "error"
+    gpus: GpuChoice | None = None
 
     @property
     def mismatches(self) -> list[str]:
@@ -78,8 +84,51 @@ class HostCheck:
         )
 
 
+async def probe_gpus(pool: HostPool, host: Host, python: str, setup: str | None = None,
+                     login_shell: bool = False, visible: str | None = None,
+                     timeout: float = 60.0) -> Inventory:
+    """Find *host*'s GPUs where its workers run (:mod:`sshdeploy.remote.gpus`).
+
+    A probe that fails (no answer, not JSON) gives an :class:`Inventory` with
+    its ``error``; a host that cannot be reached raises, as ``pool.get`` does.
+    """
+    where = pool.as_connected(host)
+    conn = await pool.get(host)
+    command, stdin = build_gpu_probe_command(python, setup, login_shell, visible)
+    try:
+        result = await asyncio.wait_for(
+            conn.conn.run(command, input=stdin, encoding=None, check=False), timeout)
+    except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
+        return Inventory(where, error=f"the GPU probe failed: {type(exc).__name__}: {exc}")
+    out = _text(result.stdout).strip().splitlines()
+    try:
+        data = json.loads(out[-1])
+    except (IndexError, ValueError):
+        tail = _text(result.stderr).strip()[-300:]
+        return Inventory(where, error=f"{python} did not run the GPU probe (exit "
+                         f"{result.exit_status}){': ' + tail if tail else ''}")
+    return Inventory.from_json(where, data)
+
+
+def _text(data: bytes | str | None) -> str:
+    """What a remote command wrote (bytes with ``encoding=None``), as text."""
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return str(data or "")
+
+
+async def _check_gpus(pool: HostPool, host: Host, python: str, setup: str | None,
+                      ask: tuple[str, bool], timeout: float) -> GpuChoice | GPUError:
+    inv = await probe_gpus(pool, host, python, setup, timeout=timeout)
+    try:
+        return choose(ask[0], inv, pool.settings.gpu_busy_memory, required=ask[1])
+    except GPUError as err:
+        return err
+
+
 async def _check_one(
-    pool: HostPool, host: Host, python: str, setup: str | None, timeout: float, deep: bool
+    pool: HostPool, host: Host, python: str, setup: str | None, timeout: float, deep: bool,
+    gpus: tuple[str, bool] | None = None,
 ) -> HostCheck:
     check = HostCheck(host=pool.as_connected(host), local_versions=local_versions(),
                       version_check=pool.settings.version_check)
@@ -128,6 +177,12 @@ async def _check_one(
         )
     elif check.mismatches and check.version_check == "error":
         check.error = f"[{check.host}] version mismatch: {'; '.join(check.mismatches)}"
+    if gpus is not None:
+        found = await _check_gpus(pool, host, python, setup, gpus, timeout)
+        if isinstance(found, GPUError):
+            check.error = "; ".join(e for e in (check.error, str(found)) if e)
+        else:
+            check.gpus = found
     return check
 
 
@@ -139,6 +194,7 @@ async def check_hosts_async(
     setup: str | None = None,
     settings: Settings | None = None,
     deep: bool = False,
+    gpus: Mapping[ConnectionKey, tuple[str, bool]] | None = None,
 ) -> list[HostCheck]:
     """Check every distinct host in parallel; one :class:`HostCheck` each, in order.
 
@@ -156,6 +212,9 @@ async def check_hosts_async(
     deep : bool
         Import dask and distributed on each host (slower) instead of reading
         their versions from package metadata.
+    gpus : dict, optional
+        Host key to ``(request, required)`` (:func:`sshdeploy.gpus.requests`):
+        those hosts are probed for GPUs too (``HostCheck.gpus``).
     """
     settings = settings or Settings.resolve()
     hs = as_hosts(hosts)
@@ -167,9 +226,11 @@ async def check_hosts_async(
         for h, py, opts in zip(hs, pythons, copts, strict=False):
             pool.set_options(h, opts)
             seen.setdefault(h.key, (h, h.remote_python or py or sys.executable))
+        asks = gpus or {}
         return list(
             await asyncio.gather(
-                *(_check_one(pool, h, py, setup, timeout, deep) for h, py in seen.values())
+                *(_check_one(pool, h, py, setup, timeout, deep, asks.get(h.key))
+                  for h, py in seen.values())
             )
         )
 
@@ -181,6 +242,7 @@ def check_hosts(
     *,
     setup: str | None = None,
     deep: bool = False,
+    gpus: Mapping[ConnectionKey, tuple[str, bool]] | None = None,
 ) -> list[HostCheck]:
     """Synchronous :func:`check_hosts_async`.
 
@@ -191,5 +253,6 @@ def check_hosts(
     True
     """
     return asyncio.run(
-        check_hosts_async(hosts, connect_options, remote_python, setup=setup, deep=deep)
+        check_hosts_async(hosts, connect_options, remote_python, setup=setup, deep=deep,
+                          gpus=gpus)
     )

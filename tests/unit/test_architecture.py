@@ -37,7 +37,7 @@ FLOORS: list[tuple[str, ...]] = [
     # how the controller reaches the hosts
     ("sshdeploy.ssh",),
     # the pure ground floor: values, rules and plans (the test bed builds on it too)
-    ("sshdeploy.placement", "sshdeploy.hostfile", "sshdeploy.hosts",
+    ("sshdeploy.placement", "sshdeploy.gpus", "sshdeploy.hostfile", "sshdeploy.hosts",
      "sshdeploy.nodelists", "sshdeploy.settings", "sshdeploy.bootstrap", "sshdeploy.defaults",
      "sshdeploy.roles", "sshdeploy.stages", "sshdeploy.versions", "sshdeploy.logs",
      "sshdeploy.errors", "sshdeploy.compat", "sshdeploy.argcheck", "sshdeploy.arguments",

@@ -13,6 +13,7 @@ from sshdeploy.errors import (
     ConnectError,
     EnvironmentMismatchError,
     EnvSyncError,
+    GPUError,
     HostError,
     HostfileError,
     HostKeyError,
@@ -42,6 +43,7 @@ HOST_ERRORS = [
     (VersionMismatchError, "version mismatch", "version-check", "agent"),
     (StartError, "failed to start", "Read the remote output", "agent"),
     (EnvSyncError, "environment sync failed", "dask-ssh clean --envs", "sync"),
+    (GPUError, "the GPUs asked for are not there", "--check", "gpus"),
 ]
 
 

@@ -219,7 +219,8 @@ ERROR_LINES = [
     ("slots=4", "has no host before it"),
     ("memory-limit=1GiB node1", "has no host before it"),
     # unknown, duplicate keys
-    ("n slot=2", "unknown key 'slot' (known keys: slots, nthreads, memory-limit, remote-python)"),
+    ("n slot=2",
+     "unknown key 'slot' (known keys: slots, nthreads, memory-limit, remote-python, gpus)"),
     ("n port=22", "unknown key 'port'"),
     ("n =3", "unknown key ''"),
     ("n slots=1 slots=2", "duplicate key 'slots'"),
@@ -496,8 +497,9 @@ def test_grammar_example_parses() -> None:
     example = HOSTFILE_GRAMMAR.split("Example:", 1)[1]
     hosts = parse_hostfile_text(example)
     assert [h.as_written() for h in hosts][:2] == ["alice@head.lab:2222", "alice@gpu01"]
-    assert len(hosts) == 7
+    assert len(hosts) == 8
     assert [h.hostname for h in hosts if h.spare] == ["gpu05"]
+    assert [h.hostname for h in hosts if h.gpus] == ["dgx1"]
 
 
 def test_spare_word_marks_spares_and_is_checked() -> None:

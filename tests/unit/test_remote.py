@@ -62,7 +62,7 @@ def parts_imported(tree: ast.AST) -> set[str]:
 
 def test_remote_folder_holds_every_program_sent_to_the_hosts() -> None:
     assert {str(p.relative_to(REMOTE).with_suffix("")) for p in PROGRAMS} == {
-        "tagger", "launcher", "loader", "probe", "deep_probe", "envremote",
+        "tagger", "launcher", "loader", "probe", "deep_probe", "envremote", "gpus",
         *(f"agent/{name}" for name in agent.PARTS)}
 
 
