@@ -138,9 +138,11 @@ class WorkerRestarts:
         task.add_done_callback(self._tasks.discard)
 
     def forget(self, name: str) -> None:
-        """Drop what is pending for *name* (its host was taken out: it moved elsewhere)."""
+        """Drop what is pending for *name* and what was given up on it (its host was taken
+        out, it moved elsewhere; or its host was readmitted, its death is history)."""
         self.steps.pop(name, None)
         self.budgets.pop(name, None)
+        self.given_up.pop(name, None)
 
     def _count(self, name: str, restarts: int) -> None:
         host = self.roster.host_of(name)
@@ -172,8 +174,10 @@ class WorkerRestarts:
             moves = self.enabled and self.on_give_up is not None
             host = self.give_up(name, reason, why, warn_empty=not moves)
             if moves and self.on_give_up is not None:
-                # its host is quarantined: its workers (this one too) move elsewhere
-                self.on_give_up(name, host, why)
+                # its host is quarantined: its workers (this one too) move elsewhere; how
+                # they died (the agent's words) tells the same workload on every host
+                self.on_give_up(name, host, f"{why}: {reason.split('; ' + GAVE_UP)[0]}"
+                                if looping else why)
             return
         tries = budget.used(monotonic())
         self._count(name, 1)
