@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -350,9 +351,8 @@ class Fleet:
         """Place the workers missing for want of a slot in the free slots of the hosts not out
         (the rest wait for the next host readmitted)."""
         out = self.health.excluded()
-        plans = self.roster.placement.worker_hosts
         used = sum(1 for h in self.roster.hosts().values() if h.key not in out)
-        free = sum(hp.slots for k, hp in plans.items() if k not in out) - used
+        free = self._capacity(out) - used
         placed: list[str] = []
         while self.missing > 0 and len(placed) < free:
             spec = self.roster.next_spec(out)
@@ -365,6 +365,14 @@ class Fleet:
             self.missing -= 1
         return placed
 
+    def _capacity(self, out: set[ConnectionKey]) -> float:
+        """How many workers the hosts not in *out* take: their slots; any number when no host
+        has slots (``n_workers=0``, a one-host cluster), if one is not out."""
+        plans = self.roster.placement.worker_hosts
+        if not any(hp.slots for hp in plans.values()):
+            return math.inf if any(k not in out for k in plans) else 0
+        return sum(hp.slots for k, hp in plans.items() if k not in out)
+
     def room_for(self, wanted: int, over_slots: Callable[[int], str]) -> int:
         """How many of the *wanted* workers a scale places now: at most the slots of the hosts
         not taken out.
@@ -374,15 +382,13 @@ class Fleet:
         through *over_slots*, given the slots). Said once per request (adapt
         asks every interval).
         """
-        plans = self.roster.placement.worker_hosts
-        out = self.health.excluded()
-        every = sum(hp.slots for hp in plans.values())
-        n = min(wanted, sum(hp.slots for k, hp in plans.items() if k not in out))
-        self.missing = min(wanted, every) - n
-        if self._scale_said != (wanted, every, n):
-            self._scale_said = (wanted, every, n)
+        every = self._capacity(set())
+        n = int(min(wanted, self._capacity(self.health.excluded())))
+        self.missing = int(min(wanted, every)) - n
+        if self._scale_said != (wanted, n, self.missing):
+            self._scale_said = (wanted, n, self.missing)
             if wanted > every:
-                self._say(over_slots(every))
+                self._say(over_slots(int(every)))
             if self.missing:
                 self._say(f"{n} worker(s) start now, {self.missing} more once a quarantined "
                           "or lost host is readmitted (it holds their slots)")

@@ -290,6 +290,20 @@ def test_a_scale_while_hosts_are_out_counts_the_workers_they_will_take() -> None
     asyncio.run(main())
 
 
+def test_hosts_without_slots_take_any_number_but_not_while_every_one_is_out() -> None:
+    async def main() -> None:
+        b = Bench(worker_options={"n_workers": 0})
+        assert b.fleet.room_for(5, str) == 5 and b.fleet.missing == 0
+        assert b.log() == []  # no slots given: no cap, nothing to say
+        for name in ("a", "b"):
+            b.fleet.take_out(b.host(name), QUARANTINED, "died")
+        assert b.fleet.room_for(3, str) == 0 and b.fleet.missing == 3
+        b.clock.to(WINDOW)  # both back: the three are placed again
+        assert len(b.roster) == 3 and b.fleet.missing == 0
+        await b.settle()
+    asyncio.run(main())
+
+
 def test_scale_with_every_host_quarantined_returns_and_waits_for_them(
         caplog: pytest.LogCaptureFixture) -> None:
     """SpecCluster.scale would loop for ever asking for a worker no host can take."""
