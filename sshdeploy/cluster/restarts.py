@@ -12,7 +12,7 @@ The restarts each host's row counts (:attr:`WorkerRestarts.restarted`) come
 from the deaths told: one per restart made here, and those a worker's Nanny
 made on its host before it gave up, read from the agent's own count
 (:data:`NANNY_DEATHS`, "its worker process died 6 times": 5 restarts), so a
-row never shows fewer restarts than the deaths its error reports.
+row's restarts agree with the deaths its error reports.
 
 :class:`WorkerRestarts` owns every task and timer it starts and cancels them
 on :meth:`WorkerRestarts.close`, so nothing it scheduled runs after the
