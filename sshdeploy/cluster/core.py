@@ -192,7 +192,6 @@ class SSHCluster(SpecCluster):
         self._kept = KeptCluster.of(plan, args)
         self._start_progress = notebook.start_progress(self.host_rows, progress)
         self._started_workers = False
-        self._scale_warned: tuple[int, int] | None = None
         placement = plan.placement
         settings = plan.settings
         self._logbook = LogBook(max_lines=settings.log_buffer_lines)
@@ -655,19 +654,13 @@ class SSHCluster(SpecCluster):
         """
         scaling.check_count(n)
         scaling.check_open(self.status.name, n)
-        out = self._fleet.health.excluded()
-        slots = scaling.slots(self._roster.placement, out)
         wanted = scaling.wanted(n, memory, cores, self._memory_per_worker,
                                 self._threads_per_worker)
-        if slots and wanted > slots:
-            # Each host's cores and memory are divided among its slots: more workers than
-            # slots would overload the hosts (adapt asks again every interval: say it once).
-            if self._scale_warned != (wanted, slots):
-                self._scale_warned = (wanted, slots)
-                self._roster.say(scaling.over_slots(n, memory, cores, wanted, slots,
-                                                    self._roster.placement, out), log=logger)
-            wanted = slots
-        n = wanted
+        # Each host's cores and memory are divided among its slots: more workers than
+        # slots would overload the hosts. Those the hosts taken out hold slots for start
+        # when one is readmitted.
+        n = self._fleet.room_for(wanted, functools.partial(
+            scaling.over_slots, n, memory, cores, wanted, placement=self._roster.placement))
         if self._kept is not None:
             self._kept.missing = 0  # the user says how many: those missing are not added
         if n < len(self._roster):

@@ -5,8 +5,12 @@
 - a host that stays unreachable (``sshdeploy.host-lost-after``) is *lost*, one
   whose workers die past their restart budget is *quarantined*: either way its
   workers move to hosts with free slots or to a spare, so the cluster gets
-  back to its worker count, and the host gets no worker until
-  :meth:`Fleet.readmit`;
+  back to its worker count. A quarantine ends by itself after
+  ``sshdeploy.worker-restart-window`` seconds (longer for a host quarantined
+  again right after: :meth:`HostHealth.quarantine_length`); a lost host gets no
+  worker until :meth:`Fleet.readmit` (which also ends a quarantine at once). A
+  host readmitted gets the workers the cluster wants but had no slot for
+  (:attr:`Fleet.missing`), never more than its ``scale``/``adapt`` count;
 - :meth:`Fleet.add_hosts` and :meth:`Fleet.remove_hosts` change the hosts
   (removal retires the workers through the scheduler first, so their data
   moves to other workers);
@@ -23,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +45,7 @@ from sshdeploy.named import flow
 from sshdeploy.placement import HostPlan, extend, without, worker_name
 from sshdeploy.ssh.pool import HostPool
 
-from .health import LOST, QUARANTINED, HostHealth
+from .health import LOST, MAX_QUARANTINE_WINDOWS, QUARANTINED, HostHealth, death_kind
 from .processes import RemoteWorker, WorkerAgents
 from .roster import Roster
 
@@ -84,18 +91,33 @@ class Fleet:
     kept : KeptCluster, optional
         The named-cluster side of the cluster (its processes on a host removed
         are stopped; its record notes the hosts).
+    clock : callable
+        Seconds, for when quarantines begin and end (``time.monotonic``).
+    call_later : callable, optional
+        ``(delay, callback) -> handle with cancel()``: runs the end of a
+        quarantine (the running loop's ``call_later`` by default).
     """
 
     def __init__(self, roster: Roster, pool: HostPool, agents: WorkerAgents, stage: PreStart,
                  staged: Sequence[ConnectionKey], forget: Callable[[str], None],
-                 kept: KeptCluster | None = None) -> None:
+                 kept: KeptCluster | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 call_later: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
         self.roster = roster
         self.pool = pool
         self.agents = agents
         self.stage = stage
         self.forget = forget
         self.kept = kept
-        self.health = HostHealth()
+        self.health = HostHealth(window=roster.plan.settings.worker_restart_window)
+        self._clock = clock
+        self._call_later = call_later
+        #: The timer that ends each quarantine in force, by host key.
+        self._ends: dict[ConnectionKey, Any] = {}
+        #: Workers the cluster wants (its scale/adapt count) that no slot was free for
+        #: while hosts were out: placed again when a host is readmitted.
+        self.missing = 0
+        self._scale_said: tuple[int, int, int] | None = None
         self._staged: dict[ConnectionKey, asyncio.Future[Any]] = {}
         self._staged_at_start = set(staged)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -146,10 +168,14 @@ class Fleet:
     def worker_given_up(self, name: str, host: Host | None, why: str) -> None:
         """A worker died past its restart budget: quarantine its host, move its workers."""
         if host is not None:
-            self.take_out(host, QUARANTINED, f"worker {name}: {why}", also=[name])
+            self.take_out(host, QUARANTINED, f"worker {name}: {why}", also=[name],
+                          kind=death_kind(why))
 
-    def take_out(self, host: Host, state: str, why: str, also: Sequence[str] = ()) -> bool:
+    def take_out(self, host: Host, state: str, why: str, also: Sequence[str] = (),
+                 kind: str = "") -> bool:
         """Take *host* out of the cluster and place its workers elsewhere.
+
+        A quarantine ends by itself (a timer readmits the host).
 
         Parameters
         ----------
@@ -159,7 +185,11 @@ class Fleet:
         why : str
             What happened (for the warning and the host's row).
         also : list of str
-            Workers of it already dropped (given up) that are replaced too.
+            Workers of it already dropped (given up) that are replaced too
+            (what was given up on them is shown on its row until it is
+            readmitted).
+        kind : str
+            How its workers died (:func:`~sshdeploy.cluster.health.death_kind`).
 
         Returns
         -------
@@ -167,10 +197,12 @@ class Fleet:
             False if it was taken out already (or the cluster does not run).
         """
         roster = self.roster
-        if not roster.running() or not self.health.take_out(host.key, state, why):
+        now = self._clock()
+        if not roster.running() or not self.health.take_out(host.key, state, why, now=now,
+                                                            kind=kind):
             return False
         names = roster.names_on(host.key)
-        for name in [*also, *names]:
+        for name in names:
             self.forget(name)
         for name in names:
             roster.drop(name)  # not retired through the scheduler: it is gone
@@ -184,17 +216,49 @@ class Fleet:
             roster.want(new, new_spec)
             moved.append((old, new))
             self._moved.add(new)
+        self.missing += sum(1 for _, new in moved if not new)
         self.health.note_moves(host.key, moved)
         self._say(self._moved_message(host, state, why, moved))
+        until = self.health.out[host.key].until
+        if until is not None:
+            self._ends[host.key] = self._timer(
+                until - now, functools.partial(self._quarantine_ends, host))
+            self._say_if_the_workload_kills(now)
         self._spawn(self._after_take_out(host))
         return True
 
+    def _timer(self, delay: float, callback: Callable[[], None]) -> Any:
+        if self._call_later is not None:
+            return self._call_later(delay, callback)
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def _say_if_the_workload_kills(self, now: float) -> None:
+        """Every worker host quarantined, their workers dead the same way: the tasks, not the
+        hosts, are likely at fault (a task calling ``os._exit``, a segfault in a library).
+        One host alone tells nothing of the workload."""
+        hosts = self.roster.placement.worker_hosts
+        latest = self.health.alike(hosts) if len(hosts) > 1 else None
+        if latest is None:
+            return
+        how = latest.reason.partition(": ")[2] or latest.reason
+        self._say(f"every host's workers died past their restart budget the same way ({how}): "
+                  "the tasks may be killing their workers (os._exit, segfaults); the hosts are "
+                  f"readmitted in {max(self.health.ends() - now, 0):.0f} s")
+
     def move_on(self, name: str, host: Host, error: BaseException) -> bool:
         """A worker just moved could not reach its new host: take that host out too, move on.
+        A worker whose host was taken out while it started: forget it, nothing to report.
 
         Returns False (the failure is reported as any other) unless *name* was
-        placed by a move and its host could not be connected to.
+        placed by a move and its host could not be connected to, or was
+        dropped with its host.
         """
+        if name not in self.roster and host.key in self.health.out:
+            # its start was cancelled by the take-out ("failed to start: CancelledError"),
+            # and SpecCluster tracked it again when its start ended
+            self._moved.discard(name)
+            self.roster.drop(name)
+            return True
         if name not in self._moved or not isinstance(error, ConnectError):
             return False
         self._moved.discard(name)
@@ -226,10 +290,19 @@ class Fleet:
             out = self.health.excluded()
             free = sum(hp.slots for k, hp in plans.items() if k not in out)
             text += (f"; no free slot or spare for {stuck} of its workers (the hosts in use "
-                     f"hold {free}): the cluster runs with fewer (add_hosts() or spares=[...])")
+                     f"hold {free}): the cluster runs with fewer until a host is readmitted "
+                     "(or add_hosts(), spares=[...])")
         if not moved:
             text += "; it ran no worker"
-        return text + ". It gets no worker again unless readmitted (cluster.readmit)."
+        taken = self.health.out[host.key]
+        if taken.until is None:
+            return text + ". It gets no worker again unless readmitted (cluster.readmit)."
+        length = taken.until - taken.since
+        again = (" (quarantined again right after its readmission: longer each time, up to "
+                 f"{MAX_QUARANTINE_WINDOWS * self.health.window:.0f} s)"
+                 if length > self.health.window else "")
+        return text + (f". It is readmitted in {length:.0f} s{again}; cluster.readmit() "
+                       "readmits it now.")
 
     async def _after_take_out(self, host: Host) -> None:
         """Start the moved workers; stop what is left of ours there (if it answers)."""
@@ -240,18 +313,86 @@ class Fleet:
         await asyncio.gather(self.roster.correct(), stop())
 
     def readmit(self, host: str | Host) -> bool:
-        """Let a quarantined or lost host take workers again (``scale``, ``adapt``, moves).
+        """Let a quarantined or lost host take workers again now (``scale``, ``adapt``, moves);
+        the workers missing for want of a slot are placed again.
 
         Returns
         -------
         bool
             False if it was not taken out.
         """
-        h = self._host_of(host)
-        if not self.health.readmit(h.key):
+        return self._readmit(self._host_of(host), by_hand=True)
+
+    def _quarantine_ends(self, host: Host) -> None:
+        self._ends.pop(host.key, None)
+        if self.roster.running() and host.key in self.roster.placement.worker_hosts:
+            self._readmit(host, by_hand=False)
+
+    def _readmit(self, host: Host, by_hand: bool) -> bool:
+        now = self._clock()
+        was = self.health.readmit(host.key, now)
+        if was is None:
             return False
-        self._say(f"host {self._show(h)} readmitted: it may take workers again")
+        end = self._ends.pop(host.key, None)
+        if end is not None:
+            end.cancel()
+        for old, _ in was.moved:
+            self.forget(old)  # what was given up on its workers is history now
+        placed = self._place_missing() if self.roster.running() else []
+        how = "of quarantine" if was.state == QUARANTINED else "out (lost)"
+        self._say(f"host {self._show(host)} readmitted{' (cluster.readmit)' if by_hand else ''} "
+                  f"after {now - was.since:.0f} s {how}: {len(placed)} worker(s) placed again"
+                  + (f" ({', '.join(placed)})" if placed else ""))
+        if placed:
+            self._spawn(self.roster.correct())
         return True
+
+    def _place_missing(self) -> list[str]:
+        """Place the workers missing for want of a slot in the free slots of the hosts not out
+        (the rest wait for the next host readmitted)."""
+        out = self.health.excluded()
+        used = sum(1 for h in self.roster.hosts().values() if h.key not in out)
+        free = self._capacity(out) - used
+        placed: list[str] = []
+        while self.missing > 0 and len(placed) < free:
+            spec = self.roster.next_spec(out)
+            if not spec:
+                break
+            name, new_spec = next(iter(spec.items()))
+            self.roster.want(name, new_spec)
+            self._moved.add(name)  # a host that cannot be reached is taken out, it moves on
+            placed.append(name)
+            self.missing -= 1
+        return placed
+
+    def _capacity(self, out: set[ConnectionKey]) -> float:
+        """How many workers the hosts not in *out* take: their slots; any number when no host
+        has slots (``n_workers=0``, a one-host cluster), if one is not out."""
+        plans = self.roster.placement.worker_hosts
+        if not any(hp.slots for hp in plans.values()):
+            return math.inf if any(k not in out for k in plans) else 0
+        return sum(hp.slots for k, hp in plans.items() if k not in out)
+
+    def room_for(self, wanted: int, over_slots: Callable[[int], str]) -> int:
+        """How many of the *wanted* workers a scale places now: at most the slots of the hosts
+        not taken out.
+
+        Those the hosts taken out have slots for are :attr:`missing`, placed when
+        a host is readmitted; those beyond every host's slots are not (said
+        through *over_slots*, given the slots). Said once per request (adapt
+        asks every interval).
+        """
+        every = self._capacity(set())
+        n = int(min(wanted, self._capacity(self.health.excluded())))
+        self.missing = int(min(wanted, every)) - n
+        if self._scale_said != (wanted, n, self.missing):
+            self._scale_said = (wanted, n, self.missing)
+            if wanted > every:
+                self._say(over_slots(int(every)))
+            if self.missing:
+                self._say(f"{n} worker(s) start now, {self.missing} more once a quarantined "
+                          "or lost host is readmitted (it holds their slots)")
+        return n
 
     # -- adding and removing hosts -----------------------------------------------
     async def add_hosts(self, hosts: Sequence[str | Host], spare: bool = False) -> list[str]:
@@ -374,7 +515,10 @@ class Fleet:
                     await self.agents.stop_host(hp.host)
                 if self.kept is not None:  # agents of an earlier controller may run there too
                     await self._stop_kept(self.kept, hp)
-            self.health.readmit(key)
+            self.health.forget(key)
+            end = self._ends.pop(key, None)
+            if end is not None:
+                end.cancel()
             self._staged.pop(key, None)
         roster.replace_placement(without(placement, keys))
 
@@ -392,7 +536,10 @@ class Fleet:
                       "once they run no worker")
 
     async def close(self) -> None:
-        """Cancel what runs in the background (moves, stops)."""
+        """Cancel what runs in the background (moves, stops, the ends of quarantines)."""
+        for end in self._ends.values():
+            end.cancel()
+        self._ends.clear()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

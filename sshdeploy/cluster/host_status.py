@@ -38,7 +38,7 @@ def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: Wo
     scheduler : RemoteScheduler or None
         Its scheduler (None before it exists).
     restarts : WorkerRestarts
-        Restarts pending and workers given up.
+        Restarts pending, made (each host's count) and workers given up.
     health : HostHealth
         The hosts taken out.
     pool : HostPool
@@ -69,15 +69,16 @@ def host_rows(roster: Roster, scheduler: RemoteScheduler | None, *, restarts: Wo
             row["error"] = f"{name}: {restarts.steps[name]}"
         elif isinstance(worker, RemoteWorker) and worker.exit_reason:
             row["error"] = f"{name}: {worker.exit_reason}"
-        row["restarts"] += restarts.counts.get(str(name), 0)
         row["restarting"] = row["restarting"] or name in restarts.steps
     for name, (key, why) in restarts.given_up.items():
         if key in rows and name not in roster:
             rows[key]["error"] = why
-            rows[key]["restarts"] += restarts.counts.get(name, 0)
     for name, (key, err) in roster.start_failures.items():
         if key in rows and name not in roster and not rows[key]["error"]:
             rows[key]["error"] = f"{name}: failed to start: {str(err).splitlines()[0]}"
+    for key, count in restarts.restarted.items():
+        if key in rows:  # the host's workers, those given up or moved away too
+            rows[key]["restarts"] = count
     for key, hp in plan.worker_hosts.items():
         if key in plan.spares and not rows[key]["wanted"]:
             rows[key]["roles"].append("spare")

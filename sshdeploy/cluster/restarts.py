@@ -8,6 +8,12 @@ with backoff, without spending its budget meanwhile; each step is in
 :attr:`WorkerRestarts.steps` for the host rows. A worker given up is a
 WARNING on this logger and a line of ``get_logs()["Cluster"]``.
 
+The restarts each host's row counts (:attr:`WorkerRestarts.restarted`) come
+from the deaths told: one per restart made here, and those a worker's Nanny
+made on its host before it gave up, read from the agent's own count
+(:data:`NANNY_DEATHS`, "its worker process died 6 times": 5 restarts), so a
+row's restarts agree with the deaths its error reports.
+
 :class:`WorkerRestarts` owns every task and timer it starts and cancels them
 on :meth:`WorkerRestarts.close`, so nothing it scheduled runs after the
 cluster has closed.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from time import monotonic, time
 from typing import Any
@@ -34,6 +41,25 @@ logger = logging.getLogger(__name__)
 GAVE_UP = "not restarted again"
 #: Longest wait between two tries to reach a host again, in seconds.
 MAX_BACKOFF = 30.0
+#: How the agent counts the deaths of a worker process whose Nanny gave up
+#: (:meth:`sshdeploy.remote.agent.servers.Servers.limit_restarts`): each but the last
+#: was a restart by the Nanny.
+NANNY_DEATHS = re.compile(r"worker process died (\d+) times")
+
+
+def nanny_restarts(reason: str) -> int:
+    """The restarts a Nanny made before it gave up, by the agent's *reason* (0: none told).
+
+    Examples
+    --------
+    >>> nanny_restarts("its worker process died 6 times within 60 s (last exit code 1); "
+    ...                "not restarted again (sshdeploy.worker-restarts: 5 restarts within 60 s)")
+    5
+    >>> nanny_restarts("the remote agent exited")
+    0
+    """
+    found = NANNY_DEATHS.search(reason)
+    return max(int(found.group(1)) - 1, 0) if found else 0
 
 
 def first_line(exc: BaseException) -> str:
@@ -91,8 +117,9 @@ class WorkerRestarts:
         self.on_give_up = on_give_up
         #: When each host was first found unreachable (monotonic), by host key.
         self.unreachable_since: dict[Any, float] = {}
-        #: Restarts so far, by worker name (for the host rows).
-        self.counts: dict[str, int] = {}
+        #: Restarts so far of the workers of each host, by host key (for the host rows):
+        #: those made here and those their Nannies made (:func:`nanny_restarts`).
+        self.restarted: dict[Any, int] = {}
         self.budgets: dict[str, RestartBudget] = {}
         #: Where each pending restart stands, by worker name (for the host rows).
         self.steps: dict[str, str] = {}
@@ -111,9 +138,16 @@ class WorkerRestarts:
         task.add_done_callback(self._tasks.discard)
 
     def forget(self, name: str) -> None:
-        """Drop what is pending for *name* (its host was taken out: it moved elsewhere)."""
+        """Drop what is pending for *name* and what was given up on it (its host was taken
+        out, it moved elsewhere; or its host was readmitted, its death is history)."""
         self.steps.pop(name, None)
         self.budgets.pop(name, None)
+        self.given_up.pop(name, None)
+
+    def _count(self, name: str, restarts: int) -> None:
+        host = self.roster.host_of(name)
+        if restarts and host is not None:
+            self.restarted[host.key] = self.restarted.get(host.key, 0) + restarts
 
     def restarting(self, name: str) -> bool:
         """Whether a restart of *name* is pending or running."""
@@ -131,6 +165,7 @@ class WorkerRestarts:
         budget = self.budgets.setdefault(name, RestartBudget(self.limit, self.window))
         # The agent already restarted its worker process too often and gave up.
         looping = GAVE_UP in reason
+        self._count(name, nanny_restarts(reason))
         if not self.enabled or looping or not budget.spend(monotonic()):
             why = ("restarts are off" if not self.enabled else
                    "it died in a loop" if looping else
@@ -139,11 +174,13 @@ class WorkerRestarts:
             moves = self.enabled and self.on_give_up is not None
             host = self.give_up(name, reason, why, warn_empty=not moves)
             if moves and self.on_give_up is not None:
-                # its host is quarantined: its workers (this one too) move elsewhere
-                self.on_give_up(name, host, why)
+                # its host is quarantined: its workers (this one too) move elsewhere; how
+                # they died (the agent's words) tells the same workload on every host
+                self.on_give_up(name, host, f"{why}: {reason.split('; ' + GAVE_UP)[0]}"
+                                if looping else why)
             return
         tries = budget.used(monotonic())
-        self.counts[name] = self.counts.get(name, 0) + 1
+        self._count(name, 1)
         delay = min(2.0 ** (tries - 1), MAX_BACKOFF)
         if reason == CONNECTION_LOST:
             # The old agent may still run there until its heartbeat timeout: a

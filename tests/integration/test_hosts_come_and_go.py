@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Callable
 
@@ -139,6 +140,44 @@ def test_a_host_whose_workers_die_past_their_budget_is_quarantined(bed: testbed.
         assert "quarantined" in cluster.get_logs()["Cluster"]
         assert client.submit(lambda: 3, workers=[f"{n4}-0"]).result(timeout=30) == 3
         assert "quarantined" in repr(cluster)
+
+
+def test_tasks_that_kill_their_workers_quarantine_every_host_until_the_window_ends(
+        bed: testbed.Bed) -> None:
+    """Issue 26, finding 10: tasks calling os._exit quarantined every host for good, and the
+    rows said "restarts 0" beside "died 6 times"."""
+    window = 20  # each Nanny restarts its worker once within it; the quarantine lasts it
+    settings = {"sshdeploy.worker-restarts": 1, "sshdeploy.worker-restart-window": window,
+                # the poison tasks stay until cancelled, whoever dies first
+                "distributed.scheduler.allowed-failures": 50}
+    with dask.config.set(settings), SSHCluster(
+        [n1, n2, n3], connect_options=bed.connect_options(),
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        poison = client.map(lambda i: __import__("os")._exit(1), range(3), pure=False)
+        testbed.wait_until(lambda: {row(cluster, h).health for h in (n2, n3)} == {
+            "quarantined"}, 90, "every worker host to be quarantined")
+        client.cancel(poison)  # else they kill the workers of the hosts readmitted too
+        log = cluster.get_logs()["Cluster"]
+        assert "every host's workers died past their restart budget the same way" in log, log
+        assert "the tasks may be killing their workers (os._exit, segfaults)" in log
+        assert f"It is readmitted in {window} s" in log
+        assert cluster.worker_spec == {}
+        for host in (n2, n3):  # the restarts its Nanny made count beside the deaths shown
+            r = row(cluster, host)
+            died = re.search(r"died (\d+) times", r.error)
+            assert died is not None and r.restarts >= int(died.group(1)) - 1 >= 1, r
+        testbed.wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 90,
+                           "the hosts to be readmitted and their workers to run again")
+        assert client.submit(lambda: 3, pure=False).result(timeout=30) == 3
+        assert sum(client.gather(client.map(slowly(0.1), range(20)))) == sum(range(20))
+        assert sorted(cluster.worker_spec) == [f"{n2}-0", f"{n3}-0"]  # its count, no more
+        assert len(client.scheduler_info()["workers"]) == 2
+        log = cluster.get_logs()["Cluster"]
+        assert f"readmitted after {window} s of quarantine" in log, log
+        assert "failed to start" not in log, log  # a start the quarantine ended is no failure
+        assert [(row(cluster, h).health, row(cluster, h).error) for h in (n2, n3)] == [
+            ("ok", ""), ("ok", "")]
 
 
 def test_scaling_down_moves_the_results_the_workers_hold(bed: testbed.Bed) -> None:

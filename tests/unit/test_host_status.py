@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from sshdeploy.env.prestart import PreStart
 from sshdeploy.errors import StartError
 from sshdeploy.logs import LogBook
 from sshdeploy.plan import plan_cluster
+from sshdeploy.remote.agent.servers import Servers
 from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views.hostrows import HostRow
 
@@ -95,3 +98,54 @@ def test_a_host_taken_out_or_left_out_says_why() -> None:
     assert (got["a"].health, got["a"].state, got["a"].error) == (
         LOST, LOST, "unreachable for 120 s")
     assert got["b"].wanted == 0 and "connection refused" in got["b"].error
+
+
+def nanny_gave_up(limit: int, window: float) -> str:
+    """What the agent says of a Nanny whose worker process died past *limit* restarts."""
+    async def on_exit(code: Any) -> None:
+        return None
+
+    nanny = SimpleNamespace(_on_worker_exit=on_exit, status="Status.running",
+                            close_gracefully=lambda reason: None)
+    Servers.limit_restarts(nanny, True, limit, window)
+
+    async def die() -> None:
+        for _ in range(limit + 1):
+            await nanny._on_worker_exit(1)
+
+    asyncio.run(die())
+    return str(nanny._sshdeploy_gave_up)
+
+
+def test_a_hosts_restarts_count_those_its_nanny_made_beside_the_deaths_it_shows() -> None:
+    """Issue 26, finding 10: "restarts 0" beside "died 6 times" (the Nanny's restarts, made
+    on the host, were not counted; only those the controller made were)."""
+    reason = nanny_gave_up(5, 60)
+    assert "died 6 times" in reason
+    plan = plan_cluster(ClusterArgs(["s", "a", "b"]))
+    cluster = FakeCluster()
+    roster = Roster(cluster, plan,  # type: ignore[arg-type]
+                    lambda hp, kw: {"options": {"host": hp.host}})
+    for w in plan.placement.workers:
+        roster.want(w.name, roster.spec_for(w.host))
+        cluster.workers[w.name] = FakeProcess()
+        cluster.workers[w.name].address = ""  # type: ignore[attr-defined]
+    restarts = WorkerRestarts(roster, limit=5, enabled=True, heartbeat_timeout=30)
+
+    async def main() -> None:
+        restarts.lost("b-0", "the remote agent exited")  # one restart, by the controller
+        restarts.lost("a-0", reason)  # given up by its Nanny after 5 restarts of its own
+        await restarts.close()
+
+    asyncio.run(main())
+    pool = HostPool(settings=plan.settings)
+    assert plan.stage is not None
+    got = {r.host: r for r in host_rows(
+        roster, None, restarts=restarts, health=HostHealth(), pool=pool,
+        stage=PreStart(plan.stage, pool, []), agents=WorkerAgents(pool, {}, LogBook()),
+        scheduler_info={"workers": {}})}
+    assert "died 6 times" in got["a"].error and got["a"].restarts == 5
+    assert got["b"].restarts == 1
+    restarts.forget("a-0")  # moved away: its restarts stay on the host they were made on
+    a = next(k for k in plan.placement.worker_hosts if k[1] == "a")
+    assert restarts.restarted[a] == 5

@@ -90,7 +90,7 @@ def test_a_lost_worker_is_unregistered_at_once_and_restarted_after_a_second() ->
         assert delays(r) == [1]
         await asyncio.gather(*r._tasks)
         assert c.scheduler_comm.unregistered == ["tcp://10.0.0.2:4000"]
-        assert r.counts == {"node2-0": 1} and "node2-0" in c.worker_spec
+        assert r.restarted == {("u", "node2", 22): 1} and "node2-0" in c.worker_spec
         await r.close()
     run(main())
 
@@ -145,7 +145,7 @@ def test_nothing_happens_for_a_closing_cluster_or_an_unwanted_worker() -> None:
         r.lost("scaled-away", "killed")
         c.status = Status.closing
         r.lost("a", "killed")
-        assert delays(r) == [] and not r._tasks and r.counts == {}
+        assert delays(r) == [] and not r._tasks and r.restarted == {}
         await r.close()
     run(main())
 
