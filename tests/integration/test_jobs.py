@@ -216,12 +216,13 @@ def test_stop_leaves_nothing_of_the_job_and_down_stops_the_running_ones(
 def test_a_running_job_keeps_an_idle_cluster_up_and_ends_with_its_lifetime(
         bed: testbed.Bed, env: dict[str, str], scripts: Path) -> None:
     name = f"jidle-{uuid.uuid4().hex[:6]}"
-    up(bed, env, name, n1, n2, extra=("--idle-timeout", "8s", "--max-lifetime", "40s"))
-    short = dask_ssh(env, "submit", name, str(scripts / "ticks.py"), "12", "1")  # no Client
-    assert short.returncode == 0, short.stderr  # 12 s, well past the idle timeout
+    # The idle timeout leaves room for a loaded machine between two commands
+    up(bed, env, name, n1, n2, extra=("--idle-timeout", "20s", "--max-lifetime", "75s"))
+    short = dask_ssh(env, "submit", name, str(scripts / "ticks.py"), "30", "1")  # no Client
+    assert short.returncode == 0, short.stderr  # 30 s, well past the idle timeout
     long = dask_ssh(env, "submit", name, "-d", str(scripts / "ticks.py"), "100", "1")
     assert long.returncode == 0, long.stderr  # the cluster was still up for it
-    waited = dask_ssh(env, "job", "wait", name, "2", timeout=60)
+    waited = dask_ssh(env, "job", "wait", name, "2", timeout=90)
     assert waited.returncode == 130, waited.stderr  # SIGINT, by the end of the cluster
     job = jobs(env, name)["2"]
     assert job["status"] == "stopped" and "maximum lifetime" in job["reason"], job
