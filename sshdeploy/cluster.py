@@ -28,14 +28,20 @@ from distributed.utils import Log, Logs, format_dashboard_link
 from . import compat
 from .defaults import DEFAULT_WORKER_CLASS
 from .env.stage import HostStage, Stage
-from .errors import ClusterNotFoundError, ConfigError, SSHDeployError, failures_by_host
+from .errors import (
+    ClusterNotFoundError,
+    ClusterStopError,
+    ConfigError,
+    SSHDeployError,
+    failures_by_host,
+)
 from .fleet import Fleet
 from .forwarding import LOCALHOST
 from .health import NOT_STARTING, health_of
 from .hostfile import parse_host
 from .hosts import ConnectionKey, Host
 from .logs import LogBook
-from .named import flow
+from .named import arming, flow
 from .named.kept import KeptCluster
 from .named.policy import check_name
 from .placement import Placement, kept_on_scale_down, next_worker, with_spares
@@ -286,11 +292,9 @@ class SSHCluster(SpecCluster):
             record = await self._kept.running(self._cluster_plan.settings)
             if record is not None:  # it runs with this very spec: take it over
                 await self._kept.adopt(self, record)
+                await arming.arm(self)  # the agents it starts run on without us
                 return
-        await self._start_new()
-        if self._kept is not None:
-            await self._kept.save(self)
-            logger.info("cluster %r %s", self._kept.policy.name, self._kept.policy.describe())
+        await self._start_new()  # a named one is recorded once its first workers run too
 
     async def _start_new(self) -> None:
         # The scheduler is on the critical path: its host's connection takes
@@ -440,6 +444,21 @@ class SSHCluster(SpecCluster):
             if not self._enough_without(failed):
                 raise failures_by_host(by_host, "start workers") from None
             self._give_up(failed, by_host)
+        if initial:
+            await self._record_kept()
+
+    async def _record_kept(self) -> None:
+        """A new named cluster runs (its scheduler and first workers): record it, then arm it.
+
+        Until then its agents stop with this controller, and a failed start
+        closes it as a classic cluster's: nothing of it is left, nothing recorded.
+        """
+        kept = self._kept
+        if kept is None or kept.record is not None:  # not a named one, or taken over
+            return
+        await kept.save(self)
+        await arming.arm(self)  # recorded: from now on its agents run on without us
+        logger.info("cluster %r %s", kept.policy.name, kept.policy.describe())
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
@@ -521,6 +540,7 @@ class SSHCluster(SpecCluster):
         host: str | Host | None = None,
         connect_options: Mapping[str, Any] | None = None,
         asynchronous: bool = False,
+        start_if_gone: bool = False,
         **kwargs: Any,
     ) -> SSHCluster:
         """Return a live cluster for the running named cluster *name*.
@@ -541,13 +561,18 @@ class SSHCluster(SpecCluster):
             ``asyncssh.connect`` keywords for *host*.
         asynchronous : bool
             As for SSHCluster.
+        start_if_gone : bool
+            When nothing of it runs any more (``gone``, ``stopped``), start it
+            again from its record: a new cluster, with no data, at a new
+            address. By default that is an error.
         **kwargs
             Other SpecCluster keywords.
 
         Raises
         ------
         ClusterNotFoundError
-            No cluster of that name is known, or it no longer runs.
+            No cluster of that name is known, or it no longer runs (and
+            *start_if_gone* is False): nothing is started.
         """
         from .named.kept import security_from
         from .named.spec import arguments
@@ -566,8 +591,9 @@ class SSHCluster(SpecCluster):
                                        "host='HEAD' to read its record on its scheduler host.")
         args = arguments(record.spec)
         security = security_from(store.tls_pems(record))
-        return cls(**args, security=security, name=name, shutdown_on_close=False,
-                   asynchronous=asynchronous, **kwargs)
+        with flow.reattaching(not start_if_gone):
+            return cls(**args, security=security, name=name, shutdown_on_close=False,
+                       asynchronous=asynchronous, **kwargs)
 
     def shutdown(self) -> Any:
         """Stop a named cluster everywhere (every process, every host) and forget it.
@@ -593,9 +619,10 @@ class SSHCluster(SpecCluster):
         kept.stopping = True
         record = kept.record
         report = await flow.stop(record, kept.store, self._cluster_plan.settings.stop_timeout)
-        left = {h: r for h, r in report.items() if r != "stopped"}
+        left = flow.left(report)
         if left:
-            logger.warning("cluster %r: not stopped on %s", record.name, left)
+            raise ClusterStopError(name=record.name, left=left,
+                                   scheduler_host=record.scheduler_host)
 
     async def _note_wanted(self) -> None:
         """Record the wanted worker count of a named cluster; a failure is logged, not raised."""
@@ -669,7 +696,9 @@ class SSHCluster(SpecCluster):
 
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
-        if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
+        # A named cluster detaches once recorded; one that never was stops as a classic one.
+        if self._kept is not None and not self._kept.stopping and \
+                self._kept.record is not None and self.status != Status.closed:
             await self._detach()
             return
         self._logbook.closing()
@@ -765,6 +794,10 @@ class SSHCluster(SpecCluster):
         Returns False if the host was not taken out.
         """
         return self._fleet.readmit(host)
+
+    def replace_plan(self, plan: ClusterPlan) -> None:
+        """Use *plan* from now on (a named cluster armed once recorded)."""
+        self._cluster_plan = plan
 
     def replace_placement(self, placement: Placement) -> None:
         """Use *placement* from now on (hosts added or removed while it runs)."""

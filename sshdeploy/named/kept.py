@@ -77,6 +77,9 @@ class KeptCluster:
         Its record once it runs.
     adopted : bool
         It was running already (same spec): taken over, not started.
+    must_run : bool
+        Made by ``from_name``: a cluster of that name that is gone is an
+        error, not a reason to start a new one.
     """
 
     policy: KeepPolicy
@@ -85,6 +88,7 @@ class KeptCluster:
     stopping: bool = False
     record: ClusterRecord | None = None
     adopted: bool = False
+    must_run: bool = dataclasses.field(default_factory=flow.reattaching_now)
     _lock: asyncio.Lock | None = None
 
     @classmethod
@@ -103,7 +107,8 @@ class KeptCluster:
 
     async def running(self, settings: Settings) -> ClusterRecord | None:
         """Its record if a cluster of this name runs this spec (:func:`flow.existing`)."""
-        return await flow.existing(self.policy.name, self.spec, settings, self.store)
+        return await flow.existing(self.policy.name, self.spec, settings, self.store,
+                                   must_run=self.must_run)
 
     async def save(self, cluster: SSHCluster) -> None:
         """Record the cluster that just started (here and on its scheduler host)."""
@@ -114,7 +119,8 @@ class KeptCluster:
             self.policy.name, self.spec, scheduler_host=cluster.pool.as_connected(host),
             address=str(getattr(sched, "address", "")),
             dashboard_port=getattr(sched, "dashboard_port", None),
-            policy=self.policy.spec(), tls=tls_pems(plan.security))
+            policy=self.policy.spec(), tls=tls_pems(plan.security),
+            left_out=sorted(cluster.failed_hosts))
         await flow.save(record, cluster.pool, self.store)
         self.record = record
 

@@ -22,6 +22,8 @@ part that holds it.
 ``servers``
     the scheduler or Nannies it runs; a worker's share of its host; the
     restart budget.
+``marks``
+    a named cluster's processes on the host, found by the mark they carry.
 ``keep``
     a named cluster's files on the host, and what a kept agent adds.
 ``main``
@@ -31,4 +33,4 @@ This file is not sent: it only lists the parts.
 """
 
 #: The agent's parts, each after the parts it imports: the order they are sent and run in.
-PARTS = ("protocol", "wire", "group", "zygote", "servers", "keep", "main")
+PARTS = ("protocol", "wire", "group", "zygote", "servers", "marks", "keep", "main")
