@@ -23,7 +23,12 @@ import cloudpickle
 # importing its protocol part is cheap, it imports only the standard library at top level.
 from .remote.agent import PARTS as AGENT_PARTS
 from .remote.agent.protocol import EVENT as EVENT_MARK
-from .remote.agent.protocol import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+from .remote.agent.protocol import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    MARK_ENV,
+)
 from .roles import AgentRole
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_SETUP_FAILED",
     "LAUNCHER",
+    "MARK_ENV",
     "PROBE",
     "AgentSpec",
     "agent_bundle",
@@ -41,6 +47,7 @@ __all__ = [
     "build_gpu_probe_command",
     "build_probe_command",
     "build_script_command",
+    "cluster_mark",
     "encode_kwargs",
     "encode_message",
     "in_login_shell",
@@ -170,7 +177,25 @@ def in_login_shell(command: str, login_shell: bool) -> str:
     return f'exec "${{SHELL:-/bin/sh}}" -l -c {shlex.quote(command)}'
 
 
-def build_command(python: str, setup: str | None = None, login_shell: bool = False) -> str:
+def cluster_mark(keep: Mapping[str, Any] | None) -> str | None:
+    """Return the mark of a named cluster's processes (``NAME:SESSION``), None for another.
+
+    *keep* is what its agents are sent (:meth:`sshdeploy.named.policy.KeepPolicy.spec`):
+    the name, and the session of the controller that starts them.
+
+    Examples
+    --------
+    >>> cluster_mark({"name": "lab", "session": "1f2e3d4c"}), cluster_mark(None)
+    ('lab:1f2e3d4c', None)
+    """
+    if not keep or not keep.get("name"):
+        return None
+    session = keep.get("session")
+    return f"{keep['name']}:{session}" if session else str(keep["name"])
+
+
+def build_command(python: str, setup: str | None = None, login_shell: bool = False,
+                  mark: str | None = None) -> str:
     """Return the remote shell command that starts the agent.
 
     It reports its progress as ``stage`` events on stdout (see
@@ -190,6 +215,12 @@ def build_command(python: str, setup: str | None = None, login_shell: bool = Fal
         stop at the first failure; :func:`join_setup` does it for a list).
     login_shell : bool
         Run everything in the user's login shell (:func:`in_login_shell`).
+    mark : str, optional
+        A named cluster's mark (:func:`cluster_mark`), exported as
+        ``SSHDEPLOY_CLUSTER`` before anything runs, so that every process of
+        the cluster on the host (shell, setup, agent, scheduler, Nannies,
+        workers) carries it: ``dask-ssh down`` finds them by it
+        (:mod:`sshdeploy.remote.agent.marks`).
 
     Returns
     -------
@@ -203,12 +234,17 @@ def build_command(python: str, setup: str | None = None, login_shell: bool = Fal
     True
     >>> cmd.splitlines()[-1].startswith("exec /opt/py/bin/python3 -u -c ")
     True
+    >>> build_command("python3", mark="lab:1f2e3d4c").splitlines()[0]
+    'export SSHDEPLOY_CLUSTER=lab:1f2e3d4c'
     """
     launch = f"exec {shlex.quote(python)} -u -c {shlex.quote(LAUNCHER)}"
     if setup and setup.strip():
         launch = f"{_shell_printf('setup')}\n{launch}"
-    return in_login_shell(f"{_shell_printf('login')}\n{_after_setup(setup, launch)}",
-                          login_shell)
+    command = in_login_shell(f"{_shell_printf('login')}\n{_after_setup(setup, launch)}",
+                             login_shell)
+    if mark:
+        command = f"export {MARK_ENV}={shlex.quote(mark)}\n{command}"
+    return command
 
 
 def _after_setup(setup: str | None, command: str) -> str:

@@ -327,6 +327,44 @@ class ClusterNotFoundError(SSHDeployError):
 
 
 @dataclass(eq=False)
+class ClusterStopError(SSHDeployError):
+    """A named cluster could not be verified stopped on every host: its record is kept.
+
+    Parameters
+    ----------
+    name : str
+        The cluster's name.
+    left : dict
+        ``user@host:port`` -> what is left or why the host could not be
+        asked (``unreachable: ...``, ``2 process(es) still running: ...``).
+    scheduler_host : str
+        Its scheduler's host: when that one is among *left*, the cluster may
+        still run.
+    hosts : int
+        The cluster's hosts (0: not said).
+    """
+
+    name: str
+    left: dict[str, str] = field(default_factory=dict)
+    scheduler_host: str = ""
+    hosts: int = 0
+
+    def message(self) -> str:
+        where = "; ".join(f"{h}: {why}" for h, why in self.left.items())
+        of = f" of {self.hosts}" if self.hosts else ""
+        if self.scheduler_host in self.left:
+            then = ("Its scheduler host was not verified, so the cluster may still run: run "
+                    f"`dask-ssh down {self.name}` again once the host answers.")
+        else:
+            then = ("Its scheduler is stopped, so its workers there stop by themselves within "
+                    "their death_timeout (60 s by default) once they cannot reach it; run "
+                    f"`dask-ssh down {self.name}` again once the host(s) answer, to verify "
+                    "that and forget it.")
+        return (f"cluster {self.name!r} was not verified stopped on {len(self.left)}{of} "
+                f"host(s) ({where}); its record is kept. {then}")
+
+
+@dataclass(eq=False)
 class WorkersNotReadyError(SSHDeployError):
     """A named cluster did not reach the number of workers asked for in time.
 

@@ -17,7 +17,7 @@ from typing import Any
 from distributed.security import Security
 
 from .arguments import ClusterArgs, check_min_workers, check_port
-from .bootstrap import Launch, build_command, join_setup
+from .bootstrap import Launch, build_command, cluster_mark, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD
 from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
@@ -209,6 +209,7 @@ class ClusterPlan:
             as written).
         """
         show = as_connected or (lambda h: h.as_written())
+        mark = cluster_mark(self.keep.spec() if self.keep is not None else None)
         p = self.placement
         settings = self.settings.as_dict()
         names: dict[Any, list[str]] = {}
@@ -219,7 +220,7 @@ class ClusterPlan:
             env.update(self.stage.describe())
         out = [RemotePlan(
             host=show(p.scheduler.host), role="scheduler", names=["scheduler"],
-            command=build_command(p.scheduler.python, self.setup, self.login_shell),
+            command=build_command(p.scheduler.python, self.setup, self.login_shell, mark),
             python=p.scheduler.python,
             options={**self.scheduler_options, **env}, settings=settings,
         )]
@@ -240,7 +241,7 @@ class ClusterPlan:
             out.append(RemotePlan(
                 host=show(hp.host), role="worker", spare=key in p.spares,
                 names=shown,
-                command=build_command(hp.python, self.setup, self.login_shell),
+                command=build_command(hp.python, self.setup, self.login_shell, mark),
                 python=hp.python,
                 options={"worker_class": self.worker_class, **self.worker_options(hp), **env},
                 settings=settings, share=share, gpus=gpus,

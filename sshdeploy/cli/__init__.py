@@ -361,11 +361,16 @@ def _replace(store: Any, name: str, err_console: Console) -> None:
     """``--replace``: stop the cluster of that name, if any, before the start."""
     import asyncio
 
+    from sshdeploy.errors import ClusterStopError
     from sshdeploy.named import flow
 
     record = store.load(name)
     if record is not None:
         stopped = asyncio.run(flow.stop(record, store))
+        left = flow.left(stopped)
+        if left:  # the old one may still hold the name's hosts and ports: no start
+            raise ClusterStopError(name=name, left=left, scheduler_host=record.scheduler_host,
+                                   hosts=len(stopped))
         err_console.print(f"dask-ssh: replaced {name!r} (stopped on {len(stopped)} hosts)")
 
 

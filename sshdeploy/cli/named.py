@@ -66,13 +66,30 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: Where a cluster with no record here is found.
+ELSEWHERE = ("`dask-ssh list` shows the clusters recorded here. One started from another "
+             "machine, or whose record here was removed, is recorded on its scheduler host: "
+             "`dask-ssh list --host HEAD` shows it, `dask-ssh down NAME --host HEAD` stops it.")
+
+
 def _record(name: str) -> ClusterRecord:
     from sshdeploy.named.state import StateStore
 
     record = StateStore().load(name)
     if record is None:
-        raise ClusterNotFoundError(name=name, cause="no record of it on this machine")
+        raise ClusterNotFoundError(name=name, cause="no record of it on this machine",
+                                   remedy=ELSEWHERE.replace("NAME", name))
     return record
+
+
+def _ssh_options(known_hosts: str | None, ssh_private_key: str | None) -> dict[str, Any] | None:
+    """``asyncssh.connect`` keywords of ``--known-hosts`` / ``--ssh-private-key`` (``--host``)."""
+    options: dict[str, Any] = {}
+    if known_hosts:
+        options["known_hosts"] = known_hosts
+    if ssh_private_key:
+        options["client_keys"] = [ssh_private_key]
+    return options or None
 
 
 NAME_ARG = click.argument("name", callback=_name)
@@ -100,12 +117,7 @@ def list_command(as_json: bool, host: str | None, known_hosts: str | None,
     from sshdeploy.named.status import COLUMNS, table_row
 
     if host is not None:
-        options: dict[str, Any] = {}
-        if known_hosts:
-            options["known_hosts"] = known_hosts
-        if ssh_private_key:
-            options["client_keys"] = [ssh_private_key]
-        records = asyncio.run(_records_on(host, options or None))
+        records = asyncio.run(_records_on(host, _ssh_options(known_hosts, ssh_private_key)))
         problems: list[ClusterStateError] = []
     else:
         records, problems = StateStore().scan()
@@ -424,9 +436,25 @@ def remove_command(name: str, hostnames: tuple[str, ...]) -> None:
 @click.command("down")
 @click.argument("names", nargs=-1)
 @click.option("--all", "every", is_flag=True, help="Every named cluster recorded here.")
+@click.option("--host", default=None, metavar="[USER@]HOST[:PORT]",
+              help="Read the cluster's record on this, its scheduler host (it was started "
+                   "from another machine, or its record here was removed).")
+@click.option("--known-hosts", default=None, type=click.Path(dir_okay=False),
+              help="known_hosts file for --host. [default: ~/.ssh/known_hosts]")
+@click.option("--ssh-private-key", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Private key for --host. [default: ssh-agent and ~/.ssh/id_*]")
 @handled
-def down_command(names: tuple[str, ...], every: bool) -> None:
-    """Stop named clusters everywhere; return when nothing of them is left on any host."""
+def down_command(names: tuple[str, ...], every: bool, host: str | None,
+                 known_hosts: str | None, ssh_private_key: str | None) -> None:
+    """Stop named clusters everywhere; return when nothing of them is left on any host.
+
+    Each host stops what the cluster's records there name and every process
+    that carries the cluster's mark (SSHDEPLOY_CLUSTER, inherited by all its
+    processes), then says what still runs. Success (status 0, the record
+    forgotten) only once every host said nothing of it is left; else what is
+    left is named, the record is kept and the status is 1.
+    """
+    from sshdeploy.errors import ClusterStopError
     from sshdeploy.named import flow
     from sshdeploy.named.state import StateStore
 
@@ -439,18 +467,37 @@ def down_command(names: tuple[str, ...], every: bool) -> None:
     failed = False
     for name in names:
         check_name(name, "NAME")
-        record = _record(name)
+        if host is not None:
+            record = _fetch_record(name, host, _ssh_options(known_hosts, ssh_private_key))
+        else:
+            record = _record(name)
         started = time.monotonic()
         report = asyncio.run(flow.stop(record, store))
-        left = {h: r for h, r in report.items() if r != "stopped"}
+        left = flow.left(report)
+        for where, what in report.items():
+            if what != flow.STOPPED:
+                console.print(f"{name}: {where}: {what}")
         if left:
             failed = True
-            for host, why in left.items():
-                console.print(f"{name}: {host}: {why}")
-        console.print(f"{name}: stopped on {len(report) - len(left)} of {len(report)} hosts "
+            _console(sys.stderr).print("Error: " + str(ClusterStopError(
+                name=name, left=left, scheduler_host=record.scheduler_host,
+                hosts=len(report))))
+            continue
+        console.print(f"{name}: stopped on {len(report)} of {len(report)} hosts "
                       f"in {time.monotonic() - started:.1f} s")
     if failed:
         sys.exit(1)
+
+
+def _fetch_record(name: str, host: str, options: dict[str, Any] | None) -> ClusterRecord:
+    """The record of *name* kept on its scheduler *host*, kept here too (``--host``)."""
+    from sshdeploy.hostfile import parse_host
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+
+    record = asyncio.run(flow.fetch(name, parse_host(host), options))
+    StateStore().save(record)
+    return record
 
 
 def _clean_caches(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts: str | None,
@@ -500,6 +547,7 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
         sys.exit(_clean_caches(hosts, envs, uploads, known_hosts, ssh_private_key))
     if hosts:
         raise click.UsageError("HOSTs go with --envs or --uploads")
+    from sshdeploy.errors import ClusterStopError
     from sshdeploy.named import flow
     from sshdeploy.named.state import StateStore
 
@@ -508,16 +556,27 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     statuses = asyncio.run(flow.probe_all(records)) if records else []
     console = _console()
     removed = []
+    kept: list[ClusterStopError] = []
     for problem in problems:
         name = Path(problem.path).stem
         store.remove(name)
         removed.append(f"{name} (unreadable state file: {problem.reason})")
     for record, status in zip(records, statuses, strict=True):
         if status.state in ("gone", "stopped"):
-            asyncio.run(flow.stop(record, store))
+            report = asyncio.run(flow.stop(record, store))
+            left = flow.left(report)
+            if left:  # what could not be verified stopped keeps its record: said below
+                kept.append(ClusterStopError(name=record.name, left=left, hosts=len(report),
+                                             scheduler_host=record.scheduler_host))
+                continue
             removed.append(f"{record.name} ({status.state}"
                            + (f": {status.reason}" if status.reason else "") + ")")
-    console.print("removed: " + ", ".join(removed) if removed else "nothing to remove")
+    if removed or not kept:
+        console.print("removed: " + ", ".join(removed) if removed else "nothing to remove")
+    for err in kept:
+        _console(sys.stderr).print(f"Error: {err}")
+    if kept:
+        sys.exit(1)
 
 
 @click.command("attach")

@@ -372,8 +372,9 @@ class _Run:
             return await self._cancel_start(cluster, starting)
         try:
             starting.result()
-        except BaseException:
-            await _close(cluster, self.close_timeout)
+        except BaseException as exc:
+            error = await _close(cluster, self.close_timeout)
+            self._say_not_started(exc, error)
             raise
         try:
             if self.keep is not None:
@@ -382,6 +383,25 @@ class _Run:
         except BaseException:
             await _close(cluster, self.close_timeout)
             raise
+
+    def _say_not_started(self, exc: BaseException, error: str | None) -> None:
+        """``dask-ssh up`` whose start failed: say that nothing of it is left (or why not)."""
+        from sshdeploy.errors import ClusterExistsError, ClusterNotFoundError, ClusterStateError
+
+        if self.keep is None or isinstance(
+                exc, (ClusterExistsError, ClusterNotFoundError, ClusterStateError)):
+            return  # nothing was started: the error says it all
+        name = str(self.keep["name"])
+        if error is None:
+            self.err_console.print(
+                f"dask-ssh: cluster {name!r} did not start (why follows); what had started of "
+                "it was stopped: nothing of it is left on its hosts, and it is not recorded")
+        else:
+            self.err_console.print(
+                f"dask-ssh: cluster {name!r} did not start (why follows), and what had "
+                f"started of it did not stop within {self.close_timeout:.0f} s ({error}); "
+                "it was never recorded, so its processes stop by themselves once their SSH "
+                "connection is gone")
 
     async def _detach(self, cluster: Any) -> int:
         """``dask-ssh up``: print the banner and how to reach it again, then leave it running."""

@@ -36,6 +36,7 @@ from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
+from sshdeploy.named import flow
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
 from sshdeploy.ssh.forwarding import LOCALHOST
@@ -43,7 +44,7 @@ from sshdeploy.ssh.pool import HostPool
 from sshdeploy.views import notebook
 from sshdeploy.views.hostrows import HostRow, rows_html, rows_text
 
-from . import build, gpustart, host_status, scaling
+from . import arming, build, gpustart, host_status, scaling
 
 logger = logging.getLogger(__name__)
 
@@ -265,13 +266,9 @@ class SSHCluster(SpecCluster):
                                                self._agents):
                     roster.install(worker)
                 kept.adopted_from(adoption, self._pool, len(roster))
+                await arming.arm(roster, self._agents, self.scheduler)  # they run on
                 return
-        await self._start_new()
-        if kept is not None:
-            sched = self.scheduler
-            await kept.save(str(getattr(sched, "address", "")),
-                            getattr(sched, "dashboard_port", None), roster.plan, self._pool)
-            logger.info("cluster %r %s", kept.policy.name, kept.policy.describe())
+        await self._start_new()  # a named one is recorded once its first workers run too
 
     async def _start_new(self) -> None:
         # The scheduler is on the critical path: its host's connection takes
@@ -395,6 +392,9 @@ class SSHCluster(SpecCluster):
             if wanted is None or self._roster.running_count(besides=failed) < wanted:
                 raise failures_by_host(by_host, "start workers") from None
             self._roster.leave_out(failed, by_host, log=logger)
+        if initial and self._kept is not None:  # a new named one runs: record it, arm it
+            await arming.record(self._kept, self.scheduler, self._roster, self._pool,
+                                self._agents, left_out=list(self.failed_hosts))
 
     async def _retire(self, names: list[str]) -> None:
         """Retire workers scaled or moved away through the scheduler, by name: the results
@@ -445,6 +445,7 @@ class SSHCluster(SpecCluster):
         host: str | Host | None = None,
         connect_options: Mapping[str, Any] | None = None,
         asynchronous: bool = False,
+        start_if_gone: bool = False,
         **kwargs: Any,
     ) -> SSHCluster:
         """Return a live cluster for the running named cluster *name*.
@@ -465,6 +466,9 @@ class SSHCluster(SpecCluster):
             ``asyncssh.connect`` keywords for *host*.
         asynchronous : bool
             As for SSHCluster.
+        start_if_gone : bool
+            When nothing of it runs any more, start it again from its record (a
+            new cluster: no data, a new address). By default that is an error.
         **kwargs
             Other keywords of SSHCluster (``progress``...) or SpecCluster;
             they win over the record's.
@@ -472,10 +476,12 @@ class SSHCluster(SpecCluster):
         Raises
         ------
         ClusterNotFoundError
-            No cluster of that name is known, or it no longer runs.
+            No cluster of that name is known, or it no longer runs (and
+            *start_if_gone* is False): nothing is started.
         """
         args = build.run_sync(reattach(name, host, connect_options))
-        return cls(**{**args.kwargs(), **kwargs}, asynchronous=asynchronous)
+        with flow.reattaching(not start_if_gone):  # a cluster that is gone is an error
+            return cls(**{**args.kwargs(), **kwargs}, asynchronous=asynchronous)
 
     def shutdown(self) -> Any:
         """Stop a named cluster everywhere (every process, every host) and forget it.
@@ -516,8 +522,7 @@ class SSHCluster(SpecCluster):
 
     @property
     def kept(self) -> KeptCluster | None:
-        """The named-cluster side of this cluster (None for an ordinary one): whether it
-        took over a running cluster, its policy (``dask-ssh up`` reports them)."""
+        """The named-cluster side (None for an ordinary one), for ``dask-ssh up``."""
         return self._kept
 
     @property
@@ -527,7 +532,9 @@ class SSHCluster(SpecCluster):
 
     async def _close(self) -> None:
         await self._end_gate()  # before the connections go: its probes are killed through them
-        if self._kept is not None and not self._kept.stopping and self.status != Status.closed:
+        # A named cluster detaches once recorded; one that never was stops as a classic one.
+        if self._kept is not None and not self._kept.stopping and \
+                self._kept.record is not None and self.status != Status.closed:
             await self._detach()
             return
         self._logbook.closing()

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from distributed.security import Security
 from sshdeploy.arguments import ClusterArgs
 from sshdeploy.cluster.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.cluster.processes import WorkerAgents
-from sshdeploy.errors import ClusterNotFoundError, SSHDeployError
+from sshdeploy.errors import ClusterNotFoundError, ClusterStopError, SSHDeployError
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
@@ -166,6 +166,9 @@ class KeptCluster:
         (their kept agents start them again after an outage): still wanted,
         until the user scales it. Taking a cluster over never changes the
         worker count it wants.
+    must_run : bool
+        Made by ``from_name``: a cluster of that name that is gone is an
+        error, not a reason to start a new one.
     """
 
     policy: KeepPolicy
@@ -176,6 +179,7 @@ class KeptCluster:
     adopted: bool = False
     pool: HostPool | None = None
     missing: int = 0
+    must_run: bool = dataclasses.field(default_factory=flow.reattaching_now)
     _lock: asyncio.Lock | None = None
 
     @classmethod
@@ -192,10 +196,11 @@ class KeptCluster:
 
     async def running(self, settings: Settings) -> ClusterRecord | None:
         """Its record if a cluster of this name runs this spec (:func:`flow.existing`)."""
-        return await flow.existing(self.policy.name, self.spec, settings, self.store)
+        return await flow.existing(self.policy.name, self.spec, settings, self.store,
+                                   must_run=self.must_run)
 
     async def save(self, address: str, dashboard_port: int | None, plan: ClusterPlan,
-                   pool: HostPool) -> None:
+                   pool: HostPool, left_out: Sequence[str] = ()) -> None:
         """Record the cluster that just started (here and on its scheduler host).
 
         Parameters
@@ -208,12 +213,15 @@ class KeptCluster:
             Its plan (the scheduler's host, the TLS credentials).
         pool : HostPool
             Its connections (its record is also saved on the scheduler host).
+        left_out : list of str
+            Hosts left out at the start (``min_workers``): never ran anything of it.
         """
         host = plan.placement.scheduler.host
         record = flow.new_record(
             self.policy.name, self.spec, scheduler_host=pool.as_connected(host),
             address=address, dashboard_port=dashboard_port,
-            policy=self.policy.spec(), tls=tls_pems(plan.security))
+            policy=self.policy.spec(), tls=tls_pems(plan.security),
+            left_out=sorted(left_out))
         await flow.save(record, pool, self.store)
         self.record, self.pool = record, pool
 
@@ -264,15 +272,22 @@ class KeptCluster:
                            self.policy.name, err)
 
     async def stop_everywhere(self, timeout: float) -> None:
-        """Stop it on every host (every process) and forget it; what is left is logged."""
+        """Stop it on every host (every process) and forget it.
+
+        Raises
+        ------
+        ClusterStopError
+            What could not be verified stopped (the record is kept).
+        """
         record = self.record
         if record is None:
             return
         self.stopping = True
         report = await flow.stop(record, self.store, timeout)
-        left = {h: r for h, r in report.items() if r != "stopped"}
+        left = flow.left(report)
         if left:
-            logger.warning("cluster %r: not stopped on %s", record.name, left)
+            raise ClusterStopError(name=record.name, left=left,
+                                   scheduler_host=record.scheduler_host)
 
     async def _update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Save the record with its spec changed by *change* (here and on the scheduler host).

@@ -9,6 +9,7 @@ channels themselves are in :mod:`sshdeploy.ssh.channel`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -316,6 +317,19 @@ class WorkerAgents:
         for fut in self._agents.values():
             if not fut.done():
                 fut.cancel()
+
+    def arm(self, keep: Mapping[str, Any]) -> list[AgentChannel]:
+        """A recorded named cluster: its agents run on without a controller, later ones too.
+
+        *keep* is the armed policy's spec: every agent started from now on
+        gets it; those started already are told (:meth:`AgentChannel.arm`).
+        Returns the agents told.
+        """
+        for key, launch in self.launches.items():
+            self.launches[key] = dataclasses.replace(launch, keep=dict(keep))
+        for ch in self._channels:
+            ch.arm()
+        return list(self._channels)
 
     async def detach(self) -> None:
         """Leave every kept agent running on its own (a named cluster the controller leaves)."""

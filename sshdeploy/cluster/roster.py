@@ -100,6 +100,10 @@ class Roster:
         """Where every worker goes (the plan's placement)."""
         return self._plan.placement
 
+    def replace_plan(self, plan: ClusterPlan) -> None:
+        """Use *plan* from now on (a named cluster armed once recorded)."""
+        self._plan = plan
+
     def replace_placement(self, placement: Placement) -> None:
         """Use *placement* from now on (hosts added or removed while it runs)."""
         self._plan = dataclasses.replace(self._plan, placement=placement)

@@ -9,12 +9,20 @@ file (:mod:`sshdeploy.named.state`) only says where to ask.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
-from sshdeploy.errors import ClusterExistsError, ClusterNotFoundError, HostError
+from sshdeploy.errors import (
+    ClusterExistsError,
+    ClusterNotFoundError,
+    HostError,
+    SSHDeployError,
+)
 from sshdeploy.hosts import Host
 from sshdeploy.named.hostops import host_op, on_hosts
 from sshdeploy.named.jobops import stop_jobs
@@ -25,8 +33,42 @@ from sshdeploy.plan import Launch
 from sshdeploy.settings import Settings
 from sshdeploy.ssh.pool import HostPool
 
+logger = logging.getLogger(__name__)
+
 #: Seconds an operation on a host's files may take (login, setup, Python start, answer).
 OP_TIMEOUT = 30.0
+#: How :func:`stop` reports a host where nothing of the cluster is left (every other
+#: report is what is left there, or why the host could not be asked).
+STOPPED = "stopped"
+
+#: Set while ``from_name`` builds its cluster: it reattaches, it never starts a new one.
+_REATTACHING: ContextVar[bool] = ContextVar("sshdeploy_reattaching", default=False)
+
+
+@contextlib.contextmanager
+def reattaching(on: bool = True) -> Iterator[None]:
+    """Within: a named cluster built here must run already (:meth:`SSHCluster.from_name`)."""
+    token = _REATTACHING.set(on)
+    try:
+        yield
+    finally:
+        _REATTACHING.reset(token)
+
+
+def reattaching_now() -> bool:
+    """Whether a named cluster built now must run already (see :func:`reattaching`)."""
+    return _REATTACHING.get()
+
+
+def left(report: Mapping[str, str]) -> dict[str, str]:
+    """The hosts of a :func:`stop` report where the cluster was not verified stopped.
+
+    Examples
+    --------
+    >>> left({"a": "stopped", "b": "stopped (left out at the start)", "c": "unreachable: x"})
+    {'c': 'unreachable: x'}
+    """
+    return {h: why for h, why in report.items() if not why.startswith(STOPPED)}
 
 
 def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
@@ -90,24 +132,39 @@ async def save(record: ClusterRecord, pool: HostPool, store: StateStore) -> None
 
 
 async def existing(name: str, spec: Mapping[str, Any], settings: Settings,
-                   store: StateStore) -> ClusterRecord | None:
+                   store: StateStore, must_run: bool = False) -> ClusterRecord | None:
     """Return the record of the running cluster *name* if it runs *spec*; None if none runs.
 
-    A cluster that is gone or stopped leaves its record and its scheduler
-    host's files behind: both are removed here, so the name is free again.
+    With no record here, the scheduler host of *spec* is asked: its record
+    of *name* (this machine's was removed) is used and kept here again; what
+    is left there of an earlier start that nothing records is stopped. A
+    cluster that is gone or stopped leaves its record and its scheduler
+    host's files behind: both are removed here, so the name is free again
+    (unless *must_run*).
 
     Raises
     ------
     ClusterExistsError
         It runs with another spec (the differences are listed).
     ClusterNotFoundError
-        Its scheduler host cannot be reached: whether it runs is unknown.
+        Its scheduler host cannot be reached: whether it runs is unknown. With
+        *must_run* (``from_name``), also when it is gone or stopped: nothing
+        is started then.
     """
     record = store.load(name)
     if record is None:
-        return None
+        record = await _recorded_on_host(name, spec, settings, store)
+        if record is None:
+            return None
     async with record_pool(record.spec, settings) as own:  # its hosts' own options
         status = await probe(record, own)
+    if status.state in ("gone", "stopped") and must_run:
+        raise ClusterNotFoundError(
+            name=name, state=status.state, cause=status.reason,
+            remedy=f"Nothing was started: from_name reattaches to a cluster that runs. To "
+            f"start it again (a new cluster, without the data of the old one): "
+            f"SSHCluster.from_name({name!r}, start_if_gone=True), or `dask-ssh up --name "
+            f"{name} ...`; `dask-ssh clean` forgets it.")
     if status.state in ("gone", "stopped"):  # what is left of it goes (a dying worker too)
         await stop(record, store)
         return None
@@ -125,36 +182,113 @@ async def existing(name: str, spec: Mapping[str, Any], settings: Settings,
     return None
 
 
+async def _recorded_on_host(name: str, spec: Mapping[str, Any], settings: Settings,
+                            store: StateStore) -> ClusterRecord | None:
+    """No record of *name* here: ask the scheduler host of *spec*.
+
+    Its record of a cluster that still runs (or cannot be probed) is returned
+    and kept here again. Otherwise what is left there of *name* (files, and
+    processes that carry its mark: an earlier start that nothing records) is
+    stopped and removed, so that the start that follows finds its port and
+    directory free; None is returned.
+    """
+    host, launch = next(iter(launches(spec).items()))
+    async with record_pool(spec, settings) as pool:
+        try:
+            answer = await host_op(pool, host, launch, name, "probe", timeout=OP_TIMEOUT)
+        except Exception:  # the start that follows says why, naming the host
+            return None
+        where = pool.as_connected(host)
+        data = answer.get("cluster")
+        if data:
+            try:
+                record = ClusterRecord.from_json(data, f"{where}:{answer.get('dir')}/cluster.json")
+            except SSHDeployError:
+                record = None
+            if record is not None and record.name == name:
+                async with record_pool(record.spec, settings) as own:
+                    status = await probe(record, own)
+                if status.state not in ("gone", "stopped"):
+                    store.save(record)
+                    return record
+                await stop(record, store)  # its own hosts: what is left of it goes
+                return None
+        if answer.get("marked") or answer.get("exists"):
+            found = answer.get("marked") or []
+            await host_op(pool, host, launch, name, "kill", timeout=OP_TIMEOUT + 10)
+            await host_op(pool, host, launch, name, "remove", data={"owner": True},
+                          timeout=OP_TIMEOUT)
+            if found:
+                logger.warning("%s: stopped %d process(es) of an earlier cluster %r that no "
+                               "record knew of (pids %s)", where, len(found), name,
+                               ", ".join(str(p.get("pid")) for p in found))
+    return None
+
+
 async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
                ) -> dict[str, str]:
     """Stop every process of the cluster on every host, remove its files there and here.
 
-    Returns, per host, what was found (``"stopped 2 agent(s)"``,
-    ``"nothing running"``) or why it could not be reached. The local record
-    goes only when every host answered.
+    Each host is asked to stop what its agents' records name *and* every
+    process that carries the cluster's mark (whatever its files say), then
+    to say what is still running. Returns, per host (``user@host:port``),
+    :data:`STOPPED` (perhaps with a note) when nothing of the cluster is left
+    there, else what is left or why the host could not be asked
+    (:func:`left`). A host left out at the start that cannot be reached
+    counts as stopped when the scheduler never had a worker there. The local
+    record goes only when every host is stopped.
     """
     report: dict[str, str] = {}
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
         await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # its jobs first, whole
-        killed = await on_hosts(pool, hosts, record.name, "kill", timeout=OP_TIMEOUT + grace)
+        killed = await on_hosts(pool, hosts, record.name, "kill",
+                                timeout=OP_TIMEOUT + 2 * grace)
+        answered = [(i, h, launch) for i, (h, launch) in enumerate(hosts.items())
+                    if not isinstance(killed[h], BaseException)]
         await asyncio.gather(*(  # the scheduler's host (the first) owns the cluster's files
             host_op(pool, h, launch, record.name, "remove", data={"owner": i == 0},
-                    timeout=OP_TIMEOUT) for i, (h, launch) in enumerate(hosts.items())),
+                    timeout=OP_TIMEOUT) for i, h, launch in answered),
             return_exceptions=True)
+        ran_on = _worker_hosts(next(iter(killed.values())))
         for host, result in killed.items():
             where = pool.as_connected(host)
             if isinstance(result, BaseException):
-                report[where] = f"unreachable: {str(result).splitlines()[0]}"
+                if where in record.left_out and host.hostname not in ran_on:
+                    report[where] = (f"{STOPPED} (left out at the start, nothing of it ran "
+                                     "there; unreachable now)")
+                else:
+                    report[where] = f"unreachable: {str(result).splitlines()[0]}"
                 continue
-            alive = [a for a in result.get("agents") or [] if a.get("alive")]
-            if alive:
-                report[where] = f"{len(alive)} agent(s) still running"
-            else:
-                report[where] = "stopped"
-    if all(v == "stopped" for v in report.values()):
+            report[where] = _after_kill(result)
+    if not left(report):
         store.remove(record.name)
     return report
+
+
+def _worker_hosts(answer: dict[str, Any] | BaseException) -> set[str]:
+    """The hostnames where the scheduler's last status has workers."""
+    if isinstance(answer, BaseException):
+        return set()
+    workers = (answer.get("status") or {}).get("workers") or []
+    return {str(w.get("name", "")).rpartition("-")[0] for w in workers}
+
+
+def _after_kill(answer: Mapping[str, Any]) -> str:
+    """One host's line of a :func:`stop` report, from its answer to ``kill``."""
+    alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+    running = {int(p["pid"]): p for p in answer.get("marked") or []}
+    for a in alive:
+        running.setdefault(int(a["pid"]), {"pid": a["pid"], "cmd": a.get("label", "")})
+    if running:
+        shown = ", ".join(f"{pid} ({str(p.get('cmd', ''))[:60]})" for pid, p in
+                          sorted(running.items())[:5])
+        return f"{len(running)} process(es) still running after SIGKILL: {shown}"
+    found = answer.get("found") or []
+    if found and not answer.get("recorded"):
+        return (f"{STOPPED} ({len(found)} process(es) found by their mark; no record of "
+                "them was left on the host)")
+    return STOPPED
 
 
 async def stop_on(name: str, host: Host, launch: Launch, pool: HostPool,
@@ -195,7 +329,8 @@ async def fetch(name: str, host: Host, connect_options: Mapping[str, Any] | None
 
 def new_record(name: str, spec: Mapping[str, Any], scheduler_host: str, address: str,
                dashboard_port: int | None, policy: Mapping[str, Any],
-               tls: Mapping[str, str]) -> ClusterRecord:
+               tls: Mapping[str, str], left_out: list[str] | None = None) -> ClusterRecord:
     return ClusterRecord(name=name, scheduler_host=scheduler_host, scheduler_address=address,
                          dashboard_port=dashboard_port, spec=dict(spec), created=time.time(),
-                         policy=dict(policy), tls=dict(tls))
+                         policy={k: v for k, v in policy.items() if k != "armed"},
+                         tls=dict(tls), left_out=list(left_out or []))

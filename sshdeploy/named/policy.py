@@ -7,7 +7,8 @@ here). Durations are dask's (``"10s"``, ``"30min"``, ``"2h"`` or seconds).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 from sshdeploy.errors import ConfigError
@@ -58,17 +59,27 @@ class KeepPolicy:
         Seconds after its start at which the cluster stops.
     death_timeout : float
         Seconds a worker waits for an unreachable scheduler before it stops.
+    armed : bool
+        The cluster is recorded (here and on its scheduler host): its agents
+        run on without their controller. Until then they stop with it, as a
+        classic cluster's do (:func:`sshdeploy.named.arming.arm`).
+    session : str
+        This controller's session (random), in the mark every process of the
+        cluster carries (``SSHDEPLOY_CLUSTER=NAME:SESSION``): who started it.
     """
 
     name: str
     idle_timeout: float | None = None
     max_lifetime: float | None = None
     death_timeout: float = DEFAULT_DEATH_TIMEOUT
+    armed: bool = False
+    session: str = field(default_factory=lambda: secrets.token_hex(4), compare=False)
 
     def spec(self) -> dict[str, Any]:
         """Return what the agents are sent (``keep`` in their spec)."""
         return {"name": self.name, "idle_timeout": self.idle_timeout,
-                "max_lifetime": self.max_lifetime, "death_timeout": self.death_timeout}
+                "max_lifetime": self.max_lifetime, "death_timeout": self.death_timeout,
+                "armed": self.armed, "session": self.session}
 
     def describe(self) -> str:
         """Say how long the cluster lives, in one line.

@@ -68,6 +68,9 @@ class ClusterRecord:
         The client's credentials as PEM text (``ca``, ``cert``, ``key``) for a
         TLS cluster; kept only in ``NAME.tls/`` locally and in the scheduler
         host's private copy.
+    left_out : list of str
+        Hosts (``user@host:port``) left out at the start (``min_workers``):
+        nothing of the cluster was started there.
     """
 
     name: str
@@ -78,6 +81,7 @@ class ClusterRecord:
     created: float = 0.0
     policy: dict[str, Any] = field(default_factory=dict)
     tls: dict[str, str] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
     format: int = FORMAT
 
     def to_json(self) -> dict[str, Any]:

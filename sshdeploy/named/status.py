@@ -28,9 +28,10 @@ class ClusterStatus:
     name : str
     state : {"running", "degraded", "unreachable", "gone", "stopped"}
         ``degraded``: its scheduler runs with fewer workers than wanted;
-        ``unreachable``: its scheduler host did not answer; ``gone``: nothing
-        of it runs there (a reboot, a kill); ``stopped``: it ended by itself
-        (idle timeout, lifetime), *reason* says why.
+        ``unreachable``: its scheduler host did not answer, or processes of
+        it run there that no file of it describes; ``gone``: nothing of it
+        runs there (a reboot, a kill); ``stopped``: it ended by itself (idle
+        timeout, lifetime), *reason* says why.
     scheduler : str
         The scheduler's address.
     running, wanted : int
@@ -89,6 +90,8 @@ def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
     'gone'
     >>> classify(rec, OSError("no route"), now=1).state
     'unreachable'
+    >>> classify(rec, {"agents": [], "marked": [{"pid": 7}]}, now=1).state
+    'unreachable'
     """
     now = time.time() if now is None else now
     base: dict[str, Any] = {"name": record.name, "scheduler": record.scheduler_address,
@@ -100,8 +103,15 @@ def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
                 for a in answer.get("agents") or [])
     if not alive:
         end = answer.get("end") or {}
+        marked = answer.get("marked") or []
+        left = (f"; {len(marked)} process(es) of it still run on its scheduler host "
+                f"(`dask-ssh down {record.name}` stops them)" if marked else "")
         if end:
-            return ClusterStatus(state="stopped", reason=str(end.get("reason", "")), **base)
+            return ClusterStatus(state="stopped", reason=str(end.get("reason", "")) + left,
+                                 **base)
+        if marked:  # its processes run, yet no record there says so: whether it works is unknown
+            return ClusterStatus(state="unreachable", reason="its files on its scheduler host "
+                                 "are gone or cannot be written" + left, **base)
         return ClusterStatus(state="gone", reason="its scheduler no longer runs", **base)
     status = answer.get("status") or {}
     running = len(status.get("workers") or [])
@@ -216,6 +226,6 @@ def format_age(seconds: float | None) -> str:
 def table_row(status: ClusterStatus) -> tuple[str, ...]:
     """The cells of one ``dask-ssh list`` row, in :data:`COLUMNS` order."""
     state = status.state + (f" ({status.reason})" if status.reason and status.state in (
-        "degraded", "stopped") else "")
+        "degraded", "stopped", "unreachable") else "")
     return (status.name, state, status.scheduler, f"{status.running}/{status.wanted}",
             str(status.hosts), format_age(status.age), format_age(status.idle))

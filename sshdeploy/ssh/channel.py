@@ -28,6 +28,7 @@ from sshdeploy.bootstrap import (
     Launch,
     build_command,
     build_kill_command,
+    cluster_mark,
     encode_message,
     stdin_preamble,
 )
@@ -127,6 +128,10 @@ class AgentChannel:
         self._stdout: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        #: A named cluster's agent told to run on without its controller (see arm()),
+        #: and whether it said it does.
+        self._armed = False
+        self._armed_said: asyncio.Event | None = None
         self._create: asyncio.Future[Any] | None = None
         self.exit_status: int | None = None
         #: The signal that ended the remote process (``KILL``), if one did.
@@ -147,6 +152,7 @@ class AgentChannel:
             "failed": self._on_answer,
             "stopped": self._on_answer,
             "exited": self._on_exited,
+            "armed": self._on_armed,
         }
 
     # -- start -------------------------------------------------------------
@@ -158,7 +164,8 @@ class AgentChannel:
         """
         deadline = Deadline.after(timeout)
         self.connection = await self.pool.get(self.host)
-        command = build_command(self.launch.python, self.launch.setup, self.launch.login_shell)
+        command = build_command(self.launch.python, self.launch.setup, self.launch.login_shell,
+                                mark=cluster_mark(self.launch.keep))
         spec = AgentSpec(
             role=self.role,
             label=self.label,
@@ -205,6 +212,8 @@ class AgentChannel:
             ) from exc
         assert self.process is not None
         self.process.stdin.write(stdin_preamble(spec))
+        if self._armed:  # armed while its session opened: right after its spec
+            self.process.stdin.write(encode_message("arm"))
         self._tasks = [
             asyncio.ensure_future(self._read_events()),
             asyncio.ensure_future(self._read_stderr()),
@@ -544,6 +553,32 @@ class AgentChannel:
         except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
             logger.warning("[%s] could not kill the stalled start (process group %d): %r",
                            self.where, self.pgid, exc)
+
+    def arm(self) -> None:
+        """Tell a named cluster's agent that it runs on without its controller from now on.
+
+        Sent once the cluster is recorded; until then its agent stops with its
+        controller. An agent whose session is still opening gets it right
+        after its spec. :meth:`armed` waits for its answer.
+        """
+        if self._armed_said is None:
+            self._armed_said = asyncio.Event()
+        if not self._armed:
+            self._armed = True
+            self.send(encode_message("arm"))
+
+    async def armed(self, timeout: float) -> bool:
+        """Wait (at most *timeout* s) until the agent said it runs on; return whether it did."""
+        said = self._armed_said
+        if said is None:
+            return False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(said.wait(), timeout)
+        return said.is_set()
+
+    def _on_armed(self, ev: dict[str, Any]) -> None:
+        if self._armed_said is not None:
+            self._armed_said.set()
 
     async def detach(self) -> None:
         """Leave a kept agent running on its own: tell it, then close our end.

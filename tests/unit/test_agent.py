@@ -723,7 +723,7 @@ def test_reap_ends_every_member_and_descendant(
 # ------------------------------------------------------- kept agents supervise themselves
 
 
-KEEP = {"name": "demo", "death_timeout": 20}
+KEEP = {"name": "demo", "death_timeout": 20, "armed": True}  # a recorded cluster's agents
 
 
 def drop_connection(scheduler: str, name: str) -> None:

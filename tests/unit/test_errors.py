@@ -9,6 +9,7 @@ from sshdeploy.errors import (
     ClusterExistsError,
     ClusterNotFoundError,
     ClusterStateError,
+    ClusterStopError,
     ConfigError,
     ConnectError,
     EnvironmentMismatchError,
@@ -181,6 +182,8 @@ def _every_error() -> list[SSHDeployError]:
         ClusterStateError(path="/s/a.json", reason="is not valid JSON"),
         ClusterNotFoundError(name="a", state="gone", cause="its scheduler no longer runs"),
         ClusterExistsError(name="a", differences=["hosts: a -> b"]),
+        ClusterStopError(name="a", left={HOST: "unreachable: timed out"}, hosts=3,
+                         scheduler_host=HOST),
         WorkersNotReadyError(name="a", wanted=4, running=2, waited=60.0),
         JobError(cluster="a", job="7", what="no such job (known: 1, 2)"),
     ]

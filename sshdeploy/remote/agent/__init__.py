@@ -24,6 +24,8 @@ part that holds it.
     restart budget.
 ``jobs``
     a named cluster's jobs on its scheduler host: records, the supervisor, logs, stop.
+``marks``
+    a named cluster's processes on the host, found by the mark they carry.
 ``keep``
     a named cluster's files on the host, and what a kept agent adds.
 ``main``
@@ -33,4 +35,4 @@ This file is not sent: it only lists the parts.
 """
 
 #: The agent's parts, each after the parts it imports: the order they are sent and run in.
-PARTS = ("protocol", "wire", "group", "zygote", "servers", "jobs", "keep", "main")
+PARTS = ("protocol", "wire", "group", "zygote", "servers", "jobs", "marks", "keep", "main")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 import time
 from typing import Any
 
 from .jobs import JOB_OPS, job_op, jobs_running
+from .marks import end_marked, marked
 from .protocol import Message
 from .servers import WANTED_OP
 
@@ -143,13 +143,27 @@ def keep_sources(directory: str) -> list[str]:
     return sorted(found)
 
 
+def _settle(name: str, directory: str, wait: float = 3 * KEEP_TICK) -> None:
+    """Give a kept agent whose record was removed the time to write it again (a probe).
+
+    Only when its processes run with no live record: within *wait* seconds the
+    record is back (:meth:`Keep.restore`), or those processes are gone.
+    """
+    deadline = time.monotonic() + wait
+    while not any(a["alive"] for a in keep_agents(directory)) and marked(name) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message:
     """Run one operation on the files and agents of the named cluster *name* on this host.
 
-    ``probe``: its files and which of its agents run; ``write``: store *data*
-    as its ``cluster.json``; ``kill``: TERM the process group of every agent
-    that runs, KILL what is left after *grace* seconds; ``remove``: delete its
-    directory once no agent of it runs; ``logs``: also the last
+    ``probe``: its files, which of its agents run, and its processes found
+    by their mark (``marked``); ``write``: store *data* as its
+    ``cluster.json``; ``kill``: TERM the process group of every agent that
+    runs and every process that carries the cluster's mark, KILL what is left
+    after *grace* seconds (``found``: what was found to stop); ``remove``:
+    delete its directory once nothing of it runs; ``logs``: also the last
     ``data["lines"]`` lines of each log file, and with ``data["sources"]``
     every source of their lines (:func:`keep_sources`). Each answers with a probe.
     """
@@ -157,22 +171,19 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     if op in JOB_OPS:  # the cluster's jobs (dask-ssh submit, jobs, job)
         return job_op(op, directory, data)
     mine = keep_host_dir(name)
+    found: list[Message] = []
+    recorded: list[Message] = []
     if op == "write":
         private_dirs(directory)
         write_json(os.path.join(directory, KEEP_CLUSTER), data)
-    elif op == "kill":
-        live = [a for a in keep_agents(mine) if a["alive"]]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for a in live:
-                try:
-                    os.killpg(int(a["pid"]), sig)
-                except OSError:
-                    pass
-            deadline = time.monotonic() + grace
-            while live and time.monotonic() < deadline:
-                time.sleep(0.05)
-                live = [a for a in live if start_time(int(a["pid"])) == a["start"]]
-    elif op == "remove" and not any(a["alive"] for a in keep_agents(mine)):
+    elif op == "kill":  # by the agents' records and, whatever the files say, by the mark
+        recorded = [a for a in keep_agents(mine) if a["alive"]]
+        found = marked(name)
+        end_marked(name, grace, recorded)
+    elif op == "probe":
+        _settle(name, mine)
+    elif op == "remove" and not any(a["alive"] for a in keep_agents(mine)) \
+            and not marked(name):
         import shutil
 
         shutil.rmtree(mine, ignore_errors=True)
@@ -201,6 +212,9 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     return {
         "logs": logs,
         "sources": sources,
+        "marked": marked(name),
+        "found": found,
+        "recorded": len(recorded),
         "exists": os.path.isdir(directory),
         "dir": directory,
         "host_dir": mine,
@@ -224,10 +238,25 @@ class Keep:
     agent starts again the workers lost in an outage and stops everything when
     the scheduler stays unreachable for the death timeout. On every way out it
     removes its record.
+
+    It runs on without its controller only once *armed*: the controller arms
+    its agents once the cluster is recorded (here and on the scheduler host),
+    and agents started later for a recorded cluster start armed
+    (``spec["armed"]``). Until then it is a classic agent: it stops with its
+    controller, and on its way out removes every file it made, so an
+    interrupted start leaves nothing on the host. An armed agent writes its
+    record (and the scheduler's agent the cluster's ``cluster.json``) again
+    when they are removed: the files say where the cluster is, the processes
+    are the truth.
     """
 
     def __init__(self, spec: Message, role: str, label: str) -> None:
         self.name = str(spec["name"])
+        self.label = label
+        self.armed = bool(spec.get("armed"))
+        #: The last ``cluster.json`` seen (scheduler's agent, armed), to write it again.
+        self.cluster: Any = None
+        self._cluster_stamp: tuple[int, int] | None = None
         self.dir = keep_dir(self.name)
         self.host_dir = keep_host_dir(self.name)
         self.role = role
@@ -240,6 +269,8 @@ class Keep:
         self.log_path = os.path.join(self.host_dir, "logs", f"{safe}.{os.getpid()}.log")
         self.record = os.path.join(self.host_dir, "agents", f"{os.getpid()}.json")
         self.log_lock = threading.Lock()
+        #: Its files are removed (never armed): lines that still come are not written.
+        self.removed = False
         self.detached = False
         self.end_reason: str | None = None
 
@@ -250,11 +281,58 @@ class Keep:
                                  "role": self.role, "label": label, "started": self.started,
                                  "log": self.log_path})
 
+    def arm(self) -> bool:
+        """Run on without a controller from now on (the cluster is recorded); False if it did."""
+        if self.armed:
+            return False
+        self.armed = True
+        self.guard_record()
+        return True
+
+    def restore(self) -> list[str]:
+        """Write again what of this agent's files was removed (armed); return what was.
+
+        Its record and directories; for the scheduler's agent, the cluster's
+        ``cluster.json`` as last seen (a later controller may rewrite it:
+        the newest copy is kept).
+        """
+        restored = []
+        if not os.path.exists(self.record):
+            try:
+                self.begin(self.label)
+                restored.append(self.record)
+            except OSError:
+                pass
+        if self.role == "scheduler" and not self.guard_record() and self.cluster is not None:
+            try:
+                private_dirs(self.dir)
+                write_json(os.path.join(self.dir, KEEP_CLUSTER), self.cluster)
+                restored.append(os.path.join(self.dir, KEEP_CLUSTER))
+            except OSError:
+                pass
+        return restored
+
+    def guard_record(self) -> bool:
+        """Remember the cluster's ``cluster.json`` if it changed; return whether it exists."""
+        path = os.path.join(self.dir, KEEP_CLUSTER)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._cluster_stamp:
+            data = read_json(path)
+            if isinstance(data, dict):
+                self.cluster, self._cluster_stamp = data, stamp
+        return True
+
     def log(self, lines: list[tuple[str, str, str]]) -> None:
         """Append forwarded lines to the log file (rotated past :data:`KEEP_LOG_MAX`)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         data = "".join(f"{stamp} [{src}] {line}\n" for src, _stream, line in lines)
         with self.log_lock:
+            if self.removed:
+                return
             try:
                 if os.path.getsize(self.log_path) > KEEP_LOG_MAX:
                     os.replace(self.log_path, self.log_path + ".1")
@@ -269,8 +347,12 @@ class Keep:
     def end(self) -> None:
         """Leave: say why (the log; the scheduler's agent in ``end.json`` too); the record goes.
 
-        The log file stays: ``dask-ssh logs`` reads it until ``down``.
+        The log file stays: ``dask-ssh logs`` reads it until ``down``. An agent
+        never armed leaves no file: its cluster was never recorded.
         """
+        if not self.armed:
+            self.remove_files()
+            return
         why = self.end_reason or "stopped"
         self.log([(self.label, "stderr", f"sshdeploy agent: ended: {why}")])
         if self.role == "scheduler":
@@ -294,6 +376,29 @@ class Keep:
         spec = record.get("spec") if isinstance(record, dict) else None
         wanted = spec.get("wanted") if isinstance(spec, dict) else None
         return wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else None
+
+    def remove_files(self) -> None:
+        """Remove this agent's files, and each directory of the cluster left empty.
+
+        Another agent of the cluster on this host (or on another host sharing
+        this home) keeps its own; ``cluster.json`` stays (it is the record).
+        """
+        paths = [self.record, self.log_path, self.log_path + ".1"]
+        if self.role == "scheduler":
+            paths.append(os.path.join(self.dir, KEEP_STATUS))
+        with self.log_lock:  # a line of a process still dying must not make its file again
+            self.removed = True
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        for path in (os.path.join(self.host_dir, "agents"), os.path.join(self.host_dir, "logs"),
+                     self.host_dir, os.path.dirname(self.host_dir), self.dir):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
     def scheduler_status(self, server: Any, idle: Message) -> str | None:
         """Write the status file; return why the scheduler must stop now (a policy), or None."""

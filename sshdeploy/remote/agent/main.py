@@ -66,7 +66,8 @@ class Agent:
         self.wire = Wire(os.dup(1))
         self.group = ProcessGroup()
         self.servers = Servers(self.wire, self.on_server_exit)
-        self.inbox = Inbox(self.controller_gone)
+        # ``arm`` is handled as it is read, in order with EOF: never after it.
+        self.inbox = Inbox(self.controller_gone, urgent={"arm": self.on_arm})
         self.tmp = TempDir()
         #: The thread that forwards the log pipe (started once output is captured).
         self.pump: threading.Thread | None = None
@@ -97,16 +98,27 @@ class Agent:
 
     # -- a controller that goes ----------------------------------------------------
     def controller_gone(self, why: str) -> None:
-        """No controller any more: a kept agent runs on, any other leaves nothing behind."""
-        if self.keep is None or self.shutting_down:
+        """No controller any more: an armed kept agent runs on, any other leaves nothing behind."""
+        if self.keep is None or not self.keep.armed or self.shutting_down:
             self.emergency_exit(why)
         else:
             self.detach(why)
 
+    def on_arm(self, msg: Message) -> None:
+        """The cluster is recorded: from now on this agent runs on without its controller."""
+        keep = self.keep
+        if keep is None:
+            return
+        if keep.arm():
+            keep.log([(self.wire.label, "stderr",
+                       "sshdeploy agent: the cluster is recorded; this agent runs on if its "
+                       "controller goes")])
+        self.wire.emit(ev="armed")
+
     def detach(self, why: str) -> None:
         keep = self.keep
-        if keep is None or keep.detached:
-            return
+        if keep is None or keep.detached or not keep.armed:
+            return  # not armed: it stops with its controller, as a classic agent
         keep.detached = self.inbox.closed = self.wire.detached = True
         self.note(f"{why}; running on without a controller")
         if self.loop is not None:
@@ -209,6 +221,10 @@ class Agent:
         while not self.shutting_down:
             await asyncio.sleep(KEEP_TICK)
             reason = None
+            if keep.armed:
+                for path in keep.restore():
+                    keep.log([(self.wire.label, "stderr",
+                               f"sshdeploy agent: {path} was removed; written again")])
             if self.spec.get("role") == "scheduler":
                 server = self.servers.running.get("scheduler")
                 if server is not None:

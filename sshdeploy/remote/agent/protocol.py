@@ -11,11 +11,13 @@ controller -> agent, on stdin
     (:mod:`sshdeploy.remote.tagger`, length-prefixed the same way), then a
     spec ``{"role", "label", "config",
     "env", "heartbeat", "mp_method"}``, then commands ``{"cmd": "start_scheduler"
-    | "start_worker" | "stop" | "ping" | "shutdown", ...}``; keyword arguments
+    | "start_worker" | "stop" | "ping" | "shutdown" | "arm" | "detach", ...}``;
+    ``arm`` (a named cluster, once recorded) makes the agent run on without
+    its controller, ``detach`` says the controller leaves it; keyword arguments
     travel pickled (base64) in ``"kw"``.
 agent -> controller, on stdout, each line starting with :data:`EVENT`
     events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
-    "logs" | "log" | "fatal" | "bye" | "stage", ...}``;
+    "logs" | "log" | "fatal" | "bye" | "stage" | "armed", ...}``;
     remote output comes as ``logs`` events, one per read, each a list of
     ``(source, stream, line)``.
 
@@ -69,6 +71,11 @@ EXIT_SETUP_FAILED = 121
 EXIT_NOT_EXECUTABLE = 126
 #: Exit status the remote shell gives when the interpreter is not found.
 EXIT_NOT_FOUND = 127
+
+#: The environment variable that marks every process of a named cluster on its hosts
+#: (``NAME:SESSION``), exported first by its remote command so every child inherits it:
+#: what ``dask-ssh down`` finds them by when no file says they run (:mod:`.marks`).
+MARK_ENV = "SSHDEPLOY_CLUSTER"
 
 #: The module name the worker-side tagger gets on the hosts.
 TAGGER_MODULE = "sshdeploy_tagger"

@@ -108,10 +108,15 @@ class Wire:
 class Inbox:
     """Commands in: a thread reads stdin, hands commands to the event loop, and
     calls *on_gone* at EOF or when nothing came within the heartbeat timeout.
+
+    The commands of *urgent* (name -> function of the message) are run by the
+    reading thread itself, in order with EOF.
     """
 
-    def __init__(self, on_gone: Callable[[str], None]) -> None:
+    def __init__(self, on_gone: Callable[[str], None],
+                 urgent: dict[str, Callable[[Message], None]] | None = None) -> None:
         self.on_gone = on_gone
+        self.urgent = dict(urgent or {})
         self.last_heard = time.monotonic()
         self.lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +147,10 @@ class Inbox:
             except ValueError:
                 continue
             if not isinstance(msg, dict) or msg.get("cmd") == "ping":
+                continue
+            now = self.urgent.get(str(msg.get("cmd")))
+            if now is not None:
+                now(msg)
                 continue
             with self.lock:
                 loop, queue = self.loop, self.queue
