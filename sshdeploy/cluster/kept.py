@@ -237,7 +237,8 @@ class KeptCluster:
             address=record.scheduler_address, dashboard_port=record.dashboard_port,
             host=placement.scheduler.host, pool=pool,
             launch=plan.launch(placement.scheduler), logbook=logbook,
-            forward=plan.forward_ports)
+            forward=plan.forward_ports,
+            kwargs={"security": plan.security} if plan.security is not None else None)
         return Adoption(record, sched, placement)
 
     def adopted_from(self, adoption: Adoption, pool: HostPool, running: int) -> None:

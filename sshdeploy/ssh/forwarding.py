@@ -44,6 +44,8 @@ async def reachable(address: str, timeout: float = PROBE_TIMEOUT, security: Any 
     """
     from distributed.comm.core import connect
 
+    if security is None and address.startswith("tls://"):
+        return await _tcp_connects(address, timeout)  # no credentials to say hello with
     args = security.get_connection_args("client") if security is not None else {}
     try:
         comm = await asyncio.wait_for(
@@ -53,6 +55,19 @@ async def reachable(address: str, timeout: float = PROBE_TIMEOUT, security: Any 
         return False
     with contextlib.suppress(Exception):
         await comm.close()
+    return True
+
+
+async def _tcp_connects(address: str, timeout: float) -> bool:
+    """Whether a bare TCP connection to *address* opens within *timeout*."""
+    host, port = get_address_host_port(address)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return True
 
 

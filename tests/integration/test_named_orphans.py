@@ -144,7 +144,7 @@ KILL_AT = textwrap.dedent("""
         from sshdeploy.named import flow
         hook(flow, "save")
     elif stage == "armed":  # its agents were told to run on; up has not returned
-        from sshdeploy.named import arming
+        from sshdeploy.cluster import arming
         hook(arming, "arm")
     from sshdeploy.cli import main
     main(sys.argv[2:])
