@@ -121,6 +121,8 @@ class Fleet:
         self._staged: dict[ConnectionKey, asyncio.Future[Any]] = {}
         self._staged_at_start = set(staged)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: The loop the cluster runs in (known from the first task started in it).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Workers placed by a move (their first start on their new host).
         self._moved: set[str] = set()
 
@@ -129,6 +131,14 @@ class Fleet:
         self.roster.say(message, log=logger)
 
     def _spawn(self, coro: Any) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # the user's thread (a sync cluster's readmit): the loop runs it
+            if self._loop is None:
+                coro.close()
+                return
+            self._loop.call_soon_threadsafe(self._spawn, coro)
+            return
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

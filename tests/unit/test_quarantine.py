@@ -377,3 +377,21 @@ def test_health_records_each_quarantines_length_only() -> None:
     assert h.last == {}  # a lost host has no quarantine to back off from
     h.take_out(key, QUARANTINED, "died", now=6)
     assert h.quarantine_length(key, 6) == 10 and h.ends() == 16
+
+
+def test_readmit_from_the_users_thread_places_the_workers_in_the_clusters_loop() -> None:
+    """A sync cluster's ``readmit`` runs in the user's thread, with no event loop there."""
+    import threading
+
+    async def main() -> None:
+        b = Bench(["s", "a"])
+        b.kill("a-0")
+        b.clock.to(10)
+        answer: list[bool] = []
+        thread = threading.Thread(target=lambda: answer.append(b.fleet.readmit("a")))
+        thread.start()
+        while thread.is_alive():  # the loop stays free for what the thread hands it
+            await asyncio.sleep(0.01)
+        assert answer == [True] and "a-0" in b.roster
+        await b.settle()
+    asyncio.run(main())
