@@ -10,13 +10,12 @@ operations on them (:mod:`sshdeploy.named.hostops`).
 # Keep this file Python 3.10 compatible: the standard library and other parts only.
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from typing import Any
 
-from .jobs import JOB_OPS, job_op, jobs_running
+from .jobs import JOB_OPS, job_op, jobs_running, read_json, write_json
 from .marks import end_marked, marked
 from .protocol import Message
 from .servers import WANTED_OP
@@ -75,23 +74,6 @@ def start_time(pid: int) -> str | None:
     except OSError:
         return None
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write *data* as JSON to *path* atomically (a temporary file, then rename), mode 0600."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def keep_agents(directory: str) -> list[Message]:
