@@ -177,3 +177,26 @@ def test_the_dry_run_shows_the_dask_cuda_options_of_the_gpu_hosts() -> None:
     _, a = SSHCluster.remote_commands(["s", "a"], gpus="auto",
                                       worker_options={"rmm_pool_size": "1GB"})
     assert "dask-cuda options rmm_pool_size='1GB'" in a.gpus, a.gpus
+
+
+# --------------------------------------------------------------------------- named clusters
+
+
+def test_a_named_clusters_record_keeps_each_gpu_workers_pin_for_a_later_controller() -> None:
+    import json
+
+    from sshdeploy.gpus import record_slots, restore_slots
+    from sshdeploy.placement import next_worker, slot_kwargs
+
+    q = _placed(**CUDA)
+    kept = json.loads(json.dumps(record_slots(q)))  # as the record's JSON keeps it
+    assert list(kept) == ["a"]  # only the GPU hosts
+    p = place(["s", "a", "b"], {"n_workers": 2, **CUDA}, gpus="auto", cpu_workers=1)
+    again = restore_slots(p, kept)  # planned again from the record, as from_name does
+    a, b = again.worker_hosts.values()
+    assert a.slots == 3 and [s.name for s in a.gpu_slots] == ["a-gpu0", "a-gpu1"]
+    assert slot_kwargs(a, "a-gpu1")["env"] == {"CUDA_VISIBLE_DEVICES": "GPU-a1"}
+    assert slot_kwargs(a, "a-gpu1")["dask_cuda"] == {"device_index": 1, **CUDA}
+    running = [(a.host, "a-gpu0"), (a.host, "a-0"), (b.host, "b-0"), (b.host, "b-1")]
+    assert next_worker(again, running)[1] == "a-gpu1"  # a scale back takes the free GPU
+    assert restore_slots(p, None) is p
