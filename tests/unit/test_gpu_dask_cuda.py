@@ -200,3 +200,16 @@ def test_a_named_clusters_record_keeps_each_gpu_workers_pin_for_a_later_controll
     running = [(a.host, "a-gpu0"), (a.host, "a-0"), (b.host, "b-0"), (b.host, "b-1")]
     assert next_worker(again, running)[1] == "a-gpu1"  # a scale back takes the free GPU
     assert restore_slots(p, None) is p
+
+
+def test_check_shows_each_gpu_hosts_dask_cuda() -> None:
+    import io
+
+    from sshdeploy.cli.console import make_console
+    from sshdeploy.cli.report import print_gpus
+
+    inv = Inventory("root@a:22", "nvml", (Gpu(0, "GPU-a0", "T4"),), dask_cuda="25.08.0")
+    buf = io.StringIO()
+    print_gpus(make_console(buf), [SimpleNamespace(host="root@a:22",
+                                                   gpus=choose("auto", inv, 0.1))])
+    assert "root@a:22  1 GPU (nvml) -> a-gpu0  (dask-cuda 25.08.0)" in buf.getvalue()
