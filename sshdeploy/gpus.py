@@ -142,7 +142,8 @@ class Inventory:
     cores : int or None
         The cores the workers may use there.
     dask_cuda : str or None
-        dask-cuda's version where the workers can import it (None: not there).
+        dask-cuda's version where the workers can import it (None: not there;
+        ``"<version> (old)"``: before 25.08, without the pieces sshdeploy uses).
     error : str or None
         The probe itself failed (no answer, not JSON): nothing is known.
     """
@@ -301,9 +302,11 @@ class GpuChoice:
             text += " -> no worker there"
         for gpu, why in self.skipped:
             text += f"; skipped gpu{gpu.index} ({gpu.uuid}): {why}"
-        if self.chosen and self.inventory.dask_cuda:
-            text += (f"; dask-cuda {self.inventory.dask_cuda} there: its plugins and spilling "
-                     "set up each GPU worker")
+        cuda = self.inventory.dask_cuda
+        if self.chosen and cuda:
+            text += (f"; dask-cuda {cuda} there: " + (
+                "before 25.08, not used (plain Nannies)" if cuda.endswith(" (old)")
+                else "its plugins and spilling set up each GPU worker"))
         return "; ".join([text, *self.notes])
 
     def check_dask_cuda(self, cuda: Mapping[str, Any]) -> None:
@@ -318,12 +321,15 @@ class GpuChoice:
         sshdeploy.errors.GPUError: [n3] gpus: dask-cuda's options rmm_pool_size are given, but \
 dask-cuda is not installed there...
         """
-        if cuda and self.chosen and not self.inventory.dask_cuda:
+        found = self.inventory.dask_cuda
+        if cuda and self.chosen and (not found or found.endswith(" (old)")):
+            there = (f"dask-cuda there is {found}, before 25.08" if found else
+                     "dask-cuda is not installed there")
             raise GPUError(
                 host=self.host, what=f"dask-cuda's options {', '.join(sorted(cuda))} are "
-                "given, but dask-cuda is not installed there (its GPU workers would be plain "
-                "Nannies)", remedy="Install dask-cuda in the workers' environment on that host "
-                "(pip install dask-cuda, or conda), or leave those options out of "
+                f"given, but {there} (its GPU workers would be plain Nannies)",
+                remedy="Install dask-cuda in the workers' environment on that host (pip "
+                "install dask-cuda, or conda; 25.08 or later), or leave those options out of "
                 "worker_options.")
 
 

@@ -315,20 +315,26 @@ def cores() -> int:
 
 
 def dask_cuda_version() -> str | None:
-    """dask-cuda's version if the workers can import it here (not imported), else None."""
+    """dask-cuda's version if the workers can import it here (not imported), else None;
+    ``"<version> (old)"`` for one without ``worker_common`` (before 25.08: not used)."""
     import importlib.util
 
     try:
-        if importlib.util.find_spec("dask_cuda") is None:
-            return None
+        spec = importlib.util.find_spec("dask_cuda")
     except (ImportError, ValueError):
+        return None
+    if spec is None:
         return None
     try:
         from importlib import metadata
 
-        return metadata.version("dask-cuda")
+        version = metadata.version("dask-cuda")
     except Exception:
-        return "?"
+        version = "?"
+    places = list(spec.submodule_search_locations or [])
+    if places and not any(os.path.exists(os.path.join(d, "worker_common.py")) for d in places):
+        return f"{version} (old)"
+    return version
 
 
 def bounded(fn: Callable[[], Any], timeout: float) -> Any:

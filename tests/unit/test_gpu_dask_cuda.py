@@ -213,3 +213,25 @@ def test_check_shows_each_gpu_hosts_dask_cuda() -> None:
     print_gpus(make_console(buf), [SimpleNamespace(host="root@a:22",
                                                    gpus=choose("auto", inv, 0.1))])
     assert "root@a:22  1 GPU (nvml) -> a-gpu0  (dask-cuda 25.08.0)" in buf.getvalue()
+
+
+def test_a_dask_cuda_before_25_08_is_said_and_its_options_refused(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    from sshdeploy.remote.gpus import dask_cuda_version
+
+    old = tmp_path / "dask_cuda"
+    old.mkdir()
+    (old / "__init__.py").write_text("")
+    (tmp_path / "dask_cuda-24.12.0.dist-info").mkdir()
+    (tmp_path / "dask_cuda-24.12.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: dask-cuda\nVersion: 24.12.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert dask_cuda_version() == "24.12.0 (old)"
+    monkeypatch.syspath_prepend(str(FAKES))
+    assert dask_cuda_version() == "99.0.0"
+    inv = Inventory("root@a:22", "nvml", (Gpu(0, "GPU-a0"),), dask_cuda="24.12.0 (old)")
+    choice = GpuChoice(inv, "auto", inv.gpus)
+    assert "dask-cuda 24.12.0 (old) there: before 25.08, not used" in choice.say("a")
+    with pytest.raises(GPUError, match=r"dask-cuda there is 24.12.0 \(old\), before 25.08"):
+        choice.check_dask_cuda({"rmm_pool_size": "1GB"})
