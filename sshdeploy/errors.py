@@ -277,6 +277,31 @@ class ConfigError(SSHDeployError, ValueError):
 
 
 @dataclass(eq=False)
+class ScaleError(ConfigError):
+    """``scale(n)`` asks for more workers than a cluster with GPU hosts has slots (one
+    worker per GPU, plus ``cpu_workers``): refused, nothing started or stopped.
+
+    Parameters
+    ----------
+    setting : str
+        The call, e.g. ``"scale(10)"``.
+    reason : str
+        The arithmetic: the slots of each host and their sum.
+    wanted, slots : int
+        The workers asked for, and the slots there are.
+
+    Examples
+    --------
+    >>> print(ScaleError("scale(3)", "asks for 3 workers, more than the 2 slots", wanted=3,
+    ...                  slots=2, remedy="Scale to at most 2."))
+    scale(3): asks for 3 workers, more than the 2 slots. Scale to at most 2.
+    """
+
+    wanted: int = 0
+    slots: int = 0
+
+
+@dataclass(eq=False)
 class ClusterStateError(SSHDeployError):
     """The state file of a named cluster cannot be used (unreadable, corrupt, locked).
 

@@ -258,7 +258,7 @@ class SSHCluster(SpecCluster):
             if record is not None:  # it runs with this very spec: take it over
                 adoption = kept.adoption(record, roster.plan, self._pool, self._logbook)
                 self.scheduler = await adoption.scheduler
-                roster.clear()
+                roster.take_over(adoption.placement)  # its GPU workers pinned as recorded
                 await super()._start()  # SpecCluster's start, around a scheduler that runs
                 assert self.scheduler_comm is not None
                 identity = await self.scheduler_comm.identity()
@@ -657,17 +657,18 @@ class SSHCluster(SpecCluster):
         Raises
         ------
         ConfigError
-            For a negative or non-integer count (nothing is changed).
+            A count that is not a whole number >= 0; ScaleError (a ConfigError) beyond
+            the slots of GPU hosts, with the arithmetic. Nothing is changed.
         """
         scaling.check_count(n)
         scaling.check_open(self.status.name, n)
         wanted = scaling.wanted(n, memory, cores, self._memory_per_worker,
                                 self._threads_per_worker)
-        # Each host's cores and memory are divided among its slots: more workers than
-        # slots would overload the hosts. Those the hosts taken out hold slots for start
-        # when one is readmitted.
+        placement = self._roster.placement  # GPU hosts: refused beyond their slots (not adapt)
+        scaling.check_gpu_room(n, memory, cores, wanted, placement, compat.adapting(self))
+        # At most the slots (each host's cores and memory are divided among them): Fleet.room_for
         n = self._fleet.room_for(wanted, functools.partial(
-            scaling.over_slots, n, memory, cores, wanted, placement=self._roster.placement))
+            scaling.over_slots, n, memory, cores, wanted, placement=placement))
         if self._kept is not None:
             self._kept.missing = 0  # the user says how many: those missing are not added
         if n < len(self._roster):
@@ -683,8 +684,7 @@ class SSHCluster(SpecCluster):
         Raises
         ------
         ConfigError
-            For a bound that is not a whole number >= 0, *minimum* above
-            *maximum*, or a closed cluster.
+            A bound not a whole number >= 0, *minimum* above *maximum*, a closed cluster.
         """
         scaling.check_bounds(minimum, maximum)
         if self.status in (Status.closing, Status.closed):

@@ -205,6 +205,12 @@ class Roster:
         """Want no worker (before the workers of a running cluster are installed)."""
         self._cluster.worker_spec = {}
 
+    def take_over(self, placement: Placement) -> None:
+        """Want no worker, placed by *placement* from now on: a running named cluster's
+        (its GPU workers' pins restored), before its workers are installed."""
+        self.replace_placement(placement)
+        self.clear()
+
     def drop(self, name: str, process: ProcessInterface | None = None) -> None:
         """Forget worker *name* now: not wanted, its process (gone or failed) not tracked.
 

@@ -36,7 +36,14 @@ from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
 from sshdeploy.ssh.sshlib import asyncssh
 
-from .gate import Difference, compare, format_table, local_description
+from .gate import (
+    GPU_STACK_DISTRIBUTIONS,
+    Difference,
+    compare,
+    compare_gpu_stack,
+    format_table,
+    local_description,
+)
 from .stageplan import StagePlan
 from .sync import build_tar
 from .uploads import Manifest, blob_tar, collect
@@ -296,7 +303,8 @@ class PreStart:
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
         where = self.pool.as_connected(host)
         report = self.reports[where] = HostPreStart(host=where)
-        op: dict[str, Any] = {"op": "probe", "packages": list(self.plan.packages)}
+        op: dict[str, Any] = {"op": "probe", "packages": [*self.plan.packages,
+                                                           *GPU_STACK_DISTRIBUTIONS]}
         if self.plan.env is not None:
             op["env"] = self.plan.env.digest
         if self.manifest is not None:
@@ -329,15 +337,18 @@ class PreStart:
 
     def differences(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> list[Difference]:
         """The gate's rows for the hosts *probed* (host, python, description)."""
-        ours = local_description(self.plan.packages)
+        ours = local_description([*self.plan.packages, *GPU_STACK_DISTRIBUTIONS])
         rows: list[Difference] = []
+        stacks: dict[str, dict[str, Any]] = {}  # the GPU stack: compared across the hosts
         for host, _py, theirs in probed:
             # No distributed at all: the start says so (RemoteImportError), but another
             # Python or platform is said here, before anything starts.
             bare = self.plan.env is None and "distributed" not in (theirs.get("packages") or {})
             rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
                             platform_only=bare or self.plan.env is not None)
-        return rows
+            if not bare and self.plan.env is None:
+                stacks[self.pool.as_connected(host)] = theirs
+        return rows + compare_gpu_stack(ours, stacks)
 
     async def check(self) -> tuple[list[Difference], dict[str, str]]:
         """Probe every host and compare, changing nothing (``dask-ssh --check``).
