@@ -344,6 +344,7 @@ def _up(ctx: click.Context, /, name: str, replace: bool, idle_timeout: str | Non
     from sshdeploy.cli.remote_output import HIDE_REMOTE
     from sshdeploy.named.policy import check_name, parse_duration
     from sshdeploy.named.state import StateStore
+    from sshdeploy.settings import MIN_POLICY_DURATION
 
     if verbose and (options.get("log_level") is not None or options.get("quiet")):
         raise click.UsageError("-v prints every remote line; --log-level / -q choose a level: "
@@ -356,8 +357,10 @@ def _up(ctx: click.Context, /, name: str, replace: bool, idle_timeout: str | Non
     try:
         check_name(name, "--name")
         keep = {"name": name,
-                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout"),
-                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime")}
+                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout",
+                                               MIN_POLICY_DURATION),
+                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime",
+                                               MIN_POLICY_DURATION)}
         store = StateStore()
         with store.locked(name):
             if replace:

@@ -177,12 +177,16 @@ def ending(record: ClusterRecord, answer: dict[str, Any] | BaseException
 
 
 def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,
-                spare: bool, workers: int) -> str:
+                spare: bool, workers: int, cluster: State = "running") -> str:
     """One host's health as ``dask-ssh status`` sees it from the host's own answer.
 
     No controller keeps the host states of a named cluster while none is
-    attached, so this is what the host says now: ``unreachable``, ``ok``,
-    ``spare`` or ``idle`` (a worker host running no worker).
+    attached, so this is what the host says now: ``unreachable``; ``ok`` (its
+    agent runs, and for a worker host, workers of it are registered);
+    ``down`` (its agent was recorded there and runs no more: killed, crashed);
+    ``spare`` or ``idle`` (a worker host where no agent was started). Of a
+    *cluster* that is ``gone`` or ``stopped``, a host says that, or
+    ``left running`` while an agent of it still runs there.
 
     Examples
     --------
@@ -190,16 +194,25 @@ def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,
     'ok'
     >>> host_health({"agents": []}, runs_scheduler=False, spare=True, workers=0)
     'spare'
+    >>> host_health({"agents": [{"alive": False}]}, runs_scheduler=False, spare=False, workers=0)
+    'down'
+    >>> host_health({"agents": []}, runs_scheduler=False, spare=False, workers=1, cluster="gone")
+    'gone'
     >>> host_health(OSError("timed out"), runs_scheduler=False, spare=False, workers=0)
     'unreachable'
     """
     if isinstance(answer, BaseException):
         return "unreachable"
-    alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+    agents = answer.get("agents") or []
+    alive = [a for a in agents if a.get("alive")]
+    if cluster in ("gone", "stopped"):
+        return "left running" if alive or answer.get("marked") else cluster
     if runs_scheduler:
-        return "ok" if alive else "degraded"
-    if workers:
-        return "ok"
+        return "ok" if alive else "down"
+    if alive:
+        return "ok" if workers else "spare" if spare else "idle"
+    if agents or workers:   # recorded (or reported by the scheduler), yet no agent runs
+        return "down"
     return "spare" if spare else "idle"
 
 
