@@ -192,7 +192,7 @@ def status_command(name: str) -> None:
     from sshdeploy.named import flow
     from sshdeploy.named.hostops import on_hosts
     from sshdeploy.named.spec import hosts_of
-    from sshdeploy.named.status import classify, host_health
+    from sshdeploy.named.status import classify, host_health, stopping
 
     record = _record(name)
 
@@ -200,7 +200,12 @@ def status_command(name: str) -> None:
         async with flow.record_pool(record.spec) as pool:
             hosts = flow.launches(record.spec)
             answers = await on_hosts(pool, hosts, name, "probe")
-            return pool, answers, classify(record, next(iter(answers.values())))
+            first = next(iter(answers.values()))
+            status = classify(record, first)
+            if status.state == "stopped" and isinstance(first, dict):  # every host answered
+                status = stopping(status, str((first.get("end") or {}).get("reason", "")),
+                                  answers)
+            return pool, answers, status
 
     pool, answers, status = asyncio.run(probe_hosts())
     console = _console()

@@ -143,3 +143,45 @@ def test_status_of_a_gone_cluster_shows_no_worker_as_ok(
     assert "gonec: gone" in out.output
     assert " ok " not in out.output and "n2-0" not in out.output
     assert out.output.count("gone") >= 3, out.output   # the state, and each host's health
+
+
+def test_list_says_stopping_until_the_last_process_is_gone() -> None:
+    import asyncio
+    import time
+
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import ClusterRecord
+    from sshdeploy.named.status import table_row
+
+    record = ClusterRecord("life", "root@n1:22", "tcp://10.0.0.1:8786", created=1.0,
+                           policy={"death_timeout": 60},
+                           spec={"hosts": [{"hostname": "n1"}, {"hostname": "n2"}]})
+    ended = {"agents": [{"role": "scheduler", "alive": False}], "exists": True,
+             "end": {"reason": "maximum lifetime of 60 s reached", "time": time.time() - 5}}
+    workers_left = {"agents": [{"role": "workers", "alive": True}], "marked": [{"pid": 9}] * 2}
+    calls: list[str] = []
+
+    async def host_op(pool: object, host: Host, launch: object, name: str, op: str,
+                      **kw: object) -> dict[str, object]:
+        calls.append(host.hostname)
+        return ended
+
+    async def on_hosts(pool: object, hosts: dict[Host, object], name: str, op: str,
+                       **kw: object) -> dict[Host, object]:
+        return {Host("n1"): ended, Host("n2"): left}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flow, "host_op", host_op)
+        mp.setattr(flow, "on_hosts", on_hosts)
+        left: dict[str, object] = workers_left
+        status = asyncio.run(flow.probe(record, None, every_host=True))  # type: ignore[arg-type]
+        assert status.state == "stopping", status
+        assert table_row(status)[1] == ("stopping (maximum lifetime of 60 s reached; 2 "
+                                        "process(es) of it still stopping on 1 host(s))")
+        left = {"agents": [{"role": "workers", "alive": False}], "marked": []}
+        status = asyncio.run(flow.probe(record, None, every_host=True))  # type: ignore[arg-type]
+        assert status.state == "stopped" and status.reason == "maximum lifetime of 60 s reached"
+        # long after the end, the workers' own deadline has passed: the other hosts are not asked
+        ended["end"] = {"reason": "idle timeout", "time": time.time() - 3600}
+        left = workers_left
+        assert asyncio.run(flow.probe(record, None, every_host=True)).state == "stopped"  # type: ignore[arg-type]
