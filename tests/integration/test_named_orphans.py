@@ -449,3 +449,25 @@ def test_status_never_shows_a_killed_host_ok_and_down_removes_a_killed_agents_tm
     assert down.returncode == 0, down.stdout + down.stderr
     assert _agent_dirs(bed, n1) == [] and _agent_dirs(bed, n2) == []
     nothing_left(bed, name, within=1)
+
+
+def test_list_never_says_stopped_while_a_process_of_the_cluster_runs(
+        bed: testbed.Bed, env: dict[str, str]) -> None:
+    """Issue 30: after --max-lifetime fired, `list` said `stopped` while workers ran ~25 s."""
+    name = f"life-{uuid.uuid4().hex[:6]}"
+    done = dask_ssh(env, *up_args(bed, name, n1, n2, n3), "--max-lifetime", "10s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen: list[str] = []
+
+    def stopped() -> bool:
+        state = state_of(env, name)
+        seen.append(str(state))
+        if state == "stopped":   # said only once nothing of it runs on any host
+            assert testbed.python_processes(bed) == {}, seen
+        return state == "stopped"
+
+    testbed.wait_until(stopped, 150, "the cluster to stop at its maximum lifetime")
+    assert set(seen) <= {"running", "stopping", "stopped"}, seen
+    down = dask_ssh(env, "down", name)   # forgets it: its files on the hosts go
+    assert down.returncode == 0, down.stdout + down.stderr
+    nothing_left(bed, name, within=1)

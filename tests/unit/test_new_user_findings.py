@@ -185,3 +185,21 @@ def test_list_says_stopping_until_the_last_process_is_gone() -> None:
         ended["end"] = {"reason": "idle timeout", "time": time.time() - 3600}
         left = workers_left
         assert asyncio.run(flow.probe(record, None, every_host=True)).state == "stopped"  # type: ignore[arg-type]
+
+
+def test_the_roster_scales_down_a_spares_worker_before_a_regular_hosts() -> None:
+    from sshdeploy.cluster.roster import Roster
+    from tests.unit.test_roster import FakeCluster
+
+    cluster = FakeCluster()
+    plan = plan_cluster(ClusterArgs(["s", "a"], spares=["b"], worker_options={"n_workers": 1}))
+    r = Roster(cluster, plan,  # type: ignore[arg-type]
+               lambda hp, kw: {"options": {"host": hp.host, "kwargs": dict(kw)}})
+    spare = next(hp.host for k, hp in plan.placement.worker_hosts.items()
+                 if k in plan.placement.spares)
+    for w in plan.placement.workers:
+        r.want(w.name, r.spec_for(w.host, w.kwargs))
+    r.want("b-0", r.spec_for(spare, name="b-0"))   # the spare took a worker (a lost host's)
+    assert sorted(r) == ["a-0", "b-0"]
+    r.shrink(1)
+    assert list(r) == ["a-0"]
