@@ -559,12 +559,13 @@ def next_worker(
 
 
 def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[ConnectionKey, Any],
-                       n: int) -> dict[str, Any]:
+                       n: int, spares: Collection[ConnectionKey] = ()) -> dict[str, Any]:
     """Return the worker specs kept when ``scale`` goes down to *n* workers.
 
-    SpecCluster removes the most recently added; this removes from the host
-    carrying the most workers relative to its slots (among equals, the host
-    met first in the specs), its highest name first.
+    SpecCluster removes the most recently added; this removes the spares'
+    workers first (a spare is the reserve: the regular hosts are kept), then
+    from the host carrying the most workers relative to its slots (among
+    equals, the host met first in the specs), its highest name first.
 
     Parameters
     ----------
@@ -581,6 +582,8 @@ def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[Con
     ...          Host("b").key: HostPlan(Host("b"), "py", slots=2)}
     >>> list(kept_on_scale_down(spec, plans, 2))
     ['a-0', 'b-0']
+    >>> list(kept_on_scale_down(spec, plans, 2, spares={Host("b").key}))
+    ['a-0', 'a-1']
     """
     if n <= 0:
         return {}
@@ -594,17 +597,17 @@ def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[Con
     position = {name: i for i, name in enumerate(keep)}
     firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
 
-    def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
-        # Most workers per slot first; among equals, the host met first in the specs.
+    def entry(k: ConnectionKey) -> tuple[bool, float, int, ConnectionKey]:
+        # Spares first; then most workers per slot; among equals, the host met first.
         slots = worker_hosts[k].slots if k in worker_hosts else 0
-        return -len(by_host[k]) / max(1, slots), firsts[k][0], k
+        return k not in spares, -len(by_host[k]) / max(1, slots), firsts[k][0], k
 
     # One heap entry per host, renewed when it loses a worker: O(n log n), where a
     # max over every host per removal took 20 s to close a 3000-host cluster.
     heap = [entry(k) for k in by_host]
     heapq.heapify(heap)
     while len(keep) > n:
-        key = heapq.heappop(heap)[2]
+        key = heapq.heappop(heap)[3]
         name = by_host[key].pop()
         keep.pop(name)
         firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))

@@ -29,7 +29,7 @@ from .remote.agent.servers import describe_share
 from .roles import Role
 
 __all__ = ["ClusterPlan", "Launch", "RemotePlan", "plan_cluster", "resolve_advertised"]
-from .settings import Settings
+from .settings import MIN_POLICY_DURATION, Settings
 
 
 class Advertised:
@@ -365,10 +365,10 @@ def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
                           remedy="Give name='NAME' (a short identifier).")
     return KeepPolicy(
         name=check_name(name),
-        idle_timeout=parse_duration(idle_timeout, "idle_timeout") if idle_timeout is not None
-        else settings.idle_timeout,
-        max_lifetime=parse_duration(max_lifetime, "max_lifetime") if max_lifetime is not None
-        else settings.max_lifetime,
+        idle_timeout=parse_duration(idle_timeout, "idle_timeout", MIN_POLICY_DURATION)
+        if idle_timeout is not None else settings.idle_timeout,
+        max_lifetime=parse_duration(max_lifetime, "max_lifetime", MIN_POLICY_DURATION)
+        if max_lifetime is not None else settings.max_lifetime,
         death_timeout=parse_duration(death_timeout, "worker_options['death_timeout']")
         or DEFAULT_DEATH_TIMEOUT,
     )

@@ -224,8 +224,11 @@ def main(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _run(options: dict[str, Any], console: Console, err_console: Console,
-         keep: dict[str, Any] | None = None) -> int:
-    """Do what the options ask; return the exit status (*keep*: ``dask-ssh up``)."""
+         keep: dict[str, Any] | None = None, show_level: int | None = None) -> int:
+    """Do what the options ask; return the exit status (*keep*: ``dask-ssh up``).
+
+    *show_level* overrides the options' own (``dask-ssh up`` hides every remote line).
+    """
     opts = CliOptions(**options)
     if opts.ask_passphrase and not opts.dry_run:  # a dry run connects nowhere
         key = opts.ssh_private_key or "your SSH private key"
@@ -265,7 +268,8 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
     from sshdeploy.cli.run import run_cluster
 
     return run_cluster(args, console=console, err_console=err_console,
-                       log_directory=opts.log_directory, show_level=opts.show_level,
+                       log_directory=opts.log_directory,
+                       show_level=opts.show_level if show_level is None else show_level,
                        progress=not opts.no_progress, keep=keep)
 
 
@@ -320,7 +324,11 @@ _UP_HELP = """\
 Start a named cluster that outlives this command: the options and hosts of
 the classic dask-ssh, plus --name. It returns once every worker is ready,
 printing the banner and how to reach the cluster again; nothing of ours keeps
-running on this machine. The hosts supervise it: a worker that dies is
+running on this machine. While it starts it shows each host's state (a live
+table on a terminal, else one line per change on stderr), not the remote log
+lines: those go to the cluster's logs (dask-ssh logs NAME, dask-ssh attach
+NAME); -v (or --log-level LEVEL) prints them here too. A failed start prints
+the failing host's last remote lines with its error. The hosts supervise it: a worker that dies is
 restarted there, and the whole cluster stops when --idle-timeout or
 --max-lifetime says so (else at `dask-ssh down NAME`).
 
@@ -331,23 +339,34 @@ Same name, another spec: refused (what differs is listed), unless --replace.
 
 
 def _up(ctx: click.Context, /, name: str, replace: bool, idle_timeout: str | None,
-        max_lifetime: str | None, **options: Any) -> None:
+        max_lifetime: str | None, verbose: bool, **options: Any) -> None:
     """``dask-ssh up``: the classic run, kept (see :data:`_UP_HELP`)."""
+    from sshdeploy.cli.remote_output import HIDE_REMOTE
     from sshdeploy.named.policy import check_name, parse_duration
     from sshdeploy.named.state import StateStore
+    from sshdeploy.settings import MIN_POLICY_DURATION
+
+    if verbose and (options.get("log_level") is not None or options.get("quiet")):
+        raise click.UsageError("-v prints every remote line; --log-level / -q choose a level: "
+                               "give one of them.")
+    # The remote lines stay in the cluster's logs unless asked for (-v, --log-level, -q).
+    streamed = verbose or options.get("log_level") is not None or options.get("quiet")
 
     console = make_console(sys.stdout)
     err_console = make_console(sys.stderr)
     try:
         check_name(name, "--name")
         keep = {"name": name,
-                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout"),
-                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime")}
+                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout",
+                                               MIN_POLICY_DURATION),
+                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime",
+                                               MIN_POLICY_DURATION)}
         store = StateStore()
         with store.locked(name):
             if replace:
                 _replace(store, name, err_console)
-            code = _run(options, console, err_console, keep=keep)
+            code = _run(options, console, err_console, keep=keep,
+                        show_level=None if streamed else HIDE_REMOTE)
     except SSHDeployError as err:
         err_console.print(f"Error: {err}")
         code = getattr(err, "exit_code", exit_codes.FAILED)
@@ -390,6 +409,10 @@ up = click.Command(
         click.Option(["--max-lifetime"], default=None, metavar="DURATION",
                      help="Stop this long after the start. [default: sshdeploy.max-lifetime, "
                           "else never]"),
+        click.Option(["-v", "--verbose"], is_flag=True,
+                     help="Print the remote log lines while the cluster starts, as the "
+                          "foreground dask-ssh does. [default: only each host's state; the "
+                          "lines are in dask-ssh logs NAME]"),
         *[p for p in main.params if p.name not in ("version",)],
     ],
 )

@@ -22,7 +22,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sshdeploy.errors import ClusterNotFoundError, ClusterStateError, SSHDeployError
+from sshdeploy.errors import (
+    ClusterNotFoundError,
+    ClusterStateError,
+    ConfigError,
+    SSHDeployError,
+)
 from sshdeploy.named.policy import check_name
 
 if TYPE_CHECKING:
@@ -44,8 +49,21 @@ def _name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         return value
     try:
         return check_name(value, "NAME")
-    except SSHDeployError as err:
-        raise click.BadParameter(str(err)) from None
+    except ConfigError as err:   # click names the argument already: the reason and remedy
+        raise click.BadParameter(f"{err.reason}. {err.remedy}") from None
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A count of workers: a whole number >= 0 (``-1`` too reaches here: not an option)."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise click.BadParameter(
+            f"{value!r} is not a number of workers: give the count the cluster should have, "
+            "0 or more (`dask-ssh scale NAME 0` stops every worker and keeps the scheduler).")
+    return n
 
 
 def _fail(err: SSHDeployError) -> None:
@@ -174,7 +192,7 @@ def status_command(name: str) -> None:
     from sshdeploy.named import flow
     from sshdeploy.named.hostops import on_hosts
     from sshdeploy.named.spec import hosts_of
-    from sshdeploy.named.status import classify, host_health
+    from sshdeploy.named.status import classify, host_health, stopping
 
     record = _record(name)
 
@@ -182,7 +200,12 @@ def status_command(name: str) -> None:
         async with flow.record_pool(record.spec) as pool:
             hosts = flow.launches(record.spec)
             answers = await on_hosts(pool, hosts, name, "probe")
-            return pool, answers, classify(record, next(iter(answers.values())))
+            first = next(iter(answers.values()))
+            status = classify(record, first)
+            if status.state == "stopped" and isinstance(first, dict):  # every host answered
+                status = stopping(status, str((first.get("end") or {}).get("reason", "")),
+                                  answers)
+            return pool, answers, status
 
     pool, answers, status = asyncio.run(probe_hosts())
     console = _console()
@@ -191,7 +214,8 @@ def status_command(name: str) -> None:
                   f"{status.running}/{status.wanted}")
     sched = next(iter(answers.values()))
     workers_by_host: dict[str, list[str]] = {}
-    if isinstance(sched, dict):
+    # A gone or stopped cluster's status file is its last word, not what runs now.
+    if isinstance(sched, dict) and status.state in ("running", "degraded"):
         for w in (sched.get("status") or {}).get("workers") or []:
             workers_by_host.setdefault(str(w.get("name", "")).rpartition("-")[0], []).append(
                 str(w.get("name")))
@@ -203,7 +227,7 @@ def status_command(name: str) -> None:
         role = "scheduler" if i == 0 else "spare" if host.hostname in spares else "workers"
         names = workers_by_host.get(host.hostname, [])
         health = host_health(answer, runs_scheduler=i == 0, spare=host.hostname in spares,
-                             workers=len(names))
+                             workers=len(names), cluster=status.state)
         if isinstance(answer, BaseException):
             table.add_row(pool.as_connected(host), role, health, "-", "-",
                           str(answer).splitlines()[0])
@@ -339,9 +363,9 @@ async def _follow(pool: Any, hosts: dict[Any, Any], answers: list[Any], worker: 
                            if isinstance(a, dict) and a.get("host_dir")))
 
 
-@click.command("scale")
+@click.command("scale", context_settings={"ignore_unknown_options": True})
 @NAME_ARG
-@click.argument("n", type=click.IntRange(min=0))
+@click.argument("n", callback=_count)
 @handled
 def scale_command(name: str, n: int) -> None:
     """Scale cluster NAME to N workers (0 too); return when they run (it keeps running).

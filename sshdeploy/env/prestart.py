@@ -433,7 +433,7 @@ class PreStart:
             return sent[-1]
 
         op: dict[str, Any] = {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
-                              "files": manifest.files}
+                              "files": manifest.files, "links": manifest.links}
         payload: bytes | Callable[[dict[str, Any]], bytes]
         if missing is None:
             op["ask"], payload = True, reply

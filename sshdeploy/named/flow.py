@@ -28,7 +28,7 @@ from sshdeploy.named.hostops import host_op, on_hosts
 from sshdeploy.named.jobops import stop_jobs
 from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
-from sshdeploy.named.status import ClusterStatus, classify
+from sshdeploy.named.status import ClusterStatus, classify, ended_recently, stopping
 from sshdeploy.plan import Launch
 from sshdeploy.settings import Settings
 from sshdeploy.ssh.pool import HostPool
@@ -101,8 +101,14 @@ def scheduler_host(record: ClusterRecord) -> tuple[Host, Launch]:
     return host, launch
 
 
-async def probe(record: ClusterRecord, pool: HostPool) -> ClusterStatus:
-    """Return the state of *record*'s cluster, asked of its scheduler host now."""
+async def probe(record: ClusterRecord, pool: HostPool, every_host: bool = False
+                ) -> ClusterStatus:
+    """Return the state of *record*'s cluster, asked of its scheduler host now.
+
+    With *every_host*, a cluster that ended by itself lately
+    (:func:`~sshdeploy.named.status.ended_recently`) is ``stopping`` while any
+    of its hosts still runs a process of it (``list``: not ``stopped`` too early).
+    """
     host, launch = scheduler_host(record)
     try:
         answer: dict[str, Any] | BaseException = await host_op(
@@ -111,14 +117,20 @@ async def probe(record: ClusterRecord, pool: HostPool) -> ClusterStatus:
         answer = exc
     except Exception as exc:  # a connect error of the pool: unreachable, named
         answer = exc
-    return classify(record, answer)
+    status = classify(record, answer)
+    if every_host and status.state == "stopped" and ended_recently(record, answer):
+        assert isinstance(answer, dict)
+        answers = await on_hosts(pool, launches(record.spec), record.name, "probe",
+                                 timeout=OP_TIMEOUT)
+        status = stopping(status, str((answer.get("end") or {}).get("reason", "")), answers)
+    return status
 
 
 async def probe_all(records: list[ClusterRecord]) -> list[ClusterStatus]:
     """Probe every cluster at once (one pool each: their hosts' options differ)."""
     async def one(record: ClusterRecord) -> ClusterStatus:
         async with record_pool(record.spec) as pool:
-            return await probe(record, pool)
+            return await probe(record, pool, every_host=True)
 
     return list(await asyncio.gather(*(one(r) for r in records)))
 

@@ -147,7 +147,8 @@ class ClusterJobs:
             self.warn(f"the job's files are {manifest.size / 1e6:.1f} MB (above "
                       f"sshdeploy.upload-warn-size); largest: {top}. Give --upload PATH... to "
                       "send less than the script's directory.")
-        directory = upload_dir(self.name, manifest.files)
+        directory = upload_dir(self.name, {**manifest.files,
+                                           **{n: f"-> {t}" for n, t in manifest.links.items()}})
         await jobops.upload(self.pool, self.host, self.launch, manifest, directory)
         cwd = f"{REMOTE_UPLOADS}/{directory}" + (f"/{files.cwd}" if files.cwd else "")
         answer = await self._op("job-submit", {
@@ -251,7 +252,7 @@ def with_script(manifest: Manifest, name: str, path: Path) -> Manifest:
         return manifest
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Manifest(files={**manifest.files, name: digest},
-                    sources={**manifest.sources, name: path})
+                    sources={**manifest.sources, name: path}, links=manifest.links)
 
 
 def _run(work: Callable[[ClusterJobs], Awaitable[Any]], name: str) -> Any:

@@ -272,6 +272,22 @@ def _link(blob: str, target: str) -> None:
     os.replace(tmp, target)
 
 
+def _symlink(base: str, rel: str, to: str) -> None:
+    """Make *rel* under *base* a symbolic link to *to*, which must stay inside *base*."""
+    path = os.path.join(base, rel)
+    inside = os.path.realpath(base) + os.sep
+    if not (os.path.realpath(os.path.dirname(path)) + os.sep).startswith(inside) or not (
+            os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(path)), to))
+            + os.sep).startswith(inside):
+        raise ValueError(f"unsafe upload link: {rel!r} -> {to!r}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)   # a directory in the last upload, a link in this one
+    tmp = f"{path}.tmp-{_unique()}"
+    os.symlink(to, tmp)
+    os.replace(tmp, path)
+
+
 def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     os.makedirs(BLOBS, exist_ok=True)
     stored = 0
@@ -306,11 +322,15 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
             raise ValueError(f"unsafe upload path: {rel!r}")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         _link(os.path.join(BLOBS, digest), target)
+    links = op.get("links") or {}
+    for rel, to in links.items():
+        _symlink(base, rel, to)
     removed = 0
-    for top, _dirs, names in os.walk(base):
-        for name in names:
+    for top, dirs, names in os.walk(base):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             path = os.path.join(top, name)
-            if os.path.relpath(path, base) not in files and ".tmp-" not in name:
+            rel = os.path.relpath(path, base)
+            if rel not in files and rel not in links and ".tmp-" not in name:
                 os.remove(path)
                 removed += 1
     return {"stored": stored, "removed": removed}

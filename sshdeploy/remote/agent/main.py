@@ -330,8 +330,11 @@ class Agent:
         self.wire.label = spec.get("label", "agent")
         if spec.get("op"):  # an operation on a named cluster's files: no distributed needed
             keep = spec.get("keep") or {}
-            self.wire.emit(ev="answer", **keep_op(str(spec["op"]), str(keep.get("name")),
-                                                  spec.get("data"), float(spec.get("grace", 5))))
+            answer = keep_op(str(spec["op"]), str(keep.get("name")), spec.get("data"),
+                             float(spec.get("grace", 5)))
+            if spec["op"] in ("kill", "remove"):  # down, clean: what a SIGKILLed agent left
+                answer["stale_tmp"] = TempDir.remove_stale()
+            self.wire.emit(ev="answer", **answer)
             os._exit(0)
         for key, value in (spec.get("env") or {}).items():
             os.environ[key] = str(value)
