@@ -472,7 +472,12 @@ def down_command(names: tuple[str, ...], every: bool, host: str | None,
         else:
             record = _record(name)
         started = time.monotonic()
-        report = asyncio.run(flow.stop(record, store))
+
+        def jobs_stopped(jobs: list[str], name: str = name) -> None:
+            console.print(f"{name}: stopped {len(jobs)} running job(s) first: "
+                          + ", ".join(jobs))
+
+        report = asyncio.run(flow.stop(record, store, on_jobs=jobs_stopped))
         left = flow.left(report)
         for where, what in report.items():
             if what != flow.STOPPED:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -225,8 +225,8 @@ async def _recorded_on_host(name: str, spec: Mapping[str, Any], settings: Settin
     return None
 
 
-async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
-               ) -> dict[str, str]:
+async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0,
+               on_jobs: Callable[[list[str]], None] | None = None) -> dict[str, str]:
     """Stop every process of the cluster on every host, remove its files there and here.
 
     Each host is asked to stop what its agents' records name *and* every
@@ -236,12 +236,19 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     there, else what is left or why the host could not be asked
     (:func:`left`). A host left out at the start that cannot be reached
     counts as stopped when the scheduler never had a worker there. The local
-    record goes only when every host is stopped.
+    record goes only when every host is stopped. Its running jobs are stopped
+    first: *on_jobs* is given them (each ``ID (NAME: COMMAND)``) when there
+    were any (default: a warning logged).
     """
     report: dict[str, str] = {}
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
-        await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # its jobs first, whole
+        stopped = await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # jobs first
+        if stopped and on_jobs is not None:
+            on_jobs(stopped)
+        elif stopped:
+            logger.warning("cluster %r: stopped its running job(s) %s", record.name,
+                           ", ".join(stopped))
         killed = await on_hosts(pool, hosts, record.name, "kill",
                                 timeout=OP_TIMEOUT + 2 * grace)
         answered = [(i, h, launch) for i, (h, launch) in enumerate(hosts.items())

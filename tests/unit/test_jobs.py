@@ -3,6 +3,7 @@ what a submit sends, the command line (the scheduler host's side: test_job_host.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,19 @@ def test_jobs_from_python_need_a_named_cluster() -> None:
     assert cluster_name(named) == "lab"
     with pytest.raises(ConfigError, match="jobs need a named cluster"):
         cluster_name(SimpleNamespace(kept=None))  # an SSHCluster that is not named
+
+
+def test_a_classic_cluster_has_no_jobs_and_says_jobs_need_a_named_cluster() -> None:
+    """``cluster.submit_script`` and ``cluster.jobs()`` on an SSHCluster that is not named:
+    one clear error before anything is sent (the cluster is never started here)."""
+    from sshdeploy import SSHCluster
+
+    async def main() -> None:
+        cluster = SSHCluster(["s", "a"], asynchronous=True)
+        with pytest.raises(ConfigError, match="jobs need a named cluster") as info:
+            cluster.submit_script("train.py", ["3"])
+        assert "name='NAME'" in str(info.value) and "dask-ssh up --name" in str(info.value)
+        with pytest.raises(ConfigError, match="jobs need a named cluster"):
+            cluster.jobs()
+
+    asyncio.run(main())
