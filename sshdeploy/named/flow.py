@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from sshdeploy.bootstrap import join_setup
 from sshdeploy.errors import (
     ClusterExistsError,
     ClusterNotFoundError,
@@ -72,7 +73,19 @@ def left(report: Mapping[str, str]) -> dict[str, str]:
 
 
 def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
-    """How to run Python on each distinct host of a stored spec (the scheduler's first)."""
+    """How to run Python on each distinct host of a stored spec (the scheduler's first).
+
+    As the agents are started: the setup (a list of commands joined into one
+    shell list), in the login shell when the cluster asked for one.
+
+    Examples
+    --------
+    >>> spec = {"hosts": [{"hostname": "s"}, {"hostname": "a"}], "remote_python": ["/py"] * 2,
+    ...         "setup": ["module load x", "export A=1"], "login_shell": True}
+    >>> [(h.hostname, lch.setup.splitlines(), lch.login_shell)
+    ...  for h, lch in launches(spec).items()][0]
+    ('s', ['module load x &&', 'export A=1'], True)
+    """
     pythons = list(spec.get("remote_python") or [])
     out: dict[Host, Launch] = {}
     seen: set[Any] = set()
@@ -82,7 +95,8 @@ def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
         seen.add(h.key)
         python = h.remote_python or (pythons[i] if i < len(pythons) else None) or sys.executable
         bare = Host(h.hostname, h.user, h.port)
-        out[bare] = Launch(python=python, setup=spec.get("setup"))
+        out[bare] = Launch(python=python, setup=join_setup(spec.get("setup")),
+                           login_shell=bool(spec.get("login_shell")))
     return out
 
 
