@@ -232,7 +232,8 @@ class ClusterJobs:
 
             try:
                 return await asyncio.wait_for(
-                    jobops.run_exec(self.pool, host, launch, command, env, line), timeout)
+                    jobops.run_exec(self.pool, host, launch, command, env, line, self.name),
+                    timeout)
             except asyncio.TimeoutError:
                 return "timeout"
             except Exception as exc:  # one host's failure is its row, not everyone's

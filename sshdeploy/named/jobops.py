@@ -179,14 +179,19 @@ async def run_exec(
     command: Sequence[str],
     env: Mapping[str, str],
     on_line: Callable[[str, bool], Awaitable[None] | None],
+    cluster: str | None = None,
 ) -> int:
     """Run ``dask-ssh exec``'s *command* on *host*; give each line to *on_line*; return the
     exit status. Cancelled (Ctrl-C, a timeout), its whole process group is killed.
 
+    With *cluster* (its name), the command has the ``PATH`` and ``PYTHONPATH``
+    of that cluster's agent on the host, as its workers (a synced environment).
+
     ``on_line(text, is_stderr)``.
     """
     conn = await pool.get(host)
-    command_line = in_login_shell(exec_command(command, launch.setup, env), launch.login_shell)
+    command_line = in_login_shell(exec_command(command, launch.setup, env, cluster,
+                                               launch.python), launch.login_shell)
     pgid: list[int] = []
     proc = await conn.conn.create_process(command_line, encoding="utf-8", errors="replace")
 
