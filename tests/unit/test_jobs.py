@@ -209,3 +209,33 @@ def test_a_classic_cluster_has_no_jobs_and_says_jobs_need_a_named_cluster() -> N
             cluster.jobs()
 
     asyncio.run(main())
+
+
+def test_ctrl_c_while_following_a_jobs_log_says_it_runs_on_and_exits_130(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for submit: Ctrl-C stops the following, not the job, and says so."""
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from sshdeploy.cli import jobs as cli_jobs
+
+    class Following:
+        async def __aenter__(self) -> Following:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def follow(self, job: str, on_output: Any, follow: bool = True) -> None:
+            on_output(b"epoch 0\n")
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+            await asyncio.sleep(30)
+
+    monkeypatch.setattr(cli_jobs, "_jobs", lambda name: Following())
+    result = CliRunner().invoke(cli_jobs.job_group, ["logs", "lab", "long", "--follow"])
+    assert result.exit_code == 130, result.output
+    assert result.stdout == "epoch 0\n"
+    assert ("dask-ssh: stopped following; job long of lab keeps running (dask-ssh job stop "
+            "lab long stops it)") in result.stderr
