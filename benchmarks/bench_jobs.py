@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _source  # noqa: F401  (before anything imports sshdeploy)
+
 from sshdeploy import SSHCluster, testbed
 
 #: The script both ways run: its first line comes once its Client() is connected.
