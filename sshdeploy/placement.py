@@ -479,7 +479,13 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
     wopts = placement.worker_options
     given = [h.with_defaults(user=model.host.user, port=model.host.port)
              for h in as_hosts(hosts)]
+    seen: set[ConnectionKey] = set()
     for h in same_spelling(given, [model.connect_options] * len(given)):
+        if h.key in seen:
+            raise ConfigError("hosts", f"{h.as_written()} is given twice",
+                              remedy="Give each host once (slots=N after it, as in a hostfile, "
+                              "for more workers there).")
+        seen.add(h.key)
         if h.gpus is not None:
             raise ConfigError("hosts", f"{h.as_written()}: gpus={h.gpus} cannot be given to a "
                               "host added to a running cluster (it is not probed for GPUs)",

@@ -14,7 +14,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sshdeploy.errors import (
-    ClusterNotFoundError,
-    ClusterStateError,
-    ConfigError,
-    SSHDeployError,
-)
+from sshdeploy.errors import ClusterNotFoundError, ClusterStateError, ConfigError, SSHDeployError
 from sshdeploy.named.policy import check_name
 
 if TYPE_CHECKING:
@@ -427,13 +422,38 @@ def add_command(name: str, hostnames: tuple[str, ...], spare: bool) -> None:
     added = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
-        started = cluster.add_hosts(added, spare=spare)
+        with cli_advice(name):
+            started = cluster.add_hosts(added, spare=spare)
         total = len(cluster.worker_spec)
     finally:
         cluster.close()
     what = "as spares" if spare else (f"workers started: {', '.join(started)}" if started
                                       else "no worker started")
     _console().print(f"{name}: {len(added)} host(s) added ({what}); {total} worker(s)")
+
+
+#: What ``dask-ssh add/remove`` advise instead of the Python API's remedies, by the reason.
+CLI_REMEDIES = (
+    ("is already a host of the cluster", "`dask-ssh status {name}` lists its hosts; a host "
+     "quarantined or lost takes workers again by itself once its window ends."),
+    ("is not a worker host of the cluster", "`dask-ssh status {name}` lists its hosts."),
+    ("runs the scheduler", "Remove worker hosts only; `dask-ssh scale {name} N` removes "
+     "workers anywhere, `dask-ssh down {name}` stops the cluster."),
+    ("is given twice", "Give each host once (`HOST slots=N` for more workers there)."),
+)
+
+
+@contextlib.contextmanager
+def cli_advice(name: str) -> Iterator[None]:
+    """Within: an error of ``add_hosts``/``remove_hosts`` advises ``dask-ssh`` commands for
+    cluster *name* (not ``host_rows()`` or ``readmit()``), and names HOSTNAMES."""
+    try:
+        yield
+    except ConfigError as exc:
+        remedy = next((r.format(name=name) for why, r in CLI_REMEDIES if why in exc.reason),
+                      exc.remedy)
+        setting = "HOSTNAMES" if exc.setting in ("hosts", "add_hosts()") else exc.setting
+        raise ConfigError(setting, exc.reason, remedy=remedy) from None
 
 
 @click.command("remove")
@@ -449,7 +469,8 @@ def remove_command(name: str, hostnames: tuple[str, ...]) -> None:
     gone = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
-        retired = cluster.remove_hosts(gone)
+        with cli_advice(name):
+            retired = cluster.remove_hosts(gone)
         total = len(cluster.worker_spec)
     finally:
         cluster.close()
@@ -496,7 +517,12 @@ def down_command(names: tuple[str, ...], every: bool, host: str | None,
         else:
             record = _record(name)
         started = time.monotonic()
-        report = asyncio.run(flow.stop(record, store))
+
+        def jobs_stopped(jobs: list[str], name: str = name) -> None:
+            console.print(f"{name}: stopped {len(jobs)} running job(s) first: "
+                          + ", ".join(jobs))
+
+        report = asyncio.run(flow.stop(record, store, on_jobs=jobs_stopped))
         left = flow.left(report)
         for where, what in report.items():
             if what != flow.STOPPED:

@@ -306,14 +306,17 @@ class ClientCredentials:
 
 
 def _later_hosts(cluster: Any, by_host: Mapping[str, Any]) -> dict[str, str]:
-    """Worker hosts with no worker yet: ``spare`` or ``later`` (``--initial-workers``)."""
+    """Worker hosts with no worker yet: ``spare`` or ``later`` (``--initial-workers``).
+
+    Spelt as *by_host* spells the hosts with workers (as written: the banner's
+    spelling), so that a host that has workers is never listed as one without.
+    """
     placement = getattr(cluster, "placement", None)
     if placement is None:
         return {}
-    pool = cluster.pool
     out = {}
     for key, hp in placement.worker_hosts.items():
-        where = pool.as_connected(hp.host)
+        where = hp.host.as_written()
         if where in by_host or not hp.slots:
             continue
         out[where] = "spare" if key in placement.spares else "later"

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -36,7 +37,8 @@ from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
-from sshdeploy.named import flow
+from sshdeploy.named import flow, jobclient
+from sshdeploy.named.jobclient import Job
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
 from sshdeploy.ssh.forwarding import LOCALHOST
@@ -386,7 +388,7 @@ class SSHCluster(SpecCluster):
                 by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not initial:
                 # scale/adapt/a restart runs in a callback: report, never raise into the loop.
-                self._report_failed(failed)
+                self._fleet.report_failed(failed, self._restarts.restarting)
                 return
             wanted = self._roster.plan.min_workers
             if wanted is None or self._roster.running_count(besides=failed) < wanted:
@@ -419,23 +421,6 @@ class SSHCluster(SpecCluster):
                 self._roster.plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
-
-    def _report_failed(self, failed: list[RemoteWorker]) -> None:
-        """Workers that failed to start after start-up: a warning, a log line, the row.
-
-        A worker being restarted is left to :mod:`sshdeploy.cluster.restarts` (its budget).
-        """
-        for w in failed:
-            name, err = str(w.name), w.start_error
-            assert err is not None
-            if self._restarts.restarting(name):
-                continue
-            if self._fleet.move_on(name, w.host, err):  # a spare that is down too: the next
-                w.start_error = None
-                continue
-            self._roster.say(f"worker {name} failed to start: {str(err).splitlines()[0]}",
-                             log=logger)
-            self._roster.note_start_failure(w)
 
     # -- named clusters -----------------------------------------------------
     @classmethod
@@ -524,6 +509,17 @@ class SSHCluster(SpecCluster):
     def kept(self) -> KeptCluster | None:
         """The named-cluster side (None for an ordinary one), for ``dask-ssh up``."""
         return self._kept
+
+    def submit_script(self, path: str | Path, args: Sequence[str] = (),
+                      upload: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                      name: str | None = None, timeout: float | None = None) -> Job:
+        """Run the script *path* as a job beside the scheduler of this named cluster; a
+        :class:`~sshdeploy.named.jobclient.Job` once it runs (ConfigError: not named)."""
+        return jobclient.submit_script(self, path, args, upload, env, name, timeout)
+
+    def jobs(self) -> list[Job]:
+        """Every job of this named cluster, oldest first (ConfigError: not named)."""
+        return jobclient.jobs(self)
 
     @property
     def pool(self) -> HostPool:

@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ class HostPreStart:
 async def run_script(
     pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
     op: dict[str, Any], payload: bytes | Path | Callable[[dict[str, Any]], bytes] | None = None,
-    timeout: float = 60.0,
+    timeout: float = 60.0, need: int | Callable[[], int] = 0,
 ) -> dict[str, Any]:
     """Run one operation of :mod:`sshdeploy.remote.envremote` on *host*; return its answer.
 
@@ -108,7 +108,8 @@ async def run_script(
     ------
     EnvSyncError
         The script did not answer (Python missing, setup failed, timeout,
-        connection lost) or answered an error.
+        connection lost) or answered an error; a full disk (or quota) is said
+        in words, with the space free there and the *need* (bytes) of the operation.
     """
     where = pool.as_connected(host)
     conn = await pool.get(host)
@@ -184,10 +185,34 @@ async def run_script(
     except (IndexError, ValueError):
         raise EnvSyncError(host=where, what=f"{op['op']}: no answer from {python!r}",
                            cause=f"exit status {status}", stderr_tail=err[-2000:]) from None
+    if isinstance(answer.get("no_space"), dict):
+        raise no_space_error(where, answer["no_space"], need() if callable(need) else need)
     if answer.get("error"):
         raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(answer["error"]),
                            stderr_tail=err[-2000:])
     return answer
+
+
+def no_space_error(where: str, found: Mapping[str, Any], need: int) -> EnvSyncError:
+    """The error of a full disk (or quota) on *where*, in words: where, how much, what to do.
+
+    Examples
+    --------
+    >>> print(no_space_error("root@n2:22", {"dir": "/root/.cache/sshdeploy", "free": 1.5e6},
+    ...                      42_000_000))  # doctest: +NORMALIZE_WHITESPACE
+    [root@n2:22] sync: no space left on root@n2:22 in /root/.cache/sshdeploy: free 1.5 MB,
+    need 42.0 MB. Free space there (`dask-ssh clean --envs --uploads root@n2:22` removes
+    sshdeploy's caches), or set sshdeploy.env-cache-size lower (older environments are
+    removed to keep within it).
+    """
+    free = found.get("free")
+    room = f"free {free / 1e6:.1f} MB" if isinstance(free, (int, float)) else "free space unknown"
+    return EnvSyncError(
+        host=where, what=f"no space left on {where} in {found.get('dir') or '~/.cache/sshdeploy'}",
+        cause=f"{room}, need {need / 1e6:.1f} MB" if need else room,
+        remedy=f"Free space there (`dask-ssh clean --envs --uploads {where}` removes "
+        "sshdeploy's caches), or set sshdeploy.env-cache-size lower (older environments are "
+        "removed to keep within it).")
 
 
 def _by_cache(
@@ -281,6 +306,14 @@ class PreStart:
         probes = await self._probe_all(hosts)
         self._gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
+        for host, _py, desc in todo:  # never a start without the environment or the code
+            if desc.get("cache_error"):
+                sent = "the environment" if self.plan.env is not None else "the uploads"
+                raise EnvSyncError(
+                    host=self.pool.as_connected(host),
+                    what=f"cannot write its cache for {sent}", cause=str(desc["cache_error"]),
+                    remedy="Make ~/.cache/sshdeploy on that host a directory this user can "
+                    "write (remove what is in its way), then start again.")
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
         await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
@@ -401,7 +434,7 @@ class PreStart:
         try:
             await run_script(self.pool, host, python, self.setup, self.login_shell,
                              {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
-                             payload=tar, timeout=self.timeout + size / 1e6)
+                             payload=tar, timeout=self.timeout + size / 1e6, need=env.size)
         finally:
             self.phase.pop(where, None)
         report.env_cached, report.env_bytes = False, size
@@ -442,7 +475,8 @@ class PreStart:
         self.phase[report.host] = "uploading files"
         try:
             await run_script(self.pool, host, python, self.setup, self.login_shell, op,
-                             payload=payload, timeout=self.timeout + manifest.size / 1e6)
+                             payload=payload, timeout=self.timeout + manifest.size / 1e6,
+                             need=lambda: sum(len(b) for b in sent))
         finally:
             self.phase.pop(report.host, None)
         nbytes = sum(len(b) for b in sent)

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from sshdeploy.bootstrap import join_setup
 from sshdeploy.errors import (
     ClusterExistsError,
     ClusterNotFoundError,
@@ -72,7 +73,19 @@ def left(report: Mapping[str, str]) -> dict[str, str]:
 
 
 def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
-    """How to run Python on each distinct host of a stored spec (the scheduler's first)."""
+    """How to run Python on each distinct host of a stored spec (the scheduler's first).
+
+    As the agents are started: the setup (a list of commands joined into one
+    shell list), in the login shell when the cluster asked for one.
+
+    Examples
+    --------
+    >>> spec = {"hosts": [{"hostname": "s"}, {"hostname": "a"}], "remote_python": ["/py"] * 2,
+    ...         "setup": ["module load x", "export A=1"], "login_shell": True}
+    >>> [(h.hostname, lch.setup.splitlines(), lch.login_shell)
+    ...  for h, lch in launches(spec).items()][0]
+    ('s', ['module load x &&', 'export A=1'], True)
+    """
     pythons = list(spec.get("remote_python") or [])
     out: dict[Host, Launch] = {}
     seen: set[Any] = set()
@@ -82,7 +95,8 @@ def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
         seen.add(h.key)
         python = h.remote_python or (pythons[i] if i < len(pythons) else None) or sys.executable
         bare = Host(h.hostname, h.user, h.port)
-        out[bare] = Launch(python=python, setup=spec.get("setup"))
+        out[bare] = Launch(python=python, setup=join_setup(spec.get("setup")),
+                           login_shell=bool(spec.get("login_shell")))
     return out
 
 
@@ -237,8 +251,8 @@ async def _recorded_on_host(name: str, spec: Mapping[str, Any], settings: Settin
     return None
 
 
-async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
-               ) -> dict[str, str]:
+async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0,
+               on_jobs: Callable[[list[str]], None] | None = None) -> dict[str, str]:
     """Stop every process of the cluster on every host, remove its files there and here.
 
     Each host is asked to stop what its agents' records name *and* every
@@ -248,12 +262,19 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     there, else what is left or why the host could not be asked
     (:func:`left`). A host left out at the start that cannot be reached
     counts as stopped when the scheduler never had a worker there. The local
-    record goes only when every host is stopped.
+    record goes only when every host is stopped. Its running jobs are stopped
+    first: *on_jobs* is given them (each ``ID (NAME: COMMAND)``) when there
+    were any (default: a warning logged).
     """
     report: dict[str, str] = {}
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
-        await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # its jobs first, whole
+        stopped = await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # jobs first
+        if stopped and on_jobs is not None:
+            on_jobs(stopped)
+        elif stopped:
+            logger.warning("cluster %r: stopped its running job(s) %s", record.name,
+                           ", ".join(stopped))
         killed = await on_hosts(pool, hosts, record.name, "kill",
                                 timeout=OP_TIMEOUT + 2 * grace)
         answered = [(i, h, launch) for i, (h, launch) in enumerate(hosts.items())

@@ -23,7 +23,6 @@ import hashlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ class ClusterJobs:
         host, launch = flow.scheduler_host(record)
         #: The scheduler's host: where the jobs run, their records and logs are.
         self.host: Host = host
-        self.launch: Launch = replace(launch, login_shell=bool(record.spec.get("login_shell")))
+        self.launch: Launch = launch  # its setup, in the login shell if the cluster has one
         self.pool: HostPool = flow.record_pool(record.spec)
         self.warn = warn or logger.warning
 
@@ -199,8 +198,7 @@ class ClusterJobs:
         JobError
             A name in *only* that is no host of the cluster.
         """
-        every = {h: replace(lch, login_shell=self.launch.login_shell)
-                 for h, lch in flow.launches(self.record.spec).items()}
+        every = flow.launches(self.record.spec)
         if not only:
             return every
         out = {}
@@ -235,7 +233,8 @@ class ClusterJobs:
 
             try:
                 return await asyncio.wait_for(
-                    jobops.run_exec(self.pool, host, launch, command, env, line), timeout)
+                    jobops.run_exec(self.pool, host, launch, command, env, line, self.name),
+                    timeout)
             except asyncio.TimeoutError:
                 return "timeout"
             except Exception as exc:  # one host's failure is its row, not everyone's

@@ -18,6 +18,7 @@ stdin), and prints one JSON line. Everything lives under the host's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -173,9 +174,45 @@ def cache_id() -> str:
         return f.read().strip()
 
 
+def cache_problem() -> str | None:
+    """Why this host's cache (``~/.cache/sshdeploy``) cannot be written, or None.
+
+    A file where the directory should be, a directory of another user or
+    read-only (a read-only mount: root too is refused): said at the probe,
+    so that a start never goes on without the environment or the uploads.
+    """
+    try:
+        os.makedirs(ROOT, exist_ok=True)
+        for sub in (ENVS, BLOBS, UPLOADS):
+            if os.path.lexists(sub) and not os.path.isdir(sub):
+                return f"{sub}: not a directory"
+        test = os.path.join(ROOT, f".write-test-{_unique()}")
+        with open(test, "w"):
+            pass
+        os.remove(test)
+    except OSError as exc:
+        return f"{exc.filename or ROOT}: {exc.strerror or exc}"
+    return None
+
+
+def free_space(path: str) -> int | None:
+    """Bytes free for this user where *path* (or its nearest existing parent) lives."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def probe(op: dict[str, Any]) -> dict[str, Any]:
     out = describe(op.get("packages", ()))
     if op.get("env") or op.get("blobs"):
+        problem = cache_problem()
+        if problem is not None:
+            out["cache_error"] = problem
+            return out
         out["cache_id"] = cache_id()
     if op.get("env"):
         out["env_present"] = env_present(op["env"])
@@ -309,9 +346,14 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
                 if hashlib.sha256(data).hexdigest() != member.name:
                     raise ValueError(f"upload damaged in transit: {member.name}")
                 tmp = os.path.join(BLOBS, f".tmp-{member.name}-{_unique()}")
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, os.path.join(BLOBS, member.name))
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, os.path.join(BLOBS, member.name))
+                except OSError:  # a full disk: leave no part of it
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+                    raise
                 stored += 1
     base = os.path.join(UPLOADS, op["dir"])
     os.makedirs(base, exist_ok=True)
@@ -370,6 +412,8 @@ def main() -> None:
             raise ValueError(f"unknown operation {kind!r}")
     except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            out["no_space"] = {"dir": ROOT, "free": free_space(ROOT)}
     out["seconds"] = round(time.monotonic() - started, 4)
     sys.stdout.write(json.dumps(out) + "\n")
 

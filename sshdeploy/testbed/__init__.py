@@ -67,6 +67,7 @@ from sshdeploy.testbed.net import NETNS_ETC, set_link
 from sshdeploy.testbed.procs import (
     host_command,
     host_path,
+    mounted,
     processes,
     python_processes,
     run_in,
@@ -97,6 +98,7 @@ __all__ = [
     "is_zombie",
     "links",
     "list_beds",
+    "mounted",
     "netns_list",
     "processes",
     "python_processes",

@@ -254,6 +254,11 @@ def test_a_host_added_to_a_named_cluster_later_gets_its_synced_environment(
                                         __import__("distributed").__version__))
             ours = __import__("distributed").__version__
             assert len(where) == 2 and set(where.values()) == {(BARE, ours)}, where
+        # dask-ssh exec: the synced environment's Python, as the workers have it (issue 27)
+        ran = dask_ssh("exec", name, "--", "python3", "-c",
+                       "'import distributed, sys; print(sys.executable, distributed.__version__)'")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert sorted(ran.stdout.splitlines()) == [f"{h}: {BARE} {ours}" for h in (n1, n2, n3)]
     finally:
         store = StateStore()
         for record in store.records():

@@ -313,8 +313,8 @@ def test_a_process_that_survives_sigkill_is_named_and_the_record_kept(
 
 
 def _fake_stop(monkeypatch: pytest.MonkeyPatch, report: dict[str, str]) -> None:
-    async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
-                   ) -> dict[str, str]:
+    async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0,
+                   on_jobs: Any = None) -> dict[str, str]:
         if not flow.left(report):
             store.remove(record.name)
         return dict(report)
@@ -345,6 +345,33 @@ def test_down_succeeds_only_when_verified_and_else_says_what_is_left(
     result = CliRunner().invoke(down_command, ["demo"])  # no record here: where to look
     assert result.exit_code == 1
     assert "`dask-ssh down demo --host HEAD` stops it" in result.stderr.replace("\n", " ")
+
+
+def test_down_says_on_the_terminal_which_running_jobs_it_stopped_first(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: ``down`` stops the running jobs first and says so, naming them."""
+    from sshdeploy.cli.named import down_command
+
+    store = StateStore()
+    store.save(_record())
+    ran = _fake_hosts(monkeypatch, {"n1": _clean(), "n2": _clean(), "n3": _clean()})
+
+    async def stop_jobs(pool: Any, host: Any, launch: Any, name: str) -> list[str]:
+        ran.append(f"stop-jobs {host.hostname}")
+        return ["2 (long: train.py 600)", "3 (a.py)"]
+
+    monkeypatch.setattr(flow, "stop_jobs", stop_jobs)
+    result = CliRunner().invoke(down_command, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        "demo: stopped 2 running job(s) first: 2 (long: train.py 600), 3 (a.py)")
+    assert "demo: stopped on 3 of 3 hosts" in result.stdout
+    assert ran[0] == "stop-jobs n1"  # before anything else of the cluster
+    # none running: nothing said about jobs
+    store.save(_record())
+    monkeypatch.setattr(flow, "stop_jobs", lambda *a: asyncio.sleep(0, []))
+    result = CliRunner().invoke(down_command, ["demo"])
+    assert result.exit_code == 0 and "job" not in result.stdout, result.output
 
 
 def test_clean_says_removed_only_for_what_it_removed(
