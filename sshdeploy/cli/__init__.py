@@ -419,12 +419,13 @@ up = click.Command(
 
 
 def subcommands() -> dict[str, click.Command]:
-    """``dask-ssh``'s subcommands by name (``up``, those of :mod:`sshdeploy.cli.named` and
-    of :mod:`sshdeploy.cli.jobs`)."""
+    """``dask-ssh``'s subcommands by name (``up``, those of :mod:`sshdeploy.cli.named`,
+    :mod:`sshdeploy.cli.logs` and :mod:`sshdeploy.cli.jobs`)."""
     from sshdeploy.cli.jobs import JOB_COMMANDS
+    from sshdeploy.cli.logs import LOG_COMMANDS
     from sshdeploy.cli.named import SUBCOMMANDS
 
-    return {"up": up, **SUBCOMMANDS, **JOB_COMMANDS}
+    return {"up": up, **SUBCOMMANDS, **LOG_COMMANDS, **JOB_COMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover
