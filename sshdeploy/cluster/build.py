@@ -42,16 +42,17 @@ def check_spec_cluster_keywords(kwargs: Mapping[str, Any]) -> None:
         )
 
 
-def scheduler_spec(plan: ClusterPlan, pool: HostPool, logbook: LogBook,
+def scheduler_spec(plan: ClusterPlan, stage: PreStart, logbook: LogBook,
                    gate: Any) -> dict[str, Any]:
     """The spec of the scheduler (a :class:`RemoteScheduler`); *gate* is awaited before it
-    is called started (the version gate that runs beside its start)."""
+    is created (the version gate, on what the agents say as they start: *stage*'s)."""
     placement = plan.placement
     return {
         "cls": RemoteScheduler,
         "options": {
             "host": placement.scheduler.host,
-            "pool": pool,
+            "pool": stage.pool,
+            "describe": stage.describe,
             "launch": plan.launch(placement.scheduler),
             "logbook": logbook,
             "kwargs": plan.scheduler_options,

@@ -6,6 +6,10 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 
 1. **probe** every host at once: its Python, platform and package versions,
    whether it holds the environment's hash, which upload contents it lacks;
+   with nothing to send (the version gate alone, the default start), no probe
+   runs: every agent says what its host is as it starts, before it imports
+   anything (:attr:`PreStart.describe`, :meth:`PreStart.gate_agents`), so
+   the gate costs no interpreter of its own;
 2. **gate**: every difference, from every host, in one table
    (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
    starts, or one warning (``sshdeploy.version-check: warn``);
@@ -21,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import time
@@ -30,7 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
+from sshdeploy.bootstrap import (
+    Describe,
+    build_kill_command,
+    build_script_command,
+    envremote_bundle,
+)
 from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
@@ -44,12 +52,6 @@ from .uploads import Manifest, blob_tar, collect
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def remote_source() -> bytes:
-    """The source of :mod:`sshdeploy.remote.envremote`, as run on the hosts."""
-    return (Path(__file__).parents[1] / "remote" / "envremote.py").read_bytes()
 
 
 @dataclass
@@ -117,7 +119,7 @@ async def run_script(
             first = await proc.stdout.readline()  # the login shell's pid: its process group
             if first.strip().isdigit():
                 pgid.append(int(first))
-            proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+            proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
             asked = b""
             if callable(payload):
                 asked = await proc.stdout.readline()
@@ -241,6 +243,76 @@ class PreStart:
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
     _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
+    #: What the agents said of each host as they started (see :meth:`gate_agents`).
+    _said: dict[Any, asyncio.Future[dict[str, Any] | None]] = field(default_factory=dict,
+                                                                     repr=False)
+
+    @property
+    def agents_gate(self) -> bool:
+        """Whether the gate is all this stage does: on what the agents say as they start."""
+        return self.plan.active and self.plan.env is None and not self.plan.upload
+
+    @property
+    def describe(self) -> Describe | None:
+        """What the agents are asked to say as they start, when :attr:`agents_gate` (else None)."""
+        if not self.agents_gate:
+            return None
+        return Describe(tuple(self.plan.packages), self.told)
+
+    def told(self, host: Host, description: dict[str, Any] | None) -> None:
+        """An agent said what *host* is (None: its start ended before it did)."""
+        said = self._said_by(host)
+        if not said.done():
+            said.set_result(description)
+
+    def _said_by(self, host: Host) -> asyncio.Future[dict[str, Any] | None]:
+        said = self._said.get(host.key)
+        if said is None:
+            said = self._said[host.key] = asyncio.get_running_loop().create_future()
+        return said
+
+    async def gate_agents(self) -> dict[str, HostPreStart]:
+        """The version gate on what the agents say as they start (:attr:`describe`).
+
+        Waits until every host of :attr:`hosts` is described by its first agent,
+        or failed to connect, or its agent ended first (those are left to the
+        start, which reports them, as :meth:`run` leaves a host it cannot probe);
+        then compares. Nothing runs on the hosts for it.
+
+        Raises
+        ------
+        EnvironmentMismatchError
+            Hosts differ (per ``sshdeploy.version-check``).
+        """
+        if not self.agents_gate:
+            return await self.run()
+        said = await asyncio.gather(*(self._description(h) for h, _py in self.hosts))
+        for (host, _py), description in zip(self.hosts, said, strict=True):
+            where = self.pool.as_connected(host)
+            report = self.reports[where] = HostPreStart(host=where)
+            if description is None:
+                report.skipped = "its agent did not start"
+            else:
+                report.description = description
+        self.gate([(h, py, d) for (h, py), d in zip(self.hosts, said, strict=True)
+                   if d is not None])
+        return self.reports
+
+    async def _description(self, host: Host) -> dict[str, Any] | None:
+        said = self._said_by(host)
+        connected = asyncio.ensure_future(self.pool.get(host))
+        connected.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            either: set[asyncio.Future[Any]] = {said, connected}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not said.done() and connected.exception() is not None:
+                return None  # the start says why
+            # An agent's start is bounded, and says None when it ends: this bound is a spare.
+            return await asyncio.wait_for(asyncio.shield(said), self.timeout + 10)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            connected.cancel()  # the connection itself is shielded in the pool
 
     async def run(self) -> dict[str, HostPreStart]:
         """Probe, gate, sync, upload; return one report per host.
@@ -272,7 +344,7 @@ class PreStart:
             self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
             self._warn_size(self.manifest)
         probes = await self._probe_all(hosts)
-        self._gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
+        self.gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
@@ -352,7 +424,8 @@ class PreStart:
         skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
         return self.differences(probed), skipped
 
-    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+    def gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """Compare the hosts *probed* (host, python, description); raise or warn per the plan."""
         sync = self.plan.env is not None
         rows = self.differences(probed)
         if not rows:

@@ -3,7 +3,9 @@
 Start-up order, and why
     1. lead a process group, read the tagger and the spec, make the private
        temporary directory (``TMPDIR`` of the agent and all its children: see
-       :class:`TempDir`), removed on every way out;
+       :class:`TempDir`), removed on every way out; when the spec asks
+       (``describe``), say what this host is (:func:`~.facts.describe`: the
+       version gate's facts, read from metadata) before anything is imported;
     2. import distributed, single-threaded (stdout goes to the channel's
        stderr meanwhile); a stalled import is ended by the controller killing
        the remote process group (see the ``stage`` events);
@@ -44,6 +46,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .facts import describe
 from .group import ProcessGroup, TempDir
 from .keep import KEEP_TICK, Keep, keep_op
 from .protocol import (
@@ -352,6 +355,8 @@ class Agent:
         # exits by itself with us: its alive pipe closes).
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
             target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
+        if spec.get("describe") is not None:  # the version gate's facts: no import needed
+            self.wire.emit(ev="described", description=describe(spec["describe"]))
         self.wire.emit(ev="stage", stage=STAGE_IMPORT, pid=os.getpid())
         try:
             import dask
