@@ -28,7 +28,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,15 +401,7 @@ class PreStart:
 
     def differences(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> list[Difference]:
         """The gate's rows for the hosts *probed* (host, python, description)."""
-        ours = local_description(self.plan.packages)
-        rows: list[Difference] = []
-        for host, _py, theirs in probed:
-            # No distributed at all: the start says so (RemoteImportError), but another
-            # Python or platform is said here, before anything starts.
-            bare = self.plan.env is None and "distributed" not in (theirs.get("packages") or {})
-            rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
-                            platform_only=bare or self.plan.env is not None)
-        return rows
+        return described_rows(self.plan, [(self.pool.as_connected(h), d) for h, _py, d in probed])
 
     async def check(self) -> tuple[list[Difference], dict[str, str]]:
         """Probe every host and compare, changing nothing (``dask-ssh --check``).
@@ -544,6 +536,32 @@ class PreStart:
                            "largest: %s", size / 1e6, self.plan.upload_warn / 1e6, top)
 
 
+def described_rows(plan: StagePlan, described: Sequence[tuple[str, Mapping[str, Any]]],
+                   ) -> list[Difference]:
+    """The gate's rows for hosts already described: ``(user@host:port, description)``."""
+    ours = local_description(plan.packages)
+    rows: list[Difference] = []
+    for where, theirs in described:
+        # No distributed at all: the start says so (RemoteImportError), but another
+        # Python or platform is said here, before anything starts.
+        bare = plan.env is None and "distributed" not in (theirs.get("packages") or {})
+        rows += compare(where, ours, theirs, plan.packages,
+                        platform_only=bare or plan.env is not None)
+    return rows
+
+
+def gate_plan(**stage: Any) -> StagePlan:
+    """The stage plan ``--check`` compares with (``packages``, ``environment`` as for
+    :class:`sshdeploy.SSHCluster`), whatever ``sshdeploy.version-check`` says."""
+    from sshdeploy.settings import Settings
+
+    from .stageplan import plan_stage
+
+    return dataclasses.replace(
+        plan_stage(stage.get("environment"), stage.get("packages"), None, Settings.resolve()),
+        policy="error")
+
+
 async def check_gate_async(
     hosts: Sequence[str | Host], connect_options: Any = None, remote_python: Any = None,
     **stage: Any,
@@ -568,13 +586,9 @@ async def check_gate_async(
     from sshdeploy.placement import place
     from sshdeploy.settings import Settings
 
-    from .stageplan import plan_stage
-
     settings = Settings.resolve()
     placement = place(hosts, None, remote_python, connect_options)
-    st = dataclasses.replace(  # compare even if the setting says ignore
-        plan_stage(stage.get("environment"), stage.get("packages"), None, settings),
-        policy="error")
+    st = gate_plan(**stage)  # compare even if the setting says ignore
     every = list(placement.all_hosts().values())
     async with HostPool(settings=settings) as pool:
         for hp in every:
@@ -587,8 +601,14 @@ async def check_gate_async(
 
 
 def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
-               remote_python: Any = None, **stage: Any) -> tuple[list[Difference], dict[str, str]]:
-    """Synchronous :func:`check_gate_async`.
+               remote_python: Any = None, *,
+               described: Mapping[str, Mapping[str, Any] | str] | None = None,
+               **stage: Any) -> tuple[list[Difference], dict[str, str]]:
+    """Synchronous :func:`check_gate_async`; with *described*, no probe at all.
+
+    *described* maps each host (``user@host:port``) to its description, made by
+    the preflight's own probe (``dask-ssh --check``: one remote Python per host
+    for both), or to why it has none: those are compared, the others skipped.
 
     Examples
     --------
@@ -597,4 +617,9 @@ def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
     host        package      theirs  ours
     root@node2  cloudpickle  3.0.0   3.1.3
     """
+    if described is not None:
+        plan = gate_plan(**stage)
+        found = [(h, d) for h, d in described.items() if not isinstance(d, str)]
+        return (described_rows(plan, found),
+                {h: d for h, d in described.items() if isinstance(d, str)})
     return asyncio.run(check_gate_async(hosts, connect_options, remote_python, **stage))

@@ -196,3 +196,49 @@ def test_describing_reads_metadata_and_imports_no_package() -> None:
     new, packages = json.loads(out.stdout)
     assert not [m for m in new if m.split(".")[0] in ("dask", "distributed", "numpy")], new
     assert packages["dask"] and packages["distributed"]
+
+
+# ------------------------------------------------------- dask-ssh --check: one probe
+
+
+def test_the_checks_probe_describes_the_host_with_one_python_and_no_import() -> None:
+    """``--check``'s probe is the stage's describing one: versions and the gate's facts."""
+    from sshdeploy.ssh.preflight import _as_probed, _probe
+
+    packages = ["dask", "distributed", "cloudpickle"]
+    command, stdin = _probe(sys.executable, None, False, False, packages)
+    assert stdin is not None
+    out = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=60)
+    answer = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert answer["packages"] == local_description(packages)["packages"]
+    probed = _as_probed(answer)
+    assert probed["error"] is None and probed["python"] == sys.executable
+    assert set(probed["versions"]) == {"python", "dask", "distributed"}
+    # --check-imports keeps its importing probe (and no description)
+    assert _probe(sys.executable, None, True, False, packages)[1] is None
+
+
+def test_check_gives_the_gate_what_its_probe_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No second pool, login or Python per host for the gate's table."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from sshdeploy import cli
+
+    ours = local_description(["dask", "distributed"])
+    theirs = dict(ours, packages=dict(ours["packages"], cloudpickle="0.0.1"))
+    asked: list[Any] = []
+
+    def check_hosts(hosts: list[Host], *args: Any, describe: Any = None, **kw: Any) -> list[Any]:
+        asked.append(describe)
+        return [SimpleNamespace(host=f"root@{h.hostname}:22", reachable=True, authenticated=True,
+                                python="/py", versions={}, local_versions={}, error=None,
+                                ok=True, gpus=None, description=theirs) for h in hosts]
+
+    monkeypatch.setattr(cli, "check_hosts", check_hosts)
+    monkeypatch.setattr(prestart, "check_gate_async", _no_script)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.main, ["--check", "n1"])
+    assert asked and asked[0][:2] == ["dask", "distributed"]
+    assert "version gate: 1 host(s) differ" in result.output, result.output
+    assert "cloudpickle" in result.output and result.exit_code == 1
