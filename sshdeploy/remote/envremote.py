@@ -19,22 +19,23 @@ stdin), and prints one JSON line. Everything lives under the host's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
 
 ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
 ENVS = os.path.join(ROOT, "envs")
 BLOBS = os.path.join(ROOT, "blobs")
 UPLOADS = os.path.join(ROOT, "uploads")
-#: Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
-_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+#: tarfile and hashlib are imported where used: a probe (``dask-ssh --check``, the
+#: stage's first step) needs neither, and is one remote interpreter start per host.
 #: Written last into an unpacked environment: it is complete.
 DONE = ".sshdeploy-complete"
 
@@ -187,9 +188,13 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
+            import tarfile
+
+            # Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
+            named = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for member in _safe_members(tar, tmp):
-                    tar.extract(member, tmp, **_FILTER)
+                    tar.extract(member, tmp, **named)  # type: ignore[arg-type]
             census = _census(tmp)
             with open(os.path.join(tmp, DONE), "w") as f:
                 json.dump(census, f)
@@ -229,6 +234,9 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         sys.stdout.flush()
         send = bool(missing)
     if send:
+        import hashlib
+        import tarfile
+
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "/" in member.name or member.name.startswith("."):
