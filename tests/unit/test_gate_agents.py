@@ -242,3 +242,47 @@ def test_check_gives_the_gate_what_its_probe_said(monkeypatch: pytest.MonkeyPatc
     assert asked and asked[0][:2] == ["dask", "distributed"]
     assert "version gate: 1 host(s) differ" in result.output, result.output
     assert "cloudpickle" in result.output and result.exit_code == 1
+
+
+def test_a_mismatch_ends_the_scheduler_agent_before_it_is_asked_for_the_scheduler() -> None:
+    """RemoteScheduler: the agent starts beside the gate; no ``start_scheduler`` on a mismatch."""
+    from sshdeploy.cluster.processes import RemoteScheduler
+
+    stage = _stage(["node1", "node2"])
+    ours = local_description(stage.plan.packages)
+    done: list[str] = []
+
+    async def go() -> None:
+        gate = asyncio.ensure_future(stage.gate_agents())
+
+        async def passed() -> None:
+            await asyncio.shield(gate)
+
+        sched = RemoteScheduler(parse_host("node1"), _Pool(), Launch("python3"),  # type: ignore[arg-type]
+                                LogBook(), gate=passed, describe=stage.describe)
+
+        async def start(timeout: float) -> dict[str, Any]:  # the agent says its word, then hello
+            sched.channel._dispatch({"ev": "described", "description": ours})
+            done.append("hello")
+            return {}
+
+        async def call(cmd: str, *args: Any, **kw: Any) -> dict[str, Any]:
+            done.append(cmd)
+            return {"ev": "failed"}
+
+        async def abort() -> None:
+            done.append("abort")
+
+        sched.channel.start, sched.channel.call, sched.channel.abort = (  # type: ignore[method-assign]
+            start, call, abort)
+        starting = asyncio.ensure_future(sched._start())
+        await asyncio.sleep(0.05)
+        assert done == ["hello"] and not starting.done()  # waiting for node2's word
+        describe = stage.describe
+        assert describe is not None
+        describe.told(parse_host("node2"), dict(ours, machine="riscv64"))
+        with pytest.raises(EnvironmentMismatchError):
+            await starting
+
+    asyncio.run(go())
+    assert done == ["hello", "abort"]
