@@ -44,11 +44,10 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .facts import describe
 from .group import ProcessGroup, TempDir
-from .keep import KEEP_TICK, Keep, keep_op
 from .protocol import (
     EXIT_EMERGENCY,
     EXIT_IMPORT,
@@ -60,6 +59,17 @@ from .protocol import (
 from .servers import RestartBudget, Servers
 from .wire import Inbox, Wire
 from .zygote import start_tracker, start_zygote
+
+if TYPE_CHECKING:
+    from .keep import Keep
+
+
+def _kept() -> Any:
+    """The ``keep`` part: sent only to a named cluster's agents and host operations
+    (:func:`sshdeploy.bootstrap.agent_bundle`), imported only by them."""
+    from . import keep
+
+    return keep
 
 
 class Agent:
@@ -188,7 +198,7 @@ class Agent:
                             "the cluster has the workers it wants" if wait == "enough" else
                             f"{wait} after {keep.death_timeout:g} s"))
                         return
-                    await asyncio.sleep(KEEP_TICK)
+                    await asyncio.sleep(_kept().KEEP_TICK)
                 if self.ending:
                     return
                 if await self.servers.start_worker(msg) is not None:
@@ -221,8 +231,9 @@ class Agent:
         assert keep is not None
         idle: Message = {"since": time.time()}
         last_ok = time.monotonic()
+        tick = _kept().KEEP_TICK
         while not self.shutting_down:
-            await asyncio.sleep(KEEP_TICK)
+            await asyncio.sleep(tick)
             reason = None
             if keep.armed:
                 for path in keep.restore():
@@ -333,8 +344,9 @@ class Agent:
         self.wire.label = spec.get("label", "agent")
         if spec.get("op"):  # an operation on a named cluster's files: no distributed needed
             keep = spec.get("keep") or {}
-            self.wire.emit(ev="answer", **keep_op(str(spec["op"]), str(keep.get("name")),
-                                                  spec.get("data"), float(spec.get("grace", 5))))
+            self.wire.emit(ev="answer", **_kept().keep_op(
+                str(spec["op"]), str(keep.get("name")), spec.get("data"),
+                float(spec.get("grace", 5))))
             os._exit(0)
         for key, value in (spec.get("env") or {}).items():
             os.environ[key] = str(value)
@@ -370,7 +382,7 @@ class Agent:
             os._exit(EXIT_IMPORT)
         log_pipe = self.wire.capture_output()
         if spec.get("keep"):
-            self.keep = Keep(spec["keep"], str(spec.get("role")), self.wire.label)
+            self.keep = _kept().Keep(spec["keep"], str(spec.get("role")), self.wire.label)
             self.keep.begin(self.wire.label)
             self.wire.tee = self.keep.log
             self.servers.worker_defaults["death_timeout"] = self.keep.death_timeout
