@@ -62,6 +62,8 @@ def check_hosts(
     setup: str | Sequence[str] | None = None,
     deep: bool = False,
     gpus: Mapping[Any, tuple[str, bool]] | None = None,
+    describe: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.ssh.preflight.check_hosts`.
 
@@ -78,6 +80,10 @@ def check_hosts(
         by default their versions are read from the package metadata.
     gpus : dict, optional
         The hosts asked for GPUs (``--gpus``, a hostfile's ``gpus=``): probed too.
+    describe : sequence of str, optional
+        The version gate's packages: each host is described for it by the same
+        probe (one remote Python per host; ``HostCheck.description``).
+    login_shell : bool
 
     Returns
     -------
@@ -86,7 +92,9 @@ def check_hosts(
     from sshdeploy.bootstrap import join_setup
     from sshdeploy.ssh.preflight import check_hosts as run_checks
 
-    extra = {"gpus": gpus} if gpus else {}
+    extra: dict[str, Any] = {"gpus": gpus} if gpus else {}
+    if describe is not None:
+        extra.update(describe=describe, login_shell=login_shell)
     return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
                            deep=deep, **extra))
 
@@ -252,17 +260,27 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
 
         unique = list({h.as_written(): h for h in as_hosts(args.hosts)}.values())
         asks = requests(as_hosts(args.hosts), check_gpus(args.gpus))
+        # One remote Python per host: the probe describes it for the gate too (not with
+        # --check-imports, whose probe imports dask and distributed instead).
+        gated = None if opts.check_imports else _gate_packages(args)
+        extra: dict[str, Any] = {"gpus": asks} if asks else {}
+        if gated is not None:
+            extra.update(describe=gated, login_shell=args.kwargs()["login_shell"])
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,
             remote_python=args.remote_python,
             setup=args.setup,
             deep=opts.check_imports,
-            **({"gpus": asks} if asks else {}),
+            **extra,
         )
         report.print_check_table(console, checks)
         gpus_ok = report.print_gpus(console, checks, args.cpu_workers or 0)
-        return _check_gate(console, args, unique, all(c.ok for c in checks) and gpus_ok)
+        described = None if gated is None else {
+            c.host: getattr(c, "description", None) or (c.error or "not described")
+            for c in checks}
+        return _check_gate(console, args, unique, all(c.ok for c in checks) and gpus_ok,
+                           described)
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
     from sshdeploy.cli.run import run_cluster
@@ -273,15 +291,29 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
                        progress=not opts.no_progress, keep=keep)
 
 
-def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool) -> int:
-    """Print the version gate's table after the ``--check`` table; return the exit status."""
+def _gate_packages(args: Any) -> list[str]:
+    """The packages the version gate compares for these arguments."""
+    from sshdeploy.env.prestart import gate_plan
+
+    kw = args.kwargs()
+    return list(gate_plan(packages=kw["packages"], environment=kw["environment"]).packages)
+
+
+def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool,
+                described: Mapping[str, Any] | None = None) -> int:
+    """Print the version gate's table after the ``--check`` table; return the exit status.
+
+    *described*: what the check's own probe said of each host (no second probe).
+    """
     from sshdeploy.env.gate import format_table
     from sshdeploy.env.prestart import check_gate
 
     kw = args.kwargs()
+    extra = {} if described is None else {"described": described}
     rows, skipped = check_gate(
         hosts, args.connect_options, args.remote_python, setup=kw["setup"],
-        login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"])
+        login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"],
+        **extra)
     if rows:
         console.print(f"version gate: {len({r.host for r in rows})} host(s) differ from this "
                       "machine:", markup=False, highlight=False)

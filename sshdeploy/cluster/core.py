@@ -211,7 +211,7 @@ class SSHCluster(SpecCluster):
         self._agents = WorkerAgents(
             self._pool, launches, self._logbook,
             lambda name, why: self._restarts.lost(name, why),
-            prepare=lambda host: self._fleet.bring_up(host))
+            prepare=lambda host: self._fleet.bring_up(host), describe=self._stage.describe)
         #: The only writer of the workers wanted and running, and of the placement in force.
         self._roster = Roster(self, plan, functools.partial(
             build.worker_spec, plan=plan, agents=self._agents))
@@ -228,7 +228,7 @@ class SSHCluster(SpecCluster):
             on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
         self._gpus = gpustart.GpuStart(self._roster, self._pool)  # GPU hosts: probed at start
-        scheduler = build.scheduler_spec(plan, self._pool, self._logbook, self._gate_passed)
+        scheduler = build.scheduler_spec(plan, self._stage, self._logbook, self._gate_passed)
         workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
         template = self._roster.spec_for(first.host)
@@ -281,10 +281,10 @@ class SSHCluster(SpecCluster):
         plan = self._stage.plan
         gate: asyncio.Future[Any] | None = None
         if plan.env is None and not plan.upload:
-            # Only the version gate: it runs while the scheduler's agent starts and
-            # imports distributed (no latency added); the scheduler is created only
-            # once it has passed (_gate_passed), so a mismatch starts no scheduler.
-            gate = self._gate = asyncio.ensure_future(self._stage.run())
+            # Only the version gate, on what every agent says of its host as it starts
+            # (no probe of its own); the scheduler is created only once it has passed
+            # (_gate_passed), so a mismatch starts no scheduler.
+            gate = self._gate = asyncio.ensure_future(self._stage.gate_agents())
         else:
             try:  # the environment and the uploads (and the gate) before anything starts
                 await self._stage.run()

@@ -1,7 +1,8 @@
 """The version gate: what must match between this machine and every host, and the table.
 
-A leaf: compares descriptions made by :func:`sshdeploy.remote.envremote.describe`
-(the same code runs here and on each host), imports neither asyncssh nor
+A leaf: compares descriptions made by :func:`sshdeploy.remote.agent.facts.describe`
+(the same code runs here and on each host: in the agent as it starts, or in the
+environment stage's probe), imports neither asyncssh nor
 distributed. What is compared is what breaks a cluster when it differs:
 
 - the Python implementation and its major.minor (pickles, bytecode, C
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sshdeploy.remote.envremote import describe
+from sshdeploy.remote.agent.facts import describe
 
 #: The packages ``distributed.versions`` compares (required and optional), in that order.
 GATED = ("dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado", "numpy",
@@ -113,7 +114,7 @@ def compare(
     host : str
         ``user@host:port``, for the table.
     ours, theirs : dict
-        :func:`sshdeploy.remote.envremote.describe` of this machine and of the host.
+        :func:`sshdeploy.remote.agent.facts.describe` of this machine and of the host.
     packages : sequence of str
         The packages to compare (:func:`gated_packages`).
     platform_only : bool

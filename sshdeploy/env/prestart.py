@@ -6,6 +6,10 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 
 1. **probe** every host at once: its Python, platform and package versions,
    whether it holds the environment's hash, which upload contents it lacks;
+   with nothing to send (the version gate alone, the default start), no probe
+   runs: every agent says what its host is as it starts, before it imports
+   anything (:attr:`PreStart.describe`, :meth:`PreStart.gate_agents`), so
+   the gate costs no interpreter of its own;
 2. **gate**: every difference, from every host, in one table
    (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
    starts, or one warning (``sshdeploy.version-check: warn``);
@@ -21,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import time
@@ -30,7 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
+from sshdeploy.bootstrap import (
+    Describe,
+    build_kill_command,
+    build_script_command,
+    envremote_bundle,
+)
 from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
@@ -51,12 +59,6 @@ from .uploads import Manifest, blob_tar, collect
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def remote_source() -> bytes:
-    """The source of :mod:`sshdeploy.remote.envremote`, as run on the hosts."""
-    return (Path(__file__).parents[1] / "remote" / "envremote.py").read_bytes()
 
 
 @dataclass
@@ -125,7 +127,7 @@ async def run_script(
             first = await proc.stdout.readline()  # the login shell's pid: its process group
             if first.strip().isdigit():
                 pgid.append(int(first))
-            proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+            proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
             asked = b""
             if callable(payload):
                 asked = await proc.stdout.readline()
@@ -273,6 +275,76 @@ class PreStart:
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
     _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
+    #: What the agents said of each host as they started (see :meth:`gate_agents`).
+    _said: dict[Any, asyncio.Future[dict[str, Any] | None]] = field(default_factory=dict,
+                                                                     repr=False)
+
+    @property
+    def agents_gate(self) -> bool:
+        """Whether the gate is all this stage does: on what the agents say as they start."""
+        return self.plan.active and self.plan.env is None and not self.plan.upload
+
+    @property
+    def describe(self) -> Describe | None:
+        """What the agents are asked to say as they start, when :attr:`agents_gate` (else None)."""
+        if not self.agents_gate:
+            return None
+        return Describe((*self.plan.packages, *GPU_STACK_DISTRIBUTIONS), self.told)
+
+    def told(self, host: Host, description: dict[str, Any] | None) -> None:
+        """An agent said what *host* is (None: its start ended before it did)."""
+        said = self._said_by(host)
+        if not said.done():
+            said.set_result(description)
+
+    def _said_by(self, host: Host) -> asyncio.Future[dict[str, Any] | None]:
+        said = self._said.get(host.key)
+        if said is None:
+            said = self._said[host.key] = asyncio.get_running_loop().create_future()
+        return said
+
+    async def gate_agents(self) -> dict[str, HostPreStart]:
+        """The version gate on what the agents say as they start (:attr:`describe`).
+
+        Waits until every host of :attr:`hosts` is described by its first agent,
+        or failed to connect, or its agent ended first (those are left to the
+        start, which reports them, as :meth:`run` leaves a host it cannot probe);
+        then compares. Nothing runs on the hosts for it.
+
+        Raises
+        ------
+        EnvironmentMismatchError
+            Hosts differ (per ``sshdeploy.version-check``).
+        """
+        if not self.agents_gate:
+            return await self.run()
+        said = await asyncio.gather(*(self._description(h) for h, _py in self.hosts))
+        for (host, _py), description in zip(self.hosts, said, strict=True):
+            where = self.pool.as_connected(host)
+            report = self.reports[where] = HostPreStart(host=where)
+            if description is None:
+                report.skipped = "its agent did not start"
+            else:
+                report.description = description
+        self.gate([(h, py, d) for (h, py), d in zip(self.hosts, said, strict=True)
+                   if d is not None])
+        return self.reports
+
+    async def _description(self, host: Host) -> dict[str, Any] | None:
+        said = self._said_by(host)
+        connected = asyncio.ensure_future(self.pool.get(host))
+        connected.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            either: set[asyncio.Future[Any]] = {said, connected}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not said.done() and connected.exception() is not None:
+                return None  # the start says why
+            # An agent's start is bounded, and says None when it ends: this bound is a spare.
+            return await asyncio.wait_for(asyncio.shield(said), self.timeout + 10)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            connected.cancel()  # the connection itself is shielded in the pool
 
     async def run(self) -> dict[str, HostPreStart]:
         """Probe, gate, sync, upload; return one report per host.
@@ -304,7 +376,7 @@ class PreStart:
             self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
             self._warn_size(self.manifest)
         probes = await self._probe_all(hosts)
-        self._gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
+        self.gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
         for host, _py, desc in todo:  # never a start without the environment or the code
             if desc.get("cache_error"):
@@ -370,18 +442,7 @@ class PreStart:
 
     def differences(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> list[Difference]:
         """The gate's rows for the hosts *probed* (host, python, description)."""
-        ours = local_description([*self.plan.packages, *GPU_STACK_DISTRIBUTIONS])
-        rows: list[Difference] = []
-        stacks: dict[str, dict[str, Any]] = {}  # the GPU stack: compared across the hosts
-        for host, _py, theirs in probed:
-            # No distributed at all: the start says so (RemoteImportError), but another
-            # Python or platform is said here, before anything starts.
-            bare = self.plan.env is None and "distributed" not in (theirs.get("packages") or {})
-            rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
-                            platform_only=bare or self.plan.env is not None)
-            if not bare and self.plan.env is None:
-                stacks[self.pool.as_connected(host)] = theirs
-        return rows + compare_gpu_stack(ours, stacks)
+        return described_rows(self.plan, [(self.pool.as_connected(h), d) for h, _py, d in probed])
 
     async def check(self) -> tuple[list[Difference], dict[str, str]]:
         """Probe every host and compare, changing nothing (``dask-ssh --check``).
@@ -396,7 +457,8 @@ class PreStart:
         skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
         return self.differences(probed), skipped
 
-    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+    def gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """Compare the hosts *probed* (host, python, description); raise or warn per the plan."""
         sync = self.plan.env is not None
         rows = self.differences(probed)
         if not rows:
@@ -516,6 +578,35 @@ class PreStart:
                            "largest: %s", size / 1e6, self.plan.upload_warn / 1e6, top)
 
 
+def described_rows(plan: StagePlan, described: Sequence[tuple[str, Mapping[str, Any]]],
+                   ) -> list[Difference]:
+    """The gate's rows for hosts already described: ``(user@host:port, description)``."""
+    ours = local_description([*plan.packages, *GPU_STACK_DISTRIBUTIONS])
+    rows: list[Difference] = []
+    stacks: dict[str, Mapping[str, Any]] = {}  # the GPU stack: compared across the hosts
+    for where, theirs in described:
+        # No distributed at all: the start says so (RemoteImportError), but another
+        # Python or platform is said here, before anything starts.
+        bare = plan.env is None and "distributed" not in (theirs.get("packages") or {})
+        rows += compare(where, ours, theirs, plan.packages,
+                        platform_only=bare or plan.env is not None)
+        if not bare and plan.env is None:
+            stacks[where] = theirs
+    return rows + compare_gpu_stack(ours, stacks)
+
+
+def gate_plan(**stage: Any) -> StagePlan:
+    """The stage plan ``--check`` compares with (``packages``, ``environment`` as for
+    :class:`sshdeploy.SSHCluster`), whatever ``sshdeploy.version-check`` says."""
+    from sshdeploy.settings import Settings
+
+    from .stageplan import plan_stage
+
+    return dataclasses.replace(
+        plan_stage(stage.get("environment"), stage.get("packages"), None, Settings.resolve()),
+        policy="error")
+
+
 async def check_gate_async(
     hosts: Sequence[str | Host], connect_options: Any = None, remote_python: Any = None,
     **stage: Any,
@@ -540,13 +631,9 @@ async def check_gate_async(
     from sshdeploy.placement import place
     from sshdeploy.settings import Settings
 
-    from .stageplan import plan_stage
-
     settings = Settings.resolve()
     placement = place(hosts, None, remote_python, connect_options)
-    st = dataclasses.replace(  # compare even if the setting says ignore
-        plan_stage(stage.get("environment"), stage.get("packages"), None, settings),
-        policy="error")
+    st = gate_plan(**stage)  # compare even if the setting says ignore
     every = list(placement.all_hosts().values())
     async with HostPool(settings=settings) as pool:
         for hp in every:
@@ -559,8 +646,14 @@ async def check_gate_async(
 
 
 def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
-               remote_python: Any = None, **stage: Any) -> tuple[list[Difference], dict[str, str]]:
-    """Synchronous :func:`check_gate_async`.
+               remote_python: Any = None, *,
+               described: Mapping[str, Mapping[str, Any] | str] | None = None,
+               **stage: Any) -> tuple[list[Difference], dict[str, str]]:
+    """Synchronous :func:`check_gate_async`; with *described*, no probe at all.
+
+    *described* maps each host (``user@host:port``) to its description, made by
+    the preflight's own probe (``dask-ssh --check``: one remote Python per host
+    for both), or to why it has none: those are compared, the others skipped.
 
     Examples
     --------
@@ -569,4 +662,9 @@ def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
     host        package      theirs  ours
     root@node2  cloudpickle  3.0.0   3.1.3
     """
+    if described is not None:
+        plan = gate_plan(**stage)
+        found = [(h, d) for h, d in described.items() if not isinstance(d, str)]
+        return (described_rows(plan, found),
+                {h: d for h, d in described.items() if isinstance(d, str)})
     return asyncio.run(check_gate_async(hosts, connect_options, remote_python, **stage))

@@ -1,7 +1,8 @@
 """What runs on a host to describe it, unpack a synced environment and place uploads.
 
-Sent as text on the command line (``python -c``) by :mod:`sshdeploy.env.prestart`,
-so it imports only the standard library. It reads one JSON line from stdin
+Sent on stdin by :mod:`sshdeploy.env.prestart`, with the agent's ``facts`` part
+(what the probe reports: :func:`sshdeploy.bootstrap.envremote_bundle`), so it
+imports only the standard library and that part. It reads one JSON line from stdin
 (the operation), then, for ``env`` and ``upload``, a tar stream (the rest of
 stdin), and prints one JSON line. Everything lives under the host's
 ``~/.cache/sshdeploy``:
@@ -19,85 +20,25 @@ stdin), and prints one JSON line. Everything lives under the host's
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import re
 import shutil
 import sys
-import tarfile
 import time
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
 
 ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
 ENVS = os.path.join(ROOT, "envs")
 BLOBS = os.path.join(ROOT, "blobs")
 UPLOADS = os.path.join(ROOT, "uploads")
-#: Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
-_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+#: tarfile and hashlib are imported where used: a probe (``dask-ssh --check``, the
+#: stage's first step) needs neither, and is one remote interpreter start per host.
 #: Written last into an unpacked environment: it is complete.
 DONE = ".sshdeploy-complete"
-
-
-def _dist_versions(names: Iterable[str]) -> dict[str, str]:
-    """Versions from the ``<name>-<version>.dist-info`` directories on ``sys.path``.
-
-    The first entry holding a distribution wins, as for importlib.metadata,
-    at the cost of a few directory listings (importing importlib.metadata
-    alone costs more); anything else falls back to importlib.metadata.
-    """
-    wanted = {re.sub(r"[-_.]+", "_", n).lower(): n for n in names}
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            listing = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for item in listing:
-            if not item.endswith(".dist-info") or "-" not in item:
-                continue
-            stem, _, version = item[:-10].partition("-")
-            name = wanted.get(stem.lower())
-            if name is not None and name not in found and version[:1].isdigit():
-                found[name] = version
-    missing = [n for n in names if n not in found]
-    if missing:
-        from importlib import metadata
-
-        for name in missing:
-            try:
-                found[name] = metadata.version(name)
-            except Exception:
-                pass
-    return found
-
-
-def _libc() -> str:
-    try:
-        text = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36", at no cost
-    except (AttributeError, ValueError, OSError):
-        text = ""
-    if not text:
-        import platform
-
-        name, version = platform.libc_ver()  # reads the interpreter's binary: slower
-        text = (name + " " + version).strip()
-    return text
-
-
-def describe(packages: Iterable[str]) -> dict[str, Any]:
-    """Return this interpreter, its platform and the versions of *packages* found."""
-    uname = os.uname()
-    return {
-        "python": sys.executable,
-        "implementation": sys.implementation.name,
-        "version": ".".join(str(v) for v in sys.version_info[:3]),
-        "system": uname.sysname,
-        "machine": uname.machine,
-        "libc": _libc(),
-        "packages": _dist_versions(list(packages)),
-    }
 
 
 def _census(path: str) -> dict[str, int]:
@@ -207,6 +148,11 @@ def free_space(path: str) -> int | None:
 
 
 def probe(op: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from .agent.facts import describe
+    except ImportError:  # on a host: the part sent before this program (envremote_bundle)
+        from .facts import describe  # type: ignore[no-redef]
+
     out = describe(op.get("packages", ()))
     if op.get("env") or op.get("blobs"):
         problem = cache_problem()
@@ -279,9 +225,13 @@ def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
+            import tarfile
+
+            # Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
+            named = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for member in _safe_members(tar, tmp):
-                    tar.extract(member, tmp, **_FILTER)
+                    tar.extract(member, tmp, **named)  # type: ignore[arg-type]
             census = _census(tmp)
             with open(os.path.join(tmp, DONE), "w") as f:
                 json.dump(census, f)
@@ -337,6 +287,9 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         sys.stdout.flush()
         send = bool(missing)
     if send:
+        import hashlib
+        import tarfile
+
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "/" in member.name or member.name.startswith("."):

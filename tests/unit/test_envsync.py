@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.bootstrap import build_command, join_setup, script_preamble
+from sshdeploy.bootstrap import build_command, envremote_bundle, join_setup
 from sshdeploy.env import gate as envgate
-from sshdeploy.env.prestart import remote_source
 from sshdeploy.env.stageplan import plan_stage
 from sshdeploy.env.sync import build_tar, local_pack, pythonpath_setup
 from sshdeploy.env.uploads import blob_tar, collect
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def run_remote(home: Path, op: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
     """Run one operation of the remote script as a host would, with *home* as $HOME."""
-    data = script_preamble(remote_source()) + (json.dumps(op) + "\n").encode() + payload
+    data = envremote_bundle() + (json.dumps(op) + "\n").encode() + payload
     from sshdeploy.bootstrap import SCRIPT_LAUNCHER
 
     out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
@@ -99,7 +98,7 @@ def test_the_cache_keeps_to_its_size_least_recently_used_first(tmp_path: Path) -
 
 
 def test_an_archive_that_escapes_its_directory_is_refused(tmp_path: Path) -> None:
-    data = script_preamble(remote_source()) + b'{"op": "env", "env": "bad"}\n' + small_tar(
+    data = envremote_bundle() + b'{"op": "env", "env": "bad"}\n' + small_tar(
         {"../../evil.py": b"boom"})
     from sshdeploy.bootstrap import SCRIPT_LAUNCHER
 
@@ -233,7 +232,7 @@ def test_an_upload_asks_for_what_it_misses_in_one_round_trip(tmp_path: Path) -> 
                             stdout=subprocess.PIPE, env={**os.environ, "HOME": str(home)})
     assert proc.stdin is not None and proc.stdout is not None
     op = {"op": "upload", "dir": "c", "files": m.files, "ask": True}
-    proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+    proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
     proc.stdin.flush()
     asked = json.loads(proc.stdout.readline())
     assert asked == {"missing": [m.files["b.py"]]}

@@ -348,7 +348,8 @@ def test_check_probes_the_hosts_asked_and_lists_their_gpus(
     asked: list[Any] = []
 
     def check_hosts(hosts: list[Host], connect_options: Any = None, remote_python: Any = None,
-                    *, setup: Any = None, deep: bool = False, gpus: Any = None) -> list[Any]:
+                    *, setup: Any = None, deep: bool = False, gpus: Any = None,
+                    **gate: Any) -> list[Any]:
         asked.append(gpus)
         return [SimpleNamespace(
             host=f"root@{h.hostname}:22", reachable=True, authenticated=True, python="/py",

@@ -108,14 +108,13 @@ def test_the_host_lays_out_links_as_links_and_removes_stale_ones(tree: Path,
 
 @pytest.mark.parametrize("to", ["../../../etc", "/etc/passwd"])
 def test_the_host_refuses_a_link_that_would_leave_the_upload(tmp_path: Path, to: str) -> None:
-    from sshdeploy.bootstrap import SCRIPT_LAUNCHER, script_preamble
-    from sshdeploy.env.prestart import remote_source
+    from sshdeploy.bootstrap import SCRIPT_LAUNCHER, envremote_bundle
 
     op = {"op": "upload", "dir": "c1", "files": {}, "links": {"pkg/evil": to}}
     import json
     import sys
 
-    data = script_preamble(remote_source()) + (json.dumps(op) + "\n").encode()
+    data = envremote_bundle() + (json.dumps(op) + "\n").encode()
     out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
                          capture_output=True, timeout=30,
                          env={**os.environ, "HOME": str(tmp_path)})
