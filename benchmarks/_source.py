@@ -25,6 +25,10 @@ def _choose() -> Path:
     env = os.environ.get("PYTHONPATH", "")
     for entry in env.split(os.pathsep):
         if entry and (Path(entry) / "sshdeploy" / "__init__.py").exists():
+            # $PYTHONPATH set by a script after this interpreter started (bench_startup's
+            # --source) is not on sys.path yet: put it first, or an installed (editable)
+            # sshdeploy would be imported here while the children import the other one.
+            sys.path.insert(0, str(Path(entry).resolve()))
             return Path(entry).resolve()
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
