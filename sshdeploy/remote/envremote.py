@@ -11,6 +11,11 @@ stdin), and prints one JSON line. Everything lives under the host's
   starts sharing a host (or a home shared by several hosts) never see half an
   environment: the first rename wins, the loser's copy is removed. The least
   recently used are removed beyond the size limit.
+- ``packs/<hash>.<sha256>.tar.gz``: the pack an environment was unpacked
+  from, named by its own sha256 (checked on receipt), kept while the
+  environment is, so that other hosts fetch it from this one (``serve`` /
+  ``fetch``: the relay, :mod:`sshdeploy.env.relay`) instead of from the
+  controller.
 - ``blobs/<sha256>``: every uploaded file's content, once.
 - ``uploads/<cluster>/``: one cluster's uploaded tree, linked from the blobs,
   removed with the cluster.
@@ -18,6 +23,7 @@ stdin), and prints one JSON line. Everything lives under the host's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +31,7 @@ import re
 import shutil
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -33,6 +40,7 @@ ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
 ENVS = os.path.join(ROOT, "envs")
 BLOBS = os.path.join(ROOT, "blobs")
 UPLOADS = os.path.join(ROOT, "uploads")
+PACKS = os.path.join(ROOT, "packs")
 #: Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
 _FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 #: Written last into an unpacked environment: it is complete.
@@ -173,12 +181,37 @@ def cache_id() -> str:
         return f.read().strip()
 
 
+def pack_path(digest: str, sha: str) -> str:
+    """Where the pack of environment *digest* whose own sha256 is *sha* is kept."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", digest) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ValueError(f"not a pack name: {digest!r} {sha!r}")
+    return os.path.join(PACKS, f"{digest}.{sha}.tar.gz")
+
+
+def held_packs(digest: str) -> dict[str, int]:
+    """The packs of *digest* kept here: their sha256 (as named, unchecked) and size."""
+    found: dict[str, int] = {}
+    try:
+        names = os.listdir(PACKS)
+    except OSError:
+        return found
+    for name in names:
+        parts = name.split(".")
+        if len(parts) == 4 and parts[0] == digest and parts[2:] == ["tar", "gz"]:
+            try:
+                found[parts[1]] = os.stat(os.path.join(PACKS, name)).st_size
+            except OSError:
+                pass
+    return found
+
+
 def probe(op: dict[str, Any]) -> dict[str, Any]:
     out = describe(op.get("packages", ()))
     if op.get("env") or op.get("blobs"):
         out["cache_id"] = cache_id()
     if op.get("env"):
         out["env_present"] = env_present(op["env"])
+        out["packs"] = held_packs(op["env"]) if out["env_present"] else {}
     blobs = op.get("blobs") or ()
     out["blobs_missing"] = [b for b in blobs if not os.path.exists(os.path.join(BLOBS, b))]
     return out
@@ -229,38 +262,259 @@ def prune(limit: int, keep: str) -> list[str]:
         shutil.rmtree(os.path.join(ENVS, name), ignore_errors=True)
         total -= size
         removed.append(name)
+    _drop_orphan_packs()
     return removed
 
 
-def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
-    digest = op["env"]
+def _drop_orphan_packs() -> None:
+    """Remove the packs whose environment is gone (they are kept only beside it)."""
+    try:
+        names = os.listdir(PACKS)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".tmp-") or not os.path.isdir(os.path.join(ENVS, name.split(".")[0])):
+            try:
+                os.remove(os.path.join(PACKS, name))
+            except OSError:
+                pass
+
+
+class _Tee:
+    """A stream read through: what is read is hashed, counted and copied to *out*."""
+
+    def __init__(self, source: Any, out: IO[bytes] | None) -> None:
+        self.source, self.out = source, out
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.source.read(n)
+        self.hash.update(data)
+        self.count += len(data)
+        if self.out is not None:
+            self.out.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+class PackRefused(Exception):
+    """A pack that does not hash to what the controller said: never unpacked into place."""
+
+
+def _unpack_into_place(digest: str, source: Any, sha: str | None) -> bool:
+    """Unpack the tar stream *source* as environment *digest*; keep its pack if *sha* is given.
+
+    The pack is hashed as it is read; with *sha* given, a pack that hashes
+    otherwise (corrupt, partial) raises :class:`PackRefused` and nothing of it
+    stays. Returns whether this call put the environment in place.
+    """
     final = os.path.join(ENVS, digest)
+    tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    keep = None
+    if sha:
+        os.makedirs(PACKS, exist_ok=True)
+        keep = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
+    try:
+        with open(keep, "wb") if keep else contextlib.nullcontext() as out:
+            tee = _Tee(source, out)
+            try:
+                with tarfile.open(fileobj=tee, mode="r|*") as tar:  # type: ignore[call-overload]
+                    for member in _safe_members(tar, tmp):
+                        tar.extract(member, tmp, **_FILTER)
+                tee.drain()
+            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                if sha and tee.hash.hexdigest() != sha:
+                    raise PackRefused(f"damaged pack ({type(exc).__name__}: {exc}) "
+                                      f"after {tee.count} bytes") from exc
+                raise
+        if sha and tee.hash.hexdigest() != sha:
+            raise PackRefused(f"sha256 {tee.hash.hexdigest()[:16]}... of {tee.count} bytes, "
+                              f"expected {sha[:16]}...")
+        census = _census(tmp)
+        with open(os.path.join(tmp, DONE), "w") as f:
+            json.dump(census, f)
+        unpacked = False
+        try:
+            os.rename(tmp, final)
+            unpacked = True
+        except OSError:
+            # Another start (or another host on a shared home) got there first.
+            if not os.path.exists(os.path.join(final, DONE)):
+                raise
+        if keep and sha:
+            os.replace(keep, pack_path(digest, sha))
+            keep = None
+        return unpacked
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if keep:
+            try:
+                os.remove(keep)
+            except OSError:
+                pass
+
+
+def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    """The pack from the controller on stdin (checked against ``sha256`` when given)."""
+    digest = op["env"]
     os.makedirs(ENVS, exist_ok=True)
     unpacked = False
     if not env_present(digest):
-        tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in _safe_members(tar, tmp):
-                    tar.extract(member, tmp, **_FILTER)
-            census = _census(tmp)
-            with open(os.path.join(tmp, DONE), "w") as f:
-                json.dump(census, f)
-            try:
-                os.rename(tmp, final)
-                unpacked = True
-            except OSError:
-                # Another start (or another host on a shared home) got there first.
-                if not os.path.exists(os.path.join(final, DONE)):
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            unpacked = _unpack_into_place(digest, stream, op.get("sha256"))
+        except PackRefused as exc:
+            raise ValueError(f"the pack from the controller was damaged in transit: {exc}") \
+                from None
     else:
         stream.read()
     pruned = prune(int(op.get("limit", 1 << 62)), digest)
     return {"unpacked": unpacked, "pruned": pruned}
+
+
+def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
+    """Fetch the pack from a host that holds it (``urls``), check its sha256, unpack it.
+
+    Each URL (one holder, by its addresses) is tried in turn. The download
+    goes to a temporary file, hashed as it comes; only a pack of the expected
+    sha256 is unpacked (a corrupt or partial copy is never opened). A refusal
+    is an answer, not an error (``refused`` and ``kind``: ``unreachable``,
+    ``corrupt``): the controller fetches again from another holder or sends
+    the pack itself.
+    """
+    import urllib.request
+
+    digest, sha = op["env"], op["sha256"]
+    os.makedirs(ENVS, exist_ok=True)
+    if env_present(digest) and sha in held_packs(digest):
+        return {"unpacked": False, "received": 0}
+    # No proxy: the holder is a host of this cluster (http_proxy would send it elsewhere).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    os.makedirs(PACKS, exist_ok=True)
+    why = "no address to fetch from"
+    for url in op["urls"]:
+        tmp = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
+        try:
+            try:
+                response = opener.open(url, timeout=float(op.get("timeout", 10)))
+            except Exception as exc:  # refused, no route, timed out: try the next address
+                why = f"{url.split('/')[2]}: {type(exc).__name__}: {exc}"
+                continue
+            with response, open(tmp, "wb") as out:
+                tee = _Tee(response, out)
+                try:
+                    tee.drain()
+                except Exception as exc:  # cut off half-way: a partial copy
+                    return {"refused": f"{url.split('/')[2]}: partial pack after {tee.count} "
+                            f"bytes ({type(exc).__name__}: {exc})", "kind": "corrupt",
+                            "received": tee.count}
+            if tee.hash.hexdigest() != sha:
+                return {"refused": f"{url.split('/')[2]}: sha256 {tee.hash.hexdigest()[:16]}... "
+                        f"of {tee.count} bytes, expected {sha[:16]}...", "kind": "corrupt",
+                        "received": tee.count}
+            with open(tmp, "rb") as f:
+                unpacked = (_unpack_into_place(digest, f, None) if not env_present(digest)
+                            else False)
+            os.replace(tmp, pack_path(digest, sha))
+            pruned = prune(int(op.get("limit", 1 << 62)), digest)
+            return {"unpacked": unpacked, "received": tee.count, "pruned": pruned}
+        finally:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    return {"refused": why, "kind": "unreachable", "received": 0}
+
+
+def _addresses() -> list[str]:
+    """This host's addresses as its own name resolves (loopback aside), best effort."""
+    import socket
+
+    found: list[str] = []
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_STREAM)
+    except OSError:
+        return found
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in found and not addr.startswith("127.") and addr != "::1":
+            found.append(addr)
+    return found
+
+
+def serve_pack(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    """Serve the pack to the other hosts until stdin ends (or ``ttl`` seconds pass).
+
+    A stdlib HTTP server on a free port of every address; only ``GET
+    /<token>`` (the token comes on stdin, never on a command line) is
+    answered. Says ``{"port": ..., "addresses": [...]}`` on its first line.
+    A ``{"drop": true}`` line before the end removes the pack (a fetcher
+    found it damaged).
+    """
+    import http.server
+    import socket
+
+    path = pack_path(op["env"], op["sha256"])
+    size = os.stat(path).st_size
+    token = str(op["token"])
+    served = [0, 0]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/" + token:
+                self.send_error(403)
+                return
+            with open(path, "rb") as f:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                self.wfile.flush()
+                sent = self.connection.sendfile(f)
+            served[0] += 1
+            served[1] += sent
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
+
+        def server_bind(self) -> None:
+            if self.address_family == socket.AF_INET6:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    server = Server(("::" if Server.address_family == socket.AF_INET6 else "", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sys.stdout.write(json.dumps({"port": server.server_address[1],
+                                 "addresses": _addresses()}) + "\n")
+    sys.stdout.flush()
+    told: list[bytes] = []
+    ended = threading.Event()
+
+    def listen() -> None:  # the controller's end (EOF), or a lost connection
+        told.append(stream.read())
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    ended.wait(float(op.get("ttl", 3600)))
+    server.shutdown()
+    server.server_close()
+    dropped = b'"drop"' in b"".join(told)
+    if dropped:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    return {"served": served[0], "bytes": served[1], "dropped": dropped}
 
 
 def _link(blob: str, target: str) -> None:
@@ -327,6 +581,9 @@ def clean(op: dict[str, Any]) -> dict[str, Any]:
         if op.get(key):
             out[key] = _size(path) if os.path.isdir(path) else 0
             shutil.rmtree(path, ignore_errors=True)
+    if op.get("envs"):  # the packs are kept only beside their environments
+        out["envs"] += _size(PACKS) if os.path.isdir(PACKS) else 0
+        shutil.rmtree(PACKS, ignore_errors=True)
     return out
 
 
@@ -340,6 +597,10 @@ def main() -> None:
             out = probe(op)
         elif kind == "env":
             out = unpack_env(op, stream)
+        elif kind == "fetch":
+            out = fetch_env(op)
+        elif kind == "serve":
+            out = serve_pack(op, stream)
         elif kind == "upload":
             out = place_uploads(op, stream)
         elif kind == "remove-uploads":
