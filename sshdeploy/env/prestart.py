@@ -9,7 +9,9 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 2. **gate**: every difference, from every host, in one table
    (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
    starts, or one warning (``sshdeploy.version-check: warn``);
-3. **env**: the pack (built once here) to each host that lacks it;
+3. **env**: the pack (built once here) to each host that lacks it: to the
+   first host of each network, which the others fetch it from
+   (:mod:`sshdeploy.env.relay`), or to every host with ``sshdeploy.env-relay: false``;
 4. **upload**: the missing contents and the manifest to every host.
 
 A host this stage cannot reach or whose Python does not run is left to the
@@ -37,8 +39,9 @@ from sshdeploy.ssh.pool import HostPool
 from sshdeploy.ssh.sshlib import asyncssh
 
 from .gate import Difference, compare, format_table, local_description
+from .relay import PackServer, plan_relay, run_relay
 from .stageplan import StagePlan
-from .sync import build_tar
+from .sync import build_tar, pack_sha256
 from .uploads import Manifest, blob_tar, collect
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class HostPreStart:
     description : dict
         The host's Python, platform and package versions (empty if not probed).
     env_bytes, upload_bytes : int
-        Bytes sent for the environment and the uploads.
+        Bytes of the environment's pack this host received (from this machine,
+        or from ``env_from``) and bytes of uploads sent.
     env_cached : bool or None
         The host already held the environment (None: no sync).
     upload_files : int
@@ -74,6 +78,11 @@ class HostPreStart:
         Why the host was not probed ("" if it was).
     shared_with : str
         The host whose transfer this one shares (same home, e.g. NFS), or "".
+    env_from : str
+        The host this one fetched the pack from (the relay), or "" (this machine).
+    env_refused : list of str
+        Copies this host refused on the way (``holder: why``: corrupt, partial,
+        unreachable) before it got a good one.
     """
 
     host: str
@@ -85,6 +94,8 @@ class HostPreStart:
     seconds: float = 0.0
     skipped: str = ""
     shared_with: str = ""
+    env_from: str = ""
+    env_refused: list[str] = field(default_factory=list)
 
 
 async def run_script(
@@ -240,7 +251,13 @@ class PreStart:
     #: What each host is doing now (``user@host:port`` to a state for the live
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
-    _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
+    _tar: asyncio.Future[tuple[Path, str]] | None = field(default=None, repr=False)
+
+    @property
+    def sent_env_bytes(self) -> int:
+        """Bytes of environment packs this machine sent (the relay's are not counted)."""
+        return sum(r.env_bytes for r in self.reports.values()
+                   if r.env_cached is False and not r.env_from)
 
     async def run(self) -> dict[str, HostPreStart]:
         """Probe, gate, sync, upload; return one report per host.
@@ -276,7 +293,7 @@ class PreStart:
         todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
-        await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
+        await self._sync_env(first)
         await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in first))
         for (host, _py, _d), via in shared:
             report = self.reports[self.pool.as_connected(host)]
@@ -371,30 +388,106 @@ class PreStart:
             logger.warning("%d host(s) differ from this machine "
                            "(sshdeploy.version-check: warn):\n%s", len(hosts), table)
 
-    async def _send_env(self, host: Host, python: str, desc: dict[str, Any]) -> None:
+    async def _pack(self) -> tuple[Path, str]:
+        """The pack and its sha256, built once for all the hosts that need it."""
+        env = self.plan.env
+        assert env is not None
+        if self._tar is None:
+            def build() -> tuple[Path, str]:
+                tar = build_tar(env)
+                return tar, pack_sha256(tar)
+
+            self._tar = asyncio.ensure_future(asyncio.to_thread(build))
+        return await asyncio.shield(self._tar)
+
+    async def _sync_env(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """The pack to every host of *probed* that lacks it: relayed, or each from here."""
         env = self.plan.env
         if env is None:
             return
-        report = self.reports[self.pool.as_connected(host)]
-        if desc.get("env_present"):
-            report.env_cached = True
+        need = [(h, py) for h, py, d in probed if not d.get("env_present")]
+        for h, _py, d in probed:
+            if d.get("env_present"):
+                self.reports[self.pool.as_connected(h)].env_cached = True
+        if not need:
             return
+        _tar, sha = await self._pack()
+        holding = [(h, py) for h, py, d in probed
+                   if d.get("env_present") and sha in (d.get("packs") or {})]
+        fanout = self.plan.relay_fanout
+        if not fanout or len(need) + len(holding) < 2:
+            await asyncio.gather(*(self._send_env(h, py) for h, py in need))
+            return
+        by_key = {self.pool.as_connected(h): (h, py) for h, py in [*need, *holding]}
+        reached = {key: (await self.pool.get(h)).address for key, (h, _py) in by_key.items()}
+        planner = plan_relay([(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
+                              for h, _ in need],
+                             [(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
+                              for h, _ in holding], fanout)
+
+        async def direct(key: str) -> None:
+            await self._send_env(*by_key[key])
+
+        async def serve(key: str) -> PackServer:
+            host, python = by_key[key]
+            return await PackServer.start(
+                self.pool, host, python, self.setup, self.login_shell, remote_source(),
+                env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout)
+
+        async def fetch(key: str, source: str, server: PackServer) -> dict[str, Any]:
+            return await self._fetch_env(*by_key[key], source, server.urls(reached[source]))
+
+        def refused(key: str, source: str, why: str) -> None:
+            self.reports[key].env_refused.append(f"{source}: {why}")
+
+        await run_relay(planner, direct, fetch, serve, refused)
+
+    async def _send_env(self, host: Host, python: str) -> None:
+        """The pack from this machine to *host* (kept there for the relay, with its sha256)."""
+        env = self.plan.env
+        assert env is not None
+        report = self.reports[self.pool.as_connected(host)]
         started = time.monotonic()
         where = self.pool.as_connected(host)
         self.phase[where] = "packing environment"
-        if self._tar is None:  # built once for all the hosts that need it
-            self._tar = asyncio.ensure_future(asyncio.to_thread(build_tar, env))
-        tar = await asyncio.shield(self._tar)
+        tar, sha = await self._pack()
         size = tar.stat().st_size
         self.phase[where] = "sending environment"
+        op: dict[str, Any] = {"op": "env", "env": env.digest, "limit": self.plan.env_limit}
+        if self.plan.relay_fanout:
+            op["sha256"] = sha
         try:
-            await run_script(self.pool, host, python, self.setup, self.login_shell,
-                             {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
+            await run_script(self.pool, host, python, self.setup, self.login_shell, op,
                              payload=tar, timeout=self.timeout + size / 1e6)
         finally:
             self.phase.pop(where, None)
-        report.env_cached, report.env_bytes = False, size
+        report.env_cached, report.env_bytes, report.env_from = False, size, ""
         report.seconds += time.monotonic() - started
+
+    async def _fetch_env(self, host: Host, python: str, source: str,
+                         urls: list[str]) -> dict[str, Any]:
+        """*host* fetches the pack from the holder *source* (its *urls*); the answer says
+        ``refused`` (and why) for a copy it would not take."""
+        env = self.plan.env
+        assert env is not None
+        where = self.pool.as_connected(host)
+        report = self.reports[where]
+        tar, sha = await self._pack()
+        size = tar.stat().st_size
+        started = time.monotonic()
+        self.phase[where] = f"fetching environment from {source}"
+        op = {"op": "fetch", "env": env.digest, "sha256": sha, "urls": urls,
+              "limit": self.plan.env_limit, "timeout": 10}
+        try:
+            answer = await run_script(self.pool, host, python, self.setup, self.login_shell,
+                                      op, timeout=self.timeout + size / 1e6)
+        finally:
+            self.phase.pop(where, None)
+        report.seconds += time.monotonic() - started
+        if not answer.get("refused"):
+            report.env_cached, report.env_from = False, source
+            report.env_bytes = int(answer.get("received") or 0)
+        return answer
 
     async def _send_uploads(self, host: Host, python: str, desc: dict[str, Any]) -> None:
         if self.manifest is None or self.plan.upload_dir is None:
