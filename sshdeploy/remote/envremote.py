@@ -273,9 +273,17 @@ def _drop_orphan_packs() -> None:
     except OSError:
         return
     for name in names:
-        if name.startswith(".tmp-") or not os.path.isdir(os.path.join(ENVS, name.split(".")[0])):
+        path = os.path.join(PACKS, name)
+        if name.startswith(".tmp-"):  # another start's download: only if long abandoned
             try:
-                os.remove(os.path.join(PACKS, name))
+                stale = time.time() - os.stat(path).st_mtime > 3600
+            except OSError:
+                continue
+        else:
+            stale = not os.path.isdir(os.path.join(ENVS, name.split(".")[0]))
+        if stale:
+            try:
+                os.remove(path)
             except OSError:
                 pass
 
@@ -298,6 +306,18 @@ class _Tee:
 
     def drain(self) -> None:
         while self.read(1 << 20):
+            pass
+
+
+def _keep_pack(tmp: str, final: str) -> None:
+    """Keep a checked pack for the relay; best effort (a host sharing this home may have
+    kept the same one, or pruned it, meanwhile): the environment is in place either way."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except OSError:
             pass
 
 
@@ -348,7 +368,7 @@ def _unpack_into_place(digest: str, source: Any, sha: str | None) -> bool:
             if not os.path.exists(os.path.join(final, DONE)):
                 raise
         if keep and sha:
-            os.replace(keep, pack_path(digest, sha))
+            _keep_pack(keep, pack_path(digest, sha))
             keep = None
         return unpacked
     finally:
@@ -420,7 +440,7 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
             with open(tmp, "rb") as f:
                 unpacked = (_unpack_into_place(digest, f, None) if not env_present(digest)
                             else False)
-            os.replace(tmp, pack_path(digest, sha))
+            _keep_pack(tmp, pack_path(digest, sha))
             pruned = prune(int(op.get("limit", 1 << 62)), digest)
             return {"unpacked": unpacked, "received": tee.count, "pruned": pruned}
         finally:
