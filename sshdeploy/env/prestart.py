@@ -411,7 +411,7 @@ class PreStart:
                 self.reports[self.pool.as_connected(h)].env_cached = True
         if not need:
             return
-        _tar, sha = await self._pack()
+        tar, sha = await self._pack()
         holding = [(h, py) for h, py, d in probed
                    if d.get("env_present") and sha in (d.get("packs") or {})]
         fanout = self.plan.relay_fanout
@@ -428,11 +428,14 @@ class PreStart:
         async def direct(key: str) -> None:
             await self._send_env(*by_key[key])
 
+        wait = self.timeout + tar.stat().st_size / 1e6  # a send from here, at most
+
         async def serve(key: str) -> PackServer:
             host, python = by_key[key]
             return await PackServer.start(
                 self.pool, host, python, self.setup, self.login_shell, remote_source(),
-                env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout)
+                env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout,
+                wait=wait if key in planner.seeding else 0.0)
 
         async def fetch(key: str, source: str, server: PackServer) -> dict[str, Any]:
             return await self._fetch_env(*by_key[key], source, server.urls(reached[source]))
@@ -476,11 +479,13 @@ class PreStart:
         size = tar.stat().st_size
         started = time.monotonic()
         self.phase[where] = f"fetching environment from {source}"
+        # the holder may still be receiving it from here: as long as a send from here
+        wait = self.timeout + size / 1e6
         op = {"op": "fetch", "env": env.digest, "sha256": sha, "urls": urls,
-              "limit": self.plan.env_limit, "timeout": 10}
+              "limit": self.plan.env_limit, "timeout": wait + 30, "connect_timeout": 5}
         try:
             answer = await run_script(self.pool, host, python, self.setup, self.login_shell,
-                                      op, timeout=self.timeout + size / 1e6)
+                                      op, timeout=2 * wait + 60)
         finally:
             self.phase.pop(where, None)
         report.seconds += time.monotonic() - started

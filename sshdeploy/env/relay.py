@@ -11,7 +11,8 @@ stdlib HTTP server run by its Python, :func:`sshdeploy.remote.envremote.serve_pa
 ended when the stage ends), and the fetcher checks the pack's sha256 before
 unpacking it (:func:`sshdeploy.remote.envremote.fetch_env`). Each holder
 serves at most ``fanout`` hosts at once, so the holders multiply: 1, then
-1 + fanout, ...
+1 + fanout, ... A host that receives the pack from here serves it as soon as
+it is whole there, while it unpacks it.
 
 What goes wrong is taken care of here, by the plan (:class:`RelayPlanner`,
 pure): a copy refused as corrupt or partial marks its holder as bad (it
@@ -99,11 +100,11 @@ class RelayPlanner:
 
     Examples
     --------
-    >>> p = RelayPlanner({"a": "n1", "b": "n1", "c": "n1"}, {}, fanout=8)
-    >>> p.next_steps()
-    [Step(host='a', source=None)]
-    >>> p.done(Step("a", None)); p.next_steps()
-    [Step(host='b', source='a'), Step(host='c', source='a')]
+    >>> p = RelayPlanner({"a": "n1", "b": "n1", "c": "n1", "d": "n1"}, {}, fanout=2)
+    >>> p.next_steps()  # a is sent it from here, and serves it once it is whole there
+    [Step(host='a', source=None), Step(host='b', source='a'), Step(host='c', source='a')]
+    >>> p.done(Step("b", "a")); p.next_steps()
+    [Step(host='d', source='b')]
     """
 
     networks: Mapping[str, str]
@@ -118,6 +119,7 @@ class RelayPlanner:
     running: set[str] = field(default_factory=set)
     tried: dict[str, set[str]] = field(default_factory=dict)
     direct: set[str] = field(default_factory=set)
+    seeding: set[str] = field(default_factory=set)
     seeded: dict[str, int] = field(default_factory=dict)
     fails: dict[str, int] = field(default_factory=dict)
     wins: dict[str, int] = field(default_factory=dict)
@@ -133,7 +135,10 @@ class RelayPlanner:
         return not self.waiting and not self.running
 
     def _holders_in(self, net: str) -> list[str]:
-        return [h for h in self.good if self.net[h] == net and h not in self.bad]
+        """Holders of *net*: those that hold it, then those receiving it from here (they
+        serve it once whole, before they unpack it)."""
+        return [h for h in [*self.good, *sorted(self.seeding)]
+                if self.net[h] == net and h not in self.bad]
 
     def _source_for(self, host: str) -> str | None:
         tried = self.tried.get(host, set())
@@ -148,13 +153,17 @@ class RelayPlanner:
             return True
         return any(self.net[h] == net for h in self.running if h != host)
 
-    def _from_here(self, host: str) -> bool:
+    def _must_come_from_here(self, host: str) -> bool:
         net = self.net[host]
         if host in self.direct or len(self.tried.get(host, ())) >= TRIES:
             return True
-        if self.fails.get(net, 0) >= NETWORK_GIVES_UP and not self.wins.get(net, 0):
-            return True  # hosts that cannot reach each other
-        if not self._holders_in(net) and self.seeded.get(net, 0) < self.seeds:
+        # hosts that cannot reach each other
+        return self.fails.get(net, 0) >= NETWORK_GIVES_UP and not self.wins.get(net, 0)
+
+    def _from_here(self, host: str) -> bool:
+        net = self.net[host]
+        if len([h for h in self._holders_in(net) if h not in self.seeding]) == 0 \
+                and self.seeded.get(net, 0) < self.seeds:
             return True
         return not self._hope(host)
 
@@ -162,12 +171,13 @@ class RelayPlanner:
         """The transfers that can start now (each host at most once until it ends)."""
         steps: list[Step] = []
         for host in list(self.waiting):
-            source = self._source_for(host)
+            source = None if self._must_come_from_here(host) else self._source_for(host)
             if source is not None:
                 self.busy[source] = self.busy.get(source, 0) + 1
-            elif self._from_here(host):
+            elif self._must_come_from_here(host) or self._from_here(host):
                 net = self.net[host]
                 self.seeded[net] = self.seeded.get(net, 0) + 1
+                self.seeding.add(host)
             else:
                 continue
             self.waiting.remove(host)
@@ -178,6 +188,7 @@ class RelayPlanner:
     def done(self, step: Step) -> None:
         """*step* ended with a good pack on its host: the host is a holder now."""
         self.running.discard(step.host)
+        self.seeding.discard(step.host)
         if step.source is not None:
             self.busy[step.source] -= 1
             net = self.net[step.host]
@@ -222,8 +233,10 @@ class PackServer:
     async def start(
         cls, pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
         source: bytes, digest: str, sha: str, ttl: float, timeout: float = 60.0,
+        wait: float = 0.0,
     ) -> PackServer:
-        """Start serving the pack *digest* / *sha* kept on *host*.
+        """Start serving the pack *digest* / *sha* kept on *host* (*wait*: seconds a fetch
+        waits for it there, while it is still coming from this machine).
 
         Raises
         ------
@@ -236,7 +249,8 @@ class PackServer:
         process = await conn.conn.create_process(
             build_script_command(python, setup, login_shell), encoding=None)
         server = cls(where, token, 0, [], process, conn)
-        op = {"op": "serve", "env": digest, "sha256": sha, "token": token, "ttl": ttl}
+        op = {"op": "serve", "env": digest, "sha256": sha, "token": token, "ttl": ttl,
+              "wait": wait}
         try:
             async def first() -> dict[str, Any]:
                 line = await process.stdout.readline()

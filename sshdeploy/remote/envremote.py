@@ -23,7 +23,6 @@ stdin), and prints one JSON line. Everything lives under the host's
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -325,72 +324,73 @@ class PackRefused(Exception):
     """A pack that does not hash to what the controller said: never unpacked into place."""
 
 
-def _unpack_into_place(digest: str, source: Any, sha: str | None) -> bool:
-    """Unpack the tar stream *source* as environment *digest*; keep its pack if *sha* is given.
-
-    The pack is hashed as it is read; with *sha* given, a pack that hashes
-    otherwise (corrupt, partial) raises :class:`PackRefused` and nothing of it
-    stays. Returns whether this call put the environment in place.
-    """
+def _unpack_into_place(digest: str, source: Any) -> bool:
+    """Unpack the tar stream *source* as environment *digest*; return whether this call put
+    it in place (False: another start got there first)."""
     final = os.path.join(ENVS, digest)
     tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    keep = None
-    if sha:
-        os.makedirs(PACKS, exist_ok=True)
-        keep = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
     try:
-        with open(keep, "wb") if keep else contextlib.nullcontext() as out:
-            tee = _Tee(source, out)
-            try:
-                with tarfile.open(fileobj=tee, mode="r|*") as tar:  # type: ignore[call-overload]
-                    for member in _safe_members(tar, tmp):
-                        tar.extract(member, tmp, **_FILTER)
-                tee.drain()
-            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                if sha and tee.hash.hexdigest() != sha:
-                    raise PackRefused(f"damaged pack ({type(exc).__name__}: {exc}) "
-                                      f"after {tee.count} bytes") from exc
-                raise
-        if sha and tee.hash.hexdigest() != sha:
-            raise PackRefused(f"sha256 {tee.hash.hexdigest()[:16]}... of {tee.count} bytes, "
-                              f"expected {sha[:16]}...")
+        with tarfile.open(fileobj=source, mode="r|*") as tar:
+            for member in _safe_members(tar, tmp):
+                tar.extract(member, tmp, **_FILTER)
         census = _census(tmp)
         with open(os.path.join(tmp, DONE), "w") as f:
             json.dump(census, f)
-        unpacked = False
         try:
             os.rename(tmp, final)
-            unpacked = True
+            return True
         except OSError:
             # Another start (or another host on a shared home) got there first.
             if not os.path.exists(os.path.join(final, DONE)):
                 raise
-        if keep and sha:
-            _keep_pack(keep, pack_path(digest, sha))
-            keep = None
-        return unpacked
+            return False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if keep:
-            try:
-                os.remove(keep)
-            except OSError:
-                pass
+
+
+def _receive_pack(digest: str, source: Any, sha: str) -> str:
+    """Write the pack read from *source* to its place, checked: a pack that does not hash to
+    *sha* raises :class:`PackRefused` and nothing of it stays. Returns its path."""
+    os.makedirs(PACKS, exist_ok=True)
+    tmp = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
+    try:
+        with open(tmp, "wb") as out:
+            tee = _Tee(source, out)
+            tee.drain()
+        if tee.hash.hexdigest() != sha:
+            raise PackRefused(f"sha256 {tee.hash.hexdigest()[:16]}... of {tee.count} bytes, "
+                              f"expected {sha[:16]}...")
+        final = pack_path(digest, sha)
+        os.replace(tmp, final)
+        return final
+    finally:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
-    """The pack from the controller on stdin (checked against ``sha256`` when given)."""
+    """The pack from the controller on stdin, unpacked as it comes; or, with ``sha256``
+    given (the relay), first kept and checked (so this host serves it to the others
+    while it unpacks it), then unpacked from there."""
     digest = op["env"]
     os.makedirs(ENVS, exist_ok=True)
     unpacked = False
     if not env_present(digest):
-        try:
-            unpacked = _unpack_into_place(digest, stream, op.get("sha256"))
-        except PackRefused as exc:
-            raise ValueError(f"the pack from the controller was damaged in transit: {exc}") \
-                from None
+        sha = op.get("sha256")
+        if sha:
+            try:
+                path = _receive_pack(digest, stream, sha)
+            except PackRefused as exc:
+                raise ValueError(f"the pack from the controller was damaged in transit: "
+                                 f"{exc}") from None
+            with open(path, "rb") as f:
+                unpacked = _unpack_into_place(digest, f)
+        else:
+            unpacked = _unpack_into_place(digest, stream)
     else:
         stream.read()
     pruned = prune(int(op.get("limit", 1 << 62)), digest)
@@ -407,6 +407,8 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
     ``corrupt``): the controller fetches again from another holder or sends
     the pack itself.
     """
+    import socket
+    import urllib.parse
     import urllib.request
 
     digest, sha = op["env"], op["sha256"]
@@ -415,39 +417,30 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
         return {"unpacked": False, "received": 0}
     # No proxy: the holder is a host of this cluster (http_proxy would send it elsewhere).
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    os.makedirs(PACKS, exist_ok=True)
     why = "no address to fetch from"
     for url in op["urls"]:
-        tmp = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
-        try:
+        where = url.split("/")[2]
+        try:  # reachable at all? (a short connect, so that no route costs seconds, not minutes)
+            parsed = urllib.parse.urlsplit(url)
+            socket.create_connection((parsed.hostname, parsed.port),
+                                     timeout=float(op.get("connect_timeout", 5))).close()
+            response = opener.open(url, timeout=float(op.get("timeout", 120)))
+        except Exception as exc:  # refused, no route, timed out: try the next address
+            why = f"{where}: {type(exc).__name__}: {exc}"
+            continue
+        with response:
             try:
-                response = opener.open(url, timeout=float(op.get("timeout", 10)))
-            except Exception as exc:  # refused, no route, timed out: try the next address
-                why = f"{url.split('/')[2]}: {type(exc).__name__}: {exc}"
-                continue
-            with response, open(tmp, "wb") as out:
-                tee = _Tee(response, out)
-                try:
-                    tee.drain()
-                except Exception as exc:  # cut off half-way: a partial copy
-                    return {"refused": f"{url.split('/')[2]}: partial pack after {tee.count} "
-                            f"bytes ({type(exc).__name__}: {exc})", "kind": "corrupt",
-                            "received": tee.count}
-            if tee.hash.hexdigest() != sha:
-                return {"refused": f"{url.split('/')[2]}: sha256 {tee.hash.hexdigest()[:16]}... "
-                        f"of {tee.count} bytes, expected {sha[:16]}...", "kind": "corrupt",
-                        "received": tee.count}
-            with open(tmp, "rb") as f:
-                unpacked = (_unpack_into_place(digest, f, None) if not env_present(digest)
-                            else False)
-            _keep_pack(tmp, pack_path(digest, sha))
-            pruned = prune(int(op.get("limit", 1 << 62)), digest)
-            return {"unpacked": unpacked, "received": tee.count, "pruned": pruned}
-        finally:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
+                path = _receive_pack(digest, response, sha)
+            except PackRefused as exc:
+                return {"refused": f"{where}: {exc}", "kind": "corrupt", "received": 0}
+            except Exception as exc:  # cut off half-way: a partial copy
+                return {"refused": f"{where}: partial pack ({type(exc).__name__}: {exc})",
+                        "kind": "corrupt", "received": 0}
+        received = os.stat(path).st_size
+        with open(path, "rb") as f:
+            unpacked = _unpack_into_place(digest, f) if not env_present(digest) else False
+        pruned = prune(int(op.get("limit", 1 << 62)), digest)
+        return {"unpacked": unpacked, "received": received, "pruned": pruned}
     return {"refused": why, "kind": "unreachable", "received": 0}
 
 
@@ -480,19 +473,27 @@ def serve_pack(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     import socket
 
     path = pack_path(op["env"], op["sha256"])
-    size = os.stat(path).st_size
     token = str(op["token"])
     served = [0, 0]
+    until = time.monotonic() + float(op.get("wait", 0))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path != "/" + token:
                 self.send_error(403)
                 return
-            with open(path, "rb") as f:
+            # A host still receiving the pack from the controller serves it once it is whole.
+            while not os.path.exists(path) and time.monotonic() < until:
+                time.sleep(0.05)
+            try:
+                f = open(path, "rb")
+            except OSError:
+                self.send_error(404)
+                return
+            with f:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(size))
+                self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
                 self.end_headers()
                 self.wfile.flush()
                 sent = self.connection.sendfile(f)
