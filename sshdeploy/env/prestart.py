@@ -435,7 +435,7 @@ class PreStart:
             return await PackServer.start(
                 self.pool, host, python, self.setup, self.login_shell, remote_source(),
                 env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout,
-                wait=wait if key in planner.seeding else 0.0)
+                wait=wait if key in planner.running else 0.0)
 
         async def fetch(key: str, source: str, server: PackServer) -> dict[str, Any]:
             return await self._fetch_env(*by_key[key], source, server.urls(reached[source]))

@@ -46,7 +46,9 @@ NETWORK_GIVES_UP = 2
 #: Holders one host tries before it gets the pack from this machine.
 TRIES = 2
 
-FailKind = Literal["corrupt", "unreachable"]
+#: Why a fetch failed: the holder's copy is bad, the holder cannot be reached, or the holder
+#: itself failed to get the pack while this host waited on it (nothing against it then).
+FailKind = Literal["corrupt", "unreachable", "gone"]
 
 
 def network_of(address: str | None) -> str:
@@ -100,11 +102,9 @@ class RelayPlanner:
 
     Examples
     --------
-    >>> p = RelayPlanner({"a": "n1", "b": "n1", "c": "n1", "d": "n1"}, {}, fanout=2)
-    >>> p.next_steps()  # a is sent it from here, and serves it once it is whole there
-    [Step(host='a', source=None), Step(host='b', source='a'), Step(host='c', source='a')]
-    >>> p.done(Step("b", "a")); p.next_steps()
-    [Step(host='d', source='b')]
+    >>> p = RelayPlanner({h: "n1" for h in "abcdefg"}, {}, fanout=2)
+    >>> [(s.host, s.source) for s in p.next_steps()]  # each serves once it is whole there
+    [('a', None), ('b', 'a'), ('c', 'a'), ('d', 'b'), ('e', 'c'), ('f', 'b'), ('g', 'c')]
     """
 
     networks: Mapping[str, str]
@@ -116,10 +116,10 @@ class RelayPlanner:
     good: list[str] = field(default_factory=list)
     bad: set[str] = field(default_factory=set)
     busy: dict[str, int] = field(default_factory=dict)
-    running: set[str] = field(default_factory=set)
+    #: Hosts getting the pack now, to how many hops they are from one that holds it.
+    running: dict[str, int] = field(default_factory=dict)
     tried: dict[str, set[str]] = field(default_factory=dict)
     direct: set[str] = field(default_factory=set)
-    seeding: set[str] = field(default_factory=set)
     seeded: dict[str, int] = field(default_factory=dict)
     fails: dict[str, int] = field(default_factory=dict)
     wins: dict[str, int] = field(default_factory=dict)
@@ -134,61 +134,58 @@ class RelayPlanner:
         """Every host got the pack (or failed for good: a direct send raised)."""
         return not self.waiting and not self.running
 
+    def _depth(self, host: str) -> int:
+        return self.running.get(host, 0)
+
     def _holders_in(self, net: str) -> list[str]:
-        """Holders of *net*: those that hold it, then those receiving it from here (they
-        serve it once whole, before they unpack it)."""
-        return [h for h in [*self.good, *sorted(self.seeding)]
+        """Sources in *net*: those that hold the pack, then those getting it now (they serve
+        it as soon as it is whole and checked there, before they unpack it)."""
+        return [h for h in [*self.good, *self.running]
                 if self.net[h] == net and h not in self.bad]
 
     def _source_for(self, host: str) -> str | None:
+        """The free source nearest to a holder (a shallow tree), the least busy of those."""
         tried = self.tried.get(host, set())
         free = [h for h in self._holders_in(self.net[host])
-                if h not in tried and self.busy.get(h, 0) < self.fanout]
-        return min(free, key=lambda h: self.busy.get(h, 0)) if free else None
+                if h != host and h not in tried and self.busy.get(h, 0) < self.fanout]
+        return min(free, key=lambda h: (self._depth(h), self.busy.get(h, 0))) if free else None
 
     def _hope(self, host: str) -> bool:
-        """Whether a holder *host* has not tried yet is, or will be, in its network."""
-        net, tried = self.net[host], self.tried.get(host, set())
-        if any(h not in tried for h in self._holders_in(net)):
-            return True
-        return any(self.net[h] == net for h in self.running if h != host)
-
-    def _must_come_from_here(self, host: str) -> bool:
-        net = self.net[host]
-        if host in self.direct or len(self.tried.get(host, ())) >= TRIES:
-            return True
-        # hosts that cannot reach each other
-        return self.fails.get(net, 0) >= NETWORK_GIVES_UP and not self.wins.get(net, 0)
+        """Whether a source *host* has not tried yet is, or will be, in its network."""
+        tried = self.tried.get(host, set())
+        return any(h != host and h not in tried for h in self._holders_in(self.net[host]))
 
     def _from_here(self, host: str) -> bool:
         net = self.net[host]
-        if len([h for h in self._holders_in(net) if h not in self.seeding]) == 0 \
-                and self.seeded.get(net, 0) < self.seeds:
+        if host in self.direct or len(self.tried.get(host, ())) >= TRIES:
             return True
-        return not self._hope(host)
+        if self.fails.get(net, 0) >= NETWORK_GIVES_UP and not self.wins.get(net, 0):
+            return True  # hosts that cannot reach each other
+        # a seed: nobody holds it in this network yet
+        return not any(self.net[h] == net and h not in self.bad for h in self.good) \
+            and self.seeded.get(net, 0) < self.seeds
 
     def next_steps(self) -> list[Step]:
         """The transfers that can start now (each host at most once until it ends)."""
         steps: list[Step] = []
         for host in list(self.waiting):
-            source = None if self._must_come_from_here(host) else self._source_for(host)
+            source = None if self._from_here(host) else self._source_for(host)
             if source is not None:
                 self.busy[source] = self.busy.get(source, 0) + 1
-            elif self._must_come_from_here(host) or self._from_here(host):
+                self.running[host] = self._depth(source) + 1
+            elif self._from_here(host) or not self._hope(host):
                 net = self.net[host]
                 self.seeded[net] = self.seeded.get(net, 0) + 1
-                self.seeding.add(host)
+                self.running[host] = 0
             else:
                 continue
             self.waiting.remove(host)
-            self.running.add(host)
             steps.append(Step(host, source))
         return steps
 
     def done(self, step: Step) -> None:
         """*step* ended with a good pack on its host: the host is a holder now."""
-        self.running.discard(step.host)
-        self.seeding.discard(step.host)
+        self.running.pop(step.host, None)
         if step.source is not None:
             self.busy[step.source] -= 1
             net = self.net[step.host]
@@ -196,11 +193,15 @@ class RelayPlanner:
         self.good.append(step.host)
 
     def failed(self, step: Step, kind: FailKind) -> None:
-        """A fetch of *step* was refused: ``corrupt`` (the holder's copy is bad) or
-        ``unreachable``; the host waits for another holder or gets it from here."""
+        """A fetch of *step* was refused: ``corrupt`` (the holder's copy is bad, or it
+        never got one) or ``unreachable``; the host waits for another source or gets it
+        from here. Who was fetching from it fails too (its server is ended)."""
         assert step.source is not None, "a send from here that fails ends the stage"
-        self.running.discard(step.host)
+        self.running.pop(step.host, None)
         self.busy[step.source] -= 1
+        self.waiting.insert(0, step.host)
+        if kind == "gone":
+            return
         self.tried.setdefault(step.host, set()).add(step.source)
         if kind == "corrupt":
             self.bad.add(step.source)
@@ -209,7 +210,6 @@ class RelayPlanner:
             self.fails[net] = self.fails.get(net, 0) + 1
         if not self._hope(step.host):
             self.direct.add(step.host)
-        self.waiting.insert(0, step.host)
 
 
 @dataclass
@@ -328,6 +328,7 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
     """
     servers: dict[str, asyncio.Future[PackServer]] = {}
     running: dict[asyncio.Future[Any], Step] = {}
+    ended: set[str] = set()  # holders that failed to get the pack while others waited on them
 
     async def one(step: Step) -> dict[str, Any]:
         if step.source is None:
@@ -335,10 +336,15 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
             return {}
         if step.source not in servers:
             servers[step.source] = asyncio.ensure_future(serve(step.source))
+        starting = servers[step.source]
         try:
-            server = await asyncio.shield(servers[step.source])
+            server = await asyncio.shield(starting)
         except EnvSyncError as exc:
             return {"refused": str(exc).splitlines()[0], "kind": "corrupt"}
+        except asyncio.CancelledError:
+            if not starting.cancelled():
+                raise
+            return {"refused": "its holder failed to get the pack", "kind": "unreachable"}
         return await fetch(step.host, step.source, server)
 
     try:
@@ -356,11 +362,17 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
                 if answer.get("refused"):
                     kind: FailKind = "corrupt" if answer.get("kind") == "corrupt" \
                         else "unreachable"
+                    if step.source in ended and step.source not in planner.good:
+                        kind = "gone"
                     logger.info("%s refused the pack from %s (%s): %s", step.host,
                                 step.source, kind, answer["refused"])
                     if on_refused is not None and step.source is not None:
                         on_refused(step.host, step.source, str(answer["refused"]))
                     planner.failed(step, kind)
+                    ending = servers.pop(step.host, None)
+                    if ending is not None:  # who waits on it for a pack that will not come
+                        ended.add(step.host)
+                        await _end(ending)
                 else:
                     planner.done(step)
     finally:
@@ -375,6 +387,13 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
                 fut.cancel()
         await asyncio.gather(*(f.result().close(drop=f.result().host in planner.bad)
                                for f in started), return_exceptions=True)
+
+
+async def _end(server: asyncio.Future[PackServer]) -> None:
+    if not server.done():
+        server.cancel()
+    with contextlib.suppress(BaseException):
+        await (await server).close(drop=True)
 
 
 def plan_relay(needing: Sequence[tuple[str, str | None]],

@@ -49,16 +49,23 @@ def test_one_host_per_network_gets_it_from_here_the_others_from_holders() -> Non
     assert fetched == {"a1": "a0", "a2": "a0", "a3": "a0", "a4": "a0", "a5": "a0", "b1": "b0"}
 
 
-def test_holders_serve_at_most_fanout_at_once_and_multiply() -> None:
-    planner = plan_relay([(f"h{i}", f"10.0.0.{i + 2}") for i in range(16)], [], fanout=3)
-    # the seed serves while it is still receiving (once the pack is whole on it)
+def test_holders_serve_at_most_fanout_at_once_in_a_shallow_tree() -> None:
+    planner = plan_relay([(f"h{i}", f"10.0.0.{i + 2}") for i in range(48)], [], fanout=3)
+    # every host starts at once: a host serves the pack as soon as it is whole there
     wave = planner.next_steps()
-    assert wave == [Step("h0", None), Step("h1", "h0"), Step("h2", "h0"), Step("h3", "h0")]
+    assert len(wave) == 48 and [s for s in wave if s.source is None] == [Step("h0", None)]
+    served: dict[str, int] = {}
     for s in wave:
-        planner.done(s)
-    wave = planner.next_steps()
-    assert len(wave) == 12 and {s.source for s in wave} == {"h0", "h1", "h2", "h3"}
-    assert max(sum(1 for s in wave if s.source == h) for h in ("h0", "h1", "h2", "h3")) == 3
+        if s.source is not None:
+            served[s.source] = served.get(s.source, 0) + 1
+    assert max(served.values()) == 3
+    source = {s.host: s.source for s in wave}
+
+    def hops(host: str) -> int:
+        up = source[host]
+        return 0 if up is None else 1 + hops(up)
+
+    assert max(hops(h) for h in source) == 4  # 1 + 3 + 9 + 27 >= 48: four hops at most
 
 
 def test_a_host_that_holds_it_from_an_earlier_start_is_the_source_nothing_from_here() -> None:
@@ -71,12 +78,15 @@ def test_a_corrupt_copy_is_refused_its_holder_serves_no_one_else_and_the_host_fe
     planner = plan_relay([("a", "10.0.0.2"), ("b", "10.0.0.3"), ("c", "10.0.0.4")],
                          [("bad", "10.0.0.9"), ("ok", "10.0.0.8")], fanout=1)
     first = planner.next_steps()
-    assert first == [Step("a", "bad"), Step("b", "ok")]
+    assert first == [Step("a", "bad"), Step("b", "ok"), Step("c", "a")]
     planner.failed(first[0], "corrupt")
     assert "bad" in planner.bad
+    planner.failed(first[2], "gone")  # c waited on a, whose server ends: nothing against a
+    assert planner.bad == {"bad"} and "c" not in planner.tried
     planner.done(first[1])
     again = planner.next_steps()
-    assert Step("a", "ok") in again and all(s.source != "bad" for s in again)
+    assert {s.host for s in again} == {"a", "c"}
+    assert all(s.source in ("ok", "b") for s in again), again
 
 
 def test_the_only_holder_refused_means_from_here() -> None:
@@ -194,3 +204,46 @@ def test_a_send_from_here_that_fails_ends_the_relay_and_its_servers() -> None:
     with pytest.raises(EnvSyncError, match="disk full"):
         asyncio.run(run_relay(planner, broken, fakes.fetch, fakes.serve))
     assert fakes.closed == [("c", False)] or fakes.closed == []
+
+
+def test_who_waits_on_a_host_whose_copy_is_refused_is_served_by_another() -> None:
+    """h1 fetches from a corrupt holder while h2.. wait on h1 (served once whole there):
+    h1's server ends at once, they fetch again, and nothing is held against h1."""
+    has: dict[str, asyncio.Event] = {}
+    closed: list[tuple[str, bool]] = []
+    order: list[tuple[str, str | None]] = []
+
+    class Waiting(FakeServer):
+        async def close(self, drop: bool = False) -> None:
+            closed.append((self.host, drop))
+            has.setdefault(self.host, asyncio.Event())
+            self.ended = True
+            has[self.host].set()
+
+    servers: dict[str, Waiting] = {}
+
+    async def serve(host: str) -> PackServer:
+        servers[host] = Waiting(host, closed)
+        servers[host].ended = False  # type: ignore[attr-defined]
+        return servers[host]  # type: ignore[return-value]
+
+    async def direct(host: str) -> None:
+        order.append((host, None))
+        has.setdefault(host, asyncio.Event()).set()
+
+    async def fetch(host: str, source: str, server: PackServer) -> dict[str, Any]:
+        order.append((host, source))
+        await has.setdefault(source, asyncio.Event()).wait()
+        if source == "old" or getattr(server, "ended", False):
+            return {"refused": "partial", "kind": "corrupt"}
+        has.setdefault(host, asyncio.Event()).set()
+        return {"received": 1}
+
+    has["old"] = asyncio.Event()
+    has["old"].set()
+    planner = plan_relay([(f"h{i}", "10.0.0.2") for i in range(1, 6)], [("old", "10.0.0.9")],
+                         fanout=1)
+    asyncio.run(run_relay(planner, direct, fetch, serve))
+    assert planner.finished and planner.bad == {"old"}
+    assert sorted(planner.good) == ["h1", "h2", "h3", "h4", "h5", "old"]
+    assert ("old", True) in closed
