@@ -33,7 +33,10 @@ asserts nothing.
     python benchmarks/bench_envsync.py --hosts 8 --repeats 2 --out benchmarks/results/
 
 ``--modes plain-ignore,plain --stem gate`` measures the version gate's cost alone;
-``--modes sync-direct,sync-first --stem relay`` the relay against the direct path.
+``--modes sync-direct,sync-first --stem relay`` the relay against the direct path;
+``--uplink 100mbit`` limits what this machine sends into the bed (a ``tbf`` qdisc
+on the bed's own bridge, which shapes only what this machine sends, not
+host-to-host traffic; refused on the bridge other beds share), as a laptop's uplink.
 """
 
 from __future__ import annotations
@@ -78,12 +81,13 @@ def start(bed: Any, **kw: Any) -> tuple[Any, float]:
     return cluster, time.perf_counter() - t0
 
 
-def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
+def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str, Any]:
     import dask
 
     from sshdeploy.env.clean import clean
 
-    out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
+    out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0],
+                           "uplink": uplink}
     kw: dict[str, Any] = {}
     policy = "ignore" if mode == "plain-ignore" else "error"
     if mode.startswith("sync"):
@@ -152,21 +156,37 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset, e.g. plain-ignore,plain (the gate's cost)")
     parser.add_argument("--stem", default="envsync", help="--out file names: STEM.json, STEM.md")
+    parser.add_argument("--uplink", default=None,
+                        help="limit this machine's sending into the bed, e.g. 100mbit")
     args = parser.parse_args()
     from sshdeploy import testbed
 
     bed = _bedprobe.bring_up(args.hosts, args.bed)
+    if args.uplink:
+        if bed.bridge == testbed.BRIDGE:
+            if not args.keep:
+                testbed.down(args.bed)
+            parser.error(f"--uplink needs a bed on a bridge of its own; {args.bed} is on "
+                         f"{bed.bridge}, which other beds share")
+        import subprocess
+
+        subprocess.run(["tc", "qdisc", "replace", "dev", bed.bridge, "root", "tbf", "rate",
+                        args.uplink, "burst", "256kb", "latency", "100ms"], check=True)
     rows: list[dict[str, Any]] = []
     modes = [m for m in MODES if m in args.modes.split(",")]
     try:
         with tempfile.TemporaryDirectory() as work:
             for _ in range(args.repeats):
                 for mode in modes:
-                    row = one(bed, mode, Path(work))
+                    row = one(bed, mode, Path(work), args.uplink)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
                     _bedprobe.kill_leftovers(bed)
     finally:
+        if args.uplink:
+            import subprocess
+
+            subprocess.run(["tc", "qdisc", "del", "dev", bed.bridge, "root"], check=False)
         if not args.keep:
             testbed.down(args.bed)
     base = [r["seconds"] for r in rows if r["mode"] == "plain-ignore"]
