@@ -478,7 +478,7 @@ class PreStart:
         tar, sha = await self._pack()
         size = tar.stat().st_size
         started = time.monotonic()
-        self.phase[where] = f"fetching environment from {source}"
+        self.phase[where] = "fetching environment"  # from another host: the relay
         # the holder may still be receiving it from here: as long as a send from here
         wait = self.timeout + size / 1e6
         op = {"op": "fetch", "env": env.digest, "sha256": sha, "urls": urls,

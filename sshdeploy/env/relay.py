@@ -353,7 +353,10 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
                 running[asyncio.ensure_future(one(step))] = step
             if not running:
                 if planner.waiting:  # nothing can start and nothing runs: cannot happen
-                    raise RuntimeError(f"relay stuck with {planner.waiting} waiting")
+                    raise EnvSyncError(host=planner.waiting[0], what="the environment relay "
+                                       "had no transfer left to start for this host",
+                                       cause="a bug of the relay's plan",
+                                       remedy="Set sshdeploy.env-relay: false, and report it.")
                 return
             finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
