@@ -432,7 +432,9 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
             try:
                 path = _receive_pack(digest, response, sha)
             except PackRefused as exc:
-                return {"refused": f"{where}: {exc}", "kind": "corrupt", "received": 0}
+                short = getattr(response, "length", None)  # what Content-Length still owed
+                said = f"partial pack, {short} bytes missing" if short else str(exc)
+                return {"refused": f"{where}: {said}", "kind": "corrupt", "received": 0}
             except Exception as exc:  # cut off half-way: a partial copy
                 return {"refused": f"{where}: partial pack ({type(exc).__name__}: {exc})",
                         "kind": "corrupt", "received": 0}

@@ -140,3 +140,31 @@ def test_the_pack_goes_with_its_environment(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / ".cache/sshdeploy/packs") == []
     _remote(tmp_path, {"op": "clean", "envs": True})
     assert not (tmp_path / ".cache/sshdeploy/packs").exists()
+
+
+def test_a_partial_copy_cut_off_half_way_is_refused(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    pack = _pack()
+    sha = hashlib.sha256(pack).hexdigest()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def half() -> None:  # a holder that dies half-way through the pack
+        for _ in range(2):  # the fetcher's reachability connect, then its GET
+            conn, _peer = server.accept()
+            with conn:
+                if conn.recv(4096):
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(pack)
+                                 + pack[: len(pack) // 2])
+
+    thread = threading.Thread(target=half, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    out = _remote(tmp_path, {"op": "fetch", "env": DIGEST, "sha256": sha,
+                             "urls": [f"http://127.0.0.1:{port}/t"], "timeout": 10})
+    thread.join(10)
+    server.close()
+    assert out["kind"] == "corrupt" and "partial" in out["refused"], out
+    assert not (tmp_path / ".cache/sshdeploy/envs" / DIGEST).exists()
+    assert os.listdir(tmp_path / ".cache/sshdeploy/packs") == []
