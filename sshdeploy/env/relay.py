@@ -328,7 +328,8 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
     """
     servers: dict[str, asyncio.Future[PackServer]] = {}
     running: dict[asyncio.Future[Any], Step] = {}
-    ended: set[str] = set()  # holders that failed to get the pack while others waited on them
+    # servers ended because their host failed to get the pack while others waited on them
+    ended: set[int] = set()
 
     async def one(step: Step) -> dict[str, Any]:
         if step.source is None:
@@ -344,8 +345,11 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
         except asyncio.CancelledError:
             if not starting.cancelled():
                 raise
-            return {"refused": "its holder failed to get the pack", "kind": "unreachable"}
-        return await fetch(step.host, step.source, server)
+            return {"refused": "its holder failed to get the pack", "gone": True}
+        answer = await fetch(step.host, step.source, server)
+        if answer.get("refused") and id(starting) in ended:
+            answer["gone"] = True  # nothing against the holder: it had nothing to serve
+        return answer
 
     try:
         while True:
@@ -365,7 +369,7 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
                 if answer.get("refused"):
                     kind: FailKind = "corrupt" if answer.get("kind") == "corrupt" \
                         else "unreachable"
-                    if step.source in ended and step.source not in planner.good:
+                    if answer.get("gone"):
                         kind = "gone"
                     logger.info("%s refused the pack from %s (%s): %s", step.host,
                                 step.source, kind, answer["refused"])
@@ -374,7 +378,7 @@ async def run_relay(planner: RelayPlanner, direct: Direct, fetch: Fetch, serve: 
                     planner.failed(step, kind)
                     ending = servers.pop(step.host, None)
                     if ending is not None:  # who waits on it for a pack that will not come
-                        ended.add(step.host)
+                        ended.add(id(ending))
                         await _end(ending)
                 else:
                     planner.done(step)
