@@ -8,6 +8,9 @@ login
     the floor: one SSH connection per host (8 handshakes at a time, as
     sshdeploy's ``connect-parallelism``) running ``true``; what any command
     over SSH costs on these hosts (sshd, the login shell and its ``~/.bashrc``)
+login-python
+    the same login starting the remote Python once (``python -c pass``): the
+    floor issue 29 compares ``--check`` with (target: <= 1.25x)
 check
     ``dask-ssh --check`` (versions from package metadata: the default probe)
 check-imports
@@ -21,6 +24,17 @@ which issue-9 targets hold; writes ``--out`` JSON and markdown. Only reports;
 asserts nothing.
 
     python benchmarks/bench_preflight.py --hosts 48 --repeats 3 --out benchmarks/results/
+
+``--bad-names N`` (issue 29) measures instead ``dask-ssh --no-progress`` on two
+good bed hosts and N names that do not resolve, given in a hostfile and on the
+command line: seconds to its first line of output, to its error, and to its
+exit. ``--resolver stub`` (the default) runs it in a mount namespace whose
+resolv.conf names a stub on loopback (:mod:`sshdeploy.testbed.dns`: NXDOMAIN
+at once, no answer at all for ``--quiet`` of the names, as a resolver that
+drops queries), so no query leaves the machine; ``--resolver system`` uses this
+machine's resolver as it is (the issue's measurement: 21 s before the fix).
+
+    python benchmarks/bench_preflight.py --bad-names 100 --quiet 10 --repeats 3
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bedprobe  # noqa: E402
 import _source  # noqa: E402,F401  (before anything imports sshdeploy)
 
-MODES = ("login", "check", "check-imports")
+MODES = ("login", "login-python", "check", "check-imports")
 
 
 def _cli(bed: Any, deep: bool) -> list[str]:
@@ -58,10 +72,11 @@ def run_one(bed: Any, mode: str, inodes: dict[int, str]) -> dict[str, Any]:
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
-    if mode == "login":
+    if mode in ("login", "login-python"):
         c0 = time.process_time()
+        command = "true" if mode == "login" else f"{sys.executable} -c pass"
         asyncio.run(_bedprobe.run_everywhere([h.address for h in bed.hosts],
-                                             bed.connect_options(), "true"))
+                                             bed.connect_options(), command))
         out["controller_cpu_s"] = time.process_time() - c0
         out["rc"] = 0
     else:
@@ -119,11 +134,87 @@ def report(doc: dict[str, Any]) -> str:
         lines.append(f"- **{'held' if alone <= 0.1 else 'NOT held'}**: the probe costs <= 0.1 "
                      f"CPU-s per host: {alone:.3f} CPU-s beyond the login ({per:.3f} with it; "
                      f"the login alone, sshd + the login shell's ~/.bashrc: {login:.3f})")
+    floor = _med(runs, "login-python", "wall_s")
+    if wall is not None and floor:
+        lines.append(f"- issue 29: **{'held' if wall <= 1.25 * floor else 'NOT held'}**: "
+                     f"`--check` <= 1.25x a login that starts the remote Python once: "
+                     f"{wall / floor:.2f}x ({wall:.2f} s vs {floor:.2f} s)")
     deep = _med(runs, "check-imports", "remote_cpu_per_host_s")
     if deep is not None and per is not None and login is not None:
         lines.append(f"- for comparison, `--check-imports`: {deep - login:.3f} CPU-s per host "
                      f"beyond the login ({(per - login) / max(1e-9, deep - login):.2f}x of it "
                      f"for the default probe)")
+    return "\n".join(lines) + "\n"
+
+
+def bad_names_run(bed: Any, n: int, quiet: int, resolver: str, given: str,
+                  tmp: Path) -> dict[str, Any]:
+    """One ``dask-ssh --no-progress`` on 2 good hosts and *n* bad names; its timings."""
+    from sshdeploy.testbed.dns import StubResolver, with_resolver
+
+    names = [f"quiet{i:03d}.invalid" if i < quiet else f"nohost{i:03d}.invalid"
+             for i in range(n)]
+    names = names[::2] + names[1::2]
+    good = [f"root@{h.name}" for h in bed.hosts[:2]]
+    if given == "hostfile":
+        path = tmp / "hosts"
+        path.write_text("\n".join([*good, *names]) + "\n")
+        hosts = ["--hostfile", str(path)]
+    else:
+        hosts = [*good, *names]
+    argv = [sys.executable, "-m", "sshdeploy.cli", "--no-progress", "--known-hosts",
+            str(bed.known_hosts), "--ssh-private-key", str(bed.client_key), *hosts]
+    stub = StubResolver() if resolver == "stub" else None
+    try:
+        if stub is not None:
+            argv = with_resolver(stub.resolv_conf(tmp), argv)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        first = error = None
+        named = 0
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            now = time.perf_counter() - t0
+            line = raw.decode(errors="replace")
+            first = now if first is None else first
+            if error is None and line.startswith("Error:"):
+                error = now
+            named += line.startswith("  - [")
+        rc = proc.wait(300)
+        out = {"given": given, "resolver": resolver, "bad": n, "quiet": quiet, "rc": rc,
+               "first_output_s": first, "error_s": error,
+               "exit_s": time.perf_counter() - t0, "named": named,
+               "load": os.getloadavg()[0],
+               # with it set, every run compiles sshdeploy, asyncssh... anew (~1 CPU-s)
+               "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
+    finally:
+        if stub is not None:
+            stub.close()
+    return out
+
+
+def bad_names_report(runs: list[dict[str, Any]]) -> str:
+    lines = ["# Unresolvable names: `dask-ssh --no-progress` on 2 good hosts and N bad names",
+             "", "| given | resolver | bad (quiet) | first output [s] | error [s] | exit [s] | "
+             "named | rc |", "|---|---|---|---|---|---|---|---|"]
+    for given in ("hostfile", "command line"):
+        mine = [r for r in runs if r["given"] == given]
+        if not mine:
+            continue
+
+        def med(key: str, mine: list[dict[str, Any]] = mine) -> str:
+            vals = [r[key] for r in mine if r.get(key) is not None]
+            return f"{statistics.median(vals):.2f}" if vals else "-"
+
+        r0 = mine[0]
+        lines.append(f"| {given} | {r0['resolver']} | {r0['bad']} ({r0['quiet']}) | "
+                     f"{med('first_output_s')} | {med('error_s')} | {med('exit_s')} | "
+                     f"{min(r['named'] for r in mine)} | {sorted({r['rc'] for r in mine})} |")
+    worst = max((r["exit_s"] for r in runs), default=None)
+    if worst is not None:
+        lines += ["", f"- issue 29: **{'held' if worst <= 5.0 else 'NOT held'}**: every run "
+                  f"failed within 5 s (slowest exit {worst:.2f} s)"]
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +227,14 @@ def main() -> int:
     p.add_argument("--bed", default="bpre")
     p.add_argument("--out", default=None, help="directory for preflight.json / preflight.md")
     p.add_argument("--keep-bed", action="store_true")
+    p.add_argument("--bad-names", type=int, default=0,
+                   help="measure N unresolvable names beside 2 good hosts instead")
+    p.add_argument("--quiet", type=int, default=10,
+                   help="of --bad-names, how many the stub resolver never answers")
+    p.add_argument("--resolver", choices=("stub", "system"), default="stub")
     args = p.parse_args()
+    if args.bad_names:
+        return main_bad_names(args)
     doc: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
@@ -166,6 +264,36 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "preflight.json").write_text(json.dumps(doc, indent=1))
         (out / "preflight.md").write_text(text)
+    return 0
+
+
+def main_bad_names(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from sshdeploy import testbed
+
+    bed = _bedprobe.bring_up(2, args.bed)
+    runs: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.repeats):
+                for given in ("hostfile", "command line"):
+                    res = bad_names_run(bed, args.bad_names, args.quiet, args.resolver, given,
+                                        Path(tmp))
+                    runs.append(res)
+                    print(f"r{r + 1} {given:<12} first {res['first_output_s'] or -1:5.2f} s  "
+                          f"error {res['error_s'] or -1:5.2f} s  exit {res['exit_s']:5.2f} s  "
+                          f"named {res['named']}  rc {res['rc']}", flush=True)
+    finally:
+        if not args.keep_bed:
+            testbed.down(args.bed)
+    text = bad_names_report(runs)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bad_names.json").write_text(json.dumps(runs, indent=1))
+        (out / "bad_names.md").write_text(text)
     return 0
 
 

@@ -19,7 +19,27 @@ orchestrates, checks the bed between runs and kills whatever a run left.
 Usage::
 
     python benchmarks/bench_startup.py [--hosts 4] [--workers-per-host 2] [--repeat 3]
-                                       [--json out.json]
+                                       [--only sshdeploy,distributed] [--source PATH]
+                                       [--stages-md out.md] [--json out.json]
+
+``--source PATH`` measures the sshdeploy of another checkout (a ``git worktree``
+of an older commit, say) with these scripts: the phase hooks below find the
+modules in either layout (``sshdeploy/ssh/pool.py`` today,
+``sshdeploy/pool.py`` before the ssh/ and cluster/ folders).
+
+Stage breakdown (issue 29): besides the start-up time, every sshdeploy run
+records when each stage of the start began and ended, measured from the
+constructor call: ``connect`` (the SSH connection of each host), the agent's
+``session`` (from asking for it to the login shell's first word), ``login ->
+python`` (the shell, the setup, the interpreter's start), ``python -> import``
+(reading the agent; with the gate, describing the host), ``imports`` (dask and
+distributed), ``gate`` (the version gate, and how long the scheduler waited
+for it after its hello), ``scheduler`` (creating it in its agent), ``worker``
+(each worker's start), ``all workers registered``. The table prints after the
+summary (``--stages-md`` writes it as markdown for benchmarks/README.md). For
+the ratio of issue 29 run it with ``--only sshdeploy,distributed`` at
+``--hosts 1 --workers-per-host 1`` and ``--hosts 8 --workers-per-host 4``, for
+this checkout and with ``--source`` for the commit before the gate.
 
 Needs root (the bed is network namespaces). Only reports; asserts nothing.
 """
@@ -40,6 +60,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "--source" in sys.argv[:-1]:  # before _source picks the code to measure
+    _given = Path(sys.argv[sys.argv.index("--source") + 1]).resolve()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(_given), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
 import _source  # noqa: E402,F401  (before anything imports sshdeploy)
 
 BED_NAME = "bench"
@@ -83,23 +107,28 @@ def _instrument(impl: str) -> None:
         setattr(cls, meth, timed)
 
     if impl == "sshdeploy":
-        try:
-            from sshdeploy import cluster, pool, remote
-        except ImportError:  # the module layout changed (remote.py split): no phases
-            return
-
+        pool = _first_module("sshdeploy.ssh.pool", "sshdeploy.pool")
+        channel = _first_module("sshdeploy.ssh.channel", "sshdeploy.channel", "sshdeploy.remote")
+        procs = _first_module("sshdeploy.cluster.processes", "sshdeploy.processes",
+                              "sshdeploy.remote")
+        core = _first_module("sshdeploy.cluster.core", "sshdeploy.cluster")
+        stage = _first_module("sshdeploy.env.prestart", "sshdeploy.env.stage")
+        agent = getattr(channel, "AgentChannel", None)
         wrap(getattr(pool, "HostPool", None), "_open", lambda s, h: "connect|" + h.hostname)
-        wrap(getattr(remote, "AgentChannel", None), "start",
-             lambda s, t: f"agent hello {s.role}|{s.host.hostname}")
-        wrap(getattr(remote, "RemoteScheduler", None), "_start", lambda s: "scheduler ready")
-        wrap(getattr(remote, "RemoteWorker", None), "_start", lambda s: f"worker ready|{s.name}")
-        wrap(getattr(remote, "RemoteWorker", None), "close", lambda s: f"close worker|{s.name}")
-        wrap(getattr(remote, "AgentChannel", None), "shutdown",
-             lambda s, t: f"close agent {s.role}|{s.host.hostname}")
-        wrap(getattr(remote, "WorkerAgents", None), "close", lambda s: "close all worker agents")
-        wrap(getattr(remote, "RemoteScheduler", None), "close", lambda s: "close scheduler")
+        wrap(agent, "start", lambda s, t: f"agent start to hello {s.role}|{s.host.hostname}")
+        _instrument_stages(agent)
+        prestart = getattr(stage, "PreStart", None)
+        wrap(prestart, "gate_agents", lambda s: "gate (on the agents' words)")
+        wrap(prestart, "run", lambda s: "gate (stage run)")
+        wrap(prestart, "_probe", lambda s, h, py: f"gate probe (a remote Python)|{h.hostname}")
+        wrap(getattr(procs, "RemoteWorker", None), "_start",
+             lambda s: f"worker ready|{s.name}")
+        wrap(getattr(procs, "RemoteWorker", None), "close", lambda s: f"close worker|{s.name}")
+        wrap(agent, "shutdown", lambda s, t: f"close agent {s.role}|{s.host.hostname}")
+        wrap(getattr(procs, "WorkerAgents", None), "close", lambda s: "close all worker agents")
+        wrap(getattr(procs, "RemoteScheduler", None), "close", lambda s: "close scheduler")
         wrap(getattr(pool, "HostPool", None), "close", lambda s: "close connections")
-        wrap(getattr(cluster, "SSHCluster", None), "_close", lambda s: "close total")
+        wrap(getattr(core, "SSHCluster", None), "_close", lambda s: "close total")
     elif impl == "distributed":
         from distributed.deploy import ssh
 
@@ -107,6 +136,69 @@ def _instrument(impl: str) -> None:
         wrap(getattr(ssh, "Worker", None), "start", lambda s: f"worker-host ready|{s.address}")
         wrap(getattr(ssh, "Worker", None), "close", lambda s: f"close worker-host|{s.address}")
         wrap(getattr(ssh, "Scheduler", None), "close", lambda s: "close scheduler")
+
+
+def _first_module(*names: str) -> Any:
+    """The first of *names* that imports (the layout of the measured checkout), else None."""
+    import importlib
+
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+def _instrument_stages(agent: Any) -> None:
+    """Time an agent's start by its own events: session, login, python, import, hello.
+
+    The events each agent sends (``stage`` and ``hello``) are handled by
+    ``AgentChannel._dispatch``; their arrival times give the stages of its
+    start, and ``call`` the scheduler's and each worker's creation.
+    """
+    import functools
+
+    if agent is None or not hasattr(agent, "_dispatch"):
+        return
+    seen: dict[int, dict[str, float]] = {}
+    orig_dispatch, orig_start, orig_call = agent._dispatch, agent.start, agent.call
+
+    @functools.wraps(orig_dispatch)
+    def dispatch(self: Any, ev: dict[str, Any]) -> Any:
+        kind = ev.get("stage") if ev.get("ev") == "stage" else ev.get("ev")
+        if kind in ("login", "setup", "python", "import", "hello", "described"):
+            times = seen.setdefault(id(self), {})
+            times.setdefault(str(kind), time.perf_counter())
+            who = f"{self.role}|{self.host.hostname}"
+            steps = (("asked", "login", "agent session opened"),
+                     ("login", "python", "agent login -> python"),
+                     ("python", "import", "agent python -> import (reads the agent, describes)"),
+                     ("import", "hello", "agent imports dask, distributed"))
+            for a, b, label in steps:
+                if kind == b and a in times:
+                    _EVENTS.append((f"{label} ({self.role})|{who}", times[a], times[b]))
+        return orig_dispatch(self, ev)
+
+    @functools.wraps(orig_start)
+    async def start(self: Any, *a: Any, **kw: Any) -> Any:
+        seen.setdefault(id(self), {})["asked"] = time.perf_counter()
+        return await orig_start(self, *a, **kw)
+
+    @functools.wraps(orig_call)
+    async def call(self: Any, cmd: str, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        hello = seen.get(id(self), {}).get("hello")
+        if cmd == "start_scheduler" and hello is not None:
+            _EVENTS.append(("scheduler waits after its hello (gate)", hello, t))
+        try:
+            return await orig_call(self, cmd, *a, **kw)
+        finally:
+            if cmd in ("start_scheduler", "start_worker"):
+                label = "scheduler created" if cmd == "start_scheduler" else "worker started"
+                _EVENTS.append((f"{label}|{a[0] if a else ''}", t, time.perf_counter()))
+
+    agent._dispatch, agent.start, agent.call = dispatch, start, call
 
 
 def _phases(t0: float, t1: float | None) -> dict[str, Any]:
@@ -181,6 +273,7 @@ def run_one(impl: str, hosts: int, wph: int, ready_deadline: float, close_deadli
         else:
             out["startup_s"] = time.perf_counter() - t0
             out["controller_cpu_s"] = sum(me.cpu_times()[:2]) - cpu0
+            _EVENTS.append(("all workers registered", t0, t0 + out["startup_s"]))
     except Exception as exc:  # record, don't crash the whole run (e.g. MaxStartups)
         out["startup_failed_after_s"] = time.perf_counter() - t0
         out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -262,7 +355,7 @@ def _spawn(impl: str, args: argparse.Namespace, logdir: Path, tag: str) -> dict:
     cmd = [
         sys.executable, __file__, "--child", impl, "--hosts", str(args.hosts),
         "--workers-per-host", str(args.workers_per_host), "--result", str(result),
-        "--close-deadline", str(args.close_deadline),
+        "--close-deadline", str(args.close_deadline), "--bed", args.bed,
     ]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -399,6 +492,30 @@ def phase_table(runs: list[dict], impl: str) -> str:
     return "\n".join(lines)
 
 
+def stages_markdown(runs: list[dict], impl: str, hosts: int, wph: int) -> str:
+    """The stage breakdown of *impl*'s runs as a markdown table (medians over the runs)."""
+    keys: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("impl") == impl and r.get("ok"):
+            for k, v in r.get("phases", {}).items():
+                if not k.startswith("close"):
+                    keys.setdefault(k, []).append(v)
+    if not keys:
+        return ""
+    lines = [f"**{impl}, {hosts} host(s) x {wph} worker(s)** (medians over "
+             f"{len([r for r in runs if r.get('impl') == impl and r.get('ok')])} run(s); "
+             "seconds from the constructor call)", "",
+             "| stage | count | first began | last ended | longest one |",
+             "|---|---|---|---|---|"]
+    for k, vs in sorted(keys.items(), key=lambda kv: statistics.median(
+            v["first_start"] for v in kv[1])):
+        med = {f: statistics.median(v[f] for v in vs)
+               for f in ("first_start", "last_end", "max_duration")}
+        lines.append(f"| {k} | {vs[0]['n']} | {med['first_start']:.2f} | "
+                     f"{med['last_end']:.2f} | {med['max_duration']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hosts", type=int, default=4, help="worker hosts (the bed gets one more)")
@@ -410,9 +527,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds to wait for remote processes to go after close()")
     p.add_argument("--run-timeout", type=float, default=240.0)
     p.add_argument("--keep-bed", action="store_true", help="don't take the bed down at the end")
+    p.add_argument("--source", help="measure the sshdeploy of this checkout (see the docstring)")
+    p.add_argument("--stages-md", help="write the stage breakdown here, as markdown")
+    p.add_argument("--bed", default=BED_NAME, help="bed name (default %(default)s)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    globals()["BED_NAME"] = args.bed  # the child's run_one looks its bed up by this name
 
     if args.child:
         res = run_one(args.child, args.hosts, args.workers_per_host, 120.0, args.close_deadline)
@@ -427,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict] = []
     t_start = time.perf_counter()
     logdir = Path(tempfile.mkdtemp(prefix="sshdeploy-bench-"))
-    print(f"bringing up bed {BED_NAME!r} with {args.hosts + 1} hosts ...", flush=True)
+    print(f"bringing up bed {args.bed!r} with {args.hosts + 1} hosts ...", flush=True)
     try:
-        bed = _bedprobe.bring_up(args.hosts + 1, BED_NAME)
+        bed = _bedprobe.bring_up(args.hosts + 1, args.bed)
         print(f"  up in {time.perf_counter() - t_start:.1f} s; logs in {logdir}", flush=True)
         for r, order in enumerate(_orders(args.repeat)):
             for impl in order:
@@ -458,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_bed:
             with contextlib.suppress(Exception):
-                testbed.down(BED_NAME)
+                testbed.down(args.bed)
     summary = summarize(runs)
     print()
     print(f"{args.hosts} hosts x {args.workers_per_host} workers = "
@@ -482,6 +603,16 @@ def main(argv: list[str] | None = None) -> int:
         text = phase_table(runs, impl)
         if text:
             print(text)
+    stages = stages_markdown(runs, "sshdeploy", args.hosts, args.workers_per_host)
+    if stages:
+        ratio = summary["ratios"].get("startup_s", {}).get("distributed/sshdeploy")
+        if ratio:
+            stages += (f"\nready ratio sshdeploy / distributed's SSHCluster, same run: "
+                       f"{1 / ratio:.2f}\n")
+        print(stages)
+        if args.stages_md:
+            Path(args.stages_md).write_text(
+                f"sshdeploy source: {_bedprobe.source_state()}\n\n{stages}")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -12,12 +12,14 @@ import base64
 import functools
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+
+from .hosts import Host
 
 # The wire constants live in the agent (it cannot import them: it travels alone);
 # importing its protocol part is cheap, it imports only the standard library at top level.
@@ -37,10 +39,12 @@ __all__ = [
     "EXIT_NOT_EXECUTABLE",
     "EXIT_NOT_FOUND",
     "EXIT_SETUP_FAILED",
+    "KEPT_PARTS",
     "LAUNCHER",
     "MARK_ENV",
     "PROBE",
     "AgentSpec",
+    "Describe",
     "agent_bundle",
     "build_bundle",
     "build_command",
@@ -50,6 +54,7 @@ __all__ = [
     "cluster_mark",
     "encode_kwargs",
     "encode_message",
+    "envremote_bundle",
     "in_login_shell",
     "join_setup",
     "program_text",
@@ -124,15 +129,35 @@ def build_bundle(parts: Sequence[tuple[str, bytes]]) -> bytes:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def agent_bundle() -> bytes:
-    """Return the remote agent as sent to every host: the loader and the agent's parts.
+#: The agent's parts that only a named cluster's agents (and its host operations and
+#: jobs) run: an ordinary cluster's agents are sent the others (~40 % less to send
+#: and compile on every agent start).
+KEPT_PARTS = ("jobs", "marks", "keep")
+
+
+@functools.lru_cache(maxsize=2)
+def agent_bundle(kept: bool = True) -> bytes:
+    """Return the remote agent as sent to a host: the loader and the agent's parts.
 
     The parts (:mod:`sshdeploy.remote.agent`) go in the order of its ``PARTS``:
-    each after the parts it imports.
+    each after the parts it imports; without *kept* (an ordinary cluster's
+    agent), not the :data:`KEPT_PARTS`.
     """
     return build_bundle([(name, (REMOTE / "agent" / f"{name}.py").read_bytes())
-                         for name in AGENT_PARTS])
+                         for name in AGENT_PARTS if kept or name not in KEPT_PARTS])
+
+
+@functools.lru_cache(maxsize=1)
+def envremote_bundle() -> bytes:
+    """Return what the environment stage's script reads first on stdin.
+
+    For :func:`build_script_command`: the loader (which :data:`SCRIPT_LAUNCHER`
+    runs), then two parts: the agent's ``facts`` (what a probe reports, read as
+    the agent reads it) and :mod:`sshdeploy.remote.envremote` as ``main``,
+    which then reads the operation from the rest of stdin.
+    """
+    return build_bundle([("facts", (REMOTE / "agent" / "facts.py").read_bytes()),
+                         ("main", (REMOTE / "envremote.py").read_bytes())])
 
 
 @functools.lru_cache(maxsize=1)
@@ -286,6 +311,10 @@ class AgentSpec:
         :func:`sshdeploy.remote.agent.keep.keep_op`), answered by one ``answer`` event.
     data : object, optional
         What ``op="write"`` stores.
+    describe : sequence of str, optional
+        Say what the host is as the agent starts, before it imports anything
+        (a ``described`` event: :func:`sshdeploy.remote.agent.facts.describe`
+        with these packages), for the version gate.
     """
 
     role: AgentRole
@@ -297,6 +326,7 @@ class AgentSpec:
     keep: Mapping[str, Any] | None = None
     op: str | None = None
     data: Any = None
+    describe: Sequence[str] | None = None
 
     def to_json(self) -> str:
         """Return the spec as one JSON line (without the newline)."""
@@ -312,6 +342,8 @@ class AgentSpec:
             spec["keep"] = dict(self.keep)
         if self.op is not None:
             spec.update(op=self.op, data=self.data)
+        if self.describe is not None:
+            spec["describe"] = list(self.describe)
         return json.dumps(spec)
 
 
@@ -322,7 +354,8 @@ def stdin_preamble(spec: AgentSpec) -> bytes:
     launcher reads the loader, the loader the agent's parts (:func:`agent_bundle`),
     the agent the tagger's code, then one JSON line.
     """
-    return agent_bundle() + _block(tagger_source()) + spec.to_json().encode() + b"\n"
+    kept = spec.keep is not None or spec.op is not None
+    return agent_bundle(kept) + _block(tagger_source()) + spec.to_json().encode() + b"\n"
 
 
 def _block(data: bytes) -> bytes:
@@ -489,3 +522,21 @@ class Launch:
     #: The workers' multiprocessing start method here (None: the setting); ``spawn``
     #: on GPU hosts (a worker must not inherit a parent's CUDA state).
     mp_method: str | None = None
+
+
+@dataclass(frozen=True)
+class Describe:
+    """Ask an agent to say what its host is as it starts: the version gate's facts.
+
+    Attributes
+    ----------
+    packages : tuple of str
+        The packages whose versions it reports (read from their metadata, before
+        the agent imports anything: :func:`sshdeploy.remote.agent.facts.describe`).
+    told : callable
+        Called once per agent with ``(host, description)``, or ``(host, None)``
+        when the agent ended (or its start failed) before it said it.
+    """
+
+    packages: tuple[str, ...]
+    told: Callable[[Host, dict[str, Any] | None], None]

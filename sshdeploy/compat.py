@@ -41,7 +41,11 @@ SPEC_CLUSTER_ATTRIBUTES = (
     "worker_spec",
     "scheduler_comm",
     "shutdown_scheduler",
+    "_adaptive",                # read: a scale called by adapt is capped, not refused
 )
+
+#: Attribute of distributed's Adaptive (AdaptiveCore): True while it scales.
+ADAPTIVE_ATTRIBUTES = ("_adapting",)
 
 #: Attribute of ProcessInterface instances: set when the process is finished.
 PROCESS_ATTRIBUTES = ("_event_finished",)
@@ -134,6 +138,11 @@ async def close_base(cluster: SpecCluster) -> None:
     await Cluster._close(cluster)
 
 
+def adapting(cluster: SpecCluster) -> bool:
+    """Whether *cluster*'s Adaptive is scaling it now (a ``scale`` called by ``adapt``)."""
+    return bool(getattr(getattr(cluster, "_adaptive", None), "_adapting", False))
+
+
 def missing_members() -> list[str]:
     """Return every member named above that the installed distributed lacks.
 
@@ -153,6 +162,11 @@ def missing_members() -> list[str]:
     pi_source = inspect.getsource(ProcessInterface.__init__)
     missing += [f"ProcessInterface().{a}" for a in PROCESS_ATTRIBUTES
                 if f"self.{a} =" not in pi_source]
+    from distributed.deploy.adaptive_core import AdaptiveCore
+
+    core_source = inspect.getsource(AdaptiveCore.__init__)
+    missing += [f"AdaptiveCore().{a}" for a in ADAPTIVE_ATTRIBUTES
+                if f"self.{a} =" not in core_source]
     nanny_source = inspect.getsource(Nanny)
     missing += [f"Nanny.{m}" for m in NANNY_MEMBERS
                 if not hasattr(Nanny, m) and f"self.{m} =" not in nanny_source]

@@ -86,10 +86,22 @@ class HostfileError(SSHDeployError, ValueError):
         "'#' starts a comment."
     )
 
+    #: The remedy of a host given as an argument (no file, no line): no hostfile advice.
+    HOST_REMEDY: ClassVar[str] = (
+        "Give each host as [user@]host[:port] (node[1-4] for a range), optionally followed, "
+        "in the same argument, by key=value settings (slots=, nthreads=, memory-limit=, "
+        "remote-python=, gpus=)."
+    )
+
     def message(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         shown = f" ({self.text.strip()!r})" if self.text.strip() else ""
-        return f"{where}: {self.reason}{shown}. {self.remedy}"
+        return f"{where}: {self.reason}{shown}. {self.advice()}"
+
+    def advice(self) -> str:
+        """The remedy: how to fix the line of a file, or how to write a host given as such."""
+        default = type(self).__dataclass_fields__["remedy"].default
+        return self.HOST_REMEDY if not self.line and self.remedy == default else self.remedy
 
 
 @dataclass(eq=False)
@@ -274,6 +286,31 @@ class ConfigError(SSHDeployError, ValueError):
 
     def message(self) -> str:
         return f"{self.setting}: {self.reason}. {self.remedy}".rstrip(" .") + "."
+
+
+@dataclass(eq=False)
+class ScaleError(ConfigError):
+    """``scale(n)`` asks for more workers than a cluster with GPU hosts has slots (one
+    worker per GPU, plus ``cpu_workers``): refused, nothing started or stopped.
+
+    Parameters
+    ----------
+    setting : str
+        The call, e.g. ``"scale(10)"``.
+    reason : str
+        The arithmetic: the slots of each host and their sum.
+    wanted, slots : int
+        The workers asked for, and the slots there are.
+
+    Examples
+    --------
+    >>> print(ScaleError("scale(3)", "asks for 3 workers, more than the 2 slots", wanted=3,
+    ...                  slots=2, remedy="Scale to at most 2."))
+    scale(3): asks for 3 workers, more than the 2 slots. Scale to at most 2.
+    """
+
+    wanted: int = 0
+    slots: int = 0
 
 
 @dataclass(eq=False)

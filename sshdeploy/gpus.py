@@ -43,12 +43,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .arguments import jsonable
 from .errors import GPUError, failures_by_host
 from .hosts import ConnectionKey, Host
-from .placement import GpuSlot, HostPlan, Placement, WorkerEntry, worker_name
+from .placement import (
+    DASK_CUDA_OPTIONS,
+    GpuSlot,
+    HostPlan,
+    Placement,
+    WorkerEntry,
+    worker_name,
+)
 
 __all__ = ["Gpu", "GpuChoice", "GpuProcess", "Inventory", "busy", "choose", "describe_request",
-           "gpu_worker_name", "place_gpus", "requests"]
+           "gpu_worker_name", "place_gpus", "record_slots", "requests", "restore_slots"]
 
 
 def size(value: int | None) -> str:
@@ -133,6 +141,9 @@ class Inventory:
         Who the workers run as (processes of others make a GPU busy).
     cores : int or None
         The cores the workers may use there.
+    dask_cuda : str or None
+        dask-cuda's version where the workers can import it (None: not there;
+        ``"<version> (old)"``: before 25.08, without the pieces sshdeploy uses).
     error : str or None
         The probe itself failed (no answer, not JSON): nothing is known.
     """
@@ -146,6 +157,7 @@ class Inventory:
     uid: int | None = None
     user: str | None = None
     cores: int | None = None
+    dask_cuda: str | None = None
     error: str | None = None
 
     @classmethod
@@ -161,7 +173,8 @@ class Inventory:
                    gpus=tuple(_gpu(g) for g in data.get("gpus") or ()),
                    tried=tuple(str(t) for t in data.get("tried") or ()),
                    devices=int(data.get("devices") or 0), visible=data.get("visible"),
-                   uid=data.get("uid"), user=data.get("user"), cores=data.get("cores"))
+                   uid=data.get("uid"), user=data.get("user"), cores=data.get("cores"),
+                   dask_cuda=data.get("dask_cuda"))
 
     def shown(self) -> tuple[list[Gpu], list[str]]:
         """The GPUs the workers may use, in ``CUDA_VISIBLE_DEVICES``'s order, and notes.
@@ -289,7 +302,35 @@ class GpuChoice:
             text += " -> no worker there"
         for gpu, why in self.skipped:
             text += f"; skipped gpu{gpu.index} ({gpu.uuid}): {why}"
+        cuda = self.inventory.dask_cuda
+        if self.chosen and cuda:
+            text += (f"; dask-cuda {cuda} there: " + (
+                "before 25.08, not used (plain Nannies)" if cuda.endswith(" (old)")
+                else "its plugins and spilling set up each GPU worker"))
         return "; ".join([text, *self.notes])
+
+    def check_dask_cuda(self, cuda: Mapping[str, Any]) -> None:
+        """Refuse dask-cuda's options (*cuda*) for a host with GPU workers and no dask-cuda.
+
+        >>> inv = Inventory("n3", "nvml", (Gpu(0, "GPU-a"),))
+        >>> GpuChoice(inv, "auto", inv.gpus).check_dask_cuda({})
+        >>> GpuChoice(inv, "auto", inv.gpus).check_dask_cuda({"rmm_pool_size": "1GB"})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sshdeploy.errors.GPUError: [n3] gpus: dask-cuda's options rmm_pool_size are given, but \
+dask-cuda is not installed there...
+        """
+        found = self.inventory.dask_cuda
+        if cuda and self.chosen and (not found or found.endswith(" (old)")):
+            there = (f"dask-cuda there is {found}, before 25.08" if found else
+                     "dask-cuda is not installed there")
+            raise GPUError(
+                host=self.host, what=f"dask-cuda's options {', '.join(sorted(cuda))} are "
+                f"given, but {there} (its GPU workers would be plain Nannies)",
+                remedy="Install dask-cuda in the workers' environment on that host (pip "
+                "install dask-cuda, or conda; 25.08 or later), or leave those options out of "
+                "worker_options.")
 
 
 def worker_name_of(hostname: str, index: int) -> str:
@@ -378,17 +419,35 @@ def choose(ask: str, inv: Inventory, max_share: float, required: bool = True) ->
     return GpuChoice(inv, ask, tuple(chosen), (), tuple(notes))
 
 
-def gpu_kwargs(template: Mapping[str, Any], gpu: Gpu) -> dict[str, Any]:
+def cuda_options(worker_options: Mapping[str, Any]) -> dict[str, Any]:
+    """dask-cuda's options among *worker_options* (:data:`~sshdeploy.placement.DASK_CUDA_OPTIONS`).
+
+    >>> cuda_options({"nthreads": 2, "rmm_pool_size": "10GB", "enable_cudf_spill": True})
+    {'rmm_pool_size': '10GB', 'enable_cudf_spill': True}
+    """
+    return {k: v for k, v in worker_options.items() if k in DASK_CUDA_OPTIONS}
+
+
+def gpu_kwargs(template: Mapping[str, Any], gpu: Gpu,
+               cuda: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The keywords of the worker of *gpu*: pinned by UUID, one GPU resource, 1 thread.
 
-    >>> kw = gpu_kwargs({"resources": {"MEM": 1}, "nthreads": 0}, Gpu(1, "GPU-b"))
-    >>> kw["env"], kw["resources"], kw["nthreads"]
-    ({'CUDA_VISIBLE_DEVICES': 'GPU-b'}, {'MEM': 1, 'GPU': 1}, 1)
+    ``dask_cuda`` holds the GPU's NVML index and dask-cuda's options (*cuda*): the
+    host's agent applies them through dask-cuda's plugins and spilling where
+    dask-cuda is installed; without it the worker is a plain Nanny (and options
+    given are an error).
+
+    >>> kw = gpu_kwargs({"resources": {"MEM": 1}, "nthreads": 0}, Gpu(1, "GPU-b"),
+    ...                 {"rmm_pool_size": "1GB"})
+    >>> kw["env"], kw["resources"], kw["nthreads"], kw["dask_cuda"]
+    ({'CUDA_VISIBLE_DEVICES': 'GPU-b'}, {'MEM': 1, 'GPU': 1}, 1, {'device_index': 1, \
+'rmm_pool_size': '1GB'})
     """
     kw = dict(template)
     kw["nthreads"] = kw.get("nthreads") or 1
     kw["env"] = {**(template.get("env") or {}), "CUDA_VISIBLE_DEVICES": gpu.uuid}
     kw["resources"] = {**(template.get("resources") or {}), "GPU": 1}
+    kw["dask_cuda"] = {"device_index": gpu.index, **(cuda or {})}
     return kw
 
 
@@ -408,10 +467,11 @@ def cpu_kwargs(template: Mapping[str, Any], cores: int | None, gpu_threads: int,
     return kw
 
 
-def _host_plan(hp: HostPlan, choice: GpuChoice) -> tuple[HostPlan, list[WorkerEntry]]:
+def _host_plan(hp: HostPlan, choice: GpuChoice, cuda: Mapping[str, Any]
+               ) -> tuple[HostPlan, list[WorkerEntry]]:
     """*hp* with its GPU slots and CPU-only workers, and its workers at the start."""
     host = hp.host
-    slots = tuple(GpuSlot(gpu_worker_name(host.hostname, g), gpu_kwargs(hp.template, g),
+    slots = tuple(GpuSlot(gpu_worker_name(host.hostname, g), gpu_kwargs(hp.template, g, cuda),
                           g.uuid, g.about()) for g in choice.chosen)
     if not slots:
         return replace(hp, slots=0), []
@@ -455,7 +515,8 @@ def place_gpus(placement: Placement, choices: Mapping[Any, GpuChoice]) -> Placem
     for key, choice in choices.items():
         if choice.no_gpu and not choice.chosen:
             continue  # a host without GPU: its ordinary workers
-        plans[key], placed[key] = _host_plan(plans[key], choice)
+        plans[key], placed[key] = _host_plan(plans[key], choice,
+                                             cuda_options(placement.worker_options))
     workers: list[WorkerEntry] = []
     done: set[Any] = set()
     for w in placement.workers:
@@ -479,7 +540,7 @@ def place_gpus(placement: Placement, choices: Mapping[Any, GpuChoice]) -> Placem
     return replace(placement, worker_hosts=plans, workers=workers, initial_workers=None)
 
 
-def describe_request(hp: HostPlan) -> str:
+def describe_request(hp: HostPlan, cuda: Mapping[str, Any] | None = None) -> str:
     """What the dry run says of a host's GPU request (before the host is probed).
 
     >>> print(describe_request(HostPlan(Host("n3"), "py", slots=1, gpus="auto", cpu_workers=2)))
@@ -502,6 +563,9 @@ resources GPU=1, nthreads 1, started with spawn; plus 2 CPU-only workers on the 
                  "(resources CPU=<threads>)")
     if hp.gpus in ("auto", "free"):
         text += f"; a host with no GPU runs its {hp.slots} worker(s) without"
+    if cuda:
+        text += ("; dask-cuda options " + ", ".join(f"{k}={v!r}" for k, v in cuda.items())
+                 + " on each GPU worker (dask-cuda must be installed there)")
     return text + f"; dask-ssh --check --gpus {hp.gpus} lists them"
 
 
@@ -522,3 +586,49 @@ def requests(hosts: Sequence[Host], gpus: str | None = None
         if ask is not None and not h.spare:
             out.setdefault(h.key, (ask, h.gpus is not None and h.gpus != gpus))
     return out
+
+
+def record_slots(placement: Placement) -> dict[str, Any]:
+    """The GPU hosts' workers as a named cluster's record keeps them (JSON), by host as written:
+    its slots, its CPU-only workers' keywords and each GPU worker (name, UUID, what the GPU
+    is, keywords: its pin). :func:`restore_slots` gives them back to a later controller.
+
+    >>> from sshdeploy.placement import place
+    >>> p = place(["s", "a"], gpus="auto")
+    >>> key = next(iter(p.worker_hosts))
+    >>> q = place_gpus(p, {key: choose("auto", Inventory("a", "nvml", (Gpu(1, "GPU-b"),)), 0.1)})
+    >>> record_slots(q)["a"]["gpu_slots"][0][:2], record_slots(p)
+    (['a-gpu1', 'GPU-b'], {})
+    """
+    dropped: list[str] = []
+    return {hp.host.as_written(): {
+        "slots": hp.slots, "template": jsonable(dict(hp.template), dropped, "template"),
+        "gpu_slots": [[s.name, s.uuid, s.about, jsonable(dict(s.kwargs), dropped, s.name)]
+                      for s in hp.gpu_slots]}
+        for hp in placement.worker_hosts.values() if hp.gpu_slots}
+
+
+def restore_slots(placement: Placement, recorded: Mapping[str, Any] | None) -> Placement:
+    """*placement* (planned again from a named cluster's record) with the GPU workers that
+    :func:`record_slots` recorded: a worker restarted or added by a later controller
+    (``from_name``) is pinned to its GPU as at the start.
+
+    >>> from sshdeploy.placement import place, slot_kwargs
+    >>> p = place(["s", "a"], gpus="auto")
+    >>> key = next(iter(p.worker_hosts))
+    >>> q = place_gpus(p, {key: choose("auto", Inventory("a", "nvml", (Gpu(1, "GPU-b"),)), 0.1)})
+    >>> again = restore_slots(p, record_slots(q))
+    >>> slot_kwargs(again.worker_hosts[key], "a-gpu1")["env"], again.worker_hosts[key].slots
+    ({'CUDA_VISIBLE_DEVICES': 'GPU-b'}, 1)
+    """
+    if not recorded:
+        return placement
+    plans = dict(placement.worker_hosts)
+    for key, hp in plans.items():
+        entry = recorded.get(hp.host.as_written())
+        if not entry or hp.gpus is None:
+            continue
+        plans[key] = replace(hp, slots=int(entry["slots"]), template=dict(entry["template"]),
+                             gpu_slots=tuple(GpuSlot(name, dict(kwargs), uuid, about)
+                                             for name, uuid, about, kwargs in entry["gpu_slots"]))
+    return replace(placement, worker_hosts=plans)

@@ -23,6 +23,15 @@ from .hosts import ConnectionKey, Host
 
 #: worker_options keys that sshdeploy consumes (not passed to the worker class).
 PLACEMENT_KEYS = ("n_workers", "nprocs")
+#: dask-cuda's options of a GPU worker (its CUDAWorker's keywords), given in worker_options.
+#: With GPU hosts they are kept out of the workers' keywords: each GPU worker gets them
+#: under ``dask_cuda`` (:func:`sshdeploy.gpus.gpu_kwargs`), applied on its host through
+#: dask-cuda's plugins and spilling (:mod:`sshdeploy.remote.agent.servers`).
+DASK_CUDA_OPTIONS = ("rmm_pool_size", "rmm_maximum_pool_size", "rmm_managed_memory",
+                     "rmm_async", "rmm_release_threshold", "rmm_log_directory",
+                     "rmm_track_allocations", "rmm_allocator_external_lib_list",
+                     "device_memory_limit", "enable_cudf_spill", "cudf_spill_stats",
+                     "pre_import", "jit_unspill")
 
 
 def as_hosts(hosts: Sequence[str | Host] | None) -> list[Host]:
@@ -191,9 +200,16 @@ class Placement:
         return {self.scheduler.key: self.scheduler, **self.first_worker_hosts()}
 
 
-def worker_kwargs(host: Host, worker_options: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the worker class keywords for *host*: its overrides win."""
-    kw = {k: v for k, v in worker_options.items() if k not in PLACEMENT_KEYS}
+def worker_kwargs(host: Host, worker_options: Mapping[str, Any], gpu: bool = False
+                  ) -> dict[str, Any]:
+    """Return the worker class keywords for *host*: its overrides win (with GPU hosts,
+    *gpu*, dask-cuda's options are not keywords of the worker class).
+
+    >>> worker_kwargs(Host("a", nthreads=2), {"n_workers": 2, "rmm_pool_size": "1GB"}, True)
+    {'nthreads': 2}
+    """
+    skip = PLACEMENT_KEYS + DASK_CUDA_OPTIONS if gpu else PLACEMENT_KEYS
+    kw = {k: v for k, v in worker_options.items() if k not in skip}
     if host.nthreads is not None:
         kw["nthreads"] = host.nthreads
     if host.memory_limit is not None:
@@ -397,6 +413,7 @@ def place(
     plans: dict[ConnectionKey, HostPlan] = {}
     workers: list[WorkerEntry] = []
     counter: Counter[str] = Counter()
+    gpu = gpus is not None or any(h.gpus for h in hs[1:])
     for i, h in enumerate(hs[1:], start=1):
         plan = plans.get(h.key)
         if plan is None:
@@ -404,7 +421,7 @@ def place(
                 host=replace(h, slots=None, spare=False, gpus=None),
                 python=h.remote_python or pythons[i] or default_python,
                 connect_options=options[h.key],
-                template=worker_kwargs(h, wopts),
+                template=worker_kwargs(h, wopts, gpu),
                 gpus=None if h.key in spare_keys else (h.gpus or gpus),
                 cpu_workers=cpu_workers or 0,
             )
@@ -414,13 +431,13 @@ def place(
         plans[h.key] = replace(plan, slots=plan.slots + n)
         if h.spare:
             continue  # slots, no workers at the start
-        kw = worker_kwargs(h, wopts)
+        kw = worker_kwargs(h, wopts, gpu)
         for _ in range(n):
             workers.append(WorkerEntry(worker_name(h, counter[h.hostname]), plan.host, kw))
             counter[h.hostname] += 1
     if not plans:
         # Only a scheduler host: `scale` and `adapt` put workers beside the scheduler.
-        plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts))
+        plans[first.key] = replace(scheduler, template=worker_kwargs(first, wopts, gpu))
     if any(hp.gpus is not None for hp in plans.values()):
         # How many workers the hosts hold is known once they are probed: applied then.
         return Placement(scheduler=scheduler, worker_hosts=plans, workers=workers,
@@ -462,7 +479,13 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
     wopts = placement.worker_options
     given = [h.with_defaults(user=model.host.user, port=model.host.port)
              for h in as_hosts(hosts)]
+    seen: set[ConnectionKey] = set()
     for h in same_spelling(given, [model.connect_options] * len(given)):
+        if h.key in seen:
+            raise ConfigError("hosts", f"{h.as_written()} is given twice",
+                              remedy="Give each host once (slots=N after it, as in a hostfile, "
+                              "for more workers there).")
+        seen.add(h.key)
         if h.gpus is not None:
             raise ConfigError("hosts", f"{h.as_written()}: gpus={h.gpus} cannot be given to a "
                               "host added to a running cluster (it is not probed for GPUs)",
@@ -477,7 +500,7 @@ def extend(placement: Placement, hosts: Sequence[str | Host], spare: bool = Fals
             python=h.remote_python or model.python,
             connect_options=model.connect_options,
             slots=workers_per_entry(h, wopts),
-            template=worker_kwargs(h, wopts),
+            template=worker_kwargs(h, wopts, bool(placement.gpu_hosts())),
         )
         if spare or h.spare:
             spares.add(h.key)
@@ -542,12 +565,13 @@ def next_worker(
 
 
 def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[ConnectionKey, Any],
-                       n: int) -> dict[str, Any]:
+                       n: int, spares: Collection[ConnectionKey] = ()) -> dict[str, Any]:
     """Return the worker specs kept when ``scale`` goes down to *n* workers.
 
-    SpecCluster removes the most recently added; this removes from the host
-    carrying the most workers relative to its slots (among equals, the host
-    met first in the specs), its highest name first.
+    SpecCluster removes the most recently added; this removes the spares'
+    workers first (a spare is the reserve: the regular hosts are kept), then
+    from the host carrying the most workers relative to its slots (among
+    equals, the host met first in the specs), its highest name first.
 
     Parameters
     ----------
@@ -564,6 +588,8 @@ def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[Con
     ...          Host("b").key: HostPlan(Host("b"), "py", slots=2)}
     >>> list(kept_on_scale_down(spec, plans, 2))
     ['a-0', 'b-0']
+    >>> list(kept_on_scale_down(spec, plans, 2, spares={Host("b").key}))
+    ['a-0', 'a-1']
     """
     if n <= 0:
         return {}
@@ -577,17 +603,17 @@ def kept_on_scale_down(worker_spec: Mapping[str, Any], worker_hosts: Mapping[Con
     position = {name: i for i, name in enumerate(keep)}
     firsts = {k: sorted(position[name] for name in names) for k, names in by_host.items()}
 
-    def entry(k: ConnectionKey) -> tuple[float, int, ConnectionKey]:
-        # Most workers per slot first; among equals, the host met first in the specs.
+    def entry(k: ConnectionKey) -> tuple[bool, float, int, ConnectionKey]:
+        # Spares first; then most workers per slot; among equals, the host met first.
         slots = worker_hosts[k].slots if k in worker_hosts else 0
-        return -len(by_host[k]) / max(1, slots), firsts[k][0], k
+        return k not in spares, -len(by_host[k]) / max(1, slots), firsts[k][0], k
 
     # One heap entry per host, renewed when it loses a worker: O(n log n), where a
     # max over every host per removal took 20 s to close a 3000-host cluster.
     heap = [entry(k) for k in by_host]
     heapq.heapify(heap)
     while len(keep) > n:
-        key = heapq.heappop(heap)[2]
+        key = heapq.heappop(heap)[3]
         name = by_host[key].pop()
         keep.pop(name)
         firsts[key].pop(bisect.bisect_left(firsts[key], position[name]))

@@ -21,7 +21,7 @@ from .bootstrap import Launch, build_command, cluster_mark, join_setup
 from .defaults import CLASSIC_WORKER_MODULES, DEFAULT_DASHBOARD
 from .env.stageplan import StagePlan, plan_stage
 from .errors import ConfigError
-from .gpus import describe_request
+from .gpus import cuda_options, describe_request
 from .hosts import check_gpus, check_memory_limit
 from .named.policy import DEFAULT_DEATH_TIMEOUT, KeepPolicy, check_name, parse_duration
 from .placement import HostPlan, Placement, place, with_spares
@@ -29,7 +29,7 @@ from .remote.agent.servers import describe_share
 from .roles import Role
 
 __all__ = ["ClusterPlan", "Launch", "RemotePlan", "plan_cluster", "resolve_advertised"]
-from .settings import Settings
+from .settings import MIN_POLICY_DURATION, Settings
 
 
 class Advertised:
@@ -234,7 +234,8 @@ class ClusterPlan:
             if hp.gpu_slots:
                 gpus = "; ".join(f"{s.name}: {s.about}" for s in hp.gpu_slots)
             elif hp.gpus is not None:  # the workers are known once the host is probed
-                shown, gpus = [f"{hp.host.hostname}-gpu<index> per GPU"], describe_request(hp)
+                shown = [f"{hp.host.hostname}-gpu<index> per GPU"]
+                gpus = describe_request(hp, cuda_options(p.worker_options))
                 memory = hp.template.get("memory_limit")
                 share = "memory_limit = " + (f"{memory} (given)" if memory not in (
                     None, "auto") else "the host's memory / its workers (GPU and CPU-only)")
@@ -296,13 +297,14 @@ def plan_cluster(args: ClusterArgs, settings: Settings | None = None) -> Cluster
                                   args.connect_options),
                       args.worker_options, args.remote_python, args.connect_options,
                       args.initial_workers, check_gpus(args.gpus), args.cpu_workers)
-    if placement.gpu_hosts():
+    if placement.gpu_hosts():  # (min_workers: once they are probed, see gpus.place_gpus)
         _check_gpu_worker_class(worker_class)
     elif args.cpu_workers:
         raise ConfigError("cpu_workers", "adds CPU-only workers beside the GPU workers of a GPU "
                           "host, and no host is asked for GPUs", remedy="Give gpus= too "
                           "(dask-ssh --gpus, or a hostfile's gpus=), or n_workers for CPU hosts.")
-    else:  # (with GPU hosts: once they are probed, see sshdeploy.gpus.place_gpus)
+    else:
+        _without_gpus(worker_class, args.worker_options or {})
         check_min_workers(args.min_workers, len(placement.workers))
     security = args.security
     creds: Security | None
@@ -363,10 +365,10 @@ def _keep_policy(name: str | None, shutdown_on_close: bool, idle_timeout: Any,
                           remedy="Give name='NAME' (a short identifier).")
     return KeepPolicy(
         name=check_name(name),
-        idle_timeout=parse_duration(idle_timeout, "idle_timeout") if idle_timeout is not None
-        else settings.idle_timeout,
-        max_lifetime=parse_duration(max_lifetime, "max_lifetime") if max_lifetime is not None
-        else settings.max_lifetime,
+        idle_timeout=parse_duration(idle_timeout, "idle_timeout", MIN_POLICY_DURATION)
+        if idle_timeout is not None else settings.idle_timeout,
+        max_lifetime=parse_duration(max_lifetime, "max_lifetime", MIN_POLICY_DURATION)
+        if max_lifetime is not None else settings.max_lifetime,
         death_timeout=parse_duration(death_timeout, "worker_options['death_timeout']")
         or DEFAULT_DEATH_TIMEOUT,
     )
@@ -446,6 +448,26 @@ def _check_gpu_worker_class(worker_class: str) -> None:
         raise ConfigError("worker_class", f"{worker_class} starts its own worker per GPU; "
                           "with gpus= sshdeploy does that", remedy="Give gpus= with the default "
                           "worker class, or worker_class=dask_cuda.CUDAWorker without gpus=.")
+
+
+def _without_gpus(worker_class: str, worker_options: Mapping[str, Any]) -> None:
+    """No host asked for GPUs: dask-cuda's own worker class is noted, its options refused
+    unless that class takes them."""
+    if worker_class.startswith("dask_cuda."):
+        warnings.warn(
+            f"worker_class={worker_class!r} starts one worker per GPU on each host by itself, "
+            "as distributed's SSHCluster does; gpus='auto' is the simpler way: one worker per "
+            "GPU, pinned by UUID, named <host>-gpu<index>, placed by scale/adapt, shown by "
+            "--check, with dask-cuda's options (rmm_pool_size...) where it is installed",
+            UserWarning, stacklevel=4)
+        return
+    given = cuda_options(worker_options)
+    if given:
+        raise ConfigError(f"worker_options[{next(iter(given))!r}]",
+                          "is an option of dask-cuda's GPU workers, and no host is asked for "
+                          "GPUs", remedy="Give gpus='auto' (dask-ssh --gpus, or a hostfile's "
+                          "gpus=) for one worker per GPU with dask-cuda's options, or "
+                          "worker_class='dask_cuda.CUDAWorker'.")
 
 
 def _from_worker_module(worker_module: str, worker_class: str) -> str:

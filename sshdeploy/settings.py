@@ -195,7 +195,7 @@ def _coerce(name: str, value: Any) -> Any:
     key = "sshdeploy." + name.replace("_", "-")
     if name in ("idle_timeout", "max_lifetime"):
 
-        return parse_duration(value, key)
+        return parse_duration(value, key, MIN_POLICY_DURATION)
     if name == "version_check":
         if value not in _POLICIES:
             raise ConfigError(key, f"must be one of {', '.join(_POLICIES)}, got {value!r}")
@@ -245,8 +245,16 @@ def _size(key: str, value: Any) -> int:
     return int(number)
 
 
-def parse_duration(value: Any, setting: str) -> float | None:
+#: The shortest ``idle-timeout`` / ``max-lifetime`` taken, in seconds: the
+#: scheduler host's agent checks them about once a second, and a cluster that
+#: stops a moment after ``up`` returns is a typo (``1ms``), not a wish.
+MIN_POLICY_DURATION = 10.0
+
+
+def parse_duration(value: Any, setting: str, minimum: float = 0.0) -> float | None:
     """Return *value* in seconds (None stays None); a dask duration string or a number.
+
+    Below *minimum* seconds it is refused, the minimum named.
 
     Examples
     --------
@@ -254,6 +262,10 @@ def parse_duration(value: Any, setting: str) -> float | None:
     (1800.0, 90.0)
     >>> parse_duration(None, "idle_timeout") is None
     True
+    >>> parse_duration("1ms", "--idle-timeout", minimum=10)
+    Traceback (most recent call last):
+    ...
+    sshdeploy.errors.ConfigError: --idle-timeout: must be at least 10 s, got '1ms'...
     """
     if value is None:
         return None
@@ -269,4 +281,7 @@ def parse_duration(value: Any, setting: str) -> float | None:
     if isinstance(value, bool) or seconds <= 0:
         raise ConfigError(setting, f"must be a duration > 0 such as '10s', '30min' or '2h', "
                           f"got {value!r}")
+    if seconds < minimum:
+        raise ConfigError(setting, f"must be at least {minimum:g} s, got {value!r}",
+                          remedy=f"Give {minimum:g}s or more (e.g. '30min', '2h').")
     return seconds

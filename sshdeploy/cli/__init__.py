@@ -62,6 +62,8 @@ def check_hosts(
     setup: str | Sequence[str] | None = None,
     deep: bool = False,
     gpus: Mapping[Any, tuple[str, bool]] | None = None,
+    describe: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> list[Any]:
     """Run the ``--check`` preflight: :func:`sshdeploy.ssh.preflight.check_hosts`.
 
@@ -78,6 +80,10 @@ def check_hosts(
         by default their versions are read from the package metadata.
     gpus : dict, optional
         The hosts asked for GPUs (``--gpus``, a hostfile's ``gpus=``): probed too.
+    describe : sequence of str, optional
+        The version gate's packages: each host is described for it by the same
+        probe (one remote Python per host; ``HostCheck.description``).
+    login_shell : bool
 
     Returns
     -------
@@ -86,7 +92,9 @@ def check_hosts(
     from sshdeploy.bootstrap import join_setup
     from sshdeploy.ssh.preflight import check_hosts as run_checks
 
-    extra = {"gpus": gpus} if gpus else {}
+    extra: dict[str, Any] = {"gpus": gpus} if gpus else {}
+    if describe is not None:
+        extra.update(describe=describe, login_shell=login_shell)
     return list(run_checks(hosts, connect_options, remote_python, setup=join_setup(setup),
                            deep=deep, **extra))
 
@@ -224,8 +232,11 @@ def main(ctx: click.Context, /, **options: Any) -> None:
 
 
 def _run(options: dict[str, Any], console: Console, err_console: Console,
-         keep: dict[str, Any] | None = None) -> int:
-    """Do what the options ask; return the exit status (*keep*: ``dask-ssh up``)."""
+         keep: dict[str, Any] | None = None, show_level: int | None = None) -> int:
+    """Do what the options ask; return the exit status (*keep*: ``dask-ssh up``).
+
+    *show_level* overrides the options' own (``dask-ssh up`` hides every remote line).
+    """
     opts = CliOptions(**options)
     if opts.ask_passphrase and not opts.dry_run:  # a dry run connects nowhere
         key = opts.ssh_private_key or "your SSH private key"
@@ -249,35 +260,60 @@ def _run(options: dict[str, Any], console: Console, err_console: Console,
 
         unique = list({h.as_written(): h for h in as_hosts(args.hosts)}.values())
         asks = requests(as_hosts(args.hosts), check_gpus(args.gpus))
+        # One remote Python per host: the probe describes it for the gate too (not with
+        # --check-imports, whose probe imports dask and distributed instead).
+        gated = None if opts.check_imports else _gate_packages(args)
+        extra: dict[str, Any] = {"gpus": asks} if asks else {}
+        if gated is not None:
+            extra.update(describe=gated, login_shell=args.kwargs()["login_shell"])
         checks = check_hosts(
             unique,
             connect_options=args.connect_options,
             remote_python=args.remote_python,
             setup=args.setup,
             deep=opts.check_imports,
-            **({"gpus": asks} if asks else {}),
+            **extra,
         )
         report.print_check_table(console, checks)
         gpus_ok = report.print_gpus(console, checks, args.cpu_workers or 0)
-        return _check_gate(console, args, unique, all(c.ok for c in checks) and gpus_ok)
+        described = None if gated is None else {
+            c.host: getattr(c, "description", None) or (c.error or "not described")
+            for c in checks}
+        return _check_gate(console, args, unique, all(c.ok for c in checks) and gpus_ok,
+                           described)
     if opts.log_directory is not None:
         _make_log_directory(opts.log_directory)
     from sshdeploy.cli.run import run_cluster
 
     return run_cluster(args, console=console, err_console=err_console,
-                       log_directory=opts.log_directory, show_level=opts.show_level,
+                       log_directory=opts.log_directory,
+                       show_level=opts.show_level if show_level is None else show_level,
                        progress=not opts.no_progress, keep=keep)
 
 
-def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool) -> int:
-    """Print the version gate's table after the ``--check`` table; return the exit status."""
+def _gate_packages(args: Any) -> list[str]:
+    """The packages the version gate compares for these arguments."""
+    from sshdeploy.env.prestart import gate_plan
+
+    kw = args.kwargs()
+    return list(gate_plan(packages=kw["packages"], environment=kw["environment"]).packages)
+
+
+def _check_gate(console: Console, args: Any, hosts: Sequence[Host], ok: bool,
+                described: Mapping[str, Any] | None = None) -> int:
+    """Print the version gate's table after the ``--check`` table; return the exit status.
+
+    *described*: what the check's own probe said of each host (no second probe).
+    """
     from sshdeploy.env.gate import format_table
     from sshdeploy.env.prestart import check_gate
 
     kw = args.kwargs()
+    extra = {} if described is None else {"described": described}
     rows, skipped = check_gate(
         hosts, args.connect_options, args.remote_python, setup=kw["setup"],
-        login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"])
+        login_shell=kw["login_shell"], packages=kw["packages"], environment=kw["environment"],
+        **extra)
     if rows:
         console.print(f"version gate: {len({r.host for r in rows})} host(s) differ from this "
                       "machine:", markup=False, highlight=False)
@@ -320,7 +356,11 @@ _UP_HELP = """\
 Start a named cluster that outlives this command: the options and hosts of
 the classic dask-ssh, plus --name. It returns once every worker is ready,
 printing the banner and how to reach the cluster again; nothing of ours keeps
-running on this machine. The hosts supervise it: a worker that dies is
+running on this machine. While it starts it shows each host's state (a live
+table on a terminal, else one line per change on stderr), not the remote log
+lines: those go to the cluster's logs (dask-ssh logs NAME, dask-ssh attach
+NAME); -v (or --log-level LEVEL) prints them here too. A failed start prints
+the failing host's last remote lines with its error. The hosts supervise it: a worker that dies is
 restarted there, and the whole cluster stops when --idle-timeout or
 --max-lifetime says so (else at `dask-ssh down NAME`).
 
@@ -331,23 +371,34 @@ Same name, another spec: refused (what differs is listed), unless --replace.
 
 
 def _up(ctx: click.Context, /, name: str, replace: bool, idle_timeout: str | None,
-        max_lifetime: str | None, **options: Any) -> None:
+        max_lifetime: str | None, verbose: bool, **options: Any) -> None:
     """``dask-ssh up``: the classic run, kept (see :data:`_UP_HELP`)."""
+    from sshdeploy.cli.remote_output import HIDE_REMOTE
     from sshdeploy.named.policy import check_name, parse_duration
     from sshdeploy.named.state import StateStore
+    from sshdeploy.settings import MIN_POLICY_DURATION
+
+    if verbose and (options.get("log_level") is not None or options.get("quiet")):
+        raise click.UsageError("-v prints every remote line; --log-level / -q choose a level: "
+                               "give one of them.")
+    # The remote lines stay in the cluster's logs unless asked for (-v, --log-level, -q).
+    streamed = verbose or options.get("log_level") is not None or options.get("quiet")
 
     console = make_console(sys.stdout)
     err_console = make_console(sys.stderr)
     try:
         check_name(name, "--name")
         keep = {"name": name,
-                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout"),
-                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime")}
+                "idle_timeout": parse_duration(idle_timeout, "--idle-timeout",
+                                               MIN_POLICY_DURATION),
+                "max_lifetime": parse_duration(max_lifetime, "--max-lifetime",
+                                               MIN_POLICY_DURATION)}
         store = StateStore()
         with store.locked(name):
             if replace:
                 _replace(store, name, err_console)
-            code = _run(options, console, err_console, keep=keep)
+            code = _run(options, console, err_console, keep=keep,
+                        show_level=None if streamed else HIDE_REMOTE)
     except SSHDeployError as err:
         err_console.print(f"Error: {err}")
         code = getattr(err, "exit_code", exit_codes.FAILED)
@@ -390,18 +441,23 @@ up = click.Command(
         click.Option(["--max-lifetime"], default=None, metavar="DURATION",
                      help="Stop this long after the start. [default: sshdeploy.max-lifetime, "
                           "else never]"),
+        click.Option(["-v", "--verbose"], is_flag=True,
+                     help="Print the remote log lines while the cluster starts, as the "
+                          "foreground dask-ssh does. [default: only each host's state; the "
+                          "lines are in dask-ssh logs NAME]"),
         *[p for p in main.params if p.name not in ("version",)],
     ],
 )
 
 
 def subcommands() -> dict[str, click.Command]:
-    """``dask-ssh``'s subcommands by name (``up``, those of :mod:`sshdeploy.cli.named` and
-    of :mod:`sshdeploy.cli.jobs`)."""
+    """``dask-ssh``'s subcommands by name (``up``, those of :mod:`sshdeploy.cli.named`,
+    :mod:`sshdeploy.cli.logs` and :mod:`sshdeploy.cli.jobs`)."""
     from sshdeploy.cli.jobs import JOB_COMMANDS
+    from sshdeploy.cli.logs import LOG_COMMANDS
     from sshdeploy.cli.named import SUBCOMMANDS
 
-    return {"up": up, **SUBCOMMANDS, **JOB_COMMANDS}
+    return {"up": up, **SUBCOMMANDS, **LOG_COMMANDS, **JOB_COMMANDS}
 
 
 if __name__ == "__main__":  # pragma: no cover

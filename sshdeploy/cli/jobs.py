@@ -265,7 +265,8 @@ JOB_ARG = click.argument("job")
 @NAME_ARG
 @JOB_ARG
 @click.option("--follow", "-f", is_flag=True,
-              help="Keep printing what it writes until it ends (Ctrl-C stops following).")
+              help="Keep printing what it writes until it ends (Ctrl-C stops following: "
+                   "exit status 130, the job runs on).")
 @handled
 def job_logs_command(name: str, job: str, follow: bool) -> None:
     """Print what JOB wrote (stdout and stderr, kept on the scheduler host, 8 MiB and one
@@ -280,7 +281,11 @@ def job_logs_command(name: str, job: str, follow: bool) -> None:
         interrupted, final = asyncio.run(logs())
     except OutputClosed:
         sys.exit(OUTPUT_CLOSED)
-    if follow and not interrupted:
+    if interrupted:  # Ctrl-C: only the following stops, as for submit
+        click.echo(f"\ndask-ssh: stopped following; job {job} of {name} keeps running "
+                   f"(dask-ssh job stop {name} {job} stops it)", err=True)
+        sys.exit(DETACHED)
+    if follow:
         click.echo(_ended(name, final), err=True)
 
 

@@ -1,5 +1,5 @@
-"""``dask-ssh`` subcommands for named clusters: list, status, logs, scale, add, remove,
-attach, down, clean.
+"""``dask-ssh`` subcommands for named clusters: list, status, scale, add, remove,
+down, clean (``logs`` and ``attach`` are :mod:`sshdeploy.cli.logs`).
 
 Each is a small click command over :mod:`sshdeploy.named` (``up`` is the
 classic command with ``--name``, see :mod:`sshdeploy.cli`). Nothing here
@@ -14,7 +14,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from sshdeploy.errors import ClusterNotFoundError, ClusterStateError, SSHDeployError
+from sshdeploy.errors import ClusterNotFoundError, ClusterStateError, ConfigError, SSHDeployError
 from sshdeploy.named.policy import check_name
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ COMMANDS = ("up", "list", "ls", "status", "logs", "scale", "add", "remove", "att
             "clean")
 
 
-def _console(stream: Any = None) -> Console:
+def out_console(stream: Any = None) -> Console:
     from sshdeploy.cli.console import make_console
 
     return make_console(stream or sys.stdout)
@@ -44,12 +44,25 @@ def _name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         return value
     try:
         return check_name(value, "NAME")
-    except SSHDeployError as err:
-        raise click.BadParameter(str(err)) from None
+    except ConfigError as err:   # click names the argument already: the reason and remedy
+        raise click.BadParameter(f"{err.reason}. {err.remedy}") from None
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A count of workers: a whole number >= 0 (``-1`` too reaches here: not an option)."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise click.BadParameter(
+            f"{value!r} is not a number of workers: give the count the cluster should have, "
+            "0 or more (`dask-ssh scale NAME 0` stops every worker and keeps the scheduler).")
+    return n
 
 
 def _fail(err: SSHDeployError) -> None:
-    _console(sys.stderr).print(f"Error: {err}")
+    out_console(sys.stderr).print(f"Error: {err}")
     sys.exit(getattr(err, "exit_code", 1))
 
 
@@ -72,7 +85,7 @@ ELSEWHERE = ("`dask-ssh list` shows the clusters recorded here. One started from
              "`dask-ssh list --host HEAD` shows it, `dask-ssh down NAME --host HEAD` stops it.")
 
 
-def _record(name: str) -> ClusterRecord:
+def named_record(name: str) -> ClusterRecord:
     from sshdeploy.named.state import StateStore
 
     record = StateStore().load(name)
@@ -128,7 +141,7 @@ def list_command(as_json: bool, host: str | None, known_hosts: str | None,
                   "path": p.path} for p in problems]
         click.echo(json.dumps(rows, indent=1))
         return
-    console = _console()
+    console = out_console()
     if not statuses and not problems:
         console.print("no named clusters (start one with `dask-ssh up --name NAME HOST...`)")
         return
@@ -174,24 +187,30 @@ def status_command(name: str) -> None:
     from sshdeploy.named import flow
     from sshdeploy.named.hostops import on_hosts
     from sshdeploy.named.spec import hosts_of
-    from sshdeploy.named.status import classify, host_health
+    from sshdeploy.named.status import classify, host_health, stopping
 
-    record = _record(name)
+    record = named_record(name)
 
     async def probe_hosts() -> tuple[Any, dict[Any, Any], Any]:
         async with flow.record_pool(record.spec) as pool:
             hosts = flow.launches(record.spec)
             answers = await on_hosts(pool, hosts, name, "probe")
-            return pool, answers, classify(record, next(iter(answers.values())))
+            first = next(iter(answers.values()))
+            status = classify(record, first)
+            if status.state == "stopped" and isinstance(first, dict):  # every host answered
+                status = stopping(status, str((first.get("end") or {}).get("reason", "")),
+                                  answers)
+            return pool, answers, status
 
     pool, answers, status = asyncio.run(probe_hosts())
-    console = _console()
+    console = out_console()
     console.print(f"{name}: {status.state}" + (f" ({status.reason})" if status.reason else "")
                   + f", scheduler {record.scheduler_address}, workers "
                   f"{status.running}/{status.wanted}")
     sched = next(iter(answers.values()))
     workers_by_host: dict[str, list[str]] = {}
-    if isinstance(sched, dict):
+    # A gone or stopped cluster's status file is its last word, not what runs now.
+    if isinstance(sched, dict) and status.state in ("running", "degraded"):
         for w in (sched.get("status") or {}).get("workers") or []:
             workers_by_host.setdefault(str(w.get("name", "")).rpartition("-")[0], []).append(
                 str(w.get("name")))
@@ -203,7 +222,7 @@ def status_command(name: str) -> None:
         role = "scheduler" if i == 0 else "spare" if host.hostname in spares else "workers"
         names = workers_by_host.get(host.hostname, [])
         health = host_health(answer, runs_scheduler=i == 0, spare=host.hostname in spares,
-                             workers=len(names))
+                             workers=len(names), cluster=status.state)
         if isinstance(answer, BaseException):
             table.add_row(pool.as_connected(host), role, health, "-", "-",
                           str(answer).splitlines()[0])
@@ -214,134 +233,9 @@ def status_command(name: str) -> None:
     console.print(table)
 
 
-@click.command("logs")
+@click.command("scale", context_settings={"ignore_unknown_options": True})
 @NAME_ARG
-@click.option("--worker", "-w", "worker", default=None, help="Only this worker's lines.")
-@click.option("--scheduler", "scheduler", is_flag=True, help="Only the scheduler's lines.")
-@click.option("--lines", "-n", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Lines per log file (0: all that is kept).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
-@handled
-def logs_command(name: str, worker: str | None, scheduler: bool, lines: int,
-                 follow: bool) -> None:
-    """Print what the processes of cluster NAME wrote, kept on its hosts.
-
-    Each host keeps every line of its agents in a log file (8 MiB, then
-    rotated once), so lines written while nobody was attached are not lost.
-    """
-    record = _record(name)
-    try:
-        asyncio.run(_logs(record, worker, scheduler, lines, follow))
-    except KeyboardInterrupt:
-        pass
-
-
-def _wanted(line: str, worker: str | None, scheduler: bool, sched_label: str) -> bool:
-    if worker:
-        return f"[{worker}]" in line
-    if scheduler:
-        return f"[{sched_label}]" in line
-    return True
-
-
-async def _logs(record: ClusterRecord, worker: str | None, scheduler: bool, lines: int,
-                follow: bool) -> None:
-    from sshdeploy.named import flow
-    from sshdeploy.named.hostops import host_op
-
-    every = flow.launches(record.spec)
-    hosts = every
-    sched_host = next(iter(hosts))
-    if worker:
-        stem = worker.rpartition("-")[0]
-        hosts = {h: lch for h, lch in hosts.items() if h.hostname == stem} or hosts
-    elif scheduler:
-        hosts = {sched_host: hosts[sched_host]}
-    sched_label = f"scheduler {sched_host.hostname}"
-    async with flow.record_pool(record.spec) as pool:
-        answers = await asyncio.gather(*(
-            host_op(pool, h, lch, record.name, "logs", data={"lines": lines})
-            for h, lch in hosts.items()), return_exceptions=True)
-        out = sys.stdout
-        printed = 0
-        for h, answer in zip(hosts, answers, strict=True):
-            if isinstance(answer, BaseException):
-                _console(sys.stderr).print(f"dask-ssh: {pool.as_connected(h)}: {answer}")
-                continue
-            for text in (answer.get("logs") or {}).values():
-                for line in text:
-                    if _wanted(line, worker, scheduler, sched_label):
-                        out.write(line + "\n")
-                        printed += 1
-        out.flush()
-        if worker and not printed:
-            await _check_worker(pool, record, every, worker)
-        if follow:
-            await _follow(pool, hosts, answers, worker, scheduler, sched_label)
-
-
-async def _check_worker(pool: Any, record: ClusterRecord, hosts: dict[Any, Any],
-                        worker: str) -> None:
-    """Raise a ConfigError naming the known workers if *worker* never ran in the cluster.
-
-    Every line of every host's log files is looked at (a worker that ran long
-    ago is known), and what the scheduler lists now.
-    """
-    from sshdeploy.errors import ConfigError
-    from sshdeploy.named.hostops import host_op
-    from sshdeploy.named.status import worker_names
-
-    answers = await asyncio.gather(*(
-        host_op(pool, h, lch, record.name, "logs", data={"lines": 1, "sources": True})
-        for h, lch in hosts.items()), return_exceptions=True)
-    sources: set[str] = set()
-    for answer in answers:
-        if isinstance(answer, BaseException):
-            return  # a host that did not answer may know it: say nothing more
-        sources.update(str(s) for s in answer.get("sources") or [])
-        status = answer.get("status") or {}
-        sources.update(str(w.get("name")) for w in status.get("workers") or [])
-    known = worker_names(sources, (h.hostname for h in hosts))
-    if worker in known:
-        return
-    raise ConfigError(
-        "--worker", f"cluster {record.name!r} has no worker {worker!r} "
-        + (f"(its workers: {', '.join(known)})" if known else "(no worker of it has run yet)"),
-        remedy=f"Give one of them; `dask-ssh status {record.name}` shows those that run now.")
-
-
-async def _follow(pool: Any, hosts: dict[Any, Any], answers: list[Any], worker: str | None,
-                  scheduler: bool, sched_label: str) -> None:
-    """``tail -F`` the hosts' log files over their SSH connections until cancelled.
-
-    Each tail ends on its host with the channel (the shell's ``cat`` reads
-    EOF, then stops it): nothing is left there however this one ends.
-    """
-    import shlex
-
-    async def tail(host: Any, directory: str) -> None:
-        conn = await pool.get(host)
-        pattern = shlex.quote(directory) + "/logs/*.log"
-        proc = await conn.conn.create_process(
-            f"tail -q -n 0 -F {pattern} 2>/dev/null & t=$!; cat >/dev/null; kill $t",
-            encoding="utf-8", errors="replace")
-        try:
-            async for line in proc.stdout:
-                if _wanted(line, worker, scheduler, sched_label):
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-        finally:
-            proc.close()  # its stdin closes: the remote `cat` ends and stops the tail
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait_closed(), 5)
-
-    await asyncio.gather(*(tail(h, a["host_dir"]) for h, a in zip(hosts, answers, strict=True)
-                           if isinstance(a, dict) and a.get("host_dir")))
-
-
-@click.command("scale")
-@NAME_ARG
-@click.argument("n", type=click.IntRange(min=0))
+@click.argument("n", callback=_count)
 @handled
 def scale_command(name: str, n: int) -> None:
     """Scale cluster NAME to N workers (0 too); return when they run (it keeps running).
@@ -353,7 +247,7 @@ def scale_command(name: str, n: int) -> None:
     from sshdeploy.cluster import SSHCluster
 
     cluster = SSHCluster.from_name(name)
-    console = _console()
+    console = out_console()
     try:
         cluster.scale(n)
         target = len(cluster.worker_spec)
@@ -403,13 +297,38 @@ def add_command(name: str, hostnames: tuple[str, ...], spare: bool) -> None:
     added = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
-        started = cluster.add_hosts(added, spare=spare)
+        with cli_advice(name):
+            started = cluster.add_hosts(added, spare=spare)
         total = len(cluster.worker_spec)
     finally:
         cluster.close()
     what = "as spares" if spare else (f"workers started: {', '.join(started)}" if started
                                       else "no worker started")
-    _console().print(f"{name}: {len(added)} host(s) added ({what}); {total} worker(s)")
+    out_console().print(f"{name}: {len(added)} host(s) added ({what}); {total} worker(s)")
+
+
+#: What ``dask-ssh add/remove`` advise instead of the Python API's remedies, by the reason.
+CLI_REMEDIES = (
+    ("is already a host of the cluster", "`dask-ssh status {name}` lists its hosts; a host "
+     "quarantined or lost takes workers again by itself once its window ends."),
+    ("is not a worker host of the cluster", "`dask-ssh status {name}` lists its hosts."),
+    ("runs the scheduler", "Remove worker hosts only; `dask-ssh scale {name} N` removes "
+     "workers anywhere, `dask-ssh down {name}` stops the cluster."),
+    ("is given twice", "Give each host once (`HOST slots=N` for more workers there)."),
+)
+
+
+@contextlib.contextmanager
+def cli_advice(name: str) -> Iterator[None]:
+    """Within: an error of ``add_hosts``/``remove_hosts`` advises ``dask-ssh`` commands for
+    cluster *name* (not ``host_rows()`` or ``readmit()``), and names HOSTNAMES."""
+    try:
+        yield
+    except ConfigError as exc:
+        remedy = next((r.format(name=name) for why, r in CLI_REMEDIES if why in exc.reason),
+                      exc.remedy)
+        setting = "HOSTNAMES" if exc.setting in ("hosts", "add_hosts()") else exc.setting
+        raise ConfigError(setting, exc.reason, remedy=remedy) from None
 
 
 @click.command("remove")
@@ -425,11 +344,12 @@ def remove_command(name: str, hostnames: tuple[str, ...]) -> None:
     gone = resolve_hosts(hostnames)
     cluster = SSHCluster.from_name(name)
     try:
-        retired = cluster.remove_hosts(gone)
+        with cli_advice(name):
+            retired = cluster.remove_hosts(gone)
         total = len(cluster.worker_spec)
     finally:
         cluster.close()
-    _console().print(f"{name}: {len(gone)} host(s) removed (workers retired: "
+    out_console().print(f"{name}: {len(gone)} host(s) removed (workers retired: "
                      f"{', '.join(retired) or 'none'}); {total} worker(s)")
 
 
@@ -463,23 +383,28 @@ def down_command(names: tuple[str, ...], every: bool, host: str | None,
         names = tuple(store.names())
     if not names:
         raise click.UsageError("give the NAME of a cluster, or --all")
-    console = _console()
+    console = out_console()
     failed = False
     for name in names:
         check_name(name, "NAME")
         if host is not None:
             record = _fetch_record(name, host, _ssh_options(known_hosts, ssh_private_key))
         else:
-            record = _record(name)
+            record = named_record(name)
         started = time.monotonic()
-        report = asyncio.run(flow.stop(record, store))
+
+        def jobs_stopped(jobs: list[str], name: str = name) -> None:
+            console.print(f"{name}: stopped {len(jobs)} running job(s) first: "
+                          + ", ".join(jobs))
+
+        report = asyncio.run(flow.stop(record, store, on_jobs=jobs_stopped))
         left = flow.left(report)
         for where, what in report.items():
             if what != flow.STOPPED:
                 console.print(f"{name}: {where}: {what}")
         if left:
             failed = True
-            _console(sys.stderr).print("Error: " + str(ClusterStopError(
+            out_console(sys.stderr).print("Error: " + str(ClusterStopError(
                 name=name, left=left, scheduler_host=record.scheduler_host,
                 hosts=len(report))))
             continue
@@ -511,7 +436,7 @@ def _clean_caches(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     if ssh_private_key:
         options["client_keys"] = [ssh_private_key]
     results = clean(list(hosts), options or None, envs=envs, blobs=uploads)
-    console = _console()
+    console = out_console()
     failed = 0
     for host, res in results.items():
         if "error" in res:
@@ -554,7 +479,7 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     store = StateStore()
     records, problems = store.scan()
     statuses = asyncio.run(flow.probe_all(records)) if records else []
-    console = _console()
+    console = out_console()
     removed = []
     kept: list[ClusterStopError] = []
     for problem in problems:
@@ -574,142 +499,14 @@ def clean_command(hosts: tuple[str, ...], envs: bool, uploads: bool, known_hosts
     if removed or not kept:
         console.print("removed: " + ", ".join(removed) if removed else "nothing to remove")
     for err in kept:
-        _console(sys.stderr).print(f"Error: {err}")
+        out_console(sys.stderr).print(f"Error: {err}")
     if kept:
         sys.exit(1)
 
 
-@click.command("attach")
-@NAME_ARG
-@handled
-def attach_command(name: str) -> None:
-    """Hold cluster NAME in the foreground: its address, logs and status; Ctrl-C detaches.
-
-    The scheduler and dashboard are forwarded through SSH when this machine
-    cannot reach them (the local addresses are printed, and stay open while
-    attached); the remote lines of every host are printed as they come, and
-    a line each time its workers change. Nothing stops when you detach. It
-    ends by itself, with status 1 and the reason, when the cluster stops
-    (``dask-ssh down``, a policy) or is replaced; an outage only pauses it.
-    """
-    asyncio.run(_attach(_record(name)))
-
-
-#: Seconds between two looks at the scheduler while attached.
-ATTACH_TICK = 2.0
-
-
-async def _attach(record: ClusterRecord) -> None:
-    import signal
-
-    from sshdeploy.cluster import SSHCluster
-    from sshdeploy.named import flow
-    from sshdeploy.named.status import wanted_workers
-
-    name = record.name
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # from here on a signal only detaches
-        loop.add_signal_handler(sig, stop.set)
-    console = _console()
-    ended: tuple[str, str] | None = None
-    cluster = await SSHCluster.from_name(name, asynchronous=True)
-    try:
-        assert cluster.scheduler_comm is not None
-        identity = await cluster.scheduler_comm.identity()
-        seen, wanted = _worker_names(identity), wanted_workers(record)
-        console.print(f"attached to {name}: scheduler {cluster.scheduler_address}")
-        console.print(f"  dashboard  {cluster.dashboard_link}")
-        console.print(f"  workers    {len(seen)} of {wanted} wanted: {', '.join(seen)}")
-        if len(seen) < wanted:
-            console.print(f"  ({wanted - len(seen)} missing: a worker lost in an outage "
-                          f"starts again by itself; `dask-ssh logs {name}` says why it went)")
-        console.print("  Ctrl-C detaches; the cluster keeps running.")
-        # Its scheduler host is asked what became of it when the scheduler stops answering.
-        async with flow.record_pool(record.spec) as probes:
-            follow = asyncio.ensure_future(_logs(record, None, False, 20, True))
-            try:
-                silent = False
-                while not stop.is_set() and not follow.done():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), ATTACH_TICK)
-                    if stop.is_set():
-                        break
-                    now, ended = await _look(cluster, probes, record, identity.get("id"))
-                    if ended is not None:
-                        break
-                    if (now is None) != silent:
-                        silent = now is None
-                        console.print(f"dask-ssh: {name}: " + (
-                            "its scheduler does not answer; waiting (Ctrl-C detaches)"
-                            if silent else "its scheduler answers again"))
-                    if now is not None and now != seen:
-                        console.print(f"dask-ssh: {name}: workers changed: "
-                                      f"{_changes(seen, now)}")
-                        seen = now
-            finally:  # the hosts' tails end with their channels
-                follow.cancel()
-                with contextlib.suppress(BaseException):
-                    await follow
-    finally:
-        closing = cluster.close()
-        if closing is not None:
-            await closing
-    if ended is not None:
-        state, why = ended
-        raise ClusterNotFoundError(name=name, state=state, cause=why,
-                                   remedy="attach has ended (nothing of it is left on the "
-                                   "hosts); `dask-ssh list` shows the named clusters.")
-    console.print(f"detached from {name}; it keeps running (dask-ssh down {name} stops it)")
-
-
-def _worker_names(identity: dict[str, Any]) -> list[str]:
-    return sorted(str(w.get("name")) for w in (identity.get("workers") or {}).values())
-
-
-def _changes(before: list[str], after: list[str]) -> str:
-    """Say how the workers changed, e.g. ``2 -> 1 (gone: b-0)``.
-
-    >>> _changes(["a-0", "b-0"], ["a-0", "c-0"])
-    '2 -> 2 (new: c-0; gone: b-0)'
-    """
-    new = [w for w in after if w not in before]
-    gone = [w for w in before if w not in after]
-    parts = ([f"new: {', '.join(new)}"] if new else []) + (
-        [f"gone: {', '.join(gone)}"] if gone else [])
-    return f"{len(before)} -> {len(after)}" + (f" ({'; '.join(parts)})" if parts else "")
-
-
-async def _look(cluster: Any, pool: Any, record: ClusterRecord, scheduler_id: Any
-                ) -> tuple[list[str] | None, tuple[str, str] | None]:
-    """The workers of the attached cluster now (None: its scheduler did not answer), and
-    how it has ended if it has (stopped, replaced: asked of its scheduler host)."""
-    from sshdeploy.named import flow
-    from sshdeploy.named.hostops import host_op
-    from sshdeploy.named.status import ending
-
-    try:
-        identity = await asyncio.wait_for(cluster.scheduler_comm.identity(), 10)
-    except Exception:
-        identity = None
-    if isinstance(identity, dict) and identity.get("id") == scheduler_id:
-        return _worker_names(identity), None
-    host, launch = flow.scheduler_host(record)
-    try:
-        answer: dict[str, Any] | BaseException = await host_op(
-            pool, host, launch, record.name, "probe", timeout=15)
-    except Exception as exc:  # unreachable: it may run on through the outage
-        answer = exc
-    why = ending(record, answer)
-    if why is None and identity is not None:  # another scheduler at that address
-        why = "replaced", "another scheduler answers at its address"
-    return None, why
-
-
-#: The subcommands by name (``ls`` is ``list``).
 SUBCOMMANDS: dict[str, click.Command] = {
     "list": list_command, "ls": list_command, "status": status_command,
-    "logs": logs_command, "scale": scale_command, "add": add_command,
-    "remove": remove_command, "attach": attach_command,
+    "scale": scale_command, "add": add_command,
+    "remove": remove_command,
     "down": down_command, "clean": clean_command,
 }

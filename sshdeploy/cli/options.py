@@ -524,7 +524,8 @@ def resolve_hosts(
         try:
             expanded = parse_host_line(text, path="<command line>")
         except HostfileError as err:
-            raise click.BadParameter(str(err), param_hint="'HOSTNAMES'") from err
+            raise click.BadParameter(f"{text!r}: {err.reason}. {err.advice()}",
+                                     param_hint="'HOSTNAMES'") from err
         if not expanded:
             raise click.BadParameter(f"{text!r} names no host", param_hint="'HOSTNAMES'")
         hosts.extend(expanded)

@@ -35,6 +35,7 @@ from rich.text import Text
 from sshdeploy.logs import ROOT_LOGGER
 
 __all__ = [
+    "HIDE_REMOTE",
     "REMOTE_LOGGER",
     "ControllerLogHandler",
     "RemoteLogHandler",
@@ -44,6 +45,11 @@ __all__ = [
 
 #: The logger on which remote log lines arrive as records.
 REMOTE_LOGGER = ROOT_LOGGER  # one name: where sshdeploy.logs sends remote lines
+
+#: A ``show_level`` that prints no remote line at all (``dask-ssh up`` without
+#: ``-v``/``--log-level``): the lines still reach the files, the per-role and
+#: per-host tails (:meth:`RemoteLogHandler.host_tail`) and the hosts' own logs.
+HIDE_REMOTE = logging.CRITICAL + 10
 
 _WORKER_COLOURS = ("cyan", "green", "blue", "yellow", "bright_cyan", "bright_green", "bright_blue")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._@-]+")
@@ -147,7 +153,8 @@ class RemoteLogHandler(logging.Handler):
         Without it they are printed with a label taken from the logger name.
     show_level : int
         Remote lines below this level are not printed (``--log-level``);
-        WARNING and above always are.
+        WARNING and above always are, unless it is :data:`HIDE_REMOTE`
+        (then none is).
     flush_interval : float
         The longest a printed line waits in the buffer, in seconds.
 
@@ -182,10 +189,12 @@ class RemoteLogHandler(logging.Handler):
         super().__init__(logging.DEBUG)
         self.others = others
         self.console = console
-        self.show_level = min(show_level, logging.WARNING)
+        self.show_level = (show_level if show_level >= HIDE_REMOTE
+                           else min(show_level, logging.WARNING))
         self.log_directory = Path(log_directory) if log_directory is not None else None
         self._files: dict[str, IO[str]] = {}
         self._tails: dict[str, deque[str]] = {}
+        self._host_tails: dict[str, deque[str]] = {}
         self._tail_lines = tail_lines
         self._prefixes: dict[tuple[str, str, str], str] = {}
         self._pending: list[str] = []
@@ -219,6 +228,11 @@ class RemoteLogHandler(logging.Handler):
                 if tail is None:
                     tail = self._tails[role] = deque(maxlen=self._tail_lines)
                 tail.append(f"[{label}] {line}")
+                if host:
+                    kept = self._host_tails.get(host)
+                    if kept is None:
+                        kept = self._host_tails[host] = deque(maxlen=self._tail_lines)
+                    kept.append(f"[{label}] {line}")
             if self.log_directory is not None:
                 self._write(label, line)
         except Exception:  # pragma: no cover - logging's own error path
@@ -294,6 +308,24 @@ class RemoteLogHandler(logging.Handler):
     def tail(self, role: str) -> list[str]:
         """Return the last non-blank lines printed for *role* (``"scheduler"``, ...)."""
         return list(self._tails.get(role, ()))
+
+    def host_tail(self, host: str) -> list[str]:
+        """Return the last non-blank lines of every source on *host* (its hostname).
+
+        Examples
+        --------
+        >>> import io, logging
+        >>> from sshdeploy.cli.console import make_console
+        >>> buf = io.StringIO()
+        >>> handler = RemoteLogHandler(make_console(buf), show_level=HIDE_REMOTE)
+        >>> handler.emit(logging.makeLogRecord({"msg": "boom", "levelno": logging.ERROR,
+        ...     "sshdeploy_label": "node2-0", "sshdeploy_host": "node2"}))
+        >>> handler.flush()
+        >>> buf.getvalue(), handler.host_tail("node2")
+        ('', ['[node2-0] boom'])
+        >>> handler.close()
+        """
+        return list(self._host_tails.get(host, ()))
 
     def close(self) -> None:
         """Write what is buffered, stop the flushing thread, close every per-label file."""

@@ -348,6 +348,8 @@ def print_gpus(console: Console, checks: Sequence[Any], cpu_workers: int = 0) ->
             "its workers run without GPU" if choice.no_gpu else "no worker there")
         line = Text(f"  {check.host}  ", style="bold")
         line.append(f"{choice.inventory.found()} -> {then}")
+        if names and choice.inventory.dask_cuda:  # its plugins set the GPU workers up
+            line.append(f"  (dask-cuda {choice.inventory.dask_cuda})")
         console.print(line, soft_wrap=True)
         skipped = dict((g.index, why) for g, why in choice.skipped)
         chosen = {g.index for g in choice.chosen}

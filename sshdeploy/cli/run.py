@@ -306,14 +306,17 @@ class ClientCredentials:
 
 
 def _later_hosts(cluster: Any, by_host: Mapping[str, Any]) -> dict[str, str]:
-    """Worker hosts with no worker yet: ``spare`` or ``later`` (``--initial-workers``)."""
+    """Worker hosts with no worker yet: ``spare`` or ``later`` (``--initial-workers``).
+
+    Spelt as *by_host* spells the hosts with workers (as written: the banner's
+    spelling), so that a host that has workers is never listed as one without.
+    """
     placement = getattr(cluster, "placement", None)
     if placement is None:
         return {}
-    pool = cluster.pool
     out = {}
     for key, hp in placement.worker_hosts.items():
-        where = pool.as_connected(hp.host)
+        where = hp.host.as_written()
         if where in by_host or not hp.slots:
             continue
         out[where] = "spare" if key in placement.spares else "later"
@@ -392,6 +395,7 @@ class _Run:
                 exc, (ClusterExistsError, ClusterNotFoundError, ClusterStateError)):
             return  # nothing was started: the error says it all
         name = str(self.keep["name"])
+        self._say_held_back(exc)
         if error is None:
             self.err_console.print(
                 f"dask-ssh: cluster {name!r} did not start (why follows); what had started of "
@@ -402,6 +406,18 @@ class _Run:
                 f"started of it did not stop within {self.close_timeout:.0f} s ({error}); "
                 "it was never recorded, so its processes stop by themselves once their SSH "
                 "connection is gone")
+
+    def _say_held_back(self, exc: BaseException) -> None:
+        """Print the failing hosts' last remote lines that ``up`` did not show (none streamed)."""
+        if self.remote_log.show_level < remote_output.HIDE_REMOTE:
+            return  # they were printed as they came
+        for host in _failing_hosts(exc):
+            lines = self.remote_log.host_tail(host)
+            if lines:
+                self.err_console.print(f"last remote lines of {host}:", markup=False,
+                                       highlight=False)
+                for line in lines:
+                    self.err_console.print("  " + line, markup=False, highlight=False)
 
     async def _detach(self, cluster: Any) -> int:
         """``dask-ssh up``: print the banner and how to reach it again, then leave it running."""
@@ -558,6 +574,26 @@ class _Run:
             f"in {elapsed:.1f} s"
         )
         return exit_codes.OK
+
+
+def _failing_hosts(exc: BaseException) -> list[str]:
+    """The host names an error of a failed start is about (``user@host:port`` -> ``host``).
+
+    >>> from sshdeploy.errors import MultiHostError, StartError
+    >>> _failing_hosts(MultiHostError(failures={"root@n2:22": StartError(host="root@n2:22",
+    ...     what="x"), "[::1]:22": StartError(host="[::1]:22", what="y")}))
+    ['n2', '::1']
+    """
+    from sshdeploy.errors import HostError, MultiHostError
+
+    if isinstance(exc, MultiHostError):
+        return [h for err in exc.failures.values() for h in _failing_hosts(err)]
+    if not isinstance(exc, HostError) or exc.stderr_tail.strip():
+        return []  # not tied to a host, or the error already carries its remote lines
+    where = exc.host.rpartition("@")[2]
+    if where.startswith("["):
+        return [where[1:].partition("]")[0]]
+    return [where.rsplit(":", 1)[0] if where.count(":") == 1 else where]
 
 
 def _failed(task: asyncio.Future[Any]) -> bool:

@@ -18,7 +18,8 @@ from sshdeploy import compat
 from sshdeploy.cluster.kept import KeptCluster
 from sshdeploy.cluster.processes import RemoteScheduler, RemoteWorker, WorkerAgents
 from sshdeploy.env.prestart import PreStart
-from sshdeploy.errors import ConfigError, SSHDeployError
+from sshdeploy.errors import ConfigError, ConnectError, SSHDeployError
+from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
 from sshdeploy.placement import HostPlan, Placement
 from sshdeploy.plan import ClusterPlan
@@ -42,16 +43,17 @@ def check_spec_cluster_keywords(kwargs: Mapping[str, Any]) -> None:
         )
 
 
-def scheduler_spec(plan: ClusterPlan, pool: HostPool, logbook: LogBook,
+def scheduler_spec(plan: ClusterPlan, stage: PreStart, logbook: LogBook,
                    gate: Any) -> dict[str, Any]:
     """The spec of the scheduler (a :class:`RemoteScheduler`); *gate* is awaited before it
-    is called started (the version gate that runs beside its start)."""
+    is created (the version gate, on what the agents say as they start: *stage*'s)."""
     placement = plan.placement
     return {
         "cls": RemoteScheduler,
         "options": {
             "host": placement.scheduler.host,
-            "pool": pool,
+            "pool": stage.pool,
+            "describe": stage.describe,
             "launch": plan.launch(placement.scheduler),
             "logbook": logbook,
             "kwargs": plan.scheduler_options,
@@ -62,23 +64,81 @@ def scheduler_spec(plan: ClusterPlan, pool: HostPool, logbook: LogBook,
     }
 
 
+#: Seconds a start that cannot succeed any more (a host failed to connect, no
+#: ``min_workers``) still waits for the names being looked up, so that their own
+#: answers are reported: a resolver that drops queries under a burst of lookups
+#: answers only after its timeout (5 s, then again), and the start must not wait for it.
+LOOKUP_GRACE = 1.0
+
+
 async def connect_failures(plan: ClusterPlan, pool: HostPool, scheduler: asyncio.Future[Any],
                            named: bool) -> dict[str, SSHDeployError]:
     """The worker hosts that failed to connect, once every connect has ended.
 
     Empty with ``min_workers`` (the start goes on without them), for a named
     cluster (its own failure path decides what to keep), and when the
-    scheduler's host failed too (its own error is the one to raise).
+    scheduler's host failed too (its own error is the one to raise). Once a
+    host has failed, names still being looked up :data:`LOOKUP_GRACE` seconds
+    later are not waited for: each is reported as such (the connects already
+    past their lookup are waited for, bounded by the connect timeout).
     """
     if plan.min_workers is not None or named:
         return {}
     hosts = [hp.host for hp in plan.placement.first_worker_hosts().values()]
-    got = await asyncio.gather(scheduler, *(pool.get(h) for h in hosts),
-                               return_exceptions=True)
-    if isinstance(got[0], BaseException):
+    connects = {h: asyncio.ensure_future(pool.get(h)) for h in hosts}  # pool.get shields
+    try:
+        late = await _wait_doomed(pool, (plan.placement.scheduler.host, scheduler), connects)
+    finally:
+        for fut in connects.values():
+            fut.cancel()
+    if scheduler.done() and (scheduler.cancelled() or scheduler.exception() is not None):
         return {}
-    return {pool.as_connected(h): e for h, e in zip(hosts, got[1:], strict=True)
-            if isinstance(e, SSHDeployError)}
+    failed: dict[str, SSHDeployError] = {}
+    for h, fut in connects.items():
+        where = pool.as_connected(h)
+        if h in late:
+            failed[where] = ConnectError(
+                host=where, cause=f"its name was still being looked up {late[h]:.1f} s into "
+                "the start, which another host had already failed (the resolver did not "
+                "answer in time)",
+                remedy="Check the spelling, /etc/hosts or DNS, or give an IP address; "
+                "a resolver that drops queries answers only after its timeout.")
+        elif fut.done() and not fut.cancelled() and \
+                isinstance(fut.exception(), SSHDeployError):
+            failed[where] = fut.exception()  # type: ignore[assignment]
+    return failed
+
+
+async def _wait_doomed(pool: HostPool, first: tuple[Host, asyncio.Future[Any]],
+                       connects: Mapping[Host, asyncio.Future[Any]]) -> dict[Host, float]:
+    """Wait for every connect, or (once one failed) for all but the names still looked up
+    :data:`LOOKUP_GRACE` s later; return those, with the seconds they had taken.
+
+    *first* is the scheduler's host and its connect, waited for alike.
+    """
+    scheduler_host, scheduler = first
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    pending: set[asyncio.Future[Any]] = {scheduler, *connects.values()}
+    doomed_at: float | None = None
+    while pending:
+        timeout = None if doomed_at is None else max(0.0, doomed_at + LOOKUP_GRACE - loop.time())
+        done, pending = await asyncio.wait(pending, timeout=timeout,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        if doomed_at is None and any(not f.cancelled() and f.exception() is not None
+                                     for f in done):
+            doomed_at = loop.time()
+        if not done:  # the grace is over: the names still looked up are not waited for
+            late = {h: loop.time() - began for h, f in connects.items()
+                    if f in pending and pool.resolving(h)}
+            rest = pending - {connects[h] for h in late}
+            if scheduler in rest and pool.resolving(scheduler_host):
+                rest.discard(scheduler)
+            if rest:
+                await asyncio.wait(rest)
+            return {h: t for h, t in late.items() if not connects[h].done()}
+    return {}
+
 
 
 def worker_spec(hp: HostPlan, kwargs: Mapping[str, Any], *, plan: ClusterPlan,

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -36,7 +37,8 @@ from sshdeploy.env.prestart import HostPreStart
 from sshdeploy.errors import ConfigError, SSHDeployError, failures_by_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
-from sshdeploy.named import flow
+from sshdeploy.named import flow, jobclient
+from sshdeploy.named.jobclient import Job
 from sshdeploy.placement import Placement
 from sshdeploy.plan import ClusterPlan, RemotePlan, plan_cluster
 from sshdeploy.ssh.forwarding import LOCALHOST
@@ -209,7 +211,7 @@ class SSHCluster(SpecCluster):
         self._agents = WorkerAgents(
             self._pool, launches, self._logbook,
             lambda name, why: self._restarts.lost(name, why),
-            prepare=lambda host: self._fleet.bring_up(host))
+            prepare=lambda host: self._fleet.bring_up(host), describe=self._stage.describe)
         #: The only writer of the workers wanted and running, and of the placement in force.
         self._roster = Roster(self, plan, functools.partial(
             build.worker_spec, plan=plan, agents=self._agents))
@@ -226,7 +228,7 @@ class SSHCluster(SpecCluster):
             on_host_lost=self._fleet.host_lost, on_give_up=self._fleet.worker_given_up,
         )
         self._gpus = gpustart.GpuStart(self._roster, self._pool)  # GPU hosts: probed at start
-        scheduler = build.scheduler_spec(plan, self._pool, self._logbook, self._gate_passed)
+        scheduler = build.scheduler_spec(plan, self._stage, self._logbook, self._gate_passed)
         workers = {w.name: self._roster.spec_for(w.host, w.kwargs) for w in placement.workers}
         first = next(iter(placement.worker_hosts.values()))
         template = self._roster.spec_for(first.host)
@@ -258,7 +260,7 @@ class SSHCluster(SpecCluster):
             if record is not None:  # it runs with this very spec: take it over
                 adoption = kept.adoption(record, roster.plan, self._pool, self._logbook)
                 self.scheduler = await adoption.scheduler
-                roster.clear()
+                roster.take_over(adoption.placement)  # its GPU workers pinned as recorded
                 await super()._start()  # SpecCluster's start, around a scheduler that runs
                 assert self.scheduler_comm is not None
                 identity = await self.scheduler_comm.identity()
@@ -279,10 +281,10 @@ class SSHCluster(SpecCluster):
         plan = self._stage.plan
         gate: asyncio.Future[Any] | None = None
         if plan.env is None and not plan.upload:
-            # Only the version gate: it runs while the scheduler's agent starts and
-            # imports distributed (no latency added); the scheduler is created only
-            # once it has passed (_gate_passed), so a mismatch starts no scheduler.
-            gate = self._gate = asyncio.ensure_future(self._stage.run())
+            # Only the version gate, on what every agent says of its host as it starts
+            # (no probe of its own); the scheduler is created only once it has passed
+            # (_gate_passed), so a mismatch starts no scheduler.
+            gate = self._gate = asyncio.ensure_future(self._stage.gate_agents())
         else:
             try:  # the environment and the uploads (and the gate) before anything starts
                 await self._stage.run()
@@ -386,7 +388,7 @@ class SSHCluster(SpecCluster):
                 by_host.setdefault(self._pool.as_connected(w.host), w.start_error)
             if not initial:
                 # scale/adapt/a restart runs in a callback: report, never raise into the loop.
-                self._report_failed(failed)
+                self._fleet.report_failed(failed, self._restarts.restarting)
                 return
             wanted = self._roster.plan.min_workers
             if wanted is None or self._roster.running_count(besides=failed) < wanted:
@@ -419,23 +421,6 @@ class SSHCluster(SpecCluster):
                 self._roster.plan.settings.start_timeout)
         except (OSError, asyncio.TimeoutError) as exc:  # closed below all the same
             logger.info("could not retire %s through the scheduler: %s", names, exc)
-
-    def _report_failed(self, failed: list[RemoteWorker]) -> None:
-        """Workers that failed to start after start-up: a warning, a log line, the row.
-
-        A worker being restarted is left to :mod:`sshdeploy.cluster.restarts` (its budget).
-        """
-        for w in failed:
-            name, err = str(w.name), w.start_error
-            assert err is not None
-            if self._restarts.restarting(name):
-                continue
-            if self._fleet.move_on(name, w.host, err):  # a spare that is down too: the next
-                w.start_error = None
-                continue
-            self._roster.say(f"worker {name} failed to start: {str(err).splitlines()[0]}",
-                             log=logger)
-            self._roster.note_start_failure(w)
 
     # -- named clusters -----------------------------------------------------
     @classmethod
@@ -524,6 +509,17 @@ class SSHCluster(SpecCluster):
     def kept(self) -> KeptCluster | None:
         """The named-cluster side (None for an ordinary one), for ``dask-ssh up``."""
         return self._kept
+
+    def submit_script(self, path: str | Path, args: Sequence[str] = (),
+                      upload: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                      name: str | None = None, timeout: float | None = None) -> Job:
+        """Run the script *path* as a job beside the scheduler of this named cluster; a
+        :class:`~sshdeploy.named.jobclient.Job` once it runs (ConfigError: not named)."""
+        return jobclient.submit_script(self, path, args, upload, env, name, timeout)
+
+    def jobs(self) -> list[Job]:
+        """Every job of this named cluster, oldest first (ConfigError: not named)."""
+        return jobclient.jobs(self)
 
     @property
     def pool(self) -> HostPool:
@@ -657,17 +653,18 @@ class SSHCluster(SpecCluster):
         Raises
         ------
         ConfigError
-            For a negative or non-integer count (nothing is changed).
+            A count that is not a whole number >= 0; ScaleError (a ConfigError) beyond
+            the slots of GPU hosts, with the arithmetic. Nothing is changed.
         """
         scaling.check_count(n)
         scaling.check_open(self.status.name, n)
         wanted = scaling.wanted(n, memory, cores, self._memory_per_worker,
                                 self._threads_per_worker)
-        # Each host's cores and memory are divided among its slots: more workers than
-        # slots would overload the hosts. Those the hosts taken out hold slots for start
-        # when one is readmitted.
+        placement = self._roster.placement  # GPU hosts: refused beyond their slots (not adapt)
+        scaling.check_gpu_room(n, memory, cores, wanted, placement, compat.adapting(self))
+        # At most the slots (each host's cores and memory are divided among them): Fleet.room_for
         n = self._fleet.room_for(wanted, functools.partial(
-            scaling.over_slots, n, memory, cores, wanted, placement=self._roster.placement))
+            scaling.over_slots, n, memory, cores, wanted, placement=placement))
         if self._kept is not None:
             self._kept.missing = 0  # the user says how many: those missing are not added
         if n < len(self._roster):
@@ -683,8 +680,7 @@ class SSHCluster(SpecCluster):
         Raises
         ------
         ConfigError
-            For a bound that is not a whole number >= 0, *minimum* above
-            *maximum*, or a closed cluster.
+            A bound not a whole number >= 0, *minimum* above *maximum*, a closed cluster.
         """
         scaling.check_bounds(minimum, maximum)
         if self.status in (Status.closing, Status.closed):

@@ -275,6 +275,26 @@ class Fleet:
         first = str(error).strip().splitlines()[0]
         return self.take_out(host, LOST, f"unreachable when {name} was moved there: {first}")
 
+    def report_failed(self, failed: Sequence[RemoteWorker],
+                      restarting: Callable[[str], bool]) -> None:
+        """Workers that failed to start after start-up: a warning, a log line, the row.
+
+        A worker being restarted (*restarting* says so) is left to
+        :mod:`sshdeploy.cluster.restarts` (its budget); a moved worker whose new
+        host is down too moves on (:meth:`move_on`).
+        """
+        for w in failed:
+            name, err = str(w.name), w.start_error
+            assert err is not None
+            if restarting(name):
+                continue
+            if self.move_on(name, w.host, err):  # a spare that is down too: the next
+                w.start_error = None
+                continue
+            self.roster.say(f"worker {name} failed to start: {str(err).splitlines()[0]}",
+                            log=logger)
+            self.roster.note_start_failure(w)
+
     def settle(self) -> None:
         """Moved workers that now run are no longer on their way to a new host."""
         roster = self.roster

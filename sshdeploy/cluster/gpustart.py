@@ -17,7 +17,7 @@ import logging
 
 from sshdeploy.arguments import check_min_workers
 from sshdeploy.errors import GPUError, SSHDeployError, failures_by_host
-from sshdeploy.gpus import GpuChoice, Inventory, choose, place_gpus
+from sshdeploy.gpus import GpuChoice, Inventory, choose, cuda_options, place_gpus
 from sshdeploy.hosts import ConnectionKey
 from sshdeploy.ssh.pool import HostPool
 from sshdeploy.ssh.preflight import probe_gpus
@@ -94,6 +94,7 @@ class GpuStart:
             try:
                 choices[key] = choose(ask, inv, plan.settings.gpu_busy_memory,
                                       required=ask != placement.gpus)
+                choices[key].check_dask_cuda(cuda_options(placement.worker_options))
             except GPUError as err:
                 failed[inv.host] = err
         if failed:

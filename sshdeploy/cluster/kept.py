@@ -23,6 +23,7 @@ from sshdeploy.arguments import ClusterArgs
 from sshdeploy.cluster.adopted import AdoptedScheduler, AdoptedWorker
 from sshdeploy.cluster.processes import WorkerAgents
 from sshdeploy.errors import ClusterNotFoundError, ClusterStopError, SSHDeployError
+from sshdeploy.gpus import record_slots, restore_slots
 from sshdeploy.hostfile import parse_host
 from sshdeploy.hosts import Host
 from sshdeploy.logs import LogBook
@@ -110,7 +111,8 @@ class Adoption:
     scheduler : AdoptedScheduler
         Its scheduler, to be reached (``await``) instead of started.
     placement : Placement
-        Where the cluster's workers may run (the hosts of its spec).
+        Where the cluster's workers may run (the hosts of its spec), with the GPU workers
+        its record keeps (each pinned to its GPU, :func:`sshdeploy.gpus.restore_slots`).
     """
 
     record: ClusterRecord
@@ -217,8 +219,10 @@ class KeptCluster:
             Hosts left out at the start (``min_workers``): never ran anything of it.
         """
         host = plan.placement.scheduler.host
+        gpus = record_slots(plan.placement)  # each GPU worker's pin, for a later controller
         record = flow.new_record(
-            self.policy.name, self.spec, scheduler_host=pool.as_connected(host),
+            self.policy.name, {**self.spec, **({"gpu_slots": gpus} if gpus else {})},
+            scheduler_host=pool.as_connected(host),
             address=address, dashboard_port=dashboard_port,
             policy=self.policy.spec(), tls=tls_pems(plan.security),
             left_out=sorted(left_out))
@@ -232,7 +236,7 @@ class KeptCluster:
 
         Once they are installed, :meth:`adopted_from` records that it was taken over.
         """
-        placement = plan.placement
+        placement = restore_slots(plan.placement, record.spec.get("gpu_slots"))
         sched = AdoptedScheduler(
             address=record.scheduler_address, dashboard_port=record.dashboard_port,
             host=placement.scheduler.host, pool=pool,

@@ -19,6 +19,7 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from sshdeploy import compat
+from sshdeploy.bootstrap import Describe
 from sshdeploy.defaults import DEFAULT_WORKER_CLASS
 from sshdeploy.errors import SSHDeployError, StartError
 from sshdeploy.hosts import ConnectionKey, Host
@@ -93,6 +94,8 @@ class RemoteScheduler(ProcessInterface):
         Awaited once the agent has imported distributed and before it is asked
         to create the scheduler (the version gate, run meanwhile): when it
         raises, the agent is ended and no scheduler ever existed.
+    describe : Describe, optional
+        Have the agent say what its host is as it starts (the gate's facts).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class RemoteScheduler(ProcessInterface):
         on_exit: Callable[[str, str], None] | None = None,
         forward: bool | None = None,
         gate: Callable[[], Awaitable[None]] | None = None,
+        describe: Describe | None = None,
     ) -> None:
         super().__init__()
         self.host = host
@@ -115,7 +119,8 @@ class RemoteScheduler(ProcessInterface):
         self._on_exit = on_exit
         self.launch = launch
         self.settings = pool.settings
-        self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, self._exited)
+        self.channel = AgentChannel(pool, host, "scheduler", launch, logbook, self._exited,
+                                    describe=describe)
         self.dashboard_port: int | None = None
         self.pid: int | None = None
         self.exit_reason: str | None = None
@@ -236,8 +241,11 @@ class WorkerAgents:
         logbook: LogBook,
         on_worker_exit: Callable[[str, str], None] | None = None,
         prepare: Callable[[Host], Awaitable[None]] | None = None,
+        describe: Describe | None = None,
     ) -> None:
         self.pool = pool
+        #: Given to every agent: it says what its host is as it starts (the version gate).
+        self.describe = describe
         #: Awaited with a host before its first agent starts (the stage of a host
         #: brought up after the start).
         self.prepare = prepare
@@ -277,7 +285,8 @@ class WorkerAgents:
         if self.prepare is not None:
             await self.prepare(host)
         launch = self.launches[host.key]
-        ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited)
+        ch = AgentChannel(self.pool, host, "workers", launch, self.logbook, self._exited,
+                          describe=self.describe)
         self._channels.append(ch)
         await ch.start(self.pool.settings.start_timeout)
         return ch

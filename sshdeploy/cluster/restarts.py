@@ -270,7 +270,7 @@ class WorkerRestarts:
             await asyncio.shield(self.roster.correct())
             worker: Any = self.roster.worker(name)
             error = getattr(worker, "start_error", None)
-            if error is not None:  # the cluster left it to us (see SSHCluster._report_failed)
+            if error is not None:  # the cluster left it to us (see Fleet.report_failed)
                 assert worker is not None
                 worker.start_error = None
                 raise error

@@ -197,13 +197,19 @@ class Roster:
         self._cluster.worker_spec.pop(name, None)
 
     def shrink(self, n: int) -> None:
-        """Want only *n* workers: those of the fullest hosts (per slot) go first."""
+        """Want only *n* workers: the spares' go first, then those of the fullest hosts."""
         self._cluster.worker_spec = kept_on_scale_down(
-            self._cluster.worker_spec, self.placement.worker_hosts, n)
+            self._cluster.worker_spec, self.placement.worker_hosts, n, self.placement.spares)
 
     def clear(self) -> None:
         """Want no worker (before the workers of a running cluster are installed)."""
         self._cluster.worker_spec = {}
+
+    def take_over(self, placement: Placement) -> None:
+        """Want no worker, placed by *placement* from now on: a running named cluster's
+        (its GPU workers' pins restored), before its workers are installed."""
+        self.replace_placement(placement)
+        self.clear()
 
     def drop(self, name: str, process: ProcessInterface | None = None) -> None:
         """Forget worker *name* now: not wanted, its process (gone or failed) not tracked.

@@ -8,7 +8,7 @@ from typing import Any
 
 from dask.utils import parse_bytes
 
-from sshdeploy.errors import ConfigError
+from sshdeploy.errors import ConfigError, ScaleError
 from sshdeploy.hosts import ConnectionKey
 from sshdeploy.placement import Placement
 
@@ -117,6 +117,55 @@ def gpu_slots(placement: Placement, excluded: Collection[ConnectionKey] = ()) ->
     return ", ".join(parts)
 
 
+def _asked(n: int, memory: str | None, cores: int | None) -> str:
+    return f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
+        + (f", cores={cores}" if cores is not None else "") + ")"
+
+
+def check_gpu_room(n: int, memory: str | None, cores: int | None, wanted: int,
+                   placement: Placement, adapting: bool) -> None:
+    """Refuse an explicit scale beyond the slots of a cluster with GPU hosts (adapt is capped).
+
+    A GPU host's slots are its GPUs (one worker each) and its ``cpu_workers``;
+    more workers there would share a GPU, so ``scale`` says the arithmetic and
+    changes nothing. ``adapt`` (*adapting*) is capped at the slots instead
+    (:func:`over_slots`), as on any cluster.
+
+    Raises
+    ------
+    ScaleError
+        *wanted* is above the slots of every host (taken-out hosts count: they
+        hold their slots until readmitted).
+
+    Examples
+    --------
+    >>> from sshdeploy.placement import GpuSlot, place
+    >>> from dataclasses import replace
+    >>> p = place(["s", "a", "b"])
+    >>> a, b = p.worker_hosts
+    >>> g = replace(p.worker_hosts[a], slots=2, gpu_slots=(GpuSlot("a-gpu0", {}),) * 2)
+    >>> p = replace(p, worker_hosts={a: g, b: p.worker_hosts[b]})
+    >>> check_gpu_room(3, None, None, 3, p, adapting=False)
+    >>> check_gpu_room(3, None, None, 3, p, adapting=True)
+    >>> check_gpu_room(4, None, None, 4, p, adapting=False)  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    sshdeploy.errors.ScaleError: scale(4): asks for 4 workers, more than the 3 slots of the
+    hosts (a: 2 GPUs, b: 1; one worker per GPU: 2 + 1 = 3). Scale to at most 3 ...
+    """
+    detail = gpu_slots(placement)
+    total = slots(placement)
+    if adapting or not detail or wanted <= total:
+        return
+    sums = " + ".join(str(hp.slots) for hp in placement.worker_hosts.values())
+    raise ScaleError(
+        _asked(n, memory, cores), f"asks for {wanted} workers, more than the {total} slots of "
+        f"the hosts ({detail}; one worker per GPU: {sums} = {total})", wanted=wanted,
+        slots=total, remedy=f"Scale to at most {total} (a GPU host takes no more workers than "
+        "its GPUs and cpu_workers), or start the cluster with more GPU hosts; adapt() is "
+        "capped at the slots.")
+
+
 def over_slots(n: int, memory: str | None, cores: int | None, wanted: int, slots: int,
                placement: Placement | None = None,
                excluded: Collection[ConnectionKey] = ()) -> str:
@@ -129,8 +178,7 @@ def over_slots(n: int, memory: str | None, cores: int | None, wanted: int, slots
     >>> over_slots(5, None, None, 5, 2)[:68]
     'scale(5) asks for 5 workers, more than the 2 slots of the hosts: sta'
     """
-    asked = f"scale({n}" + (f", memory={memory!r}" if memory is not None else "") \
-        + (f", cores={cores}" if cores is not None else "") + ")"
+    asked = _asked(n, memory, cores)
     detail = gpu_slots(placement, excluded) if placement is not None else ""
     if detail:
         return (f"{asked} asks for {wanted} workers, more than the {slots} slots of the "

@@ -1,7 +1,8 @@
 """The version gate: what must match between this machine and every host, and the table.
 
-A leaf: compares descriptions made by :func:`sshdeploy.remote.envremote.describe`
-(the same code runs here and on each host), imports neither asyncssh nor
+A leaf: compares descriptions made by :func:`sshdeploy.remote.agent.facts.describe`
+(the same code runs here and on each host: in the agent as it starts, or in the
+environment stage's probe), imports neither asyncssh nor
 distributed. What is compared is what breaks a cluster when it differs:
 
 - the Python implementation and its major.minor (pickles, bytecode, C
@@ -9,7 +10,9 @@ distributed. What is compared is what breaks a cluster when it differs:
 - the platform: OS, machine, and the C library (a family change, or a host
   whose libc is older than this machine's);
 - the packages distributed itself compares between client, scheduler and
-  workers (:data:`GATED`) that are installed here, plus those the user names.
+  workers (:data:`GATED`) that are installed here, plus those the user names;
+- the GPU stack (:data:`GPU_STACK`: cupy, cudf, rmm, dask-cuda) where it is
+  installed here or on any host (:func:`compare_gpu_stack`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sshdeploy.remote.envremote import describe
+from sshdeploy.remote.agent.facts import describe
 
 #: The packages ``distributed.versions`` compares (required and optional), in that order.
 GATED = ("dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado", "numpy",
          "pandas", "lz4")
+#: The GPU stack, each package with the distributions that provide it (pip's CUDA-suffixed
+#: wheels, conda's plain names): described everywhere, compared by :func:`compare_gpu_stack`.
+GPU_STACK: dict[str, tuple[str, ...]] = {
+    "cupy": ("cupy", "cupy-cuda11x", "cupy-cuda12x", "cupy-cuda13x"),
+    "cudf": ("cudf", "cudf-cu11", "cudf-cu12", "cudf-cu13"),
+    "rmm": ("rmm", "rmm-cu11", "rmm-cu12", "rmm-cu13"),
+    "dask-cuda": ("dask-cuda",),
+}
+#: Every distribution of :data:`GPU_STACK`: what the hosts and this machine are asked for.
+GPU_STACK_DISTRIBUTIONS = tuple(d for dists in GPU_STACK.values() for d in dists)
 #: The rows that are about the interpreter and platform, not packages.
 PLATFORM_ROWS = ("python", "os", "machine", "libc")
 
@@ -101,7 +114,7 @@ def compare(
     host : str
         ``user@host:port``, for the table.
     ours, theirs : dict
-        :func:`sshdeploy.remote.envremote.describe` of this machine and of the host.
+        :func:`sshdeploy.remote.agent.facts.describe` of this machine and of the host.
     packages : sequence of str
         The packages to compare (:func:`gated_packages`).
     platform_only : bool
@@ -153,3 +166,62 @@ def format_table(rows: Sequence[Difference]) -> str:
         "  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3]])
         for row in table
     )
+
+
+def gpu_stack(packages: Mapping[str, str]) -> dict[str, str]:
+    """The GPU stack in a description's *packages*: package -> ``version`` (``version
+    (distribution)`` for a CUDA-suffixed wheel).
+
+    Examples
+    --------
+    >>> gpu_stack({"cupy-cuda12x": "13.3.0", "dask-cuda": "25.08.0", "dask": "2026.1"})
+    {'cupy': '13.3.0 (cupy-cuda12x)', 'dask-cuda': '25.08.0'}
+    """
+    out: dict[str, str] = {}
+    for package, dists in GPU_STACK.items():
+        for dist in dists:
+            if packages.get(dist):
+                version = str(packages[dist])
+                out[package] = version if dist == package else f"{version} ({dist})"
+                break
+    return out
+
+
+def compare_gpu_stack(ours: Mapping[str, Any], hosts: Mapping[str, Mapping[str, Any]]
+                      ) -> list[Difference]:
+    """The gate's rows for the GPU stack (:data:`GPU_STACK`) of *hosts* (host -> description).
+
+    A package installed here is compared as the others are: every host must have
+    the same version (one without it is a row). One not installed here but on
+    some hosts (a controller without GPU) must be the same on every host that
+    has it: the version most of them have is the reference, the others are rows
+    (a host without it, a CPU-only host, is none).
+
+    Examples
+    --------
+    >>> here = {"packages": {"cupy-cuda12x": "13.3.0"}}
+    >>> hosts = {"n2": {"packages": {}}, "n3": {"packages": {"cupy-cuda12x": "13.3.0",
+    ...          "rmm-cu12": "25.8"}}, "n4": {"packages": {"cupy-cuda12x": "13.3.0",
+    ...          "rmm-cu12": "25.6"}}, "n5": {"packages": {"rmm-cu12": "25.8"}}}
+    >>> for row in compare_gpu_stack(here, hosts):
+    ...     print(row)
+    Difference(host='n2', package='cupy', theirs='-', ours='13.3.0 (cupy-cuda12x)')
+    Difference(host='n5', package='cupy', theirs='-', ours='13.3.0 (cupy-cuda12x)')
+    Difference(host='n4', package='rmm', theirs='25.6 (rmm-cu12)', ours='- (hosts: 25.8 \
+(rmm-cu12))')
+    """
+    mine = gpu_stack(ours.get("packages") or {})
+    theirs = {host: gpu_stack(d.get("packages") or {}) for host, d in hosts.items()}
+    rows: list[Difference] = []
+    for package in GPU_STACK:
+        if package in mine:
+            rows += [Difference(host, package, found.get(package) or "-", mine[package])
+                     for host, found in theirs.items() if found.get(package) != mine[package]]
+            continue
+        versions = [found[package] for found in theirs.values() if package in found]
+        if not versions:
+            continue
+        reference = max(versions, key=versions.count)  # the most common; ties: the first
+        rows += [Difference(host, package, found[package], f"- (hosts: {reference})")
+                 for host, found in theirs.items() if found.get(package, reference) != reference]
+    return rows

@@ -6,6 +6,10 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 
 1. **probe** every host at once: its Python, platform and package versions,
    whether it holds the environment's hash, which upload contents it lacks;
+   with nothing to send (the version gate alone, the default start), no probe
+   runs: every agent says what its host is as it starts, before it imports
+   anything (:attr:`PreStart.describe`, :meth:`PreStart.gate_agents`), so
+   the gate costs no interpreter of its own;
 2. **gate**: every difference, from every host, in one table
    (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
    starts, or one warning (``sshdeploy.version-check: warn``);
@@ -21,38 +25,37 @@ start itself, which reports it as before (and honours ``min_workers``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import functools
-import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
+from sshdeploy.bootstrap import (
+    Describe,
+    envremote_bundle,
+)
 from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
-from sshdeploy.ssh.sshlib import asyncssh
 
-from .gate import Difference, compare, format_table, local_description
+from .gate import (
+    GPU_STACK_DISTRIBUTIONS,
+    Difference,
+    compare,
+    compare_gpu_stack,
+    format_table,
+    local_description,
+)
 from .relay import PackServer, plan_relay, run_relay
+from .script import run_script
 from .stageplan import StagePlan
 from .sync import build_tar, pack_sha256
 from .uploads import Manifest, blob_tar, collect
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def remote_source() -> bytes:
-    """The source of :mod:`sshdeploy.remote.envremote`, as run on the hosts."""
-    return (Path(__file__).parents[1] / "remote" / "envremote.py").read_bytes()
 
 
 @dataclass
@@ -96,102 +99,6 @@ class HostPreStart:
     shared_with: str = ""
     env_from: str = ""
     env_refused: list[str] = field(default_factory=list)
-
-
-async def run_script(
-    pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
-    op: dict[str, Any], payload: bytes | Path | Callable[[dict[str, Any]], bytes] | None = None,
-    timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Run one operation of :mod:`sshdeploy.remote.envremote` on *host*; return its answer.
-
-    A callable *payload* is called with the script's first line (what it asks
-    for) and its result sent: one round trip where two would otherwise be needed.
-
-    Raises
-    ------
-    EnvSyncError
-        The script did not answer (Python missing, setup failed, timeout,
-        connection lost) or answered an error.
-    """
-    where = pool.as_connected(host)
-    conn = await pool.get(host)
-    command = build_script_command(python, setup, login_shell)
-
-    pgid: list[int] = []
-    creating: list[asyncio.Future[Any]] = []
-
-    async def go() -> tuple[str, str, int | None]:
-        creating.append(asyncio.ensure_future(conn.conn.create_process(command, encoding=None)))
-        proc = await asyncio.shield(creating[0])
-        try:
-            first = await proc.stdout.readline()  # the login shell's pid: its process group
-            if first.strip().isdigit():
-                pgid.append(int(first))
-            proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
-            asked = b""
-            if callable(payload):
-                asked = await proc.stdout.readline()
-                try:
-                    question = json.loads(asked)
-                except ValueError:  # it failed before asking: its answer says why
-                    question = None
-                if isinstance(question, dict) and "missing" in question:
-                    proc.stdin.write(payload(question))
-            elif isinstance(payload, Path):
-                f = await asyncio.to_thread(payload.open, "rb")
-                try:
-                    while chunk := await asyncio.to_thread(f.read, _CHUNK):
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                finally:
-                    f.close()
-            elif payload:
-                proc.stdin.write(payload)
-            proc.stdin.write_eof()
-            out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-            await proc.wait()
-            return ((asked + out).decode(errors="replace"), err.decode(errors="replace"),
-                    proc.exit_status)
-        finally:
-            proc.close()
-
-    async def kill() -> None:
-        if pgid:  # a setup that hangs, a cancelled start: leave nothing behind on the host
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(
-                    conn.conn.run(build_kill_command(pgid[0]), check=False), 10))
-        elif creating:  # before its shell said its pid (or even opened): it ends at EOF
-            async def end() -> None:
-                proc = await asyncio.wait_for(creating[0], 10)
-                proc.stdin.write_eof()
-                await asyncio.wait_for(proc.wait_closed(), 10)
-
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(end())
-
-    try:
-        out, err, status = await asyncio.wait_for(go(), timeout)
-    except asyncio.TimeoutError:
-        await kill()
-        raise EnvSyncError(host=where, cause="timeout",
-                           what=f"{op['op']} did not finish within {timeout:.0f} s",
-                           remedy="Check the setup command and the host's load and disk; "
-                           "raise sshdeploy.start-timeout for a slow link.") from None
-    except (asyncssh.Error, OSError) as exc:
-        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(exc)) from exc
-    except BaseException:
-        await kill()
-        raise
-    try:
-        answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise EnvSyncError(host=where, what=f"{op['op']}: no answer from {python!r}",
-                           cause=f"exit status {status}", stderr_tail=err[-2000:]) from None
-    if answer.get("error"):
-        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(answer["error"]),
-                           stderr_tail=err[-2000:])
-    return answer
 
 
 def _by_cache(
@@ -258,6 +165,76 @@ class PreStart:
         """Bytes of environment packs this machine sent (the relay's are not counted)."""
         return sum(r.env_bytes for r in self.reports.values()
                    if r.env_cached is False and not r.env_from)
+    #: What the agents said of each host as they started (see :meth:`gate_agents`).
+    _said: dict[Any, asyncio.Future[dict[str, Any] | None]] = field(default_factory=dict,
+                                                                     repr=False)
+
+    @property
+    def agents_gate(self) -> bool:
+        """Whether the gate is all this stage does: on what the agents say as they start."""
+        return self.plan.active and self.plan.env is None and not self.plan.upload
+
+    @property
+    def describe(self) -> Describe | None:
+        """What the agents are asked to say as they start, when :attr:`agents_gate` (else None)."""
+        if not self.agents_gate:
+            return None
+        return Describe((*self.plan.packages, *GPU_STACK_DISTRIBUTIONS), self.told)
+
+    def told(self, host: Host, description: dict[str, Any] | None) -> None:
+        """An agent said what *host* is (None: its start ended before it did)."""
+        said = self._said_by(host)
+        if not said.done():
+            said.set_result(description)
+
+    def _said_by(self, host: Host) -> asyncio.Future[dict[str, Any] | None]:
+        said = self._said.get(host.key)
+        if said is None:
+            said = self._said[host.key] = asyncio.get_running_loop().create_future()
+        return said
+
+    async def gate_agents(self) -> dict[str, HostPreStart]:
+        """The version gate on what the agents say as they start (:attr:`describe`).
+
+        Waits until every host of :attr:`hosts` is described by its first agent,
+        or failed to connect, or its agent ended first (those are left to the
+        start, which reports them, as :meth:`run` leaves a host it cannot probe);
+        then compares. Nothing runs on the hosts for it.
+
+        Raises
+        ------
+        EnvironmentMismatchError
+            Hosts differ (per ``sshdeploy.version-check``).
+        """
+        if not self.agents_gate:
+            return await self.run()
+        said = await asyncio.gather(*(self._description(h) for h, _py in self.hosts))
+        for (host, _py), description in zip(self.hosts, said, strict=True):
+            where = self.pool.as_connected(host)
+            report = self.reports[where] = HostPreStart(host=where)
+            if description is None:
+                report.skipped = "its agent did not start"
+            else:
+                report.description = description
+        self.gate([(h, py, d) for (h, py), d in zip(self.hosts, said, strict=True)
+                   if d is not None])
+        return self.reports
+
+    async def _description(self, host: Host) -> dict[str, Any] | None:
+        said = self._said_by(host)
+        connected = asyncio.ensure_future(self.pool.get(host))
+        connected.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            either: set[asyncio.Future[Any]] = {said, connected}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not said.done() and connected.exception() is not None:
+                return None  # the start says why
+            # An agent's start is bounded, and says None when it ends: this bound is a spare.
+            return await asyncio.wait_for(asyncio.shield(said), self.timeout + 10)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            connected.cancel()  # the connection itself is shielded in the pool
 
     async def run(self) -> dict[str, HostPreStart]:
         """Probe, gate, sync, upload; return one report per host.
@@ -289,8 +266,16 @@ class PreStart:
             self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
             self._warn_size(self.manifest)
         probes = await self._probe_all(hosts)
-        self._gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
+        self.gate([(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d])
         todo = [(h, py, d) for (h, py), d in zip(hosts, probes, strict=True) if d]
+        for host, _py, desc in todo:  # never a start without the environment or the code
+            if desc.get("cache_error"):
+                sent = "the environment" if self.plan.env is not None else "the uploads"
+                raise EnvSyncError(
+                    host=self.pool.as_connected(host),
+                    what=f"cannot write its cache for {sent}", cause=str(desc["cache_error"]),
+                    remedy="Make ~/.cache/sshdeploy on that host a directory this user can "
+                    "write (remove what is in its way), then start again.")
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
         await self._sync_env(first)
@@ -313,7 +298,8 @@ class PreStart:
     async def _probe(self, host: Host, python: str) -> dict[str, Any] | None:
         where = self.pool.as_connected(host)
         report = self.reports[where] = HostPreStart(host=where)
-        op: dict[str, Any] = {"op": "probe", "packages": list(self.plan.packages)}
+        op: dict[str, Any] = {"op": "probe", "packages": [*self.plan.packages,
+                                                           *GPU_STACK_DISTRIBUTIONS]}
         if self.plan.env is not None:
             op["env"] = self.plan.env.digest
         if self.manifest is not None:
@@ -346,15 +332,7 @@ class PreStart:
 
     def differences(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> list[Difference]:
         """The gate's rows for the hosts *probed* (host, python, description)."""
-        ours = local_description(self.plan.packages)
-        rows: list[Difference] = []
-        for host, _py, theirs in probed:
-            # No distributed at all: the start says so (RemoteImportError), but another
-            # Python or platform is said here, before anything starts.
-            bare = self.plan.env is None and "distributed" not in (theirs.get("packages") or {})
-            rows += compare(self.pool.as_connected(host), ours, theirs, self.plan.packages,
-                            platform_only=bare or self.plan.env is not None)
-        return rows
+        return described_rows(self.plan, [(self.pool.as_connected(h), d) for h, _py, d in probed])
 
     async def check(self) -> tuple[list[Difference], dict[str, str]]:
         """Probe every host and compare, changing nothing (``dask-ssh --check``).
@@ -369,7 +347,8 @@ class PreStart:
         skipped = {r.host: r.skipped for r in self.reports.values() if r.skipped}
         return self.differences(probed), skipped
 
-    def _gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+    def gate(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """Compare the hosts *probed* (host, python, description); raise or warn per the plan."""
         sync = self.plan.env is not None
         rows = self.differences(probed)
         if not rows:
@@ -433,7 +412,7 @@ class PreStart:
         async def serve(key: str) -> PackServer:
             host, python = by_key[key]
             return await PackServer.start(
-                self.pool, host, python, self.setup, self.login_shell, remote_source(),
+                self.pool, host, python, self.setup, self.login_shell, envremote_bundle(),
                 env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout,
                 wait=wait if key in planner.running else 0.0)
 
@@ -461,7 +440,7 @@ class PreStart:
             op["sha256"] = sha
         try:
             await run_script(self.pool, host, python, self.setup, self.login_shell, op,
-                             payload=tar, timeout=self.timeout + size / 1e6)
+                             payload=tar, timeout=self.timeout + size / 1e6, need=env.size)
         finally:
             self.phase.pop(where, None)
         report.env_cached, report.env_bytes, report.env_from = False, size, ""
@@ -520,7 +499,7 @@ class PreStart:
             return sent[-1]
 
         op: dict[str, Any] = {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
-                              "files": manifest.files}
+                              "files": manifest.files, "links": manifest.links}
         payload: bytes | Callable[[dict[str, Any]], bytes]
         if missing is None:
             op["ask"], payload = True, reply
@@ -529,7 +508,8 @@ class PreStart:
         self.phase[report.host] = "uploading files"
         try:
             await run_script(self.pool, host, python, self.setup, self.login_shell, op,
-                             payload=payload, timeout=self.timeout + manifest.size / 1e6)
+                             payload=payload, timeout=self.timeout + manifest.size / 1e6,
+                             need=lambda: sum(len(b) for b in sent))
         finally:
             self.phase.pop(report.host, None)
         nbytes = sum(len(b) for b in sent)
@@ -569,6 +549,35 @@ class PreStart:
                            "largest: %s", size / 1e6, self.plan.upload_warn / 1e6, top)
 
 
+def described_rows(plan: StagePlan, described: Sequence[tuple[str, Mapping[str, Any]]],
+                   ) -> list[Difference]:
+    """The gate's rows for hosts already described: ``(user@host:port, description)``."""
+    ours = local_description([*plan.packages, *GPU_STACK_DISTRIBUTIONS])
+    rows: list[Difference] = []
+    stacks: dict[str, Mapping[str, Any]] = {}  # the GPU stack: compared across the hosts
+    for where, theirs in described:
+        # No distributed at all: the start says so (RemoteImportError), but another
+        # Python or platform is said here, before anything starts.
+        bare = plan.env is None and "distributed" not in (theirs.get("packages") or {})
+        rows += compare(where, ours, theirs, plan.packages,
+                        platform_only=bare or plan.env is not None)
+        if not bare and plan.env is None:
+            stacks[where] = theirs
+    return rows + compare_gpu_stack(ours, stacks)
+
+
+def gate_plan(**stage: Any) -> StagePlan:
+    """The stage plan ``--check`` compares with (``packages``, ``environment`` as for
+    :class:`sshdeploy.SSHCluster`), whatever ``sshdeploy.version-check`` says."""
+    from sshdeploy.settings import Settings
+
+    from .stageplan import plan_stage
+
+    return dataclasses.replace(
+        plan_stage(stage.get("environment"), stage.get("packages"), None, Settings.resolve()),
+        policy="error")
+
+
 async def check_gate_async(
     hosts: Sequence[str | Host], connect_options: Any = None, remote_python: Any = None,
     **stage: Any,
@@ -593,13 +602,9 @@ async def check_gate_async(
     from sshdeploy.placement import place
     from sshdeploy.settings import Settings
 
-    from .stageplan import plan_stage
-
     settings = Settings.resolve()
     placement = place(hosts, None, remote_python, connect_options)
-    st = dataclasses.replace(  # compare even if the setting says ignore
-        plan_stage(stage.get("environment"), stage.get("packages"), None, settings),
-        policy="error")
+    st = gate_plan(**stage)  # compare even if the setting says ignore
     every = list(placement.all_hosts().values())
     async with HostPool(settings=settings) as pool:
         for hp in every:
@@ -612,8 +617,14 @@ async def check_gate_async(
 
 
 def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
-               remote_python: Any = None, **stage: Any) -> tuple[list[Difference], dict[str, str]]:
-    """Synchronous :func:`check_gate_async`.
+               remote_python: Any = None, *,
+               described: Mapping[str, Mapping[str, Any] | str] | None = None,
+               **stage: Any) -> tuple[list[Difference], dict[str, str]]:
+    """Synchronous :func:`check_gate_async`; with *described*, no probe at all.
+
+    *described* maps each host (``user@host:port``) to its description, made by
+    the preflight's own probe (``dask-ssh --check``: one remote Python per host
+    for both), or to why it has none: those are compared, the others skipped.
 
     Examples
     --------
@@ -622,4 +633,9 @@ def check_gate(hosts: Sequence[str | Host], connect_options: Any = None,
     host        package      theirs  ours
     root@node2  cloudpickle  3.0.0   3.1.3
     """
+    if described is not None:
+        plan = gate_plan(**stage)
+        found = [(h, d) for h, d in described.items() if not isinstance(d, str)]
+        return (described_rows(plan, found),
+                {h: d for h, d in described.items() if isinstance(d, str)})
     return asyncio.run(check_gate_async(hosts, connect_options, remote_python, **stage))

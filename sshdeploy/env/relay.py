@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sshdeploy.bootstrap import build_kill_command, build_script_command, script_preamble
+from sshdeploy.bootstrap import build_kill_command, build_script_command
 from sshdeploy.errors import EnvSyncError
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
@@ -232,11 +232,12 @@ class PackServer:
     @classmethod
     async def start(
         cls, pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
-        source: bytes, digest: str, sha: str, ttl: float, timeout: float = 60.0,
+        bundle: bytes, digest: str, sha: str, ttl: float, timeout: float = 60.0,
         wait: float = 0.0,
     ) -> PackServer:
-        """Start serving the pack *digest* / *sha* kept on *host* (*wait*: seconds a fetch
-        waits for it there, while it is still coming from this machine).
+        """Start serving the pack *digest* / *sha* kept on *host* (*bundle*: the stage's
+        remote program, :func:`sshdeploy.bootstrap.envremote_bundle`; *wait*: seconds a
+        fetch waits for it there, while it is still coming from this machine).
 
         Raises
         ------
@@ -256,7 +257,7 @@ class PackServer:
                 line = await process.stdout.readline()
                 if line.strip().isdigit():
                     server.pgid = int(line)
-                process.stdin.write(script_preamble(source) + (json.dumps(op) + "\n").encode())
+                process.stdin.write(bundle + (json.dumps(op) + "\n").encode())
                 said = await process.stdout.readline()
                 answer: dict[str, Any] = json.loads(said) if said.strip() else {}
                 if not said.strip():  # it ended: its last line says why

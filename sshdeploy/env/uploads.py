@@ -7,6 +7,12 @@ taken (``git ls-files --cached --others --exclude-standard``: ``.gitignore``
 is honoured); elsewhere everything but ``__pycache__``, ``.git`` and
 ``*.pyc``.
 
+Symbolic links follow git's and rsync's safe default: a link whose target
+stays inside the uploaded directory is sent as a link (the same relative
+link on every host, also when it dangles); one that leads outside it is
+refused (:class:`~sshdeploy.errors.UploadError` naming the link and its
+target), never copied (a link to a secret would send the secret) nor dropped.
+
 The manifest (relative name to sha256) is the unit of transfer: each host
 keeps every content it received once (``~/.cache/sshdeploy/blobs``), so a
 start or :meth:`SSHCluster.sync_uploads` sends only contents the host does
@@ -22,7 +28,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sshdeploy.errors import UploadError
@@ -42,10 +48,14 @@ class Manifest:
         Name on the host (``mypkg/core.py``) to sha256 hex.
     sources : dict
         The same names to local paths.
+    links : dict
+        Name on the host of each symbolic link to its target, relative to the
+        link's directory and inside the uploaded tree.
     """
 
     files: dict[str, str]
     sources: dict[str, Path]
+    links: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -84,8 +94,31 @@ def _walk(directory: Path) -> list[Path]:
     found = []
     for top, dirs, names in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        # A link to a directory is listed, not entered (git lists it so too).
+        found += [Path(top) / d for d in dirs if os.path.islink(os.path.join(top, d))]
         found += [Path(top) / n for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
     return found
+
+
+def _link_target(link: Path, root: Path, given: str) -> str:
+    """The target of *link*, relative to its directory, when it stays inside *root*.
+
+    Raises
+    ------
+    UploadError
+        When the link (or a chain of links from it) leads outside *root*.
+    """
+    written = os.readlink(link)
+    final = Path(os.path.realpath(link))   # the whole chain, as far as it exists
+    if final != root and root not in final.parents:
+        missing = "" if final.exists() else ", which does not exist"
+        raise UploadError(
+            given, f"the symbolic link {link} points outside it, to {written}"
+                   f"{'' if str(final) == written else f' ({final})'}{missing}",
+            remedy="A link is uploaded as a link only when its target is inside the uploaded "
+                   "directory: copy the target into it, upload the target itself (one more "
+                   "--upload / upload= path), or remove the link.")
+    return os.path.relpath(final, os.path.realpath(link.parent))
 
 
 def _sha256(path: Path) -> str:
@@ -102,7 +135,8 @@ def collect(paths: Sequence[str | os.PathLike[str]], base: Path | None = None) -
     Raises
     ------
     UploadError
-        A path that does not exist, or two paths that give the same name.
+        A path that does not exist, two paths that give the same name, or a
+        symbolic link inside a directory that points outside it.
 
     Examples
     --------
@@ -112,23 +146,29 @@ def collect(paths: Sequence[str | os.PathLike[str]], base: Path | None = None) -
     """
     base = base or Path.cwd()
     sources: dict[str, Path] = {}
+    links: dict[str, str] = {}
     for given in paths:
-        path = (base / given).resolve()
+        path = (base / given).resolve()   # a path given by name is followed: it was asked for
         if not path.exists():
             raise UploadError(str(given), "no such file or directory")
         if path.is_file():
             entries = [(path.name, path)]
         else:
             listed = _git_files(path)
-            files = [p for p in (listed if listed is not None else _walk(path)) if p.is_file()]
-            entries = [(f"{path.name}/{p.relative_to(path).as_posix()}", p) for p in files]
+            entries = []
+            for p in (listed if listed is not None else _walk(path)):
+                name = f"{path.name}/{p.relative_to(path).as_posix()}"
+                if p.is_symlink():
+                    links[name] = _link_target(p, path, str(given))
+                elif p.is_file():
+                    entries.append((name, p))
         for name, p in entries:
             if name in sources and sources[name] != p:
                 raise UploadError(str(given), f"{name!r} is also given by {sources[name]}",
                                   remedy="Upload each name once.")
             sources[name] = p
     return Manifest(files={n: _sha256(p) for n, p in sorted(sources.items())},
-                    sources=dict(sorted(sources.items())))
+                    sources=dict(sorted(sources.items())), links=dict(sorted(links.items())))
 
 
 def blob_tar(manifest: Manifest, digests: Iterable[str]) -> bytes:

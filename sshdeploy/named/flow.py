@@ -13,10 +13,11 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from sshdeploy.bootstrap import join_setup
 from sshdeploy.errors import (
     ClusterExistsError,
     ClusterNotFoundError,
@@ -28,7 +29,7 @@ from sshdeploy.named.hostops import host_op, on_hosts
 from sshdeploy.named.jobops import stop_jobs
 from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
-from sshdeploy.named.status import ClusterStatus, classify
+from sshdeploy.named.status import ClusterStatus, classify, ended_recently, stopping
 from sshdeploy.plan import Launch
 from sshdeploy.settings import Settings
 from sshdeploy.ssh.pool import HostPool
@@ -72,7 +73,19 @@ def left(report: Mapping[str, str]) -> dict[str, str]:
 
 
 def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
-    """How to run Python on each distinct host of a stored spec (the scheduler's first)."""
+    """How to run Python on each distinct host of a stored spec (the scheduler's first).
+
+    As the agents are started: the setup (a list of commands joined into one
+    shell list), in the login shell when the cluster asked for one.
+
+    Examples
+    --------
+    >>> spec = {"hosts": [{"hostname": "s"}, {"hostname": "a"}], "remote_python": ["/py"] * 2,
+    ...         "setup": ["module load x", "export A=1"], "login_shell": True}
+    >>> [(h.hostname, lch.setup.splitlines(), lch.login_shell)
+    ...  for h, lch in launches(spec).items()][0]
+    ('s', ['module load x &&', 'export A=1'], True)
+    """
     pythons = list(spec.get("remote_python") or [])
     out: dict[Host, Launch] = {}
     seen: set[Any] = set()
@@ -82,7 +95,8 @@ def launches(spec: Mapping[str, Any]) -> dict[Host, Launch]:
         seen.add(h.key)
         python = h.remote_python or (pythons[i] if i < len(pythons) else None) or sys.executable
         bare = Host(h.hostname, h.user, h.port)
-        out[bare] = Launch(python=python, setup=spec.get("setup"))
+        out[bare] = Launch(python=python, setup=join_setup(spec.get("setup")),
+                           login_shell=bool(spec.get("login_shell")))
     return out
 
 
@@ -101,8 +115,14 @@ def scheduler_host(record: ClusterRecord) -> tuple[Host, Launch]:
     return host, launch
 
 
-async def probe(record: ClusterRecord, pool: HostPool) -> ClusterStatus:
-    """Return the state of *record*'s cluster, asked of its scheduler host now."""
+async def probe(record: ClusterRecord, pool: HostPool, every_host: bool = False
+                ) -> ClusterStatus:
+    """Return the state of *record*'s cluster, asked of its scheduler host now.
+
+    With *every_host*, a cluster that ended by itself lately
+    (:func:`~sshdeploy.named.status.ended_recently`) is ``stopping`` while any
+    of its hosts still runs a process of it (``list``: not ``stopped`` too early).
+    """
     host, launch = scheduler_host(record)
     try:
         answer: dict[str, Any] | BaseException = await host_op(
@@ -111,14 +131,20 @@ async def probe(record: ClusterRecord, pool: HostPool) -> ClusterStatus:
         answer = exc
     except Exception as exc:  # a connect error of the pool: unreachable, named
         answer = exc
-    return classify(record, answer)
+    status = classify(record, answer)
+    if every_host and status.state == "stopped" and ended_recently(record, answer):
+        assert isinstance(answer, dict)
+        answers = await on_hosts(pool, launches(record.spec), record.name, "probe",
+                                 timeout=OP_TIMEOUT)
+        status = stopping(status, str((answer.get("end") or {}).get("reason", "")), answers)
+    return status
 
 
 async def probe_all(records: list[ClusterRecord]) -> list[ClusterStatus]:
     """Probe every cluster at once (one pool each: their hosts' options differ)."""
     async def one(record: ClusterRecord) -> ClusterStatus:
         async with record_pool(record.spec) as pool:
-            return await probe(record, pool)
+            return await probe(record, pool, every_host=True)
 
     return list(await asyncio.gather(*(one(r) for r in records)))
 
@@ -225,8 +251,8 @@ async def _recorded_on_host(name: str, spec: Mapping[str, Any], settings: Settin
     return None
 
 
-async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
-               ) -> dict[str, str]:
+async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0,
+               on_jobs: Callable[[list[str]], None] | None = None) -> dict[str, str]:
     """Stop every process of the cluster on every host, remove its files there and here.
 
     Each host is asked to stop what its agents' records name *and* every
@@ -236,12 +262,19 @@ async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
     there, else what is left or why the host could not be asked
     (:func:`left`). A host left out at the start that cannot be reached
     counts as stopped when the scheduler never had a worker there. The local
-    record goes only when every host is stopped.
+    record goes only when every host is stopped. Its running jobs are stopped
+    first: *on_jobs* is given them (each ``ID (NAME: COMMAND)``) when there
+    were any (default: a warning logged).
     """
     report: dict[str, str] = {}
     hosts = launches(record.spec)
     async with record_pool(record.spec) as pool:
-        await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # its jobs first, whole
+        stopped = await stop_jobs(pool, *next(iter(hosts.items())), record.name)  # jobs first
+        if stopped and on_jobs is not None:
+            on_jobs(stopped)
+        elif stopped:
+            logger.warning("cluster %r: stopped its running job(s) %s", record.name,
+                           ", ".join(stopped))
         killed = await on_hosts(pool, hosts, record.name, "kill",
                                 timeout=OP_TIMEOUT + 2 * grace)
         answered = [(i, h, launch) for i, (h, launch) in enumerate(hosts.items())

@@ -58,7 +58,7 @@ async def _host_op(pool: HostPool, host: Host, launch: Launch, name: str, op: st
     conn = await pool.get(host)
     spec = AgentSpec(role="workers", label=f"{op} {host.hostname}", keep={"name": name},
                      op=op, data=data)
-    command = build_command(launch.python, launch.setup)
+    command = build_command(launch.python, launch.setup, launch.login_shell)
     payload = stdin_preamble(spec)
     try:
         result = await asyncio.wait_for(

@@ -23,7 +23,6 @@ import hashlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ class ClusterJobs:
         host, launch = flow.scheduler_host(record)
         #: The scheduler's host: where the jobs run, their records and logs are.
         self.host: Host = host
-        self.launch: Launch = replace(launch, login_shell=bool(record.spec.get("login_shell")))
+        self.launch: Launch = launch  # its setup, in the login shell if the cluster has one
         self.pool: HostPool = flow.record_pool(record.spec)
         self.warn = warn or logger.warning
 
@@ -147,7 +146,8 @@ class ClusterJobs:
             self.warn(f"the job's files are {manifest.size / 1e6:.1f} MB (above "
                       f"sshdeploy.upload-warn-size); largest: {top}. Give --upload PATH... to "
                       "send less than the script's directory.")
-        directory = upload_dir(self.name, manifest.files)
+        directory = upload_dir(self.name, {**manifest.files,
+                                           **{n: f"-> {t}" for n, t in manifest.links.items()}})
         await jobops.upload(self.pool, self.host, self.launch, manifest, directory)
         cwd = f"{REMOTE_UPLOADS}/{directory}" + (f"/{files.cwd}" if files.cwd else "")
         answer = await self._op("job-submit", {
@@ -198,8 +198,7 @@ class ClusterJobs:
         JobError
             A name in *only* that is no host of the cluster.
         """
-        every = {h: replace(lch, login_shell=self.launch.login_shell)
-                 for h, lch in flow.launches(self.record.spec).items()}
+        every = flow.launches(self.record.spec)
         if not only:
             return every
         out = {}
@@ -234,7 +233,8 @@ class ClusterJobs:
 
             try:
                 return await asyncio.wait_for(
-                    jobops.run_exec(self.pool, host, launch, command, env, line), timeout)
+                    jobops.run_exec(self.pool, host, launch, command, env, line, self.name),
+                    timeout)
             except asyncio.TimeoutError:
                 return "timeout"
             except Exception as exc:  # one host's failure is its row, not everyone's
@@ -251,7 +251,7 @@ def with_script(manifest: Manifest, name: str, path: Path) -> Manifest:
         return manifest
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Manifest(files={**manifest.files, name: digest},
-                    sources={**manifest.sources, name: path})
+                    sources={**manifest.sources, name: path}, links=manifest.links)
 
 
 def _run(work: Callable[[ClusterJobs], Awaitable[Any]], name: str) -> Any:

@@ -137,22 +137,39 @@ async def stop_jobs(pool: HostPool, host: Host, launch: Launch, name: str,
     """Stop every running job of cluster *name* and remove its jobs from its scheduler *host*.
 
     For ``down`` (:func:`sshdeploy.named.flow.stop`): returns once nothing of
-    them is left. Returns the ids of the jobs that ran; a host that cannot be
-    reached is logged, not raised (its jobs stop by themselves when their
-    scheduler does).
+    them is left. Returns the jobs that ran, each as :func:`job_label` says
+    it; a host that cannot be reached is logged, not raised (its jobs stop by
+    themselves when their scheduler does).
     """
     data = {"grace": grace, "reason": "the cluster was stopped (down)",
             "uploads": f"{REMOTE_UPLOADS}/{upload_prefix(name)}"}
     try:
         answer = await run_op(pool, host, launch, name, "job-stop-all", data,
-                              timeout=OP_TIMEOUT + 3 * grace)
+                              timeout=OP_TIMEOUT + 3 * grace + 10)
     except Exception as exc:  # a connect error too: the cluster's stop goes on
         logger.warning("cluster %r: its jobs were not stopped: %s", name, exc)
         return []
-    stopped = [str(j) for j in answer.get("stopped") or ()]
-    if stopped:
-        logger.warning("cluster %r: stopped its running job(s) %s", name, ", ".join(stopped))
-    return stopped
+    described = answer.get("jobs")
+    if isinstance(described, list):
+        return [job_label(j) for j in described if isinstance(j, dict)]
+    return [str(j) for j in answer.get("stopped") or ()]  # an agent of before the names
+
+
+def job_label(job: Mapping[str, Any]) -> str:
+    """A job as ``down`` names it: its id, its name, its command (the script and its args).
+
+    Examples
+    --------
+    >>> job_label({"id": "2", "name": "long", "argv": ["/opt/py/bin/python", "train.py", "9"]})
+    '2 (long: train.py 9)'
+    >>> job_label({"id": "3", "name": "", "argv": ["/usr/bin/python3", "a.py"]})
+    '3 (a.py)'
+    """
+    argv = [str(a) for a in job.get("argv") or ()]
+    command = " ".join(argv[1:] if len(argv) > 1 else argv)
+    name = str(job.get("name") or "")
+    inside = f"{name}: {command}" if name and command else name or command
+    return f"{job.get('id')} ({inside})" if inside else str(job.get("id"))
 
 
 async def run_exec(
@@ -162,14 +179,19 @@ async def run_exec(
     command: Sequence[str],
     env: Mapping[str, str],
     on_line: Callable[[str, bool], Awaitable[None] | None],
+    cluster: str | None = None,
 ) -> int:
     """Run ``dask-ssh exec``'s *command* on *host*; give each line to *on_line*; return the
     exit status. Cancelled (Ctrl-C, a timeout), its whole process group is killed.
 
+    With *cluster* (its name), the command has the ``PATH`` and ``PYTHONPATH``
+    of that cluster's agent on the host, as its workers (a synced environment).
+
     ``on_line(text, is_stderr)``.
     """
     conn = await pool.get(host)
-    command_line = in_login_shell(exec_command(command, launch.setup, env), launch.login_shell)
+    command_line = in_login_shell(exec_command(command, launch.setup, env, cluster,
+                                               launch.python), launch.login_shell)
     pgid: list[int] = []
     proc = await conn.conn.create_process(command_line, encoding="utf-8", errors="replace")
 

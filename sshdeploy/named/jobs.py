@@ -290,13 +290,44 @@ def upload_prefix(cluster: str) -> str:
     return f"job-{cluster}."
 
 
-def exec_command(command: Sequence[str], setup: str | None, env: Mapping[str, str]) -> str:
+#: Run by the host's Python before ``dask-ssh exec``'s command: print ``export`` lines of
+#: the ``PATH`` and ``PYTHONPATH`` that the cluster's agent on this host runs with (its
+#: setup, a synced environment, the uploads: what its workers have), when one runs.
+AGENT_PATHS = """\
+import json, os, platform, shlex, sys
+d = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"),
+                 "sshdeploy", "clusters", sys.argv[1], "hosts", platform.node() or "localhost",
+                 "agents")
+for entry in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+    try:
+        with open(os.path.join(d, entry)) as f:
+            rec = json.load(f)
+        with open("/proc/%d/stat" % int(rec["pid"]), "rb") as f:
+            if f.read().rsplit(b")", 1)[-1].split()[19].decode() != rec.get("start"):
+                continue
+        with open("/proc/%d/environ" % int(rec["pid"]), "rb") as f:
+            env = dict(i.split(b"=", 1) for i in f.read().split(b"\\0") if b"=" in i)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        continue
+    for key in (b"PATH", b"PYTHONPATH"):
+        if key in env:
+            print("export %s=%s" % (key.decode(), shlex.quote(os.fsdecode(env[key]))))
+    break
+"""
+
+
+def exec_command(command: Sequence[str], setup: str | None, env: Mapping[str, str],
+                 cluster: str | None = None, python: str | None = None) -> str:
     """The remote shell command of ``dask-ssh exec``: its pid, the setup, then *command*.
 
     The words of *command* are joined with spaces and run by the remote shell,
     as ``ssh host CMD...`` does (pipes and ``$VARS`` work when quoted for the
     local shell). The first line it prints is the shell's pid: its process
-    group, killed at a timeout or Ctrl-C.
+    group, killed at a timeout or Ctrl-C. With *cluster* (and its *python*),
+    the command runs with the ``PATH`` and ``PYTHONPATH`` of the cluster's
+    agent on that host, as its workers do (a synced environment, the
+    uploads: :data:`AGENT_PATHS`), and an absolute *python*'s directory
+    first on ``PATH`` (``python`` is the workers' interpreter).
 
     Examples
     --------
@@ -306,10 +337,20 @@ def exec_command(command: Sequence[str], setup: str | None, env: Mapping[str, st
     { module load x
     } </dev/null >&2 || exit 121
     hostname -f
+    >>> lines = exec_command(["nproc"], None, {}, "lab", "/opt/py/bin/python").splitlines()
+    >>> lines[1].startswith('eval "$(/opt/py/bin/python -c '), lines[-3][-18:]
+    (True, ' lab 2>/dev/null)"')
+    >>> lines[-2:]
+    ['export PATH=/opt/py/bin:"$PATH"', 'nproc']
     """
     from sshdeploy.bootstrap import EXIT_SETUP_FAILED
 
     lines = ['echo "$$"', *(f"export {k}={shlex.quote(v)}" for k, v in env.items())]
     if setup and setup.strip():
         lines.append(f"{{ {setup.strip()}\n}} </dev/null >&2 || exit {EXIT_SETUP_FAILED}")
+    if cluster is not None and python:
+        lines.append(f'eval "$({shlex.quote(python)} -c {shlex.quote(AGENT_PATHS)} '
+                     f'{shlex.quote(cluster)} 2>/dev/null)"')
+        if python.startswith("/"):
+            lines.append(f'export PATH={shlex.quote(os.path.dirname(python))}:"$PATH"')
     return "\n".join([*lines, " ".join(command)])

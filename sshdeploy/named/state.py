@@ -8,6 +8,13 @@ half of one. A file is a *cache*: what it says is probed before it is shown
 is ``cluster.json`` on its scheduler host, read with ``--host``. TLS client
 credentials of a cluster live beside it, in ``NAME.tls/`` (0700, files 0600).
 
+Permissions are kept, like OpenSSH keeps a key's: the directory and each
+record found more open than 0700 / 0600 are made private again, with a
+warning that says what was found; TLS credentials found readable by others
+are refused (:class:`~sshdeploy.errors.ClusterStateError` naming the file,
+its mode and the ``chmod`` that fixes it), never used. A state directory
+owned by another user is refused.
+
 One ``up`` of a name at a time: :func:`locked` holds an exclusive ``flock`` on
 ``NAME.lock`` while a cluster of that name starts or stops, and removes the
 file when it lets go (a lock file is only there while someone holds it).
@@ -25,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -38,6 +47,49 @@ from sshdeploy.remote.agent.keep import state_home
 
 #: Bumped when the record's fields change incompatibly.
 FORMAT = 1
+
+logger = logging.getLogger(__name__)
+
+
+def _mode(st: os.stat_result) -> str:
+    return f"{stat.S_IMODE(st.st_mode):04o}"
+
+
+def make_private(path: Path, mode: int) -> None:
+    """Give *path* (a state file or directory) *mode* if it is more open; warn that it was.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); os.chmod(d, 0o755)
+    >>> make_private(d, 0o700); oct(stat.S_IMODE(d.stat().st_mode))
+    '0o700'
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(st.st_mode) & 0o077 and not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, mode)
+        logger.warning("%s was %s (others could read it); sshdeploy made it %04o, as its "
+                       "state files must be private", path, _mode(st), mode)
+
+
+def check_credential(path: Path) -> None:
+    """Refuse a TLS credential file (or its directory) that others can read, as OpenSSH does.
+
+    Raises
+    ------
+    ClusterStateError
+        Naming the path, its mode and the ``chmod`` that fixes it.
+    """
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        want = "700" if stat.S_ISDIR(st.st_mode) else "600"
+        raise ClusterStateError(
+            str(path), f"holds TLS credentials and is {_mode(st)}: others can read them, so "
+                       "sshdeploy will not use them (as OpenSSH refuses such a private key)",
+            remedy=f"Run `chmod {want} {path}` (check who read it meanwhile), then try again.")
 
 
 def state_root() -> Path:
@@ -134,7 +186,12 @@ class StateStore:
     def _ensure_root(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(self.root, 0o700)
+            if self.root.stat().st_uid != os.getuid():
+                raise ClusterStateError(
+                    str(self.root), "belongs to another user (sshdeploy keeps its named "
+                    "clusters, and their TLS credentials, there)",
+                    remedy="Set XDG_STATE_HOME to a directory of your own.")
+            make_private(self.root, 0o700)
         except FileExistsError:
             raise ClusterStateError(
                 str(self.root), "is not a directory (sshdeploy keeps its named clusters there)",
@@ -158,10 +215,12 @@ class StateStore:
     def _save_tls(self, name: str, tls: Mapping[str, str]) -> dict[str, str]:
         directory = self.tls_dir(name)
         directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)   # rewritten whole below: made private without a word
         paths = {}
         for key, pem in tls.items():
             path = directory / f"{key}.pem"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)     # an old file keeps its mode through O_CREAT
             with os.fdopen(fd, "w") as f:
                 f.write(pem)
             paths[key] = str(path)
@@ -183,6 +242,15 @@ class StateStore:
         except OSError as exc:
             raise ClusterStateError(str(path), f"cannot be read ({exc.strerror})") from None
         try:
+            make_private(self.root, 0o700)
+            make_private(path, 0o600)
+        except OSError as exc:
+            raise ClusterStateError(str(path), f"is not private and cannot be made so "
+                                    f"({exc.strerror})",
+                                    remedy="Fix its permissions (chmod 600, its directory "
+                                    "chmod 700), or set XDG_STATE_HOME to a directory you "
+                                    "own.") from None
+        try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise ClusterStateError(str(path), "is not UTF-8 text (damaged)") from None
@@ -199,6 +267,9 @@ class StateStore:
         out = {}
         for key, where in (record.tls or {}).items():
             try:
+                if os.path.isabs(where):
+                    check_credential(Path(where).parent)
+                    check_credential(Path(where))
                 out[key] = Path(where).read_text() if os.path.isabs(where) else where
             except OSError as exc:
                 raise ClusterStateError(where, f"cannot be read ({exc.strerror})",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sshdeploy.named.state import ClusterRecord
 
-State = Literal["running", "degraded", "unreachable", "gone", "stopped"]
+State = Literal["running", "degraded", "unreachable", "gone", "stopped", "stopping"]
 #: The columns of ``dask-ssh list`` (and the keys of ``--json``), in order.
 COLUMNS = ("name", "state", "scheduler", "workers", "hosts", "age", "idle")
 
@@ -31,7 +31,9 @@ class ClusterStatus:
         ``unreachable``: its scheduler host did not answer, or processes of
         it run there that no file of it describes; ``gone``: nothing of it
         runs there (a reboot, a kill); ``stopped``: it ended by itself (idle
-        timeout, lifetime), *reason* says why.
+        timeout, lifetime), *reason* says why; ``stopping``: it ended so, and
+        processes of it still run on some host (the workers' agents stop once
+        they find the scheduler gone: up to their ``death_timeout``).
     scheduler : str
         The scheduler's address.
     running, wanted : int
@@ -125,6 +127,65 @@ def classify(record: ClusterRecord, answer: dict[str, Any] | BaseException,
                          clients=clients, **base)
 
 
+#: How long after a cluster ended by itself its other hosts are asked whether processes
+#: of it still run, beyond the workers' ``death_timeout`` (after that they have stopped).
+STOPPING_MARGIN = 30.0
+
+
+def ended_recently(record: ClusterRecord, answer: dict[str, Any] | BaseException,
+                   now: float | None = None) -> bool:
+    """Whether the cluster ended by itself so lately that its workers may still be stopping.
+
+    Examples
+    --------
+    >>> rec = ClusterRecord("a", "root@n1:22", "tcp://n1:8786", policy={"death_timeout": 60})
+    >>> ended_recently(rec, {"end": {"reason": "idle timeout", "time": 100.0}}, now=150.0)
+    True
+    >>> ended_recently(rec, {"end": {"reason": "idle timeout", "time": 100.0}}, now=200.0)
+    False
+    """
+    if isinstance(answer, BaseException):
+        return False
+    end = answer.get("end") or {}
+    when = end.get("time")
+    if not isinstance(when, (int, float)):
+        return False
+    now = time.time() if now is None else now
+    wait = float((record.policy or {}).get("death_timeout") or 60.0) + STOPPING_MARGIN
+    return now - float(when) < wait
+
+
+def stopping(status: ClusterStatus, end_reason: str,
+             answers: dict[Any, dict[str, Any] | BaseException]) -> ClusterStatus:
+    """*status* (``stopped``) as ``stopping`` while processes of it run on some host.
+
+    *answers* are the hosts' own (``probe``): their marked processes and live agents.
+
+    Examples
+    --------
+    >>> st = ClusterStatus("a", "stopped", "tcp://n1:8786", reason="idle timeout")
+    >>> stopping(st, "idle timeout", {"n2": {"marked": [{"pid": 7}, {"pid": 8}]}}).reason
+    'idle timeout; 2 process(es) of it still stopping on 1 host(s)'
+    >>> stopping(st, "idle timeout", {"n2": {"marked": [], "agents": []}}).state
+    'stopped'
+    """
+    from dataclasses import replace
+
+    left = {}
+    for host, answer in answers.items():
+        if isinstance(answer, BaseException):
+            continue
+        alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+        count = max(len(answer.get("marked") or []), len(alive))
+        if count:
+            left[host] = count
+    if not left:
+        return status
+    return replace(status, state="stopping", reason=(
+        f"{end_reason}; {sum(left.values())} process(es) of it still stopping on "
+        f"{len(left)} host(s)"))
+
+
 def worker_names(sources: Iterable[str], hosts: Iterable[str]) -> list[str]:
     """The workers among the sources of a cluster's log lines: ``HOST-N`` of one of its hosts.
 
@@ -177,12 +238,16 @@ def ending(record: ClusterRecord, answer: dict[str, Any] | BaseException
 
 
 def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,
-                spare: bool, workers: int) -> str:
+                spare: bool, workers: int, cluster: State = "running") -> str:
     """One host's health as ``dask-ssh status`` sees it from the host's own answer.
 
     No controller keeps the host states of a named cluster while none is
-    attached, so this is what the host says now: ``unreachable``, ``ok``,
-    ``spare`` or ``idle`` (a worker host running no worker).
+    attached, so this is what the host says now: ``unreachable``; ``ok`` (its
+    agent runs, and for a worker host, workers of it are registered);
+    ``down`` (its agent was recorded there and runs no more: killed, crashed);
+    ``spare`` or ``idle`` (a worker host where no agent was started). Of a
+    *cluster* that is ``gone`` or ``stopped``, a host says that, or
+    ``left running`` while an agent of it still runs there.
 
     Examples
     --------
@@ -190,16 +255,27 @@ def host_health(answer: dict[str, Any] | BaseException, *, runs_scheduler: bool,
     'ok'
     >>> host_health({"agents": []}, runs_scheduler=False, spare=True, workers=0)
     'spare'
+    >>> host_health({"agents": [{"alive": False}]}, runs_scheduler=False, spare=False, workers=0)
+    'down'
+    >>> host_health({"agents": []}, runs_scheduler=False, spare=False, workers=1, cluster="gone")
+    'gone'
     >>> host_health(OSError("timed out"), runs_scheduler=False, spare=False, workers=0)
     'unreachable'
     """
     if isinstance(answer, BaseException):
         return "unreachable"
-    alive = [a for a in answer.get("agents") or [] if a.get("alive")]
+    agents = answer.get("agents") or []
+    alive = [a for a in agents if a.get("alive")]
+    if cluster in ("gone", "stopped", "stopping"):
+        if alive or answer.get("marked"):
+            return "stopping" if cluster == "stopping" else "left running"
+        return "stopped" if cluster == "stopping" else cluster
     if runs_scheduler:
-        return "ok" if alive else "degraded"
-    if workers:
-        return "ok"
+        return "ok" if alive else "down"
+    if alive:
+        return "ok" if workers else "spare" if spare else "idle"
+    if agents or workers:   # recorded (or reported by the scheduler), yet no agent runs
+        return "down"
     return "spare" if spare else "idle"
 
 
@@ -226,6 +302,6 @@ def format_age(seconds: float | None) -> str:
 def table_row(status: ClusterStatus) -> tuple[str, ...]:
     """The cells of one ``dask-ssh list`` row, in :data:`COLUMNS` order."""
     state = status.state + (f" ({status.reason})" if status.reason and status.state in (
-        "degraded", "stopped", "unreachable") else "")
+        "degraded", "stopped", "stopping", "unreachable") else "")
     return (status.name, state, status.scheduler, f"{status.running}/{status.wanted}",
             str(status.hosts), format_age(status.age), format_age(status.idle))

@@ -1,7 +1,8 @@
 """What runs on a host to describe it, unpack a synced environment and place uploads.
 
-Sent as text on the command line (``python -c``) by :mod:`sshdeploy.env.prestart`,
-so it imports only the standard library. It reads one JSON line from stdin
+Sent on stdin by :mod:`sshdeploy.env.prestart`, with the agent's ``facts`` part
+(what the probe reports: :func:`sshdeploy.bootstrap.envremote_bundle`), so it
+imports only the standard library and that part. It reads one JSON line from stdin
 (the operation), then, for ``env`` and ``upload``, a tar stream (the rest of
 stdin), and prints one JSON line. Everything lives under the host's
 ``~/.cache/sshdeploy``:
@@ -23,6 +24,7 @@ stdin), and prints one JSON line. Everything lives under the host's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,7 +34,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
 ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
@@ -44,66 +46,6 @@ PACKS = os.path.join(ROOT, "packs")
 _FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 #: Written last into an unpacked environment: it is complete.
 DONE = ".sshdeploy-complete"
-
-
-def _dist_versions(names: Iterable[str]) -> dict[str, str]:
-    """Versions from the ``<name>-<version>.dist-info`` directories on ``sys.path``.
-
-    The first entry holding a distribution wins, as for importlib.metadata,
-    at the cost of a few directory listings (importing importlib.metadata
-    alone costs more); anything else falls back to importlib.metadata.
-    """
-    wanted = {re.sub(r"[-_.]+", "_", n).lower(): n for n in names}
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            listing = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for item in listing:
-            if not item.endswith(".dist-info") or "-" not in item:
-                continue
-            stem, _, version = item[:-10].partition("-")
-            name = wanted.get(stem.lower())
-            if name is not None and name not in found and version[:1].isdigit():
-                found[name] = version
-    missing = [n for n in names if n not in found]
-    if missing:
-        from importlib import metadata
-
-        for name in missing:
-            try:
-                found[name] = metadata.version(name)
-            except Exception:
-                pass
-    return found
-
-
-def _libc() -> str:
-    try:
-        text = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36", at no cost
-    except (AttributeError, ValueError, OSError):
-        text = ""
-    if not text:
-        import platform
-
-        name, version = platform.libc_ver()  # reads the interpreter's binary: slower
-        text = (name + " " + version).strip()
-    return text
-
-
-def describe(packages: Iterable[str]) -> dict[str, Any]:
-    """Return this interpreter, its platform and the versions of *packages* found."""
-    uname = os.uname()
-    return {
-        "python": sys.executable,
-        "implementation": sys.implementation.name,
-        "version": ".".join(str(v) for v in sys.version_info[:3]),
-        "system": uname.sysname,
-        "machine": uname.machine,
-        "libc": _libc(),
-        "packages": _dist_versions(list(packages)),
-    }
 
 
 def _census(path: str) -> dict[str, int]:
@@ -204,9 +146,50 @@ def held_packs(digest: str) -> dict[str, int]:
     return found
 
 
+def cache_problem() -> str | None:
+    """Why this host's cache (``~/.cache/sshdeploy``) cannot be written, or None.
+
+    A file where the directory should be, a directory of another user or
+    read-only (a read-only mount: root too is refused): said at the probe,
+    so that a start never goes on without the environment or the uploads.
+    """
+    try:
+        os.makedirs(ROOT, exist_ok=True)
+        for sub in (ENVS, BLOBS, UPLOADS, PACKS):
+            if os.path.lexists(sub) and not os.path.isdir(sub):
+                return f"{sub}: not a directory"
+        test = os.path.join(ROOT, f".write-test-{_unique()}")
+        with open(test, "w"):
+            pass
+        os.remove(test)
+    except OSError as exc:
+        return f"{exc.filename or ROOT}: {exc.strerror or exc}"
+    return None
+
+
+def free_space(path: str) -> int | None:
+    """Bytes free for this user where *path* (or its nearest existing parent) lives."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def probe(op: dict[str, Any]) -> dict[str, Any]:
+    try:
+        from .agent.facts import describe
+    except ImportError:  # on a host: the part sent before this program (envremote_bundle)
+        from .facts import describe  # type: ignore[no-redef]
+
     out = describe(op.get("packages", ()))
     if op.get("env") or op.get("blobs"):
+        problem = cache_problem()
+        if problem is not None:
+            out["cache_error"] = problem
+            return out
         out["cache_id"] = cache_id()
     if op.get("env"):
         out["env_present"] = env_present(op["env"])
@@ -549,6 +532,22 @@ def _link(blob: str, target: str) -> None:
     os.replace(tmp, target)
 
 
+def _symlink(base: str, rel: str, to: str) -> None:
+    """Make *rel* under *base* a symbolic link to *to*, which must stay inside *base*."""
+    path = os.path.join(base, rel)
+    inside = os.path.realpath(base) + os.sep
+    if not (os.path.realpath(os.path.dirname(path)) + os.sep).startswith(inside) or not (
+            os.path.normpath(os.path.join(os.path.realpath(os.path.dirname(path)), to))
+            + os.sep).startswith(inside):
+        raise ValueError(f"unsafe upload link: {rel!r} -> {to!r}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)   # a directory in the last upload, a link in this one
+    tmp = f"{path}.tmp-{_unique()}"
+    os.symlink(to, tmp)
+    os.replace(tmp, path)
+
+
 def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     os.makedirs(BLOBS, exist_ok=True)
     stored = 0
@@ -561,6 +560,9 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         sys.stdout.flush()
         send = bool(missing)
     if send:
+        import hashlib
+        import tarfile
+
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "/" in member.name or member.name.startswith("."):
@@ -570,9 +572,14 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
                 if hashlib.sha256(data).hexdigest() != member.name:
                     raise ValueError(f"upload damaged in transit: {member.name}")
                 tmp = os.path.join(BLOBS, f".tmp-{member.name}-{_unique()}")
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, os.path.join(BLOBS, member.name))
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, os.path.join(BLOBS, member.name))
+                except OSError:  # a full disk: leave no part of it
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+                    raise
                 stored += 1
     base = os.path.join(UPLOADS, op["dir"])
     os.makedirs(base, exist_ok=True)
@@ -583,11 +590,15 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
             raise ValueError(f"unsafe upload path: {rel!r}")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         _link(os.path.join(BLOBS, digest), target)
+    links = op.get("links") or {}
+    for rel, to in links.items():
+        _symlink(base, rel, to)
     removed = 0
-    for top, _dirs, names in os.walk(base):
-        for name in names:
+    for top, dirs, names in os.walk(base):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             path = os.path.join(top, name)
-            if os.path.relpath(path, base) not in files and ".tmp-" not in name:
+            rel = os.path.relpath(path, base)
+            if rel not in files and rel not in links and ".tmp-" not in name:
                 os.remove(path)
                 removed += 1
     return {"stored": stored, "removed": removed}
@@ -634,6 +645,8 @@ def main() -> None:
             raise ValueError(f"unknown operation {kind!r}")
     except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            out["no_space"] = {"dir": ROOT, "free": free_space(ROOT)}
     out["seconds"] = round(time.monotonic() - started, 4)
     sys.stdout.write(json.dumps(out) + "\n")
 

@@ -19,9 +19,11 @@ Where the GPUs are found, first that answers:
 What it prints: ``{"source": "nvml" | "nvidia-smi" | null, "gpus": [{"index",
 "uuid", "name", "memory_total", "memory_used", "processes": [{"pid",
 "used_memory", "uid", "user"}] or null}], "tried": [...], "devices": N,
-"visible": CUDA_VISIBLE_DEVICES or null, "uid", "user", "cores"}``; memory
+"visible": CUDA_VISIBLE_DEVICES or null, "uid", "user", "cores", "dask_cuda"}``; memory
 in bytes (null where not known). A process's ``uid`` is null when it is not
-visible here (another container's, or hidden by ``hidepid``).
+visible here (another container's, or hidden by ``hidepid``). ``dask_cuda``
+is dask-cuda's version where it can be imported (``"?"`` without metadata), else
+null: found, not imported.
 """
 
 # Keep this file Python 3.10 compatible and standard library only.
@@ -312,6 +314,29 @@ def cores() -> int:
     return max(1, n)
 
 
+def dask_cuda_version() -> str | None:
+    """dask-cuda's version if the workers can import it here (not imported), else None;
+    ``"<version> (old)"`` for one without ``worker_common`` (before 25.08: not used)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("dask_cuda")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    try:
+        from importlib import metadata
+
+        version = metadata.version("dask-cuda")
+    except Exception:
+        version = "?"
+    places = list(spec.submodule_search_locations or [])
+    if places and not any(os.path.exists(os.path.join(d, "worker_common.py")) for d in places):
+        return f"{version} (old)"
+    return version
+
+
 def bounded(fn: Callable[[], Any], timeout: float) -> Any:
     """Run *fn* in a thread; its result, or TimeoutError once *timeout* has passed."""
     box: dict[str, Any] = {}
@@ -360,7 +385,7 @@ def inventory(library: str = NVML_LIBRARY, dev: str = "/dev",
     return {"source": source, "gpus": sorted(gpus or [], key=lambda g: g["index"]),
             "tried": tried, "devices": len(glob.glob(os.path.join(dev, "nvidia[0-9]*"))),
             "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "uid": uid, "user": user,
-            "cores": cores()}
+            "cores": cores(), "dask_cuda": dask_cuda_version()}
 
 
 if __name__ == "__main__":

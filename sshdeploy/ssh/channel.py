@@ -25,6 +25,7 @@ from sshdeploy.bootstrap import (
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
     AgentSpec,
+    Describe,
     Launch,
     build_command,
     build_kill_command,
@@ -99,6 +100,8 @@ class AgentChannel:
     on_exit : callable, optional
         Called with ``(name, reason)`` when a process of this agent exits
         by itself (or the agent is lost).
+    describe : Describe, optional
+        Have the agent say what its host is as it starts (for the version gate).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class AgentChannel:
         launch: Launch,
         logbook: LogBook,
         on_exit: Callable[[str, str], None] | None = None,
+        describe: Describe | None = None,
     ) -> None:
         self.pool = pool
         self.host = host
@@ -116,6 +120,10 @@ class AgentChannel:
         self.launch = launch
         self.logbook = logbook
         self.on_exit = on_exit
+        self.describe = describe
+        #: What the agent said its host is (``described``), once it has.
+        self.description: dict[str, Any] | None = None
+        self._told = describe is None
         self.where = pool.as_connected(host)
         self.label = f"scheduler {host.hostname}" if role == "scheduler" else host.hostname
         self.connection: Connection | None = None
@@ -153,6 +161,7 @@ class AgentChannel:
             "stopped": self._on_answer,
             "exited": self._on_exited,
             "armed": self._on_armed,
+            "described": self._on_described,
         }
 
     # -- start -------------------------------------------------------------
@@ -162,6 +171,12 @@ class AgentChannel:
         The whole of it (connection, session, hello) is bounded by *timeout*;
         when it fails or is cancelled, the agent is ended before this returns.
         """
+        try:
+            return await self._start(timeout)
+        finally:  # said, or never will be: whoever waits for it goes on
+            self._tell(None)
+
+    async def _start(self, timeout: float) -> dict[str, Any]:
         deadline = Deadline.after(timeout)
         self.connection = await self.pool.get(self.host)
         command = build_command(self.launch.python, self.launch.setup, self.launch.login_shell,
@@ -176,6 +191,7 @@ class AgentChannel:
             heartbeat=self.pool.settings.heartbeat_timeout,
             mp_method=self.launch.mp_method or self.pool.settings.multiprocessing_method,
             keep=self.launch.keep,
+            describe=self.describe.packages if self.describe is not None else None,
         )
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
@@ -322,6 +338,18 @@ class AgentChannel:
         self.stage = str(ev.get("stage"))
         if self.stage == "login" and isinstance(ev.get("pid"), int):
             self.pgid = int(ev["pid"])
+
+    def _on_described(self, ev: dict[str, Any]) -> None:
+        description = ev.get("description")
+        if isinstance(description, dict):
+            self.description = description
+            self._tell(description)
+
+    def _tell(self, description: dict[str, Any] | None) -> None:
+        """Tell :attr:`describe` what the host is (None: it will not be said), once."""
+        if not self._told and self.describe is not None:
+            self._told = True
+            self.describe.told(self.host, description)
 
     def _on_hello(self, ev: dict[str, Any]) -> None:
         self.stage = HELLO

@@ -8,9 +8,14 @@ a bound (``connect-parallelism``), and under a second one per jump host that
 each target reaches with its own connection (``jump-host-parallelism``: the
 jump host's sshd has a ``MaxStartups`` too). A host name is resolved before
 a slot is taken, so names that do not resolve fail at once however many
-there are. Drops during the handshake are retried after a jittered,
-exponential pause (outside the slot); every failure is an error class that
-names the host and says what to do.
+there are; the lookups run in daemon threads of their own (:func:`lookup`),
+so that a resolver slow to answer (one that drops queries under a burst is
+answered only after its timeout, 5 s and again) neither holds the loop's
+executor nor keeps the interpreter from exiting once the start has failed
+(:meth:`HostPool.resolving` says which names are still being looked up).
+Drops during the handshake are retried after a jittered, exponential pause
+(outside the slot); every failure is an error class that names the host and
+says what to do.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import queue
 import random
 import resource
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -242,6 +249,59 @@ def _as_connect_sees(
         return options
 
 
+#: Name lookups at once (the loop's default executor has min(32, cores + 4) threads).
+LOOKUP_THREADS = 8
+_lookups: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any, BaseException | None],
+                                                              None]]] = queue.SimpleQueue()
+_lookup_threads: list[threading.Thread] = []
+_lookup_lock = threading.Lock()
+
+
+def _lookup_worker() -> None:
+    while True:
+        call, done = _lookups.get()
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the waiting coroutine, raised there
+            done(None, exc)
+        else:
+            done(result, None)
+
+
+def lookup(host: str, port: int, **kwargs: Any) -> asyncio.Future[Any]:
+    """``socket.getaddrinfo(host, port, **kwargs)`` in a daemon thread; its future here.
+
+    Daemon threads (at most :data:`LOOKUP_THREADS`, started on first use): a
+    lookup the resolver is slow to answer keeps neither the loop's executor
+    busy nor the interpreter from exiting once nobody waits for it any more.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    def done(result: Any, exc: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    with _lookup_lock:
+        if len(_lookup_threads) < LOOKUP_THREADS:
+            thread = threading.Thread(target=_lookup_worker, name="sshdeploy-lookup",
+                                      daemon=True)
+            thread.start()
+            _lookup_threads.append(thread)
+    _lookups.put((lambda: socket.getaddrinfo(host, port, **kwargs), done))
+    return fut
+
+
 async def _resolve(
     where: str, kw: Mapping[str, Any], options: asyncssh.SSHClientConnectionOptions
 ) -> None:
@@ -253,10 +313,8 @@ async def _resolve(
         The name does not resolve (what :func:`classify` says for it).
     """
     try:
-        await asyncio.get_running_loop().getaddrinfo(
-            options.host, options.port, family=options.family, type=socket.SOCK_STREAM,
-            flags=int(kw.get("flags", 0)),
-        )
+        await lookup(options.host, options.port, family=options.family,
+                     type=socket.SOCK_STREAM, flags=int(kw.get("flags", 0)))
     except socket.gaierror as exc:
         raise classify(where, exc, kw) from exc
     except (OSError, UnicodeError):
@@ -364,6 +422,7 @@ class HostPool:
     _sem: asyncio.Semaphore | None = None
     _jump_sems: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _failures: FailureNotes = field(default_factory=lambda: FailureNotes())
+    _resolving: set[ConnectionKey] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.parallelism = self.parallelism or self.settings.connect_parallelism
@@ -439,7 +498,11 @@ class HostPool:
         if isinstance(kw.get("tunnel"), str):
             extra["tunnel"] = await self._jump(host, kw, where)
         elif _direct(kw, options):
-            await _resolve(where, kw, options)  # before a slot: a bad name fails at once
+            self._resolving.add(host.key)
+            try:
+                await _resolve(where, kw, options)  # before a slot: a bad name fails at once
+            finally:
+                self._resolving.discard(host.key)
         jump = _own_jump(kw, options, extra)
         for attempt in range(1, self.attempts + 1):
             async with self._slot(jump):
@@ -492,6 +555,10 @@ class HostPool:
         if fut.cancelled() or fut.exception() is not None:
             return "failed"
         return "connected"
+
+    def resolving(self, host: Host) -> bool:
+        """Whether *host*'s name is being looked up now (before any TCP connect)."""
+        return host.key in self._resolving
 
     def error(self, host: Host) -> str:
         """Why the connection to *host* failed ("" if it did not)."""

@@ -3,6 +3,12 @@
 Starts nothing. ``dask-ssh --check`` shows the result as a table; the same
 checks are what a partial start will build on. Hosts asked for GPUs are
 probed for them too (:func:`probe_gpus`, which the start uses as well).
+
+One login and one remote Python per host: asked to ``describe`` packages, the
+probe is the environment stage's (:mod:`sshdeploy.remote.envremote`, sent with
+the agent's ``facts`` part), which reports the interpreter, platform and every
+package's version from metadata (nothing imported): the preflight's versions
+and the version gate's description at once (``HostCheck.description``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from sshdeploy.bootstrap import (
     EXIT_SETUP_FAILED,
     build_gpu_probe_command,
     build_probe_command,
+    build_script_command,
+    envremote_bundle,
 )
 from sshdeploy.errors import AuthenticationError, GPUError, HostKeyError, SSHDeployError
 from sshdeploy.gpus import GpuChoice, Inventory, choose
@@ -54,6 +62,9 @@ class HostCheck:
         Whether a version mismatch makes the host unusable.
     gpus : GpuChoice or None
         Asked for GPUs: what was found there and which the request gets.
+    description : dict
+        The host as the version gate compares it (interpreter, platform, package
+        versions: :func:`sshdeploy.remote.agent.facts.describe`), when asked.
     """
 
     host: str
@@ -65,6 +76,7 @@ class HostCheck:
     error: str | None = None
     version_check: VersionPolicy = "error"
     gpus: GpuChoice | None = None
+    description: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mismatches(self) -> list[str]:
@@ -126,9 +138,39 @@ async def _check_gpus(pool: HostPool, host: Host, python: str, setup: str | None
         return err
 
 
+def _probe(python: str, setup: str | None, deep: bool, login_shell: bool,
+           describe: Sequence[str] | None) -> tuple[str, bytes | None]:
+    """The probe's command and stdin: the describing one when asked (and not *deep*)."""
+    if describe is None or deep:
+        return build_probe_command(python, setup, deep=deep, login_shell=login_shell), None
+    op = {"op": "probe", "packages": list(describe)}
+    return (build_script_command(python, setup, login_shell),
+            envremote_bundle() + (json.dumps(op) + "\n").encode())
+
+
+def _as_probed(answer: dict[str, Any]) -> dict[str, Any]:
+    """A description (the describing probe's answer) as the preflight probe says it.
+
+    Examples
+    --------
+    >>> _as_probed({"python": "/py", "version": "3.11.7", "packages": {"dask": "1"}})["error"]
+    "ModuleNotFoundError: No module named 'distributed' (no metadata found)"
+    """
+    if answer.get("error"):
+        return {"python": None, "versions": {}, "error": str(answer["error"])}
+    found = answer.get("packages") or {}
+    versions = {"python": str(answer.get("version", "?")),
+                **{m: found[m] for m in ("dask", "distributed") if m in found}}
+    missing = [m for m in ("dask", "distributed") if m not in found]
+    error = (f"ModuleNotFoundError: No module named {missing[0]!r} (no metadata found)"
+             if missing else None)
+    return {"python": answer.get("python"), "versions": versions, "error": error}
+
+
 async def _check_one(
     pool: HostPool, host: Host, python: str, setup: str | None, timeout: float, deep: bool,
-    gpus: tuple[str, bool] | None = None,
+    gpus: tuple[str, bool] | None = None, describe: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> HostCheck:
     check = HostCheck(host=pool.as_connected(host), local_versions=local_versions(),
                       version_check=pool.settings.version_check)
@@ -143,13 +185,13 @@ async def _check_one(
         return check
     check.reachable = check.authenticated = True
     try:
+        command, stdin = _probe(python, setup, deep, login_shell, describe)
         result = await asyncio.wait_for(
-            conn.conn.run(build_probe_command(python, setup, deep=deep), check=False), timeout
-        )
+            conn.conn.run(command, input=stdin, encoding=None, check=False), timeout)
     except (asyncio.TimeoutError, asyncssh.Error, OSError) as exc:
         check.error = f"[{check.host}] probe: {type(exc).__name__}: {exc}"
         return check
-    out = str(result.stdout or "").strip().splitlines()
+    out = _text(result.stdout).strip().splitlines()
     if result.exit_status in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
         what = "not found" if result.exit_status == EXIT_NOT_FOUND else "not executable"
         check.error = (
@@ -158,16 +200,20 @@ async def _check_one(
         )
         return check
     if result.exit_status == EXIT_SETUP_FAILED:
-        check.error = f"[{check.host}] the setup command failed: {str(result.stderr).strip()}"
+        check.error = f"[{check.host}] the setup command failed: {_text(result.stderr).strip()}"
         return check
     try:
         data: dict[str, Any] = json.loads(out[-1])
     except (IndexError, ValueError):
         check.error = (
             f"[{check.host}] {python!r} did not run the probe (exit {result.exit_status}): "
-            f"{str(result.stderr).strip()[-500:]}"
+            f"{_text(result.stderr).strip()[-500:]}"
         )
         return check
+    if stdin is not None:  # the describing probe: the gate's description too
+        if not data.get("error"):
+            check.description = data
+        data = _as_probed(data)
     check.python = data.get("python")
     check.versions = dict(data.get("versions") or {})
     if data.get("error"):
@@ -195,6 +241,8 @@ async def check_hosts_async(
     settings: Settings | None = None,
     deep: bool = False,
     gpus: Mapping[ConnectionKey, tuple[str, bool]] | None = None,
+    describe: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> list[HostCheck]:
     """Check every distinct host in parallel; one :class:`HostCheck` each, in order.
 
@@ -215,6 +263,11 @@ async def check_hosts_async(
     gpus : dict, optional
         Host key to ``(request, required)`` (:func:`sshdeploy.gpus.requests`):
         those hosts are probed for GPUs too (``HostCheck.gpus``).
+    describe : sequence of str, optional
+        Also describe each host for the version gate, with these packages, in
+        the same remote Python (``HostCheck.description``; not with *deep*).
+    login_shell : bool
+        Run the probe in the user's login shell, as the start would.
     """
     settings = settings or Settings.resolve()
     hs = as_hosts(hosts)
@@ -229,7 +282,8 @@ async def check_hosts_async(
         asks = gpus or {}
         return list(
             await asyncio.gather(
-                *(_check_one(pool, h, py, setup, timeout, deep, asks.get(h.key))
+                *(_check_one(pool, h, py, setup, timeout, deep, asks.get(h.key), describe,
+                             login_shell)
                   for h, py in seen.values())
             )
         )
@@ -243,6 +297,8 @@ def check_hosts(
     setup: str | None = None,
     deep: bool = False,
     gpus: Mapping[ConnectionKey, tuple[str, bool]] | None = None,
+    describe: Sequence[str] | None = None,
+    login_shell: bool = False,
 ) -> list[HostCheck]:
     """Synchronous :func:`check_hosts_async`.
 
@@ -254,5 +310,5 @@ def check_hosts(
     """
     return asyncio.run(
         check_hosts_async(hosts, connect_options, remote_python, setup=setup, deep=deep,
-                          gpus=gpus)
+                          gpus=gpus, describe=describe, login_shell=login_shell)
     )

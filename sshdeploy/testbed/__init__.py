@@ -35,8 +35,9 @@ The sshd configuration, host keys and authorized_keys come from
 This module is the public API (``__all__``). Modules: ``model`` (Bed, BedHost,
 naming, state file), ``system`` (commands, /proc, links), ``net`` (bridge,
 namespaces, veths, /etc/hosts), ``procs`` (processes in a host), ``sshd``
-(sshd and client files), ``lifecycle`` (up, down, release, status, locking)
-and ``cli`` (the command). Tests of internals import from those modules.
+(sshd and client files), ``lifecycle`` (up, down, release, status, locking),
+``dns`` (a stub resolver on loopback, for runs with unresolvable names) and
+``cli`` (the command). Tests of internals import from those modules.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from sshdeploy.testbed.net import NETNS_ETC, set_link
 from sshdeploy.testbed.procs import (
     host_command,
     host_path,
+    mounted,
     processes,
     python_processes,
     run_in,
@@ -97,6 +99,7 @@ __all__ = [
     "is_zombie",
     "links",
     "list_beds",
+    "mounted",
     "netns_list",
     "processes",
     "python_processes",

@@ -72,6 +72,43 @@ def _sshd_pid(host: BedHost) -> int | None:
 
 
 @contextlib.contextmanager
+def mounted(host: BedHost, target: str, *mounts: Sequence[str]) -> Iterator[None]:
+    """Run each of *mounts* (``mount`` arguments) over the directory *target* in *host*'s own
+    mount namespace; unmount them all on exit. Nothing outside that host changes.
+
+    For a host whose cache is full or read-only:
+    ``mounted(h, "/root/.cache/sshdeploy", ["-t", "tmpfs", "-o", "size=64k", "tmpfs"])``, or
+    ``["--bind", T], ["-o", "remount,bind,ro"]`` (root writes through permissions, not
+    through a read-only mount). *target* is created if missing.
+
+    Raises
+    ------
+    TestbedError
+        The host is not a host of a bed that is up, or a mount failed.
+    """
+    pid = _sshd_pid(host)
+    if pid is None:
+        raise TestbedError(f"not a host of a bed that is up: {host.name}")
+    enter = ["nsenter", "-t", str(pid), "-m"]
+    subprocess.run([*enter, "mkdir", "-p", target], capture_output=True, timeout=30, check=False)
+    done_count = 0
+    try:
+        for args in mounts:
+            done = subprocess.run([*enter, "mount", *args, target], capture_output=True,
+                                  text=True, timeout=30)
+            if done.returncode != 0:
+                raise TestbedError(f"cannot mount {' '.join(args)} on {target} of {host.name}",
+                                   done.stderr, "Is the bed up (python -m sshdeploy.testbed "
+                                   "status)?")
+            done_count += 1
+        yield
+    finally:
+        for _ in range(done_count):
+            subprocess.run([*enter, "umount", "-l", target], capture_output=True, timeout=30,
+                           check=False)
+
+
+@contextlib.contextmanager
 def shared_directory(hosts: Sequence[BedHost], target: str) -> Iterator[Path]:
     """Give *hosts* one directory at *target* (e.g. ``/root/.cache``), as NFS would.
 

@@ -54,3 +54,56 @@ def test_a_host_of_another_minor_python_without_dask_is_stopped_at_the_gate(
     assert start.returncode == 1, start.stdout + start.stderr
     assert "differ from this machine, nothing was started" in start.stderr, start.stderr
     assert "Traceback" not in start.stderr
+
+
+CACHE = "/root/.cache/sshdeploy"
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    module = tmp_path / "mymod_14.py"
+    module.write_text("WHERE = 'uploaded'\n" + "# padding\n" * 100_000)  # about 1 MB
+    return module
+
+
+def _start_with_upload(bed: testbed.Bed, code: Path) -> str:
+    """Start a cluster on n1, n2 that uploads *code*; return the error it raised."""
+    from sshdeploy import SSHCluster
+    from sshdeploy.errors import EnvSyncError
+
+    with pytest.raises(EnvSyncError) as info:
+        SSHCluster([n1, n2], connect_options=bed.connect_options(), upload=[str(code)])
+    assert testbed.python_processes(bed) == {}  # nothing started: the stage comes first
+    return " ".join(str(info.value).split())
+
+
+def test_an_upload_to_a_host_whose_cache_is_a_file_fails_naming_host_and_directory(
+        bed: testbed.Bed, code: Path) -> None:
+    """Finding 14a: not a start without the code (``import mymod`` failing later)."""
+    host = next(h for h in bed.hosts if h.name == n2)
+    in_way = testbed.host_path(host, CACHE)
+    with testbed.mounted(host, "/root/.cache", ["-t", "tmpfs", "-o", "size=4m", "tmpfs"]):
+        in_way.write_text("a file where the cache directory should be\n")
+        said = _start_with_upload(bed, code)
+    assert f"[root@{n2}" in said and "cannot write its cache for the uploads" in said, said
+    assert CACHE in said and "Make ~/.cache/sshdeploy on that host a directory" in said, said
+
+
+def test_an_upload_to_a_read_only_cache_fails_naming_host_and_directory(
+        bed: testbed.Bed, code: Path) -> None:
+    """Finding 14a, as root: permissions do not stop root, a read-only mount does."""
+    host = next(h for h in bed.hosts if h.name == n2)
+    with testbed.mounted(host, CACHE, ["--bind", CACHE], ["-o", "remount,bind,ro"]):
+        said = _start_with_upload(bed, code)
+    assert f"[root@{n2}" in said and "cannot write its cache for the uploads" in said, said
+    assert "Read-only file system" in said and CACHE in said, said
+
+
+def test_a_full_disk_while_uploading_is_said_in_words(bed: testbed.Bed, code: Path) -> None:
+    """Finding 14c: ENOSPC named with the host, the directory, what is free and needed."""
+    host = next(h for h in bed.hosts if h.name == n2)
+    with testbed.mounted(host, CACHE, ["-t", "tmpfs", "-o", "size=256k", "tmpfs"]):
+        said = _start_with_upload(bed, code)
+    assert f"no space left on root@{n2} in {CACHE}: free 0." in said, said
+    assert "need 1.0 MB" in said and f"dask-ssh clean --envs --uploads root@{n2}`" in said
+    assert "sshdeploy.env-cache-size" in said, said

@@ -254,7 +254,45 @@ def test_a_host_added_to_a_named_cluster_later_gets_its_synced_environment(
                                         __import__("distributed").__version__))
             ours = __import__("distributed").__version__
             assert len(where) == 2 and set(where.values()) == {(BARE, ours)}, where
+        # dask-ssh exec: the synced environment's Python, as the workers have it (issue 27)
+        ran = dask_ssh("exec", name, "--", "python3", "-c",
+                       "'import distributed, sys; print(sys.executable, distributed.__version__)'")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert sorted(ran.stdout.splitlines()) == [f"{h}: {BARE} {ours}" for h in (n1, n2, n3)]
     finally:
         store = StateStore()
         for record in store.records():
             asyncio.run(flow.stop(record, store))
+
+
+def test_an_inside_symlink_arrives_as_a_link_and_an_outside_one_is_refused(
+    bed: testbed.Bed, tmp_path: Path
+) -> None:
+    from sshdeploy.errors import UploadError
+
+    pkg = tmp_path / "src" / "linkedpkg"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text("ANSWER = 42\n")
+    (pkg / "data" / "table.csv").write_text("a,b\n")
+    (pkg / "alias.py").symlink_to("core.py")
+    (pkg / "tables").symlink_to("data")
+    with SSHCluster([n1, n2], connect_options=bed.connect_options(), upload=[str(pkg)]) \
+            as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=60)
+
+        def seen() -> tuple[str, str, bool, int]:
+            import linkedpkg.alias
+
+            where = os.path.dirname(linkedpkg.__file__)
+            return (os.readlink(os.path.join(where, "alias.py")),
+                    os.readlink(os.path.join(where, "tables")),
+                    os.path.isfile(os.path.join(where, "tables", "table.csv")),
+                    linkedpkg.alias.ANSWER)
+
+        assert set(client.run(seen).values()) == {("core.py", "data", True, 42)}
+        assert client.run_on_scheduler(seen) == ("core.py", "data", True, 42)
+    (tmp_path / "secret.txt").write_text("password\n")
+    (pkg / "leak").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(UploadError, match="points outside"):
+        SSHCluster([n1, n2], connect_options=bed.connect_options(), upload=[str(pkg)])

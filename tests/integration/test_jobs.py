@@ -141,6 +141,26 @@ def test_a_script_computes_on_the_cluster_streams_and_exits_with_its_code(
                                                               ("3", "py")]
 
 
+def test_a_cluster_from_name_submits_a_script_waits_and_reads_its_logs(
+        bed: testbed.Bed, env: dict[str, str], scripts: Path) -> None:
+    """``cluster.submit_script`` and ``cluster.jobs()`` on ``SSHCluster.from_name``."""
+    from sshdeploy import SSHCluster
+
+    name = f"jpy-{uuid.uuid4().hex[:6]}"
+    up(bed, env, name, n1, n2)
+    cluster = SSHCluster.from_name(name)
+    try:
+        job = cluster.submit_script(scripts / "compute.py", ["10"], name="sum")
+        assert job.id == "1" and job.wait(timeout=120) == 0 and job.exit_code == 0
+        assert job.logs() == "workers: 1\nresult: 45\n"
+        failing = cluster.submit_script(scripts / "fail.py")
+        assert failing.wait(timeout=60) == 3 and failing.logs() == "failing now\n"
+        assert [(j.id, j.record.name, j.status) for j in cluster.jobs()] == [
+            ("1", "sum", "succeeded"), ("2", "", "failed")]
+    finally:
+        cluster.close()  # detaches: the cluster runs on (the fixture stops it)
+
+
 def test_a_job_outlives_its_submitter_and_its_logs_stay_on_the_scheduler_host(
         bed: testbed.Bed, env: dict[str, str], scripts: Path) -> None:
     name = f"jlog-{uuid.uuid4().hex[:6]}"
@@ -206,6 +226,8 @@ def test_stop_leaves_nothing_of_the_job_and_down_stops_the_running_ones(
     wait_for(lambda: len(marked(bed, marker)) == 4, 30, "two jobs and their children")
     down = dask_ssh(env, "down", name)
     assert down.returncode == 0, down.stdout + down.stderr
+    assert (f"{name}: stopped 2 running job(s) first: 2 (trap.py {marker}), "
+            f"3 (trap.py {marker})") in down.stdout, down.stdout  # said, not only logged
     assert marked(bed, marker) == [] and testbed.python_processes(bed) == {}
     assert not testbed.host_path(bed.hosts[0], f"/root/.local/state/sshdeploy/clusters/"
                                                 f"{name}").exists()

@@ -9,10 +9,12 @@ has no such script, never does.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from distributed import Client
@@ -66,3 +68,31 @@ def test_workers_and_setup_see_the_login_scripts_only_in_a_login_shell(
 ) -> None:
     assert _marks(bed, profile, login_shell=True) == ({profile.mark}, "none", profile.mark)
     assert _marks(bed, profile, login_shell=False) == ({"none"}, "none", "none")
+
+
+def test_a_named_cluster_with_a_setup_list_in_a_login_shell_is_recorded_and_stopped(
+    bed: testbed.Bed, profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operations on a named cluster's files (record, probe, kill) run the setup as the
+    agents do: a list of commands, in the login shell. Here the setup fails outside the
+    login shell (the marker comes from n2's login scripts), so any step that forgot the
+    login shell, or took the list for one command, fails the record or the stop."""
+    from sshdeploy.named import flow
+    from sshdeploy.named.state import StateStore
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    name = f"lsh-{uuid.uuid4().hex[:6]}"
+    setup = [f'test "${{{VAR}:-none}}" = {profile.mark}', "export SETUP_RAN=yes"]
+    cluster = SSHCluster([n2, n2], connect_options=bed.connect_options(), setup=setup,
+                         login_shell=True, name=name, shutdown_on_close=False)
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert set(client.run(lambda: os.environ.get("SETUP_RAN")).values()) == {"yes"}
+        record = StateStore().load(name)
+        assert record is not None and record.spec["setup"] == setup
+        statuses = asyncio.run(flow.probe_all([record]))
+        assert [s.state for s in statuses] == ["running"], statuses
+    finally:
+        cluster.shutdown()  # verified stopped everywhere (ClusterStopError otherwise)
+    assert StateStore().load(name) is None

@@ -144,7 +144,7 @@ def test_idle_timeout_stops_everything_and_list_says_why(
         bed: testbed.Bed, tmp_path: Path, state: StateStore) -> None:
     name = unique("idle")
     cluster = SSHCluster([n1, n2], connect_options=bed.connect_options(), name=name,
-                         shutdown_on_close=False, idle_timeout="4s")
+                         shutdown_on_close=False, idle_timeout="10s")
     cluster.close()
     testbed.wait_until(lambda: testbed.python_processes(bed) == {}, 60,
                        "the idle cluster to stop on every host")

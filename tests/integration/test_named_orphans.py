@@ -409,3 +409,65 @@ def test_from_name_of_a_cluster_that_is_gone_raises_and_starts_nothing(
         assert again.kept.record is not None and again.kept.record.scheduler_address != address
         again.shutdown()
     nothing_left(bed, name, within=1)
+
+
+def _kill_all(bed: testbed.Bed, name: str) -> None:
+    host = next(h for h in bed.hosts if h.name == name)
+    for pid, _cmd in testbed.processes(host):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    testbed.wait_until(lambda: not testbed.python_processes(bed).get(name), 15,
+                       f"every process on {name} to be killed")
+
+
+def _agent_dirs(bed: testbed.Bed, name: str) -> list[str]:
+    host = next(h for h in bed.hosts if h.name == name)
+    return sorted(p.name for p in testbed.host_path(host, "/tmp").glob("sshdeploy-agent-*"))
+
+
+def test_status_never_shows_a_killed_host_ok_and_down_removes_a_killed_agents_tmp(
+        bed: testbed.Bed, env: dict[str, str]) -> None:
+    """Issue 30: a killed worker agent showed `idle`, a gone cluster's hosts `ok`, and a
+    SIGKILLed scheduler agent's temporary directory stayed until a later agent came."""
+    name = f"killed-{uuid.uuid4().hex[:6]}"
+    done = dask_ssh(env, *up_args(bed, name, n1, n2))
+    assert done.returncode == 0, done.stdout + done.stderr
+    _kill_all(bed, n2)   # the worker host's agent (and its worker), SIGKILLed
+    status = dask_ssh(env, "status", name)
+    row = next((line + " " for line in status.stdout.splitlines()
+                if line.split()[:1] in ([n2], [f"root@{n2}"])), "")
+    assert " down " in row and " idle " not in row and " ok " not in row, status.stdout + \
+        status.stderr
+    _kill_all(bed, n1)   # now the scheduler's agent too: the cluster is gone
+    assert _agent_dirs(bed, n1), "a SIGKILLed agent leaves its temporary directory"
+    status = dask_ssh(env, "status", name)
+    assert f"{name}: gone" in status.stdout, status.stdout
+    assert " ok " not in status.stdout and f"{n2}-0" not in status.stdout, status.stdout
+    down = dask_ssh(env, "down", name)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _agent_dirs(bed, n1) == [] and _agent_dirs(bed, n2) == []
+    nothing_left(bed, name, within=1)
+
+
+def test_list_never_says_stopped_while_a_process_of_the_cluster_runs(
+        bed: testbed.Bed, env: dict[str, str]) -> None:
+    """Issue 30: after --max-lifetime fired, `list` said `stopped` while workers ran ~25 s."""
+    name = f"life-{uuid.uuid4().hex[:6]}"
+    done = dask_ssh(env, *up_args(bed, name, n1, n2, n3), "--max-lifetime", "10s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen: list[str] = []
+
+    def stopped() -> bool:
+        state = state_of(env, name)
+        seen.append(str(state))
+        if state == "stopped":   # said only once nothing of it runs on any host
+            assert testbed.python_processes(bed) == {}, seen
+        return state == "stopped"
+
+    testbed.wait_until(stopped, 150, "the cluster to stop at its maximum lifetime")
+    assert set(seen) <= {"running", "stopping", "stopped"}, seen
+    down = dask_ssh(env, "down", name)   # forgets it: its files on the hosts go
+    assert down.returncode == 0, down.stdout + down.stderr
+    nothing_left(bed, name, within=1)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -98,3 +98,56 @@ def test_a_dashboard_port_out_of_range_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"dashboard_address: must be a port number 0..65535"):
         SSHCluster(["s", "a"], scheduler_options={"dashboard_address": ":70000"},
                    asynchronous=True)
+
+
+def test_a_host_added_twice_in_one_call_is_said_to_be_given_twice() -> None:
+    """Issue 26 finding 15: not "h is already a host of the cluster"."""
+    from sshdeploy.placement import extend, place
+
+    placement = place(["s", "a"], {})
+    with pytest.raises(ConfigError, match="hosts: h is given twice") as info:
+        extend(placement, ["h", "h"])
+    assert "already" not in str(info.value)
+    with pytest.raises(ConfigError, match="a is already a host of the cluster"):
+        extend(placement, ["a"])
+    assert len(extend(placement, ["h", "i"]).worker_hosts) == 3
+
+
+def test_dask_ssh_add_and_remove_give_command_line_advice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26 finding 15: the errors of ``add``/``remove`` advise dask-ssh commands, not
+    ``host_rows()`` or ``readmit()`` (the real errors of the Python API, translated)."""
+    from types import SimpleNamespace
+
+    from sshdeploy.cluster.fleet import Fleet
+    from sshdeploy.placement import extend, place
+
+    placement = place(["s", "a"], {})
+    fleet = SimpleNamespace(roster=SimpleNamespace(placement=placement))
+    closed: list[str] = []
+
+    class Named:
+        worker_spec: ClassVar[dict[str, Any]] = {}
+
+        def add_hosts(self, hosts: list[Any], spare: bool = False) -> list[str]:
+            extend(placement, hosts, spare=spare)
+            return []
+
+        def remove_hosts(self, hosts: list[Any]) -> list[str]:
+            return [Fleet._host_of(fleet, h).hostname for h in hosts]  # type: ignore[arg-type]
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    monkeypatch.setattr(SSHCluster, "from_name", classmethod(lambda cls, name: Named()))
+    for args, said, advice in (
+            (["add", "lab", "a"], "a is already a host of the cluster", "dask-ssh status lab"),
+            (["add", "lab", "h", "h"], "h is given twice", "HOST slots=N"),
+            (["remove", "lab", "zz"], "zz is not a worker host of the cluster",
+             "dask-ssh status lab")):
+        result = CliRunner().invoke(main, args)
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert f"HOSTNAMES: {said}" in text and advice in text, text
+        assert "host_rows()" not in text and "readmit()" not in text and "Traceback" not in text
+    assert closed == ["closed"] * 3

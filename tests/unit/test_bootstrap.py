@@ -23,6 +23,7 @@ from sshdeploy.bootstrap import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
+    KEPT_PARTS,
     LAUNCHER,
     PROBE,
     REMOTE,
@@ -241,13 +242,15 @@ def test_spec_to_json() -> None:
 def test_stdin_preamble_is_length_prefixed_agent_and_tagger_then_spec() -> None:
     spec = AgentSpec(role="scheduler", label="scheduler node1")
     data = stdin_preamble(spec)
-    assert data.startswith(agent_bundle())
+    assert data.startswith(agent_bundle(kept=False))
     first, rest = data.split(b"\n", 1)  # the loader, which the launcher reads
     n = int(first)
     assert rest[:n] == (REMOTE / "loader.py").read_bytes()
     names, rest = rest[n:].split(b"\n", 1)  # the agent's parts, which the loader reads
-    assert names.decode().split() == list(agent_package.PARTS)
-    for name in agent_package.PARTS:
+    # an ordinary cluster's agent is not sent what only a named cluster's agents run
+    sent = [p for p in agent_package.PARTS if p not in KEPT_PARTS]
+    assert names.decode().split() == sent
+    for name in sent:
         first, rest = rest.split(b"\n", 1)
         n = int(first)
         assert rest[:n] == (REMOTE / "agent" / f"{name}.py").read_bytes()
@@ -256,6 +259,15 @@ def test_stdin_preamble_is_length_prefixed_agent_and_tagger_then_spec() -> None:
     m = int(second)
     assert rest[:m] == tagger_source() == Path(tagger_module.__file__).read_bytes()
     assert rest[m:] == spec.to_json().encode() + b"\n"
+
+
+def test_a_named_clusters_agent_and_its_host_operations_get_every_part() -> None:
+    for spec in (AgentSpec(role="workers", label="n1", keep={"name": "lab"}),
+                 AgentSpec(role="workers", label="probe n1", keep={"name": "lab"}, op="probe")):
+        names = stdin_preamble(spec).split(b"\n", 1)[1]
+        names = names[int(stdin_preamble(spec).split(b"\n", 1)[0]):].split(b"\n", 1)[0]
+        assert names.decode().split() == list(agent_package.PARTS)
+    assert set(KEPT_PARTS) < set(agent_package.PARTS)
 
 
 def test_wire_constants_have_one_home() -> None:

@@ -704,6 +704,8 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
         *,
         setup: Any = None,
         deep: bool = False,
+        describe: Any = None,
+        login_shell: bool = False,
     ) -> list[FakeCheck]:
         calls.append(
             {
@@ -712,6 +714,7 @@ def _fake_check(monkeypatch: pytest.MonkeyPatch, bad: set[str]) -> list[dict[str
                 "remote_python": remote_python,
                 "setup": setup,
                 "deep": deep,
+                "describe": describe,
             }
         )
         return [

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 
 from sshdeploy.arguments import ClusterArgs
-from sshdeploy.bootstrap import build_command, join_setup, script_preamble
+from sshdeploy.bootstrap import build_command, envremote_bundle, join_setup
 from sshdeploy.env import gate as envgate
-from sshdeploy.env.prestart import remote_source
 from sshdeploy.env.stageplan import plan_stage
 from sshdeploy.env.sync import build_tar, local_pack, pythonpath_setup
 from sshdeploy.env.uploads import blob_tar, collect
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def run_remote(home: Path, op: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
     """Run one operation of the remote script as a host would, with *home* as $HOME."""
-    data = script_preamble(remote_source()) + (json.dumps(op) + "\n").encode() + payload
+    data = envremote_bundle() + (json.dumps(op) + "\n").encode() + payload
     from sshdeploy.bootstrap import SCRIPT_LAUNCHER
 
     out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
@@ -99,7 +98,7 @@ def test_the_cache_keeps_to_its_size_least_recently_used_first(tmp_path: Path) -
 
 
 def test_an_archive_that_escapes_its_directory_is_refused(tmp_path: Path) -> None:
-    data = script_preamble(remote_source()) + b'{"op": "env", "env": "bad"}\n' + small_tar(
+    data = envremote_bundle() + b'{"op": "env", "env": "bad"}\n' + small_tar(
         {"../../evil.py": b"boom"})
     from sshdeploy.bootstrap import SCRIPT_LAUNCHER
 
@@ -233,7 +232,7 @@ def test_an_upload_asks_for_what_it_misses_in_one_round_trip(tmp_path: Path) -> 
                             stdout=subprocess.PIPE, env={**os.environ, "HOME": str(home)})
     assert proc.stdin is not None and proc.stdout is not None
     op = {"op": "upload", "dir": "c", "files": m.files, "ask": True}
-    proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+    proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
     proc.stdin.flush()
     asked = json.loads(proc.stdout.readline())
     assert asked == {"missing": [m.files["b.py"]]}
@@ -249,3 +248,51 @@ def test_hosts_sharing_a_home_report_one_cache_id(tmp_path: Path) -> None:
     ids = {run_remote(tmp_path, {"op": "probe", "env": "h"})["cache_id"] for _ in range(3)}
     other = run_remote(tmp_path / "other", {"op": "probe", "env": "h"})["cache_id"]
     assert len(ids) == 1 and other not in ids
+
+
+def test_the_probe_says_when_the_cache_cannot_be_written(tmp_path: Path) -> None:
+    """Issue 26 finding 14a: a file where ~/.cache/sshdeploy (or a part) should be is said by
+    the probe (the start fails naming host and directory) instead of failing the probe,
+    which skipped the host: it started without the code."""
+    home = tmp_path / "home"
+    (home / ".cache").mkdir(parents=True)
+    (home / ".cache" / "sshdeploy").write_text("in the way\n")
+    answer = run_remote(home, {"op": "probe", "blobs": ["ab"]})
+    assert answer["cache_error"].startswith(f"{home}/.cache/sshdeploy: ")
+    assert "cache_id" not in answer and "error" not in answer
+    (home / ".cache" / "sshdeploy").unlink()
+    (home / ".cache" / "sshdeploy").mkdir()
+    (home / ".cache" / "sshdeploy" / "uploads").write_text("in the way\n")
+    answer = run_remote(home, {"op": "probe", "blobs": ["ab"]})
+    assert answer["cache_error"] == f"{home}/.cache/sshdeploy/uploads: not a directory"
+    (home / ".cache" / "sshdeploy" / "uploads").unlink()
+    assert "cache_error" not in run_remote(home, {"op": "probe", "blobs": ["ab"]})
+
+
+def test_a_full_disk_on_a_host_is_answered_with_where_and_how_much_is_free(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 26 finding 14c: ENOSPC (or a quota) while placing uploads or unpacking an
+    environment is answered as such, and said in words by the controller."""
+    import errno
+    import types
+
+    from sshdeploy.env.script import no_space_error
+    from sshdeploy.remote import envremote
+
+    def full(op: dict[str, Any], stream: Any) -> dict[str, Any]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for kind in ("upload", "env"):
+        monkeypatch.setattr(envremote, "place_uploads" if kind == "upload" else "unpack_env",
+                            full)
+        line = json.dumps({"op": kind, "env": "h", "dir": "c", "files": {}}).encode() + b"\n"
+        monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(line)))
+        envremote.main()
+        answer = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert answer["no_space"]["dir"] == envremote.ROOT
+        assert isinstance(answer["no_space"]["free"], int)
+    said = str(no_space_error("root@n2:22", answer["no_space"], 42_000_000))
+    assert said.startswith(f"[root@n2:22] sync: no space left on root@n2:22 in "
+                           f"{envremote.ROOT}: free ")
+    assert "need 42.0 MB. Free space there (`dask-ssh clean --envs --uploads root@n2:22`" in said
+    assert "sshdeploy.env-cache-size" in said

@@ -22,6 +22,7 @@ from sshdeploy.errors import (
     MultiHostError,
     RemoteImportError,
     RemotePythonError,
+    ScaleError,
     SSHDeployError,
     StartError,
     UploadError,
@@ -174,6 +175,7 @@ def _every_error() -> list[SSHDeployError]:
     return [
         HostfileError(path="hosts.txt", line=3, reason="bad port", text="a:x"),
         ConfigError("connect_options", "wrong length", remedy="Give 3."),
+        ScaleError("scale(8)", "asks for 8 workers, more than the 6 slots", wanted=8, slots=6),
         MultiHostError(failures={HOST: inner}, action="start"),
         EnvironmentMismatchError(table="host  package  theirs  ours", hosts=[HOST]),
         UploadError(path="src/mypkg", reason="no such file or directory"),

@@ -162,7 +162,7 @@ def test_hosts_with_0_2_and_4_gpus_give_0_2_and_4_gpu_workers_pinned_by_uuid() -
                                            "n4-gpu1", "n4-gpu2", "n4-gpu3"]
     by_name = {w.name: w.kwargs for w in q.workers}
     assert by_name["n4-gpu2"] == {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": "GPU-ccc"},
-                                  "resources": {"GPU": 1}}
+                                  "resources": {"GPU": 1}, "dask_cuda": {"device_index": 2}}
     assert by_name["n2-0"] == {}  # a host without GPU: as without gpus=
     # the host's memory is divided among its workers: its slots are its GPU workers
     assert [hp.slots for hp in q.worker_hosts.values()] == [2, 2, 4]
@@ -348,7 +348,8 @@ def test_check_probes_the_hosts_asked_and_lists_their_gpus(
     asked: list[Any] = []
 
     def check_hosts(hosts: list[Host], connect_options: Any = None, remote_python: Any = None,
-                    *, setup: Any = None, deep: bool = False, gpus: Any = None) -> list[Any]:
+                    *, setup: Any = None, deep: bool = False, gpus: Any = None,
+                    **gate: Any) -> list[Any]:
         asked.append(gpus)
         return [SimpleNamespace(
             host=f"root@{h.hostname}:22", reachable=True, authenticated=True, python="/py",

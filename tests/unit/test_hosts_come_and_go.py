@@ -250,3 +250,27 @@ def test_the_banner_lists_hosts_with_no_worker_yet() -> None:
     lines = buf.getvalue().splitlines()
     assert lines[-2:] == ["  later      n3  (no worker yet; not connected to)",
                           "  spare      n4  (no worker yet; not connected to)"]
+
+
+@pytest.mark.parametrize("hosts", [["s", "a", "b", "c"], ["s", "ann@a:2222", "b", "c"]])
+def test_the_banner_never_lists_a_host_with_workers_as_one_without(hosts: list[str]) -> None:
+    """The hosts with workers are keyed as written; the later ones must be compared (and
+    shown) the same way, also when the pool adds a user and port (``--ssh-username``)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from sshdeploy import SSHCluster
+    from sshdeploy.cli.run import _later_hosts, _workers_by_host
+
+    async def main() -> tuple[dict[str, list[str]], dict[str, str]]:
+        cluster = SSHCluster(hosts, asynchronous=True, initial_workers=1, spares=["d"],
+                             connect_options={"username": "root", "port": 22})
+        first = next(iter(cluster.placement.worker_hosts.values())).host
+        fake = SimpleNamespace(workers={"a-0": SimpleNamespace(host=first)},
+                               placement=cluster.placement, pool=cluster.pool)
+        by_host = _workers_by_host(fake)
+        return by_host, _later_hosts(fake, by_host)
+
+    by_host, later = asyncio.run(main())
+    assert by_host == {hosts[1]: ["a-0"]}
+    assert later == {"b": "later", "c": "later", "d": "spare"}

@@ -3,6 +3,7 @@ what a submit sends, the command line (the scheduler host's side: test_job_host.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,49 @@ def test_jobs_from_python_need_a_named_cluster() -> None:
     assert cluster_name(named) == "lab"
     with pytest.raises(ConfigError, match="jobs need a named cluster"):
         cluster_name(SimpleNamespace(kept=None))  # an SSHCluster that is not named
+
+
+def test_a_classic_cluster_has_no_jobs_and_says_jobs_need_a_named_cluster() -> None:
+    """``cluster.submit_script`` and ``cluster.jobs()`` on an SSHCluster that is not named:
+    one clear error before anything is sent (the cluster is never started here)."""
+    from sshdeploy import SSHCluster
+
+    async def main() -> None:
+        cluster = SSHCluster(["s", "a"], asynchronous=True)
+        with pytest.raises(ConfigError, match="jobs need a named cluster") as info:
+            cluster.submit_script("train.py", ["3"])
+        assert "name='NAME'" in str(info.value) and "dask-ssh up --name" in str(info.value)
+        with pytest.raises(ConfigError, match="jobs need a named cluster"):
+            cluster.jobs()
+
+    asyncio.run(main())
+
+
+def test_ctrl_c_while_following_a_jobs_log_says_it_runs_on_and_exits_130(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for submit: Ctrl-C stops the following, not the job, and says so."""
+    import os
+    import signal
+
+    from click.testing import CliRunner
+
+    from sshdeploy.cli import jobs as cli_jobs
+
+    class Following:
+        async def __aenter__(self) -> Following:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def follow(self, job: str, on_output: Any, follow: bool = True) -> None:
+            on_output(b"epoch 0\n")
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+            await asyncio.sleep(30)
+
+    monkeypatch.setattr(cli_jobs, "_jobs", lambda name: Following())
+    result = CliRunner().invoke(cli_jobs.job_group, ["logs", "lab", "long", "--follow"])
+    assert result.exit_code == 130, result.output
+    assert result.stdout == "epoch 0\n"
+    assert ("dask-ssh: stopped following; job long of lab keeps running (dask-ssh job stop "
+            "lab long stops it)") in result.stderr

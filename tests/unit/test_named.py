@@ -90,8 +90,8 @@ def _save_many(root: str, n: int) -> None:
 def test_concurrent_writers_never_leave_a_torn_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.save(record())
-    procs = [multiprocessing.Process(target=_save_many, args=(str(tmp_path), 200))
-             for _ in range(3)]
+    spawn = multiprocessing.get_context("spawn")  # fork() of a threaded pytest warns on 3.12+
+    procs = [spawn.Process(target=_save_many, args=(str(tmp_path), 200)) for _ in range(3)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + 20

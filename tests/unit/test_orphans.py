@@ -47,6 +47,10 @@ from sshdeploy.remote.agent.marks import marked
 
 pytestmark = pytest.mark.timeout(60)
 
+#: The cluster name of the tests that look for marked processes: this run's own, so that
+#: two test runs on one machine (CI's legs side by side) never find each other's.
+DEMO = f"demo{os.getpid()}"
+
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -99,10 +103,10 @@ def test_the_mark_is_exported_first_and_names_the_cluster_and_its_controller() -
 
 def test_a_process_that_carries_the_mark_is_found_and_stopped_with_no_record(
         home: Path, sleepers: Callable[[str], subprocess.Popen[bytes]]) -> None:
-    ours = sleepers("demo:1f2e3d4c")
-    other = sleepers("demo-2:1f2e3d4c")  # a name that starts like ours is another cluster
-    assert [p["pid"] for p in marked("demo")] == [ours.pid]
-    answer = keep_op("kill", "demo", grace=2.0)
+    ours = sleepers(f"{DEMO}:1f2e3d4c")
+    other = sleepers(f"{DEMO}-2:1f2e3d4c")  # a name that starts like ours is another cluster
+    assert [p["pid"] for p in marked(DEMO)] == [ours.pid]
+    answer = keep_op("kill", DEMO, grace=2.0)
     assert [p["pid"] for p in answer["found"]] == [ours.pid] and answer["recorded"] == 0
     assert answer["marked"] == []
     assert ours.wait(10) != 0 and other.poll() is None
@@ -111,54 +115,54 @@ def test_a_process_that_carries_the_mark_is_found_and_stopped_with_no_record(
 
 def test_a_probe_shows_the_marked_processes_and_remove_waits_for_them(
         home: Path, sleepers: Callable[[str], subprocess.Popen[bytes]]) -> None:
-    keep_op("write", "demo", {"name": "demo"})
-    proc = sleepers("demo:1f2e3d4c")
+    keep_op("write", DEMO, {"name": DEMO})
+    proc = sleepers(f"{DEMO}:1f2e3d4c")
     started = time.monotonic()
-    answer = keep_op("probe", "demo")
+    answer = keep_op("probe", DEMO)
     assert [p["pid"] for p in answer["marked"]] == [proc.pid]
     assert time.monotonic() - started >= 2.5  # it gave a record the time to come back
-    keep_op("remove", "demo", {"owner": True})
-    assert Path(keep_dir("demo"), "cluster.json").exists()  # something of it still runs
-    keep_op("kill", "demo", grace=2.0)
-    keep_op("remove", "demo", {"owner": True})
-    assert not Path(keep_dir("demo")).exists()
+    keep_op("remove", DEMO, {"owner": True})
+    assert Path(keep_dir(DEMO), "cluster.json").exists()  # something of it still runs
+    keep_op("kill", DEMO, grace=2.0)
+    keep_op("remove", DEMO, {"owner": True})
+    assert not Path(keep_dir(DEMO)).exists()
 
 
 # ------------------------------------------------------------------ arming, files
 
 def test_an_agent_never_armed_leaves_no_file(home: Path) -> None:
     for role in ("scheduler", "workers"):
-        keep = Keep({"name": "demo"}, role, f"{role} n1")
+        keep = Keep({"name": DEMO}, role, f"{role} n1")
         keep.begin(f"{role} n1")
         keep.log([("n1", "stderr", "a line")])
         assert Path(keep.record).exists() and Path(keep.log_path).exists()
         keep.end()
-        assert not Path(keep_dir("demo")).exists(), role
-    keep_op("write", "demo", {"name": "demo"})  # recorded, then killed before it was armed
-    keep = Keep({"name": "demo"}, "scheduler", "scheduler n1")
+        assert not Path(keep_dir(DEMO)).exists(), role
+    keep_op("write", DEMO, {"name": DEMO})  # recorded, then killed before it was armed
+    keep = Keep({"name": DEMO}, "scheduler", "scheduler n1")
     keep.begin("scheduler n1")
     keep.end()
-    assert sorted(os.listdir(keep_dir("demo"))) == ["cluster.json"]  # `clean` finds it
+    assert sorted(os.listdir(keep_dir(DEMO))) == ["cluster.json"]  # `clean` finds it
 
 
 def test_an_armed_agent_writes_its_removed_files_again(home: Path) -> None:
-    keep_op("write", "demo", {"name": "demo", "spec": {"wanted": 2}})
-    keep = Keep({"name": "demo", "armed": False}, "scheduler", "scheduler n1")
+    keep_op("write", DEMO, {"name": DEMO, "spec": {"wanted": 2}})
+    keep = Keep({"name": DEMO, "armed": False}, "scheduler", "scheduler n1")
     keep.begin("scheduler n1")
     assert keep.arm() and not keep.arm()
-    shutil.rmtree(keep_dir("demo"))
+    shutil.rmtree(keep_dir(DEMO))
     assert sorted(Path(p).name for p in keep.restore()) == [f"{os.getpid()}.json",
                                                             "cluster.json"]
-    assert json.loads(Path(keep_dir("demo"), "cluster.json").read_text())["spec"] == {
+    assert json.loads(Path(keep_dir(DEMO), "cluster.json").read_text())["spec"] == {
         "wanted": 2}
-    keep_op("write", "demo", {"name": "demo", "spec": {"wanted": 5}})  # a later scale
+    keep_op("write", DEMO, {"name": DEMO, "spec": {"wanted": 5}})  # a later scale
     assert keep.restore() == []
-    shutil.rmtree(keep_dir("demo"))
+    shutil.rmtree(keep_dir(DEMO))
     keep.restore()
-    assert json.loads(Path(keep_dir("demo"), "cluster.json").read_text())["spec"] == {
+    assert json.loads(Path(keep_dir(DEMO), "cluster.json").read_text())["spec"] == {
         "wanted": 5}
     keep.end()  # armed: says why it ended, keeps the record for `list` and `clean`
-    assert sorted(os.listdir(keep_dir("demo"))) == ["cluster.json", "end.json", "hosts"]
+    assert sorted(os.listdir(keep_dir(DEMO))) == ["cluster.json", "end.json", "hosts"]
 
 
 class MarkedAgent:
@@ -210,33 +214,33 @@ def marked_agents() -> Iterator[Callable[[AgentSpec, str], MarkedAgent]]:
 
 def test_a_kept_agent_stops_with_its_controller_until_armed(
         home: Path, marked_agents: Callable[[AgentSpec, str], MarkedAgent]) -> None:
-    keep = {"name": "demo", "death_timeout": 60}
+    keep = {"name": DEMO, "death_timeout": 60}
     agent = marked_agents(AgentSpec(role="scheduler", label="scheduler n1", keep=keep),
-                          "demo:aaaa0001")
+                          f"{DEMO}:aaaa0001")
     agent.send_and_close(b"")
     assert agent.proc.wait(15) == 3  # EOF: the emergency exit of a classic agent
     assert not agent.armed.is_set()
-    assert not Path(keep_dir("demo")).exists()  # and no file of it left
+    assert not Path(keep_dir(DEMO)).exists()  # and no file of it left
 
 
 def test_an_armed_agent_runs_on_and_is_still_found_and_stopped_by_its_mark(
         home: Path, marked_agents: Callable[[AgentSpec, str], MarkedAgent]) -> None:
-    keep = {"name": "demo", "death_timeout": 60}
+    keep = {"name": DEMO, "death_timeout": 60}
     agent = marked_agents(AgentSpec(role="scheduler", label="scheduler n1", keep=keep),
-                          "demo:aaaa0002")
+                          f"{DEMO}:aaaa0002")
     agent.send_and_close(encode_message("arm"))  # armed, then EOF at once: in that order
     assert agent.armed.wait(15), "the agent did not say it is armed"
-    logs = Path(keep_dir("demo"), "hosts")
+    logs = Path(keep_dir(DEMO), "hosts")
 
     def said(text: str) -> bool:
         return any(text in p.read_text() for p in logs.rglob("*.log"))
 
     wait_until(lambda: said("running on without a controller"), 15, "the agent to run on")
     assert agent.proc.poll() is None
-    shutil.rmtree(keep_dir("demo"))  # a tmp cleaner, a re-imaged home
+    shutil.rmtree(keep_dir(DEMO))  # a tmp cleaner, a re-imaged home
     wait_until(lambda: logs.exists() and said("written again"), 15, "its record back")
-    shutil.rmtree(keep_dir("demo"))
-    answer = keep_op("kill", "demo", grace=3.0)  # whatever its files say now
+    shutil.rmtree(keep_dir(DEMO))
+    answer = keep_op("kill", DEMO, grace=3.0)  # whatever its files say now
     assert agent.proc.pid in {p["pid"] for p in answer["found"]} and answer["marked"] == []
     assert agent.proc.wait(10) != 0
 
@@ -309,8 +313,8 @@ def test_a_process_that_survives_sigkill_is_named_and_the_record_kept(
 
 
 def _fake_stop(monkeypatch: pytest.MonkeyPatch, report: dict[str, str]) -> None:
-    async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0
-                   ) -> dict[str, str]:
+    async def stop(record: ClusterRecord, store: StateStore, grace: float = 5.0,
+                   on_jobs: Any = None) -> dict[str, str]:
         if not flow.left(report):
             store.remove(record.name)
         return dict(report)
@@ -341,6 +345,33 @@ def test_down_succeeds_only_when_verified_and_else_says_what_is_left(
     result = CliRunner().invoke(down_command, ["demo"])  # no record here: where to look
     assert result.exit_code == 1
     assert "`dask-ssh down demo --host HEAD` stops it" in result.stderr.replace("\n", " ")
+
+
+def test_down_says_on_the_terminal_which_running_jobs_it_stopped_first(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: ``down`` stops the running jobs first and says so, naming them."""
+    from sshdeploy.cli.named import down_command
+
+    store = StateStore()
+    store.save(_record())
+    ran = _fake_hosts(monkeypatch, {"n1": _clean(), "n2": _clean(), "n3": _clean()})
+
+    async def stop_jobs(pool: Any, host: Any, launch: Any, name: str) -> list[str]:
+        ran.append(f"stop-jobs {host.hostname}")
+        return ["2 (long: train.py 600)", "3 (a.py)"]
+
+    monkeypatch.setattr(flow, "stop_jobs", stop_jobs)
+    result = CliRunner().invoke(down_command, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        "demo: stopped 2 running job(s) first: 2 (long: train.py 600), 3 (a.py)")
+    assert "demo: stopped on 3 of 3 hosts" in result.stdout
+    assert ran[0] == "stop-jobs n1"  # before anything else of the cluster
+    # none running: nothing said about jobs
+    store.save(_record())
+    monkeypatch.setattr(flow, "stop_jobs", lambda *a: asyncio.sleep(0, []))
+    result = CliRunner().invoke(down_command, ["demo"])
+    assert result.exit_code == 0 and "job" not in result.stdout, result.output
 
 
 def test_clean_says_removed_only_for_what_it_removed(

@@ -3,8 +3,8 @@
 ``asyncssh.connect`` is replaced by a fake that records how many attempts run
 at once (overall and per jump host) and answers per host name: connected,
 refused, dropped during the handshake, or held until the test lets it go.
-Name lookups go through the event loop's ``getaddrinfo``, replaced by one
-that refuses the names starting with ``bad`` (no DNS traffic).
+Name lookups (:func:`sshdeploy.ssh.pool.lookup`) are replaced by one that
+refuses the names starting with ``bad`` (no DNS traffic).
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ class FakeSSH:
 def fake_ssh(monkeypatch: pytest.MonkeyPatch) -> FakeSSH:
     fake = FakeSSH()
     monkeypatch.setattr(pool_mod.asyncssh, "connect", fake.connect)
+    monkeypatch.setattr(pool_mod, "lookup", lambda host, port, **kw: asyncio.ensure_future(
+        fake_getaddrinfo(host, port, **kw)))
     return fake
 
 
@@ -118,9 +120,8 @@ async def fake_getaddrinfo(host: str, port: Any, **kw: Any) -> list[Any]:
 
 
 def no_dns() -> None:
-    """Route this loop's name lookups to :func:`fake_getaddrinfo`."""
+    """Name lookups go to :func:`fake_getaddrinfo` (see ``fake_ssh``); forget earlier ones."""
     lookups.clear()
-    asyncio.get_running_loop().getaddrinfo = fake_getaddrinfo  # type: ignore[method-assign]
 
 
 async def connect_all(pool: HostPool, hosts: list[Host]) -> dict[str, Any]:

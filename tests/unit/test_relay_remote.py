@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from sshdeploy.bootstrap import SCRIPT_LAUNCHER, script_preamble
-from sshdeploy.env.prestart import remote_source
+from sshdeploy.bootstrap import SCRIPT_LAUNCHER, envremote_bundle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +29,7 @@ DIGEST = "0123456789abcdef01234567"
 
 
 def _remote(home: Path, op: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-    data = script_preamble(remote_source()) + (json.dumps(op) + "\n").encode() + payload
+    data = envremote_bundle() + (json.dumps(op) + "\n").encode() + payload
     out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
                          capture_output=True, timeout=30, env={**os.environ, "HOME": str(home)})
     assert out.returncode == 0, out.stderr.decode()
@@ -56,7 +55,7 @@ def _serving(home: Path, sha: str,
                             env={**os.environ, "HOME": str(home)})
     assert proc.stdin is not None and proc.stdout is not None
     op = {"op": "serve", "env": DIGEST, "sha256": sha, "token": token, "ttl": 50}
-    proc.stdin.write(script_preamble(remote_source()) + (json.dumps(op) + "\n").encode())
+    proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
     proc.stdin.flush()
     try:
         first = json.loads(proc.stdout.readline())

@@ -80,7 +80,8 @@ def test_testbed_never_imports_sshdeploy_errors() -> None:
 @pytest.mark.timeout(10)
 def test_package_exports_only_its_public_api() -> None:
     public = {n for n in vars(testbed) if not n.startswith("_")}
-    modules = {"cli", "lifecycle", "model", "net", "procs", "sshd", "system", "annotations"}
+    modules = {"cli", "dns", "lifecycle", "model", "net", "procs", "sshd", "system",
+               "annotations"}
     assert public - modules == set(testbed.__all__)
     assert all(not n.startswith("_") for n in testbed.__all__)
     assert all(hasattr(testbed, n) for n in testbed.__all__)

@@ -11,6 +11,9 @@ part that holds it.
 
 ``protocol``
     the wire format: the event mark, exit statuses, start stages, line splitting.
+``facts``
+    what the host is (interpreter, platform, package versions from their
+    metadata), for the version gate: sent as the agent starts.
 ``wire``
     events out (:class:`~.wire.Wire`: the log pump, last words) and commands
     in (:class:`~.wire.Inbox`: EOF and the heartbeat).
@@ -35,4 +38,4 @@ This file is not sent: it only lists the parts.
 """
 
 #: The agent's parts, each after the parts it imports: the order they are sent and run in.
-PARTS = ("protocol", "wire", "group", "zygote", "servers", "jobs", "marks", "keep", "main")
+PARTS = ("protocol", "facts", "wire", "group", "zygote", "servers", "jobs", "marks", "keep", "main")

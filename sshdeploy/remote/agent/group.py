@@ -203,7 +203,9 @@ class TempDir:
     socket, dask's scratch space, the tagger) goes there; the agent removes
     it on every way out, so nothing of ours stays on the host's disk. An
     agent killed with SIGKILL cannot: the next agent on that host removes the
-    directories of agents that are gone (:func:`remove_stale_dirs`).
+    directories of agents that are gone (:func:`remove_stale_dirs`), and so
+    does ``dask-ssh down`` / ``clean`` on each host of the cluster, once it has
+    stopped every process of it there (:meth:`remove_stale`).
     """
 
     PREFIX = "sshdeploy-agent-"
@@ -215,15 +217,28 @@ class TempDir:
     #: multiprocessing appends to TMPDIR (``/pymp-XXXXXXXX/listener-XXXXXXXX``).
     MAX_PATH = 107 - 32
 
-    def make(self) -> None:
+    @classmethod
+    def base(cls) -> str:
+        """Where the agents' directories are made on this host."""
         import tempfile
 
         base = tempfile.gettempdir()
-        if len(os.path.join(base, "sshdeploy-agent-XXXXXXXX")) > self.MAX_PATH and os.access(
+        if len(os.path.join(base, "sshdeploy-agent-XXXXXXXX")) > cls.MAX_PATH and os.access(
                 "/tmp", os.W_OK | os.X_OK):
             # A long TMPDIR (deep scratch paths on clusters) would leave the
             # forkserver's socket unbindable ("AF_UNIX path too long").
             base = "/tmp"
+        return base
+
+    @classmethod
+    def remove_stale(cls) -> list[str]:
+        """Remove the directories of this host's agents that are gone (SIGKILL); return them."""
+        return remove_stale_dirs(cls.base(), cls.PREFIX)
+
+    def make(self) -> None:
+        import tempfile
+
+        base = self.base()
         remove_stale_dirs(base, self.PREFIX)
         self.path = tempfile.mkdtemp(prefix=self.PREFIX, dir=base)  # mode 0700
         write_owner(self.path)

@@ -554,9 +554,9 @@ def stop(directory: str, data: Message) -> Message:
     return {"job": read_record(jobdir) or rec}
 
 
-def stop_all_of(jobdirs: list[str], data: Message) -> list[str]:
+def stop_all_of(jobdirs: list[str], data: Message) -> list[Message]:
     """Ask the supervisors of *jobdirs* to stop their jobs, all at once; wait until they are
-    gone (or kill them and what they ran); return the ids of those that ran."""
+    gone (or kill them and what they ran); return the records of those that ran."""
     grace = float(data.get("grace", 5.0))
     asked = []
     for jobdir in jobdirs:
@@ -586,7 +586,7 @@ def stop_all_of(jobdirs: list[str], data: Message) -> list[str]:
             now.update(state="stopped", ended=time.time(), signal=int(signal.SIGKILL),
                        reason=str(data.get("reason") or "stopped") + " (killed)")
             write_json(os.path.join(jobdir, JOB_RECORD), now)
-    return [str(rec.get("id")) for _, rec in asked]
+    return [rec for _, rec in asked]
 
 
 def stop_everything(directory: str, data: Message) -> Message:
@@ -603,7 +603,9 @@ def stop_everything(directory: str, data: Message) -> Message:
         for entry in os.listdir(base):
             if entry.startswith(stem):
                 shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
-    return {"stopped": stopped}
+    return {"stopped": [str(r.get("id")) for r in stopped],
+            "jobs": [{"id": str(r.get("id")), "name": r.get("name") or "",
+                      "argv": [str(a) for a in r.get("argv") or ()]} for r in stopped]}
 
 
 def job_op(op: str, directory: str, data: Any = None) -> Message:

@@ -3,7 +3,9 @@
 Start-up order, and why
     1. lead a process group, read the tagger and the spec, make the private
        temporary directory (``TMPDIR`` of the agent and all its children: see
-       :class:`TempDir`), removed on every way out;
+       :class:`TempDir`), removed on every way out; when the spec asks
+       (``describe``), say what this host is (:func:`~.facts.describe`: the
+       version gate's facts, read from metadata) before anything is imported;
     2. import distributed, single-threaded (stdout goes to the channel's
        stderr meanwhile); a stalled import is ended by the controller killing
        the remote process group (see the ``stage`` events);
@@ -42,10 +44,10 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .facts import describe
 from .group import ProcessGroup, TempDir
-from .keep import KEEP_TICK, Keep, keep_op
 from .protocol import (
     EXIT_EMERGENCY,
     EXIT_IMPORT,
@@ -57,6 +59,17 @@ from .protocol import (
 from .servers import RestartBudget, Servers
 from .wire import Inbox, Wire
 from .zygote import start_tracker, start_zygote
+
+if TYPE_CHECKING:
+    from .keep import Keep
+
+
+def _kept() -> Any:
+    """The ``keep`` part: sent only to a named cluster's agents and host operations
+    (:func:`sshdeploy.bootstrap.agent_bundle`), imported only by them."""
+    from . import keep
+
+    return keep
 
 
 class Agent:
@@ -185,7 +198,7 @@ class Agent:
                             "the cluster has the workers it wants" if wait == "enough" else
                             f"{wait} after {keep.death_timeout:g} s"))
                         return
-                    await asyncio.sleep(KEEP_TICK)
+                    await asyncio.sleep(_kept().KEEP_TICK)
                 if self.ending:
                     return
                 if await self.servers.start_worker(msg) is not None:
@@ -218,8 +231,9 @@ class Agent:
         assert keep is not None
         idle: Message = {"since": time.time()}
         last_ok = time.monotonic()
+        tick = _kept().KEEP_TICK
         while not self.shutting_down:
-            await asyncio.sleep(KEEP_TICK)
+            await asyncio.sleep(tick)
             reason = None
             if keep.armed:
                 for path in keep.restore():
@@ -330,8 +344,11 @@ class Agent:
         self.wire.label = spec.get("label", "agent")
         if spec.get("op"):  # an operation on a named cluster's files: no distributed needed
             keep = spec.get("keep") or {}
-            self.wire.emit(ev="answer", **keep_op(str(spec["op"]), str(keep.get("name")),
-                                                  spec.get("data"), float(spec.get("grace", 5))))
+            answer = _kept().keep_op(str(spec["op"]), str(keep.get("name")), spec.get("data"),
+                                     float(spec.get("grace", 5)))
+            if spec["op"] in ("kill", "remove"):  # down, clean: what a SIGKILLed agent left
+                answer["stale_tmp"] = TempDir.remove_stale()
+            self.wire.emit(ev="answer", **answer)
             os._exit(0)
         for key, value in (spec.get("env") or {}).items():
             os.environ[key] = str(value)
@@ -352,6 +369,8 @@ class Agent:
         # exits by itself with us: its alive pipe closes).
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
             target=self.emergency_exit, args=("SIGTERM",), daemon=True).start())
+        if spec.get("describe") is not None:  # the version gate's facts: no import needed
+            self.wire.emit(ev="described", description=describe(spec["describe"]))
         self.wire.emit(ev="stage", stage=STAGE_IMPORT, pid=os.getpid())
         try:
             import dask
@@ -365,7 +384,7 @@ class Agent:
             os._exit(EXIT_IMPORT)
         log_pipe = self.wire.capture_output()
         if spec.get("keep"):
-            self.keep = Keep(spec["keep"], str(spec.get("role")), self.wire.label)
+            self.keep = _kept().Keep(spec["keep"], str(spec.get("role")), self.wire.label)
             self.keep.begin(self.wire.label)
             self.wire.tee = self.keep.log
             self.servers.worker_defaults["death_timeout"] = self.keep.death_timeout

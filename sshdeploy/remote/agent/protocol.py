@@ -10,14 +10,17 @@ controller -> agent, on stdin
     :func:`sshdeploy.bootstrap.agent_bundle`), the worker-side tagger's code
     (:mod:`sshdeploy.remote.tagger`, length-prefixed the same way), then a
     spec ``{"role", "label", "config",
-    "env", "heartbeat", "mp_method"}``, then commands ``{"cmd": "start_scheduler"
+    "env", "heartbeat", "mp_method"}`` (and ``"describe"``: the packages whose
+    versions the version gate compares), then commands ``{"cmd": "start_scheduler"
     | "start_worker" | "stop" | "ping" | "shutdown" | "arm" | "detach", ...}``;
     ``arm`` (a named cluster, once recorded) makes the agent run on without
     its controller, ``detach`` says the controller leaves it; keyword arguments
     travel pickled (base64) in ``"kw"``.
 agent -> controller, on stdout, each line starting with :data:`EVENT`
     events ``{"ev": "hello" | "ready" | "failed" | "stopped" | "exited" |
-    "logs" | "log" | "fatal" | "bye" | "stage" | "armed", ...}``;
+    "logs" | "log" | "fatal" | "bye" | "stage" | "armed" | "described", ...}``;
+    ``described`` (asked by the spec's ``describe``) comes before the
+    ``import`` stage: the host's interpreter, platform and package versions;
     remote output comes as ``logs`` events, one per read, each a list of
     ``(source, stream, line)``.
 

@@ -186,6 +186,109 @@ def no_restarts(server: Any) -> None:
             pass
 
 
+#: What a GPU worker gets from dask-cuda (>= 25.08: ``dask_cuda.worker_common``), as its
+#: CUDAWorker gives each of its Nannies, without CUDAWorker. Its options' defaults there.
+DASK_CUDA_DEFAULTS: dict[str, Any] = {
+    "device_memory_limit": "default", "enable_cudf_spill": False, "cudf_spill_stats": 0,
+    "rmm_pool_size": None, "rmm_maximum_pool_size": None, "rmm_managed_memory": False,
+    "rmm_async": False, "rmm_release_threshold": None, "rmm_log_directory": None,
+    "rmm_track_allocations": False, "rmm_allocator_external_lib_list": None,
+    "pre_import": None,
+}
+
+
+def _per_preload(argv: Any, n: int) -> list[list[str]]:
+    """A Nanny's ``preload_argv`` as one list per preload (as distributed reads it)."""
+    if not argv:
+        return [[] for _ in range(n)]
+    if isinstance(argv[0], str):
+        return [list(argv) for _ in range(n)]
+    return [list(a) for a in argv]
+
+
+def with_dask_cuda(kw: dict[str, Any], cuda: Mapping[str, Any]) -> dict[str, Any]:
+    """A GPU worker's Nanny keywords, set up by dask-cuda where it is installed here.
+
+    *cuda* is the GPU's NVML index (``device_index``) and dask-cuda's options,
+    by the names of its CUDAWorker (``rmm_pool_size``, ``device_memory_limit``,
+    ``enable_cudf_spill``, ``jit_unspill``...). With dask-cuda (25.08 or later),
+    the worker gets what CUDAWorker gives each of its Nannies: the plugins of
+    ``dask_cuda.worker_common.worker_plugins`` (CPUAffinity, RMMSetup, PreImport,
+    CUDFSetup), the spilling ``data`` of ``worker_data_function`` (its
+    device-host file), and the ``dask_cuda.initialize`` preload that creates the
+    CUDA context. Without dask-cuda: the keywords unchanged (a plain Nanny), or
+    an error naming the options given.
+
+    Raises
+    ------
+    RuntimeError
+        Options given and no dask-cuda here, a dask-cuda too old, or an option
+        this dask-cuda does not take.
+    """
+    options = {k: v for k, v in cuda.items() if k != "device_index"}
+    named = ", ".join(sorted(options))
+    os.environ.setdefault("RAPIDS_NO_INITIALIZE", "True")  # no CUDA context in the agent
+    try:
+        from dask_cuda import worker_common
+    except ImportError as exc:
+        import importlib.util
+
+        if not options:
+            return kw  # no dask-cuda (or one without worker_common): a plain Nanny
+        found = importlib.util.find_spec("dask_cuda") is not None
+        raise RuntimeError(
+            f"dask-cuda's options {named} are given, but "
+            + ("this dask-cuda has no worker_common (25.08 or later is needed)" if found
+               else "dask-cuda is not installed here")
+            + f" ({exc}): install dask-cuda (25.08 or later) in the workers' environment on "
+            "this host, or leave those options out") from None
+    import inspect
+
+    given = {**DASK_CUDA_DEFAULTS, **options}
+    index = int(cuda["device_index"])
+    data_args = inspect.signature(worker_common.worker_data_function).parameters
+    unknown = [k for k in ("jit_unspill",) if k in options and k not in data_args]
+    if unknown:
+        raise RuntimeError(f"dask-cuda's option {', '.join(unknown)} is not taken by the "
+                           "dask-cuda installed here (JIT-unspill was removed in 26.06): "
+                           "leave it out, or install an older dask-cuda")
+    import logging
+
+    import dask
+    from dask.system import CPU_COUNT
+    from distributed.worker_memory import parse_memory_limit
+
+    memory = parse_memory_limit(kw.get("memory_limit"), int(kw.get("nthreads") or 1), CPU_COUNT,
+                                logger=logging.getLogger("distributed.nanny"))
+    data = worker_common.worker_data_function(
+        device_memory_limit=given["device_memory_limit"], memory_limit=memory,
+        enable_cudf_spill=given["enable_cudf_spill"],
+        **({"jit_unspill": options["jit_unspill"]} if "jit_unspill" in options else {}))
+    plugins = worker_common.worker_plugins(
+        device_index=index, rmm_initial_pool_size=given["rmm_pool_size"],
+        rmm_maximum_pool_size=given["rmm_maximum_pool_size"],
+        rmm_managed_memory=given["rmm_managed_memory"], rmm_async_alloc=given["rmm_async"],
+        rmm_release_threshold=given["rmm_release_threshold"],
+        rmm_log_directory=given["rmm_log_directory"],
+        rmm_track_allocations=given["rmm_track_allocations"],
+        rmm_allocator_external_lib_list=given["rmm_allocator_external_lib_list"],
+        pre_import=given["pre_import"], enable_cudf_spill=given["enable_cudf_spill"],
+        cudf_spill_stats=given["cudf_spill_stats"])
+    out = dict(kw)
+    out["plugins"] = {*(kw.get("plugins") or ()), *plugins}
+    stored = data(index)
+    if stored is not None:  # None: dask's own spilling (a device without its own memory)
+        out["data"] = stored
+    preload = kw.get("preload")
+    preload = dask.config.get("distributed.worker.preload") if preload is None else preload
+    preload = [preload] if isinstance(preload, str) else list(preload or [])
+    argv = _per_preload(kw.get("preload_argv") or dask.config.get(
+        "distributed.worker.preload-argv"), len(preload))
+    out["preload"] = [*preload, "dask_cuda.initialize"]
+    out["preload_argv"] = [*argv, ["--create-cuda-context"]]
+    return out
+
+
 class Servers:
     """The scheduler or Nannies this agent runs: start, stop, watch.
 
@@ -345,8 +448,11 @@ class Servers:
                 kw.setdefault(key, value)
             if msg.get("share") and isinstance(cls, type) and issubclass(cls, (Nanny, Worker)):
                 kw = worker_share(kw, int(msg["share"]), *host_resources())
+            cuda = kw.pop("dask_cuda", None)
             if isinstance(cls, type) and issubclass(cls, Nanny):
                 self.add_tagger(name, kw)
+            if cuda is not None:
+                kw = with_dask_cuda(kw, cuda)
             server = cls(msg["scheduler"], **kw)
             if isinstance(server, Nanny):
                 self.limit_restarts(server, msg.get("restart") is not False,
@@ -358,11 +464,15 @@ class Servers:
         server = await self.start(msg, make)
         if server is None:
             return None
-        process = getattr(server, "process", None)
+        # dask-cuda's CUDAWorker (worker_class=...) has no address: its first Nanny's stands
+        # for it (as distributed's SSHCluster, which waits for a worker of it to register).
+        nannies = getattr(server, "nannies", None)
+        first = nannies[0] if isinstance(nannies, list) and nannies else server
+        process = getattr(first, "process", None)
         pid = getattr(getattr(process, "process", None), "pid", None) or os.getpid()
-        address = getattr(server, "worker_address", None) or server.address
-        self.nannies[name] = str(server.address)
-        self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=server.address)
+        address = getattr(first, "worker_address", None) or first.address
+        self.nannies[name] = str(first.address)
+        self.wire.emit(ev="ready", name=name, address=address, pid=pid, contact=first.address)
         return server
 
     @staticmethod
