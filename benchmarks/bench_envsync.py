@@ -12,19 +12,31 @@ plain
     the same with the version gate (the default): one probe per host
 sync-first
     Debian's bare ``/usr/bin/python3`` (no dask) with ``environment="sync"``,
-    after the hosts' caches were emptied: the pack goes to every host
+    after the hosts' caches were emptied: the pack goes from here to one
+    host and the others fetch it from a host that holds it (the relay, the default)
+sync-direct
+    the same with ``sshdeploy.env-relay: false``: the pack goes from here to
+    every host (sshdeploy before issue 29)
 sync-cached
     the same again: a hash check per host, nothing sent
 upload-1MiB, upload-50MiB
     a tree of that size with ``upload=[...]``; then one file changes and
     ``cluster.sync_uploads()`` sends it (``delta`` columns)
 
-Seconds run from the constructor to every worker connected. Prints a table;
-writes ``--out`` JSON and markdown. Only reports; asserts nothing.
+Seconds run from the constructor to every worker connected. ``out bytes``
+is what this machine sent on the cluster's SSH connections during the start
+(the kernel's count per connection, ``HostPool.bytes_sent``: agents, probes
+and packs, SSH framing included); ``env bytes`` the packs' bytes from here
+alone. Prints a table; writes ``--out`` JSON and markdown. Only reports;
+asserts nothing.
 
     python benchmarks/bench_envsync.py --hosts 8 --repeats 2 --out benchmarks/results/
 
-``--modes plain-ignore,plain --stem gate`` measures the version gate's cost alone.
+``--modes plain-ignore,plain --stem gate`` measures the version gate's cost alone;
+``--modes sync-direct,sync-first --stem relay`` the relay against the direct path;
+``--uplink 100mbit`` limits what this machine sends into the bed (a ``tbf`` qdisc
+on the bed's own bridge, which shapes only what this machine sends, not
+host-to-host traffic; refused on the bridge other beds share), as a laptop's uplink.
 """
 
 from __future__ import annotations
@@ -44,7 +56,8 @@ import _bedprobe
 import _source  # noqa: F401  (before anything imports sshdeploy)
 
 BARE = "/usr/bin/python3"
-MODES = ("plain-ignore", "plain", "sync-first", "sync-cached", "upload-1MiB", "upload-50MiB")
+MODES = ("plain-ignore", "plain", "sync-direct", "sync-first", "sync-cached", "upload-1MiB",
+         "upload-50MiB")
 
 
 def tree(root: Path, total: int, files: int) -> Path:
@@ -68,28 +81,34 @@ def start(bed: Any, **kw: Any) -> tuple[Any, float]:
     return cluster, time.perf_counter() - t0
 
 
-def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
+def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str, Any]:
     import dask
 
     from sshdeploy.env.clean import clean
 
-    out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0]}
+    out: dict[str, Any] = {"mode": mode, "hosts": len(bed.hosts), "load": os.getloadavg()[0],
+                           "uplink": uplink}
     kw: dict[str, Any] = {}
     policy = "ignore" if mode == "plain-ignore" else "error"
     if mode.startswith("sync"):
         kw = {"remote_python": BARE, "environment": "sync"}
-        if mode == "sync-first":
+        if mode in ("sync-first", "sync-direct"):
             clean([h.name for h in bed.hosts], bed.connect_options(), BARE)
     if mode.startswith("upload"):
         size = 1 << 20 if mode == "upload-1MiB" else 50 << 20
         pkg = tree(work, size, 64 if size == 1 << 20 else 100)
         kw = {"upload": [str(pkg)]}
-    with dask.config.set({"sshdeploy.version-check": policy}):
+    with dask.config.set({"sshdeploy.version-check": policy,
+                          "sshdeploy.env-relay": mode != "sync-direct"}):
         cluster, seconds = start(bed, **kw)
     try:
         reports = cluster.stage_reports
         out["seconds"] = round(seconds, 3)
-        out["env_bytes"] = sum(r.env_bytes for r in reports.values())
+        out["out_bytes"] = sum(cluster.pool.bytes_sent().values())
+        out["env_bytes"] = sum(r.env_bytes for r in reports.values()
+                               if r.env_cached is False and not r.env_from)
+        out["relayed_hosts"] = sum(1 for r in reports.values() if r.env_from)
+        out["refused"] = sum(len(r.env_refused) for r in reports.values())
         out["upload_bytes"] = sum(r.upload_bytes for r in reports.values())
         out["stage_seconds_max"] = round(max((r.seconds for r in reports.values()),
                                              default=0.0), 3)
@@ -105,9 +124,12 @@ def one(bed: Any, mode: str, work: Path) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], plain: float) -> str:
-    lines = ["| mode | hosts | start s (median) | ratio to plain-ignore | env bytes | "
+    """The table; *plain* is the ratios' base (0: no plain-ignore, the ratio is to the first
+    mode)."""
+    lines = ["| mode | hosts | start s (median) | ratio | out bytes | env bytes | "
              "upload bytes | delta bytes | delta s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
+    plain = plain or statistics.median(r["seconds"] for r in rows if r["mode"] == rows[0]["mode"])
     for mode in dict.fromkeys(r["mode"] for r in rows):
         rs = [r for r in rows if r["mode"] == mode]
         med = statistics.median(r["seconds"] for r in rs)
@@ -117,11 +139,10 @@ def markdown(rows: list[dict[str, Any]], plain: float) -> str:
             return f"{statistics.median(vals):,.0f}" if vals else "-"
 
         delta_s = [r["delta_seconds"] for r in rs if "delta_seconds" in r]
-        lines.append(f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
-                     f"{m('env_bytes')} | {m('upload_bytes')} | {m('delta_bytes')} | "
-                     f"{statistics.median(delta_s):.2f} |" if delta_s else
-                     f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
-                     f"{m('env_bytes')} | {m('upload_bytes')} | - | - |")
+        head = (f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
+                f"{m('out_bytes')} | {m('env_bytes')} | {m('upload_bytes')} | ")
+        lines.append(head + (f"{m('delta_bytes')} | {statistics.median(delta_s):.2f} |"
+                             if delta_s else "- | - |"))
     return "\n".join(lines) + "\n"
 
 
@@ -135,26 +156,41 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset, e.g. plain-ignore,plain (the gate's cost)")
     parser.add_argument("--stem", default="envsync", help="--out file names: STEM.json, STEM.md")
+    parser.add_argument("--uplink", default=None,
+                        help="limit this machine's sending into the bed, e.g. 100mbit")
     args = parser.parse_args()
     from sshdeploy import testbed
 
     bed = _bedprobe.bring_up(args.hosts, args.bed)
+    if args.uplink:
+        if bed.bridge == testbed.BRIDGE:
+            if not args.keep:
+                testbed.down(args.bed)
+            parser.error(f"--uplink needs a bed on a bridge of its own; {args.bed} is on "
+                         f"{bed.bridge}, which other beds share")
+        import subprocess
+
+        subprocess.run(["tc", "qdisc", "replace", "dev", bed.bridge, "root", "tbf", "rate",
+                        args.uplink, "burst", "256kb", "latency", "100ms"], check=True)
     rows: list[dict[str, Any]] = []
     modes = [m for m in MODES if m in args.modes.split(",")]
-    if "plain-ignore" not in modes:
-        parser.error("--modes must include plain-ignore (the ratios' base)")
     try:
         with tempfile.TemporaryDirectory() as work:
             for _ in range(args.repeats):
                 for mode in modes:
-                    row = one(bed, mode, Path(work))
+                    row = one(bed, mode, Path(work), args.uplink)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
                     _bedprobe.kill_leftovers(bed)
     finally:
+        if args.uplink:
+            import subprocess
+
+            subprocess.run(["tc", "qdisc", "del", "dev", bed.bridge, "root"], check=False)
         if not args.keep:
             testbed.down(args.bed)
-    plain = statistics.median(r["seconds"] for r in rows if r["mode"] == "plain-ignore")
+    base = [r["seconds"] for r in rows if r["mode"] == "plain-ignore"]
+    plain = statistics.median(base) if base else 0.0
     md = markdown(rows, plain)
     print(md)
     if args.out is not None:

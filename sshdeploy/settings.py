@@ -133,6 +133,8 @@ class Settings:
     host_lost_after: float
     log_buffer_lines: int
     env_cache_size: int
+    env_relay: bool
+    env_relay_fanout: int
     upload_warn_size: int
     gpu_busy_memory: float
     idle_timeout: float | None = None
@@ -202,7 +204,7 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in _MP_METHODS:
             raise ConfigError(key, f"must be one of {', '.join(_MP_METHODS)}, got {value!r}")
         return cast(MPMethod, value)
-    if name == "inherit_config":
+    if name in ("inherit_config", "env_relay"):
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {value!r}")
         return value
@@ -214,7 +216,8 @@ def _coerce(name: str, value: Any) -> Any:
                               f"(0.1: a tenth), got {value!r}")
         return float(value)
     integer = name in ("connect_parallelism", "jump_host_parallelism", "connect_attempts",
-                       "keepalive_count_max", "worker_restarts", "log_buffer_lines")
+                       "keepalive_count_max", "worker_restarts", "log_buffer_lines",
+                       "env_relay_fanout")
     try:
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):

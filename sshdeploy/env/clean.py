@@ -2,7 +2,7 @@
 
 ``dask-ssh clean --envs/--uploads HOST...`` calls :func:`clean`; the hosts'
 side is the stdlib-only script that the environment stage runs
-(:func:`sshdeploy.env.prestart.run_script`, op ``clean``).
+(:func:`sshdeploy.env.script.run_script`, op ``clean``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
 
-from .prestart import run_script
+from .script import run_script
 
 
 async def clean_async(

@@ -13,7 +13,9 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 2. **gate**: every difference, from every host, in one table
    (:class:`~sshdeploy.errors.EnvironmentMismatchError`) before any scheduler
    starts, or one warning (``sshdeploy.version-check: warn``);
-3. **env**: the pack (built once here) to each host that lacks it;
+3. **env**: the pack (built once here) to each host that lacks it: to the
+   first host of each network, which the others fetch it from
+   (:mod:`sshdeploy.env.relay`), or to every host with ``sshdeploy.env-relay: false``;
 4. **upload**: the missing contents and the manifest to every host.
 
 A host this stage cannot reach or whose Python does not run is left to the
@@ -23,9 +25,7 @@ start itself, which reports it as before (and honours ``min_workers``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,14 +35,11 @@ from typing import Any
 
 from sshdeploy.bootstrap import (
     Describe,
-    build_kill_command,
-    build_script_command,
     envremote_bundle,
 )
 from sshdeploy.errors import EnvironmentMismatchError, EnvSyncError, SSHDeployError, StartError
 from sshdeploy.hosts import Host
 from sshdeploy.ssh.pool import HostPool
-from sshdeploy.ssh.sshlib import asyncssh
 
 from .gate import (
     GPU_STACK_DISTRIBUTIONS,
@@ -52,13 +49,13 @@ from .gate import (
     format_table,
     local_description,
 )
+from .relay import PackServer, plan_relay, run_relay
+from .script import run_script
 from .stageplan import StagePlan
-from .sync import build_tar
+from .sync import build_tar, pack_sha256
 from .uploads import Manifest, blob_tar, collect
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -72,7 +69,8 @@ class HostPreStart:
     description : dict
         The host's Python, platform and package versions (empty if not probed).
     env_bytes, upload_bytes : int
-        Bytes sent for the environment and the uploads.
+        Bytes of the environment's pack this host received (from this machine,
+        or from ``env_from``) and bytes of uploads sent.
     env_cached : bool or None
         The host already held the environment (None: no sync).
     upload_files : int
@@ -83,6 +81,11 @@ class HostPreStart:
         Why the host was not probed ("" if it was).
     shared_with : str
         The host whose transfer this one shares (same home, e.g. NFS), or "".
+    env_from : str
+        The host this one fetched the pack from (the relay), or "" (this machine).
+    env_refused : list of str
+        Copies this host refused on the way (``holder: why``: corrupt, partial,
+        unreachable) before it got a good one.
     """
 
     host: str
@@ -94,127 +97,8 @@ class HostPreStart:
     seconds: float = 0.0
     skipped: str = ""
     shared_with: str = ""
-
-
-async def run_script(
-    pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
-    op: dict[str, Any], payload: bytes | Path | Callable[[dict[str, Any]], bytes] | None = None,
-    timeout: float = 60.0, need: int | Callable[[], int] = 0,
-) -> dict[str, Any]:
-    """Run one operation of :mod:`sshdeploy.remote.envremote` on *host*; return its answer.
-
-    A callable *payload* is called with the script's first line (what it asks
-    for) and its result sent: one round trip where two would otherwise be needed.
-
-    Raises
-    ------
-    EnvSyncError
-        The script did not answer (Python missing, setup failed, timeout,
-        connection lost) or answered an error; a full disk (or quota) is said
-        in words, with the space free there and the *need* (bytes) of the operation.
-    """
-    where = pool.as_connected(host)
-    conn = await pool.get(host)
-    command = build_script_command(python, setup, login_shell)
-
-    pgid: list[int] = []
-    creating: list[asyncio.Future[Any]] = []
-
-    async def go() -> tuple[str, str, int | None]:
-        creating.append(asyncio.ensure_future(conn.conn.create_process(command, encoding=None)))
-        proc = await asyncio.shield(creating[0])
-        try:
-            first = await proc.stdout.readline()  # the login shell's pid: its process group
-            if first.strip().isdigit():
-                pgid.append(int(first))
-            proc.stdin.write(envremote_bundle() + (json.dumps(op) + "\n").encode())
-            asked = b""
-            if callable(payload):
-                asked = await proc.stdout.readline()
-                try:
-                    question = json.loads(asked)
-                except ValueError:  # it failed before asking: its answer says why
-                    question = None
-                if isinstance(question, dict) and "missing" in question:
-                    proc.stdin.write(payload(question))
-            elif isinstance(payload, Path):
-                f = await asyncio.to_thread(payload.open, "rb")
-                try:
-                    while chunk := await asyncio.to_thread(f.read, _CHUNK):
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                finally:
-                    f.close()
-            elif payload:
-                proc.stdin.write(payload)
-            proc.stdin.write_eof()
-            out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-            await proc.wait()
-            return ((asked + out).decode(errors="replace"), err.decode(errors="replace"),
-                    proc.exit_status)
-        finally:
-            proc.close()
-
-    async def kill() -> None:
-        if pgid:  # a setup that hangs, a cancelled start: leave nothing behind on the host
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(
-                    conn.conn.run(build_kill_command(pgid[0]), check=False), 10))
-        elif creating:  # before its shell said its pid (or even opened): it ends at EOF
-            async def end() -> None:
-                proc = await asyncio.wait_for(creating[0], 10)
-                proc.stdin.write_eof()
-                await asyncio.wait_for(proc.wait_closed(), 10)
-
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(end())
-
-    try:
-        out, err, status = await asyncio.wait_for(go(), timeout)
-    except asyncio.TimeoutError:
-        await kill()
-        raise EnvSyncError(host=where, cause="timeout",
-                           what=f"{op['op']} did not finish within {timeout:.0f} s",
-                           remedy="Check the setup command and the host's load and disk; "
-                           "raise sshdeploy.start-timeout for a slow link.") from None
-    except (asyncssh.Error, OSError) as exc:
-        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(exc)) from exc
-    except BaseException:
-        await kill()
-        raise
-    try:
-        answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise EnvSyncError(host=where, what=f"{op['op']}: no answer from {python!r}",
-                           cause=f"exit status {status}", stderr_tail=err[-2000:]) from None
-    if isinstance(answer.get("no_space"), dict):
-        raise no_space_error(where, answer["no_space"], need() if callable(need) else need)
-    if answer.get("error"):
-        raise EnvSyncError(host=where, what=f"{op['op']} failed", cause=str(answer["error"]),
-                           stderr_tail=err[-2000:])
-    return answer
-
-
-def no_space_error(where: str, found: Mapping[str, Any], need: int) -> EnvSyncError:
-    """The error of a full disk (or quota) on *where*, in words: where, how much, what to do.
-
-    Examples
-    --------
-    >>> print(no_space_error("root@n2:22", {"dir": "/root/.cache/sshdeploy", "free": 1.5e6},
-    ...                      42_000_000))  # doctest: +NORMALIZE_WHITESPACE
-    [root@n2:22] sync: no space left on root@n2:22 in /root/.cache/sshdeploy: free 1.5 MB,
-    need 42.0 MB. Free space there (`dask-ssh clean --envs --uploads root@n2:22` removes
-    sshdeploy's caches), or set sshdeploy.env-cache-size lower (older environments are
-    removed to keep within it).
-    """
-    free = found.get("free")
-    room = f"free {free / 1e6:.1f} MB" if isinstance(free, (int, float)) else "free space unknown"
-    return EnvSyncError(
-        host=where, what=f"no space left on {where} in {found.get('dir') or '~/.cache/sshdeploy'}",
-        cause=f"{room}, need {need / 1e6:.1f} MB" if need else room,
-        remedy=f"Free space there (`dask-ssh clean --envs --uploads {where}` removes "
-        "sshdeploy's caches), or set sshdeploy.env-cache-size lower (older environments are "
-        "removed to keep within it).")
+    env_from: str = ""
+    env_refused: list[str] = field(default_factory=list)
 
 
 def _by_cache(
@@ -274,7 +158,13 @@ class PreStart:
     #: What each host is doing now (``user@host:port`` to a state for the live
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
-    _tar: asyncio.Future[Path] | None = field(default=None, repr=False)
+    _tar: asyncio.Future[tuple[Path, str]] | None = field(default=None, repr=False)
+
+    @property
+    def sent_env_bytes(self) -> int:
+        """Bytes of environment packs this machine sent (the relay's are not counted)."""
+        return sum(r.env_bytes for r in self.reports.values()
+                   if r.env_cached is False and not r.env_from)
     #: What the agents said of each host as they started (see :meth:`gate_agents`).
     _said: dict[Any, asyncio.Future[dict[str, Any] | None]] = field(default_factory=dict,
                                                                      repr=False)
@@ -388,7 +278,7 @@ class PreStart:
                     "write (remove what is in its way), then start again.")
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
-        await asyncio.gather(*(self._send_env(h, py, d) for h, py, d in first))
+        await self._sync_env(first)
         await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in first))
         for (host, _py, _d), via in shared:
             report = self.reports[self.pool.as_connected(host)]
@@ -477,30 +367,111 @@ class PreStart:
             logger.warning("%d host(s) differ from this machine "
                            "(sshdeploy.version-check: warn):\n%s", len(hosts), table)
 
-    async def _send_env(self, host: Host, python: str, desc: dict[str, Any]) -> None:
+    async def _pack(self) -> tuple[Path, str]:
+        """The pack and its sha256, built once for all the hosts that need it."""
+        env = self.plan.env
+        assert env is not None
+        if self._tar is None:
+            def build() -> tuple[Path, str]:
+                tar = build_tar(env)
+                return tar, pack_sha256(tar)
+
+            self._tar = asyncio.ensure_future(asyncio.to_thread(build))
+        return await asyncio.shield(self._tar)
+
+    async def _sync_env(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """The pack to every host of *probed* that lacks it: relayed, or each from here."""
         env = self.plan.env
         if env is None:
             return
-        report = self.reports[self.pool.as_connected(host)]
-        if desc.get("env_present"):
-            report.env_cached = True
+        need = [(h, py) for h, py, d in probed if not d.get("env_present")]
+        for h, _py, d in probed:
+            if d.get("env_present"):
+                self.reports[self.pool.as_connected(h)].env_cached = True
+        if not need:
             return
+        tar, sha = await self._pack()
+        holding = [(h, py) for h, py, d in probed
+                   if d.get("env_present") and sha in (d.get("packs") or {})]
+        fanout = self.plan.relay_fanout
+        if not fanout or len(need) + len(holding) < 2:
+            await asyncio.gather(*(self._send_env(h, py) for h, py in need))
+            return
+        by_key = {self.pool.as_connected(h): (h, py) for h, py in [*need, *holding]}
+        reached = {key: (await self.pool.get(h)).address for key, (h, _py) in by_key.items()}
+        planner = plan_relay([(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
+                              for h, _ in need],
+                             [(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
+                              for h, _ in holding], fanout)
+
+        async def direct(key: str) -> None:
+            await self._send_env(*by_key[key])
+
+        wait = self.timeout + tar.stat().st_size / 1e6  # a send from here, at most
+
+        async def serve(key: str) -> PackServer:
+            host, python = by_key[key]
+            return await PackServer.start(
+                self.pool, host, python, self.setup, self.login_shell, envremote_bundle(),
+                env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout,
+                wait=wait if key in planner.running else 0.0)
+
+        async def fetch(key: str, source: str, server: PackServer) -> dict[str, Any]:
+            return await self._fetch_env(*by_key[key], source, server.urls(reached[source]))
+
+        def refused(key: str, source: str, why: str) -> None:
+            self.reports[key].env_refused.append(f"{source}: {why}")
+
+        await run_relay(planner, direct, fetch, serve, refused)
+
+    async def _send_env(self, host: Host, python: str) -> None:
+        """The pack from this machine to *host* (kept there for the relay, with its sha256)."""
+        env = self.plan.env
+        assert env is not None
+        report = self.reports[self.pool.as_connected(host)]
         started = time.monotonic()
         where = self.pool.as_connected(host)
         self.phase[where] = "packing environment"
-        if self._tar is None:  # built once for all the hosts that need it
-            self._tar = asyncio.ensure_future(asyncio.to_thread(build_tar, env))
-        tar = await asyncio.shield(self._tar)
+        tar, sha = await self._pack()
         size = tar.stat().st_size
         self.phase[where] = "sending environment"
+        op: dict[str, Any] = {"op": "env", "env": env.digest, "limit": self.plan.env_limit}
+        if self.plan.relay_fanout:
+            op["sha256"] = sha
         try:
-            await run_script(self.pool, host, python, self.setup, self.login_shell,
-                             {"op": "env", "env": env.digest, "limit": self.plan.env_limit},
+            await run_script(self.pool, host, python, self.setup, self.login_shell, op,
                              payload=tar, timeout=self.timeout + size / 1e6, need=env.size)
         finally:
             self.phase.pop(where, None)
-        report.env_cached, report.env_bytes = False, size
+        report.env_cached, report.env_bytes, report.env_from = False, size, ""
         report.seconds += time.monotonic() - started
+
+    async def _fetch_env(self, host: Host, python: str, source: str,
+                         urls: list[str]) -> dict[str, Any]:
+        """*host* fetches the pack from the holder *source* (its *urls*); the answer says
+        ``refused`` (and why) for a copy it would not take."""
+        env = self.plan.env
+        assert env is not None
+        where = self.pool.as_connected(host)
+        report = self.reports[where]
+        tar, sha = await self._pack()
+        size = tar.stat().st_size
+        started = time.monotonic()
+        self.phase[where] = "fetching environment"  # from another host: the relay
+        # the holder may still be receiving it from here: as long as a send from here
+        wait = self.timeout + size / 1e6
+        op = {"op": "fetch", "env": env.digest, "sha256": sha, "urls": urls,
+              "limit": self.plan.env_limit, "timeout": wait + 30, "connect_timeout": 5}
+        try:
+            answer = await run_script(self.pool, host, python, self.setup, self.login_shell,
+                                      op, timeout=2 * wait + 60)
+        finally:
+            self.phase.pop(where, None)
+        report.seconds += time.monotonic() - started
+        if not answer.get("refused"):
+            report.env_cached, report.env_from = False, source
+            report.env_bytes = int(answer.get("received") or 0)
+        return answer
 
     async def _send_uploads(self, host: Host, python: str, desc: dict[str, Any]) -> None:
         if self.manifest is None or self.plan.upload_dir is None:

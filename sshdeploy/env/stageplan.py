@@ -40,6 +40,9 @@ class StagePlan:
         The environment to sync, if ``environment="sync"``.
     env_limit : int
         ``sshdeploy.env-cache-size`` in bytes.
+    relay_fanout : int
+        Hosts one holder of the pack serves at once (``sshdeploy.env-relay-fanout``);
+        0: no relay, every host gets the pack from this machine (``sshdeploy.env-relay``).
     upload : tuple of str
         Local paths to upload.
     upload_dir : str or None
@@ -54,6 +57,7 @@ class StagePlan:
     policy: VersionPolicy
     env: EnvPack | None = None
     env_limit: int = 0
+    relay_fanout: int = 0
     upload: tuple[str, ...] = ()
     upload_dir: str | None = None
     upload_warn: int = 0
@@ -123,6 +127,7 @@ def plan_stage(
         policy=settings.version_check,
         env=local_pack(names) if environment == "sync" else None,
         env_limit=settings.env_cache_size,
+        relay_fanout=settings.env_relay_fanout if settings.env_relay else 0,
         upload=tuple(str(p) for p in upload or ()),
         upload_dir=f"{REMOTE_UPLOADS}/{owner or uuid.uuid4().hex[:16]}" if upload else None,
         upload_warn=settings.upload_warn_size,

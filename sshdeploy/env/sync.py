@@ -183,6 +183,31 @@ def build_tar(pack: EnvPack, cache: Path | None = None) -> Path:
     return out
 
 
+def pack_sha256(tar: Path) -> str:
+    """The sha256 of a built pack: what a host checks a relayed copy against.
+
+    Kept beside the pack (``<hash>.tar.gz.sha256``), so it is read once per build.
+    """
+    side = tar.with_name(tar.name + ".sha256")
+    stat = tar.stat()
+    stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+    try:
+        said, sha = side.read_text().split("\n")[:2]
+        if said == stamp and len(sha) == 64:
+            return sha
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    with open(tar, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    fd, tmp = tempfile.mkstemp(dir=tar.parent, prefix=".sha-", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{stamp}\n{h.hexdigest()}\n")
+    os.replace(tmp, side)
+    return h.hexdigest()
+
+
 def pythonpath_setup(dirs: Sequence[str]) -> str:
     """Return the setup line that puts remote *dirs* (relative to $HOME) first on PYTHONPATH.
 

@@ -12,6 +12,11 @@ stdin), and prints one JSON line. Everything lives under the host's
   starts sharing a host (or a home shared by several hosts) never see half an
   environment: the first rename wins, the loser's copy is removed. The least
   recently used are removed beyond the size limit.
+- ``packs/<hash>.<sha256>.tar.gz``: the pack an environment was unpacked
+  from, named by its own sha256 (checked on receipt), kept while the
+  environment is, so that other hosts fetch it from this one (``serve`` /
+  ``fetch``: the relay, :mod:`sshdeploy.env.relay`) instead of from the
+  controller.
 - ``blobs/<sha256>``: every uploaded file's content, once.
 - ``uploads/<cluster>/``: one cluster's uploaded tree, linked from the blobs,
   removed with the cluster.
@@ -20,23 +25,25 @@ stdin), and prints one JSON line. Everything lives under the host's
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import tarfile
+import threading
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import tarfile
+from typing import IO, Any
 
 ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sshdeploy")
 ENVS = os.path.join(ROOT, "envs")
 BLOBS = os.path.join(ROOT, "blobs")
 UPLOADS = os.path.join(ROOT, "uploads")
-#: tarfile and hashlib are imported where used: a probe (``dask-ssh --check``, the
-#: stage's first step) needs neither, and is one remote interpreter start per host.
+PACKS = os.path.join(ROOT, "packs")
+#: Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
+_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 #: Written last into an unpacked environment: it is complete.
 DONE = ".sshdeploy-complete"
 
@@ -115,6 +122,30 @@ def cache_id() -> str:
         return f.read().strip()
 
 
+def pack_path(digest: str, sha: str) -> str:
+    """Where the pack of environment *digest* whose own sha256 is *sha* is kept."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", digest) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ValueError(f"not a pack name: {digest!r} {sha!r}")
+    return os.path.join(PACKS, f"{digest}.{sha}.tar.gz")
+
+
+def held_packs(digest: str) -> dict[str, int]:
+    """The packs of *digest* kept here: their sha256 (as named, unchecked) and size."""
+    found: dict[str, int] = {}
+    try:
+        names = os.listdir(PACKS)
+    except OSError:
+        return found
+    for name in names:
+        parts = name.split(".")
+        if len(parts) == 4 and parts[0] == digest and parts[2:] == ["tar", "gz"]:
+            try:
+                found[parts[1]] = os.stat(os.path.join(PACKS, name)).st_size
+            except OSError:
+                pass
+    return found
+
+
 def cache_problem() -> str | None:
     """Why this host's cache (``~/.cache/sshdeploy``) cannot be written, or None.
 
@@ -124,7 +155,7 @@ def cache_problem() -> str | None:
     """
     try:
         os.makedirs(ROOT, exist_ok=True)
-        for sub in (ENVS, BLOBS, UPLOADS):
+        for sub in (ENVS, BLOBS, UPLOADS, PACKS):
             if os.path.lexists(sub) and not os.path.isdir(sub):
                 return f"{sub}: not a directory"
         test = os.path.join(ROOT, f".write-test-{_unique()}")
@@ -162,6 +193,7 @@ def probe(op: dict[str, Any]) -> dict[str, Any]:
         out["cache_id"] = cache_id()
     if op.get("env"):
         out["env_present"] = env_present(op["env"])
+        out["packs"] = held_packs(op["env"]) if out["env_present"] else {}
     blobs = op.get("blobs") or ()
     out["blobs_missing"] = [b for b in blobs if not os.path.exists(os.path.join(BLOBS, b))]
     return out
@@ -212,42 +244,283 @@ def prune(limit: int, keep: str) -> list[str]:
         shutil.rmtree(os.path.join(ENVS, name), ignore_errors=True)
         total -= size
         removed.append(name)
+    _drop_orphan_packs()
     return removed
 
 
-def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
-    digest = op["env"]
+def _drop_orphan_packs() -> None:
+    """Remove the packs whose environment is gone (they are kept only beside it)."""
+    try:
+        names = os.listdir(PACKS)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(PACKS, name)
+        if name.startswith(".tmp-"):  # another start's download: only if long abandoned
+            try:
+                stale = time.time() - os.stat(path).st_mtime > 3600
+            except OSError:
+                continue
+        else:
+            stale = not os.path.isdir(os.path.join(ENVS, name.split(".")[0]))
+        if stale:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+class _Tee:
+    """A stream read through: what is read is hashed, counted and copied to *out*."""
+
+    def __init__(self, source: Any, out: IO[bytes] | None) -> None:
+        self.source, self.out = source, out
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.source.read(n)
+        self.hash.update(data)
+        self.count += len(data)
+        if self.out is not None:
+            self.out.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _keep_pack(tmp: str, final: str) -> None:
+    """Keep a checked pack for the relay; best effort (a host sharing this home may have
+    kept the same one, or pruned it, meanwhile): the environment is in place either way."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+class PackRefused(Exception):
+    """A pack that does not hash to what the controller said: never unpacked into place."""
+
+
+def _unpack_into_place(digest: str, source: Any) -> bool:
+    """Unpack the tar stream *source* as environment *digest*; return whether this call put
+    it in place (False: another start got there first)."""
     final = os.path.join(ENVS, digest)
+    tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        with tarfile.open(fileobj=source, mode="r|*") as tar:
+            for member in _safe_members(tar, tmp):
+                tar.extract(member, tmp, **_FILTER)
+        census = _census(tmp)
+        with open(os.path.join(tmp, DONE), "w") as f:
+            json.dump(census, f)
+        try:
+            os.rename(tmp, final)
+            return True
+        except OSError:
+            # Another start (or another host on a shared home) got there first.
+            if not os.path.exists(os.path.join(final, DONE)):
+                raise
+            return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _receive_pack(digest: str, source: Any, sha: str) -> str:
+    """Write the pack read from *source* to its place, checked: a pack that does not hash to
+    *sha* raises :class:`PackRefused` and nothing of it stays. Returns its path."""
+    os.makedirs(PACKS, exist_ok=True)
+    tmp = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
+    try:
+        with open(tmp, "wb") as out:
+            tee = _Tee(source, out)
+            tee.drain()
+        if tee.hash.hexdigest() != sha:
+            raise PackRefused(f"sha256 {tee.hash.hexdigest()[:16]}... of {tee.count} bytes, "
+                              f"expected {sha[:16]}...")
+        final = pack_path(digest, sha)
+        os.replace(tmp, final)
+        return final
+    finally:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    """The pack from the controller on stdin, unpacked as it comes; or, with ``sha256``
+    given (the relay), first kept and checked (so this host serves it to the others
+    while it unpacks it), then unpacked from there."""
+    digest = op["env"]
     os.makedirs(ENVS, exist_ok=True)
     unpacked = False
     if not env_present(digest):
-        tmp = os.path.join(ENVS, f".tmp-{digest}-{_unique()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            import tarfile
-
-            # Python 3.12+ warns unless extraction filters are named (ours are checked anyway).
-            named = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in _safe_members(tar, tmp):
-                    tar.extract(member, tmp, **named)  # type: ignore[arg-type]
-            census = _census(tmp)
-            with open(os.path.join(tmp, DONE), "w") as f:
-                json.dump(census, f)
+        sha = op.get("sha256")
+        if sha:
             try:
-                os.rename(tmp, final)
-                unpacked = True
-            except OSError:
-                # Another start (or another host on a shared home) got there first.
-                if not os.path.exists(os.path.join(final, DONE)):
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                path = _receive_pack(digest, stream, sha)
+            except PackRefused as exc:
+                raise ValueError(f"the pack from the controller was damaged in transit: "
+                                 f"{exc}") from None
+            with open(path, "rb") as f:
+                unpacked = _unpack_into_place(digest, f)
+        else:
+            unpacked = _unpack_into_place(digest, stream)
     else:
         stream.read()
     pruned = prune(int(op.get("limit", 1 << 62)), digest)
     return {"unpacked": unpacked, "pruned": pruned}
+
+
+def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
+    """Fetch the pack from a host that holds it (``urls``), check its sha256, unpack it.
+
+    Each URL (one holder, by its addresses) is tried in turn. The download
+    goes to a temporary file, hashed as it comes; only a pack of the expected
+    sha256 is unpacked (a corrupt or partial copy is never opened). A refusal
+    is an answer, not an error (``refused`` and ``kind``: ``unreachable``,
+    ``corrupt``): the controller fetches again from another holder or sends
+    the pack itself.
+    """
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    digest, sha = op["env"], op["sha256"]
+    os.makedirs(ENVS, exist_ok=True)
+    if env_present(digest) and sha in held_packs(digest):
+        return {"unpacked": False, "received": 0}
+    # No proxy: the holder is a host of this cluster (http_proxy would send it elsewhere).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    why = "no address to fetch from"
+    for url in op["urls"]:
+        where = url.split("/")[2]
+        try:  # reachable at all? (a short connect, so that no route costs seconds, not minutes)
+            parsed = urllib.parse.urlsplit(url)
+            socket.create_connection((parsed.hostname, parsed.port),
+                                     timeout=float(op.get("connect_timeout", 5))).close()
+            response = opener.open(url, timeout=float(op.get("timeout", 120)))
+        except Exception as exc:  # refused, no route, timed out: try the next address
+            why = f"{where}: {type(exc).__name__}: {exc}"
+            continue
+        with response:
+            try:
+                path = _receive_pack(digest, response, sha)
+            except PackRefused as exc:
+                short = getattr(response, "length", None)  # what Content-Length still owed
+                said = f"partial pack, {short} bytes missing" if short else str(exc)
+                return {"refused": f"{where}: {said}", "kind": "corrupt", "received": 0}
+            except Exception as exc:  # cut off half-way: a partial copy
+                return {"refused": f"{where}: partial pack ({type(exc).__name__}: {exc})",
+                        "kind": "corrupt", "received": 0}
+        received = os.stat(path).st_size
+        with open(path, "rb") as f:
+            unpacked = _unpack_into_place(digest, f) if not env_present(digest) else False
+        pruned = prune(int(op.get("limit", 1 << 62)), digest)
+        return {"unpacked": unpacked, "received": received, "pruned": pruned}
+    return {"refused": why, "kind": "unreachable", "received": 0}
+
+
+def _addresses() -> list[str]:
+    """This host's addresses as its own name resolves (loopback aside), best effort."""
+    import socket
+
+    found: list[str] = []
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_STREAM)
+    except OSError:
+        return found
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in found and not addr.startswith("127.") and addr != "::1":
+            found.append(addr)
+    return found
+
+
+def serve_pack(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
+    """Serve the pack to the other hosts until stdin ends (or ``ttl`` seconds pass).
+
+    A stdlib HTTP server on a free port of every address; only ``GET
+    /<token>`` (the token comes on stdin, never on a command line) is
+    answered. Says ``{"port": ..., "addresses": [...]}`` on its first line.
+    A ``{"drop": true}`` line before the end removes the pack (a fetcher
+    found it damaged).
+    """
+    import http.server
+    import socket
+
+    path = pack_path(op["env"], op["sha256"])
+    token = str(op["token"])
+    served = [0, 0]
+    until = time.monotonic() + float(op.get("wait", 0))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/" + token:
+                self.send_error(403)
+                return
+            # A host still receiving the pack from the controller serves it once it is whole.
+            while not os.path.exists(path) and time.monotonic() < until:
+                time.sleep(0.05)
+            try:
+                f = open(path, "rb")
+            except OSError:
+                self.send_error(404)
+                return
+            with f:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+                self.end_headers()
+                self.wfile.flush()
+                sent = self.connection.sendfile(f)
+            served[0] += 1
+            served[1] += sent
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
+
+        def server_bind(self) -> None:
+            if self.address_family == socket.AF_INET6:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    server = Server(("::" if Server.address_family == socket.AF_INET6 else "", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sys.stdout.write(json.dumps({"port": server.server_address[1],
+                                 "addresses": _addresses()}) + "\n")
+    sys.stdout.flush()
+    told: list[bytes] = []
+    ended = threading.Event()
+
+    def listen() -> None:  # the controller's end (EOF), or a lost connection
+        told.append(stream.read())
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    ended.wait(float(op.get("ttl", 3600)))
+    server.shutdown()
+    server.server_close()
+    dropped = b'"drop"' in b"".join(told)
+    if dropped:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    return {"served": served[0], "bytes": served[1], "dropped": dropped}
 
 
 def _link(blob: str, target: str) -> None:
@@ -342,6 +615,9 @@ def clean(op: dict[str, Any]) -> dict[str, Any]:
         if op.get(key):
             out[key] = _size(path) if os.path.isdir(path) else 0
             shutil.rmtree(path, ignore_errors=True)
+    if op.get("envs"):  # the packs are kept only beside their environments
+        out["envs"] += _size(PACKS) if os.path.isdir(PACKS) else 0
+        shutil.rmtree(PACKS, ignore_errors=True)
     return out
 
 
@@ -355,6 +631,10 @@ def main() -> None:
             out = probe(op)
         elif kind == "env":
             out = unpack_env(op, stream)
+        elif kind == "fetch":
+            out = fetch_env(op)
+        elif kind == "serve":
+            out = serve_pack(op, stream)
         elif kind == "upload":
             out = place_uploads(op, stream)
         elif kind == "remove-uploads":

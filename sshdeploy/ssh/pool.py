@@ -167,6 +167,24 @@ def raise_open_files(hosts: int) -> tuple[int, int]:
 _warned_files = [0]
 
 
+#: Offset of ``tcpi_bytes_acked`` (u64) in Linux's ``struct tcp_info`` (since 4.1).
+_BYTES_ACKED = 120
+
+
+def tcp_bytes_acked(sock: Any) -> int | None:
+    """The bytes a TCP socket sent and had acknowledged, or None where it cannot be read."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _BYTES_ACKED + 8:
+        return None
+    acked = int.from_bytes(info[_BYTES_ACKED:_BYTES_ACKED + 8], "little")
+    return max(0, acked - 1)  # the SYN counts as one
+
+
 def _ip_address(peer: Any) -> str | None:
     """The IP address of a peer name, or None (a proxy command, a name through a tunnel)."""
     if not peer:
@@ -573,6 +591,22 @@ class HostPool:
                 cause=f"the jump host itself failed: {err.what}: {err.cause}",
                 role=err.role, remedy=f"Fix the jump host first: {err.remedy}",
             ) from err
+
+    def bytes_sent(self) -> dict[str, int]:
+        """Bytes this machine sent on each open connection so far (``user@host:port`` to bytes).
+
+        The kernel's count of bytes acknowledged by the host (``TCP_INFO``,
+        Linux): SSH's framing and encryption included, retransmissions not.
+        Connections that are not a TCP socket of ours (a ProxyCommand) are left out.
+        """
+        out: dict[str, int] = {}
+        for fut in self._conns.values():
+            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                continue
+            sent = tcp_bytes_acked(fut.result().conn.get_extra_info("socket"))
+            if sent is not None:
+                out[fut.result().host] = sent
+        return out
 
     async def close(self) -> None:
         """Close every connection (their remote processes see EOF and stop)."""

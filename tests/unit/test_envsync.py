@@ -276,7 +276,7 @@ def test_a_full_disk_on_a_host_is_answered_with_where_and_how_much_is_free(
     import errno
     import types
 
-    from sshdeploy.env.prestart import no_space_error
+    from sshdeploy.env.script import no_space_error
     from sshdeploy.remote import envremote
 
     def full(op: dict[str, Any], stream: Any) -> dict[str, Any]:
