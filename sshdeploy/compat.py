@@ -18,6 +18,7 @@ import datetime
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
@@ -32,6 +33,7 @@ SPEC_CLUSTER_METHODS = (
     "_memory_per_worker",       # overridden: scale(memory=...)
     "_cluster_class_name",      # overridden: the repr's name
     "_supports_scaling",        # read: True for SSHCluster
+    "_update_worker_status",    # overridden: a worker removed before its add arrived
 )
 
 #: Attributes SpecCluster sets on its instances and SSHCluster reads or changes.
@@ -141,6 +143,28 @@ async def close_base(cluster: SpecCluster) -> None:
 def adapting(cluster: SpecCluster) -> bool:
     """Whether *cluster*'s Adaptive is scaling it now (a ``scale`` called by ``adapt``)."""
     return bool(getattr(getattr(cluster, "_adaptive", None), "_adapting", False))
+
+
+def update_worker_status(cluster: SpecCluster, op: str, msg: Any) -> None:
+    """SpecCluster's ``_update_worker_status``, less its KeyError on a worker it never saw.
+
+    A worker that dies and is removed before the cluster's watch received its
+    ``add`` (tasks that kill their workers, a Nanny restarting them) arrives
+    as a ``remove`` of an unknown address: SpecCluster raises ``KeyError``
+    there, which ends the watch and comes out of ``close()``
+    (dask/distributed#5407). Nothing is known of it, so nothing is forgotten.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> c = SimpleNamespace(scheduler_info={"workers": {}}, workers={})
+    >>> update_worker_status(c, "remove", "tcp://10.0.0.3:4000")  # type: ignore[arg-type]
+    >>> c.scheduler_info
+    {'workers': {}}
+    """
+    if op == "remove" and msg not in cluster.scheduler_info.get("workers", {}):
+        return
+    SpecCluster._update_worker_status(cluster, op, msg)
 
 
 def missing_members() -> list[str]:

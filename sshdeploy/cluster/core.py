@@ -690,6 +690,8 @@ class SSHCluster(SpecCluster):
             kwargs["Adaptive"] = Adaptive
         return super().adapt(minimum=minimum, maximum=maximum, **kwargs)
 
+    _update_worker_status = compat.update_worker_status  # distributed#5407: no KeyError
+
     # -- information --------------------------------------------------------
     @property
     def _cluster_class_name(self) -> str:

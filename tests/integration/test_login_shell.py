@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,7 +92,13 @@ def test_a_named_cluster_with_a_setup_list_in_a_login_shell_is_recorded_and_stop
             assert set(client.run(lambda: os.environ.get("SETUP_RAN")).values()) == {"yes"}
         record = StateStore().load(name)
         assert record is not None and record.spec["setup"] == setup
+        # The scheduler host's status is written by its agent every few seconds: the
+        # first probe may still count the worker as missing.
+        deadline = time.monotonic() + 30
         statuses = asyncio.run(flow.probe_all([record]))
+        while [s.state for s in statuses] != ["running"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            statuses = asyncio.run(flow.probe_all([record]))
         assert [s.state for s in statuses] == ["running"], statuses
     finally:
         cluster.shutdown()  # verified stopped everywhere (ClusterStopError otherwise)
