@@ -23,7 +23,8 @@ from sshdeploy.named.spec import differences, hosts_of
 from sshdeploy.named.state import ClusterRecord, StateStore
 from sshdeploy.named.status import classify, table_row
 from sshdeploy.plan import plan_cluster
-from sshdeploy.remote.agent.keep import keep_op, start_time
+from sshdeploy.remote.agent.group import running_since as start_time
+from sshdeploy.remote.agent.keep import keep_op
 from sshdeploy.ssh.pool import HostPool
 
 pytestmark = pytest.mark.timeout(30)

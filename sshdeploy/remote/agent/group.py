@@ -42,34 +42,7 @@ class ProcessGroup:
     @staticmethod
     def members() -> list[int]:
         """Live processes of our process group and every descendant, but us."""
-        pgid = os.getpgid(0)
-        me = os.getpid()
-        parent: dict[int, int] = {}
-        pids = set()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[-1].split()
-            # fields[0] is state, fields[1] ppid, fields[2] pgrp
-            if len(fields) < 3 or fields[0] == "Z":
-                continue
-            pid = int(entry)
-            parent[pid] = int(fields[1])
-            if int(fields[2]) == pgid:
-                pids.add(pid)
-        for pid in parent:
-            p, seen = pid, 0
-            while p in parent and seen < 64:
-                p, seen = parent[p], seen + 1
-                if p == me:
-                    pids.add(pid)
-                    break
-        return sorted(pids)
+        return process_tree(os.getpid(), os.getpgid(0))
 
     @staticmethod
     def ignores_term(pid: int) -> bool:
@@ -86,11 +59,8 @@ class ProcessGroup:
     @staticmethod
     def alive(pid: int) -> bool:
         """Whether *pid* still runs (a zombie has ended: only its exit status is left)."""
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
+        fields = proc_stat(pid)
+        return fields is not None and bool(fields) and fields[0] != "Z"
 
     def reap(self, grace: float) -> None:
         """TERM every other process of our group, then KILL what remains.
@@ -124,16 +94,58 @@ class ProcessGroup:
 OWNER_FILE = "owner"
 
 
-def process_start(pid: int) -> str | None:
-    """Return when *pid* started (clock ticks since boot, from ``/proc``), None where unknown."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state first), or None
+    where *pid* does not run (the one reader of it for every part of the agent)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and ")": split after the last ")".
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    return stat[stat.rindex(b")") + 2:].decode().split()
+
+
+def process_tree(root: int, pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group *pgid* and every descendant of *root*,
+    but *root*: one scan of ``/proc``."""
+    parent: dict[int, int] = {}
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == root:
+            continue
+        fields = proc_stat(int(entry))
+        # fields[0] is state, fields[1] ppid, fields[2] pgrp
+        if fields is None or len(fields) < 3 or fields[0] == "Z":
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        if int(fields[2]) == pgid:
+            pids.add(pid)
+    for pid in parent:
+        p, seen = pid, 0
+        while p in parent and seen < 64:
+            p, seen = parent[p], seen + 1
+            if p == root:
+                pids.add(pid)
+                break
+    return sorted(pids)
+
+
+def process_start(pid: int) -> str | None:
+    """Return when *pid* started (clock ticks since boot, from ``/proc``), None where unknown."""
+    fields = proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def running_since(pid: int) -> str | None:
+    """:func:`process_start` of *pid* if it runs, None if it is gone or a zombie.
+
+    With the pid it names one process for good: a pid reused after a reboot
+    or a crash has another start time.
+    """
+    fields = proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 and fields[0] != "Z" else None
 
 
 def write_owner(directory: str) -> None:

@@ -38,6 +38,7 @@ import threading
 import time
 from typing import Any
 
+from .group import proc_stat, process_start, process_tree
 from .protocol import EVENT, Message
 
 #: The operations on a cluster's jobs (run by :func:`sshdeploy.remote.agent.keep.keep_op`).
@@ -56,51 +57,21 @@ TICK = 2.0
 DOWN_GRACE = 2.0
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2:].decode().split()
-
-
 def alive(pid: Any, start: Any) -> bool:
     """Whether the process *pid* that started at *start* (clock ticks) runs (not a zombie)."""
-    fields = _stat(int(pid)) if pid else None
+    fields = proc_stat(int(pid)) if pid else None
     if not fields or fields[0] == "Z":
         return False
     return start is None or (len(fields) > 19 and fields[19] == start)
 
 
-def started_at(pid: int) -> str | None:
-    fields = _stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
+#: When a process started (clock ticks since boot): the group part's reader.
+started_at = process_start
 
 
 def descendants(root: int) -> list[int]:
     """Live (not zombie) descendants of *root*, and members of its process group, but *root*."""
-    parent: dict[int, int] = {}
-    group: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == root:
-            continue
-        fields = _stat(int(entry))
-        if not fields or len(fields) < 3 or fields[0] == "Z":
-            continue
-        parent[int(entry)] = int(fields[1])
-        if int(fields[2]) == root:
-            group.add(int(entry))
-    found = set(group)
-    for pid in parent:
-        p, hops = pid, 0
-        while p in parent and hops < 64:
-            p, hops = parent[p], hops + 1
-            if p == root:
-                found.add(pid)
-                break
-    return sorted(found)
+    return process_tree(root, root)
 
 
 def write_json(path: str, data: Any) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from .group import running_since
 from .jobs import JOB_OPS, job_op, jobs_running, read_json, write_json
 from .marks import end_marked, marked
 from .protocol import Message
@@ -62,20 +63,6 @@ def private_dirs(path: str) -> None:
         os.umask(old)
 
 
-def start_time(pid: int) -> str | None:
-    """Return when *pid* started (clock ticks since boot), or None if it does not run.
-
-    With the pid it names one process for good: a pid reused after a reboot
-    or a crash has another start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
-
-
 def keep_agents(directory: str) -> list[Message]:
     """Return the agent records of a cluster directory, each with ``alive``."""
     out = []
@@ -84,7 +71,7 @@ def keep_agents(directory: str) -> list[Message]:
         rec = read_json(os.path.join(agents, entry))
         if not isinstance(rec, dict):
             continue
-        rec["alive"] = start_time(int(rec.get("pid", 0))) == rec.get("start")
+        rec["alive"] = running_since(int(rec.get("pid", 0))) == rec.get("start")
         rec["file"] = entry
         out.append(rec)
     return out
@@ -259,7 +246,7 @@ class Keep:
     def begin(self, label: str) -> None:
         for sub in ("agents", "logs"):
             private_dirs(os.path.join(self.host_dir, sub))
-        write_json(self.record, {"pid": os.getpid(), "start": start_time(os.getpid()),
+        write_json(self.record, {"pid": os.getpid(), "start": running_since(os.getpid()),
                                  "role": self.role, "label": label, "started": self.started,
                                  "log": self.log_path})
 

@@ -22,6 +22,7 @@ import os
 import signal
 import time
 
+from .group import running_since
 from .protocol import MARK_ENV, Message
 
 
@@ -30,15 +31,6 @@ def _net_namespace(pid: str) -> int | None:
         return os.stat(f"/proc/{pid}/ns/net").st_ino
     except OSError:
         return None
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
 
 
 def _mark_of(environ: bytes) -> str | None:
@@ -76,7 +68,7 @@ def marked(name: str) -> list[Message]:
             continue
         if here is not None and _net_namespace(entry) != here:
             continue
-        start = _start_time(int(entry))
+        start = running_since(int(entry))
         if start is None:  # a zombie: it runs no more
             continue
         try:
@@ -110,7 +102,7 @@ def end_marked(name: str, grace: float, agents: list[Message] | None = None) -> 
                 pass
         deadline = time.monotonic() + grace
         while True:
-            groups = [a for a in groups if _start_time(int(a["pid"])) == a.get("start")]
+            groups = [a for a in groups if running_since(int(a["pid"])) == a.get("start")]
             left = marked(name)
             if (not groups and not left) or time.monotonic() > deadline:
                 break
