@@ -92,6 +92,7 @@ def read_json(path: str) -> Any:
 
 
 def private_dir(path: str) -> None:
+    """Make *path* and its missing parents, each 0700 (only this user reads a cluster's files)."""
     old = os.umask(0o077)
     try:
         os.makedirs(path, exist_ok=True)

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .group import running_since
-from .jobs import JOB_OPS, job_op, jobs_running, read_json, write_json
+from .jobs import JOB_OPS, job_op, jobs_running, private_dir, read_json, write_json
 from .marks import end_marked, marked
 from .protocol import Message
 from .servers import WANTED_OP
@@ -52,15 +52,6 @@ def keep_host_dir(name: str) -> str:
     import platform
 
     return os.path.join(keep_dir(name), "hosts", platform.node() or "localhost")
-
-
-def private_dirs(path: str) -> None:
-    """Make *path* and its missing parents, each 0700 (only this user reads a cluster's files)."""
-    old = os.umask(0o077)
-    try:
-        os.makedirs(path, exist_ok=True)
-    finally:
-        os.umask(old)
 
 
 def keep_agents(directory: str) -> list[Message]:
@@ -143,7 +134,7 @@ def keep_op(op: str, name: str, data: Any = None, grace: float = 5.0) -> Message
     found: list[Message] = []
     recorded: list[Message] = []
     if op == "write":
-        private_dirs(directory)
+        private_dir(directory)
         write_json(os.path.join(directory, KEEP_CLUSTER), data)
     elif op == "kill":  # by the agents' records and, whatever the files say, by the mark
         recorded = [a for a in keep_agents(mine) if a["alive"]]
@@ -245,7 +236,7 @@ class Keep:
 
     def begin(self, label: str) -> None:
         for sub in ("agents", "logs"):
-            private_dirs(os.path.join(self.host_dir, sub))
+            private_dir(os.path.join(self.host_dir, sub))
         write_json(self.record, {"pid": os.getpid(), "start": running_since(os.getpid()),
                                  "role": self.role, "label": label, "started": self.started,
                                  "log": self.log_path})
@@ -274,7 +265,7 @@ class Keep:
                 pass
         if self.role == "scheduler" and not self.guard_record() and self.cluster is not None:
             try:
-                private_dirs(self.dir)
+                private_dir(self.dir)
                 write_json(os.path.join(self.dir, KEEP_CLUSTER), self.cluster)
                 restored.append(os.path.join(self.dir, KEEP_CLUSTER))
             except OSError:
