@@ -50,7 +50,7 @@ from .gate import (
     local_description,
 )
 from .relay import PackServer, plan_relay, run_relay
-from .script import run_script
+from .script import all_or_stop, run_script
 from .stageplan import StagePlan
 from .sync import build_tar, pack_sha256
 from .uploads import Manifest, blob_tar, collect
@@ -208,7 +208,7 @@ class PreStart:
         """
         if not self.agents_gate:
             return await self.run()
-        said = await asyncio.gather(*(self._description(h) for h, _py in self.hosts))
+        said = await all_or_stop(self._description(h) for h, _py in self.hosts)
         for (host, _py), description in zip(self.hosts, said, strict=True):
             where = self.pool.as_connected(host)
             report = self.reports[where] = HostPreStart(host=where)
@@ -279,7 +279,7 @@ class PreStart:
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
         await self._sync_env(first)
-        await asyncio.gather(*(self._send_uploads(h, py, d) for h, py, d in first))
+        await all_or_stop(self._send_uploads(h, py, d) for h, py, d in first)
         for (host, _py, _d), via in shared:
             report = self.reports[self.pool.as_connected(host)]
             report.env_cached = True if self.plan.env is not None else None
@@ -395,7 +395,7 @@ class PreStart:
                    if d.get("env_present") and sha in (d.get("packs") or {})]
         fanout = self.plan.relay_fanout
         if not fanout or len(need) + len(holding) < 2:
-            await asyncio.gather(*(self._send_env(h, py) for h, py in need))
+            await all_or_stop(self._send_env(h, py) for h, py in need)
             return
         by_key = {self.pool.as_connected(h): (h, py) for h, py in [*need, *holding]}
         reached = {key: (await self.pool.get(h)).address for key, (h, _py) in by_key.items()}
@@ -526,7 +526,7 @@ class PreStart:
         self._warn_size(self.manifest)
         hosts = [(h, py) for h, py in self.hosts  # not twice to a shared home
                  if not getattr(self.reports.get(self.pool.as_connected(h)), "shared_with", "")]
-        sent = await asyncio.gather(*(self.push_uploads(h, py, None) for h, py in hosts))
+        sent = await all_or_stop(self.push_uploads(h, py, None) for h, py in hosts)
         return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent, strict=True)}
 
     async def remove_uploads(self) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sshdeploy.bootstrap import build_kill_command, build_script_command, envremote_bundle
 from sshdeploy.errors import EnvSyncError
@@ -24,6 +24,37 @@ from sshdeploy.ssh.pool import HostPool
 from sshdeploy.ssh.sshlib import asyncssh
 
 _CHUNK = 1 << 20
+_T = TypeVar("_T")
+
+
+async def all_or_stop(aws: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Await *aws* together; at the first error stop the others, wait for them, raise it.
+
+    Unlike :func:`asyncio.gather`, an error is raised only once every other
+    operation has ended: each cancelled :func:`run_script` has stopped what it
+    started on its host by then, so a failed stage leaves nothing running
+    anywhere (and nothing still writing to a host's cache).
+
+    Examples
+    --------
+    >>> async def ok(x):
+    ...     return x
+    >>> asyncio.run(all_or_stop([ok(1), ok(2)]))
+    [1, 2]
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # an error, or this wait cancelled: the rest stop, and are waited for
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
+    for t in tasks:  # the first error, in the order given, of those that ended by themselves
+        if t in done and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
 
 
 async def run_script(

@@ -26,7 +26,7 @@ from sshdeploy.env import gate as envgate
 from sshdeploy.env.stageplan import plan_stage
 from sshdeploy.env.sync import build_tar, local_pack, pythonpath_setup
 from sshdeploy.env.uploads import blob_tar, collect
-from sshdeploy.errors import ConfigError, UploadError
+from sshdeploy.errors import ConfigError, EnvSyncError, UploadError
 from sshdeploy.plan import plan_cluster
 from sshdeploy.settings import Settings
 
@@ -296,3 +296,31 @@ def test_a_full_disk_on_a_host_is_answered_with_where_and_how_much_is_free(
                            f"{envremote.ROOT}: free ")
     assert "need 42.0 MB. Free space there (`dask-ssh clean --envs --uploads root@n2:22`" in said
     assert "sshdeploy.env-cache-size" in said
+
+
+def test_a_failed_host_op_raises_only_after_the_others_have_stopped() -> None:
+    """CI finding: an upload refused on one host (full disk) was raised while another
+    host's upload still ran, so the caller saw a remote process after the error."""
+    import asyncio
+
+    from sshdeploy.env.script import all_or_stop
+
+    ended: list[str] = []
+
+    async def refused() -> None:
+        raise EnvSyncError(host="root@n2:22", what="no space left")
+
+    async def still_sending() -> None:
+        try:
+            await asyncio.Event().wait()  # never set: only the cancel ends it
+        finally:
+            await asyncio.sleep(0)  # its clean-up awaits too (a kill over SSH)
+            ended.append("n1")
+
+    async def main() -> None:
+        with pytest.raises(EnvSyncError, match="no space left"):
+            await all_or_stop([still_sending(), refused()])
+        assert ended == ["n1"]
+
+    asyncio.run(main())
+    assert asyncio.run(all_or_stop([])) == []
