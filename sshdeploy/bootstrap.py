@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -536,7 +536,12 @@ class Describe:
     told : callable
         Called once per agent with ``(host, description)``, or ``(host, None)``
         when the agent ended (or its start failed) before it said it.
+    admit : callable, optional
+        Awaited with ``(host, python, description)`` once an agent said hello:
+        the gate of a host brought up after the start (a spare, an added host),
+        on its agent's words; it raises to refuse the host (its agent is ended).
     """
 
     packages: tuple[str, ...]
     told: Callable[[Host, dict[str, Any] | None], None]
+    admit: Callable[[Host, str, dict[str, Any] | None], Awaitable[None]] | None = None

@@ -159,8 +159,12 @@ class Fleet:
 
     # -- lazy bring-up ----------------------------------------------------------
     async def bring_up(self, host: Host) -> None:
-        """Run the stage before the start on *host* once (before its first agent starts)."""
-        if host.key in self._staged_at_start:
+        """Run the stage before the start on *host* once (before its first agent starts).
+
+        Not when the version gate is all the stage does: that gate is on what the
+        host's agent says as it starts (:meth:`sshdeploy.env.prestart.PreStart.admit`).
+        """
+        if host.key in self._staged_at_start or self.stage.agents_gate:
             return
         fut = self._staged.get(host.key)
         if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):

@@ -289,6 +289,13 @@ class WorkerAgents:
                           describe=self.describe)
         self._channels.append(ch)
         await ch.start(self.pool.settings.start_timeout)
+        admit = self.describe.admit if self.describe is not None else None
+        if admit is not None:  # a host after the start: the gate on its agent's words
+            try:
+                await admit(host, launch.python, ch.description)
+            except BaseException:
+                await ch.abort()
+                raise
         return ch
 
     def channel_of(self, host: Host) -> AgentChannel | None:

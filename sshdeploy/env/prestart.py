@@ -179,13 +179,36 @@ class PreStart:
         """What the agents are asked to say as they start, when :attr:`agents_gate` (else None)."""
         if not self.agents_gate:
             return None
-        return Describe((*self.plan.packages, *GPU_STACK_DISTRIBUTIONS), self.told)
+        return Describe((*self.plan.packages, *GPU_STACK_DISTRIBUTIONS), self.told, self.admit)
 
     def told(self, host: Host, description: dict[str, Any] | None) -> None:
         """An agent said what *host* is (None: its start ended before it did)."""
         said = self._said_by(host)
         if not said.done():
             said.set_result(description)
+
+    async def admit(self, host: Host, python: str, description: dict[str, Any] | None) -> None:
+        """The gate of a host whose agent started after the start, on what it said.
+
+        A spare, a host added or scaled onto later: compared as the start's hosts
+        were (:meth:`gate`), with no probe of its own; it joins :attr:`hosts` once
+        it passed. The start's own hosts are left to :meth:`gate_agents`.
+
+        Raises
+        ------
+        EnvironmentMismatchError
+            It differs from this machine (per ``sshdeploy.version-check``).
+        """
+        if any(h.key == host.key for h, _py in self.hosts):
+            return
+        where = self.pool.as_connected(host)
+        report = self.reports[where] = HostPreStart(host=where)
+        if description is None:  # an agent that says nothing of its host: as run() skips it
+            report.skipped = "its agent did not say what its host is"
+        else:
+            report.description = description
+            self.gate([(host, python, description)])
+        self.hosts = [*self.hosts, (host, python)]
 
     def _said_by(self, host: Host) -> asyncio.Future[dict[str, Any] | None]:
         said = self._said.get(host.key)

@@ -101,3 +101,20 @@ def test_a_mismatch_fails_the_start_before_the_scheduler_is_created(
 
     assert asyncio.run(warn())
     assert len(hosts.created()) == 1
+
+
+def test_a_host_added_later_is_gated_on_its_agents_words_and_refused_whole(
+    bed: testbed.Bed, hosts: Hosts
+) -> None:
+    """Issue 29's leftover: a host after the start gets no probe of its own; its agent's
+    first words are compared, and on a mismatch it is named, its agent ended, and the
+    cluster runs on with the hosts it had."""
+    n3 = testbed.host_names(3, os.environ.get("SSHDEPLOY_TEST_BED", testbed.DEFAULT_NAME))[2]
+    with SSHCluster([n1, n3], connect_options=bed.connect_options(),
+                    setup=hosts.setup) as cluster:
+        with pytest.raises(EnvironmentMismatchError) as info:
+            cluster.add_hosts([n2])  # n2 says cloudpickle 0.0.1
+        assert info.value.hosts == [f"root@{n2}"] and "cloudpickle" in info.value.table
+        assert testbed.python_processes(bed).get(n2, []) == []  # its agent is gone
+        assert {hp.host.hostname for hp in cluster.placement.worker_hosts.values()} == {n3}
+        assert [w["name"] for w in cluster.scheduler_info["workers"].values()] == [f"{n3}-0"]

@@ -119,6 +119,31 @@ def test_hosts_the_agents_cannot_describe_are_left_to_the_start(
     assert reports["root@bad"].skipped and reports["root@node3"].skipped
 
 
+def test_a_host_after_the_start_is_gated_on_its_agents_words_with_no_probe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spare or an added host: compared as the start's were, by ``Describe.admit``
+    (the workers' agents await it after their hello), and no remote script runs for it."""
+    monkeypatch.setattr(prestart, "run_script", _no_script)
+    stage = _stage(["node1"])
+    ours = local_description(stage.plan.packages)
+    theirs = dict(ours, packages=dict(ours["packages"], cloudpickle="0.0.1"))
+    describe = stage.describe
+    assert describe is not None and describe.admit is not None
+    admit = describe.admit
+
+    async def go() -> None:
+        await admit(parse_host("node1"), "python3", theirs)  # the start's: gate_agents's
+        await admit(parse_host("node2"), "python3", ours)
+        with pytest.raises(EnvironmentMismatchError) as info:
+            await admit(parse_host("node3"), "python3", theirs)
+        assert info.value.hosts == ["root@node3"] and "cloudpickle" in info.value.table
+
+    asyncio.run(go())
+    assert [h.hostname for h, _py in stage.hosts] == ["node1", "node2"]  # node3 refused
+    assert stage.reports["root@node2"].description == ours
+    assert "root@node1" not in stage.reports
+
+
 def test_the_gate_is_off_when_the_stage_sends_something() -> None:
     """A sync or an upload probes before anything starts (it must know what to send)."""
     stage = _stage(["node1"])
