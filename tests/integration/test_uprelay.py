@@ -143,3 +143,35 @@ def test_a_corrupted_relayed_content_is_refused_and_the_host_ends_with_the_right
     assert not kept.exists()  # the holder dropped its bad copy
     good = testbed.host_path(empty[n2], f"/root/.cache/sshdeploy/blobs/{digest}")
     assert hashlib.sha256(good.read_bytes()).hexdigest() == digest
+
+
+@pytest.fixture
+def cut_off(bed: testbed.Bed, empty: dict[str, testbed.BedHost]) -> Iterator[None]:
+    """n1..n3 cannot reach each other (an unreachable route to each other's addresses);
+    the controller still reaches them all."""
+    three = [empty[n] for n in (n1, n2, n3)]
+    added: list[tuple[testbed.BedHost, str]] = []
+    try:
+        for host in three:
+            for other in three:
+                if other is not host:
+                    for addr in (other.address, other.private_address):
+                        out = testbed.run_in(host, ["ip", "route", "add", "unreachable",
+                                                    f"{addr}/32"])
+                        assert out.returncode == 0, out.stderr
+                        added.append((host, addr))
+        yield
+    finally:
+        for host, addr in added:
+            testbed.run_in(host, ["ip", "route", "del", "unreachable", f"{addr}/32"])
+
+
+def test_hosts_that_cannot_reach_each_other_get_the_uploads_from_here(
+    bed: testbed.Bed, cut_off: None, pkg: Path
+) -> None:
+    reports = _stage(bed, [n1, n2, n3], pkg)
+    _no_relay_script_left(bed)
+    assert all(r.upload_from == "" and r.upload_bytes > SIZE for r in reports.values()), reports
+    refused = [r for r in reports.values() if r.upload_refused]
+    assert refused and all("unreachable" in r.upload_refused[0] or "Errno" in r.upload_refused[0]
+                           for r in refused), reports
