@@ -499,7 +499,7 @@ class PreStart:
 
         async def fetch(host: Host, python: str, source: str, urls: list[str]) -> dict[str, Any]:
             where = self.pool.as_connected(host)
-            report = self.reports[where]
+            report = self.reports.setdefault(where, HostPreStart(host=where))
             started = time.monotonic()
             self.phase[where] = "fetching uploads"  # from another host: the relay
             try:
@@ -517,7 +517,8 @@ class PreStart:
             return answer
 
         def refused(key: str, source: str, why: str) -> None:
-            self.reports[key].upload_refused.append(f"{source}: {why}")
+            self.reports.setdefault(key, HostPreStart(host=key)).upload_refused.append(
+                f"{source}: {why}")
 
         await relay(self.pool, need, holding, self.plan.relay_fanout, direct, fetch, serve,
                     refused)
@@ -563,15 +564,31 @@ class PreStart:
         return nbytes
 
     async def sync_uploads(self) -> dict[str, int]:
-        """Send changed upload files to every host; return bytes sent per host."""
+        """Send changed upload files to every host; return bytes sent per host from here.
+
+        New contents above ``sshdeploy.upload-relay-size`` are relayed as at the
+        start (each host asked first what it lacks); below it, each host says what
+        it lacks and is sent it in one round trip.
+        """
         if not self.plan.upload or self.plan.upload_dir is None:
             return {}
+        before = self.manifest
         self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
         self._warn_size(self.manifest)
         hosts = [(h, py) for h, py in self.hosts  # not twice to a shared home
                  if not getattr(self.reports.get(self.pool.as_connected(h)), "shared_with", "")]
-        sent = await all_or_stop(self.push_uploads(h, py, None) for h, py in hosts)
-        return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent, strict=True)}
+        new = set(self.manifest.files.values()) - set(before.files.values() if before else ())
+        if len(hosts) > 1 and relays(blob_sizes(self.manifest), [sorted(new)] * len(hosts),
+                                     self.plan.relay_fanout, self.plan.upload_relay):
+            sent = {k: r.upload_bytes for k, r in self.reports.items()}
+            op = {"op": "probe", "blobs": sorted(set(self.manifest.files.values()))}
+            said = await all_or_stop(run_script(self.pool, h, py, self.setup, self.login_shell,
+                                                op, timeout=self.timeout) for h, py in hosts)
+            await self._upload_all([(h, py, d) for (h, py), d in zip(hosts, said, strict=True)])
+            return {k: self.reports[k].upload_bytes - sent.get(k, 0)
+                    for k in (self.pool.as_connected(h) for h, _py in hosts)}
+        sent_now = await all_or_stop(self.push_uploads(h, py, None) for h, py in hosts)
+        return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent_now, strict=True)}
 
     async def remove_uploads(self) -> None:
         """Remove this cluster's upload directory from every host (errors logged, not raised)."""

@@ -9,6 +9,7 @@ the host ends with the right file from this machine.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import os
 import sys
@@ -86,7 +87,24 @@ def test_a_four_host_start_sends_the_uploads_once_from_here_and_the_hosts_relay_
         assert set(client.run(_use).values()) == {_digest(pkg)}
         assert len(client.run(_use)) == 3
         assert client.run_on_scheduler(_use) == _digest(pkg)
-        reports = {h.split("@")[1]: r for h, r in cluster.stage_reports.items()}
+        reports = {h.split("@")[1]: copy.deepcopy(r) for h, r in cluster.stage_reports.items()}
+        # a large change later (cluster.sync_uploads) goes the same way
+        before = sum(cluster.pool.bytes_sent().values())
+        (pkg / "data.bin").write_bytes(os.urandom(SIZE))
+        by_host = cluster.sync_uploads()
+        again = sum(cluster.pool.bytes_sent().values()) - before
+        _no_relay_script_left(bed)
+        assert SIZE < again < 1.5 * SIZE, (again, by_host)
+        assert sorted(by_host.values())[:3] == [0, 0, 0] and len(by_host) == 4, by_host
+
+        def fresh() -> str:
+            import importlib
+
+            import relayedpkg
+
+            return str(importlib.reload(relayedpkg).digest())
+
+        assert set(client.run(fresh).values()) == {_digest(pkg)}
     size = SIZE + len((pkg / "__init__.py").read_bytes())
     assert size < sent < 1.5 * size, (sent, size)  # once, not four times
     direct = [n for n, r in reports.items() if not r.upload_from]
