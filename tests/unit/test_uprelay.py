@@ -282,3 +282,10 @@ def test_an_upload_damaged_on_the_way_from_here_is_still_refused(
                              "links": {}, "payload": True}, buf.getvalue())
     assert "damaged in transit" in out["error"]
     assert os.listdir(tmp_path / ".cache/sshdeploy/blobs") == []
+
+
+def test_a_fetching_host_is_shown_as_such_in_the_live_status() -> None:
+    from sshdeploy.stages import HOST_STATES
+
+    text = Path(__file__).parents[2].joinpath("sshdeploy/env/prestart.py").read_text()
+    assert '"fetching uploads"' in text and "fetching uploads" in HOST_STATES
