@@ -580,18 +580,17 @@ def _receive_blob(digest: str, source: Any) -> int:
 
 def _bad_blobs(names: Any) -> list[str]:
     """The blobs of *names* held here whose content does not hash to their name."""
-    bad = []
-    for name in names:
-        path = os.path.join(BLOBS, name)
+    def sha(path: str) -> str | None:
         try:
             with open(path, "rb") as f:
                 tee = _Tee(f, None)
                 tee.drain()
+                return tee.hash.hexdigest()
         except OSError:
-            continue
-        if tee.hash.hexdigest() != name:
-            bad.append(path)
-    return bad
+            return None
+
+    paths = {n: os.path.join(BLOBS, n) for n in names}
+    return [p for n, p in paths.items() if sha(p) not in (n, None)]
 
 
 def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
@@ -619,16 +618,10 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
 
 
 def fetch_uploads(op: dict[str, Any]) -> dict[str, Any]:
-    """Fetch the upload contents this host lacks (``missing``) from a host that holds them,
-    then lay out the cluster's tree as ``upload`` does.
-
-    ``urls`` are one holder's addresses (``/<sha256>`` is added for each
-    content); the first that answers a short connect is used. Each content
-    is checked against its sha256 as it comes and enters the blob store only
-    if it matches. A refusal is an answer, as for :func:`fetch_env`
-    (``refused``, ``kind``): the controller fetches again from another holder
-    or sends the contents itself; what was fetched and checked stays.
-    """
+    """Fetch the contents this host lacks (``missing``) from a holder (``urls``: its
+    addresses, the first that connects; ``/<sha256>`` added per content), each checked
+    against its sha256 before it enters the blob store; then lay out the tree as ``upload``
+    does. A refusal is an answer, as for :func:`fetch_env`; what was checked stays."""
     import urllib.request
 
     os.makedirs(BLOBS, exist_ok=True)
@@ -648,11 +641,14 @@ def fetch_uploads(op: dict[str, Any]) -> dict[str, Any]:
     received = 0
     for digest in missing:
         where = f"{str(base).split('/')[2]}: {digest[:12]}"
+        got = None
         try:
             with opener.open(f"{base}/{digest}", timeout=float(op.get("timeout", 120))) as got:
                 received += _receive_blob(digest, got)
         except PackRefused as exc:
-            return {"refused": f"{where}: {exc}", "kind": "corrupt", "received": received}
+            short = getattr(got, "length", None)  # what Content-Length still owed
+            said = f"partial, {short} bytes missing" if short else str(exc)
+            return {"refused": f"{where}: {said}", "kind": "corrupt", "received": received}
         except Exception as exc:  # not served (404), cut off half-way: a partial copy
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # this host's disk is full: said as such

@@ -289,3 +289,31 @@ def test_a_fetching_host_is_shown_as_such_in_the_live_status() -> None:
 
     text = Path(__file__).parents[2].joinpath("sshdeploy/env/prestart.py").read_text()
     assert '"fetching uploads"' in text and "fetching uploads" in HOST_STATES
+
+
+def test_a_content_cut_off_half_way_is_refused_and_nothing_of_it_stays(
+    tmp_path: Path, upload: Any
+) -> None:
+    import socket
+    import threading
+
+    big = upload.files["relayedpkg/big.py"]
+    data = upload.sources["relayedpkg/big.py"].read_bytes()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def half() -> None:  # a holder that dies half-way through the content
+        for _ in range(2):  # the fetcher's reachability connect, then its GET
+            conn, _peer = server.accept()
+            with conn:
+                if conn.recv(4096):
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
+                                 + data[: len(data) // 2])
+
+    thread = threading.Thread(target=half, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    out = _remote(tmp_path, fetch_op(upload, "x/c1", [big], [f"http://127.0.0.1:{port}/t"], 5))
+    thread.join(10)
+    server.close()
+    assert out["kind"] == "corrupt" and "partial" in out["refused"], out
+    assert os.listdir(tmp_path / ".cache/sshdeploy/blobs") == []
