@@ -22,6 +22,12 @@ sync-cached
 upload-1MiB, upload-50MiB
     a tree of that size with ``upload=[...]``; then one file changes and
     ``cluster.sync_uploads()`` sends it (``delta`` columns)
+upload-relay, upload-direct
+    a 20 MiB tree (new contents: no host holds them) with ``upload=[...]``,
+    above ``sshdeploy.upload-relay-size``: sent from here to one host and
+    fetched by the others from a host that holds them (the upload relay, the
+    default), or with ``sshdeploy.env-relay: false`` sent to every host from
+    here (sshdeploy before the upload relay)
 
 Seconds run from the constructor to every worker connected. ``out bytes``
 is what this machine sent on the cluster's SSH connections during the start
@@ -33,7 +39,8 @@ asserts nothing.
     python benchmarks/bench_envsync.py --hosts 8 --repeats 2 --out benchmarks/results/
 
 ``--modes plain-ignore,plain --stem gate`` measures the version gate's cost alone;
-``--modes sync-direct,sync-first --stem relay`` the relay against the direct path;
+``--modes sync-direct,sync-first --stem relay`` the relay against the direct path
+(``--modes upload-direct,upload-relay`` the upload relay's);
 ``--uplink 100mbit`` limits what this machine sends into the bed (a ``tbf`` qdisc
 on the bed's own bridge, which shapes only what this machine sends, not
 host-to-host traffic; refused on the bridge other beds share), as a laptop's uplink.
@@ -57,7 +64,10 @@ import _source  # noqa: F401  (before anything imports sshdeploy)
 
 BARE = "/usr/bin/python3"
 MODES = ("plain-ignore", "plain", "sync-direct", "sync-first", "sync-cached", "upload-1MiB",
-         "upload-50MiB")
+         "upload-50MiB", "upload-direct", "upload-relay")
+#: Each upload mode's tree: bytes, files.
+UPLOADS = {"upload-1MiB": (1 << 20, 64), "upload-50MiB": (50 << 20, 100),
+           "upload-direct": (20 << 20, 20), "upload-relay": (20 << 20, 20)}
 
 
 def tree(root: Path, total: int, files: int) -> Path:
@@ -95,11 +105,12 @@ def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str,
         if mode in ("sync-first", "sync-direct"):
             clean([h.name for h in bed.hosts], bed.connect_options(), BARE)
     if mode.startswith("upload"):
-        size = 1 << 20 if mode == "upload-1MiB" else 50 << 20
-        pkg = tree(work, size, 64 if size == 1 << 20 else 100)
+        size, files = UPLOADS[mode]
+        pkg = tree(work / mode, size, files)  # new random contents: no host holds them
         kw = {"upload": [str(pkg)]}
+        clean([h.name for h in bed.hosts], bed.connect_options(), envs=False)
     with dask.config.set({"sshdeploy.version-check": policy,
-                          "sshdeploy.env-relay": mode != "sync-direct"}):
+                          "sshdeploy.env-relay": mode not in ("sync-direct", "upload-direct")}):
         cluster, seconds = start(bed, **kw)
     try:
         reports = cluster.stage_reports
@@ -107,8 +118,10 @@ def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str,
         out["out_bytes"] = sum(cluster.pool.bytes_sent().values())
         out["env_bytes"] = sum(r.env_bytes for r in reports.values()
                                if r.env_cached is False and not r.env_from)
-        out["relayed_hosts"] = sum(1 for r in reports.values() if r.env_from)
-        out["refused"] = sum(len(r.env_refused) for r in reports.values())
+        out["relayed_hosts"] = sum(1 for r in reports.values() if r.env_from or r.upload_from)
+        out["refused"] = sum(len(r.env_refused) + len(r.upload_refused)
+                             for r in reports.values())
+        out["upload_fetched"] = sum(r.upload_fetched for r in reports.values())
         out["upload_bytes"] = sum(r.upload_bytes for r in reports.values())
         out["stage_seconds_max"] = round(max((r.seconds for r in reports.values()),
                                              default=0.0), 3)

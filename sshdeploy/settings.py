@@ -38,7 +38,7 @@ MPMethod = Literal["forkserver", "spawn", "fork"]
 
 _POLICIES = ("error", "warn", "ignore")
 #: Settings that are sizes: bytes, or text such as "2GiB".
-_SIZES = ("env_cache_size", "upload_warn_size")
+_SIZES = ("env_cache_size", "upload_warn_size", "upload_relay_size")
 _MP_METHODS = ("forkserver", "spawn", "fork")
 
 
@@ -136,6 +136,7 @@ class Settings:
     env_relay: bool
     env_relay_fanout: int
     upload_warn_size: int
+    upload_relay_size: int
     gpu_busy_memory: float
     idle_timeout: float | None = None
     max_lifetime: float | None = None

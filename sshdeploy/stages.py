@@ -68,7 +68,8 @@ _BY_NAME = {s.name: s for s in STAGES}
 #: The states of a host's start, in the order a start goes through them (live status).
 HOST_STATES: tuple[str, ...] = (
     "waiting", "connecting", "checking versions", "packing environment",
-    "sending environment", "fetching environment", "uploading files", "running setup",
+    "sending environment", "fetching environment", "uploading files", "fetching uploads",
+    "running setup",
     "starting", "starting Python",
     "importing distributed", "starting workers", "starting scheduler", "ready", "failed",
     # after the start (sshdeploy.cluster.health): hosts with no worker yet, and hosts taken out

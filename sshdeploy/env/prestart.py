@@ -16,7 +16,8 @@ channel's stdin (no SFTP subsystem needed, no temporary file on the host):
 3. **env**: the pack (built once here) to each host that lacks it: to the
    first host of each network, which the others fetch it from
    (:mod:`sshdeploy.env.relay`), or to every host with ``sshdeploy.env-relay: false``;
-4. **upload**: the missing contents and the manifest to every host.
+4. **upload**: the missing contents and the manifest to every host; above
+   ``sshdeploy.upload-relay-size`` relayed as the pack is (:mod:`sshdeploy.env.uprelay`).
 
 A host this stage cannot reach or whose Python does not run is left to the
 start itself, which reports it as before (and honours ``min_workers``).
@@ -49,11 +50,12 @@ from .gate import (
     format_table,
     local_description,
 )
-from .relay import PackServer, plan_relay, run_relay
+from .relay import PackServer, relay
 from .script import all_or_stop, run_script
 from .stageplan import StagePlan
 from .sync import build_tar, pack_sha256
 from .uploads import Manifest, blob_tar, collect
+from .uprelay import blob_sizes, fetch_op, lacking, relays, serving
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class HostPreStart:
         The host's Python, platform and package versions (empty if not probed).
     env_bytes, upload_bytes : int
         Bytes of the environment's pack this host received (from this machine,
-        or from ``env_from``) and bytes of uploads sent.
+        or from ``env_from``) and bytes of uploads sent from this machine.
     env_cached : bool or None
         The host already held the environment (None: no sync).
     upload_files : int
@@ -86,6 +88,9 @@ class HostPreStart:
     env_refused : list of str
         Copies this host refused on the way (``holder: why``: corrupt, partial,
         unreachable) before it got a good one.
+    upload_from, upload_fetched, upload_refused
+        The same for the uploads (the upload relay): the host this one fetched
+        them from ("": this machine), the bytes fetched from it, what was refused.
     """
 
     host: str
@@ -99,6 +104,9 @@ class HostPreStart:
     shared_with: str = ""
     env_from: str = ""
     env_refused: list[str] = field(default_factory=list)
+    upload_from: str = ""
+    upload_fetched: int = 0
+    upload_refused: list[str] = field(default_factory=list)
 
 
 def _by_cache(
@@ -302,7 +310,7 @@ class PreStart:
         # Hosts that share a home (one cache id) are sent to once, through the first of them.
         first, shared = _by_cache(todo)
         await self._sync_env(first)
-        await all_or_stop(self._send_uploads(h, py, d) for h, py, d in first)
+        await self._upload_all(first)
         for (host, _py, _d), via in shared:
             report = self.reports[self.pool.as_connected(host)]
             report.env_cached = True if self.plan.env is not None else None
@@ -420,32 +428,19 @@ class PreStart:
         if not fanout or len(need) + len(holding) < 2:
             await all_or_stop(self._send_env(h, py) for h, py in need)
             return
-        by_key = {self.pool.as_connected(h): (h, py) for h, py in [*need, *holding]}
-        reached = {key: (await self.pool.get(h)).address for key, (h, _py) in by_key.items()}
-        planner = plan_relay([(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
-                              for h, _ in need],
-                             [(self.pool.as_connected(h), reached[self.pool.as_connected(h)])
-                              for h, _ in holding], fanout)
-
-        async def direct(key: str) -> None:
-            await self._send_env(*by_key[key])
-
         wait = self.timeout + tar.stat().st_size / 1e6  # a send from here, at most
 
-        async def serve(key: str) -> PackServer:
-            host, python = by_key[key]
+        async def serve(host: Host, python: str, receiving: bool) -> PackServer:
             return await PackServer.start(
                 self.pool, host, python, self.setup, self.login_shell, envremote_bundle(),
-                env.digest, sha, ttl=self.timeout * 4 + 600, timeout=self.timeout,
-                wait=wait if key in planner.running else 0.0)
-
-        async def fetch(key: str, source: str, server: PackServer) -> dict[str, Any]:
-            return await self._fetch_env(*by_key[key], source, server.urls(reached[source]))
+                {"env": env.digest, "sha256": sha}, ttl=self.timeout * 4 + 600,
+                timeout=self.timeout, wait=wait if receiving else 0.0)
 
         def refused(key: str, source: str, why: str) -> None:
             self.reports[key].env_refused.append(f"{source}: {why}")
 
-        await run_relay(planner, direct, fetch, serve, refused)
+        await relay(self.pool, need, holding, fanout, self._send_env, self._fetch_env, serve,
+                    refused)
 
     async def _send_env(self, host: Host, python: str) -> None:
         """The pack from this machine to *host* (kept there for the relay, with its sha256)."""
@@ -496,10 +491,60 @@ class PreStart:
             report.env_bytes = int(answer.get("received") or 0)
         return answer
 
-    async def _send_uploads(self, host: Host, python: str, desc: dict[str, Any]) -> None:
-        if self.manifest is None or self.plan.upload_dir is None:
+    async def _upload_all(self, probed: Sequence[tuple[Host, str, dict[str, Any]]]) -> None:
+        """The uploads to every host of *probed*: relayed above the size, or each from here."""
+        manifest, upload_dir = self.manifest, self.plan.upload_dir
+        if manifest is None or upload_dir is None:
             return
-        await self.push_uploads(host, python, list(desc.get("blobs_missing") or ()))
+        missing = [list(d.get("blobs_missing") or ()) for _h, _py, d in probed]
+        if not relays(blob_sizes(manifest), missing, self.plan.relay_fanout,
+                      self.plan.upload_relay):
+            await all_or_stop(self.push_uploads(h, py, m)
+                              for (h, py, _d), m in zip(probed, missing, strict=True))
+            return
+        lacked = lacking(missing)
+        need = [(h, py) for (h, py, _d), m in zip(probed, missing, strict=True) if m]
+        holding = [(h, py) for (h, py, _d), m in zip(probed, missing, strict=True) if not m]
+        # The holders' trees first: a content dropped as damaged is never linked from under them.
+        await all_or_stop(self.push_uploads(h, py, []) for h, py in holding)
+        wait = self.timeout + sum(blob_sizes(manifest)[b] for b in lacked) / 1e6
+        wanted = dict(zip((self.pool.as_connected(h) for h, _py in need),
+                          (m for m in missing if m), strict=True))
+
+        async def direct(host: Host, python: str) -> None:
+            await self.push_uploads(host, python, None)  # what it still lacks
+
+        async def serve(host: Host, python: str, receiving: bool) -> PackServer:
+            return await PackServer.start(
+                self.pool, host, python, self.setup, self.login_shell, envremote_bundle(),
+                serving(lacked), ttl=self.timeout * 4 + 600, timeout=self.timeout,
+                wait=wait if receiving else 0.0, what="the uploads")
+
+        async def fetch(host: Host, python: str, source: str, urls: list[str]) -> dict[str, Any]:
+            where = self.pool.as_connected(host)
+            report = self.reports.setdefault(where, HostPreStart(host=where))
+            started = time.monotonic()
+            self.phase[where] = "fetching uploads"  # from another host: the relay
+            try:
+                answer = await run_script(
+                    self.pool, host, python, self.setup, self.login_shell,
+                    fetch_op(manifest, upload_dir, wanted[where], urls, wait),
+                    timeout=2 * wait + 60, need=manifest.size)
+            finally:
+                self.phase.pop(where, None)
+            report.seconds += time.monotonic() - started
+            report.upload_fetched += int(answer.get("received") or 0)
+            if not answer.get("refused"):
+                report.upload_from = source
+                report.upload_files += int(answer.get("stored") or 0)
+            return answer
+
+        def refused(key: str, source: str, why: str) -> None:
+            self.reports.setdefault(key, HostPreStart(host=key)).upload_refused.append(
+                f"{source}: {why}")
+
+        await relay(self.pool, need, holding, self.plan.relay_fanout, direct, fetch, serve,
+                    refused)
 
     async def push_uploads(self, host: Host, python: str, missing: list[str] | None) -> int:
         """Send the contents *missing* on *host* and lay out the manifest there.
@@ -542,15 +587,31 @@ class PreStart:
         return nbytes
 
     async def sync_uploads(self) -> dict[str, int]:
-        """Send changed upload files to every host; return bytes sent per host."""
+        """Send changed upload files to every host; return bytes sent per host from here.
+
+        New contents above ``sshdeploy.upload-relay-size`` are relayed as at the
+        start (each host asked first what it lacks); below it, each host says what
+        it lacks and is sent it in one round trip.
+        """
         if not self.plan.upload or self.plan.upload_dir is None:
             return {}
+        before = self.manifest
         self.manifest = await asyncio.to_thread(collect, self.plan.upload, self.plan.base)
         self._warn_size(self.manifest)
         hosts = [(h, py) for h, py in self.hosts  # not twice to a shared home
                  if not getattr(self.reports.get(self.pool.as_connected(h)), "shared_with", "")]
-        sent = await all_or_stop(self.push_uploads(h, py, None) for h, py in hosts)
-        return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent, strict=True)}
+        new = set(self.manifest.files.values()) - set(before.files.values() if before else ())
+        if len(hosts) > 1 and relays(blob_sizes(self.manifest), [sorted(new)] * len(hosts),
+                                     self.plan.relay_fanout, self.plan.upload_relay):
+            sent = {k: r.upload_bytes for k, r in self.reports.items()}
+            op = {"op": "probe", "blobs": sorted(set(self.manifest.files.values()))}
+            said = await all_or_stop(run_script(self.pool, h, py, self.setup, self.login_shell,
+                                                op, timeout=self.timeout) for h, py in hosts)
+            await self._upload_all([(h, py, d) for (h, py), d in zip(hosts, said, strict=True)])
+            return {k: self.reports[k].upload_bytes - sent.get(k, 0)
+                    for k in (self.pool.as_connected(h) for h, _py in hosts)}
+        sent_now = await all_or_stop(self.push_uploads(h, py, None) for h, py in hosts)
+        return {self.pool.as_connected(h): n for (h, _), n in zip(hosts, sent_now, strict=True)}
 
     async def remove_uploads(self) -> None:
         """Remove this cluster's upload directory from every host (errors logged, not raised)."""

@@ -232,12 +232,14 @@ class PackServer:
     @classmethod
     async def start(
         cls, pool: HostPool, host: Host, python: str, setup: str | None, login_shell: bool,
-        bundle: bytes, digest: str, sha: str, ttl: float, timeout: float = 60.0,
-        wait: float = 0.0,
+        bundle: bytes, serves: Mapping[str, Any], ttl: float, timeout: float = 60.0,
+        wait: float = 0.0, what: str = "the environment",
     ) -> PackServer:
-        """Start serving the pack *digest* / *sha* kept on *host* (*bundle*: the stage's
-        remote program, :func:`sshdeploy.bootstrap.envremote_bundle`; *wait*: seconds a
-        fetch waits for it there, while it is still coming from this machine).
+        """Start serving what *host* holds: *serves* names it, ``{"env": digest, "sha256":
+        sha}`` (a kept pack) or ``{"blobs": [sha256, ...]}`` (upload contents, the upload
+        relay: :mod:`sshdeploy.env.uprelay`); *what* says it in errors. *bundle*: the
+        stage's remote program, :func:`sshdeploy.bootstrap.envremote_bundle`; *wait*:
+        seconds a fetch waits for it there, while it is still coming from this machine.
 
         Raises
         ------
@@ -250,8 +252,7 @@ class PackServer:
         process = await conn.conn.create_process(
             build_script_command(python, setup, login_shell), encoding=None)
         server = cls(where, token, 0, [], process, conn)
-        op = {"op": "serve", "env": digest, "sha256": sha, "token": token, "ttl": ttl,
-              "wait": wait}
+        op = {"op": "serve", **serves, "token": token, "ttl": ttl, "wait": wait}
         try:
             async def first() -> dict[str, Any]:
                 line = await process.stdout.readline()
@@ -268,14 +269,14 @@ class PackServer:
             answer = await asyncio.wait_for(first(), timeout)
         except (asyncio.TimeoutError, ValueError, OSError) as exc:
             await server.close()
-            raise EnvSyncError(host=where, what="serving the environment to the other hosts",
+            raise EnvSyncError(host=where, what=f"serving {what} to the other hosts",
                                cause=f"{type(exc).__name__}: {exc}") from None
         except BaseException:
             await server.close()
             raise
         if "port" not in answer:
             await server.close()
-            raise EnvSyncError(host=where, what="serving the environment to the other hosts",
+            raise EnvSyncError(host=where, what=f"serving {what} to the other hosts",
                                cause=str(answer.get("error", "no port said")))
         server.port, server.addresses = int(answer["port"]), list(answer.get("addresses") or ())
         return server
@@ -417,3 +418,39 @@ def plan_relay(needing: Sequence[tuple[str, str | None]],
     """
     return RelayPlanner({h: network_of(a) for h, a in needing},
                         {h: network_of(a) for h, a in holding}, fanout=fanout, seeds=seeds)
+
+
+#: What :func:`relay` runs, on (host, python) pairs: a send from here; a fetch by a host from
+#: a holder (its ``user@host:port``) at the holder's URLs; a holder's server (whether the
+#: holder is still getting it from here, so that its server waits for it).
+HostDirect = Callable[[Host, str], Awaitable[None]]
+HostFetch = Callable[[Host, str, str, list[str]], Awaitable[dict[str, Any]]]
+HostServe = Callable[[Host, str, bool], Awaitable[PackServer]]
+
+
+async def relay(pool: HostPool, need: Sequence[tuple[Host, str]],
+                holding: Sequence[tuple[Host, str]], fanout: int, direct: HostDirect,
+                fetch: HostFetch, serve: HostServe,
+                on_refused: Callable[[str, str, str], None] | None = None) -> None:
+    """Relay among a cluster's hosts: every host of *need* (host, python) gets it, from
+    here or from a holder (those of *holding* to begin with) on its network.
+
+    The plan (:func:`plan_relay`, on the addresses this machine reached the hosts at)
+    carried out by :func:`run_relay`: the environment's pack and the uploads alike.
+    """
+    by_key = {pool.as_connected(h): (h, py) for h, py in [*need, *holding]}
+    reached = {key: (await pool.get(h)).address for key, (h, _py) in by_key.items()}
+    planner = plan_relay([(k, reached[k]) for k in (pool.as_connected(h) for h, _ in need)],
+                         [(k, reached[k]) for k in (pool.as_connected(h) for h, _ in holding)],
+                         fanout)
+
+    async def one(key: str) -> None:
+        await direct(*by_key[key])
+
+    async def fetched(key: str, source: str, server: PackServer) -> dict[str, Any]:
+        return await fetch(*by_key[key], source, server.urls(reached[source]))
+
+    async def served(key: str) -> PackServer:
+        return await serve(*by_key[key], key in planner.running)
+
+    await run_relay(planner, one, fetched, served, on_refused)

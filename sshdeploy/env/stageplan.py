@@ -49,6 +49,9 @@ class StagePlan:
         This cluster's upload directory on each host, relative to the home.
     upload_warn : int
         ``sshdeploy.upload-warn-size`` in bytes.
+    upload_relay : int or None
+        Uploads the hosts lack are relayed (with ``relay_fanout``) above this many
+        bytes (``sshdeploy.upload-relay-size``); None: never.
     base : Path
         The directory relative upload paths are resolved from.
     """
@@ -61,6 +64,7 @@ class StagePlan:
     upload: tuple[str, ...] = ()
     upload_dir: str | None = None
     upload_warn: int = 0
+    upload_relay: int | None = None
     base: Path = field(default_factory=Path.cwd)
 
     @property
@@ -131,4 +135,5 @@ def plan_stage(
         upload=tuple(str(p) for p in upload or ()),
         upload_dir=f"{REMOTE_UPLOADS}/{owner or uuid.uuid4().hex[:16]}" if upload else None,
         upload_warn=settings.upload_warn_size,
+        upload_relay=settings.upload_relay_size,
     )

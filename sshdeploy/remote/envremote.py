@@ -17,7 +17,9 @@ stdin), and prints one JSON line. Everything lives under the host's
   environment is, so that other hosts fetch it from this one (``serve`` /
   ``fetch``: the relay, :mod:`sshdeploy.env.relay`) instead of from the
   controller.
-- ``blobs/<sha256>``: every uploaded file's content, once.
+- ``blobs/<sha256>``: every uploaded file's content, once; served to the
+  other hosts like a pack (``serve`` with ``blobs``, ``fetch-uploads``: the
+  upload relay), each checked against its name before it enters the store.
 - ``uploads/<cluster>/``: one cluster's uploaded tree, linked from the blobs,
   removed with the cluster.
 """
@@ -333,11 +335,12 @@ def _unpack_into_place(digest: str, source: Any) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _receive_pack(digest: str, source: Any, sha: str) -> str:
-    """Write the pack read from *source* to its place, checked: a pack that does not hash to
-    *sha* raises :class:`PackRefused` and nothing of it stays. Returns its path."""
-    os.makedirs(PACKS, exist_ok=True)
-    tmp = os.path.join(PACKS, f".tmp-{digest}-{_unique()}")
+def _receive(source: Any, into: str, name: str, sha: str) -> int:
+    """Write what is read from *source* to *into*/*name*, checked: what does not hash to
+    *sha* raises :class:`PackRefused` and nothing of it stays (nor of a copy cut off, or
+    a full disk). Returns its size."""
+    os.makedirs(into, exist_ok=True)
+    tmp = os.path.join(into, f".tmp-{name.split('.')[0]}-{_unique()}")
     try:
         with open(tmp, "wb") as out:
             tee = _Tee(source, out)
@@ -345,14 +348,18 @@ def _receive_pack(digest: str, source: Any, sha: str) -> str:
         if tee.hash.hexdigest() != sha:
             raise PackRefused(f"sha256 {tee.hash.hexdigest()[:16]}... of {tee.count} bytes, "
                               f"expected {sha[:16]}...")
-        final = pack_path(digest, sha)
-        os.replace(tmp, final)
-        return final
+        os.replace(tmp, os.path.join(into, name))
+        return tee.count
     finally:
-        try:
+        if os.path.exists(tmp):
             os.remove(tmp)
-        except OSError:
-            pass
+
+
+def _receive_pack(digest: str, source: Any, sha: str) -> str:
+    """Write the pack read from *source* to its place, checked (:func:`_receive`)."""
+    final = pack_path(digest, sha)
+    _receive(source, PACKS, os.path.basename(final), sha)
+    return final
 
 
 def unpack_env(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
@@ -390,8 +397,6 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
     ``corrupt``): the controller fetches again from another holder or sends
     the pack itself.
     """
-    import socket
-    import urllib.parse
     import urllib.request
 
     digest, sha = op["env"], op["sha256"]
@@ -404,9 +409,7 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
     for url in op["urls"]:
         where = url.split("/")[2]
         try:  # reachable at all? (a short connect, so that no route costs seconds, not minutes)
-            parsed = urllib.parse.urlsplit(url)
-            socket.create_connection((parsed.hostname, parsed.port),
-                                     timeout=float(op.get("connect_timeout", 5))).close()
+            _connect(url, op)
             response = opener.open(url, timeout=float(op.get("timeout", 120)))
         except Exception as exc:  # refused, no route, timed out: try the next address
             why = f"{where}: {type(exc).__name__}: {exc}"
@@ -427,6 +430,16 @@ def fetch_env(op: dict[str, Any]) -> dict[str, Any]:
         pruned = prune(int(op.get("limit", 1 << 62)), digest)
         return {"unpacked": unpacked, "received": received, "pruned": pruned}
     return {"refused": why, "kind": "unreachable", "received": 0}
+
+
+def _connect(url: str, op: dict[str, Any]) -> None:
+    """A short connect to *url*'s holder (``connect_timeout``): OSError if it cannot be."""
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(url)
+    socket.create_connection((parsed.hostname, parsed.port),
+                             timeout=float(op.get("connect_timeout", 5))).close()
 
 
 def _addresses() -> list[str]:
@@ -452,19 +465,29 @@ def serve_pack(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     /<token>`` (the token comes on stdin, never on a command line) is
     answered. Says ``{"port": ..., "addresses": [...]}`` on its first line.
     A ``{"drop": true}`` line before the end removes the pack (a fetcher
-    found it damaged).
+    found it damaged). With ``blobs`` (the upload relay) it serves those
+    upload contents instead, ``GET /<token>/<sha256>`` each, and a drop
+    removes those of them that do not hash to their name.
     """
     import http.server
     import socket
 
-    path = pack_path(op["env"], op["sha256"])
+    blobs = set(op.get("blobs") or ())
+    path = "" if blobs else pack_path(op["env"], op["sha256"])
     token = str(op["token"])
     served = [0, 0]
     until = time.monotonic() + float(op.get("wait", 0))
 
+    def asked(url: str) -> str | None:
+        if not blobs:
+            return path if url == "/" + token else None
+        head, _, name = url.rpartition("/")
+        return os.path.join(BLOBS, name) if head == "/" + token and name in blobs else None
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != "/" + token:
+            path = asked(self.path)
+            if path is None:
                 self.send_error(403)
                 return
             # A host still receiving the pack from the controller serves it once it is whole.
@@ -515,9 +538,9 @@ def serve_pack(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     server.shutdown()
     server.server_close()
     dropped = b'"drop"' in b"".join(told)
-    if dropped:
+    for bad in ([path] if path else _bad_blobs(blobs)) if dropped else ():
         try:
-            os.remove(path)
+            os.remove(bad)
         except OSError:
             pass
     return {"served": served[0], "bytes": served[1], "dropped": dropped}
@@ -548,6 +571,28 @@ def _symlink(base: str, rel: str, to: str) -> None:
     os.replace(tmp, path)
 
 
+def _receive_blob(digest: str, source: Any) -> int:
+    """Store the content read from *source* as blob *digest*, checked (:func:`_receive`)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"unexpected entry in the upload: {digest!r}")
+    return _receive(source, BLOBS, digest, digest)
+
+
+def _bad_blobs(names: Any) -> list[str]:
+    """The blobs of *names* held here whose content does not hash to their name."""
+    def sha(path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                tee = _Tee(f, None)
+                tee.drain()
+                return tee.hash.hexdigest()
+        except OSError:
+            return None
+
+    paths = {n: os.path.join(BLOBS, n) for n in names}
+    return [p for n, p in paths.items() if sha(p) not in (n, None)]
+
+
 def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
     os.makedirs(BLOBS, exist_ok=True)
     stored = 0
@@ -560,27 +605,61 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
         sys.stdout.flush()
         send = bool(missing)
     if send:
-        import hashlib
-        import tarfile
-
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "/" in member.name or member.name.startswith("."):
                     raise ValueError(f"unexpected entry in the upload: {member.name!r}")
-                source = tar.extractfile(member)
-                data = source.read() if source is not None else b""
-                if hashlib.sha256(data).hexdigest() != member.name:
-                    raise ValueError(f"upload damaged in transit: {member.name}")
-                tmp = os.path.join(BLOBS, f".tmp-{member.name}-{_unique()}")
                 try:
-                    with open(tmp, "wb") as f:
-                        f.write(data)
-                    os.replace(tmp, os.path.join(BLOBS, member.name))
-                except OSError:  # a full disk: leave no part of it
-                    if os.path.exists(tmp):
-                        os.remove(tmp)
-                    raise
+                    _receive_blob(member.name, tar.extractfile(member))
+                except PackRefused:
+                    raise ValueError(f"upload damaged in transit: {member.name}") from None
                 stored += 1
+    return {"stored": stored, "removed": _lay_out(op)}
+
+
+def fetch_uploads(op: dict[str, Any]) -> dict[str, Any]:
+    """Fetch the contents this host lacks (``missing``) from a holder (``urls``: its
+    addresses, the first that connects; ``/<sha256>`` added per content), each checked
+    against its sha256 before it enters the blob store; then lay out the tree as ``upload``
+    does. A refusal is an answer, as for :func:`fetch_env`; what was checked stays."""
+    import urllib.request
+
+    os.makedirs(BLOBS, exist_ok=True)
+    missing = [b for b in op["missing"] if not os.path.exists(os.path.join(BLOBS, b))]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    base, why = None, "no address to fetch from"
+    for url in op["urls"] if missing else ():
+        try:
+            _connect(url, op)
+        except OSError as exc:
+            why = f"{url.split('/')[2]}: {type(exc).__name__}: {exc}"
+            continue
+        base = url
+        break
+    if missing and base is None:
+        return {"refused": why, "kind": "unreachable", "received": 0}
+    received = 0
+    for digest in missing:
+        where = f"{str(base).split('/')[2]}: {digest[:12]}"
+        got = None
+        try:
+            with opener.open(f"{base}/{digest}", timeout=float(op.get("timeout", 120))) as got:
+                received += _receive_blob(digest, got)
+        except PackRefused as exc:
+            short = getattr(got, "length", None)  # what Content-Length still owed
+            said = f"partial, {short} bytes missing" if short else str(exc)
+            return {"refused": f"{where}: {said}", "kind": "corrupt", "received": received}
+        except Exception as exc:  # not served (404), cut off half-way: a partial copy
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # this host's disk is full: said as such
+            return {"refused": f"{where}: partial ({type(exc).__name__}: {exc})",
+                    "kind": "corrupt", "received": received}
+    return {"stored": len(missing), "received": received, "removed": _lay_out(op)}
+
+
+def _lay_out(op: dict[str, Any]) -> int:
+    """Lay out the cluster's upload tree (``dir``) from the blobs: its ``files`` and
+    ``links``, and nothing else (what an earlier upload had is removed: the count)."""
     base = os.path.join(UPLOADS, op["dir"])
     os.makedirs(base, exist_ok=True)
     files = op["files"]
@@ -601,7 +680,7 @@ def place_uploads(op: dict[str, Any], stream: IO[bytes]) -> dict[str, Any]:
             if rel not in files and rel not in links and ".tmp-" not in name:
                 os.remove(path)
                 removed += 1
-    return {"stored": stored, "removed": removed}
+    return removed
 
 
 def remove_uploads(op: dict[str, Any]) -> dict[str, Any]:
@@ -637,6 +716,8 @@ def main() -> None:
             out = serve_pack(op, stream)
         elif kind == "upload":
             out = place_uploads(op, stream)
+        elif kind == "fetch-uploads":
+            out = fetch_uploads(op)
         elif kind == "remove-uploads":
             out = remove_uploads(op)
         elif kind == "clean":
