@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -81,14 +82,15 @@ def tree(root: Path, total: int, files: int) -> Path:
     return pkg
 
 
-def start(bed: Any, **kw: Any) -> tuple[Any, float]:
+def start(bed: Any, **kw: Any) -> tuple[Any, float, float]:
+    """Start on every bed host; return the cluster, seconds to its workers, controller CPU-s."""
     from sshdeploy import SSHCluster
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     cluster = SSHCluster([h.name for h in bed.hosts], connect_options=bed.connect_options(), **kw)
     if not _bedprobe.wait_workers(cluster, len(bed.hosts) - 1, 120):
         raise RuntimeError("workers did not connect")
-    return cluster, time.perf_counter() - t0
+    return cluster, time.perf_counter() - t0, time.process_time() - cpu0
 
 
 def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str, Any]:
@@ -111,10 +113,15 @@ def one(bed: Any, mode: str, work: Path, uplink: str | None = None) -> dict[str,
         clean([h.name for h in bed.hosts], bed.connect_options(), envs=False)
     with dask.config.set({"sshdeploy.version-check": policy,
                           "sshdeploy.env-relay": mode not in ("sync-direct", "upload-direct")}):
-        cluster, seconds = start(bed, **kw)
+        cluster, seconds, cpu = start(bed, **kw)
     try:
         reports = cluster.stage_reports
         out["seconds"] = round(seconds, 3)
+        # This process's CPU during the start (every thread: packing, hashing, SSH) and its
+        # peak RSS so far (the first start's peak includes importing distributed).
+        out["controller_cpu_s"] = round(cpu, 3)
+        out["controller_peak_rss_mib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         out["out_bytes"] = sum(cluster.pool.bytes_sent().values())
         out["env_bytes"] = sum(r.env_bytes for r in reports.values()
                                if r.env_cached is False and not r.env_from)
@@ -140,8 +147,8 @@ def markdown(rows: list[dict[str, Any]], plain: float) -> str:
     """The table; *plain* is the ratios' base (0: no plain-ignore, the ratio is to the first
     mode)."""
     lines = ["| mode | hosts | start s (median) | ratio | out bytes | env bytes | "
-             "upload bytes | delta bytes | delta s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "upload bytes | delta bytes | delta s | controller CPU-s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     plain = plain or statistics.median(r["seconds"] for r in rows if r["mode"] == rows[0]["mode"])
     for mode in dict.fromkeys(r["mode"] for r in rows):
         rs = [r for r in rows if r["mode"] == mode]
@@ -154,8 +161,12 @@ def markdown(rows: list[dict[str, Any]], plain: float) -> str:
         delta_s = [r["delta_seconds"] for r in rs if "delta_seconds" in r]
         head = (f"| {mode} | {rs[0]['hosts']} | {med:.2f} | {med / plain:.2f} | "
                 f"{m('out_bytes')} | {m('env_bytes')} | {m('upload_bytes')} | ")
+        cpu = [r["controller_cpu_s"] for r in rs if "controller_cpu_s" in r]
+        rss = [r["controller_peak_rss_mib"] for r in rs if "controller_peak_rss_mib" in r]
+        tail = (f" {statistics.median(cpu):.2f} | {max(rss):.0f} |" if cpu and rss
+                else " - | - |")
         lines.append(head + (f"{m('delta_bytes')} | {statistics.median(delta_s):.2f} |"
-                             if delta_s else "- | - |"))
+                             if delta_s else "- | - |") + tail)
     return "\n".join(lines) + "\n"
 
 
