@@ -66,6 +66,7 @@ from sshdeploy.testbed.model import (
 )
 from sshdeploy.testbed.net import NETNS_ETC, set_link
 from sshdeploy.testbed.procs import (
+    cut_off_from_each_other,
     host_command,
     host_path,
     mounted,
@@ -92,6 +93,7 @@ __all__ = [
     "TestbedError",
     "check_requirements",
     "cmdline",
+    "cut_off_from_each_other",
     "down",
     "host_command",
     "host_names",

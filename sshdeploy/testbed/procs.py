@@ -155,6 +155,33 @@ def shared_directory(hosts: Sequence[BedHost], target: str) -> Iterator[Path]:
         shutil.rmtree(shared, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def cut_off_from_each_other(hosts: Sequence[BedHost]) -> Iterator[None]:
+    """*hosts* cannot reach each other while inside (this machine still reaches them all).
+
+    Each gets an ``unreachable`` route to the others' addresses on both
+    networks, so a connect between them fails at once (EHOSTUNREACH), as
+    between hosts on networks that do not route to each other. The routes are
+    removed on the way out.
+    """
+    added: list[tuple[BedHost, str]] = []
+    try:
+        for host in hosts:
+            for other in hosts:
+                if other is host:
+                    continue
+                for addr in (other.address, other.private_address):
+                    out = run_in(host, ["ip", "route", "add", "unreachable", f"{addr}/32"])
+                    if out.returncode != 0:
+                        raise TestbedError(f"{host.name}: cannot cut the route to {addr}: "
+                                           f"{out.stderr.strip()}")
+                    added.append((host, addr))
+        yield
+    finally:
+        for host, addr in added:
+            run_in(host, ["ip", "route", "del", "unreachable", f"{addr}/32"])
+
+
 def processes(host: BedHost) -> list[tuple[int, str]]:
     """Return ``(pid, cmdline)`` of every live process in the host but its sshd listener.
 

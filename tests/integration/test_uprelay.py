@@ -165,23 +165,9 @@ def test_a_corrupted_relayed_content_is_refused_and_the_host_ends_with_the_right
 
 @pytest.fixture
 def cut_off(bed: testbed.Bed, empty: dict[str, testbed.BedHost]) -> Iterator[None]:
-    """n1..n3 cannot reach each other (an unreachable route to each other's addresses);
-    the controller still reaches them all."""
-    three = [empty[n] for n in (n1, n2, n3)]
-    added: list[tuple[testbed.BedHost, str]] = []
-    try:
-        for host in three:
-            for other in three:
-                if other is not host:
-                    for addr in (other.address, other.private_address):
-                        out = testbed.run_in(host, ["ip", "route", "add", "unreachable",
-                                                    f"{addr}/32"])
-                        assert out.returncode == 0, out.stderr
-                        added.append((host, addr))
+    """n1..n3 cannot reach each other; the controller still reaches them all."""
+    with testbed.cut_off_from_each_other([empty[n] for n in (n1, n2, n3)]):
         yield
-    finally:
-        for host, addr in added:
-            testbed.run_in(host, ["ip", "route", "del", "unreachable", f"{addr}/32"])
 
 
 def test_hosts_that_cannot_reach_each_other_get_the_uploads_from_here(

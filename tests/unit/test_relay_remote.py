@@ -17,24 +17,43 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sshdeploy.bootstrap import SCRIPT_LAUNCHER, envremote_bundle
+from tests.unit.test_envsync import run_remote
 
 pytestmark = pytest.mark.timeout(60)
 
 DIGEST = "0123456789abcdef01234567"
 
 
-def _remote(home: Path, op: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-    data = envremote_bundle() + (json.dumps(op) + "\n").encode() + payload
-    out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
-                         capture_output=True, timeout=30, env={**os.environ, "HOME": str(home)})
-    assert out.returncode == 0, out.stderr.decode()
-    result: dict[str, Any] = json.loads(out.stdout.decode().splitlines()[-1])
-    return result
+_remote = run_remote
+
+
+@contextmanager
+def half_holder(data: bytes) -> Iterator[str]:
+    """A holder on loopback that dies half-way through *data*; yields its URL."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def half() -> None:
+        for _ in range(2):  # the fetcher's reachability connect, then its GET
+            conn, _peer = server.accept()
+            with conn:
+                if conn.recv(4096):
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
+                                 + data[: len(data) // 2])
+
+    thread = threading.Thread(target=half, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/t"
+    finally:
+        thread.join(10)
+        server.close()
 
 
 def _pack() -> bytes:
@@ -142,28 +161,11 @@ def test_the_pack_goes_with_its_environment(tmp_path: Path) -> None:
 
 
 def test_a_partial_copy_cut_off_half_way_is_refused(tmp_path: Path) -> None:
-    import socket
-    import threading
-
     pack = _pack()
     sha = hashlib.sha256(pack).hexdigest()
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def half() -> None:  # a holder that dies half-way through the pack
-        for _ in range(2):  # the fetcher's reachability connect, then its GET
-            conn, _peer = server.accept()
-            with conn:
-                if conn.recv(4096):
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(pack)
-                                 + pack[: len(pack) // 2])
-
-    thread = threading.Thread(target=half, daemon=True)
-    thread.start()
-    port = server.getsockname()[1]
-    out = _remote(tmp_path, {"op": "fetch", "env": DIGEST, "sha256": sha,
-                             "urls": [f"http://127.0.0.1:{port}/t"], "timeout": 10})
-    thread.join(10)
-    server.close()
+    with half_holder(pack) as url:
+        out = _remote(tmp_path, {"op": "fetch", "env": DIGEST, "sha256": sha,
+                                 "urls": [url], "timeout": 10})
     assert out["kind"] == "corrupt" and "partial" in out["refused"], out
     assert not (tmp_path / ".cache/sshdeploy/envs" / DIGEST).exists()
     assert os.listdir(tmp_path / ".cache/sshdeploy/packs") == []

@@ -29,6 +29,8 @@ from sshdeploy.env.uploads import blob_tar, collect
 from sshdeploy.env.uprelay import blob_sizes, fetch_op, lacking, relays, serving
 from sshdeploy.hosts import Host
 from sshdeploy.settings import Settings
+from tests.unit.test_envsync import run_remote
+from tests.unit.test_relay_remote import half_holder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,13 +152,7 @@ def test_a_holder_whose_copy_is_refused_drops_it_and_the_host_is_sent_from_here(
 
 # -- the remote half ------------------------------------------------------------------
 
-def _remote(home: Path, op: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-    data = envremote_bundle() + (json.dumps(op) + "\n").encode() + payload
-    out = subprocess.run([sys.executable, "-c", SCRIPT_LAUNCHER], input=data,
-                         capture_output=True, timeout=30, env={**os.environ, "HOME": str(home)})
-    assert out.returncode == 0, out.stderr.decode()
-    result: dict[str, Any] = json.loads(out.stdout.decode().splitlines()[-1])
-    return result
+_remote = run_remote
 
 
 @contextmanager
@@ -294,26 +290,9 @@ def test_a_fetching_host_is_shown_as_such_in_the_live_status() -> None:
 def test_a_content_cut_off_half_way_is_refused_and_nothing_of_it_stays(
     tmp_path: Path, upload: Any
 ) -> None:
-    import socket
-    import threading
-
     big = upload.files["relayedpkg/big.py"]
     data = upload.sources["relayedpkg/big.py"].read_bytes()
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def half() -> None:  # a holder that dies half-way through the content
-        for _ in range(2):  # the fetcher's reachability connect, then its GET
-            conn, _peer = server.accept()
-            with conn:
-                if conn.recv(4096):
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
-                                 + data[: len(data) // 2])
-
-    thread = threading.Thread(target=half, daemon=True)
-    thread.start()
-    port = server.getsockname()[1]
-    out = _remote(tmp_path, fetch_op(upload, "x/c1", [big], [f"http://127.0.0.1:{port}/t"], 5))
-    thread.join(10)
-    server.close()
+    with half_holder(data) as url:
+        out = _remote(tmp_path, fetch_op(upload, "x/c1", [big], [url], 5))
     assert out["kind"] == "corrupt" and "partial" in out["refused"], out
     assert os.listdir(tmp_path / ".cache/sshdeploy/blobs") == []
