@@ -167,6 +167,9 @@ class PreStart:
     #: status: "checking versions", "sending environment"...); gone when done.
     phase: dict[str, str] = field(default_factory=dict)
     _tar: asyncio.Future[tuple[Path, str]] | None = field(default=None, repr=False)
+    #: The last tar of upload contents built, by the contents in it (see :meth:`contents_tar`).
+    _contents: tuple[tuple[str, ...], bytes] | None = field(default=None, repr=False)
+    _pushing: int = field(default=0, repr=False)
 
     @property
     def sent_env_bytes(self) -> int:
@@ -563,7 +566,7 @@ class PreStart:
         def reply(question: dict[str, Any]) -> bytes:
             wanted = list(question.get("missing") or ())
             counted.append(len(wanted))
-            sent.append(blob_tar(manifest, wanted) if wanted else b"")
+            sent.append(self.contents_tar(manifest, wanted) if wanted else b"")
             return sent[-1]
 
         op: dict[str, Any] = {"op": "upload", "dir": self.plan.upload_dir.rsplit("/", 1)[-1],
@@ -574,17 +577,33 @@ class PreStart:
         else:
             op["payload"], payload = bool(missing), reply({"missing": missing})
         self.phase[report.host] = "uploading files"
+        self._pushing += 1
         try:
             await run_script(self.pool, host, python, self.setup, self.login_shell, op,
                              payload=payload, timeout=self.timeout + manifest.size / 1e6,
                              need=lambda: sum(len(b) for b in sent))
         finally:
             self.phase.pop(report.host, None)
+            self._pushing -= 1
+            if not self._pushing:  # the last send of these is done: not kept in memory
+                self._contents = None
         nbytes = sum(len(b) for b in sent)
         report.upload_bytes += nbytes
         report.upload_files += sum(counted)
         report.seconds += time.monotonic() - started
         return nbytes
+
+    def contents_tar(self, manifest: Manifest, wanted: list[str]) -> bytes:
+        """The tar of the contents *wanted*; hosts that lack the same ones are sent one tar.
+
+        The hosts of a first start all lack the same contents: sent from here at
+        once, one copy of it is in memory instead of one per host. Only the last
+        tar built is kept, and only while a send is under way.
+        """
+        key = tuple(sorted(set(wanted)))
+        if self._contents is None or self._contents[0] != key:
+            self._contents = (key, blob_tar(manifest, key))
+        return self._contents[1]
 
     async def sync_uploads(self) -> dict[str, int]:
         """Send changed upload files to every host; return bytes sent per host from here.
