@@ -339,10 +339,9 @@ class PreStart:
         if self.manifest is not None:
             op["blobs"] = sorted(set(self.manifest.files.values()))
         started = time.monotonic()
-        self.phase[where] = "checking versions"
         try:
-            report.description = await run_script(self.pool, host, python, self.setup,
-                                                  self.login_shell, op, timeout=self.timeout)
+            report.description = await self._script(host, python, "checking versions", op,
+                                                    timeout=self.timeout)
         except EnvSyncError as exc:
             if exc.cause == "timeout":  # the start would stall there too: say where, now
                 raise StartError(
@@ -359,8 +358,6 @@ class PreStart:
             report.skipped = str(exc).splitlines()[0]
             logger.debug("stage skips %s: %s", where, report.skipped)
             return None
-        finally:
-            self.phase.pop(where, None)
         report.seconds = time.monotonic() - started
         return report.description
 
@@ -400,6 +397,17 @@ class PreStart:
         if self.plan.policy == "warn":
             logger.warning("%d host(s) differ from this machine "
                            "(sshdeploy.version-check: warn):\n%s", len(hosts), table)
+
+    async def _script(self, host: Host, python: str, phase: str, op: dict[str, Any],
+                      **kw: Any) -> dict[str, Any]:
+        """Run *op* on *host* (:func:`run_script`), shown as *phase* in the live status."""
+        where = self.pool.as_connected(host)
+        self.phase[where] = phase
+        try:
+            return await run_script(self.pool, host, python, self.setup, self.login_shell,
+                                    op, **kw)
+        finally:
+            self.phase.pop(where, None)
 
     async def _pack(self) -> tuple[Path, str]:
         """The pack and its sha256, built once for all the hosts that need it."""
@@ -455,15 +463,11 @@ class PreStart:
         self.phase[where] = "packing environment"
         tar, sha = await self._pack()
         size = tar.stat().st_size
-        self.phase[where] = "sending environment"
         op: dict[str, Any] = {"op": "env", "env": env.digest, "limit": self.plan.env_limit}
         if self.plan.relay_fanout:
             op["sha256"] = sha
-        try:
-            await run_script(self.pool, host, python, self.setup, self.login_shell, op,
-                             payload=tar, timeout=self.timeout + size / 1e6, need=env.size)
-        finally:
-            self.phase.pop(where, None)
+        await self._script(host, python, "sending environment", op, payload=tar,
+                           timeout=self.timeout + size / 1e6, need=env.size)
         report.env_cached, report.env_bytes, report.env_from = False, size, ""
         report.seconds += time.monotonic() - started
 
@@ -478,16 +482,13 @@ class PreStart:
         tar, sha = await self._pack()
         size = tar.stat().st_size
         started = time.monotonic()
-        self.phase[where] = "fetching environment"  # from another host: the relay
         # the holder may still be receiving it from here: as long as a send from here
         wait = self.timeout + size / 1e6
         op = {"op": "fetch", "env": env.digest, "sha256": sha, "urls": urls,
               "limit": self.plan.env_limit, "timeout": wait + 30, "connect_timeout": 5}
-        try:
-            answer = await run_script(self.pool, host, python, self.setup, self.login_shell,
-                                      op, timeout=2 * wait + 60)
-        finally:
-            self.phase.pop(where, None)
+        # from another host: the relay
+        answer = await self._script(host, python, "fetching environment", op,
+                                    timeout=2 * wait + 60)
         report.seconds += time.monotonic() - started
         if not answer.get("refused"):
             report.env_cached, report.env_from = False, source
@@ -527,14 +528,10 @@ class PreStart:
             where = self.pool.as_connected(host)
             report = self.reports.setdefault(where, HostPreStart(host=where))
             started = time.monotonic()
-            self.phase[where] = "fetching uploads"  # from another host: the relay
-            try:
-                answer = await run_script(
-                    self.pool, host, python, self.setup, self.login_shell,
-                    fetch_op(manifest, upload_dir, wanted[where], urls, wait),
-                    timeout=2 * wait + 60, need=manifest.size)
-            finally:
-                self.phase.pop(where, None)
+            answer = await self._script(  # from another host: the relay
+                host, python, "fetching uploads",
+                fetch_op(manifest, upload_dir, wanted[where], urls, wait),
+                timeout=2 * wait + 60, need=manifest.size)
             report.seconds += time.monotonic() - started
             report.upload_fetched += int(answer.get("received") or 0)
             if not answer.get("refused"):
@@ -576,14 +573,12 @@ class PreStart:
             op["ask"], payload = True, reply
         else:
             op["payload"], payload = bool(missing), reply({"missing": missing})
-        self.phase[report.host] = "uploading files"
         self._pushing += 1
         try:
-            await run_script(self.pool, host, python, self.setup, self.login_shell, op,
-                             payload=payload, timeout=self.timeout + manifest.size / 1e6,
-                             need=lambda: sum(len(b) for b in sent))
+            await self._script(host, python, "uploading files", op, payload=payload,
+                               timeout=self.timeout + manifest.size / 1e6,
+                               need=lambda: sum(len(b) for b in sent))
         finally:
-            self.phase.pop(report.host, None)
             self._pushing -= 1
             if not self._pushing:  # the last send of these is done: not kept in memory
                 self._contents = None
